@@ -1,0 +1,139 @@
+"""One loader for every model irmscope studies.
+
+``load_model(spec)`` accepts:
+
+* a packaged model name: ``smollm2-135m`` (the default) or ``gemma3-270m`` (see :mod:`.packaged`);
+* ``tiny-<family>``: a tiny random-weight model for tests (see :mod:`.tiny`);
+* a local Hugging Face folder (``config.json`` + weights), e.g. a model irmscope tuned;
+* a hub id (``owner/name``): works with a network; offline it fails at once with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from irmscope.errors import IrmscopeError
+from irmscope.models.adapters import SITE_KINDS, ArchitectureAdapter, adapter_for, all_sites
+from irmscope.models.packaged import PACKAGED_MODELS, packaged_checkpoint
+from irmscope.models.tiny import TINY_FAMILIES, build_tiny
+
+DEFAULT_MODEL = "smollm2-135m"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer (left-padded, with a pad token) and its hook-site adapter."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    adapter: ArchitectureAdapter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.adapter = adapter_for(self.model)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Left padding keeps every row's last prompt token at the end, which generation needs.
+        self.tokenizer.padding_side = "left"
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers(self.model)
+
+    @property
+    def d_model(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    def sites(self, kinds: tuple[str, ...] = SITE_KINDS) -> list[str]:
+        """Every hook site of the given kinds, layer by layer."""
+        return all_sites(self.n_layers, kinds)
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_model_source(spec: str) -> tuple[str, str]:
+    """Classify ``spec`` as ``('packaged'|'tiny'|'local'|'hub', value)``, or fail with a one-line hint."""
+    if spec in PACKAGED_MODELS:
+        return "packaged", spec
+    if spec.startswith("tiny-") and spec[5:] in TINY_FAMILIES:
+        return "tiny", spec[5:]
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise IrmscopeError(f"{spec} is not a Hugging Face model folder (no config.json); "
+                                "give a folder written by save_pretrained, or a model name from `irmscope models`")
+        return "local", str(path)
+    if spec.startswith(("/", ".", "~")) or os.sep in spec and not _HUB_ID.match(spec):
+        raise IrmscopeError(f"no such model folder: {spec}; check the path, or see `irmscope models`")
+    if _HUB_ID.match(spec):
+        return "hub", spec
+    raise IrmscopeError(f"unknown model {spec!r}; use one of {', '.join(model_names())}, a local folder, "
+                        "or a hub id owner/name (see `irmscope models`)")
+
+
+def model_names() -> list[str]:
+    return [*PACKAGED_MODELS, *(f"tiny-{family}" for family in TINY_FAMILIES)]
+
+
+def load_model(spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               seed: int = 0) -> LoadedModel:
+    """Load ``spec`` (see the module docstring) ready for inference on ``device``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kind, value = resolve_model_source(spec)
+    if kind == "tiny":
+        model, tokenizer = build_tiny(value, seed=seed)
+    else:
+        source = str(packaged_checkpoint(value)) if kind == "packaged" else value
+        # Offline, or with the hub out of reach, look only in the local hub cache: huggingface_hub would
+        # otherwise retry for about 25 s before giving up.
+        local_only = kind != "hub" or hub_offline() or not hub_reachable()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
+        except (OSError, ValueError) as err:
+            if kind == "hub":
+                why = (f"the hub is offline ({'HF_HUB_OFFLINE=1' if hub_offline() else 'unreachable'}) "
+                       "and the model is not in the local cache" if local_only
+                       else f"download failed ({type(err).__name__})")
+                raise IrmscopeError(f"could not load model {spec!r} from the Hugging Face hub: {why}; "
+                                    "pass a local folder or a packaged model (see `irmscope models`)") from err
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise IrmscopeError(f"could not load model from {source}: {first_line}") from err
+    model = model.to(device=device, dtype=dtype)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=spec)
+
+
+def available_models() -> list[dict[str, str]]:
+    """What ``irmscope models`` lists: the packaged models (and whether installed) and the tiny builders."""
+    rows = [{"name": m.name, "kind": "packaged", "installed": "yes" if m.installed() else f"no: {m.install_hint}",
+             "description": m.description, "license": m.license} for m in PACKAGED_MODELS.values()]
+    rows += [{"name": f"tiny-{family}", "kind": "tiny (random weights, tests)", "installed": "yes",
+              "description": f"tiny random {family} model with SmolLM2's tokenizer", "license": "-"}
+             for family in TINY_FAMILIES]
+    return rows

@@ -1,0 +1,13 @@
+"""Where irmscope keeps what it derives once and reuses (converted checkpoints, trained classifiers)."""
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The irmscope cache: ``$IRMSCOPE_CACHE`` if set, else ``$XDG_CACHE_HOME/irmscope`` or ``~/.cache/irmscope``."""
+    env = os.environ.get("IRMSCOPE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "irmscope"

@@ -1,0 +1,94 @@
+"""The streaming activation cache: contents, resumption, refusal to overwrite, streaming reads."""
+
+import pytest
+import torch
+
+from irmscope.activations import ActivationStore, cache_activations
+from irmscope.activations import caching
+from irmscope.errors import IrmscopeError
+from irmscope.models import capture_activations, load_model
+
+TEXTS = [f"Review number {i}: the film was {'great' if i % 2 else 'dull'} and the cast {'shone' * (i % 3)}."
+         for i in range(11)]
+SITES = ["blocks.0.hook_resid_post", "blocks.2.mlp.hook_post"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-llama")
+
+
+def test_all_positions_match_a_direct_capture(lm, tmp_path):
+    store = cache_activations(lm, TEXTS, SITES, tmp_path, texts_per_shard=4, batch_size=3, progress=False)
+    assert store.complete and len(store.shards) == 3
+    n_tokens = sum(len(lm.tokenizer(t)["input_ids"]) for t in TEXTS)
+    assert store.n_rows == n_tokens
+    assert store.width("blocks.2.mlp.hook_post") == lm.model.config.intermediate_size
+    enc = lm.tokenizer(TEXTS[5:6], return_tensors="pt")
+    direct = capture_activations(lm.model, SITES, enc["input_ids"])
+    rows = next(store.iter_batches(SITES[1], batch_size=10_000, with_meta=True, shard_indices=[1]))
+    mine = rows["text_index"] == 5
+    torch.testing.assert_close(rows[SITES[1]][mine], direct[SITES[1]][0], rtol=1e-4, atol=1e-5)
+    assert rows["token_ids"][mine].tolist() == enc["input_ids"][0].tolist()
+    assert rows["position"][mine].tolist() == list(range(enc["input_ids"].shape[1]))
+
+
+def test_last_positions_give_one_row_per_text(lm, tmp_path):
+    store = cache_activations(lm, TEXTS, SITES, tmp_path, positions="last", texts_per_shard=5, progress=False)
+    assert store.n_rows == len(TEXTS)
+    last_ids = [lm.tokenizer(t)["input_ids"][-1] for t in TEXTS]
+    assert store.token_ids().tolist() == last_ids
+
+
+def test_interrupted_run_resumes_without_redoing_shards(lm, tmp_path, monkeypatch):
+    reference = cache_activations(lm, TEXTS, SITES, tmp_path / "ref", texts_per_shard=4, progress=False)
+    real_write = caching.write_shard
+    calls = []
+
+    def dying_write(path, tensors):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        real_write(path, tensors)
+
+    monkeypatch.setattr(caching, "write_shard", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        cache_activations(lm, TEXTS, SITES, tmp_path / "run", texts_per_shard=4, progress=False)
+    partial = ActivationStore(tmp_path / "run")
+    assert not partial.complete and len(partial.shards) == 1
+    first_mtime = (tmp_path / "run" / partial.shards[0]["file"]).stat().st_mtime_ns
+    calls.clear()
+    monkeypatch.setattr(caching, "write_shard", lambda p, t: (calls.append(p.name), real_write(p, t)))
+    resumed = cache_activations(lm, TEXTS, SITES, tmp_path / "run", texts_per_shard=4, progress=False)
+    assert calls == ["shard_00001.safetensors", "shard_00002.safetensors"]
+    assert (tmp_path / "run" / partial.shards[0]["file"]).stat().st_mtime_ns == first_mtime
+    for site in SITES:
+        torch.testing.assert_close(resumed.read_all(site), reference.read_all(site))
+
+
+def test_other_inputs_never_overwrite_a_cache(lm, tmp_path):
+    cache_activations(lm, TEXTS, SITES, tmp_path, progress=False)
+    before = ActivationStore(tmp_path).read_all(SITES[0])
+    with pytest.raises(IrmscopeError, match="other inputs"):
+        cache_activations(lm, TEXTS[:3], SITES, tmp_path, progress=False)
+    torch.testing.assert_close(ActivationStore(tmp_path).read_all(SITES[0]), before)
+
+
+def test_bad_inputs(lm, tmp_path):
+    with pytest.raises(IrmscopeError, match="no texts"):
+        cache_activations(lm, [], SITES, tmp_path, progress=False)
+    with pytest.raises(IrmscopeError, match="no activation cache"):
+        ActivationStore(tmp_path / "missing")
+    (tmp_path / "stuff.txt").write_text("x")
+    with pytest.raises(IrmscopeError, match="not empty"):
+        cache_activations(lm, TEXTS, SITES, tmp_path, progress=False)
+
+
+def test_shuffled_stream_covers_every_row_once(lm, tmp_path):
+    store = cache_activations(lm, TEXTS, SITES[:1], tmp_path, texts_per_shard=3, progress=False)
+    batches = list(store.iter_batches(SITES[0], batch_size=7, shuffle=True, seed=1, with_meta=True))
+    seen = sorted(zip(torch.cat([b["text_index"] for b in batches]).tolist(),
+                      torch.cat([b["position"] for b in batches]).tolist()))
+    assert len(seen) == store.n_rows == len(set(seen))
+    with pytest.raises(IrmscopeError, match="not in the cache"):
+        next(store.iter_batches("blocks.1.hook_resid_post"))

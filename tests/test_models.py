@@ -1,0 +1,166 @@
+"""Hook sites and interventions on every supported family, and the model loader's errors."""
+
+import time
+
+import pytest
+import torch
+
+from irmscope.errors import IrmscopeError
+from irmscope.models import (ablate, capture, capture_activations, intervene, last_token_positions, load_model,
+                             parse_site, steer)
+from irmscope.models.hooks import select_positions
+from irmscope.models.tiny import TINY_FAMILIES
+
+TEXTS = ["The film was a quiet delight from start to finish", "Dull."]
+
+
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
+def tiny(request):
+    return load_model(f"tiny-{request.param}")
+
+
+@pytest.fixture(scope="module")
+def batch(tiny):
+    return tiny.tokenizer(TEXTS, return_tensors="pt", padding=True)
+
+
+def test_resid_post_matches_hidden_states(tiny, batch):
+    with torch.no_grad(), capture(tiny.model, tiny.sites(("hook_resid_pre", "hook_resid_post"))) as cap:
+        out = tiny.model(**batch, output_hidden_states=True)
+    hidden = out.hidden_states
+    assert len(hidden) == tiny.n_layers + 1
+    for layer in range(tiny.n_layers):
+        torch.testing.assert_close(cap[f"blocks.{layer}.hook_resid_pre"], hidden[layer])
+    for layer in range(tiny.n_layers - 1):
+        torch.testing.assert_close(cap[f"blocks.{layer}.hook_resid_post"], hidden[layer + 1])
+    # transformers applies the final norm to the last hidden state; our site is before it.
+    last = cap[f"blocks.{tiny.n_layers - 1}.hook_resid_post"]
+    torch.testing.assert_close(tiny.adapter.final_norm_module(tiny.model)(last), hidden[-1])
+
+
+def test_block_output_is_resid_pre_plus_attn_plus_mlp(tiny, batch):
+    with torch.no_grad(), capture(tiny.model, tiny.sites()) as cap:
+        tiny.model(**batch)
+    for layer in range(tiny.n_layers):
+        site = f"blocks.{layer}."
+        total = cap[site + "hook_resid_pre"] + cap[site + "hook_attn_out"] + cap[site + "hook_mlp_out"]
+        torch.testing.assert_close(total, cap[site + "hook_resid_post"], rtol=1e-4, atol=1e-5)
+        assert cap[site + "mlp.hook_post"].shape[-1] != tiny.d_model  # the MLP's hidden width
+
+
+def test_mlp_hook_post_feeds_the_down_projection(tiny, batch):
+    if tiny.adapter.mlp_out != "mlp":
+        pytest.skip("Gemma normalises the MLP output after the down projection")
+    down = tiny.model.get_submodule(f"{tiny.adapter.layers}.1.{tiny.adapter.mlp_down}")
+    with torch.no_grad(), capture(tiny.model, ["blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out"]) as cap:
+        tiny.model(**batch)
+    torch.testing.assert_close(down(cap["blocks.1.mlp.hook_post"]), cap["blocks.1.hook_mlp_out"])
+
+
+def test_identity_replacement_keeps_logits(tiny, batch):
+    with torch.no_grad():
+        reference = tiny.model(**batch).logits
+        with intervene(tiny.model, {site: (lambda a: a) for site in tiny.sites()}):
+            edited = tiny.model(**batch).logits
+    torch.testing.assert_close(edited, reference)
+
+
+def test_ablating_an_mlp_changes_logits(tiny, batch):
+    with torch.no_grad():
+        reference = tiny.model(**batch).logits
+        with ablate(tiny.model, "blocks.1.hook_mlp_out"):
+            ablated = tiny.model(**batch).logits
+    assert (ablated - reference).abs().max() > 1e-4
+    # the hooks are gone once the block ends
+    with torch.no_grad():
+        torch.testing.assert_close(tiny.model(**batch).logits, reference)
+
+
+def test_steering_adds_the_vector_downstream(tiny, batch):
+    vector = torch.randn(tiny.d_model)
+    with torch.no_grad(), capture(tiny.model, ["blocks.2.hook_resid_pre"]) as cap:
+        tiny.model(**batch)
+        with steer(tiny.model, "blocks.1.hook_resid_post", vector, scale=2.0, positions=0):
+            tiny.model(**batch)
+    plain, steered = cap.all("blocks.2.hook_resid_pre")
+    torch.testing.assert_close(steered[:, 0], plain[:, 0] + 2.0 * vector)
+    torch.testing.assert_close(steered[:, 1:], plain[:, 1:])
+
+
+def test_early_stop_gives_the_same_activations_and_skips_later_blocks(tiny, batch):
+    sites = ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post"]
+    calls = []
+    last_block = tiny.adapter.blocks(tiny.model)[-1]
+    handle = last_block.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        early = capture_activations(tiny.model, sites, batch["input_ids"], batch["attention_mask"])
+        assert calls == []
+        full = capture_activations(tiny.model, sites, batch["input_ids"], batch["attention_mask"], stop_early=False)
+        assert calls == [1]
+    finally:
+        handle.remove()
+    for site in sites:
+        torch.testing.assert_close(early[site], full[site])
+
+
+def test_last_token_positions_with_left_padding(tiny, batch):
+    positions = last_token_positions(batch["attention_mask"])
+    assert positions.tolist() == [batch["input_ids"].shape[1] - 1] * 2  # left padding: last column
+    acts = capture_activations(tiny.model, ["blocks.0.hook_resid_post"], batch["input_ids"],
+                               batch["attention_mask"], positions=positions)
+    assert acts["blocks.0.hook_resid_post"].shape == (2, tiny.d_model)
+
+
+def test_last_token_positions_with_right_padding():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    assert last_token_positions(mask).tolist() == [2, 0, 3]
+    acts = torch.arange(3 * 4).reshape(3, 4, 1)
+    assert select_positions(acts, last_token_positions(mask)).squeeze(-1).tolist() == [2, 4, 11]
+
+
+@pytest.mark.parametrize("bad", ["blocks.x.hook_resid_post", "resid_post", "blocks.0.hook_mlp_in"])
+def test_bad_site_names(bad):
+    with pytest.raises(IrmscopeError, match="unknown hook site"):
+        parse_site(bad)
+
+
+def test_out_of_range_layer():
+    lm = load_model("tiny-llama")
+    with pytest.raises(IrmscopeError, match="out of range"):
+        capture_activations(lm.model, ["blocks.99.hook_resid_post"], torch.tensor([[1, 2]]))
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(IrmscopeError, match="unknown model 'smollm-135'.*smollm2-135m") as err:
+        load_model("smollm-135")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_local_folder(tmp_path):
+    with pytest.raises(IrmscopeError, match="no such model folder"):
+        load_model(str(tmp_path / "nope"))
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(IrmscopeError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_hub_id_offline_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(IrmscopeError, match="offline"):
+        load_model("EleutherAI/pythia-70m-not-cached")
+    assert time.monotonic() - start < 10
+
+
+def test_local_folder_round_trip(tmp_path):
+    lm = load_model("tiny-gpt_neox")
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    again = load_model(str(tmp_path))
+    ids = lm.tokenizer(TEXTS[:1], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(ids).logits, lm.model(ids).logits)
+    assert again.adapter.family == "gpt_neox"
