@@ -23,7 +23,9 @@ from irmscope.models import capture_activations, load_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
@@ -55,8 +57,13 @@ def main() -> None:
     median = {name: statistics.median(ts) for name, ts in times.items()}
     base = median["plain_forward"]
     result = {
-        "model": args.model, "batch": args.batch, "tokens_per_row": args.tokens, "repeats": args.repeats,
-        "torch_threads": torch.get_num_threads(), "sites_all": len(every), "sites_first_half": len(first_half),
+        "model": args.model,
+        "batch": args.batch,
+        "tokens_per_row": args.tokens,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "sites_all": len(every),
+        "sites_first_half": len(first_half),
         "median_seconds": median,
         "ratio_to_plain_forward": {name: value / base for name, value in median.items()},
         "plain_forward_tokens_per_s": args.batch * args.tokens / base,

@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from irmscope.activations import ActivationStore, cache_activations
-from irmscope.activations import caching
+from irmscope.activations import ActivationStore, cache_activations, caching
 from irmscope.errors import IrmscopeError
 from irmscope.models import capture_activations, load_model
 
-TEXTS = [f"Review number {i}: the film was {'great' if i % 2 else 'dull'} and the cast {'shone' * (i % 3)}."
-         for i in range(11)]
+TEXTS = [
+    f"Review number {i}: the film was {'great' if i % 2 else 'dull'} and the cast {'shone' * (i % 3)}."
+    for i in range(11)
+]
 SITES = ["blocks.0.hook_resid_post", "blocks.2.mlp.hook_post"]
 
 
@@ -87,8 +88,13 @@ def test_bad_inputs(lm, tmp_path):
 def test_shuffled_stream_covers_every_row_once(lm, tmp_path):
     store = cache_activations(lm, TEXTS, SITES[:1], tmp_path, texts_per_shard=3, progress=False)
     batches = list(store.iter_batches(SITES[0], batch_size=7, shuffle=True, seed=1, with_meta=True))
-    seen = sorted(zip(torch.cat([b["text_index"] for b in batches]).tolist(),
-                      torch.cat([b["position"] for b in batches]).tolist()))
+    seen = sorted(
+        zip(
+            torch.cat([b["text_index"] for b in batches]).tolist(),
+            torch.cat([b["position"] for b in batches]).tolist(),
+            strict=True,
+        )
+    )
     assert len(seen) == store.n_rows == len(set(seen))
     with pytest.raises(IrmscopeError, match="not in the cache"):
         next(store.iter_batches("blocks.1.hook_resid_post"))

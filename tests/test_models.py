@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from irmscope.errors import IrmscopeError
-from irmscope.models import (ablate, capture, capture_activations, intervene, last_token_positions, load_model,
-                             parse_site, steer)
+from irmscope.models import (
+    ablate,
+    capture,
+    capture_activations,
+    intervene,
+    last_token_positions,
+    load_model,
+    parse_site,
+    steer,
+)
 from irmscope.models.hooks import select_positions
 from irmscope.models.tiny import TINY_FAMILIES
 
@@ -49,12 +57,13 @@ def test_block_output_is_resid_pre_plus_attn_plus_mlp(tiny, batch):
 
 
 def test_mlp_hook_post_feeds_the_down_projection(tiny, batch):
-    if tiny.adapter.mlp_out != "mlp":
-        pytest.skip("Gemma normalises the MLP output after the down projection")
-    down = tiny.model.get_submodule(f"{tiny.adapter.layers}.1.{tiny.adapter.mlp_down}")
+    block = tiny.adapter.blocks(tiny.model)[1]
     with torch.no_grad(), capture(tiny.model, ["blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out"]) as cap:
         tiny.model(**batch)
-    torch.testing.assert_close(down(cap["blocks.1.mlp.hook_post"]), cap["blocks.1.hook_mlp_out"])
+        expected = block.get_submodule(tiny.adapter.mlp_down)(cap["blocks.1.mlp.hook_post"])
+        if tiny.adapter.mlp_out != "mlp":  # Gemma normalises the MLP's output before adding it
+            expected = block.get_submodule(tiny.adapter.mlp_out)(expected)
+    torch.testing.assert_close(expected, cap["blocks.1.hook_mlp_out"])
 
 
 def test_identity_replacement_keeps_logits(tiny, batch):
@@ -95,7 +104,9 @@ def test_early_stop_gives_the_same_activations_and_skips_later_blocks(tiny, batc
     try:
         early = capture_activations(tiny.model, sites, batch["input_ids"], batch["attention_mask"])
         assert calls == []
-        full = capture_activations(tiny.model, sites, batch["input_ids"], batch["attention_mask"], stop_early=False)
+        full = capture_activations(
+            tiny.model, sites, batch["input_ids"], batch["attention_mask"], stop_early=False
+        )
         assert calls == [1]
     finally:
         handle.remove()
@@ -106,8 +117,13 @@ def test_early_stop_gives_the_same_activations_and_skips_later_blocks(tiny, batc
 def test_last_token_positions_with_left_padding(tiny, batch):
     positions = last_token_positions(batch["attention_mask"])
     assert positions.tolist() == [batch["input_ids"].shape[1] - 1] * 2  # left padding: last column
-    acts = capture_activations(tiny.model, ["blocks.0.hook_resid_post"], batch["input_ids"],
-                               batch["attention_mask"], positions=positions)
+    acts = capture_activations(
+        tiny.model,
+        ["blocks.0.hook_resid_post"],
+        batch["input_ids"],
+        batch["attention_mask"],
+        positions=positions,
+    )
     assert acts["blocks.0.hook_resid_post"].shape == (2, tiny.d_model)
 
 

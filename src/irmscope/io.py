@@ -1,5 +1,6 @@
 """Atomic writes: a killed process never leaves a half-written artifact under its final name."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -57,3 +58,9 @@ def atomic_write_dir(target: str | os.PathLike, write: Callable[[Path], None]) -
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def fingerprint(**settings: Any) -> str:
+    """A short stable hash of everything that determines an artifact's contents (sorted JSON)."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """The irmscope cache: ``$IRMSCOPE_CACHE`` if set, else ``$XDG_CACHE_HOME/irmscope`` or ``~/.cache/irmscope``."""
+    """The cache: ``$IRMSCOPE_CACHE``, else ``$XDG_CACHE_HOME/irmscope``, else ``~/.cache/irmscope``."""
     env = os.environ.get("IRMSCOPE_CACHE")
     if env:
         return Path(env).expanduser()

@@ -10,19 +10,27 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from irmscope.activations.store import (MANIFEST, ActivationStore, fingerprint, save_manifest, shard_name,
-                                        write_shard)
+from irmscope.activations.store import MANIFEST, ActivationStore, save_manifest, shard_name, write_shard
 from irmscope.errors import IrmscopeError
+from irmscope.io import fingerprint
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
 PositionMode = Literal["all", "last"]
 
 
-def cache_activations(lm: LoadedModel, texts: Sequence[str], sites: Sequence[str], out_dir: str | Path,
-                      positions: PositionMode = "all", max_length: int = 128, batch_size: int = 16,
-                      texts_per_shard: int = 256, dtype: torch.dtype = torch.float32,
-                      progress: bool = True) -> ActivationStore:
+def cache_activations(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    sites: Sequence[str],
+    out_dir: str | Path,
+    positions: PositionMode = "all",
+    max_length: int = 128,
+    batch_size: int = 16,
+    texts_per_shard: int = 256,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> ActivationStore:
     """Cache ``sites`` for ``texts`` under ``out_dir`` and return a reader for it.
 
     ``positions="all"`` stores one row per real (non-pad) token, ``"last"`` one row per text (its last
@@ -34,28 +42,59 @@ def cache_activations(lm: LoadedModel, texts: Sequence[str], sites: Sequence[str
     if positions not in ("all", "last"):
         raise IrmscopeError(f"positions must be 'all' or 'last', not {positions!r}")
     out_dir = Path(out_dir)
-    key = fingerprint(model=lm.name, weights=_weights_signature(lm.model), sites=list(sites), positions=positions,
-                      max_length=max_length, texts_per_shard=texts_per_shard, dtype=str(dtype),
-                      texts=fingerprint(texts=list(texts)))
+    key = fingerprint(
+        model=lm.name,
+        weights=_weights_signature(lm.model),
+        sites=list(sites),
+        positions=positions,
+        max_length=max_length,
+        texts_per_shard=texts_per_shard,
+        dtype=str(dtype),
+        texts=fingerprint(texts=list(texts)),
+    )
     manifest = _open_manifest(out_dir, key)
     if manifest is None:
-        manifest = dict(fingerprint=key, model=lm.name, sites=list(sites), positions=positions,
-                        max_length=max_length, texts_per_shard=texts_per_shard, dtype=str(dtype),
-                        n_texts=len(texts), widths={}, shards=[], complete=False)
+        manifest = dict(
+            fingerprint=key,
+            model=lm.name,
+            sites=list(sites),
+            positions=positions,
+            max_length=max_length,
+            texts_per_shard=texts_per_shard,
+            dtype=str(dtype),
+            n_texts=len(texts),
+            widths={},
+            shards=[],
+            complete=False,
+        )
     n_shards = -(-len(texts) // texts_per_shard)
     done = {shard["index"] for shard in manifest["shards"]}
-    bar = tqdm(total=len(texts), desc="caching activations", unit="text", disable=not progress,
-               initial=min(len(texts), len(done) * texts_per_shard))
+    bar = tqdm(
+        total=len(texts),
+        desc="caching activations",
+        unit="text",
+        disable=not progress,
+        initial=min(len(texts), len(done) * texts_per_shard),
+    )
     for index in range(n_shards):
         if index in done:
             continue
         start = index * texts_per_shard
-        block = list(texts[start:start + texts_per_shard])
-        tensors = _activations_of_block(lm, block, start, sites, positions, max_length, batch_size, dtype, bar)
+        block = list(texts[start : start + texts_per_shard])
+        tensors = _activations_of_block(
+            lm, block, start, sites, positions, max_length, batch_size, dtype, bar
+        )
         write_shard(out_dir / shard_name(index), tensors)
         manifest["widths"] = {site: int(tensors[site].shape[1]) for site in sites}
-        manifest["shards"].append(dict(index=index, file=shard_name(index), rows=int(tensors["token_ids"].shape[0]),
-                                       first_text=start, n_texts=len(block)))
+        manifest["shards"].append(
+            dict(
+                index=index,
+                file=shard_name(index),
+                rows=int(tensors["token_ids"].shape[0]),
+                first_text=start,
+                n_texts=len(block),
+            )
+        )
         manifest["shards"].sort(key=lambda shard: shard["index"])
         save_manifest(out_dir, manifest)
     bar.close()
@@ -75,28 +114,49 @@ def _open_manifest(out_dir: Path, key: str) -> dict | None:
     path = out_dir / MANIFEST
     if not path.is_file():
         if out_dir.is_dir() and any(out_dir.iterdir()):
-            raise IrmscopeError(f"{out_dir} is not empty and holds no activation cache; choose an empty folder")
+            raise IrmscopeError(
+                f"{out_dir} is not empty and holds no activation cache; choose an empty folder"
+            )
         return None
     manifest = json.loads(path.read_text())
     if manifest.get("fingerprint") != key:
-        raise IrmscopeError(f"{out_dir} holds an activation cache of other inputs or settings; "
-                            "choose another folder or delete that one")
+        raise IrmscopeError(
+            f"{out_dir} holds an activation cache of other inputs or settings; "
+            "choose another folder or delete that one"
+        )
     return manifest
 
 
 @torch.no_grad()
-def _activations_of_block(lm: LoadedModel, texts: list[str], first_text: int, sites: Sequence[str],
-                          positions: PositionMode, max_length: int, batch_size: int, dtype: torch.dtype,
-                          bar: tqdm) -> dict[str, torch.Tensor]:
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in [*sites, "token_ids", "text_index", "position"]}
+def _activations_of_block(
+    lm: LoadedModel,
+    texts: list[str],
+    first_text: int,
+    sites: Sequence[str],
+    positions: PositionMode,
+    max_length: int,
+    batch_size: int,
+    dtype: torch.dtype,
+    bar: tqdm,
+) -> dict[str, torch.Tensor]:
+    parts: dict[str, list[torch.Tensor]] = {
+        key: [] for key in [*sites, "token_ids", "text_index", "position"]
+    }
     device = next(lm.model.parameters()).device
     for start in range(0, len(texts), batch_size):
-        enc = lm.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                           max_length=max_length).to(device)
+        enc = lm.tokenizer(
+            texts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+        ).to(device)
         mask = enc["attention_mask"].bool()
         if positions == "last":
             select = last_token_positions(enc["attention_mask"])
-            acts = capture_activations(lm.model, sites, enc["input_ids"], enc["attention_mask"], positions=select)
+            acts = capture_activations(
+                lm.model, sites, enc["input_ids"], enc["attention_mask"], positions=select
+            )
             rows = torch.arange(len(select), device=device)
             token_ids = enc["input_ids"][rows, select]
             text_index = rows + first_text + start

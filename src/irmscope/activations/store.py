@@ -13,7 +13,6 @@ so a cache larger than memory can feed an SAE trainer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,12 +34,6 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
 
-def fingerprint(**settings: object) -> str:
-    """A stable hash of everything that determines a cache's contents."""
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
 
@@ -55,8 +48,10 @@ class ActivationStore:
         self.root = Path(self.root)
         path = self.root / MANIFEST
         if not path.is_file():
-            raise IrmscopeError(f"no activation cache at {self.root} (missing {MANIFEST}); "
-                                "create one with `irmscope cache-activations`")
+            raise IrmscopeError(
+                f"no activation cache at {self.root} (missing {MANIFEST}); "
+                "create one with `irmscope cache-activations`"
+            )
         self.manifest: dict = json.loads(path.read_text())
 
     @property
@@ -80,15 +75,23 @@ class ActivationStore:
 
     def _check_site(self, site: str) -> None:
         if site not in self.manifest["sites"]:
-            raise IrmscopeError(f"site {site!r} is not in the cache at {self.root}; it holds {', '.join(self.sites)}")
+            raise IrmscopeError(
+                f"site {site!r} is not in the cache at {self.root}; it holds {', '.join(self.sites)}"
+            )
 
     def load_shard(self, index: int, keys: Sequence[str]) -> dict[str, torch.Tensor]:
         with safe_open(str(self.root / self.shards[index]["file"]), framework="pt") as handle:
             return {key: handle.get_tensor(key) for key in keys}
 
-    def iter_batches(self, site: str, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
-                     with_meta: bool = False, shard_indices: Sequence[int] | None = None
-                     ) -> Iterator[torch.Tensor | dict[str, torch.Tensor]]:
+    def iter_batches(
+        self,
+        site: str,
+        batch_size: int = 4096,
+        shuffle: bool = False,
+        seed: int = 0,
+        with_meta: bool = False,
+        shard_indices: Sequence[int] | None = None,
+    ) -> Iterator[torch.Tensor | dict[str, torch.Tensor]]:
         """Yield ``[batch, width]`` activation batches of ``site``, one shard in memory at a time.
 
         ``shuffle`` permutes the shard order and the rows within each shard (seeded). ``with_meta`` yields
@@ -106,7 +109,7 @@ class ActivationStore:
             rows = shard[site].shape[0]
             perm = torch.from_numpy(rng.permutation(rows)) if shuffle else torch.arange(rows)
             for start in range(0, rows, batch_size):
-                idx = perm[start:start + batch_size]
+                idx = perm[start : start + batch_size]
                 if with_meta:
                     yield {key: value[idx] for key, value in shard.items()}
                 else:

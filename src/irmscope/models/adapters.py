@@ -26,8 +26,16 @@ from torch import nn
 
 from irmscope.errors import IrmscopeError
 
-SITE_KINDS: tuple[str, ...] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post")
-_SITE_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post)$")
+SITE_KINDS: tuple[str, ...] = (
+    "hook_resid_pre",
+    "hook_resid_post",
+    "hook_attn_out",
+    "hook_mlp_out",
+    "mlp.hook_post",
+)
+_SITE_RE = re.compile(
+    r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post)$"
+)
 
 
 @dataclass(frozen=True)
@@ -56,23 +64,43 @@ class ArchitectureAdapter:
         return _get(model, self.final_norm)
 
 
-_LLAMA_LIKE = dict(layers="model.layers", attn_out="self_attn", mlp_out="mlp", mlp_down="mlp.down_proj",
-                   final_norm="model.norm")
-_GPT2_LIKE = dict(layers="transformer.h", attn_out="attn", mlp_out="mlp", mlp_down="mlp.c_proj",
-                  final_norm="transformer.ln_f")
+_LLAMA_LIKE = dict(
+    layers="model.layers",
+    attn_out="self_attn",
+    mlp_out="mlp",
+    mlp_down="mlp.down_proj",
+    final_norm="model.norm",
+)
+_GPT2_LIKE = dict(
+    layers="transformer.h",
+    attn_out="attn",
+    mlp_out="mlp",
+    mlp_down="mlp.c_proj",
+    final_norm="transformer.ln_f",
+)
 
 ADAPTERS: dict[str, ArchitectureAdapter] = {
     "llama": ArchitectureAdapter("llama", **_LLAMA_LIKE),
     "mistral": ArchitectureAdapter("mistral", **_LLAMA_LIKE),
     "qwen2": ArchitectureAdapter("qwen2", **_LLAMA_LIKE),
     "gemma3_text": ArchitectureAdapter(
-        "gemma3_text", layers="model.layers", attn_out="post_attention_layernorm",
-        mlp_out="post_feedforward_layernorm", mlp_down="mlp.down_proj", final_norm="model.norm"),
+        "gemma3_text",
+        layers="model.layers",
+        attn_out="post_attention_layernorm",
+        mlp_out="post_feedforward_layernorm",
+        mlp_down="mlp.down_proj",
+        final_norm="model.norm",
+    ),
     "gpt2": ArchitectureAdapter("gpt2", **_GPT2_LIKE),
     "gpt_neo": ArchitectureAdapter("gpt_neo", **_GPT2_LIKE),
     "gpt_neox": ArchitectureAdapter(
-        "gpt_neox", layers="gpt_neox.layers", attn_out="attention", mlp_out="mlp", mlp_down="mlp.dense_4h_to_h",
-        final_norm="gpt_neox.final_layer_norm"),
+        "gpt_neox",
+        layers="gpt_neox.layers",
+        attn_out="attention",
+        mlp_out="mlp",
+        mlp_down="mlp.dense_4h_to_h",
+        final_norm="gpt_neox.final_layer_norm",
+    ),
 }
 
 
@@ -82,7 +110,8 @@ def adapter_for(model: nn.Module) -> ArchitectureAdapter:
     if model_type not in ADAPTERS:
         raise IrmscopeError(
             f"model family {model_type!r} has no hook-site adapter; supported: {', '.join(sorted(ADAPTERS))} "
-            "(add an ArchitectureAdapter in irmscope/models/adapters.py)")
+            "(add an ArchitectureAdapter in irmscope/models/adapters.py)"
+        )
     return ADAPTERS[model_type]
 
 
@@ -91,7 +120,8 @@ def parse_site(site: str) -> tuple[int, str]:
     match = _SITE_RE.match(site)
     if not match:
         raise IrmscopeError(
-            f"unknown hook site {site!r}; use blocks.<layer>.<kind> with kind one of {', '.join(SITE_KINDS)}")
+            f"unknown hook site {site!r}; use blocks.<layer>.<kind> with kind one of {', '.join(SITE_KINDS)}"
+        )
     return int(match.group(1)), match.group(2)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 from torch import nn
@@ -26,7 +25,7 @@ from torch import nn
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import ArchitectureAdapter, _get, adapter_for, parse_site
 
-Positions = Union[None, int, Sequence[int], torch.Tensor]
+Positions = None | int | Sequence[int] | torch.Tensor
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -63,11 +62,15 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def select_positions(act: torch.Tensor, positions: Positions) -> torch.Tensor:
-    """``act[:, positions]`` for shared positions, or ``act[row, positions[row]]`` for one position per row."""
+    """``act[:, positions]`` for shared positions, ``act[row, positions[row]]`` for one per row."""
     if positions is None:
         return act
-    if isinstance(positions, torch.Tensor) and positions.ndim == 1 and positions.shape[0] == act.shape[0] \
-            and positions.dtype in (torch.int32, torch.int64):
+    if (
+        isinstance(positions, torch.Tensor)
+        and positions.ndim == 1
+        and positions.shape[0] == act.shape[0]
+        and positions.dtype in (torch.int32, torch.int64)
+    ):
         return act[torch.arange(act.shape[0], device=act.device), positions.to(act.device)]
     if isinstance(positions, int):
         return act[:, positions]
@@ -98,25 +101,31 @@ def _with_first(value: object, new: torch.Tensor) -> object:
 
 def _add_reader(target: _Target, read: Callable[[torch.Tensor], None]) -> torch.utils.hooks.RemovableHandle:
     if target.reads_input:
+
         def pre_hook(_module, args, kwargs):
             read(args[0] if args else kwargs["hidden_states"])
+
         return target.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def hook(_module, _args, output):
         read(_first(output))
+
     return target.module.register_forward_hook(hook)
 
 
 def _add_writer(target: _Target, edit: Edit) -> torch.utils.hooks.RemovableHandle:
     if target.reads_input:
+
         def pre_hook(_module, args, kwargs):
             if args:
                 return (edit(args[0]), *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
+
         return target.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def hook(_module, _args, output):
         return _with_first(output, edit(_first(output)))
+
     return target.module.register_forward_hook(hook)
 
 
@@ -149,9 +158,12 @@ def capture(model: nn.Module, sites: Sequence[str], positions: Positions = None)
     try:
         for site in sites:
             store = cap.activations[site]
-            handles.append(_add_reader(resolve_site(model, site, adapter),
-                                       lambda act, store=store: store.append(select_positions(act.detach(),
-                                                                                              positions))))
+            handles.append(
+                _add_reader(
+                    resolve_site(model, site, adapter),
+                    lambda act, store=store: store.append(select_positions(act.detach(), positions)),
+                )
+            )
         yield cap
     finally:
         for handle in handles:
@@ -167,9 +179,14 @@ def deepest_layer(sites: Sequence[str]) -> int:
 
 
 @torch.no_grad()
-def capture_activations(model: nn.Module, sites: Sequence[str], input_ids: torch.Tensor,
-                        attention_mask: torch.Tensor | None = None, positions: Positions = None,
-                        stop_early: bool = True) -> dict[str, torch.Tensor]:
+def capture_activations(
+    model: nn.Module,
+    sites: Sequence[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    positions: Positions = None,
+    stop_early: bool = True,
+) -> dict[str, torch.Tensor]:
     """One forward pass that returns ``{site: activations}`` at ``positions``.
 
     With ``stop_early`` the pass ends right after the deepest block a site needs, so neither later blocks
@@ -181,8 +198,10 @@ def capture_activations(model: nn.Module, sites: Sequence[str], input_ids: torch
     handles = []
     with capture(model, sites, positions) as cap:
         if stop_early:
+
             def stop(_module, _args, _output):
                 raise _StopForward
+
             handles.append(adapter.blocks(model)[deepest_layer(sites)].register_forward_hook(stop))
         try:
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
@@ -201,8 +220,11 @@ def intervene(model: nn.Module, edits: Mapping[str, Edit], positions: Positions 
     handles = []
     try:
         for site, edit in edits.items():
-            handles.append(_add_writer(resolve_site(model, site, adapter),
-                                       lambda act, edit=edit: _apply_at(act, positions, edit)))
+            handles.append(
+                _add_writer(
+                    resolve_site(model, site, adapter), lambda act, edit=edit: _apply_at(act, positions, edit)
+                )
+            )
         yield
     finally:
         for handle in handles:
@@ -214,8 +236,7 @@ def replace(model: nn.Module, site: str, edit: Edit, positions: Positions = None
     return intervene(model, {site: edit}, positions)
 
 
-def ablate(model: nn.Module, site: str, positions: Positions = None,
-           value: float | torch.Tensor = 0.0):
+def ablate(model: nn.Module, site: str, positions: Positions = None, value: float | torch.Tensor = 0.0):
     """Context manager: set a site to ``value`` (zero-ablation by default; pass a mean for mean-ablation)."""
     return intervene(model, {site: lambda act: torch.zeros_like(act) + value}, positions)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.hub import hub_offline, hub_reachable
 from irmscope.models.adapters import SITE_KINDS, ArchitectureAdapter, adapter_for, all_sites
 from irmscope.models.packaged import PACKAGED_MODELS, packaged_checkpoint
 from irmscope.models.tiny import TINY_FAMILIES, build_tiny
@@ -56,26 +57,6 @@ class LoadedModel:
         return all_sites(self.n_layers, kinds)
 
 
-def hub_offline() -> bool:
-    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or ""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def resolve_model_source(spec: str) -> tuple[str, str]:
     """Classify ``spec`` as ``('packaged'|'tiny'|'local'|'hub', value)``, or fail with a one-line hint."""
     if spec in PACKAGED_MODELS:
@@ -85,23 +66,28 @@ def resolve_model_source(spec: str) -> tuple[str, str]:
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise IrmscopeError(f"{spec} is not a Hugging Face model folder (no config.json); "
-                                "give a folder written by save_pretrained, or a model name from `irmscope models`")
+            raise IrmscopeError(
+                f"{spec} is not a Hugging Face model folder (no config.json); "
+                "give a folder written by save_pretrained, or a model name from `irmscope models`"
+            )
         return "local", str(path)
     if spec.startswith(("/", ".", "~")) or os.sep in spec and not _HUB_ID.match(spec):
         raise IrmscopeError(f"no such model folder: {spec}; check the path, or see `irmscope models`")
     if _HUB_ID.match(spec):
         return "hub", spec
-    raise IrmscopeError(f"unknown model {spec!r}; use one of {', '.join(model_names())}, a local folder, "
-                        "or a hub id owner/name (see `irmscope models`)")
+    raise IrmscopeError(
+        f"unknown model {spec!r}; use one of {', '.join(model_names())}, a local folder, "
+        "or a hub id owner/name (see `irmscope models`)"
+    )
 
 
 def model_names() -> list[str]:
     return [*PACKAGED_MODELS, *(f"tiny-{family}" for family in TINY_FAMILIES)]
 
 
-def load_model(spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu",
-               seed: int = 0) -> LoadedModel:
+def load_model(
+    spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0
+) -> LoadedModel:
     """Load ``spec`` (see the module docstring) ready for inference on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -118,11 +104,16 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, de
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
         except (OSError, ValueError) as err:
             if kind == "hub":
-                why = (f"the hub is offline ({'HF_HUB_OFFLINE=1' if hub_offline() else 'unreachable'}) "
-                       "and the model is not in the local cache" if local_only
-                       else f"download failed ({type(err).__name__})")
-                raise IrmscopeError(f"could not load model {spec!r} from the Hugging Face hub: {why}; "
-                                    "pass a local folder or a packaged model (see `irmscope models`)") from err
+                why = (
+                    f"the hub is offline ({'HF_HUB_OFFLINE=1' if hub_offline() else 'unreachable'}) "
+                    "and the model is not in the local cache"
+                    if local_only
+                    else f"download failed ({type(err).__name__})"
+                )
+                raise IrmscopeError(
+                    f"could not load model {spec!r} from the Hugging Face hub: {why}; "
+                    "pass a local folder or a packaged model (see `irmscope models`)"
+                ) from err
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise IrmscopeError(f"could not load model from {source}: {first_line}") from err
     model = model.to(device=device, dtype=dtype)
@@ -131,9 +122,24 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, de
 
 def available_models() -> list[dict[str, str]]:
     """What ``irmscope models`` lists: the packaged models (and whether installed) and the tiny builders."""
-    rows = [{"name": m.name, "kind": "packaged", "installed": "yes" if m.installed() else f"no: {m.install_hint}",
-             "description": m.description, "license": m.license} for m in PACKAGED_MODELS.values()]
-    rows += [{"name": f"tiny-{family}", "kind": "tiny (random weights, tests)", "installed": "yes",
-              "description": f"tiny random {family} model with SmolLM2's tokenizer", "license": "-"}
-             for family in TINY_FAMILIES]
+    rows = [
+        {
+            "name": m.name,
+            "kind": "packaged",
+            "installed": "yes" if m.installed() else f"no: {m.install_hint}",
+            "description": m.description,
+            "license": m.license,
+        }
+        for m in PACKAGED_MODELS.values()
+    ]
+    rows += [
+        {
+            "name": f"tiny-{family}",
+            "kind": "tiny (random weights, tests)",
+            "installed": "yes",
+            "description": f"tiny random {family} model with SmolLM2's tokenizer",
+            "license": "-",
+        }
+        for family in TINY_FAMILIES
+    ]
     return rows

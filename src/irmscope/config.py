@@ -1,0 +1,173 @@
+"""Typed, validated run configuration and its presets.
+
+A configuration is a tree of pydantic models with ``extra="forbid"``, so a misspelt key is an error that
+names the key and the valid ones. Presets are named starting points; a YAML/JSON file or ``--set`` options
+override single values on top of them.
+
+* ``smoke``: a tiny random model and a handful of prompts; runs in CI in well under 3 minutes.
+* ``demo``: the default model (SmolLM2-135M-Instruct); the README's main command.
+* ``paper``: the main paper's settings (1,000 evaluation completions, five top-divergence layers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from irmscope.errors import IrmscopeError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    name: str = Field("smollm2-135m", description="packaged model, tiny-<family>, local folder or hub id")
+
+
+class DataSection(_Section):
+    source: str = Field(
+        "rotten-tomatoes", description="rotten-tomatoes, imdb, a hub id, or a local file/folder"
+    )
+    split: str = "test"
+    n_prompts: int = Field(200, ge=1, description="evaluation prompts (30-token prefixes)")
+    prefix_tokens: int = Field(30, ge=1, description="prompt length in tokens (the paper: 30)")
+
+
+class GenerationSection(_Section):
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class RewardSection(_Section):
+    spec: str = Field("vader", description="vader, lexicon:PATH.tsv, classifier:DIR")
+
+
+class ActivationsSection(_Section):
+    layers: list[int] = Field(
+        default_factory=lambda: [-5, -4, -3, -2, -1],
+        description="layers to cache (negative counts from the end)",
+    )
+    kinds: list[
+        Literal["hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
+    ] = Field(default_factory=lambda: ["mlp.hook_post", "hook_resid_post"])
+    n_texts: int = Field(200, ge=1, description="texts (prompt + completion) whose activations are cached")
+    max_length: int = Field(96, ge=2)
+    batch_size: int = Field(16, ge=1)
+
+
+class RunConfig(_Section):
+    preset: str = "demo"
+    seed: int = 0
+    out_dir: str = Field("runs/demo", description="where stages, results.json and the report go")
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    generation: GenerationSection = GenerationSection()
+    reward: RewardSection = RewardSection()
+    activations: ActivationsSection = ActivationsSection()
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "out_dir": "runs/smoke",
+        "model": {"name": "tiny-llama"},
+        "data": {"n_prompts": 12, "prefix_tokens": 12},
+        "generation": {"max_new_tokens": 8, "batch_size": 6},
+        "activations": {"layers": [-2, -1], "n_texts": 12, "max_length": 32},
+    },
+    "demo": {"out_dir": "runs/demo"},
+    "paper": {
+        "out_dir": "runs/paper",
+        "data": {"n_prompts": 1000},
+        "activations": {"n_texts": 2000},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def _assign(tree: dict[str, Any], dotted: str, raw: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as JSON when it is valid JSON."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise IrmscopeError(f"--set {dotted}: {part} is not a section")
+    try:
+        node[leaf] = json.loads(raw)
+    except json.JSONDecodeError:
+        node[leaf] = raw
+
+
+def load_config(
+    preset: str = "demo", file: str | Path | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """The preset, then the file (JSON or YAML), then ``key.sub=value`` overrides, validated."""
+    if preset not in PRESETS:
+        raise IrmscopeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    tree = _merge({"preset": preset}, PRESETS[preset])
+    if file is not None:
+        tree = _merge(tree, _read_file(Path(file)))
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise IrmscopeError(f"--set {item!r} has no '='; write it as section.key=value")
+        _assign(tree, key.strip(), value.strip())
+    return validate(tree)
+
+
+def validate(tree: dict[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig`, turning pydantic's report into one line that names the bad key."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            section = _section_at(first["loc"][:-1])
+            raise IrmscopeError(
+                f"unknown config key {where!r}; valid keys here: {', '.join(section.model_fields)}"
+            ) from None
+        raise IrmscopeError(f"config value {where!r}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def _section_at(path: tuple) -> type[BaseModel]:
+    section: type[BaseModel] = RunConfig
+    for part in path:
+        annotation = section.model_fields[str(part)].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            section = annotation
+    return section
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise IrmscopeError(f"config file {path} does not exist; check the path")
+    text = path.read_text()
+    try:
+        if path.suffix in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 - any parse error becomes one line
+        raise IrmscopeError(f"config file {path} could not be parsed: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise IrmscopeError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data

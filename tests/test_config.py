@@ -1,0 +1,51 @@
+"""Typed configuration: presets, overrides, and one-line errors for typos."""
+
+import json
+
+import pytest
+
+from irmscope.config import PRESETS, load_config
+from irmscope.errors import IrmscopeError
+
+
+def test_presets_resolve():
+    for name in PRESETS:
+        assert load_config(name).preset == name
+    assert load_config("smoke").model.name == "tiny-llama"
+    assert load_config("demo").model.name == "smollm2-135m"
+    assert load_config("paper").data.n_prompts == 1000
+
+
+def test_overrides_from_set_and_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"generation": {"max_new_tokens": 5}}))
+    config = load_config(
+        "smoke", path, ["data.n_prompts=7", "reward.spec=lexicon:x.tsv", "activations.layers=[0]"]
+    )
+    assert config.generation.max_new_tokens == 5
+    assert config.data.n_prompts == 7
+    assert config.reward.spec == "lexicon:x.tsv"
+    assert config.activations.layers == [0]
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("seed: 3\nmodel:\n  name: tiny-gpt2\n")
+    assert load_config("smoke", yaml_path).model.name == "tiny-gpt2"
+
+
+def test_misspelt_key_names_it_and_the_valid_keys():
+    with pytest.raises(IrmscopeError, match=r"unknown config key 'data.n_promts'.*n_prompts") as err:
+        load_config("demo", overrides=["data.n_promts=3"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(IrmscopeError, match="unknown config key 'sed'.*seed"):
+        load_config("demo", overrides=["sed=3"])
+
+
+def test_bad_values_and_presets(tmp_path):
+    with pytest.raises(IrmscopeError, match="data.n_prompts"):
+        load_config("demo", overrides=["data.n_prompts=0"])
+    with pytest.raises(IrmscopeError, match="unknown preset"):
+        load_config("fast")
+    with pytest.raises(IrmscopeError, match="does not exist"):
+        load_config("demo", tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(IrmscopeError, match="could not be parsed"):
+        load_config("demo", tmp_path / "bad.json")
