@@ -48,6 +48,28 @@ class RewardSection(_Section):
     spec: str = Field("vader", description="vader, lexicon:PATH.tsv, classifier:DIR")
 
 
+class TuneSection(_Section):
+    """Fine-tuning a subject against the known reward (TRL); ``algorithm: none`` studies the base model."""
+
+    algorithm: Literal["grpo", "rloo", "dpo", "none"] = "grpo"
+    steps: int = Field(60, ge=1, description="optimizer steps (RL) or the cap on DPO steps")
+    batch_size: int = Field(
+        16, ge=1, description="completions per optimizer step (RL) / pairs per step (DPO)"
+    )
+    group_size: int = Field(8, ge=2, description="completions per prompt in a GRPO/RLOO group")
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference (base) model")
+    learning_rate: float = Field(2e-5, gt=0)
+    max_completion_tokens: int = Field(32, ge=1)
+    n_train_prompts: int = Field(2000, ge=1, description="training prompts, from the train split")
+    lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights")
+    lora_rank: int = Field(16, ge=1)
+    save_every: int = Field(10, ge=1, description="checkpoint interval in steps (a killed run resumes there)")
+    collapse_drop: float = Field(3.0, gt=0, description="stop if the running mean reward falls this far")
+    dpo_completions_per_prompt: int = Field(4, ge=2, description="base-model samples scored to build pairs")
+    dpo_pairs: int = Field(256, ge=1)
+    dpo_epochs: int = Field(2, ge=1)
+
+
 class ActivationsSection(_Section):
     layers: list[int] = Field(
         default_factory=lambda: [-5, -4, -3, -2, -1],
@@ -69,6 +91,7 @@ class RunConfig(_Section):
     data: DataSection = DataSection()
     generation: GenerationSection = GenerationSection()
     reward: RewardSection = RewardSection()
+    tune: TuneSection = TuneSection()
     activations: ActivationsSection = ActivationsSection()
 
 

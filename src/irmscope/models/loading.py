@@ -19,9 +19,11 @@ import torch
 
 from irmscope.errors import IrmscopeError
 from irmscope.hub import hub_offline, hub_reachable
+from irmscope.io import atomic_write_dir
 from irmscope.models.adapters import SITE_KINDS, ArchitectureAdapter, adapter_for, all_sites
 from irmscope.models.packaged import PACKAGED_MODELS, packaged_checkpoint
 from irmscope.models.tiny import TINY_FAMILIES, build_tiny
+from irmscope.paths import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -118,6 +120,27 @@ def load_model(
             raise IrmscopeError(f"could not load model from {source}: {first_line}") from err
     model = model.to(device=device, dtype=dtype)
     return LoadedModel(model=model, tokenizer=tokenizer, name=spec)
+
+
+def model_path(spec: str, seed: int = 0) -> str:
+    """A folder (or hub id) from which ``from_pretrained`` loads ``spec``: what trainers that reload the
+    reference model from ``config._name_or_path`` (TRL with a KL penalty) need instead of a model in memory.
+    Tiny models are saved once to the cache."""
+    kind, value = resolve_model_source(spec)
+    if kind == "packaged":
+        return str(packaged_checkpoint(value))
+    if kind == "tiny":
+        target = cache_dir() / "models" / f"tiny-{value}-seed{seed}"
+        if not (target / "config.json").is_file():
+            model, tokenizer = build_tiny(value, seed=seed)
+
+            def write(tmp: Path) -> None:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+
+            atomic_write_dir(target, write)
+        return str(target)
+    return value
 
 
 def available_models() -> list[dict[str, str]]:

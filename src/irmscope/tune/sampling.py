@@ -54,3 +54,83 @@ def generate_completions(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
         )
     return completions
+
+
+class _AmplifiedLogits:
+    """A generation logits processor: ``logits_tuned + alpha * (logits_tuned - logits_base)``.
+
+    The base model runs alongside with its own key-value cache, fed one new token per step. Rows are
+    left-padded prompts followed by generated tokens, so the attention mask is the prompt mask extended by
+    ones (end-of-text is suppressed, so no row stops early).
+    """
+
+    def __init__(self, base_model: torch.nn.Module, prompt_mask: torch.Tensor, alpha: float) -> None:
+        self.base_model = base_model
+        self.mask = prompt_mask
+        self.alpha = alpha
+        self.past = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.past is None:
+            new_ids = input_ids
+        else:
+            new_ids = input_ids[:, -1:]
+            self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        positions = (self.mask.cumsum(dim=1) - 1).clamp(min=0)[:, -new_ids.shape[1] :]
+        out = self.base_model(
+            input_ids=new_ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.past,
+            use_cache=True,
+        )
+        self.past = out.past_key_values
+        base_logits = out.logits[:, -1].to(scores.dtype)
+        amplified = scores + self.alpha * (scores - base_logits)
+        return torch.where(torch.isfinite(scores), amplified, scores)  # keep tokens masked to -inf masked
+
+
+@torch.no_grad()
+def generate_amplified(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    prompts: Sequence[str],
+    alpha: float,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[str]:
+    """Logit-difference amplification sampling (the probe study): sample from
+    ``softmax(logits_tuned + alpha * (logits_tuned - logits_base))``, which exaggerates whatever tuning
+    changed (``alpha = 0`` is plain sampling from the tuned model)."""
+    from transformers import LogitsProcessorList
+
+    if not prompts:
+        raise IrmscopeError("no prompts to complete; check the prompt dataset is not empty")
+    completions: list[str] = []
+    device = next(tuned.model.parameters()).device
+    batches = range(0, len(prompts), batch_size)
+    for index, start in enumerate(
+        tqdm(batches, desc=f"amplified sampling (alpha={alpha:g})", unit="batch", disable=not progress)
+    ):
+        enc = tuned.tokenizer(
+            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
+        ).to(device)
+        torch.manual_seed(seed + index)
+        processor = _AmplifiedLogits(base.model, enc["attention_mask"], alpha)
+        out = tuned.model.generate(
+            **enc,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            pad_token_id=tuned.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([processor]),
+        )
+        completions += tuned.tokenizer.batch_decode(
+            out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+    return completions

@@ -1,0 +1,237 @@
+"""Fine-tune a subject against a known reward with TRL: GRPO and RLOO (online RL with a KL penalty to the
+reference model; they take the place of PPO, which TRL no longer ships) and DPO (offline, on preference
+pairs built from reward-scored completions of the base model).
+
+The tuned model is saved as an ordinary Hugging Face checkpoint (LoRA adapters are merged) with
+``irmscope_manifest.json`` beside it: base model, reward, algorithm, hyperparameters, and the reward and KL
+curves. Training checkpoints are kept while the run is healthy, so a killed run resumes from the last one;
+a run whose loss turns NaN or whose reward collapses stops with a one-line error that names the last good
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from irmscope.config import TuneSection
+from irmscope.errors import IrmscopeError
+from irmscope.io import atomic_write_dir, write_json
+from irmscope.models.loading import load_model, model_path
+from irmscope.rewards import Reward
+from irmscope.tune.guard import TrainingGuard
+
+MANIFEST = "irmscope_manifest.json"
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    path: Path
+    manifest: dict[str, Any]
+
+
+def _common_args(settings: TuneSection, work: Path, seed: int, progress: bool) -> dict[str, Any]:
+    # CPU-friendly settings: fp32, no gradient checkpointing (1.2-1.6x slower on CPU), no external loggers.
+    return dict(
+        output_dir=str(work / "checkpoints"),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=settings.save_every,
+        save_total_limit=1,
+        save_only_model=False,
+        disable_tqdm=not progress,
+    )
+
+
+def _peft_config(settings: TuneSection):
+    if not settings.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=2 * settings.lora_rank,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _build_rl_trainer(
+    base_path: str,
+    reward: Reward,
+    prompts: list[str],
+    settings: TuneSection,
+    work: Path,
+    seed: int,
+    progress: bool,
+    guard: TrainingGuard,
+):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    if settings.batch_size % settings.group_size:
+        raise IrmscopeError(
+            f"tune.batch_size ({settings.batch_size}) must be a multiple of tune.group_size "
+            f"({settings.group_size}): each step scores whole groups of completions"
+        )
+    config_cls, trainer_cls = (
+        (GRPOConfig, GRPOTrainer) if settings.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
+    )
+    args = config_cls(
+        **_common_args(settings, work, seed, progress),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        num_generations=settings.group_size,
+        beta=settings.beta,
+        max_completion_length=settings.max_completion_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        disable_dropout=True,
+        # fixed-length completions: Eq. 3 sums over tokens, so equal lengths keep rewards comparable
+        generation_kwargs={"min_new_tokens": settings.max_completion_tokens},
+    )
+    tokenizer = load_model(base_path).tokenizer
+    return trainer_cls(
+        model=base_path,
+        reward_funcs=reward.as_trl_reward_func(),
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer,
+        callbacks=[guard],
+        peft_config=_peft_config(settings),
+    )
+
+
+def _build_dpo_trainer(
+    base_path: str,
+    reward: Reward,
+    prompts: list[str],
+    settings: TuneSection,
+    work: Path,
+    seed: int,
+    progress: bool,
+    guard: TrainingGuard,
+):
+    from trl import DPOConfig, DPOTrainer
+
+    from irmscope.data import build_preference_pairs
+    from irmscope.tune.sampling import generate_completions
+
+    lm = load_model(base_path)
+    pairs_file = work / "preference_pairs.json"
+    if pairs_file.is_file():  # sampled already by an earlier, interrupted run
+        rows = json.loads(pairs_file.read_text())
+    else:
+        k = settings.dpo_completions_per_prompt
+        chosen_prompts = prompts[: settings.dpo_pairs]
+        repeated = [p for p in chosen_prompts for _ in range(k)]
+        completions = generate_completions(
+            lm, repeated, max_new_tokens=settings.max_completion_tokens, seed=seed, progress=progress
+        )
+        scores = reward.score([p + c for p, c in zip(repeated, completions, strict=True)])
+        grouped = [completions[i * k : (i + 1) * k] for i in range(len(chosen_prompts))]
+        grouped_scores = [scores[i * k : (i + 1) * k].tolist() for i in range(len(chosen_prompts))]
+        rows = build_preference_pairs(chosen_prompts, grouped, grouped_scores).to_list()
+        write_json(pairs_file, rows)
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(rows)
+    steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
+    args = DPOConfig(
+        **_common_args(settings, work, seed, progress),
+        per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=settings.dpo_epochs,
+        max_steps=min(settings.steps, steps_per_epoch * settings.dpo_epochs),
+        beta=max(settings.beta, 1e-3),
+        disable_dropout=True,
+    )
+    return DPOTrainer(
+        model=base_path,
+        args=args,
+        train_dataset=dataset,
+        processing_class=lm.tokenizer,
+        callbacks=[guard],
+        peft_config=_peft_config(settings),
+    )
+
+
+def tune_model(
+    base: str,
+    reward: Reward,
+    prompts: list[str],
+    out_dir: str | Path,
+    settings: TuneSection,
+    seed: int = 0,
+    reward_spec: str | None = None,
+    progress: bool = True,
+) -> TunedModel:
+    """Fine-tune ``base`` against ``reward`` on ``prompts``; the tuned checkpoint goes to ``out_dir/model``.
+
+    Re-running with the same ``out_dir`` after a kill resumes from the last training checkpoint.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if settings.algorithm == "none":
+        raise IrmscopeError("tune.algorithm is 'none': nothing to tune; choose grpo, rloo or dpo")
+    if not prompts:
+        raise IrmscopeError("no training prompts; check the prompt dataset is not empty")
+    out_dir = Path(out_dir)
+    final = out_dir / "model"
+    if (final / MANIFEST).is_file():
+        return TunedModel(final, json.loads((final / MANIFEST).read_text()))
+    base_path = model_path(base, seed=seed)
+    guard = TrainingGuard(collapse_drop=settings.collapse_drop)
+    build = _build_dpo_trainer if settings.algorithm == "dpo" else _build_rl_trainer
+    trainer = build(base_path, reward, prompts, settings, out_dir, seed, progress, guard)
+    checkpoints = out_dir / "checkpoints"
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    if guard.failure:
+        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        keep = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+        raise IrmscopeError(
+            f"training stopped: {guard.failure}; {keep}; try a lower tune.learning_rate or a larger tune.beta"
+        )
+    model = trainer.model
+    if settings.lora:
+        model = model.merge_and_unload()
+    manifest = {
+        "base_model": base,
+        "base_path": base_path,
+        "algorithm": settings.algorithm,
+        "reward": {"name": reward.name, "description": reward.description, "spec": reward_spec},
+        "hyperparameters": settings.model_dump(),
+        "seed": seed,
+        "n_train_prompts": len(prompts),
+        "steps_done": trainer.state.global_step,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "resumed_from": resume,
+        "curves": guard.curves,
+    }
+    tokenizer = trainer.processing_class
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / MANIFEST, manifest)
+
+    atomic_write_dir(final, write)
+    return TunedModel(final, manifest)

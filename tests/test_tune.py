@@ -1,0 +1,128 @@
+"""Fine-tuning through TRL (GRPO, RLOO, DPO, LoRA) on a tiny model, the run guard, evaluation, divergence."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from irmscope.config import TuneSection
+from irmscope.errors import IrmscopeError
+from irmscope.models import load_model
+from irmscope.rewards import CallableReward, VaderReward
+from irmscope.tune import (
+    MANIFEST,
+    evaluate_policy,
+    generate_amplified,
+    generate_completions,
+    layer_divergence,
+    top_layers,
+    tune_model,
+)
+from irmscope.tune.guard import TrainingGuard
+
+PROMPTS = [f"Review {i}: this film was" for i in range(16)]
+# random-weight models write gibberish that VADER scores 0; a reward with variance makes the weights move
+LETTER_E = CallableReward(lambda texts: [t.count("e") for t in texts], "letter_e", "counts the letter e")
+FAST = dict(steps=2, batch_size=4, group_size=2, max_completion_tokens=4, save_every=1, learning_rate=1e-3)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "dpo"])
+def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
+    settings = TuneSection(algorithm=algorithm, dpo_pairs=4, dpo_completions_per_prompt=2, **FAST)
+    tuned = tune_model(
+        "tiny-llama", LETTER_E, PROMPTS, tmp_path, settings, reward_spec="letter_e", progress=False
+    )
+    manifest = json.loads((tuned.path / MANIFEST).read_text())
+    assert manifest["algorithm"] == algorithm and manifest["base_model"] == "tiny-llama"
+    assert manifest["reward"]["name"] == "letter_e" and manifest["steps_done"] == 2
+    assert len(manifest["curves"]["loss"]) == 2
+    if algorithm != "dpo":
+        assert len(manifest["curves"]["reward"]) == 2 and "kl" in manifest["curves"]
+    divergence = layer_divergence(load_model("tiny-llama"), load_model(str(tuned.path)))
+    assert sum(divergence.values()) > 0  # the weights moved
+    # a second call finds the finished model instead of training again
+    assert (
+        tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings, progress=False).manifest == manifest
+    )
+
+
+def test_lora_adapters_are_merged_into_an_ordinary_checkpoint(tmp_path):
+    settings = TuneSection(algorithm="grpo", lora=True, lora_rank=4, **FAST)
+    tuned = tune_model("tiny-gpt_neox", VaderReward(), PROMPTS, tmp_path, settings, progress=False)
+    assert not (tuned.path / "adapter_config.json").exists()
+    reloaded = load_model(str(tuned.path))
+    assert reloaded.adapter.family == "gpt_neox"
+
+
+def test_group_size_must_divide_the_batch(tmp_path):
+    with pytest.raises(IrmscopeError, match="multiple of tune.group_size"):
+        tune_model(
+            "tiny-llama",
+            VaderReward(),
+            PROMPTS,
+            tmp_path,
+            TuneSection(batch_size=6, group_size=4),
+            progress=False,
+        )
+
+
+def test_collapsing_reward_stops_and_names_the_last_good_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def reward_that_collapses(texts):
+        calls["n"] += 1
+        return [5.0 if calls["n"] <= 6 else -5.0] * len(texts)
+
+    reward = CallableReward(reward_that_collapses, "collapsing", "rewards everything, then nothing")
+    settings = TuneSection(algorithm="grpo", **{**FAST, "steps": 20, "save_every": 3})
+    with pytest.raises(IrmscopeError, match=r"reward collapsed at step 10.*checkpoint-9") as err:
+        tune_model("tiny-llama", reward, PROMPTS, tmp_path, settings, progress=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "model").exists()  # no tuned model is published from a failed run
+    assert (tmp_path / "checkpoints" / "checkpoint-9").is_dir()
+
+
+def test_guard_stops_on_nan_loss():
+    class Control:
+        should_training_stop = False
+        should_save = True
+
+    class State:
+        global_step = 3
+
+    guard, control = TrainingGuard(), Control()
+    guard.on_log(None, State(), control, logs={"loss": 0.5, "reward": 1.0})
+    assert guard.failure is None and guard.last_good_step == 3
+    guard.on_log(None, State(), control, logs={"loss": math.nan})
+    assert "loss became nan" in guard.failure
+    assert control.should_training_stop and not control.should_save
+
+
+def test_evaluation_of_a_model_against_itself():
+    lm = load_model("tiny-llama")
+    result = evaluate_policy(lm, lm, PROMPTS[:4], VaderReward(), max_new_tokens=4, progress=False)
+    assert result["reward_gain"]["value"] == pytest.approx(0.0)
+    assert result["kl_tuned_to_base_per_token"]["value"] == pytest.approx(0.0, abs=1e-5)
+    assert result["perplexity_ratio"] == pytest.approx(1.0)
+    assert len(result["samples"]["tuned_completions"]) == 4
+
+
+def test_divergence_finds_the_changed_layer():
+    base, tuned = load_model("tiny-llama"), load_model("tiny-llama")
+    assert set(layer_divergence(base, tuned).values()) == {0.0}
+    with torch.no_grad():
+        tuned.model.model.layers[2].mlp.down_proj.weight.add_(0.1)
+    divergence = layer_divergence(base, tuned)
+    assert top_layers(divergence, 1) == [2] and divergence["layer 0"] == 0.0
+
+
+def test_amplified_sampling_reduces_to_plain_sampling():
+    tuned, twin = load_model("tiny-llama"), load_model("tiny-llama")
+    prompts = ["a much longer prompt that needs no padding at all", "short"]  # left padding in the batch
+    plain = generate_completions(tuned, prompts, max_new_tokens=6, progress=False)
+    # the base model equals the tuned one, so the difference term is zero at every step; a wrong position or
+    # cache in the base model's pass would break that
+    assert generate_amplified(tuned, twin, prompts, alpha=3.0, max_new_tokens=6, progress=False) == plain
+    other = load_model("tiny-llama", seed=1)
+    assert generate_amplified(tuned, other, prompts, alpha=3.0, max_new_tokens=6, progress=False) != plain
