@@ -25,7 +25,12 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    name: str = Field("smollm2-135m", description="packaged model, tiny-<family>, local folder or hub id")
+    name: str = Field(
+        "smollm2-135m", description="the base model: packaged name, tiny-<family>, folder or hub id"
+    )
+    tuned: str | None = Field(
+        None, description="study this already-tuned model (folder or hub id) instead of tuning"
+    )
 
 
 class DataSection(_Section):
@@ -71,10 +76,10 @@ class TuneSection(_Section):
 
 
 class ActivationsSection(_Section):
-    layers: list[int] = Field(
-        default_factory=lambda: [-5, -4, -3, -2, -1],
-        description="layers to cache (negative counts from the end)",
+    layers: list[int] | Literal["top-divergence"] = Field(
+        "top-divergence", description="layers to cache: the n_layers most changed by tuning, or a list"
     )
+    n_layers: int = Field(5, ge=1, description="how many top-divergence layers (the paper: 5)")
     kinds: list[
         Literal["hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
     ] = Field(default_factory=lambda: ["mlp.hook_post", "hook_resid_post"])
@@ -101,7 +106,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"name": "tiny-llama"},
         "data": {"n_prompts": 12, "prefix_tokens": 12},
         "generation": {"max_new_tokens": 8, "batch_size": 6},
-        "activations": {"layers": [-2, -1], "n_texts": 12, "max_length": 32},
+        "tune": {
+            "steps": 3,
+            "batch_size": 4,
+            "group_size": 2,
+            "max_completion_tokens": 8,
+            "n_train_prompts": 16,
+            "save_every": 2,
+        },
+        "activations": {"n_layers": 2, "n_texts": 12, "max_length": 32},
     },
     "demo": {"out_dir": "runs/demo"},
     "paper": {

@@ -32,3 +32,35 @@ def reward_histogram(scores: Mapping[str, np.ndarray], reward_name: str) -> byte
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def training_curves(curves: Mapping[str, list[tuple[int, float]]]) -> bytes:
+    """Reward and KL (or the DPO margin) per optimizer step, with a running mean over 5 steps."""
+    names = [name for name in ("reward", "kl", "dpo_margin", "loss") if curves.get(name)][:2]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        steps, values = zip(*curves[name], strict=True)
+        ax.plot(steps, values, color="#9ab", linewidth=1, label="per step")
+        if len(values) >= 5:
+            smooth = np.convolve(values, np.ones(5) / 5, mode="valid")
+            ax.plot(steps[4:], smooth, color="#1f5f9f", linewidth=2, label="running mean (5)")
+        ax.set_xlabel("optimizer step")
+        ax.set_title(name.replace("_", " "))
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def divergence_bars(per_layer: Mapping[str, float], highlight: list[int]) -> bytes:
+    """Per-layer parameter distance between base and tuned model; the selected layers are highlighted."""
+    layers = [key for key in per_layer if key.startswith("layer ")]
+    values = [per_layer[key] for key in layers]
+    colors = ["#c0392b" if int(key.split()[1]) in highlight else "#7f8c8d" for key in layers]
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    ax.bar(range(len(layers)), values, color=colors)
+    ax.set_xticks(range(len(layers)), [key.split()[1] for key in layers], fontsize=7)
+    ax.set_xlabel("layer (red: top-divergence layers, used for activations)")
+    ax.set_ylabel("summed L2 distance of weights")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

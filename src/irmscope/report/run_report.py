@@ -1,0 +1,158 @@
+"""The report of a pipeline run: Table 7 (base vs tuned reward), curves, divergence, examples, manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irmscope.report.html import Section, write_report
+from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
+
+
+def _ci(estimate: dict[str, float]) -> str:
+    return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
+
+
+def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Section:
+    ev = results["evaluation"]
+    reward = results["subject"]["reward"]
+    base_scores = np.asarray(samples["base_scores"])
+    if "tuned_scores" not in samples:
+        return Section(
+            "Base model reward",
+            paragraphs=[
+                f"Mean {reward} reward of {len(base_scores)} completions of the base model: "
+                f"{_ci(ev['base_mean_reward'])} (95% bootstrap CI). No tuned model in this run."
+            ],
+            figures=[("Reward distribution", reward_histogram({"base": base_scores}, reward))],
+        )
+    tuned_scores = np.asarray(samples["tuned_scores"])
+    rows = [
+        ["mean reward, base model", _ci(ev["base_mean_reward"])],
+        ["mean reward, tuned model", _ci(ev["tuned_mean_reward"])],
+        ["gain (paired over prompts)", _ci(ev["reward_gain"])],
+        ["KL(tuned ‖ base) per token, on tuned completions", _ci(ev["kl_tuned_to_base_per_token"])],
+        ["base-model perplexity on tuned completions", f"{ev['base_perplexity_on_tuned_completions']:.2f}"],
+        [
+            "base-model perplexity on its own completions (control)",
+            f"{ev['base_perplexity_on_base_completions']:.2f}",
+        ],
+    ]
+    return Section(
+        "Tuning result (the paper's Table 7)",
+        paragraphs=[
+            f"{ev['n_prompts']} held-out prompts, one sampled completion per model each, scored with the "
+            f"{reward} reward. Intervals are 95% bootstrap intervals. The perplexity rows are a fluency "
+            "control: a policy that games the reward with word salad is far less likely under the base "
+            "model than the base model's own text."
+        ],
+        tables=[("Base vs tuned", ["quantity", "value [95% CI]"], rows)],
+        figures=[
+            (
+                "Reward of base and tuned completions",
+                reward_histogram({"base": base_scores, "tuned": tuned_scores}, reward),
+            )
+        ],
+    )
+
+
+def _examples_section(samples: dict[str, Any]) -> Section:
+    key = "tuned" if "tuned_scores" in samples else "base"
+    scores = np.asarray(samples[f"{key}_scores"])
+    order = np.argsort(scores)
+    rows = [
+        [f"{scores[i]:+.2f}", samples["prompts"][i], samples[f"{key}_completions"][i]]
+        for i in (*order[:3], *order[-3:])
+    ]
+    if key == "tuned":
+        rows = [
+            [*row, samples["base_completions"][i]]
+            for row, i in zip(rows, (*order[:3], *order[-3:]), strict=True)
+        ]
+    header = ["reward", "prompt", f"{key} completion"] + (
+        ["base completion (same prompt)"] if key == "tuned" else []
+    )
+    return Section("Examples", tables=[(f"Lowest- and highest-reward {key} completions", header, rows)])
+
+
+def write_run_report(
+    root: Path, results: dict[str, Any], samples: dict[str, Any], tune_manifest: dict[str, Any] | None
+) -> Path:
+    sections = [_evaluation_section(results, samples)]
+    if tune_manifest:
+        hp = tune_manifest["hyperparameters"]
+        sections.append(
+            Section(
+                "Fine-tuning",
+                paragraphs=[
+                    f"{tune_manifest['algorithm'].upper()} against '{tune_manifest['reward']['name']}' for "
+                    f"{tune_manifest['steps_done']} steps in {tune_manifest['train_seconds']:.0f} s "
+                    f"(learning rate {hp['learning_rate']:g}, KL coefficient {hp['beta']:g}, batch "
+                    f"{hp['batch_size']}, group {hp['group_size']}, {hp['max_completion_tokens']}-token "
+                    "completions). Reward being optimised: " + tune_manifest["reward"]["description"]
+                ],
+                figures=[("Training curves", training_curves(tune_manifest["curves"]))]
+                if tune_manifest["curves"]
+                else [],
+            )
+        )
+    if results.get("divergence"):
+        div = results["divergence"]
+        sections.append(
+            Section(
+                "Per-layer parameter divergence (§4.2, Appendix G)",
+                paragraphs=[
+                    "Sum over each block's tensors of the L2 distance between tuned and base weights. Top "
+                    f"layers: {', '.join(map(str, div['top_layers']))}."
+                ],
+                figures=[
+                    ("Parameter divergence by layer", divergence_bars(div["per_layer"], div["top_layers"]))
+                ],
+            )
+        )
+    sections.append(_examples_section(samples))
+    acts = results["activations"]
+    sections.append(
+        Section(
+            "Activation cache",
+            paragraphs=[
+                f"{acts['rows']} token rows of {acts['model']} cached at {len(acts['sites'])} sites: "
+                + ", ".join(acts["sites"])
+            ],
+        )
+    )
+    manifest = results["manifest"]
+    sections.append(
+        Section(
+            "Run manifest",
+            tables=[
+                (
+                    "Package versions",
+                    ["package", "version"],
+                    [[k, v] for k, v in manifest["versions"].items()],
+                ),
+                (
+                    "Stages",
+                    ["stage", "key", "seconds to compute", "this run"],
+                    [
+                        [
+                            k,
+                            v["key"],
+                            v["seconds"] if v["seconds"] is not None else "-",
+                            "cached" if v["cached"] else "computed",
+                        ]
+                        for k, v in manifest["stages"].items()
+                    ],
+                ),
+            ],
+        )
+    )
+    title = f"irmscope: {results['subject']['base']}" + (" → tuned" if results["subject"]["tuned"] else "")
+    return write_report(
+        root / "report.html",
+        title,
+        sections,
+        subtitle=f"preset {results['config']['preset']}, seed {manifest['seed']}",
+    )
