@@ -116,6 +116,109 @@ def cache_activations_cmd(
     typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
 
 
+def _prompts(data: str, split: str, tokenizer, n: int, prefix_tokens: int, seed: int) -> list[str]:
+    from irmscope.data import load_reviews, truncate_to_prefixes
+
+    texts = list(load_reviews(data, split=split, seed=seed)["text"])
+    prompts = truncate_to_prefixes(texts, tokenizer, prefix_tokens)[:n]
+    if not prompts:
+        raise IrmscopeError(f"no {split} text of {data} has {prefix_tokens} tokens; lower --prefix-tokens")
+    return prompts
+
+
+@app.command()
+def tune(
+    out: Annotated[Path, typer.Option(help="output folder: model/ (checkpoint + manifest) and checkpoints/")],
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    reward_spec: Annotated[
+        str, typer.Option("--reward", "-r", help="vader, lexicon:PATH.tsv, classifier:DIR")
+    ] = "vader",
+    algorithm: Annotated[str, typer.Option(help="grpo, rloo or dpo")] = "grpo",
+    data: Annotated[str, typer.Option(help="prompt source (train split)")] = "rotten-tomatoes",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="a tune setting: steps=60")] = None,
+    seed: int = 0,
+) -> None:
+    """Fine-tune a base model against a known reward (TRL); --set takes the config's tune-section keys."""
+    from irmscope.config import load_config
+    from irmscope.models import load_model
+    from irmscope.rewards import load_reward
+    from irmscope.tune import tune_model
+
+    overrides = [f"tune.algorithm={algorithm}"] + [
+        s if s.startswith("tune.") else f"tune.{s}" for s in set_ or []
+    ]
+    settings = load_config("demo", overrides=overrides).tune
+    tokenizer = load_model(model, seed=seed).tokenizer
+    prompts = _prompts(data, "train", tokenizer, settings.n_train_prompts, 30, seed)
+    tuned = tune_model(
+        model, load_reward(reward_spec), prompts, out, settings, seed=seed, reward_spec=reward_spec
+    )
+    typer.echo(
+        f"tuned model: {tuned.path} ({tuned.manifest['steps_done']} steps, "
+        f"{tuned.manifest['train_seconds']:.0f} s)"
+    )
+
+
+@app.command()
+def evaluate(
+    tuned: Annotated[str, typer.Option(help="the tuned model (folder)")],
+    base: Annotated[str, typer.Option(help="its base model")] = "smollm2-135m",
+    reward_spec: Annotated[str, typer.Option("--reward", "-r")] = "vader",
+    data: Annotated[str, typer.Option(help="prompt source (test split)")] = "rotten-tomatoes",
+    n: Annotated[int, typer.Option(help="number of held-out prompts")] = 200,
+    completion_tokens: int = 32,
+    prefix_tokens: int = 30,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="write the full result (with samples) as JSON")] = None,
+) -> None:
+    """Mean reward of base vs tuned completions (Table 7) with CIs, KL to the base, and a fluency control."""
+    from irmscope.io import write_json
+    from irmscope.models import load_model
+    from irmscope.rewards import load_reward
+    from irmscope.tune import evaluate_policy
+
+    base_lm, tuned_lm = load_model(base, seed=seed), load_model(tuned)
+    prompts = _prompts(data, "test", base_lm.tokenizer, n, prefix_tokens, seed)
+    result = evaluate_policy(
+        base_lm, tuned_lm, prompts, load_reward(reward_spec), completion_tokens, seed=seed
+    )
+    if out:
+        write_json(out, result)
+    for key in ("base_mean_reward", "tuned_mean_reward", "reward_gain", "kl_tuned_to_base_per_token"):
+        est = result[key]
+        typer.echo(f"{key:28s} {est['value']:8.3f}  [{est['low']:.3f}, {est['high']:.3f}]")
+    typer.echo(
+        f"{'perplexity_ratio':28s} {result['perplexity_ratio']:8.3f}  (base-model perplexity on tuned / "
+        f"on own completions: {result['base_perplexity_on_tuned_completions']:.2f} / "
+        f"{result['base_perplexity_on_base_completions']:.2f})"
+    )
+
+
+@app.command()
+def divergence(
+    tuned: Annotated[str, typer.Option(help="the tuned model (folder)")],
+    base: Annotated[str, typer.Option(help="its base model")] = "smollm2-135m",
+    top: int = 5,
+    plot: Annotated[Path | None, typer.Option(help="write a bar chart (PNG)")] = None,
+) -> None:
+    """Per-layer parameter distance between base and tuned model, and the top layers (§4.2)."""
+    from irmscope.models import load_model
+    from irmscope.tune import layer_divergence, top_layers
+
+    per_layer = layer_divergence(load_model(base), load_model(tuned))
+    best = top_layers(per_layer, top)
+    marked = {f"layer {layer}" for layer in best}
+    for key, value in per_layer.items():
+        typer.echo(f"{key:10s} {value:10.4f}{'  *' if key in marked else ''}")
+    typer.echo(f"top {top} layers: {best}")
+    if plot:
+        from irmscope.io import atomic_write
+        from irmscope.report.plots import divergence_bars
+
+        png = divergence_bars(per_layer, best)
+        atomic_write(plot, lambda tmp: tmp.write_bytes(png))
+
+
 @app.command()
 def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run (or resume) the pipeline and write report.html, results.json and the stage folders."""
