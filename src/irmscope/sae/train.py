@@ -1,0 +1,374 @@
+"""Train an SAE on one hook site of an :class:`~irmscope.activations.ActivationStore`, streaming its shards.
+
+Defaults are the main paper's §4.2: 3 epochs, batch size 32, Adam at learning rate 1e-3, L1 coefficient
+1e-3, ReLU encoder, tied weights. The objective is Eq. 8 of its Appendix D::
+
+    loss = mean over tokens and dims of (x - x_hat)^2  +  l1_coefficient * mean over tokens of sum_i f_i(x)
+
+i.e. the L1 penalty falls on the *latent activations* ``f = E(x)``. (§4.2 and Appendix J also say "ℓ1
+regularisation on the [decoder] weights"; Eq. 8, Cunningham et al. and Sharkey et al., whose setup the paper
+adopts, penalise the activations, and a penalty on weights would not make codes sparse, so we follow Eq. 8.)
+The reconstruction term is the *mean* squared error over elements, as in Cunningham et al.'s code, so the
+paper's coefficients (1e-3 to 2e-3) keep their meaning. Decoder rows are held at unit norm (renormalised after
+each step, their gradient's parallel part removed first), which also makes the plain L1 equal to SAELens's
+decoder-norm-weighted L1. TopK SAEs take no penalty: ``k`` fixes the sparsity.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from irmscope.activations import ActivationStore
+from irmscope.errors import IrmscopeError
+from irmscope.io import write_json
+from irmscope.sae.model import SAE, Architecture, SAEConfig
+
+DecoderBiasInit = Literal["mean", "geometric_median", "zeros"]
+TRAINING_LOG = "training_log.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train: the dictionary's shape (``d_in`` comes from the store) and the optimisation.
+
+    ``dead_window`` is in tokens: a latent that has not fired on any of the last ``dead_window`` training
+    tokens counts as dead (before that many tokens were seen: one that has never fired).
+
+    ``normalize_activations`` trains on activations scaled by one constant so their mean squared norm is
+    ``d_in`` (SAELens's ``expected_average_only_in``), which makes an L1 coefficient mean the same at every
+    layer and model; the scale is folded into the biases afterwards (latents shrink by it, dictionary rows
+    stay unit-norm), so the returned SAE reads raw activations. Off by default: the paper's coefficients
+    were tuned on raw activations. The training log's MSE and L1 are then in the scaled units.
+    """
+
+    d_sae: int
+    architecture: Architecture = "relu"
+    k: int | None = None
+    tied: bool = True
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    l1_coefficient: float = 1e-3
+    b_dec_init: DecoderBiasInit = "mean"
+    normalize_activations: bool = False
+    init_sample_rows: int = 10_000
+    dead_window: int = 10_000
+    log_every: int = 100
+    max_grad_norm: float | None = None
+    dtype: str = "float32"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "dead_window", "log_every", "init_sample_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise IrmscopeError(f"SAE training {name} must be a positive integer, not {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise IrmscopeError(f"SAE learning rate must be positive, not {self.lr!r}")
+        if not (self.l1_coefficient >= 0 and math.isfinite(self.l1_coefficient)):
+            raise IrmscopeError(f"SAE l1_coefficient must be >= 0, not {self.l1_coefficient!r}")
+        if self.b_dec_init not in ("mean", "geometric_median", "zeros"):
+            raise IrmscopeError(
+                f"unknown b_dec_init {self.b_dec_init!r}; choose mean, geometric_median or zeros"
+            )
+        self.sae_config(1)  # validates d_sae, architecture, k and dtype now, not after a pass over the data
+
+    def sae_config(self, d_in: int) -> SAEConfig:
+        return SAEConfig(
+            d_in=d_in,
+            d_sae=self.d_sae,
+            architecture=self.architecture,
+            k=self.k if self.architecture == "topk" else None,
+            tied=self.tied,
+            dtype=self.dtype,
+        )
+
+
+@dataclass
+class TrainLog:
+    """The loss curve and the run's summary. Each curve point averages the steps since the previous one."""
+
+    step: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+    l1: list[float] = field(default_factory=list)
+    l0: list[float] = field(default_factory=list)
+    fvu: list[float] = field(default_factory=list)
+    dead_fraction: list[float] = field(default_factory=list)
+    n_steps: int = 0
+    n_tokens: int = 0
+    wall_seconds: float = 0.0
+    dead_latents: list[int] = field(default_factory=list)
+    activation_scale: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_tokens / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+class DeadLatentTracker:
+    """Counts, per latent, the training tokens since it last fired (at batch granularity)."""
+
+    def __init__(self, d_sae: int, window: int, device: torch.device | str = "cpu") -> None:
+        self.window = window
+        self.tokens_seen = 0
+        self.tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def update(self, latents: torch.Tensor) -> None:
+        fired = (latents != 0).any(dim=0)
+        self.tokens_since_fired += latents.shape[0]
+        self.tokens_since_fired[fired] = 0
+        self.tokens_seen += latents.shape[0]
+
+    @property
+    def dead_mask(self) -> torch.Tensor:
+        """Latents silent for the whole window (or, early on, for every token seen so far)."""
+        if self.tokens_seen == 0:
+            return torch.zeros_like(self.tokens_since_fired, dtype=torch.bool)
+        return self.tokens_since_fired >= min(self.window, self.tokens_seen)
+
+    @property
+    def dead_fraction(self) -> float:
+        return float(self.dead_mask.float().mean())
+
+
+def train_sae(
+    store: ActivationStore,
+    site: str,
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    init: SAE | None = None,
+) -> tuple[SAE, TrainLog]:
+    """Train an SAE on ``site``'s activations in ``store``; return it with its training log.
+
+    Rows stream from the store one shard at a time (shuffled shard order and rows, reseeded every epoch),
+    so the cache may be larger than memory. The run is deterministic given ``seed`` (on one device and
+    thread count). ``init`` continues from an existing SAE (its shape must match; its ``b_dec`` is kept).
+    With ``out_dir`` the SAE is saved there in SAELens's layout, beside ``training_log.json``.
+    """
+    if site not in store.sites:
+        raise IrmscopeError(
+            f"site {site!r} is not in the activation cache at {store.root}; it holds {', '.join(store.sites)}"
+        )
+    if not store.complete:
+        raise IrmscopeError(
+            f"the activation cache at {store.root} is incomplete; rerun the caching to finish it first"
+        )
+    n_rows = store.n_rows
+    if n_rows == 0:
+        raise IrmscopeError(f"the activation cache at {store.root} holds no rows; cache some texts first")
+    d_in = store.width(site)
+    sae_config = config.sae_config(d_in)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = sae_config.torch_dtype
+
+    if init is not None:
+        if init.config != sae_config:
+            raise IrmscopeError(
+                f"the initial SAE ({init.config.describe()}) does not match the site and training config "
+                f"({sae_config.describe()}); pass a matching SAE or none"
+            )
+        sae = copy.deepcopy(init)
+    else:
+        sae = SAE(sae_config, generator=torch.Generator().manual_seed(seed))
+    scale = 1.0
+    if (init is None and config.b_dec_init != "zeros") or config.normalize_activations:
+        stats = activation_statistics(
+            store, site, config.init_sample_rows if config.b_dec_init == "geometric_median" else 0, seed
+        )
+        if config.normalize_activations:
+            scale = math.sqrt(d_in / max(stats.mean_squared_norm, 1e-30))
+        if init is None and config.b_dec_init != "zeros":
+            use_median = config.b_dec_init == "geometric_median" and len(stats.sample) > 0
+            center = geometric_median(stats.sample) if use_median else stats.mean
+            with torch.no_grad():
+                sae.b_dec.copy_((center * scale).to(dtype))
+        elif init is not None:
+            with torch.no_grad():  # the initial SAE reads raw activations; move it to the scaled ones
+                sae.b_dec.mul_(scale)
+                sae.b_enc.mul_(scale)
+    sae.to(device)
+    sae.normalize_decoder_()
+    sae.train()
+
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+    tracker = DeadLatentTracker(config.d_sae, config.dead_window, device)
+    log = TrainLog(config={**asdict(config), "d_in": d_in, "site": site, "seed": seed})
+    l1 = config.l1_coefficient if config.architecture == "relu" else 0.0
+    sums = _Running()
+    bar = tqdm(total=n_rows * config.epochs, desc="training SAE", unit="tok", disable=not progress)
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(config.epochs):
+        batches = store.iter_batches(site, config.batch_size, shuffle=True, seed=_epoch_seed(seed, epoch))
+        for batch in batches:
+            x = batch.to(device=device, dtype=dtype, non_blocking=True)
+            if scale != 1.0:
+                x = x * scale
+            recon, latents = sae(x)
+            mse = (recon - x).pow(2).mean()
+            sparsity = latents.abs().sum(dim=-1).mean()
+            loss = mse + l1 * sparsity if l1 else mse
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            sae.remove_parallel_gradient_()
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), config.max_grad_norm)
+            optimizer.step()
+            sae.normalize_decoder_()
+
+            tracker.update(latents)
+            step += 1
+            sums.add(x, recon, latents, loss, mse, sparsity)
+            bar.update(x.shape[0])
+            if step % config.log_every == 0:
+                _log_point(log, sums, step, tracker)
+                bar.set_postfix(loss=f"{log.loss[-1]:.4g}", l0=f"{log.l0[-1]:.1f}")
+    if sums.n_steps:
+        _log_point(log, sums, step, tracker)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    log.wall_seconds = time.perf_counter() - start
+    log.n_steps = step
+    log.n_tokens = tracker.tokens_seen
+    log.dead_latents = torch.nonzero(tracker.dead_mask).flatten().tolist()
+    sae.eval()
+    if scale != 1.0:
+        with torch.no_grad():  # relu/topk(s * pre) = s * relu/topk(pre): fold 1/s into the biases
+            sae.b_dec.div_(scale)
+            sae.b_enc.div_(scale)
+    log.activation_scale = scale
+    sae.metadata.update(hook_name=site, model_name=store.manifest.get("model"))
+    if out_dir is not None:
+        from irmscope.sae.io import save_sae
+
+        save_sae(sae, out_dir)
+        write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
+    return sae, log
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+class _Running:
+    """Sums of per-step statistics between two log points, kept on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.n_steps = 0
+        self.values: dict[str, torch.Tensor | float] = dict(loss=0.0, mse=0.0, l1=0.0, l0=0.0, fvu=0.0)
+
+    @torch.no_grad()
+    def add(self, x, recon, latents, loss, mse, sparsity) -> None:
+        deviation = (x - x.mean(dim=0)).pow(2).sum()
+        self.values["loss"] += loss.detach().double()
+        self.values["mse"] += mse.detach().double()
+        self.values["l1"] += sparsity.detach().double()
+        self.values["l0"] += (latents != 0).sum(dim=-1).double().mean()
+        self.values["fvu"] += (recon - x).pow(2).sum().double() / deviation.double().clamp_min(1e-30)
+        self.n_steps += 1
+
+
+def _log_point(log: TrainLog, sums: _Running, step: int, tracker: DeadLatentTracker) -> None:
+    means = {name: float(total) / sums.n_steps for name, total in sums.values.items()}
+    if not math.isfinite(means["loss"]):
+        raise IrmscopeError(
+            f"SAE training diverged (loss {means['loss']}) by step {step}; lower the learning rate"
+        )
+    for name, value in means.items():
+        getattr(log, name).append(value)
+    log.step.append(step)
+    log.tokens.append(tracker.tokens_seen)
+    log.dead_fraction.append(tracker.dead_fraction)
+    sums.reset()
+
+
+@dataclass
+class ActivationStatistics:
+    """One streaming pass over a site: its exact mean and mean squared norm, and a uniform row sample."""
+
+    mean: torch.Tensor
+    mean_squared_norm: float
+    sample: torch.Tensor
+    n_rows: int
+
+
+@torch.no_grad()
+def activation_statistics(
+    store: ActivationStore, site: str, sample_rows: int = 10_000, seed: int = 0
+) -> ActivationStatistics:
+    """Scan ``site`` once, one shard in memory at a time; keep about ``sample_rows`` random rows."""
+    d_in, n_rows = store.width(site), store.n_rows
+    rng = np.random.default_rng(seed)
+    keep = min(1.0, sample_rows / max(n_rows, 1))
+    total = torch.zeros(d_in, dtype=torch.float64)
+    squared = 0.0
+    sample: list[torch.Tensor] = []
+    for batch in store.iter_batches(site, batch_size=65_536):
+        batch = batch.to(torch.float64)
+        total += batch.sum(dim=0)
+        squared += float(batch.pow(2).sum())
+        if sample_rows:
+            sample.append(batch[torch.from_numpy(rng.random(batch.shape[0]) < keep)])
+    mean = total / max(n_rows, 1)
+    rows = torch.cat(sample) if sample else torch.zeros(0, d_in, dtype=torch.float64)
+    return ActivationStatistics(mean.float(), squared / max(n_rows, 1), rows.float(), n_rows)
+
+
+def data_center(
+    store: ActivationStore,
+    site: str,
+    method: DecoderBiasInit = "mean",
+    sample_rows: int = 10_000,
+    seed: int = 0,
+) -> torch.Tensor:
+    """The point ``b_dec`` starts at: the exact mean of ``site`` (one streaming pass), or the geometric
+    median of a uniform random sample of about ``sample_rows`` rows (robust to outlier tokens such as BOS,
+    whose activations can be orders of magnitude larger than the rest)."""
+    if method == "zeros":
+        return torch.zeros(store.width(site))
+    stats = activation_statistics(store, site, sample_rows if method == "geometric_median" else 0, seed)
+    return (
+        geometric_median(stats.sample) if method == "geometric_median" and len(stats.sample) else stats.mean
+    )
+
+
+def geometric_median(points: torch.Tensor, iterations: int = 200, tol: float = 1e-7) -> torch.Tensor:
+    """The point minimising the summed Euclidean distance to ``points`` (Weiszfeld's algorithm)."""
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise IrmscopeError(
+            "the geometric median needs at least one point; check the activations are not empty"
+        )
+    dtype = points.dtype
+    points = points.to(torch.float64)
+    guess = points.mean(dim=0)
+    for _ in range(iterations):
+        distances = (points - guess).norm(dim=1).clamp_min(1e-12)
+        weights = 1.0 / distances
+        new = (weights[:, None] * points).sum(dim=0) / weights.sum()
+        moved = (new - guess).norm()
+        guess = new
+        if moved <= tol * (guess.norm() + 1e-12):
+            break
+    return guess.to(dtype)
