@@ -56,17 +56,56 @@ def test_config_show_is_json():
 
 
 def test_tune_evaluate_divergence_on_a_tiny_model(tmp_path):
-    tuned = run("tune", "--model", "tiny-llama", "--out", str(tmp_path / "t"), "--set", "steps=1",
-                "--set", "batch_size=2", "--set", "group_size=2", "--set", "max_completion_tokens=3",
-                "--set", "n_train_prompts=4")
+    tuned = run(
+        "tune",
+        "--model",
+        "tiny-llama",
+        "--out",
+        str(tmp_path / "t"),
+        "--set",
+        "steps=1",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "group_size=2",
+        "--set",
+        "max_completion_tokens=3",
+        "--set",
+        "n_train_prompts=4",
+    )
     assert tuned.returncode == 0, tuned.stderr
     assert (tmp_path / "t" / "model" / "irmscope_manifest.json").is_file()
-    evaluated = run("evaluate", "--tuned", str(tmp_path / "t" / "model"), "--base", "tiny-llama", "--n", "3",
-                    "--completion-tokens", "3", "--prefix-tokens", "6", "--out", str(tmp_path / "eval.json"))
+    evaluated = run(
+        "evaluate",
+        "--tuned",
+        str(tmp_path / "t" / "model"),
+        "--base",
+        "tiny-llama",
+        "--n",
+        "3",
+        "--completion-tokens",
+        "3",
+        "--prefix-tokens",
+        "6",
+        "--out",
+        str(tmp_path / "eval.json"),
+    )
     assert evaluated.returncode == 0, evaluated.stderr
-    assert "reward_gain" in evaluated.stdout and json.loads((tmp_path / "eval.json").read_text())["n_prompts"] == 3
-    diverged = run("divergence", "--tuned", str(tmp_path / "t" / "model"), "--base", "tiny-llama", "--top", "2",
-                   "--plot", str(tmp_path / "d.png"))
+    assert (
+        "reward_gain" in evaluated.stdout
+        and json.loads((tmp_path / "eval.json").read_text())["n_prompts"] == 3
+    )
+    diverged = run(
+        "divergence",
+        "--tuned",
+        str(tmp_path / "t" / "model"),
+        "--base",
+        "tiny-llama",
+        "--top",
+        "2",
+        "--plot",
+        str(tmp_path / "d.png"),
+    )
     assert diverged.returncode == 0, diverged.stderr
     assert "top 2 layers" in diverged.stdout and (tmp_path / "d.png").stat().st_size > 1000
 
