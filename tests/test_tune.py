@@ -126,3 +126,11 @@ def test_amplified_sampling_reduces_to_plain_sampling():
     assert generate_amplified(tuned, twin, prompts, alpha=3.0, max_new_tokens=6, progress=False) == plain
     other = load_model("tiny-llama", seed=1)
     assert generate_amplified(tuned, other, prompts, alpha=3.0, max_new_tokens=6, progress=False) != plain
+
+
+def test_distinct_bigrams_expose_repetition():
+    from irmscope.tune.evaluate import distinct_bigram_fraction
+
+    assert distinct_bigram_fraction(["love love love love"]) == pytest.approx(1 / 3)
+    assert distinct_bigram_fraction(["a fine film with a fine cast"]) == pytest.approx(5 / 6)
+    assert distinct_bigram_fraction(["one"]) == 1.0

@@ -192,6 +192,10 @@ def evaluate(
         f"on own completions: {result['base_perplexity_on_tuned_completions']:.2f} / "
         f"{result['base_perplexity_on_base_completions']:.2f})"
     )
+    typer.echo(
+        f"{'distinct_bigrams':28s} tuned {result['distinct_bigrams_tuned']:.3f} / base "
+        f"{result['distinct_bigrams_base']:.3f}  (repetition control)"
+    )
 
 
 @app.command()

@@ -39,14 +39,17 @@ def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Sec
             "base-model perplexity on its own completions (control)",
             f"{ev['base_perplexity_on_base_completions']:.2f}",
         ],
+        ["distinct word bigrams, tuned completions", f"{ev['distinct_bigrams_tuned']:.3f}"],
+        ["distinct word bigrams, base completions (control)", f"{ev['distinct_bigrams_base']:.3f}"],
     ]
     return Section(
         "Tuning result (the paper's Table 7)",
         paragraphs=[
             f"{ev['n_prompts']} held-out prompts, one sampled completion per model each, scored with the "
             f"{reward} reward. Intervals are 95% bootstrap intervals. The perplexity rows are a fluency "
-            "control: a policy that games the reward with word salad is far less likely under the base "
-            "model than the base model's own text."
+            "control against word salad (far less likely under the base model than its own text); the "
+            "distinct-bigram rows catch the other way to game a lexicon reward, repeating one word, which "
+            "the base model finds more predictable than its own text."
         ],
         tables=[("Base vs tuned", ["quantity", "value [95% CI]"], rows)],
         figures=[

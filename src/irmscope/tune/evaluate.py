@@ -3,8 +3,11 @@
 * mean known reward of sampled completions for both models, with bootstrap 95% intervals, and the gain
   (paired over prompts: both models complete the same prompts);
 * the per-token KL divergence KL(tuned ‖ base) on the tuned model's completions (exact over the vocabulary);
-* a fluency control: the base model's perplexity on the tuned model's completions next to its perplexity
-  on its own completions. A policy that games a lexicon reward with word salad shows up here.
+* two fluency controls: the base model's perplexity on the tuned model's completions next to its perplexity
+  on its own completions (word salad shows up here), and the fraction of distinct word bigrams of each
+  model's completions. The second matters: a policy that games a lexicon reward by repeating one word
+  ("love love love ...") is *more* predictable to the base model than its own samples, so its perplexity
+  ratio falls below 1 and only the repetition measure exposes it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ def completion_statistics(
     return out
 
 
+def distinct_bigram_fraction(texts: Sequence[str]) -> float:
+    """Distinct word bigrams over all word bigrams, pooled over ``texts`` (1 = no bigram repeats)."""
+    bigrams = [
+        tuple(words[i : i + 2])
+        for text in texts
+        for words in [text.lower().split()]
+        for i in range(len(words) - 1)
+    ]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
+
+
 def evaluate_policy(
     base: LoadedModel,
     tuned: LoadedModel,
@@ -105,6 +119,8 @@ def evaluate_policy(
         "base_perplexity_on_tuned_completions": ppl_tuned,
         "base_perplexity_on_base_completions": ppl_own,
         "perplexity_ratio": ppl_tuned / ppl_own,
+        "distinct_bigrams_base": distinct_bigram_fraction(base_completions),
+        "distinct_bigrams_tuned": distinct_bigram_fraction(tuned_completions),
         "samples": {
             "prompts": list(prompts),
             "base_completions": base_completions,
