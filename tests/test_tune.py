@@ -24,7 +24,9 @@ from irmscope.tune.guard import TrainingGuard
 PROMPTS = [f"Review {i}: this film was" for i in range(16)]
 # random-weight models write gibberish that VADER scores 0; a reward with variance makes the weights move
 LETTER_E = CallableReward(lambda texts: [t.count("e") for t in texts], "letter_e", "counts the letter e")
-FAST = dict(steps=2, batch_size=4, group_size=2, max_completion_tokens=4, save_every=1, learning_rate=1e-3)
+FAST = dict(
+    steps=2, batch_size=4, group_size=2, max_completion_tokens=4, save_every=1, learning_rate=1e-3, lora=False
+)
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo", "dpo"])
@@ -48,7 +50,7 @@ def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
 
 
 def test_lora_adapters_are_merged_into_an_ordinary_checkpoint(tmp_path):
-    settings = TuneSection(algorithm="grpo", lora=True, lora_rank=4, **FAST)
+    settings = TuneSection(**{**FAST, "algorithm": "grpo", "lora": True, "lora_rank": 4})
     tuned = tune_model("tiny-gpt_neox", VaderReward(), PROMPTS, tmp_path, settings, progress=False)
     assert not (tuned.path / "adapter_config.json").exists()
     reloaded = load_model(str(tuned.path))

@@ -54,19 +54,25 @@ class RewardSection(_Section):
 
 
 class TuneSection(_Section):
-    """Fine-tuning a subject against the known reward (TRL); ``algorithm: none`` studies the base model."""
+    """Fine-tuning a subject against the known reward (TRL); ``algorithm: none`` studies the base model.
+
+    The defaults were measured on SmolLM2-135M against VADER (IMDb prompts, 2 CPU cores): 28 GRPO steps of
+    32 completions (4 prompts x 8) with a rank-16 LoRA at learning rate 5e-4 and KL coefficient 0.1 take
+    about 17 minutes and raise the held-out reward by about +2.6 with fluent text. Longer runs hack the
+    lexicon by repeating "love" (the evaluation's distinct-bigram control shows it).
+    """
 
     algorithm: Literal["grpo", "rloo", "dpo", "none"] = "grpo"
-    steps: int = Field(60, ge=1, description="optimizer steps (RL) or the cap on DPO steps")
+    steps: int = Field(28, ge=1, description="optimizer steps (RL) or the cap on DPO steps")
     batch_size: int = Field(
-        16, ge=1, description="completions per optimizer step (RL) / pairs per step (DPO)"
+        32, ge=1, description="completions per optimizer step (RL) / pairs per step (DPO)"
     )
     group_size: int = Field(8, ge=2, description="completions per prompt in a GRPO/RLOO group")
-    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference (base) model")
-    learning_rate: float = Field(2e-5, gt=0)
+    beta: float = Field(0.1, ge=0, description="KL coefficient to the reference (base) model")
+    learning_rate: float = Field(5e-4, gt=0, description="5e-4 suits LoRA; use ~5e-5 for full tuning")
     max_completion_tokens: int = Field(32, ge=1)
     n_train_prompts: int = Field(2000, ge=1, description="training prompts, from the train split")
-    lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights")
+    lora: bool = Field(True, description="train a LoRA adapter (peft, merged on save), not all weights")
     lora_rank: int = Field(16, ge=1)
     save_every: int = Field(10, ge=1, description="checkpoint interval in steps (a killed run resumes there)")
     collapse_drop: float = Field(3.0, gt=0, description="stop if the running mean reward falls this far")
