@@ -107,7 +107,11 @@ def _build_rl_trainer(
         # fixed-length completions: Eq. 3 sums over tokens, so equal lengths keep rewards comparable
         generation_kwargs={"min_new_tokens": settings.max_completion_tokens},
     )
-    tokenizer = load_model(base_path).tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)  # TRL pads prompts on the left itself
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return trainer_cls(
         model=base_path,
         reward_funcs=reward.as_trl_reward_func(),
