@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +22,8 @@ def generate_completions(
     top_p: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    processor_for_batch: Callable[[torch.Tensor], Any] | None = None,
+    desc: str = "generating",
 ) -> list[str]:
     """One sampled completion per prompt (the completion text only, without the prompt).
 
@@ -28,18 +31,22 @@ def generate_completions(
     whose policy we study. Every completion is exactly ``max_new_tokens`` long (end-of-text is suppressed):
     the Eq. 3 reward is a sum over tokens, so completions of equal length keep base and tuned models
     comparable. Each batch is seeded with ``seed + batch index``, so the same call gives the same
-    completions whatever else ran before.
+    completions whatever else ran before. ``processor_for_batch(attention_mask)``, if given, returns a logits
+    processor for that batch (see :func:`generate_amplified`).
     """
+    from transformers import LogitsProcessorList
+
     if not prompts:
         raise IrmscopeError("no prompts to complete; check the prompt dataset is not empty")
     completions: list[str] = []
     device = next(lm.model.parameters()).device
     batches = range(0, len(prompts), batch_size)
-    for index, start in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
+    for index, start in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not progress)):
         enc = lm.tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(
             device
         )
         torch.manual_seed(seed + index)
+        processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
         out = lm.model.generate(
             **enc,
             do_sample=True,
@@ -49,6 +56,7 @@ def generate_completions(
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens,
             pad_token_id=lm.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(processors),
         )
         completions += lm.tokenizer.batch_decode(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
@@ -104,33 +112,13 @@ def generate_amplified(
     """Logit-difference amplification sampling (the probe study): sample from
     ``softmax(logits_tuned + alpha * (logits_tuned - logits_base))``, which exaggerates whatever tuning
     changed (``alpha = 0`` is plain sampling from the tuned model)."""
-    from transformers import LogitsProcessorList
-
-    if not prompts:
-        raise IrmscopeError("no prompts to complete; check the prompt dataset is not empty")
-    completions: list[str] = []
-    device = next(tuned.model.parameters()).device
-    batches = range(0, len(prompts), batch_size)
-    for index, start in enumerate(
-        tqdm(batches, desc=f"amplified sampling (alpha={alpha:g})", unit="batch", disable=not progress)
-    ):
-        enc = tuned.tokenizer(
-            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
-        ).to(device)
-        torch.manual_seed(seed + index)
-        processor = _AmplifiedLogits(base.model, enc["attention_mask"], alpha)
-        out = tuned.model.generate(
-            **enc,
-            do_sample=True,
-            temperature=1.0,
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            pad_token_id=tuned.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([processor]),
-        )
-        completions += tuned.tokenizer.batch_decode(
-            out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-    return completions
+    return generate_completions(
+        tuned,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        processor_for_batch=lambda mask: _AmplifiedLogits(base.model, mask, alpha),
+        desc=f"amplified sampling (alpha={alpha:g})",
+    )
