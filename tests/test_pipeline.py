@@ -1,11 +1,29 @@
 """The pipeline on the smoke preset: outputs, caching of finished stages, recomputing only what changed."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from irmscope.config import load_config
 from irmscope.pipeline import run_pipeline
+
+STAGES = (
+    "prompts",
+    "tune",
+    "evaluate",
+    "divergence",
+    "sites",
+    "activations-tuned",
+    "activations-base",
+    "saes-tuned",
+    "saes-base",
+    "elicit",
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,29 +43,82 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert len(results["divergence"]["top_layers"]) == config.activations.n_layers
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "Table 7" in page and "Training curves" in page
-    assert set(results["manifest"]["stages"]) == {"prompts", "tune", "evaluate", "divergence", "activations"}
+    assert "Table 4" in page and "Table 11" in page and "Table 10" in page and "SAE quality" in page
+    assert set(results["manifest"]["stages"]) == set(STAGES)
+    assert set(results["saes"]) == {"tuned", "base"}
+    for per_site in results["saes"].values():
+        assert set(per_site) == set(results["sites"])
+        assert all(0 <= m["fvu"] and m["evaluated_on"] == "held-out texts" for m in per_site.values())
+    elicitation = results["elicitation"]
+    for model in ("tuned", "base"):
+        for variant, controls in elicitation[model]["agreement"].items():
+            assert set(controls) == {"real", "shuffled-labels", "random-features"}, variant
+    assert elicitation["policy_shift"]["tuned"]["all"]["n"] == elicitation["tuned"]["n_held_out_words"]
 
 
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     config, results, out = smoke_run
     again = run_pipeline(config, progress=False)
     printed = capsys.readouterr().out
-    assert printed.count(": cached") == 5
+    assert printed.count(": cached") == len(STAGES) and ": running" not in printed
     assert again["evaluation"] == results["evaluation"]
 
 
 def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, capsys):
     config, _, out = smoke_run
-    changed = load_config("smoke", overrides=[f"out_dir={out}", "activations.max_length=24"])
+    changed = load_config("smoke", overrides=[f"out_dir={out}", "elicit.n_contexts=3"])
     run_pipeline(changed, progress=False)
     printed = capsys.readouterr().out
-    for name in ("prompts", "tune", "evaluate", "divergence"):
+    for name in STAGES[:-1]:
         assert f"stage {name}: cached" in printed
-    assert "stage activations: done" in printed
+    assert "stage elicit: done" in printed
 
 
 def test_base_only_run(tmp_path):
     config = load_config("smoke", overrides=[f"out_dir={tmp_path}", "tune.algorithm=none"])
     results = run_pipeline(config, progress=False)
-    assert results["divergence"] is None and "tune" not in results
+    assert results["divergence"] is None and "tune" not in results and results["elicitation"] is None
+    assert set(results["saes"]) == {"base"}
     assert results["evaluation"]["base_mean_reward"]["n"] == config.data.n_prompts
+
+
+def _comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between two runs: folders and timings."""
+    out = json.loads(json.dumps(results, default=str))
+    out["config"].pop("out_dir")
+    out["subject"].pop("tuned")
+    out.pop("manifest")
+    out["tune"].pop("train_seconds")
+    out["tune"].pop("resumed_from")
+    out["activations"]["tuned"].pop("model")  # the tuned model's folder
+    return out
+
+
+def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke_run, tmp_path, capsys):
+    """Kill -9 the run after the first SAE of the tuned model is written, run it again: the finished stages
+    are reused, the finished SAE is not retrained, and results.json equals the uninterrupted run's."""
+    config, reference, _ = smoke_run
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "irmscope", "run", "--preset", "smoke", "--set", f"out_dir={out}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_sae = None
+    deadline = time.monotonic() + 600
+    while first_sae is None and proc.poll() is None and time.monotonic() < deadline:
+        found = list(out.glob("stages/.saes-tuned-*.work/*/cfg.json"))
+        first_sae = found[0] if found else None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first_sae is not None, "the run ended before its SAE stage could be interrupted"
+    assert not list(out.glob("stages/saes-tuned-*/done.json")), "the SAE stage finished before the kill"
+    trained_at = first_sae.with_name("sae_weights.safetensors").stat().st_mtime_ns
+
+    resumed = run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
+    printed = capsys.readouterr().out
+    for name in STAGES[: STAGES.index("saes-tuned")]:
+        assert f"stage {name}: cached" in printed
+    assert "stage saes-tuned: running" in printed
+    final_sae = next(out.glob(f"stages/saes-tuned-*/{first_sae.parent.name}/sae_weights.safetensors"))
+    assert final_sae.stat().st_mtime_ns == trained_at
+    assert _comparable(resumed) == _comparable(reference)

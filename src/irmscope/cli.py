@@ -83,6 +83,29 @@ def train_classifier(
     typer.echo(f"saved to {target}; held-out accuracy {accuracy:.3f} on {len(test)} reviews")
 
 
+@app.command("planted-lexicon")
+def planted_lexicon_cmd(
+    out: Annotated[Path, typer.Option(help="where to write the lexicon (word<TAB>value TSV)")],
+    seed: int = 0,
+    n_words: Annotated[int, typer.Option(help="number of words to plant values on")] = 200,
+    data: Annotated[str, typer.Option(help="corpus whose frequent words are used")] = "rotten-tomatoes",
+    n_texts: Annotated[int, typer.Option(help="texts to count word frequencies in")] = 5000,
+    model: Annotated[
+        str, typer.Option(help="model whose tokenizer decides single-token words")
+    ] = "smollm2-135m",
+) -> None:
+    """Write a reward the base model cannot know: random values on frequent sentiment-neutral words."""
+    from irmscope.data import load_reviews
+    from irmscope.models import load_tokenizer
+    from irmscope.rewards.planted import planted_lexicon
+
+    texts = list(load_reviews(data, split="train", limit=n_texts, seed=seed)["text"])
+    lexicon = planted_lexicon(texts, load_tokenizer(model), n_words=n_words, seed=seed)
+    lexicon.to_tsv(out)
+    shown = ", ".join(f"{w} {v:+.1f}" for w, v in list(lexicon.items())[:8])
+    typer.echo(f"wrote {len(lexicon)} words to {out} ({shown}, ...); tune with --reward lexicon:{out}")
+
+
 @app.command("cache-activations")
 def cache_activations_cmd(
     out: Annotated[Path, typer.Option(help="output folder (resumes if it holds the same cache)")],
@@ -140,7 +163,7 @@ def tune(
 ) -> None:
     """Fine-tune a base model against a known reward (TRL); --set takes the config's tune-section keys."""
     from irmscope.config import load_config
-    from irmscope.models import load_model
+    from irmscope.models import load_tokenizer
     from irmscope.rewards import load_reward
     from irmscope.tune import tune_model
 
@@ -148,7 +171,7 @@ def tune(
         s if s.startswith("tune.") else f"tune.{s}" for s in set_ or []
     ]
     settings = load_config("demo", overrides=overrides).tune
-    tokenizer = load_model(model, seed=seed).tokenizer
+    tokenizer = load_tokenizer(model, seed=seed)
     prompts = _prompts(data, "train", tokenizer, settings.n_train_prompts, 30, seed)
     tuned = tune_model(
         model, load_reward(reward_spec), prompts, out, settings, seed=seed, reward_spec=reward_spec

@@ -50,7 +50,11 @@ class GenerationSection(_Section):
 
 
 class RewardSection(_Section):
-    spec: str = Field("vader", description="vader, lexicon:PATH.tsv, classifier:DIR")
+    spec: str = Field(
+        "vader", description="vader, lexicon:PATH.tsv, classifier:DIR, or planted (a random planted lexicon)"
+    )
+    planted_seed: int = Field(0, description="seed of the planted lexicon's words' values (spec: planted)")
+    planted_words: int = Field(200, ge=2, description="size of the planted lexicon (spec: planted)")
 
 
 class TuneSection(_Section):
@@ -82,16 +86,44 @@ class TuneSection(_Section):
 
 
 class ActivationsSection(_Section):
+    """The activations the SAEs train on: held-out reviews (an unseen corpus, as in the paper's App. E.2)
+    read by the subject model, and by the base model at the same sites for the base-model control."""
+
     layers: list[int] | Literal["top-divergence"] = Field(
         "top-divergence", description="layers to cache: the n_layers most changed by tuning, or a list"
     )
-    n_layers: int = Field(5, ge=1, description="how many top-divergence layers (the paper: 5)")
+    n_layers: int = Field(3, ge=1, description="how many top-divergence layers (the paper: 5)")
     kinds: list[
         Literal["hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
-    ] = Field(default_factory=lambda: ["mlp.hook_post", "hook_resid_post"])
-    n_texts: int = Field(200, ge=1, description="texts (prompt + completion) whose activations are cached")
+    ] = Field(default_factory=lambda: ["mlp.hook_post"])
+    split: str = Field("train", description="split of data.source the reviews come from")
+    n_texts: int = Field(2000, ge=1, description="reviews whose activations are cached")
+    n_held_out_texts: int = Field(100, ge=1, description="other reviews the SAEs are measured on")
     max_length: int = Field(96, ge=2)
     batch_size: int = Field(16, ge=1)
+
+
+class SAESection(_Section):
+    """One SAE per cached site, for the subject and for the base model (§4.2, §4.3)."""
+
+    architecture: Literal["relu", "topk"] = "topk"
+    expansion: int = Field(1, ge=1, description="dictionary size / site width (§4.3 uses 1)")
+    k: int = Field(32, ge=1, description="active latents per token (topk)")
+    l1_coefficient: float = Field(1e-3, ge=0, description="L1 penalty (relu)")
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
+class ElicitSection(_Section):
+    """Word-level elicitation of a lexicon reward (§4.3, §5.1) and the token-level implicit reward."""
+
+    n_triples: int = Field(600, ge=2, description="contrastive triples the regression is fitted on")
+    n_contexts: int = Field(8, ge=1, description="contexts each evaluated word is placed after")
+    max_words: int = Field(600, ge=5, description="held-out lexicon words scored (a seeded sample)")
+    held_out_fraction: float = Field(0.3, gt=0, lt=1, description="share of words never fitted")
+    max_context_tokens: int = Field(48, ge=1)
+    n_shift_contexts: int = Field(200, ge=1, description="prompts the policy-shift estimate averages over")
 
 
 class RunConfig(_Section):
@@ -104,6 +136,8 @@ class RunConfig(_Section):
     reward: RewardSection = RewardSection()
     tune: TuneSection = TuneSection()
     activations: ActivationsSection = ActivationsSection()
+    sae: SAESection = SAESection()
+    elicit: ElicitSection = ElicitSection()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -120,13 +154,16 @@ PRESETS: dict[str, dict[str, Any]] = {
             "n_train_prompts": 16,
             "save_every": 2,
         },
-        "activations": {"n_layers": 2, "n_texts": 12, "max_length": 32},
+        "activations": {"n_layers": 2, "n_texts": 40, "n_held_out_texts": 8, "max_length": 32},
+        "sae": {"k": 8, "epochs": 10, "batch_size": 64},
+        "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_contexts": 8},
     },
     "demo": {"out_dir": "runs/demo"},
     "paper": {
         "out_dir": "runs/paper",
         "data": {"n_prompts": 1000},
-        "activations": {"n_texts": 2000},
+        "activations": {"n_layers": 5, "n_texts": 6000},
+        "elicit": {"n_triples": 2000, "max_words": 2000},
     },
 }
 

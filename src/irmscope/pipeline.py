@@ -20,11 +20,15 @@ from typing import Any
 from irmscope.activations import ActivationStore, cache_activations
 from irmscope.config import RunConfig
 from irmscope.data import load_reviews, truncate_to_prefixes
+from irmscope.elicit.reward_study import elicit_lexicon_reward
+from irmscope.errors import IrmscopeError
 from irmscope.io import write_json
 from irmscope.models import load_model
 from irmscope.models.adapters import site_name
 from irmscope.report.run_report import write_run_report
-from irmscope.rewards import load_reward
+from irmscope.rewards import LexiconReward, load_reward
+from irmscope.sae import TrainConfig, load_sae
+from irmscope.sae.sites import train_site_saes
 from irmscope.stages import StageResult, run_stage
 from irmscope.stats import bootstrap_ci
 from irmscope.tune import evaluate_policy, generate_completions, layer_divergence, top_layers, tune_model
@@ -61,8 +65,12 @@ class _Run:
         self.stages: list[StageResult] = []
 
     def stage(self, name: str, settings: dict[str, Any], upstream: list[StageResult], compute) -> StageResult:
+        def announced(work: Path) -> dict[str, Any]:
+            print(f"[irmscope] stage {name}: running", flush=True)
+            return compute(work)
+
         start = time.perf_counter()
-        result = run_stage(self.root, name, settings, upstream, compute)
+        result = run_stage(self.root, name, settings, upstream, announced)
         self.timings[name] = round(time.perf_counter() - start, 2)
         state = "cached" if result.cached else f"done in {self.timings[name]:.1f} s"
         print(f"[irmscope] stage {name}: {state}", flush=True)
@@ -209,39 +217,98 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         )
 
     subject = tuned_spec or config.model.name
+    sites_stage = run.stage(
+        "sites",
+        {"activations": config.activations.model_dump(), "subject": config.model.tuned or config.model.name},
+        [divergence] if divergence else upstream,
+        lambda work: {"sites": _select_sites(config, run.base.n_layers, divergence)},
+    )
+    sites = sites_stage.summary["sites"]
+    corpus = functools.partial(_sae_corpus, config)
+    subjects = {"tuned": subject, "base": config.model.name} if tuned_spec else {"base": subject}
 
-    def make_activations(work: Path) -> dict[str, Any]:
-        lm = load_model(subject, seed=seed)
-        if config.activations.layers == "top-divergence":
-            layers = (
-                divergence.summary["top_layers"]
-                if divergence
-                else list(range(lm.n_layers - config.activations.n_layers, lm.n_layers))
+    def make_activations(label: str, work: Path) -> dict[str, Any]:
+        lm = tuned if label == "tuned" else run.base
+        summary = {}
+        for part, texts in corpus().items():
+            store = cache_activations(
+                lm,
+                texts,
+                sites,
+                work / part,
+                max_length=config.activations.max_length,
+                batch_size=config.activations.batch_size,
+                progress=progress,
             )
-        else:
-            layers = [layer % lm.n_layers for layer in config.activations.layers]
-        sites = [site_name(layer, kind) for layer in sorted(layers) for kind in config.activations.kinds]
-        samples = read_json(evaluation, "samples.json")
-        completions = samples.get("tuned_completions", samples["base_completions"])
-        texts = [p + c for p, c in zip(samples["prompts"], completions, strict=True)]
-        store = cache_activations(
-            lm,
-            texts[: config.activations.n_texts],
-            sites,
-            work / "cache",
-            max_length=config.activations.max_length,
-            batch_size=config.activations.batch_size,
+            summary[f"{part}_rows"] = store.n_rows
+        return {**summary, "sites": sites, "model": subjects[label]}
+
+    act_settings = {"activations": config.activations.model_dump(), "data": config.data.source, "seed": seed}
+    activations = {
+        label: run.stage(
+            f"activations-{label}",
+            {
+                **act_settings,
+                "model": config.model.tuned if label == "tuned" else config.model.name,
+                "sites": sites,
+            },
+            [sites_stage] if label == "tuned" else [],  # the tuned model's identity comes through the sites
+            functools.partial(make_activations, label),
+        )
+        for label in subjects
+    }
+
+    def make_saes(label: str, work: Path) -> dict[str, Any]:
+        held_out = ActivationStore(activations[label].dir / "held_out")
+        _, metrics = train_site_saes(
+            ActivationStore(activations[label].dir / "train"),
+            functools.partial(_sae_train_config, config),
+            work,
+            held_out={site: held_out.read_all(site) for site in sites},
+            seed=seed,
             progress=progress,
         )
-        return {"sites": sites, "rows": store.n_rows, "model": subject}
+        return {"metrics": metrics}
 
-    activation_upstream = [evaluation] + ([divergence] if divergence else [])
-    activations = run.stage(
-        "activations",
-        {"activations": config.activations.model_dump(), "subject": config.model.tuned or config.model.name},
-        activation_upstream,
-        make_activations,
-    )
+    saes = {
+        label: run.stage(
+            f"saes-{label}",
+            {"sae": config.sae.model_dump(), "seed": seed},
+            [activations[label]],
+            functools.partial(make_saes, label),
+        )
+        for label in subjects
+    }
+
+    elicitation = None
+    if tuned_spec and isinstance(reward, LexiconReward):
+
+        def make_elicitation(work: Path) -> dict[str, Any]:
+            texts = list(load_reviews(config.data.source, split=config.data.split, seed=seed + 1)["text"])
+            result = elicit_lexicon_reward(
+                tuned,
+                run.base,
+                {site: load_sae(saes["tuned"].dir / site) for site in sites},
+                {site: load_sae(saes["base"].dir / site) for site in sites},
+                reward.lexicon,
+                texts,
+                eval_prompts[: config.elicit.n_shift_contexts],
+                n_triples=config.elicit.n_triples,
+                n_contexts=config.elicit.n_contexts,
+                max_words=config.elicit.max_words,
+                held_out_fraction=config.elicit.held_out_fraction,
+                max_context_tokens=config.elicit.max_context_tokens,
+                seed=seed,
+            )
+            write_json(work / "elicitation.json", result)
+            return {"tuned": result["tuned"]["agreement"], "base": result["base"]["agreement"]}
+
+        elicitation = run.stage(
+            "elicit",
+            {"elicit": config.elicit.model_dump(), "reward": _reward_settings(config), "seed": seed},
+            [saes["tuned"], saes["base"], evaluation],
+            make_elicitation,
+        )
 
     results = {
         "config": config.model_dump(),
@@ -251,9 +318,12 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             "reward": reward.name,
             "reward_description": reward.description,
         },
-        "evaluation": evaluation.summary,
-        "divergence": divergence.summary if divergence else None,
-        "activations": {**activations.summary, "path": str(ActivationStore(activations.dir / "cache").root)},
+        "evaluation": _outputs(evaluation),
+        "divergence": _outputs(divergence) if divergence else None,
+        "sites": sites,
+        "activations": {label: _outputs(stage) for label, stage in activations.items()},
+        "saes": {label: stage.summary["metrics"] for label, stage in saes.items()},
+        "elicitation": read_json(elicitation, "elicitation.json") if elicitation else None,
         "manifest": {
             "versions": _versions(),
             "seed": seed,
@@ -282,3 +352,52 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _outputs(stage: StageResult) -> dict[str, Any]:
+    """A stage's summary without its bookkeeping (settings, timing), for results.json."""
+    return {k: v for k, v in stage.summary.items() if k not in ("settings", "stage_seconds")}
+
+
+def _select_sites(config: RunConfig, n_layers: int, divergence: StageResult | None) -> list[str]:
+    """The sites to study: the top-divergence layers (the last layers without a tuned model) or a list."""
+    acts = config.activations
+    if acts.layers == "top-divergence":
+        layers = (
+            divergence.summary["top_layers"]
+            if divergence
+            else list(range(n_layers - acts.n_layers, n_layers))
+        )
+    else:
+        layers = [layer % n_layers for layer in acts.layers]
+    return [site_name(layer, kind) for layer in sorted(layers) for kind in acts.kinds]
+
+
+def _sae_corpus(config: RunConfig) -> dict[str, list[str]]:
+    """Reviews the SAEs train on and others they are measured on (disjoint, seeded)."""
+    acts = config.activations
+    n = acts.n_texts + acts.n_held_out_texts
+    texts = list(load_reviews(config.data.source, split=acts.split, seed=config.seed)["text"])[:n]
+    if len(texts) < 2:
+        raise IrmscopeError(f"{config.data.source} ({acts.split}) has too few reviews to train SAEs on")
+    cut = max(1, min(acts.n_texts, len(texts) - acts.n_held_out_texts, len(texts) - 1))
+    return {"train": texts[:cut], "held_out": texts[cut:]}
+
+
+def _sae_train_config(config: RunConfig, d_in: int) -> TrainConfig:
+    """The SAE training settings for a site of width ``d_in``."""
+    sae = config.sae
+    return TrainConfig(
+        d_sae=sae.expansion * d_in,
+        architecture=sae.architecture,
+        k=sae.k if sae.architecture == "topk" else None,
+        tied=False,
+        epochs=sae.epochs,
+        batch_size=sae.batch_size,
+        lr=sae.lr,
+        l1_coefficient=sae.l1_coefficient,
+    )
+
+
+def _reward_settings(config: RunConfig) -> dict[str, Any]:
+    return config.reward.model_dump()

@@ -18,7 +18,7 @@ from irmscope.models.hooks import (
     replace,
     steer,
 )
-from irmscope.models.loading import DEFAULT_MODEL, LoadedModel, available_models, load_model
+from irmscope.models.loading import DEFAULT_MODEL, LoadedModel, available_models, load_model, load_tokenizer
 
 __all__ = [
     "ADAPTERS",
@@ -35,6 +35,7 @@ __all__ = [
     "intervene",
     "last_token_positions",
     "load_model",
+    "load_tokenizer",
     "parse_site",
     "replace",
     "site_name",

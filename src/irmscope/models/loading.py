@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -141,6 +142,16 @@ def model_path(spec: str, seed: int = 0) -> str:
             atomic_write_dir(target, write)
         return str(target)
     return value
+
+
+def load_tokenizer(spec: str, seed: int = 0) -> Any:
+    """Just the tokenizer of ``spec`` (no weights loaded), with a pad token; padding side left as saved."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(spec, seed=seed))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def available_models() -> list[dict[str, str]]:

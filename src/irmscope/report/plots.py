@@ -64,3 +64,35 @@ def divergence_bars(per_layer: Mapping[str, float], highlight: list[int]) -> byt
     ax.set_ylabel("summed L2 distance of weights")
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def tau_forest(rows: list[tuple[str, Mapping[str, dict]]]) -> bytes:
+    """Kendall's tau with its 95% interval per method, tuned model beside the untuned base model.
+
+    ``rows`` is ``[(label, {"tuned": agreement dict, "base": agreement dict}), ...]``; a missing or NaN
+    entry is left out.
+    """
+    fig, ax = plt.subplots(figsize=(6.8, 0.42 * len(rows) + 1.2))
+    styles = {"tuned": ("#c0392b", -0.15), "base": ("#7f8c8d", 0.15)}
+    for i, (_, by_model) in enumerate(rows):
+        for model, (color, offset) in styles.items():
+            a = by_model.get(model)
+            if not a or a["kendall_tau"] != a["kendall_tau"]:
+                continue
+            low, high = a["kendall_ci"]
+            ax.errorbar(
+                a["kendall_tau"],
+                i + offset,
+                xerr=[[a["kendall_tau"] - low], [high - a["kendall_tau"]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=model if i == 0 or model not in ax.get_legend_handles_labels()[1] else None,
+            )
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Kendall's tau with the true lexicon (held-out words, 95% bootstrap CI)")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

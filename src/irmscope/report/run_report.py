@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from irmscope.report.elicitation import elicitation_sections
 from irmscope.report.html import Section, write_report
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
 
@@ -80,6 +81,39 @@ def _examples_section(samples: dict[str, Any]) -> Section:
     return Section("Examples", tables=[(f"Lowest- and highest-reward {key} completions", header, rows)])
 
 
+def _sae_section(results: dict[str, Any]) -> Section:
+    rows = []
+    for label, per_site in results["saes"].items():
+        rows += [
+            [
+                label,
+                site,
+                m["d_sae"],
+                m["fvu"],
+                m["l0"],
+                m["dead_fraction"],
+                m["n_tokens"],
+                results["activations"][label]["train_rows"],
+            ]
+            for site, m in per_site.items()
+        ]
+    return Section(
+        "Sparse autoencoders (§4.2)",
+        paragraphs=[
+            "One SAE per studied site and model, trained on held-out reviews; FVU (fraction of variance "
+            "unexplained), L0 (active latents per token) and the dead fraction (latents that never fire) "
+            "are measured on other reviews the SAE never saw."
+        ],
+        tables=[
+            (
+                "SAE quality",
+                ["model", "site", "latents", "FVU", "L0", "dead", "tokens measured", "tokens trained"],
+                rows,
+            )
+        ],
+    )
+
+
 def write_run_report(
     root: Path, results: dict[str, Any], samples: dict[str, Any], tune_manifest: dict[str, Any] | None
 ) -> Path:
@@ -116,16 +150,9 @@ def write_run_report(
             )
         )
     sections.append(_examples_section(samples))
-    acts = results["activations"]
-    sections.append(
-        Section(
-            "Activation cache",
-            paragraphs=[
-                f"{acts['rows']} token rows of {acts['model']} cached at {len(acts['sites'])} sites: "
-                + ", ".join(acts["sites"])
-            ],
-        )
-    )
+    sections.append(_sae_section(results))
+    if results.get("elicitation"):
+        sections.extend(elicitation_sections(results["elicitation"], results["subject"]["reward"]))
     manifest = results["manifest"]
     sections.append(
         Section(

@@ -23,7 +23,7 @@ import torch
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write_dir, write_json
-from irmscope.models.loading import load_model, model_path
+from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
 
@@ -107,11 +107,7 @@ def _build_rl_trainer(
         # fixed-length completions: Eq. 3 sums over tokens, so equal lengths keep rewards comparable
         generation_kwargs={"min_new_tokens": settings.max_completion_tokens},
     )
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_path)  # TRL pads prompts on the left itself
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base_path)  # TRL pads prompts on the left itself
     return trainer_cls(
         model=base_path,
         reward_funcs=reward.as_trl_reward_func(),

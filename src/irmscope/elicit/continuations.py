@@ -1,0 +1,137 @@
+"""Activations and next-token log-probabilities of single-token words placed after shared contexts.
+
+Every word-level elicitation needs the model's state at a word *in context*: the contrastive triples put a
+positive, a neutral and a negative word after the same prefix, and reconstructing a lexicon puts hundreds of
+words after the same few prefixes. Running ``prefix + word`` as a fresh sequence for each word repeats the
+prefix's work once per word. Here each prefix runs once with the key/value cache on, the cache is repeated
+for its words, and only the words' single tokens run on top of it: the cost per word is one token, not a
+whole sequence. Prefixes in a batch are left-padded; position ids are counted over real tokens only, so a
+padded row sees exactly what it would see alone.
+
+A word is identified by its token id *after a space* (``" good"``); :func:`word_token_ids` finds them and
+drops words that are not one token.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from irmscope.errors import IrmscopeError
+from irmscope.models.hooks import capture
+from irmscope.models.loading import LoadedModel
+
+
+def word_token_ids(tokenizer, words: Iterable[str]) -> dict[str, int]:
+    """``{word: token id of " word"}`` for the words that are a single token after a space."""
+    out: dict[str, int] = {}
+    for word in dict.fromkeys(words):
+        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            out[word] = ids[0]
+    return out
+
+
+@dataclass
+class Continuations:
+    """What :func:`continuation_activations` returns.
+
+    ``activations[site]`` has shape ``[n_contexts, n_words, width]``: the site at the word's token.
+    ``log_probs`` has shape ``[n_contexts, n_words]``: log p(word | context) under the model.
+    """
+
+    activations: dict[str, torch.Tensor]
+    log_probs: torch.Tensor
+
+
+def _encode_contexts(lm: LoadedModel, contexts: Sequence[str], max_context_tokens: int):
+    tok = lm.tokenizer
+    rows = []
+    for text in contexts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise IrmscopeError("a context is empty; every word needs a non-empty prefix before it")
+        rows.append(ids[-max_context_tokens:])  # keep the words nearest the slot
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+@torch.no_grad()
+def continuation_activations(
+    lm: LoadedModel,
+    contexts: Sequence[str],
+    word_ids: Sequence[int] | Sequence[Sequence[int]],
+    sites: Sequence[str] = (),
+    max_context_tokens: int = 48,
+    contexts_per_batch: int = 8,
+    rows_per_step: int = 256,
+    progress: bool = False,
+) -> Continuations:
+    """Run each context once, then each word's token after it; read ``sites`` at the word token.
+
+    ``word_ids`` is either one list of token ids used after every context, or one list per context (all of
+    the same length, e.g. the positive, neutral and negative word of each triple). Contexts are cut to their
+    last ``max_context_tokens`` tokens. Each word step runs at most ``rows_per_step`` (context, word) rows,
+    which bounds the repeated cache's memory (SmolLM2-135M: about 2 MB per row at 48 context tokens).
+    Activations come back as float32 on the CPU.
+    """
+    if not contexts:
+        raise IrmscopeError("no contexts given; pass at least one prefix to place words after")
+    per_context = len(word_ids) > 0 and not isinstance(word_ids[0], int | np.integer)
+    table = torch.tensor([list(w) for w in word_ids]) if per_context else torch.tensor([list(word_ids)])
+    if table.numel() == 0:
+        raise IrmscopeError("no words given; pass at least one single-token word id")
+    if per_context and table.shape[0] != len(contexts):
+        raise IrmscopeError(f"{len(contexts)} contexts but {table.shape[0]} rows of word ids")
+    model = lm.model
+    device = next(model.parameters()).device
+    n_words = table.shape[1]
+    acts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+    log_probs: list[torch.Tensor] = []
+    starts = range(0, len(contexts), contexts_per_batch)
+    for start in tqdm(starts, desc="contexts", disable=not progress, leave=False):
+        chunk = contexts[start : start + contexts_per_batch]
+        ids, mask = _encode_contexts(lm, chunk, max_context_tokens)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        words = (table[start : start + len(chunk)] if per_context else table.expand(len(chunk), -1)).to(
+            device
+        )
+        log_probs.append(torch.log_softmax(out.logits[:, -1].float(), -1).gather(1, words).cpu())
+        if not sites:
+            continue
+        next_position = positions[:, -1:] + 1
+        rows: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+        words_per_step = max(1, rows_per_step // len(chunk))
+        for w0 in range(0, n_words, words_per_step):
+            block = words[:, w0 : w0 + words_per_step]  # [contexts, k]
+            k = block.shape[1]
+            cache = copy.deepcopy(out.past_key_values)
+            cache.batch_repeat_interleave(k)
+            step_mask = torch.cat([mask.repeat_interleave(k, 0), mask.new_ones(len(chunk) * k, 1)], dim=1)
+            with capture(model, sites) as cap:
+                model(
+                    input_ids=block.reshape(-1, 1),
+                    attention_mask=step_mask,
+                    position_ids=next_position.repeat_interleave(k, 0),
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            for site in sites:
+                rows[site].append(cap[site][:, -1].float().cpu().reshape(len(chunk), k, -1))
+        for site in sites:
+            acts[site].append(torch.cat(rows[site], dim=1))
+    return Continuations(
+        activations={site: torch.cat(parts) for site, parts in acts.items()},
+        log_probs=torch.cat(log_probs),
+    )

@@ -1,0 +1,134 @@
+"""One subject model, one lexicon: every IRM-regression variant with its controls (§5.1, Tables 3, 4, 10, 11).
+
+Run it on the tuned model and on the untuned base model with the same triples, contexts and words; only the
+gap between the two is evidence that tuning installed the reward (the base model already knows sentiment).
+The controls within one subject are
+
+* **shuffled labels**: the regression fitted to targets in a random order (it should score about 0);
+* **random features**: the same pipeline with untrained SAEs of the same shape in place of the real ones.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from irmscope.data.triples import ContrastiveTriple
+from irmscope.elicit.agreement import lexicon_agreement
+from irmscope.elicit.irm import (
+    VARIANTS,
+    TripleFeatures,
+    fit_regression,
+    is_held_out,
+    reconstruct_lexicon,
+    shuffled,
+    training_rows,
+    triple_features,
+    word_features,
+)
+from irmscope.errors import IrmscopeError
+from irmscope.models.loading import LoadedModel
+from irmscope.sae.model import SAE
+
+#: Sizes of the paper's two word tables: Table 3 (six words) and Table 10 (thirty words).
+TABLE_SIZES = {"table3": 6, "table10": 30}
+
+
+def random_saes(saes: Mapping[str, SAE], seed: int = 0) -> dict[str, SAE]:
+    """Untrained SAEs shaped like ``saes`` (random unit-norm dictionaries, zero biases): the random-feature
+    control. Each keeps the trained one's ``b_dec`` so both read activations centred the same way."""
+    out = {}
+    for i, (site, sae) in enumerate(saes.items()):
+        control = SAE(sae.config, generator=torch.Generator().manual_seed(seed * 1000 + i))
+        with torch.no_grad():
+            control.b_dec.copy_(sae.b_dec)
+        out[site] = control.eval()
+    return out
+
+
+def evaluation_words(
+    lexicon: Mapping[str, float], lm: LoadedModel, held_out_fraction: float, seed: int, max_words: int
+) -> list[str]:
+    """Held-out alphabetic single-token lexicon words (lowercase), at most ``max_words`` by a seeded draw."""
+    from irmscope.elicit.continuations import word_token_ids
+
+    words = sorted({w.lower() for w in lexicon if w.isalpha() and is_held_out(w, held_out_fraction, seed)})
+    words = list(word_token_ids(lm.tokenizer, words))
+    if len(words) > max_words:
+        words = sorted(random.Random(seed).sample(words, max_words))
+    if len(words) < 5:
+        raise IrmscopeError(f"only {len(words)} held-out single-token words; use a larger lexicon")
+    return words
+
+
+def _elicit(
+    triples: Sequence[ContrastiveTriple],
+    features: TripleFeatures,
+    words: list[str],
+    word_matrix: np.ndarray,
+    held_out: set[str],
+    variant: str,
+    shuffle_seed: int | None,
+) -> dict[str, float]:
+    X, y, _ = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
+    if shuffle_seed is not None:
+        y = shuffled(y, shuffle_seed)
+    return reconstruct_lexicon(fit_regression(X, y, variant), words, word_matrix)  # type: ignore[arg-type]
+
+
+def lexicon_study(
+    lm: LoadedModel,
+    saes: Mapping[str, SAE],
+    lexicon: Mapping[str, float],
+    triples: Sequence[ContrastiveTriple],
+    contexts: Sequence[str],
+    held_out_fraction: float = 0.3,
+    max_words: int = 600,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every variant × {real, shuffled labels, random features}, scored on held-out words.
+
+    Returns a JSON-ready dict: ``agreement[variant][control]`` (``lexicon_agreement`` output), the
+    reconstructed values of the held-out words per variant, and the paper's word tables.
+    """
+    truth = {w.lower(): v for w, v in lexicon.items()}
+    words = evaluation_words(truth, lm, held_out_fraction, seed, max_words)
+    held_out = {w for w in truth if is_held_out(w, held_out_fraction, seed)}
+    setups = {"real": dict(saes), "random-features": random_saes(saes, seed)}
+    agreements: dict[str, dict[str, Any]] = {variant: {} for variant in VARIANTS}
+    reconstructed: dict[str, dict[str, float]] = {}
+    n_rows = 0
+    for setup, setup_saes in setups.items():
+        features = triple_features(lm, triples, setup_saes)
+        kept, matrix = word_features(lm, words, contexts, setup_saes)
+        for variant in VARIANTS:
+            runs = {setup: None} if setup != "real" else {"real": None, "shuffled-labels": seed + 1}
+            for control, shuffle_seed in runs.items():
+                elicited = _elicit(triples, features, kept, matrix, held_out, variant, shuffle_seed)
+                agreements[variant][control] = lexicon_agreement(elicited, truth, kept, seed=seed)
+                if control == "real":
+                    reconstructed[variant] = elicited
+        if setup == "real":
+            n_rows = len(training_rows(triples, features, "faithful", held_out)[0])
+    rng = random.Random(seed)
+    tables = {
+        name: [
+            {"word": w, "true": truth[w], **{v: round(reconstructed[v][w], 2) for v in VARIANTS}}
+            for w in sorted(rng.sample(kept, min(size, len(kept))))
+        ]
+        for name, size in TABLE_SIZES.items()
+    }
+    return {
+        "n_triples": len(triples),
+        "n_training_rows": n_rows,
+        "n_held_out_words": len(kept),
+        "n_contexts": len(contexts),
+        "sites": list(saes),
+        "agreement": agreements,
+        "reconstructed": reconstructed,
+        "tables": tables,
+    }

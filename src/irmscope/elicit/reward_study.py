@@ -1,0 +1,70 @@
+"""Elicit a lexicon reward from a tuned model and from its untuned base, side by side.
+
+This is what the pipeline's ``elicit`` stage runs: the contrastive triples are built once from the
+lexicon, then :func:`~irmscope.elicit.lexicon_study.lexicon_study` runs on the tuned model and on the base
+model with the same triples, contexts and held-out words, and the token-level implicit reward
+(:mod:`~irmscope.elicit.policy_shift`) is scored on the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from irmscope.data.triples import build_contrastive_triples
+from irmscope.elicit.agreement import lexicon_agreement
+from irmscope.elicit.lexicon_study import evaluation_words, lexicon_study
+from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.errors import IrmscopeError
+from irmscope.models.loading import LoadedModel
+from irmscope.sae.model import SAE
+
+
+def elicit_lexicon_reward(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    tuned_saes: Mapping[str, SAE],
+    base_saes: Mapping[str, SAE],
+    lexicon: Mapping[str, float],
+    texts: Sequence[str],
+    shift_contexts: Sequence[str],
+    n_triples: int = 600,
+    n_contexts: int = 8,
+    max_words: int = 600,
+    held_out_fraction: float = 0.3,
+    max_context_tokens: int = 48,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The IRM regression (all variants and controls) on ``tuned`` and ``base``, plus the policy shift.
+
+    ``texts`` are reviews to cut contrastive triples from; ``shift_contexts`` are prompts the policy-shift
+    estimate averages over.
+    """
+    triples = build_contrastive_triples(texts, lexicon, base.tokenizer, seed=seed, max_triples=n_triples)
+    if len(triples) < 2:
+        raise IrmscopeError(
+            f"only {len(triples)} contrastive triples could be built from {len(texts)} texts; give more "
+            "texts or a lexicon with more words that occur in them"
+        )
+    contexts = [t.prefix.rstrip() for t in triples[:n_contexts]]
+    common = dict(
+        lexicon=lexicon,
+        triples=triples,
+        contexts=contexts,
+        held_out_fraction=held_out_fraction,
+        max_words=max_words,
+        seed=seed,
+    )
+    truth = {w.lower(): v for w, v in lexicon.items()}
+    words = evaluation_words(truth, tuned, held_out_fraction, seed, max_words)
+    shift = policy_shift_lexicon(tuned, base, words, shift_contexts, max_context_tokens=max_context_tokens)
+    return {
+        "tuned": lexicon_study(tuned, tuned_saes, **common),
+        "base": lexicon_study(base, base_saes, **common),
+        "policy_shift": {
+            "tuned": lexicon_agreement(shift, truth, words, seed=seed),
+            "n_contexts": len(shift_contexts),
+            "note": "base model: zero by construction (it is its own reference), so no ranking",
+            "values": shift,
+        },
+    }

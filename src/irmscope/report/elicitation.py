@@ -1,0 +1,99 @@
+"""Report sections for the reward elicitation: the paper's Tables 3, 4, 10 and 11 with our numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irmscope.elicit.irm import VARIANTS
+from irmscope.report.html import Section
+from irmscope.report.plots import tau_forest
+
+CONTROLS = ("real", "shuffled-labels", "random-features")
+
+
+def _tau(a: dict[str, Any] | None) -> str:
+    if not a or a["kendall_tau"] != a["kendall_tau"]:
+        return "n/a"
+    low, high = a["kendall_ci"]
+    return f"{a['kendall_tau']:+.3f} [{low:+.3f}, {high:+.3f}] p={a['kendall_p']:.1e}"
+
+
+def _sign(a: dict[str, Any] | None) -> str:
+    return "n/a" if not a or a["sign_agreement"] != a["sign_agreement"] else f"{a['sign_agreement']:.2f}"
+
+
+def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Section]:
+    """Tables 4 and 11 (tau for all and negative words, tuned vs base, every variant and control), the
+    tau forest plot, and Tables 3 and 10 (words with reconstructed and true values)."""
+    tuned, base, shift = elicitation["tuned"], elicitation["base"], elicitation["policy_shift"]
+    tables, forest = [], []
+    for subset, title in (("all", "Table 4: all held-out words"), ("negative", "Table 11: negative words")):
+        rows = []
+        for variant in VARIANTS:
+            for control in CONTROLS:
+                t = tuned["agreement"][variant][control][subset]
+                b = base["agreement"][variant][control][subset]
+                rows.append(
+                    [f"IRM regression, {variant}", control, _tau(t), _tau(b), _sign(t), _sign(b), t["n"]]
+                )
+                if subset == "all":
+                    forest.append((f"{variant} / {control}", {"tuned": t, "base": b}))
+        s = shift["tuned"][subset]
+        rows.append(
+            [
+                "policy shift (token-level implicit reward)",
+                "none needed",
+                _tau(s),
+                "zero by construction",
+                _sign(s),
+                "n/a",
+                s["n"],
+            ]
+        )
+        if subset == "all":
+            forest.append(("policy shift", {"tuned": s}))
+        tables.append(
+            (
+                title,
+                [
+                    "method",
+                    "control",
+                    "tau, tuned model",
+                    "tau, base model",
+                    "sign agr., tuned",
+                    "sign agr., base",
+                    "words",
+                ],
+                rows,
+            )
+        )
+    word_tables = []
+    for name, label in (("table3", "Table 3"), ("table10", "Table 10")):
+        entries = tuned["tables"][name]
+        word_tables.append(
+            (
+                f"{label}: reconstructed values of held-out words (tuned model)",
+                ["word", "true value", *VARIANTS],
+                [[e["word"], e["true"], *(e[v] for v in VARIANTS)] for e in entries],
+            )
+        )
+    intro = (
+        f"The {reward} lexicon recovered from the tuned model and, as the control the paper lacks, from the "
+        f"untuned base model, on {tuned['n_held_out_words']} words never used in fitting "
+        f"({tuned['n_triples']} contrastive triples, {tuned['n_training_rows']} training rows, words placed "
+        f"after {tuned['n_contexts']} contexts, SAE features at {', '.join(tuned['sites'])}). Only a gap "
+        "between tuned and base is evidence that tuning installed the reward: a pretrained model already "
+        "knows sentiment. Controls: the regression fitted to shuffled targets, and the same pipeline with "
+        "untrained (random) SAE features. Kendall's tau with its p-value and a 95% bootstrap interval over "
+        "words. The policy shift is the mean log-probability ratio of tuned to base model for each word "
+        f"over {shift['n_contexts']} prompts (no fitting at all)."
+    )
+    return [
+        Section(
+            "Reward elicitation: divergence from the true reward (§5.1, Tables 4 and 11)",
+            paragraphs=[intro],
+            tables=tables,
+            figures=[("Kendall's tau by method, tuned vs base model", tau_forest(forest))],
+        ),
+        Section("Reconstructed lexicon (Tables 3 and 10)", tables=word_tables),
+    ]

@@ -1,0 +1,180 @@
+"""Word-level reward elicitation: continuations, agreement metrics, the IRM regression, the policy shift."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from irmscope.data.triples import ContrastiveTriple
+from irmscope.elicit.agreement import _kendall_bootstrap_ci, agreement, lexicon_agreement
+from irmscope.elicit.continuations import continuation_activations, word_token_ids
+from irmscope.elicit.irm import (
+    TripleFeatures,
+    fit_regression,
+    is_held_out,
+    reconstruct_lexicon,
+    sentiment_deltas,
+    training_rows,
+)
+from irmscope.elicit.lexicon_study import random_saes
+from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.errors import IrmscopeError
+from irmscope.models import load_model
+from irmscope.models.hooks import capture_activations
+from irmscope.sae import SAE, SAEConfig
+
+
+@pytest.mark.parametrize("family", ["tiny-llama", "tiny-gpt2", "tiny-gemma3"])
+def test_continuations_match_running_each_sequence_alone(family):
+    lm = load_model(family)
+    contexts = ["The movie was really", "I think that this film is quite a"]  # different lengths: padding
+    words = word_token_ids(lm.tokenizer, ["good", "bad", "fun", "boring"])
+    sites = ["blocks.1.mlp.hook_post", "blocks.0.hook_resid_post"]
+    result = continuation_activations(lm, contexts, list(words.values()), sites, rows_per_step=3)
+    for i, context in enumerate(contexts):
+        logits = lm.model(**lm.tokenizer([context], return_tensors="pt")).logits[0, -1]
+        log_probs = torch.log_softmax(logits, -1)
+        for j, (word, token) in enumerate(words.items()):
+            enc = lm.tokenizer([f"{context} {word}"], return_tensors="pt")
+            alone = capture_activations(
+                lm.model, sites, enc["input_ids"], enc["attention_mask"], positions=-1
+            )
+            for site in sites:
+                torch.testing.assert_close(
+                    result.activations[site][i, j], alone[site][0], atol=1e-5, rtol=1e-4
+                )
+            assert result.log_probs[i, j].item() == pytest.approx(log_probs[token].item(), abs=1e-5)
+
+
+def test_continuations_take_one_word_list_per_context():
+    lm = load_model("tiny-llama")
+    ids = word_token_ids(lm.tokenizer, ["good", "bad"])
+    shared = continuation_activations(lm, ["It was", "So"], list(ids.values()), ["blocks.0.mlp.hook_post"])
+    per_row = continuation_activations(
+        lm, ["It was", "So"], [[ids["bad"]], [ids["good"]]], ["blocks.0.mlp.hook_post"]
+    )
+    act = "blocks.0.mlp.hook_post"
+    torch.testing.assert_close(per_row.activations[act][0, 0], shared.activations[act][0, 1])
+    torch.testing.assert_close(per_row.activations[act][1, 0], shared.activations[act][1, 0])
+    with pytest.raises(IrmscopeError, match="contexts but"):
+        continuation_activations(lm, ["It was"], [[1], [2]])
+
+
+def test_word_token_ids_keep_single_tokens_only(smollm2_tokenizer):
+    ids = word_token_ids(smollm2_tokenizer, ["good", "antidisestablishmentarianism"])
+    assert list(ids) == ["good"]
+
+
+def test_agreement_extremes_and_degenerate_input():
+    x = np.arange(10.0)
+    assert agreement(x, x).kendall_tau == pytest.approx(1.0)
+    assert agreement(-x, x).kendall_tau == pytest.approx(-1.0)
+    assert agreement(-x, x).sign_agreement == pytest.approx(0.0)  # 0 has no sign; -1..-9 vs 1..9 disagree
+    constant = agreement(np.zeros(10), x)
+    assert math.isnan(constant.kendall_tau) and math.isnan(constant.kendall_p)
+    with pytest.raises(IrmscopeError, match="NaN"):
+        agreement([np.nan] * 6, x[:6])
+
+
+def test_bootstrap_interval_is_kendall_tau_b_of_resamples():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=80)
+    y = np.round(x + rng.normal(size=80))  # ties in y
+    low, high = _kendall_bootstrap_ci(x, y, 400, seed=3)
+    draws = rng.integers(0, 80, size=(400, 80))
+    reference = [stats.kendalltau(x[i], y[i]).statistic for i in draws]
+    assert low == pytest.approx(np.percentile(reference, 2.5), abs=0.03)
+    assert high == pytest.approx(np.percentile(reference, 97.5), abs=0.03)
+    a = agreement(x, y)
+    assert a.kendall_ci[0] < a.kendall_tau < a.kendall_ci[1]
+    assert a.kendall_tau == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
+def test_lexicon_agreement_splits_negative_words():
+    truth = {f"w{i}": v for i, v in enumerate([-3, -2, -1.5, -1, -0.5, 0.5, 1, 2, 3, 4])}
+    elicited = {w: v * 2 for w, v in truth.items()}
+    result = lexicon_agreement(elicited, truth)
+    assert result["all"]["kendall_tau"] == pytest.approx(1.0)
+    assert result["negative"]["n"] == 5 and result["negative"]["kendall_tau"] == pytest.approx(1.0)
+    with pytest.raises(IrmscopeError, match="share none"):
+        lexicon_agreement({"a": 1.0}, {"b": 1.0})
+
+
+def test_held_out_split_is_seeded_and_about_the_right_size():
+    words = [f"word{i}" for i in range(2000)]
+    held = [w for w in words if is_held_out(w, 0.3, seed=0)]
+    assert 0.26 < len(held) / len(words) < 0.34
+    assert held == [w for w in reversed(words) if is_held_out(w, 0.3, seed=0)][::-1]
+    assert held != [w for w in words if is_held_out(w, 0.3, seed=1)]
+    assert is_held_out("Great", 0.3) == is_held_out("great", 0.3)
+
+
+def _triple(pos: str, neg: str, pv: float, nv: float) -> ContrastiveTriple:
+    return ContrastiveTriple(
+        f"It was {pos}", "It was usual", f"It was {neg}", pos, "usual", neg, pv, nv, 7, 0
+    )
+
+
+def test_sentiment_deltas_sum_layer_distances_and_negate_the_negative():
+    f = TripleFeatures(
+        positive=[np.array([[3.0, 4.0]]), np.array([[1.0, 0.0]])],
+        neutral=[np.zeros((1, 2)), np.zeros((1, 2))],
+        negative=[np.array([[0.0, 2.0]]), np.array([[0.0, 0.0]])],
+    )
+    plus, minus = sentiment_deltas(f)
+    assert plus.tolist() == [6.0] and minus.tolist() == [-2.0]
+
+
+def test_training_rows_leave_held_out_words_out():
+    triples = [_triple("good", "bad", 1.9, -2.5), _triple("great", "awful", 3.1, -2.0)]
+    f = TripleFeatures(positive=[np.eye(2)], neutral=[np.zeros((2, 2))], negative=[-np.eye(2)])
+    X, y, words = training_rows(triples, f, "faithful", held_out={"awful"})
+    assert words == ["good", "bad", "great"] and X.shape == (3, 2)
+    assert np.abs(y).max() == pytest.approx(4.0) and (np.sign(y) == [1, -1, 1]).all()
+    _, y_value, words_value = training_rows(triples, f, "ridge-value", held_out=set())
+    assert words_value.count("usual") == 2 and y_value.tolist()[:3] == [1.9, -2.5, 0.0]
+
+
+def test_regression_recovers_a_linear_lexicon_on_held_out_words():
+    """Features that encode each word's value linearly: every variant must rank held-out words right."""
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=40)
+    values = {f"w{i}": float(v) for i, v in enumerate(rng.uniform(-4, 4, size=300))}
+    embed = {w: v * direction / 4 + 0.05 * rng.normal(size=40) for w, v in values.items()}
+    words = list(values)
+    pos = [w for w in words if values[w] >= 1]
+    neg = [w for w in words if values[w] <= -1]
+    triples = [_triple(p, n, values[p], values[n]) for p, n in zip(pos, neg, strict=False)]
+    f = TripleFeatures(
+        positive=[np.stack([embed[t.positive_word] for t in triples])],
+        neutral=[np.stack([0.05 * rng.normal(size=40) for _ in triples])],
+        negative=[np.stack([embed[t.negative_word] for t in triples])],
+    )
+    held = {w for w in words if is_held_out(w, 0.3)}
+    test_words = sorted(held)
+    matrix = np.stack([embed[w] for w in test_words])
+    for variant in ("faithful", "ridge-delta", "ridge-value"):
+        X, y, _ = training_rows(triples, f, variant, held)
+        elicited = reconstruct_lexicon(fit_regression(X, y, variant), test_words, matrix)
+        assert max(abs(v) for v in elicited.values()) == pytest.approx(4.0)
+        assert lexicon_agreement(elicited, values, test_words)["all"]["kendall_tau"] > 0.6, variant
+
+
+def test_random_saes_keep_shape_and_centre_but_not_the_dictionary():
+    sae = SAE(SAEConfig(d_in=8, d_sae=16, architecture="topk", k=4))
+    with torch.no_grad():
+        sae.b_dec.fill_(0.5)
+    control = random_saes({"s": sae}, seed=0)["s"]
+    assert control.config == sae.config and torch.equal(control.b_dec, sae.b_dec)
+    assert not torch.equal(control.W_dec, sae.W_dec)
+
+
+def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():
+    lm = load_model("tiny-llama")
+    words = ["good", "bad", "fun", "boring", "great", "awful"]
+    shift = policy_shift_lexicon(lm, lm, words, ["The movie was", "I found it"])
+    assert set(shift.values()) == {0.0}
+    truth = dict(zip(words, [1.9, -2.5, 2.3, -1.3, 3.1, -2.0], strict=True))
+    assert math.isnan(lexicon_agreement(shift, truth)["all"]["kendall_tau"])
