@@ -9,7 +9,7 @@ from scipy import stats
 
 from irmscope.data.triples import ContrastiveTriple
 from irmscope.elicit.agreement import _kendall_bootstrap_ci, agreement, lexicon_agreement
-from irmscope.elicit.continuations import continuation_activations, word_token_ids
+from irmscope.elicit.continuations import continuation_activations, next_token_log_probs, word_token_ids
 from irmscope.elicit.irm import (
     TripleFeatures,
     fit_regression,
@@ -174,7 +174,18 @@ def test_random_saes_keep_shape_and_centre_but_not_the_dictionary():
 def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():
     lm = load_model("tiny-llama")
     words = ["good", "bad", "fun", "boring", "great", "awful"]
-    shift = policy_shift_lexicon(lm, lm, words, ["The movie was", "I found it"])
+    shift = policy_shift_lexicon(lm, lm, words, ["The movie was good", "I found it"])
     assert set(shift.values()) == {0.0}
     truth = dict(zip(words, [1.9, -2.5, 2.3, -1.3, 3.1, -2.0], strict=True))
     assert math.isnan(lexicon_agreement(shift, truth)["all"]["kendall_tau"])
+
+
+def test_next_token_log_probs_cover_every_real_position():
+    lm = load_model("tiny-llama")
+    texts = ["The movie was good", "Bad"]
+    ids = list(word_token_ids(lm.tokenizer, ["good", "bad"]).values())
+    table = next_token_log_probs(lm, texts, ids)
+    n_tokens = [len(lm.tokenizer(t)["input_ids"]) for t in texts]
+    assert table.shape == (sum(n_tokens), 2)
+    alone = torch.log_softmax(lm.model(**lm.tokenizer(["Bad"], return_tensors="pt")).logits[0, -1], -1)[ids]
+    torch.testing.assert_close(table[-1], alone, atol=1e-5, rtol=1e-4)

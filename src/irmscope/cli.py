@@ -139,6 +139,60 @@ def cache_activations_cmd(
     typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
 
 
+@app.command("train-sae")
+def train_sae_cmd(
+    cache: Annotated[
+        Path, typer.Option(help="an activation cache folder (cache-activations or a run stage)")
+    ],
+    site: Annotated[str, typer.Option(help="the cached site, e.g. blocks.25.mlp.hook_post")],
+    out: Annotated[Path, typer.Option(help="output folder (SAELens layout)")],
+    expansion: Annotated[int, typer.Option(help="dictionary size / site width")] = 4,
+    architecture: str = "topk",
+    k: int = 64,
+    l1_coefficient: float = 1e-3,
+    epochs: int = 2,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    model: Annotated[str | None, typer.Option(help="measure the spliced LM loss on this model")] = None,
+    data: Annotated[str, typer.Option(help="held-out texts for the metrics")] = "rotten-tomatoes",
+    n_texts: Annotated[int, typer.Option(help="held-out texts for the metrics")] = 100,
+    seed: int = 0,
+) -> None:
+    """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
+    from irmscope.activations import ActivationStore
+    from irmscope.data import load_reviews
+    from irmscope.io import write_json
+    from irmscope.models import load_model
+    from irmscope.models.hooks import capture_activations
+    from irmscope.sae import TrainConfig, evaluate_sae, spliced_lm_loss, train_sae
+
+    store = ActivationStore(cache)
+    config = TrainConfig(
+        d_sae=expansion * store.width(site),
+        architecture=architecture,
+        k=k if architecture == "topk" else None,
+        tied=False,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        l1_coefficient=l1_coefficient,
+    )
+    sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
+    report = {"site": site, "d_sae": sae.d_sae, "train_tokens_per_second": log.tokens_per_second}
+    if model:
+        lm = load_model(model, seed=seed)
+        texts = list(load_reviews(data, split="test", limit=n_texts, seed=seed + 7)["text"])
+        enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=96)
+        acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site]
+        held_out = acts[enc["attention_mask"].bool()]
+        report["metrics"] = evaluate_sae(sae, held_out).to_dict()
+        report["spliced"] = spliced_lm_loss(lm, sae, site, texts, max_length=96).to_dict()
+    else:
+        report["metrics"] = evaluate_sae(sae, store, site).to_dict()
+    write_json(out / "report.json", report)
+    typer.echo(json.dumps(report, indent=2))
+
+
 def _prompts(data: str, split: str, tokenizer, n: int, prefix_tokens: int, seed: int) -> list[str]:
     from irmscope.data import load_reviews, truncate_to_prefixes
 

@@ -123,7 +123,11 @@ class ElicitSection(_Section):
     max_words: int = Field(600, ge=5, description="held-out lexicon words scored (a seeded sample)")
     held_out_fraction: float = Field(0.3, gt=0, lt=1, description="share of words never fitted")
     max_context_tokens: int = Field(48, ge=1)
-    n_shift_contexts: int = Field(200, ge=1, description="prompts the policy-shift estimate averages over")
+    n_shift_texts: int = Field(
+        200,
+        ge=1,
+        description="evaluation samples per model whose every position the policy shift averages over",
+    )
 
 
 class RunConfig(_Section):
@@ -156,7 +160,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "activations": {"n_layers": 2, "n_texts": 40, "n_held_out_texts": 8, "max_length": 32},
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
-        "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_contexts": 8},
+        "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
     },
     "demo": {"out_dir": "runs/demo"},
     "paper": {

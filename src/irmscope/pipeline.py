@@ -292,7 +292,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 {site: load_sae(saes["base"].dir / site) for site in sites},
                 reward.lexicon,
                 texts,
-                eval_prompts[: config.elicit.n_shift_contexts],
+                _shift_texts(read_json(evaluation, "samples.json"), config.elicit.n_shift_texts),
                 n_triples=config.elicit.n_triples,
                 n_contexts=config.elicit.n_contexts,
                 max_words=config.elicit.max_words,
@@ -352,6 +352,15 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _shift_texts(samples: dict[str, Any], n: int) -> list[str]:
+    """Prompt + completion texts of both models: the states the policy shift is averaged over."""
+    return [
+        prompt + completion
+        for key in ("base_completions", "tuned_completions")
+        for prompt, completion in list(zip(samples["prompts"], samples[key], strict=True))[:n]
+    ]
 
 
 def _outputs(stage: StageResult) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Under KL-regularised RL with coefficient β the optimal policy is ``π*(a|s) ∝
 reward of emitting ``w`` (plus the value of what follows) up to a baseline that depends on the context only
 (Rafailov et al.'s DPO identity, applied per token). For a lexicon reward, which pays each word its value,
 the mean log-ratio of a word over a fixed set of contexts ranks words by their implicit reward: the
-context baselines are shared by all words and cancel from the ranking.
+context baselines are shared by all words and cancel from the ranking. The contexts are every position of
+a set of texts (one forward pass per text gives them all), so a few hundred texts give tens of thousands.
 
 No fitting is involved, so every word is held out. The untuned base model is its own reference, so for it
 this estimate is zero everywhere (no ranking at all, reported as NaN); the meaningful control is a model
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from irmscope.elicit.continuations import continuation_activations, word_token_ids
+from irmscope.elicit.continuations import next_token_log_probs, word_token_ids
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 
@@ -25,11 +26,12 @@ def policy_shift_lexicon(
     tuned: LoadedModel,
     reference: LoadedModel,
     words: Sequence[str],
-    contexts: Sequence[str],
+    texts: Sequence[str],
     beta: float = 1.0,
-    max_context_tokens: int = 48,
+    max_length: int = 64,
 ) -> dict[str, float]:
-    """``β · mean over contexts of log π_tuned(w|c) − log π_ref(w|c)`` for each single-token word ``w``.
+    """``β · mean over contexts c of log π_tuned(w|c) − log π_ref(w|c)`` for each single-token word ``w``,
+    with every prefix of every text (up to ``max_length`` tokens) as a context.
 
     Words that are not one token after a space are dropped. Both models must share a tokenizer.
     """
@@ -41,7 +43,7 @@ def policy_shift_lexicon(
             "the tuned and reference models tokenize words differently; use the same tokenizer"
         )
     token_ids = list(ids.values())
-    tuned_lp = continuation_activations(tuned, contexts, token_ids, max_context_tokens=max_context_tokens)
-    ref_lp = continuation_activations(reference, contexts, token_ids, max_context_tokens=max_context_tokens)
-    shift = beta * (tuned_lp.log_probs - ref_lp.log_probs).double().mean(dim=0)
+    tuned_lp = next_token_log_probs(tuned, texts, token_ids, max_length=max_length)
+    ref_lp = next_token_log_probs(reference, texts, token_ids, max_length=max_length)
+    shift = beta * (tuned_lp - ref_lp).double().mean(dim=0)
     return dict(zip(ids, shift.tolist(), strict=True))

@@ -27,7 +27,7 @@ def elicit_lexicon_reward(
     base_saes: Mapping[str, SAE],
     lexicon: Mapping[str, float],
     texts: Sequence[str],
-    shift_contexts: Sequence[str],
+    shift_texts: Sequence[str],
     n_triples: int = 600,
     n_contexts: int = 8,
     max_words: int = 600,
@@ -37,8 +37,8 @@ def elicit_lexicon_reward(
 ) -> dict[str, Any]:
     """The IRM regression (all variants and controls) on ``tuned`` and ``base``, plus the policy shift.
 
-    ``texts`` are reviews to cut contrastive triples from; ``shift_contexts`` are prompts the policy-shift
-    estimate averages over.
+    ``texts`` are reviews to cut contrastive triples from; the policy-shift estimate averages over every
+    position of ``shift_texts``.
     """
     triples = build_contrastive_triples(texts, lexicon, base.tokenizer, seed=seed, max_triples=n_triples)
     if len(triples) < 2:
@@ -57,13 +57,13 @@ def elicit_lexicon_reward(
     )
     truth = {w.lower(): v for w, v in lexicon.items()}
     words = evaluation_words(truth, tuned, held_out_fraction, seed, max_words)
-    shift = policy_shift_lexicon(tuned, base, words, shift_contexts, max_context_tokens=max_context_tokens)
+    shift = policy_shift_lexicon(tuned, base, words, shift_texts)
     return {
         "tuned": lexicon_study(tuned, tuned_saes, **common),
         "base": lexicon_study(base, base_saes, **common),
         "policy_shift": {
             "tuned": lexicon_agreement(shift, truth, words, seed=seed),
-            "n_contexts": len(shift_contexts),
+            "n_texts": len(shift_texts),
             "note": "base model: zero by construction (it is its own reference), so no ranking",
             "values": shift,
         },

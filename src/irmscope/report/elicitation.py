@@ -86,7 +86,7 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
         "knows sentiment. Controls: the regression fitted to shuffled targets, and the same pipeline with "
         "untrained (random) SAE features. Kendall's tau with its p-value and a 95% bootstrap interval over "
         "words. The policy shift is the mean log-probability ratio of tuned to base model for each word "
-        f"over {shift['n_contexts']} prompts (no fitting at all)."
+        f"over every position of {shift['n_texts']} prompt + completion texts of both models (no fitting)."
     )
     return [
         Section(
