@@ -49,3 +49,9 @@ def test_bad_values_and_presets(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(IrmscopeError, match="could not be parsed"):
         load_config("demo", tmp_path / "bad.json")
+
+
+def test_overrides_never_change_the_preset_for_later_loads():
+    load_config("smoke", overrides=["tune.algorithm=none", "sae.k=3"])
+    again = load_config("smoke")
+    assert again.tune.algorithm == "grpo" and again.sae.k == load_config("smoke").sae.k != 3

@@ -11,6 +11,7 @@ override single values on top of them.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -203,7 +204,7 @@ def load_config(
     """The preset, then the file (JSON or YAML), then ``key.sub=value`` overrides, validated."""
     if preset not in PRESETS:
         raise IrmscopeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    tree = _merge({"preset": preset}, PRESETS[preset])
+    tree = _merge({"preset": preset}, copy.deepcopy(PRESETS[preset]))  # --set must never edit the preset
     if file is not None:
         tree = _merge(tree, _read_file(Path(file)))
     for item in overrides or []:
