@@ -1,7 +1,7 @@
 """Our SAE trainer against SAELens's, on the same cached activations and hyperparameters, as ratios.
 
     .venv/bin/python benchmarks/bench_sae.py [--model smollm2-135m] [--site blocks.25.mlp.hook_post]
-        [--n-texts 150] [--architecture relu|topk] [--d-sae N] [--epochs 1] [--batch-size 256] ...
+        [--n-texts 150] [--architecture relu|topk] [--expansion 2] [--epochs 1] [--batch-size 256] ...
 
 Both trainers read the same activation cache (built once under ``--cache-dir``, reused afterwards) with
 the same learning rate, batch size, number of tokens and sparsity strength, then both SAEs are scored by
@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 from irmscope.activations import ActivationStore, cache_activations
+from irmscope.config import SAESection
 from irmscope.data import load_reviews
 from irmscope.io import fingerprint
 from irmscope.models import load_model
-from irmscope.sae import SAE, SAEConfig, TrainConfig, evaluate_sae, load_sae, train_sae
+from irmscope.sae import SAE, SAEConfig, evaluate_sae, load_sae, train_sae
 
 IMDB_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "test.parquet"
 
@@ -48,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-eval-texts", type=int, default=30, help="held-out texts for FVU and L0")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--architecture", choices=["relu", "topk"], default="relu")
-    parser.add_argument("--d-sae", type=int, default=None, help="dictionary size (default: 2 x site width)")
+    parser.add_argument("--expansion", type=int, default=2, help="dictionary size / site width")
     parser.add_argument("--k", type=int, default=32, help="active latents for --architecture topk")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -146,21 +147,19 @@ def main() -> None:
     held_out = cached_store(args, lm, texts[args.n_texts :], "eval")
     cache_seconds = time.perf_counter() - t0
     d_in = store.width(args.site)
-    d_sae = args.d_sae or 2 * d_in
+    d_sae = args.expansion * d_in
     print(f"{store.n_rows} training tokens, {held_out.n_rows} held-out tokens, width {d_in} -> {d_sae}")
 
-    config = TrainConfig(
-        d_sae=d_sae,
+    settings = SAESection(
         architecture=args.architecture,
-        k=args.k if args.architecture == "topk" else None,
-        tied=False,
+        expansion=args.expansion,
+        k=args.k,
+        l1_coefficient=args.l1,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        l1_coefficient=args.l1,
-        log_every=10_000,
-        device="cpu",
     )
+    config = settings.train_config(d_in, log_every=10_000, device="cpu")
     start = time.perf_counter()
     ours, log = train_sae(store, args.site, config, seed=args.seed, progress=False)
     ours_seconds = time.perf_counter() - start

@@ -1,13 +1,17 @@
 """The pipeline on the smoke preset: outputs, caching of finished stages, recomputing only what changed."""
 
+import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from irmscope.config import load_config
 from irmscope.pipeline import run_pipeline
@@ -23,6 +27,8 @@ STAGES = (
     "saes-tuned",
     "saes-base",
     "elicit",
+    "interpret",
+    "validate",
 )
 
 
@@ -45,6 +51,11 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert "data:image/png;base64," in page and "Table 7" in page and "Training curves" in page
     assert "Table 4" in page and "Table 11" in page and "Table 10" in page and "SAE quality" in page
     assert set(results["manifest"]["stages"]) == set(STAGES)
+    csv_files = sorted((out / "tables").glob("*.csv"))
+    assert len(csv_files) == page.count("<table>") and page.count(">CSV</a>") == len(csv_files)
+    with (out / "tables" / "base-vs-tuned.csv").open() as table7:
+        header, first, *_ = csv.reader(table7)
+    assert header == ["quantity", "value [95% CI]"] and first[0] == "mean reward, base model"
     assert set(results["saes"]) == {"tuned", "base"}
     for per_site in results["saes"].values():
         assert set(per_site) == set(results["sites"])
@@ -74,12 +85,22 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     assert "stage elicit: done" in printed
 
 
-def test_base_only_run(tmp_path):
-    config = load_config("smoke", overrides=[f"out_dir={tmp_path}", "tune.algorithm=none"])
+def test_base_only_run_with_a_planted_reward(tmp_path):
+    overrides = [
+        f"out_dir={tmp_path}",
+        "tune.algorithm=none",
+        "reward.spec=planted",
+        "reward.planted_words=20",
+    ]
+    config = load_config("smoke", overrides=overrides)
     results = run_pipeline(config, progress=False)
     assert results["divergence"] is None and "tune" not in results and results["elicitation"] is None
+    assert results["interpretation"] is None and results["validation"] is None
     assert set(results["saes"]) == {"base"}
     assert results["evaluation"]["base_mean_reward"]["n"] == config.data.n_prompts
+    assert results["subject"]["reward"] == "planted" and "planted-lexicon" in results["manifest"]["stages"]
+    planted = next((tmp_path / "stages").glob("planted-lexicon-*")) / "planted.tsv"
+    assert len(planted.read_text().splitlines()) == 20
 
 
 def _comparable(results: dict) -> dict:
@@ -122,3 +143,26 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
     final_sae = next(out.glob(f"stages/saes-tuned-*/{first_sae.parent.name}/sae_weights.safetensors"))
     assert final_sae.stat().st_mtime_ns == trained_at
     assert _comparable(resumed) == _comparable(reference)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium to run the browser check")
+def test_report_renders_in_a_headless_browser(smoke_run, tmp_path):
+    """The page as a browser draws it: every table in the DOM, and the embedded plots decoded and painted."""
+    _, _, out = smoke_run
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    page = (out / "report.html").as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<table>") == (out / "report.html").read_text().count("<table>") > 5
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1000,9000", "--hide-scrollbars", page],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    # Text and table rules are grey; only the decoded plots paint coloured pixels (matplotlib's palette).
+    assert (saturation > 80).sum() > 5_000

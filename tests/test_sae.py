@@ -190,6 +190,26 @@ def test_sae_shapes_tied_view_and_topk_sparsity():
     assert torch.allclose(identity_sae(8).reconstruct(x), x, atol=1e-6)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_topk_sparse_decoding_equals_the_dense_product_with_its_gradients(tied):
+    """forward() decodes a TopK SAE from its k active rows; it must match latents @ W_dec exactly."""
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(16, 64, architecture="topk", k=5, tied=tied, dtype="float64"))
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+    x = torch.randn(3, 4, 16, dtype=torch.float64)
+    recon, latents = sae(x)
+    assert torch.allclose(recon, sae.decode(sae.encode(x)), atol=1e-12)
+    assert torch.equal(latents, sae.encode(x))
+    recon.pow(2).sum().backward()
+    sparse_grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    sae.zero_grad()
+    sae.decode(sae.encode(x)).pow(2).sum().backward()
+    for name, p in sae.named_parameters():
+        assert torch.allclose(p.grad, sparse_grads[name], atol=1e-10), name
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [

@@ -136,7 +136,10 @@ def cache_activations_cmd(
         max_length=max_length,
         batch_size=batch_size,
     )
-    typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
+    from irmscope.distributed import is_main
+
+    if is_main():
+        typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
 
 
 @app.command("train-sae")
@@ -160,24 +163,33 @@ def train_sae_cmd(
 ) -> None:
     """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
     from irmscope.activations import ActivationStore
+    from irmscope.config import validate
     from irmscope.data import load_reviews
     from irmscope.io import write_json
     from irmscope.models import load_model
     from irmscope.models.hooks import capture_activations
-    from irmscope.sae import TrainConfig, evaluate_sae, spliced_lm_loss, train_sae
+    from irmscope.sae import evaluate_sae, spliced_lm_loss, train_sae
 
     store = ActivationStore(cache)
-    config = TrainConfig(
-        d_sae=expansion * store.width(site),
-        architecture=architecture,
-        k=k if architecture == "topk" else None,
-        tied=False,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        l1_coefficient=l1_coefficient,
-    )
+    settings = validate(
+        {
+            "sae": dict(
+                expansion=expansion,
+                architecture=architecture,
+                k=k,
+                l1_coefficient=l1_coefficient,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+            )
+        }
+    ).sae
+    config = settings.train_config(store.width(site))
     sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
+    from irmscope.distributed import is_main
+
+    if not is_main():  # under torchrun every rank holds the same SAE; rank 0 measures and reports it
+        return
     report = {"site": site, "d_sae": sae.d_sae, "train_tokens_per_second": log.tokens_per_second}
     if model:
         lm = load_model(model, seed=seed)
@@ -321,6 +333,10 @@ def main() -> None:
     """Entry point: run the app, turning IrmscopeError into one line on stderr and exit status 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun / accelerate launch
+            from irmscope.distributed import init_distributed
+
+            init_distributed()
         app(standalone_mode=False)
     except IrmscopeError as err:
         typer.echo(f"error: {err}", err=True)

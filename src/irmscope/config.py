@@ -14,9 +14,12 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from irmscope.sae.train import TrainConfig
 
 from irmscope.errors import IrmscopeError
 
@@ -115,6 +118,23 @@ class SAESection(_Section):
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
 
+    def train_config(self, d_in: int, **extra: Any) -> TrainConfig:
+        """The trainer's settings for a site of width ``d_in`` (untied, as SAELens and the TopK papers);
+        ``extra`` sets the trainer's other fields (``log_every``, ``device``, ...)."""
+        from irmscope.sae.train import TrainConfig
+
+        return TrainConfig(
+            d_sae=self.expansion * d_in,
+            architecture=self.architecture,
+            k=self.k if self.architecture == "topk" else None,
+            tied=False,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            l1_coefficient=self.l1_coefficient,
+            **extra,
+        )
+
 
 class ElicitSection(_Section):
     """Word-level elicitation of a lexicon reward (§4.3, §5.1) and the token-level implicit reward."""
@@ -131,6 +151,32 @@ class ElicitSection(_Section):
     )
 
 
+class InterpretSection(_Section):
+    """Explaining the tuned model's shared SAE features and classifying them as reward-related (§4.4), then
+    validating the classification (§5.2: Table 5 ablation, Table 6 activation frequency).
+
+    ``explainer: offline`` needs no language model (it is labelled as such in the report); ``chat`` calls
+    any OpenAI-compatible API at ``base_url`` with ``model``, its key read from the environment variable
+    named by ``api_key_env``.
+    """
+
+    explainer: Literal["offline", "chat"] = "offline"
+    base_url: str | None = Field(
+        None, description="e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
+    )
+    model: str | None = Field(None, description="the chat model, e.g. gpt-4o")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    pair_expansion: int = Field(
+        2, ge=1, description="width of each site's second dictionary / site width (the paper's pair)"
+    )
+    top_k: int = Field(10, ge=1, description="shared features explained per site")
+    n_contexts: int = Field(8, ge=1, description="top-activating contexts per feature")
+    n_ablation_prompts: int = Field(
+        200, ge=1, description="evaluation prompts completed with features ablated (Table 5)"
+    )
+    threshold: float = Field(3.0, description="R's prediction above which a token counts as high-reward")
+
+
 class RunConfig(_Section):
     preset: str = "demo"
     seed: int = 0
@@ -143,6 +189,7 @@ class RunConfig(_Section):
     activations: ActivationsSection = ActivationsSection()
     sae: SAESection = SAESection()
     elicit: ElicitSection = ElicitSection()
+    interpret: InterpretSection = InterpretSection()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -162,6 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "activations": {"n_layers": 2, "n_texts": 40, "n_held_out_texts": 8, "max_length": 32},
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
         "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
+        "interpret": {"top_k": 4, "n_contexts": 3, "n_ablation_prompts": 12, "threshold": 1.0},
     },
     "demo": {"out_dir": "runs/demo"},
     "paper": {

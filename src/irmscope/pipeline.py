@@ -1,6 +1,7 @@
 """The stages of an irmscope run, their caching and resumption.
 
-    prompts → tune → evaluate → divergence → activations → report
+    prompts → tune → evaluate → divergence → sites → activations → saes → elicit → interpret → validate
+    → results.json + report
 
 Every stage goes through :func:`irmscope.stages.run_stage`, so a killed run resumes at the stage it was
 in, and changing one setting recomputes only the stages that depend on it. With ``model.tuned`` set, the
@@ -17,21 +18,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from irmscope.activations import ActivationStore, cache_activations
 from irmscope.config import RunConfig
 from irmscope.data import load_reviews, truncate_to_prefixes
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.errors import IrmscopeError
+from irmscope.interpret import build_explainer, interpret_features
 from irmscope.io import write_json
 from irmscope.models import load_model
 from irmscope.models.adapters import site_name
 from irmscope.report.run_report import write_run_report
 from irmscope.rewards import LexiconReward, load_reward
-from irmscope.sae import TrainConfig, load_sae
+from irmscope.rewards.planted import planted_lexicon
+from irmscope.sae import load_sae
 from irmscope.sae.sites import train_site_saes
 from irmscope.stages import StageResult, run_stage
 from irmscope.stats import bootstrap_ci
 from irmscope.tune import evaluate_policy, generate_completions, layer_divergence, top_layers, tune_model
+from irmscope.validate import ablation_table, activation_frequency_table
 
 _PACKAGES = (
     "irmscope",
@@ -48,6 +54,10 @@ _PACKAGES = (
     "datasets",
     "matplotlib",
 )
+
+
+#: Training reviews a planted lexicon's word frequencies are counted on (``reward.spec: planted``).
+PLANTED_TEXTS = 5000
 
 
 def read_json(stage: StageResult, name: str) -> Any:
@@ -86,8 +96,33 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every stage for ``config``; returns the content of ``results.json``."""
     run = _Run(config, progress)
     run.root.mkdir(parents=True, exist_ok=True)
-    reward = load_reward(config.reward.spec)
     seed = config.seed
+    reward_stages: list[StageResult] = []
+    reward_spec = config.reward.spec
+    if reward_spec.strip().lower() == "planted":
+
+        def make_planted(work: Path) -> dict[str, Any]:
+            texts = list(
+                load_reviews(config.data.source, split="train", limit=PLANTED_TEXTS, seed=seed)["text"]
+            )
+            lexicon = planted_lexicon(
+                texts,
+                run.base.tokenizer,
+                n_words=config.reward.planted_words,
+                seed=config.reward.planted_seed,
+            )
+            lexicon.to_tsv(work / "planted.tsv")
+            return {"n_words": len(lexicon)}
+
+        planted = run.stage(
+            "planted-lexicon",
+            {"reward": _reward_settings(config), "data": config.data.source, "model": config.model.name},
+            [],
+            make_planted,
+        )
+        reward_stages = [planted]
+        reward_spec = f"lexicon:{planted.dir / 'planted.tsv'}"
+    reward = load_reward(reward_spec)
 
     def make_prompts(work: Path) -> dict[str, Any]:
         tokenizer = run.base.tokenizer
@@ -118,7 +153,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     eval_prompts = read_json(prompts, "prompts.json")["test"]
 
     tuned_spec: str | None = config.model.tuned
-    upstream = [prompts]
+    upstream = [prompts, *reward_stages]
     if tuned_spec is None and config.tune.algorithm != "none":
 
         def make_tuned(work: Path) -> dict[str, Any]:
@@ -129,7 +164,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 work,
                 config.tune,
                 seed=seed,
-                reward_spec=config.reward.spec,
+                reward_spec=reward_spec,
                 progress=progress,
             )
             return {key: tuned.manifest[key] for key in ("algorithm", "steps_done", "train_seconds")}
@@ -142,7 +177,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "model": config.model.name,
                 "seed": seed,
             },
-            [prompts],
+            [prompts, *reward_stages],
             make_tuned,
         )
         tuned_spec = str(tuned_stage.dir / "model")
@@ -262,7 +297,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         held_out = ActivationStore(activations[label].dir / "held_out")
         _, metrics = train_site_saes(
             ActivationStore(activations[label].dir / "train"),
-            functools.partial(_sae_train_config, config),
+            config.sae.train_config,
             work,
             held_out={site: held_out.read_all(site) for site in sites},
             seed=seed,
@@ -300,14 +335,124 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 max_context_tokens=config.elicit.max_context_tokens,
                 seed=seed,
             )
+            for label in ("tuned", "base"):  # R itself is numpy: kept beside the JSON, for validation
+                regressions = result[label].pop("regressions")
+                np.savez(
+                    work / f"regression-{label}.npz",
+                    **{f"{v}_coef": r["coef"] for v, r in regressions.items()},
+                    **{f"{v}_intercept": np.float64(r["intercept"]) for v, r in regressions.items()},
+                )
             write_json(work / "elicitation.json", result)
             return {"tuned": result["tuned"]["agreement"], "base": result["base"]["agreement"]}
 
         elicitation = run.stage(
             "elicit",
-            {"elicit": config.elicit.model_dump(), "reward": _reward_settings(config), "seed": seed},
+            # outputs 2: the stage also writes R's coefficients (regression-*.npz) for validation
+            {
+                "elicit": config.elicit.model_dump(),
+                "reward": _reward_settings(config),
+                "seed": seed,
+                "outputs": 2,
+            },
             [saes["tuned"], saes["base"], evaluation],
             make_elicitation,
+        )
+
+    interpretation = validation = None
+    if tuned_spec:
+        interpret_settings = config.interpret
+
+        def make_interpretation(work: Path) -> dict[str, Any]:
+            train = ActivationStore(activations["tuned"].dir / "train")
+            held_out = ActivationStore(activations["tuned"].dir / "held_out")
+            pair_settings = config.sae.model_copy(update={"expansion": interpret_settings.pair_expansion})
+            pair_saes, pair_metrics = train_site_saes(
+                train,
+                pair_settings.train_config,
+                work / "pair-saes",
+                held_out={site: held_out.read_all(site) for site in sites},
+                seed=seed + 100,
+                progress=progress,
+            )
+            result = interpret_features(
+                {site: load_sae(saes["tuned"].dir / site) for site in sites},
+                pair_saes,
+                held_out,
+                tuned.tokenizer,
+                reward.lexicon if isinstance(reward, LexiconReward) else None,
+                reward.description,
+                build_explainer(
+                    interpret_settings.explainer,
+                    interpret_settings.base_url,
+                    interpret_settings.model,
+                    interpret_settings.api_key_env,
+                ),
+                top_k=interpret_settings.top_k,
+                n_contexts=interpret_settings.n_contexts,
+            )
+            result["pair_saes"] = pair_metrics
+            write_json(work / "interpretation.json", result)
+            return {key: result[key] for key in ("explainer", "n_explained", "n_related", "related")}
+
+        interpretation = run.stage(
+            "interpret",
+            {
+                "interpret": config.interpret.model_dump(exclude={"n_ablation_prompts", "threshold"}),
+                "sae": config.sae.model_dump(),
+                "reward": _reward_settings(config),
+                "seed": seed,
+            },
+            [saes["tuned"]],
+            make_interpretation,
+        )
+
+        def make_validation(work: Path) -> dict[str, Any]:
+            samples = read_json(evaluation, "samples.json")
+            n = min(interpret_settings.n_ablation_prompts, len(samples["prompts"]))
+            related = interpretation.summary["related"]
+            tuned_saes = {site: load_sae(saes["tuned"].dir / site) for site in sites}
+            result: dict[str, Any] = {
+                "table5": ablation_table(
+                    tuned,
+                    tuned_saes,
+                    related,
+                    samples["prompts"][:n],
+                    reward,
+                    np.asarray(samples["tuned_scores"][:n]),
+                    config.generation.max_new_tokens,
+                    config.generation.batch_size,
+                    seed=seed,
+                    progress=progress,
+                ),
+                "base_mean_reward": bootstrap_ci(samples["base_scores"][:n], seed=seed).as_dict(),
+            }
+            if elicitation is not None:
+                fitted = np.load(elicitation.dir / "regression-tuned.npz")
+                held_out = ActivationStore(activations["tuned"].dir / "held_out")
+                result["table6"] = {
+                    variant: activation_frequency_table(
+                        tuned_saes,
+                        held_out,
+                        fitted[f"{variant}_coef"],
+                        float(fitted[f"{variant}_intercept"]),
+                        related,
+                        interpret_settings.threshold,
+                    )
+                    for variant in ("faithful", "ridge-delta")
+                }
+            write_json(work / "validation.json", result)
+            return {"n_ablated": sum(len(f) for f in related.values())}
+
+        validation = run.stage(
+            "validate",
+            {
+                "n_ablation_prompts": interpret_settings.n_ablation_prompts,
+                "threshold": interpret_settings.threshold,
+                "generation": config.generation.model_dump(),
+                "seed": seed,
+            },
+            [interpretation, evaluation, *([elicitation] if elicitation else [])],
+            make_validation,
         )
 
     results = {
@@ -324,6 +469,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         "activations": {label: _outputs(stage) for label, stage in activations.items()},
         "saes": {label: stage.summary["metrics"] for label, stage in saes.items()},
         "elicitation": read_json(elicitation, "elicitation.json") if elicitation else None,
+        "interpretation": read_json(interpretation, "interpretation.json") if interpretation else None,
+        "validation": read_json(validation, "validation.json") if validation else None,
         "manifest": {
             "versions": _versions(),
             "seed": seed,
@@ -391,21 +538,6 @@ def _sae_corpus(config: RunConfig) -> dict[str, list[str]]:
         raise IrmscopeError(f"{config.data.source} ({acts.split}) has too few reviews to train SAEs on")
     cut = max(1, min(acts.n_texts, len(texts) - acts.n_held_out_texts, len(texts) - 1))
     return {"train": texts[:cut], "held_out": texts[cut:]}
-
-
-def _sae_train_config(config: RunConfig, d_in: int) -> TrainConfig:
-    """The SAE training settings for a site of width ``d_in``."""
-    sae = config.sae
-    return TrainConfig(
-        d_sae=sae.expansion * d_in,
-        architecture=sae.architecture,
-        k=sae.k if sae.architecture == "topk" else None,
-        tied=False,
-        epochs=sae.epochs,
-        batch_size=sae.batch_size,
-        lr=sae.lr,
-        l1_coefficient=sae.l1_coefficient,
-    )
 
 
 def _reward_settings(config: RunConfig) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.activations.store import MANIFEST, ActivationStore, save_manifest, shard_name, write_shard
+from irmscope.distributed import barrier, is_main, my_share, rank, world_size
 from irmscope.errors import IrmscopeError
-from irmscope.io import fingerprint
+from irmscope.io import fingerprint, write_json
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
@@ -52,6 +53,9 @@ def cache_activations(
         dtype=str(dtype),
         texts=fingerprint(texts=list(texts)),
     )
+    shared = world_size() > 1
+    if shared and not is_main():
+        barrier()  # rank 0 checks the folder and writes the manifest first, so no rank sees a half-made one
     manifest = _open_manifest(out_dir, key)
     if manifest is None:
         manifest = dict(
@@ -67,18 +71,24 @@ def cache_activations(
             shards=[],
             complete=False,
         )
+    if shared and is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_manifest(out_dir, manifest)
+        barrier()
     n_shards = -(-len(texts) // texts_per_shard)
+    if shared:  # shards finished by any rank of an earlier, interrupted run count as done
+        for entry in _rank_entries(out_dir):
+            if entry["index"] not in {shard["index"] for shard in manifest["shards"]}:
+                manifest["shards"].append(entry)
     done = {shard["index"] for shard in manifest["shards"]}
+    mine = [index for index in my_share(n_shards) if index not in done]
     bar = tqdm(
-        total=len(texts),
+        total=len(mine) * texts_per_shard,
         desc="caching activations",
         unit="text",
         disable=not progress,
-        initial=min(len(texts), len(done) * texts_per_shard),
     )
-    for index in range(n_shards):
-        if index in done:
-            continue
+    for index in mine:
         start = index * texts_per_shard
         block = list(texts[start : start + texts_per_shard])
         tensors = _activations_of_block(
@@ -96,11 +106,47 @@ def cache_activations(
             )
         )
         manifest["shards"].sort(key=lambda shard: shard["index"])
-        save_manifest(out_dir, manifest)
+        if shared:  # each rank records its own shards; rank 0 merges them below
+            write_json(
+                out_dir / f"{RANK_PREFIX}{rank()}.json", [s for s in manifest["shards"] if s["index"] in mine]
+            )
+        else:
+            save_manifest(out_dir, manifest)
     bar.close()
+    if shared:
+        barrier()
+        if is_main():
+            known = {shard["index"] for shard in manifest["shards"]}
+            manifest["shards"] += [e for e in _rank_entries(out_dir) if e["index"] not in known]
+            manifest["shards"].sort(key=lambda shard: shard["index"])
+            manifest["widths"] = _widths(out_dir, manifest, sites)
+            manifest["complete"] = True
+            save_manifest(out_dir, manifest)
+            for path in out_dir.glob(f"{RANK_PREFIX}*.json"):
+                path.unlink()
+        barrier()
+        return ActivationStore(out_dir)
     manifest["complete"] = True
     save_manifest(out_dir, manifest)
     return ActivationStore(out_dir)
+
+
+RANK_PREFIX = "shards.rank"
+
+
+def _rank_entries(out_dir: Path) -> list[dict]:
+    """The shard entries that ranks of a multi-process run wrote beside the manifest."""
+    entries: list[dict] = []
+    for path in sorted(out_dir.glob(f"{RANK_PREFIX}*.json")):
+        entries += json.loads(path.read_text())
+    return entries
+
+
+def _widths(out_dir: Path, manifest: dict, sites: Sequence[str]) -> dict[str, int]:
+    from safetensors import safe_open
+
+    with safe_open(str(out_dir / manifest["shards"][0]["file"]), framework="pt") as handle:
+        return {site: int(handle.get_slice(site).get_shape()[1]) for site in sites}
 
 
 def _weights_signature(model: torch.nn.Module) -> str:

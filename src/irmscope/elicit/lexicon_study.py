@@ -73,11 +73,13 @@ def _elicit(
     held_out: set[str],
     variant: str,
     shuffle_seed: int | None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], Any]:
+    """The reconstructed lexicon of ``words`` and the fitted regression R."""
     X, y, _ = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
     if shuffle_seed is not None:
         y = shuffled(y, shuffle_seed)
-    return reconstruct_lexicon(fit_regression(X, y, variant), words, word_matrix)  # type: ignore[arg-type]
+    regression = fit_regression(X, y, variant)  # type: ignore[arg-type]
+    return reconstruct_lexicon(regression, words, word_matrix), regression
 
 
 def lexicon_study(
@@ -92,8 +94,10 @@ def lexicon_study(
 ) -> dict[str, Any]:
     """Every variant × {real, shuffled labels, random features}, scored on held-out words.
 
-    Returns a JSON-ready dict: ``agreement[variant][control]`` (``lexicon_agreement`` output), the
-    reconstructed values of the held-out words per variant, and the paper's word tables.
+    Returns a dict: ``agreement[variant][control]`` (``lexicon_agreement`` output), the reconstructed
+    values of the held-out words per variant, the paper's word tables, and under ``regressions`` each
+    variant's fitted R on the real features (``{"coef": array, "intercept": float}``, features of the sites
+    concatenated in ``saes`` order; numpy, so a caller saves it apart from the JSON-ready rest).
     """
     truth = {w.lower(): v for w, v in lexicon.items()}
     words = evaluation_words(truth, lm, held_out_fraction, seed, max_words)
@@ -101,6 +105,7 @@ def lexicon_study(
     setups = {"real": dict(saes), "random-features": random_saes(saes, seed)}
     agreements: dict[str, dict[str, Any]] = {variant: {} for variant in VARIANTS}
     reconstructed: dict[str, dict[str, float]] = {}
+    regressions: dict[str, dict[str, Any]] = {}
     n_rows = 0
     for setup, setup_saes in setups.items():
         features = triple_features(lm, triples, setup_saes)
@@ -108,10 +113,16 @@ def lexicon_study(
         for variant in VARIANTS:
             runs = {setup: None} if setup != "real" else {"real": None, "shuffled-labels": seed + 1}
             for control, shuffle_seed in runs.items():
-                elicited = _elicit(triples, features, kept, matrix, held_out, variant, shuffle_seed)
+                elicited, regression = _elicit(
+                    triples, features, kept, matrix, held_out, variant, shuffle_seed
+                )
                 agreements[variant][control] = lexicon_agreement(elicited, truth, kept, seed=seed)
                 if control == "real":
                     reconstructed[variant] = elicited
+                    regressions[variant] = {
+                        "coef": np.asarray(regression.coef_, dtype=np.float64),
+                        "intercept": float(regression.intercept_),
+                    }
         if setup == "real":
             n_rows = len(training_rows(triples, features, "faithful", held_out)[0])
     rng = random.Random(seed)
@@ -131,4 +142,5 @@ def lexicon_study(
         "agreement": agreements,
         "reconstructed": reconstructed,
         "tables": tables,
+        "regressions": regressions,
     }

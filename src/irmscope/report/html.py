@@ -1,9 +1,16 @@
-"""A single self-contained HTML page: sections of text, tables and embedded PNG plots."""
+"""A single self-contained HTML page: sections of text, tables and embedded PNG plots, and every table as CSV.
+
+The CSV files sit in ``tables/`` beside the page, one per table, named after its caption; the page links
+each table to its file, and its CSV files are replaced with every report so no stale table survives.
+"""
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +25,8 @@ table{border-collapse:collapse;margin:.8em 0;font-size:.92em} th,td{padding:.3em
 border-bottom:1px solid #eee} th{background:#f6f6f6}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%} .note{color:#555;font-size:.9em} code{background:#f3f3f3;padding:0 .25em}
+.feature{margin:1em 0;padding:.5em;border:1px solid #eee} .ctx{font-family:monospace;white-space:pre-wrap;
+font-size:.85em;margin:.2em 0}
 """
 
 
@@ -29,6 +38,31 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[tuple[str, list[str], list[list[object]]]] = field(default_factory=list)
     figures: list[tuple[str, bytes]] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)  # trusted fragments built (and escaped) by irmscope
+
+
+TABLES_DIR = "tables"
+
+
+def table_file_names(sections: Sequence[Section]) -> list[str]:
+    """The CSV file name of every table, in page order: the caption's slug, made unique with a counter."""
+    names: list[str] = []
+    for section in sections:
+        for caption, _, _ in section.tables:
+            slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:60].strip("-") or "table"
+            name, n = f"{slug}.csv", 2
+            while name in names:
+                name, n = f"{slug}-{n}.csv", n + 1
+            names.append(name)
+    return names
+
+
+def _csv_text(header: list[str], rows: list[list[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _cell(value: object) -> str:
@@ -46,12 +80,15 @@ def render(title: str, sections: Sequence[Section], subtitle: str = "") -> str:
     ]
     if subtitle:
         parts.append(f"<p class='note'>{html.escape(subtitle)}</p>")
+    csv_names = iter(table_file_names(sections))
     for section in sections:
         parts.append(f"<section><h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
         for caption, header, rows in section.tables:
+            link = f"{TABLES_DIR}/{next(csv_names)}"
             parts.append(
-                f"<table><caption class='note'>{html.escape(caption)}</caption><tr>"
+                f"<table><caption class='note'>{html.escape(caption)} "
+                f"(<a href='{html.escape(link)}'>CSV</a>)</caption><tr>"
                 + "".join(f"<th>{html.escape(h)}</th>" for h in header)
                 + "</tr>"
             )
@@ -63,12 +100,23 @@ def render(title: str, sections: Sequence[Section], subtitle: str = "") -> str:
                 f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
                 f"<figcaption class='note'>{html.escape(caption)}</figcaption></figure>"
             )
+        parts += section.html
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write_report(path: str | Path, title: str, sections: Sequence[Section], subtitle: str = "") -> Path:
-    """Write the page atomically."""
+    """Write the page atomically, and each of its tables as CSV (full precision) under ``tables/``."""
+    path = Path(path)
+    tables = path.parent / TABLES_DIR
+    tables.mkdir(parents=True, exist_ok=True)
+    for stale in tables.glob("*.csv"):
+        stale.unlink()
+    names = iter(table_file_names(sections))
+    for section in sections:
+        for _, header, rows in section.tables:
+            text = _csv_text(header, rows)
+            atomic_write(tables / next(names), lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
     page = render(title, sections, subtitle)
     return atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))

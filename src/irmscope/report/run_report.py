@@ -9,6 +9,7 @@ import numpy as np
 
 from irmscope.report.elicitation import elicitation_sections
 from irmscope.report.html import Section, write_report
+from irmscope.report.interpretation import interpretation_sections
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
 
 
@@ -153,6 +154,12 @@ def write_run_report(
     sections.append(_sae_section(results))
     if results.get("elicitation"):
         sections.extend(elicitation_sections(results["elicitation"], results["subject"]["reward"]))
+    if results.get("interpretation"):
+        sections.extend(
+            interpretation_sections(
+                results["interpretation"], results.get("validation"), results["subject"]["reward"]
+            )
+        )
     manifest = results["manifest"]
     sections.append(
         Section(

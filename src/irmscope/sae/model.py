@@ -146,8 +146,13 @@ class SAE(nn.Module):
         """ReLU, or (TopK) ReLU of the ``k`` largest pre-activations with every other latent at zero."""
         if self.config.architecture == "relu":
             return torch.relu(pre)
+        values, indices = self._top_k(pre)
+        return torch.zeros_like(pre).scatter(-1, indices, values)
+
+    def _top_k(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` active latents of each row: their ReLU'd values and their indices."""
         values, indices = torch.topk(pre, k=self.config.k, dim=-1, sorted=False)  # type: ignore[arg-type]
-        return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+        return torch.relu(values), indices
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.encode_pre(x))
@@ -156,12 +161,24 @@ class SAE(nn.Module):
         return latents @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> SAEOutput:
-        latents = self.encode(x)
-        return SAEOutput(self.decode(latents), latents)
+        if self.config.architecture == "relu":
+            latents = self.encode(x)
+            return SAEOutput(self.decode(latents), latents)
+        # TopK decodes from its k active rows only: a weighted sum of k dictionary rows (embedding_bag),
+        # k/d_sae of the dense product's work, forward and backward. The dense latents are still returned
+        # (for the loss terms, L0 and dead-latent counts); they are cheap to scatter.
+        pre = self.encode_pre(x)
+        values, indices = self._top_k(pre)
+        k = values.shape[-1]
+        rows = nn.functional.embedding_bag(
+            indices.reshape(-1, k), self.W_dec, per_sample_weights=values.reshape(-1, k), mode="sum"
+        )
+        reconstruction = rows.reshape(*x.shape[:-1], self.d_in) + self.b_dec
+        return SAEOutput(reconstruction, torch.zeros_like(pre).scatter(-1, indices, values))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``x``'s reconstruction in ``x``'s own dtype: the function to splice into a model's forward pass."""
-        return self.decode(self.encode(x)).to(x.dtype)
+        return self(x).reconstruction.to(x.dtype)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

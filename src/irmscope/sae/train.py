@@ -17,6 +17,7 @@ decoder-norm-weighted L1. TopK SAEs take no penalty: ``k`` fixes the sparsity.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.activations import ActivationStore
+from irmscope.distributed import all_reduce_, barrier, is_main, my_share, world_size
 from irmscope.errors import IrmscopeError
 from irmscope.io import write_json
 from irmscope.sae.model import SAE, Architecture, SAEConfig
@@ -213,12 +215,21 @@ def train_sae(
     log = TrainLog(config={**asdict(config), "d_in": d_in, "site": site, "seed": seed})
     l1 = config.l1_coefficient if config.architecture == "relu" else 0.0
     sums = _Running()
-    bar = tqdm(total=n_rows * config.epochs, desc="training SAE", unit="tok", disable=not progress)
+    shards = my_share(len(store.shards))  # every shard on one process; a share each under torchrun
+    steps_per_epoch = _steps_per_epoch(store, shards, config.batch_size)
+    bar = tqdm(
+        total=steps_per_epoch * config.batch_size * config.epochs * world_size(),
+        desc="training SAE",
+        unit="tok",
+        disable=not progress or not is_main(),
+    )
     start = time.perf_counter()
     step = 0
     for epoch in range(config.epochs):
-        batches = store.iter_batches(site, config.batch_size, shuffle=True, seed=_epoch_seed(seed, epoch))
-        for batch in batches:
+        batches = store.iter_batches(
+            site, config.batch_size, shuffle=True, seed=_epoch_seed(seed, epoch), shard_indices=shards
+        )
+        for batch in itertools.islice(batches, steps_per_epoch):
             x = batch.to(device=device, dtype=dtype, non_blocking=True)
             if scale != 1.0:
                 x = x * scale
@@ -228,6 +239,9 @@ def train_sae(
             loss = mse + l1 * sparsity if l1 else mse
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for parameter in sae.parameters():  # several ranks: the gradient of the union of their batches
+                if parameter.grad is not None:
+                    all_reduce_(parameter.grad, "mean")
             sae.remove_parallel_gradient_()
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(sae.parameters(), config.max_grad_norm)
@@ -237,7 +251,7 @@ def train_sae(
             tracker.update(latents)
             step += 1
             sums.add(x, recon, latents, loss, mse, sparsity)
-            bar.update(x.shape[0])
+            bar.update(x.shape[0] * world_size())
             if step % config.log_every == 0:
                 _log_point(log, sums, step, tracker)
                 bar.set_postfix(loss=f"{log.loss[-1]:.4g}", l0=f"{log.l0[-1]:.1f}")
@@ -249,7 +263,8 @@ def train_sae(
     log.wall_seconds = time.perf_counter() - start
     log.n_steps = step
     log.n_tokens = tracker.tokens_seen
-    log.dead_latents = torch.nonzero(tracker.dead_mask).flatten().tolist()
+    dead = all_reduce_(tracker.dead_mask.to(torch.int32), "min").bool()  # dead only if dead on every rank
+    log.dead_latents = torch.nonzero(dead).flatten().tolist()
     sae.eval()
     if scale != 1.0:
         with torch.no_grad():  # relu/topk(s * pre) = s * relu/topk(pre): fold 1/s into the biases
@@ -260,9 +275,19 @@ def train_sae(
     if out_dir is not None:
         from irmscope.sae.io import save_sae
 
-        save_sae(sae, out_dir)
-        write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
+        if is_main():
+            save_sae(sae, out_dir)
+            write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
+        barrier()
     return sae, log
+
+
+def _steps_per_epoch(store: ActivationStore, shards: list[int], batch_size: int) -> int:
+    """Batches per epoch: of this process's shards, or (several ranks) the fewest any rank has, so every
+    rank takes part in every gradient average."""
+    rows = [store.shards[i]["rows"] for i in shards]
+    steps = torch.tensor(sum(-(-r // batch_size) for r in rows))
+    return int(all_reduce_(steps, "min"))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

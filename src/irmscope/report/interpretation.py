@@ -1,0 +1,144 @@
+"""Report sections for feature interpretation (§4.4) and its validation (§5.2: Tables 5 and 6).
+
+Feature dashboards colour each token of a feature's top-activating contexts by the feature's activation
+(darker = stronger), so a reader can check an explanation against the evidence it was written from.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from irmscope.report.html import Section
+
+
+def _ci(e: dict[str, float]) -> str:
+    return f"{e['value']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+
+
+def dashboard(feature: dict[str, Any]) -> str:
+    """One feature's dashboard: heading, description, and its contexts with per-token shading."""
+    peak = max((max(c["activations"]) for c in feature["contexts"]), default=0.0) or 1.0
+    lines = []
+    for context in feature["contexts"]:
+        spans = []
+        for i, (token, act) in enumerate(zip(context["tokens"], context["activations"], strict=True)):
+            alpha = max(act, 0.0) / peak
+            border = ";outline:1px solid #c40" if i == context["peak"] else ""
+            spans.append(
+                f"<span title='{act:.3f}' style='background:rgba(255,120,0,{alpha:.2f}){border}'>"
+                f"{html.escape(token)}</span>"
+            )
+        lines.append(f"<div class='ctx'>{''.join(spans)}</div>")
+    verdict = "related to the reward" if feature["related"] else "not related"
+    return (
+        f"<div class='feature'><b>{html.escape(feature['site'])} #{feature['feature']}</b> "
+        f"({verdict}; active on {feature['frequency']:.1%} of tokens, max {feature['max_activation']:.2f})"
+        f"<p class='note'>{html.escape(feature['description'])}</p>{''.join(lines)}</div>"
+    )
+
+
+def interpretation_sections(
+    interpretation: dict[str, Any], validation: dict[str, Any] | None, reward: str
+) -> list[Section]:
+    features = interpretation["features"]
+    rows = [
+        [
+            f["site"],
+            f["feature"],
+            f["pair_cosine"],
+            "yes" if f["related"] else "no",
+            f["frequency"],
+            f["reward_correlation"],
+            f["reward_word_share"],
+            f["description"],
+        ]
+        for f in features
+    ]
+    shown = [f for f in features if f["related"]][:12] or features[:6]
+    sections = [
+        Section(
+            "Feature interpretation (§4.4)",
+            paragraphs=[
+                f"At each site, the {interpretation['top_k']} features of the 1x dictionary best matched "
+                "(decoder cosine) in a second, larger dictionary trained on the same activations are "
+                f"explained from their top-activating contexts in held-out reviews, then classified as "
+                f"related to the '{reward}' reward or not. Explainer: {interpretation['explainer']}. "
+                f"{interpretation['n_related']} of {interpretation['n_explained']} features were classified "
+                "as related. 'r' is the correlation of the feature's activation with the reward value of "
+                "the token it reads; 'reward-word share' is the share of its top contexts that peak on a "
+                "word the reward scores.",
+            ],
+            tables=[
+                (
+                    "Shared features, explained and classified",
+                    [
+                        "site",
+                        "feature",
+                        "pair cosine",
+                        "related",
+                        "frequency",
+                        "r",
+                        "reward-word share",
+                        "description",
+                    ],
+                    rows,
+                )
+            ],  # fmt: skip
+            html=[dashboard(f) for f in shown],
+        )
+    ]
+    if validation:
+        sections.append(_validation_section(validation, reward))
+    return sections
+
+
+def _validation_section(validation: dict[str, Any], reward: str) -> Section:
+    t5 = validation["table5"]
+    rows = [
+        ["base model (no tuning)", _ci(validation["base_mean_reward"]), "", ""],
+        ["tuned model", _ci(t5["before"]), "", ""],
+    ]
+    for name, label in (("related", "reward-related features"), ("random", "as many random features")):
+        if name in t5:
+            n = sum(len(f) for f in t5[name]["features"].values())
+            rows.append([f"tuned, {label} ablated", _ci(t5[name]["after"]), _ci(t5[name]["change"]), n])
+    paragraphs = [
+        f"Mean '{reward}' reward of completions to the same {t5['n_prompts']} held-out prompts (Table 5), "
+        "with each ablated completion sampled with the same random numbers as the unablated one, so the "
+        "change is a paired difference. Ablating a feature removes its decoder direction times its "
+        "activation from the site; ablating as many random features is the control."
+    ]
+    if "note" in t5:
+        paragraphs.append(t5["note"])
+    tables = [
+        ("Table 5: reward before and after ablation", ["model", "mean reward", "change", "features"], rows)
+    ]
+    if "table6" in validation:
+        rows6 = [
+            [
+                variant,
+                t["n_tokens_above_threshold"],
+                t["n_tokens"],
+                t["frequency_related_above"],
+                t["frequency_all_above"],
+                t["frequency_related_everywhere"],
+                t["frequency_all_everywhere"],
+            ]
+            for variant, t in validation["table6"].items()
+        ]
+        first = next(iter(validation["table6"].values()))
+        paragraphs.append(
+            f"Table 6: on held-out reviews, the tokens R predicts a sentiment activation delta above "
+            f"{first['threshold']:g}; how often the reward-related features fire there, against the average "
+            "feature, and (control) the same frequencies over every token."
+        )
+        tables.append(
+            (
+                "Table 6: activation frequency where R predicts high reward",
+                ["R", "tokens above threshold", "tokens", "related features there", "all features there",
+                 "related features everywhere", "all features everywhere"],
+                rows6,
+            )
+        )  # fmt: skip
+    return Section("Validation by ablation (§5.2)", paragraphs=paragraphs, tables=tables)
