@@ -15,6 +15,7 @@ from PIL import Image
 
 from irmscope.config import load_config
 from irmscope.pipeline import run_pipeline
+from irmscope.rewards import Lexicon
 
 STAGES = (
     "prompts",
@@ -60,11 +61,23 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     for per_site in results["saes"].values():
         assert set(per_site) == set(results["sites"])
         assert all(0 <= m["fvu"] and m["evaluated_on"] == "held-out texts" for m in per_site.values())
+        assert all(0 <= m["fvu_without_first_token"] for m in per_site.values())
     elicitation = results["elicitation"]
     for model in ("tuned", "base"):
         for variant, controls in elicitation[model]["agreement"].items():
             assert set(controls) == {"real", "shuffled-labels", "random-features"}, variant
     assert elicitation["policy_shift"]["tuned"]["all"]["n"] == elicitation["tuned"]["n_held_out_words"]
+    interpretation, validation = results["interpretation"], results["validation"]
+    assert interpretation["n_explained"] == config.interpret.top_k * len(results["sites"])
+    assert "offline explainer (no LLM)" in interpretation["explainer"] and "offline explainer" in page
+    assert all(f["contexts"] and f["description"] for f in interpretation["features"])
+    table5 = validation["table5"]
+    assert (
+        table5["n_prompts"] == config.interpret.n_ablation_prompts and "Table 5" in page and "Table 6" in page
+    )
+    if interpretation["n_related"]:
+        assert table5["related"]["change"]["n"] == table5["n_prompts"]
+    assert set(validation["table6"]) == {"faithful", "ridge-delta"}
 
 
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
@@ -80,9 +93,9 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     changed = load_config("smoke", overrides=[f"out_dir={out}", "elicit.n_contexts=3"])
     run_pipeline(changed, progress=False)
     printed = capsys.readouterr().out
-    for name in STAGES[:-1]:
-        assert f"stage {name}: cached" in printed
-    assert "stage elicit: done" in printed
+    recomputed = {"elicit", "validate"}  # validation reads the elicitation's regression R
+    for name in STAGES:
+        assert f"stage {name}: {'done' if name in recomputed else 'cached'}" in printed, name
 
 
 def test_base_only_run_with_a_planted_reward(tmp_path):
@@ -100,7 +113,7 @@ def test_base_only_run_with_a_planted_reward(tmp_path):
     assert results["evaluation"]["base_mean_reward"]["n"] == config.data.n_prompts
     assert results["subject"]["reward"] == "planted" and "planted-lexicon" in results["manifest"]["stages"]
     planted = next((tmp_path / "stages").glob("planted-lexicon-*")) / "planted.tsv"
-    assert len(planted.read_text().splitlines()) == 20
+    assert len(Lexicon.from_tsv(planted)) == 20
 
 
 def _comparable(results: dict) -> dict:

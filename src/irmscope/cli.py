@@ -196,8 +196,10 @@ def train_sae_cmd(
         texts = list(load_reviews(data, split="test", limit=n_texts, seed=seed + 7)["text"])
         enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=96)
         acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site]
-        held_out = acts[enc["attention_mask"].bool()]
-        report["metrics"] = evaluate_sae(sae, held_out).to_dict()
+        mask = enc["attention_mask"].bool()
+        later = mask & (enc["attention_mask"].cumsum(dim=1) > 1)  # every token but each text's first
+        report["metrics"] = evaluate_sae(sae, acts[mask]).to_dict()
+        report["metrics_without_first_token"] = evaluate_sae(sae, acts[later]).to_dict()
         report["spliced"] = spliced_lm_loss(lm, sae, site, texts, max_length=96).to_dict()
     else:
         report["metrics"] = evaluate_sae(sae, store, site).to_dict()

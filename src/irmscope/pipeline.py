@@ -302,6 +302,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             held_out={site: held_out.read_all(site) for site in sites},
             seed=seed,
             progress=progress,
+            held_out_positions=held_out.read_meta("position"),
         )
         return {"metrics": metrics}
 
@@ -373,6 +374,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 held_out={site: held_out.read_all(site) for site in sites},
                 seed=seed + 100,
                 progress=progress,
+                held_out_positions=held_out.read_meta("position"),
             )
             result = interpret_features(
                 {site: load_sae(saes["tuned"].dir / site) for site in sites},

@@ -120,7 +120,13 @@ class ActivationStore:
         return torch.cat(list(self.iter_batches(site, batch_size=1 << 30)))
 
     def token_ids(self) -> torch.Tensor:
-        return torch.cat([self.load_shard(i, ["token_ids"])["token_ids"] for i in range(len(self.shards))])
+        return self.read_meta("token_ids")
+
+    def read_meta(self, key: str) -> torch.Tensor:
+        """Every row's ``token_ids``, ``text_index`` or ``position``, in row order."""
+        if key not in META_KEYS:
+            raise IrmscopeError(f"unknown row field {key!r}; choose one of {', '.join(META_KEYS)}")
+        return torch.cat([self.load_shard(i, [key])[key] for i in range(len(self.shards))])
 
 
 def save_manifest(root: Path, manifest: dict) -> None:

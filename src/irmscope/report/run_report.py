@@ -91,6 +91,7 @@ def _sae_section(results: dict[str, Any]) -> Section:
                 site,
                 m["d_sae"],
                 m["fvu"],
+                m.get("fvu_without_first_token", "n/a"),
                 m["l0"],
                 m["dead_fraction"],
                 m["n_tokens"],
@@ -103,12 +104,24 @@ def _sae_section(results: dict[str, Any]) -> Section:
         paragraphs=[
             "One SAE per studied site and model, trained on held-out reviews; FVU (fraction of variance "
             "unexplained), L0 (active latents per token) and the dead fraction (latents that never fire) "
-            "are measured on other reviews the SAE never saw."
+            "are measured on other reviews the SAE never saw. In later layers each text's first token often "
+            "carries huge 'attention sink' activations that hold most of the variance, so FVU over all "
+            "tokens can look excellent while the rest is poorly reconstructed: read the column without it."
         ],
         tables=[
             (
                 "SAE quality",
-                ["model", "site", "latents", "FVU", "L0", "dead", "tokens measured", "tokens trained"],
+                [
+                    "model",
+                    "site",
+                    "latents",
+                    "FVU",
+                    "FVU without first token",
+                    "L0",
+                    "dead",
+                    "tokens measured",
+                    "tokens trained",
+                ],
                 rows,
             )
         ],
