@@ -30,6 +30,9 @@ STAGES = (
     "elicit",
     "interpret",
     "validate",
+    "probes",
+    "steer",
+    "leaderboard",
 )
 
 
@@ -78,6 +81,24 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     if interpretation["n_related"]:
         assert table5["related"]["change"]["n"] == table5["n_prompts"]
     assert set(validation["table6"]) == {"faithful", "ridge-delta"}
+    probes, steering, board = results["probes"], results["steering"], results["leaderboard"]
+    for model in ("tuned", "base"):
+        for target in ("reward", "ratings"):
+            assert probes[target][model]["best"]["position"] in ("last_token", "prompt_end", "mean_pooled")
+        curve = probes["reward"][model]["by_position"]["curve"]
+        assert 0 < len(curve) <= config.probes.max_positions
+        assert probes["ratings"][model]["by_position"] is None  # a second pass over reviews: skipped
+    assert probes["ratings"]["target"] == "labels"  # rotten tomatoes has fresh/rotten labels, no stars
+    assert {c["kind"] for c in steering["curves"].values()} == {"reward direction", "random control"}
+    for curve in steering["curves"].values():
+        assert [p["scale"] for p in curve["points"]] == config.probes.steer_scales
+        unsteered = next(p for p in curve["points"] if p["scale"] == 0)
+        assert unsteered["reward_change"]["value"] == 0
+    methods = {row["method"]: row for row in board["rows"]}
+    assert {"random (control)", "reward probe", "ratings probe", "DPO implicit reward"} <= set(methods)
+    assert methods["DPO implicit reward"]["base"] is None and methods["reward probe"]["supervised"]
+    assert board["n_completions"] == 2 * config.data.n_prompts
+    assert "Leaderboard" in page and "Steering" in page and "Reward probes" in page
 
 
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
@@ -93,7 +114,7 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     changed = load_config("smoke", overrides=[f"out_dir={out}", "elicit.n_contexts=3"])
     run_pipeline(changed, progress=False)
     printed = capsys.readouterr().out
-    recomputed = {"elicit", "validate"}  # validation reads the elicitation's regression R
+    recomputed = {"elicit", "validate", "leaderboard"}  # both read the elicitation (R, its lexicon)
     for name in STAGES:
         assert f"stage {name}: {'done' if name in recomputed else 'cached'}" in printed, name
 

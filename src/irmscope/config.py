@@ -177,6 +177,26 @@ class InterpretSection(_Section):
     threshold: float = Field(3.0, description="R's prediction above which a token counts as high-reward")
 
 
+class ProbesSection(_Section):
+    """Reward probes on the residual stream, steering along reward directions (seed 003), and the
+    leaderboard of every reward estimate (DPO's implicit reward uses ``tune.beta`` as its beta)."""
+
+    enabled: bool = Field(True, description="run the probes, steer and leaderboard stages")
+    n_rating_texts: int = Field(
+        600, ge=4, description="reviews the human-ratings probe is fitted and scored on (data.source)"
+    )
+    max_length: int = Field(128, ge=2, description="tokens of each review the ratings probe reads")
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="share of texts (prompts) held out")
+    max_positions: int = Field(64, ge=1, description="positions of the error-against-position curve")
+    n_steer_prompts: int = Field(32, ge=1, description="evaluation prompts completed at each scale")
+    steer_scales: list[float] = Field(
+        default_factory=lambda: [-0.5, -0.25, 0.0, 0.25, 0.5],
+        description="steering scales, in units of the site's typical activation norm",
+    )
+    n_random_directions: int = Field(2, ge=0, description="random directions of equal norm per direction")
+    bootstrap_resamples: int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
+
+
 class RunConfig(_Section):
     preset: str = "demo"
     seed: int = 0
@@ -190,6 +210,7 @@ class RunConfig(_Section):
     sae: SAESection = SAESection()
     elicit: ElicitSection = ElicitSection()
     interpret: InterpretSection = InterpretSection()
+    probes: ProbesSection = ProbesSection()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -210,6 +231,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
         "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
         "interpret": {"top_k": 4, "n_contexts": 3, "n_ablation_prompts": 12, "threshold": 1.0},
+        "probes": {
+            "n_rating_texts": 30,
+            "max_length": 24,
+            "max_positions": 8,
+            "n_steer_prompts": 6,
+            "steer_scales": [-0.5, 0.0, 0.5],
+            "n_random_directions": 1,
+            "bootstrap_resamples": 50,
+        },
     },
     "demo": {"out_dir": "runs/demo"},
     "paper": {

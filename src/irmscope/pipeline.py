@@ -1,7 +1,7 @@
 """The stages of an irmscope run, their caching and resumption.
 
     prompts → tune → evaluate → divergence → sites → activations → saes → elicit → interpret → validate
-    → results.json + report
+    → probes → steer → leaderboard → results.json + report
 
 Every stage goes through :func:`irmscope.stages.run_stage`, so a killed run resumes at the stage it was
 in, and changing one setting recomputes only the stages that depend on it. With ``model.tuned`` set, the
@@ -27,8 +27,11 @@ from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import build_explainer, interpret_features
 from irmscope.io import write_json
+from irmscope.leaderboard import METHODS, Coverage, MethodInputs, build_leaderboard
 from irmscope.models import load_model
 from irmscope.models.adapters import site_name
+from irmscope.probes import steering_curves
+from irmscope.probes.experiment import reward_probe_study, steering_directions
 from irmscope.report.run_report import write_run_report
 from irmscope.rewards import LexiconReward, load_reward
 from irmscope.rewards.planted import planted_lexicon
@@ -58,6 +61,10 @@ _PACKAGES = (
 
 #: Training reviews a planted lexicon's word frequencies are counted on (``reward.spec: planted``).
 PLANTED_TEXTS = 5000
+
+#: In the settings of every stage that reads reviews: reviews come in a seeded random order (before, the
+#: sorted IMDb files gave only negative reviews), so caches made under the old order are never reused.
+REVIEW_ORDER = {"review_order": "seeded-shuffle"}
 
 
 def read_json(stage: StageResult, name: str) -> Any:
@@ -146,6 +153,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             "model": config.model.name,
             "seed": seed,
             "n_train": config.tune.n_train_prompts,
+            **REVIEW_ORDER,
         },
         [],
         make_prompts,
@@ -278,7 +286,12 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             summary[f"{part}_rows"] = store.n_rows
         return {**summary, "sites": sites, "model": subjects[label]}
 
-    act_settings = {"activations": config.activations.model_dump(), "data": config.data.source, "seed": seed}
+    act_settings = {
+        "activations": config.activations.model_dump(),
+        "data": config.data.source,
+        "seed": seed,
+        **REVIEW_ORDER,
+    }
     activations = {
         label: run.stage(
             f"activations-{label}",
@@ -354,6 +367,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "reward": _reward_settings(config),
                 "seed": seed,
                 "outputs": 2,
+                **REVIEW_ORDER,
             },
             [saes["tuned"], saes["base"], evaluation],
             make_elicitation,
@@ -457,6 +471,98 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             make_validation,
         )
 
+    probes = steering = leaderboard = None
+    if tuned_spec and config.probes.enabled:
+        probe_settings = config.probes
+        coverage = Coverage.from_samples(read_json(evaluation, "samples.json"))
+
+        def make_probes(work: Path) -> dict[str, Any]:
+            result = reward_probe_study(
+                {"tuned": tuned, "base": run.base},
+                coverage,
+                load_reviews(config.data.source, split=config.data.split, seed=seed + 2),
+                probe_settings,
+                work,
+                seed=seed,
+                progress=progress,
+            )
+            write_json(work / "probes.json", result)
+            return {
+                f"{target}_{label}": result[target][label]["best"]["pearson"]["value"]
+                for target in ("reward", "ratings")
+                if result.get(target)
+                for label in ("tuned", "base")
+            }
+
+        probes = run.stage(
+            "probes",
+            {
+                "probes": probe_settings.model_dump(
+                    include={"n_rating_texts", "max_length", "test_fraction", "max_positions"}
+                ),
+                "data": config.data.source,
+                "seed": seed,
+                **REVIEW_ORDER,
+            },
+            [evaluation],
+            make_probes,
+        )
+
+        def make_steering(work: Path) -> dict[str, Any]:
+            directions = steering_directions(
+                probes.dir,
+                read_json(interpretation, "interpretation.json"),
+                {site: load_sae(saes["tuned"].dir / site) for site in sites},
+            )
+            samples = read_json(evaluation, "samples.json")
+            result = steering_curves(
+                tuned,
+                run.base,
+                directions,
+                samples["prompts"][: probe_settings.n_steer_prompts],
+                reward,
+                probe_settings.steer_scales,
+                probe_settings.n_random_directions,
+                config.generation.max_new_tokens,
+                config.generation.batch_size,
+                seed=seed,
+                progress=progress,
+            )
+            write_json(work / "steering.json", result)
+            return {"directions": list(directions)}
+
+        steering = run.stage(
+            "steer",
+            {
+                "probes": probe_settings.model_dump(
+                    include={"n_steer_prompts", "steer_scales", "n_random_directions"}
+                ),
+                "generation": config.generation.model_dump(),
+                "seed": seed,
+            },
+            [probes, interpretation, saes["tuned"]],
+            make_steering,
+        )
+
+        def make_leaderboard(work: Path) -> dict[str, Any]:
+            finished = {"probes": probes.dir, **({"elicit": elicitation.dir} if elicitation else {})}
+            inputs = MethodInputs(coverage, tuned, run.base, finished, config.tune.beta, seed)
+            result = build_leaderboard(inputs, n_resamples=probe_settings.bootstrap_resamples)
+            write_json(work / "leaderboard.json", result)
+            return {"methods": [row["method"] for row in result["rows"]]}
+
+        leaderboard = run.stage(
+            "leaderboard",
+            {
+                "bootstrap_resamples": probe_settings.bootstrap_resamples,
+                "beta": config.tune.beta,
+                "seed": seed,
+                "methods": sorted(METHODS),  # a new method module recomputes the board
+            },
+            [probes, evaluation, *([elicitation] if elicitation else [])],
+            make_leaderboard,
+        )
+
     results = {
         "config": config.model_dump(),
         "subject": {
@@ -473,6 +579,9 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         "elicitation": read_json(elicitation, "elicitation.json") if elicitation else None,
         "interpretation": read_json(interpretation, "interpretation.json") if interpretation else None,
         "validation": read_json(validation, "validation.json") if validation else None,
+        "probes": read_json(probes, "probes.json") if probes else None,
+        "steering": read_json(steering, "steering.json") if steering else None,
+        "leaderboard": read_json(leaderboard, "leaderboard.json") if leaderboard else None,
         "manifest": {
             "versions": _versions(),
             "seed": seed,

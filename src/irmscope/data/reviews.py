@@ -49,17 +49,18 @@ def load_reviews(
     """Load reviews from ``source`` as a frame with ``text`` and, when known, ``label`` and ``rating``.
 
     ``split`` picks train or test for sources that have splits (rotten-tomatoes, folders, hub datasets) and is
-    ignored for a single file. ``limit`` keeps a random sample of that many rows, drawn with ``seed`` so that
-    runs are reproducible (and a smaller limit with the same seed is a prefix of a larger one). Rows with an
-    empty text are dropped; a source left with no rows is an error rather than a silent empty experiment.
+    ignored for a single file. Rows come in a random order drawn with ``seed``: sources are often sorted (the
+    IMDb files hold every negative review before the positive ones), so the first rows of the file would be
+    a biased sample. ``limit`` keeps the first that many rows of that order (a smaller limit with the same
+    seed is a prefix of a larger one). Rows with an empty text are dropped; a source left with no rows is an
+    error rather than a silent empty experiment.
     """
     if limit is not None and limit < 1:
         raise IrmscopeError(f"limit must be a positive number of reviews, got {limit}")
     frame, name = _dispatch(str(source), split)
     frame = _tidy(frame, name)
-    if limit is not None and limit < len(frame):
-        frame = frame.sample(n=limit, random_state=seed).reset_index(drop=True)
-    return frame
+    frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return frame if limit is None else frame.iloc[:limit].reset_index(drop=True)
 
 
 def _dispatch(source: str, split: str) -> tuple[pd.DataFrame, str]:

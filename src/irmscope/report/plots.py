@@ -96,3 +96,81 @@ def tau_forest(rows: list[tuple[str, Mapping[str, dict]]]) -> bytes:
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def probe_by_layer(per_model: Mapping[str, Mapping[str, list[dict]]], target: str) -> bytes:
+    """Held-out Pearson r of the probe at each layer: one line per (model, position), shuffled dotted."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for (model, kinds), color in zip(per_model.items(), ("tab:red", "tab:blue", "tab:green"), strict=False):
+        for kind, style in zip(kinds, ("-", "--", ":"), strict=False):
+            rows = kinds[kind]
+            ax.plot(
+                [r["layer"] for r in rows],
+                [r["pearson"]["value"] for r in rows],
+                style,
+                color=color,
+                label=f"{model}, {kind.replace('_', ' ')}",
+            )
+        rows = next(iter(kinds.values()))
+        ax.plot(
+            [r["layer"] for r in rows],
+            [r["shuffled_pearson"] for r in rows],
+            ".",
+            color=color,
+            alpha=0.5,
+            label=f"{model}, shuffled labels",
+        )
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("layer (residual stream leaving the block)")
+    ax.set_ylabel(f"held-out Pearson r ({target})")
+    ax.legend(frameon=False, fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def error_by_position(curves: Mapping[str, list[dict]], target: str) -> bytes:
+    """Held-out absolute error of an all-positions probe against the token's position (seed 003, Fig. 5)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for label, curve in curves.items():
+        x = np.array([p["position"] for p in curve])
+        y = np.array([p["mae"] for p in curve])
+        sem = np.array([p["mae_sem"] for p in curve])
+        ax.plot(x, y, label=label)
+        ax.fill_between(x, y - sem, y + sem, alpha=0.2)
+    ax.set_xlabel("position in the continuation (0 = its first token)")
+    ax.set_ylabel(f"mean |error| ({target})")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def steering_plot(curves: Mapping[str, dict]) -> bytes:
+    """Reward change and base-model perplexity against steering scale; random controls dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, curve in curves.items():
+        scales = [p["scale"] for p in curve["points"]]
+        change = [p["reward_change"]["value"] for p in curve["points"]]
+        low = [p["reward_change"]["low"] for p in curve["points"]]
+        high = [p["reward_change"]["high"] for p in curve["points"]]
+        style = "--" if curve["kind"] == "random control" else "-"
+        line = axes[0].plot(scales, change, style, marker="o", label=name)[0]
+        axes[0].fill_between(scales, low, high, color=line.get_color(), alpha=0.12)
+        axes[1].plot(
+            scales, [p["base_perplexity"] for p in curve["points"]], style, marker="o", color=line.get_color()
+        )
+    axes[0].axhline(0, color="grey", linewidth=0.8)
+    axes[0].set_ylabel("change in mean reward vs unsteered")
+    axes[1].set_ylabel("base-model perplexity of completions")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("steering scale (x typical activation norm)")
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        frameon=False,
+        fontsize=7,
+        ncol=3,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+    )
+    return _png(fig)

@@ -11,6 +11,7 @@ from irmscope.report.elicitation import elicitation_sections
 from irmscope.report.html import Section, write_report
 from irmscope.report.interpretation import interpretation_sections
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
+from irmscope.report.probes import leaderboard_section, probe_section, steering_section
 
 
 def _ci(estimate: dict[str, float]) -> str:
@@ -173,6 +174,13 @@ def write_run_report(
                 results["interpretation"], results.get("validation"), results["subject"]["reward"]
             )
         )
+    reward = results["subject"]["reward"]
+    if results.get("probes"):
+        sections.append(probe_section(results["probes"]))
+    if results.get("steering"):
+        sections.append(steering_section(results["steering"], reward))
+    if results.get("leaderboard"):
+        sections.append(leaderboard_section(results["leaderboard"], reward))
     manifest = results["manifest"]
     sections.append(
         Section(

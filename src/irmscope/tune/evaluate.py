@@ -50,9 +50,9 @@ def completion_statistics(
     completions: Sequence[str],
     batch_size: int = 8,
 ) -> dict[str, np.ndarray]:
-    """Per completion: mean negative log-likelihood of its tokens under ``policy`` and, with a
-    ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary."""
-    nll, kl = [], []
+    """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
+    ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary."""
+    nll, kl, n_tokens = [], [], []
     for start in range(0, len(prompts), batch_size):
         ids, attention, completion = _completion_batch(
             policy, prompts[start : start + batch_size], completions[start : start + batch_size]
@@ -60,6 +60,7 @@ def completion_statistics(
         # the token at position t is predicted by the logits at t - 1
         target_mask = completion[:, 1:].float()
         counts = target_mask.sum(dim=1).clamp(min=1)
+        n_tokens.append(target_mask.sum(dim=1).numpy())
         logp = F.log_softmax(policy.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1)
         token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         nll.append((-(token_logp * target_mask).sum(dim=1) / counts).numpy())
@@ -69,7 +70,7 @@ def completion_statistics(
             )
             per_token = (logp.exp() * (logp - ref_logp)).sum(-1)
             kl.append(((per_token * target_mask).sum(dim=1) / counts).numpy())
-    out = {"nll": np.concatenate(nll)}
+    out = {"nll": np.concatenate(nll), "n_tokens": np.concatenate(n_tokens)}
     if kl:
         out["kl"] = np.concatenate(kl)
     return out

@@ -1,0 +1,101 @@
+"""What a leaderboard method is: anything that turns the coverage completions into reward estimates.
+
+A method is one module in :mod:`irmscope.leaderboard.methods` that calls :func:`register` with an instance
+of :class:`RewardEstimator`; nothing else needs editing. Its :meth:`RewardEstimator.estimate` gets the
+coverage set, both models and the folders of the pipeline stages it may read (``needs`` names them), and
+returns one estimate per completion for the tuned model and one for the untuned base model (the control
+every number sits beside); ``None`` means the method has no base-model version and says why in
+``base_note``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from irmscope.errors import IrmscopeError
+from irmscope.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The completions every estimate is scored on: held-out prompts, each completed once by each policy.
+
+    ``prompt_index[i]`` groups completions of one prompt; ``policy[i]`` is ``"base"`` or ``"tuned"``;
+    ``true[i]`` is the known reward of ``prompts[i] + completions[i]``.
+    """
+
+    prompts: list[str]
+    completions: list[str]
+    prompt_index: np.ndarray
+    policy: list[str]
+    true: np.ndarray
+
+    @classmethod
+    def from_samples(cls, samples: Mapping[str, list]) -> Coverage:
+        """From the evaluate stage's samples (``prompts``, ``{base,tuned}_completions``, ``..._scores``)."""
+        n = len(samples["prompts"])
+        return cls(
+            prompts=list(samples["prompts"]) * 2,
+            completions=list(samples["base_completions"]) + list(samples["tuned_completions"]),
+            prompt_index=np.tile(np.arange(n), 2),
+            policy=["base"] * n + ["tuned"] * n,
+            true=np.asarray(list(samples["base_scores"]) + list(samples["tuned_scores"]), dtype=np.float64),
+        )
+
+    @property
+    def texts(self) -> list[str]:
+        return [p + c for p, c in zip(self.prompts, self.completions, strict=True)]
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    coverage: Coverage
+    tuned: LoadedModel
+    base: LoadedModel
+    stages: Mapping[str, Path]  # finished pipeline stages by name (e.g. "elicit", "probes")
+    dpo_beta: float
+    seed: int
+
+    def stage(self, name: str) -> Path:
+        if name not in self.stages:
+            raise IrmscopeError(f"stage {name!r} has not run; the methods needing it cannot be scored")
+        return self.stages[name]
+
+
+@dataclass(frozen=True)
+class Estimates:
+    tuned: np.ndarray
+    base: np.ndarray | None
+    base_note: str = ""
+
+
+class RewardEstimator(ABC):
+    """One row of the leaderboard."""
+
+    #: short row label
+    name: str
+    #: one sentence: what the estimate is and what it was fitted on (supervised methods say so)
+    description: str
+    #: pipeline stages whose folders :meth:`estimate` reads
+    needs: tuple[str, ...] = ()
+    #: whether the method saw known-reward labels of coverage-like data (cross-fitted if so)
+    supervised: bool = False
+
+    @abstractmethod
+    def estimate(self, inputs: MethodInputs) -> Estimates: ...
+
+
+METHODS: dict[str, RewardEstimator] = {}
+
+
+def register(method: RewardEstimator) -> RewardEstimator:
+    """Add ``method`` to the leaderboard (called once at import by the method's module)."""
+    if method.name in METHODS:
+        raise IrmscopeError(f"two leaderboard methods are named {method.name!r}; rename one")
+    METHODS[method.name] = method
+    return method

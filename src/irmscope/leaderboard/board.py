@@ -1,0 +1,49 @@
+"""Score every registered method against the known reward on one coverage set: the leaderboard."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from irmscope.leaderboard import methods as _methods  # noqa: F401 - importing registers every method
+from irmscope.leaderboard.base import METHODS, MethodInputs, RewardEstimator
+from irmscope.leaderboard.metrics import score_estimate
+
+
+def available_methods(stages: Sequence[str]) -> list[RewardEstimator]:
+    """The registered methods whose required stages are among ``stages``."""
+    return [m for m in METHODS.values() if set(m.needs) <= set(stages)]
+
+
+def build_leaderboard(
+    inputs: MethodInputs, methods: Sequence[RewardEstimator] | None = None, n_resamples: int = 500
+) -> dict[str, Any]:
+    """One row per method: its metrics for the tuned model and for the base model (the control)."""
+    cov = inputs.coverage
+    policy = np.asarray(cov.policy)
+    rows = []
+    for method in methods if methods is not None else available_methods(list(inputs.stages)):
+        estimates = method.estimate(inputs)
+        row: dict[str, Any] = {
+            "method": method.name,
+            "description": method.description,
+            "supervised": method.supervised,
+            "tuned": score_estimate(
+                cov.true, estimates.tuned, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
+            ),
+            "base": None,
+            "base_note": estimates.base_note,
+        }
+        if estimates.base is not None:
+            row["base"] = score_estimate(
+                cov.true, estimates.base, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
+            )
+        rows.append(row)
+    return {
+        "n_prompts": int(len(set(cov.prompt_index.tolist()))),
+        "n_completions": len(cov.completions),
+        "coverage": "held-out prompts, each completed once by the base and once by the tuned policy",
+        "rows": rows,
+    }

@@ -1,0 +1,134 @@
+"""How close a reward estimate is to the known reward, on one set of completions, with uncertainty.
+
+Every metric is computed on the same *coverage set*: held-out prompts, each completed once by the base
+model and once by the tuned model. Intervals come from one bootstrap over prompts (a prompt's completions
+are resampled together), so all metrics of one estimate share their resamples.
+
+* **Pearson, Spearman, Kendall** between estimated and true reward over all completions.
+* **Pearson within policy**: the mean of the Pearson r over the base model's completions and over the tuned
+  model's. The tuned model's completions have higher reward *and* are recognisably the tuned model's, so an
+  estimate that only detects which model wrote a completion already scores well on the pooled metrics and
+  on preference accuracy; within one policy it cannot.
+* **Preference accuracy**: over the pairs of completions of one prompt whose true rewards differ, the share
+  the estimate orders the same way (a tie in the estimate counts one half): what a reward model is used for.
+* **EPIC distance** (Gleave et al. 2021, "Quantifying differences in reward functions"): the Pearson
+  distance ``sqrt((1 - rho) / 2)`` between the two rewards after *canonicalisation*, which removes
+  potential shaping, so rewards that induce the same optimal policies are at distance 0. A completion is one
+  step of a contextual bandit: state = prompt, action = completion, next state terminal (potential 0). The
+  canonical reward is then ``C(R)(s, a) = R(s, a) - E_{A ~ D_A} R(s, A)`` up to a constant: each reward
+  minus its mean over the coverage distribution's completions of the same prompt. Here ``D_A`` is the
+  uniform mixture of the base and the tuned policy (one sample of each per prompt), so a reward that only
+  adds a per-prompt offset (any shaping term) is at distance 0, and 0 <= EPIC <= 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from irmscope.errors import IrmscopeError
+
+METRICS = ("pearson", "spearman", "kendall", "pearson_within_policy", "preference_accuracy", "epic")
+
+
+def canonicalize(rewards: np.ndarray, prompt_index: np.ndarray) -> np.ndarray:
+    """EPIC's canonical reward for one-step episodes: each reward minus its prompt's mean."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    _, inverse = np.unique(prompt_index, return_inverse=True)
+    means = np.bincount(inverse, weights=rewards) / np.bincount(inverse)
+    return rewards - means[inverse]
+
+
+def _correlation(kind: str, a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    if kind == "pearson":
+        return float(stats.pearsonr(a, b).statistic)
+    if kind == "spearman":
+        return float(stats.spearmanr(a, b).statistic)
+    return float(stats.kendalltau(a, b).statistic)
+
+
+def preference_accuracy(true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray) -> float:
+    """Share of same-prompt pairs with different true rewards that ``estimate`` orders correctly."""
+    correct = total = 0.0
+    order = np.argsort(prompt_index, kind="stable")
+    sorted_index = prompt_index[order]
+    bounds = np.flatnonzero(np.diff(sorted_index)) + 1
+    for rows in np.split(order, bounds):
+        t, e = true[rows], estimate[rows]
+        i, j = np.triu_indices(len(rows), k=1)
+        differs = t[i] != t[j]
+        agreement = np.sign(t[i] - t[j])[differs] * np.sign(e[i] - e[j])[differs]
+        correct += float((agreement > 0).sum() + 0.5 * (agreement == 0).sum())
+        total += float(differs.sum())
+    return correct / total if total else float("nan")
+
+
+def epic_distance(true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray) -> float:
+    """EPIC pseudometric between two rewards over the coverage set (see the module docstring)."""
+    rho = _correlation("pearson", canonicalize(true, prompt_index), canonicalize(estimate, prompt_index))
+    return float(np.sqrt(max(0.0, (1.0 - rho) / 2.0))) if np.isfinite(rho) else float("nan")
+
+
+def pearson_within(true: np.ndarray, estimate: np.ndarray, policy: np.ndarray) -> float:
+    """Mean over policies of the Pearson r among that policy's completions (see the module docstring)."""
+    values = [_correlation("pearson", true[policy == p], estimate[policy == p]) for p in np.unique(policy)]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def point_metrics(
+    true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray, policy: np.ndarray
+) -> dict[str, float]:
+    return {
+        "pearson": _correlation("pearson", true, estimate),
+        "spearman": _correlation("spearman", true, estimate),
+        "kendall": _correlation("kendall", true, estimate),
+        "pearson_within_policy": pearson_within(true, estimate, policy),
+        "preference_accuracy": preference_accuracy(true, estimate, prompt_index),
+        "epic": epic_distance(true, estimate, prompt_index),
+    }
+
+
+def score_estimate(
+    true: np.ndarray,
+    estimate: np.ndarray,
+    prompt_index: np.ndarray,
+    policy: np.ndarray | None = None,
+    n_resamples: int = 500,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Every metric of ``estimate`` against ``true`` with a percentile bootstrap interval over prompts;
+    ``policy`` names the model that wrote each completion (default: one policy)."""
+    true, estimate = np.asarray(true, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
+    prompt_index = np.asarray(prompt_index)
+    policy = np.zeros(len(true), dtype=int) if policy is None else np.asarray(policy)
+    if not (len(true) == len(estimate) == len(prompt_index) == len(policy)) or len(true) == 0:
+        raise IrmscopeError(
+            f"an estimate needs one value per completion: {len(estimate)} estimates for {len(true)} rewards"
+        )
+    if not np.isfinite(estimate).all():
+        raise IrmscopeError("the reward estimate contains NaN or infinity; check the method's output")
+    point = point_metrics(true, estimate, prompt_index, policy)
+    prompts = np.unique(prompt_index)
+    rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in METRICS}
+    for _ in range(n_resamples):
+        chosen = rng.choice(prompts, size=len(prompts), replace=True)
+        rows = np.concatenate([rows_of[p] for p in chosen])
+        relabel = np.repeat(np.arange(len(chosen)), [len(rows_of[p]) for p in chosen])  # duplicates differ
+        for name, value in point_metrics(true[rows], estimate[rows], relabel, policy[rows]).items():
+            draws[name].append(value)
+    alpha = (1 - level) / 2
+    out: dict[str, dict[str, Any]] = {}
+    for name in METRICS:
+        values = np.asarray(draws[name])
+        values = values[np.isfinite(values)]
+        low, high = np.quantile(values, [alpha, 1 - alpha]) if len(values) else (np.nan, np.nan)
+        out[name] = {"value": point[name], "low": float(low), "high": float(high), "n": int(len(prompts))}
+    return out

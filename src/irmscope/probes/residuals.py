@@ -1,0 +1,131 @@
+"""Reading the residual stream (``blocks.L.hook_resid_post`` of every block) of texts for reward probes.
+
+A probe reads one position of one layer. The probe study asks *which* position carries the reward: the
+last token of a completion (where the model has seen all of it), the last token of the prompt (before it
+has written anything), or every token of the completion (how early the reward is predictable). A fourth
+read-out, the mean over all tokens of the text, suits rewards that are sums over tokens (a lexicon
+reward): a single position of a small model cannot hold a 60-token sum, but the mean of per-token states
+is linear in it whenever each state encodes its token's value. Texts come
+as a prompt and a continuation, so the two positions are exact token indices rather than guesses from
+characters; a text without a prompt (a review) has an empty one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from irmscope.errors import IrmscopeError
+from irmscope.models.adapters import site_name
+from irmscope.models.hooks import capture_activations
+from irmscope.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """Residual-stream rows of ``n`` texts.
+
+    ``last[i, l]`` and ``prompt_end[i, l]`` are text ``i``'s activation leaving block ``layers[l]`` at its
+    last token and at its prompt's last token (``None`` when no text has a prompt); ``mean[i, l]`` is the
+    mean over the text's tokens (the first left out: an attention sink with an outsized norm).
+    """
+
+    layers: list[int]
+    last: np.ndarray
+    prompt_end: np.ndarray | None
+    mean: np.ndarray
+
+
+def _encode(lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None):
+    """Right-padded ids of prompt + continuation (cut to ``max_length``), their mask, and each row's prompt
+    length in tokens."""
+    tok = lm.tokenizer
+    rows, prompt_lengths = [], []
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        c = tok(continuation, add_special_tokens=False)["input_ids"]
+        row = (p + c)[:max_length]
+        if not row:
+            raise IrmscopeError("an empty text cannot be probed; drop empty prompts/continuations first")
+        rows.append(row)
+        prompt_lengths.append(min(len(p), len(row)))
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask, torch.tensor(prompt_lengths)
+
+
+def _check(prompts: Sequence[str], continuations: Sequence[str]) -> None:
+    if not continuations:
+        raise IrmscopeError("no texts to probe; check the dataset or the completions are not empty")
+    if len(prompts) != len(continuations):
+        raise IrmscopeError(f"{len(prompts)} prompts but {len(continuations)} continuations; they must pair")
+
+
+@torch.no_grad()
+def read_residuals(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    layers: Sequence[int] | None = None,
+    max_length: int | None = 128,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Residuals:
+    """The residual stream at every layer (or ``layers``) at each text's last token, its prompt's end, and
+    averaged over its tokens; texts are cut to ``max_length`` tokens (``None``: never)."""
+    _check(prompts, continuations)
+    layers = list(range(lm.n_layers)) if layers is None else [layer % lm.n_layers for layer in layers]
+    sites = [site_name(layer, "hook_resid_post") for layer in layers]
+    device = next(lm.model.parameters()).device
+    last, prompt_end, mean = [], [], []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="residuals", disable=not progress):
+        ids, mask, n_prompt = _encode(
+            lm, prompts[start : start + batch_size], continuations[start : start + batch_size], max_length
+        )
+        acts = capture_activations(lm.model, sites, ids.to(device), mask.to(device))
+        stacked = torch.stack([acts[site] for site in sites], dim=1).float().cpu()  # [batch, layer, seq, d]
+        rows = torch.arange(len(ids))
+        last.append(stacked[rows, :, mask.sum(1) - 1].numpy())
+        prompt_end.append(stacked[rows, :, (n_prompt - 1).clamp(min=0)].numpy())
+        pooled = mask.clone().float()
+        pooled[:, 0] = pooled[:, 0] * (mask.sum(1) == 1)  # keep the first token only if it is the only one
+        pooled = pooled / pooled.sum(1, keepdim=True)
+        mean.append(torch.einsum("blsd,bs->bld", stacked, pooled).numpy())
+    has_prompt = any(prompts)
+    return Residuals(
+        layers,
+        np.concatenate(last),
+        np.concatenate(prompt_end) if has_prompt else None,
+        np.concatenate(mean),
+    )
+
+
+@torch.no_grad()
+def read_positions(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    layer: int,
+    max_length: int | None = 128,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """For each text, the residual stream leaving block ``layer`` at every continuation token, in order
+    (position 0 is the continuation's first token, as the probe study's Fig. 5)."""
+    _check(prompts, continuations)
+    site = site_name(layer % lm.n_layers, "hook_resid_post")
+    device = next(lm.model.parameters()).device
+    out: list[np.ndarray] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="positions", disable=not progress):
+        ids, mask, n_prompt = _encode(
+            lm, prompts[start : start + batch_size], continuations[start : start + batch_size], max_length
+        )
+        acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site].float().cpu()
+        for row, (length, first) in enumerate(zip(mask.sum(1).tolist(), n_prompt.tolist(), strict=True)):
+            out.append(acts[row, first:length].numpy())
+    return out

@@ -1,0 +1,150 @@
+"""The probe study (seed 003): how well a linear read-out of the residual stream predicts a reward, at which
+layer and which position, for the base and the tuned model.
+
+For one model and one target (a reward of completions, or human ratings of reviews) it fits a ridge probe
+at every layer at the last token, at the prompt's end and on the mean over the text's tokens, picks the
+best (layer, position) by leave-one-out error on the *training* texts only, and reports every probe on
+held-out texts beside its shuffled-label control. At the layer best read from one (the last) token it then
+fits one probe on every continuation token and reports the held-out error against the token's position
+(the study's Figs. 5-6: how early the reward can be read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from irmscope.errors import IrmscopeError
+from irmscope.models.loading import LoadedModel
+from irmscope.probes.residuals import read_positions, read_residuals
+from irmscope.probes.ridge import LinearProbe, cross_fitted, fit_probe, group_split, held_out_score, pearson
+
+#: positions held by fewer held-out texts are left out of the error-against-position curve
+MIN_TEXTS_PER_POSITION = 5
+
+
+@dataclass(frozen=True)
+class ProbeStudy:
+    """``summary`` is JSON-able; ``probe`` is the chosen probe refitted on every text (for steering and for
+    reading other texts) and ``cross_fitted`` its out-of-fold predictions for every text."""
+
+    summary: dict[str, Any]
+    probe: LinearProbe
+    cross_fitted: np.ndarray
+
+
+def _row(layer: int, score: dict[str, Any]) -> dict[str, Any]:
+    return {"layer": layer, **{k: v for k, v in score.items() if k not in ("probe", "predicted")}}
+
+
+def position_curve(
+    per_text: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray, max_positions: int
+) -> list[dict[str, Any]]:
+    """One probe fitted on every continuation token of the training texts; held-out absolute error and r
+    at each position (tokens past ``max_positions`` are left out)."""
+
+    def stack(mask: np.ndarray):
+        rows = [(x[:max_positions], i) for i, x in enumerate(per_text) if mask[i] and len(x)]
+        if not rows:
+            raise IrmscopeError("no continuation tokens to probe by position; are the continuations empty?")
+        xs = np.concatenate([x for x, _ in rows])
+        owner = np.concatenate([np.full(len(x), i) for x, i in rows])
+        position = np.concatenate([np.arange(len(x)) for x, _ in rows])
+        return xs, owner, position
+
+    x_train, owner_train, _ = stack(train)
+    probe = fit_probe(x_train, y[owner_train])
+    x_test, owner_test, position = stack(test)
+    predicted, truth = probe.predict(x_test), y[owner_test]
+    curve = []
+    for p in range(int(position.max()) + 1):
+        at = position == p
+        if at.sum() < MIN_TEXTS_PER_POSITION:  # the few longest texts' tails: too few to summarise
+            continue
+        errors = np.abs(predicted[at] - truth[at])
+        curve.append(
+            {
+                "position": p,
+                "n": int(at.sum()),
+                "mae": float(errors.mean()),
+                "mae_sem": float(errors.std(ddof=1) / np.sqrt(at.sum())) if at.sum() > 1 else 0.0,
+                "pearson": pearson(truth[at], predicted[at]),
+            }
+        )
+    return curve
+
+
+def probe_study(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    targets: Sequence[float],
+    groups: Sequence[int] | None = None,
+    test_fraction: float = 0.3,
+    max_length: int | None = 128,
+    max_positions: int = 64,
+    by_position: bool = True,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> ProbeStudy:
+    """Probe ``targets`` from ``lm``'s residual stream (see the module docstring).
+
+    ``groups`` ties texts that must stay on one side of the split (the completions of one prompt); by
+    default every text is its own group. ``by_position=False`` skips the error-against-position curve (a
+    second pass over the texts).
+    """
+    y = np.asarray(targets, dtype=np.float64)
+    if len(y) != len(continuations):
+        raise IrmscopeError(f"{len(y)} targets for {len(continuations)} texts; give one target per text")
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    train, test = group_split(groups, test_fraction, seed)
+    residuals = read_residuals(
+        lm, prompts, continuations, max_length=max_length, batch_size=batch_size, progress=progress
+    )
+    kinds = {"last_token": residuals.last}
+    if residuals.prompt_end is not None:
+        kinds["prompt_end"] = residuals.prompt_end
+    kinds["mean_pooled"] = residuals.mean
+    per_layer: dict[str, list[dict[str, Any]]] = {}
+    best: tuple[float, str, int, dict[str, Any]] | None = None
+    single: tuple[float, int] | None = None  # the best layer for reading one token (the position curve)
+    for kind, acts in kinds.items():
+        per_layer[kind] = []
+        for index, layer in enumerate(residuals.layers):
+            score = held_out_score(acts[:, index], y, train, test, seed=seed)
+            per_layer[kind].append(_row(layer, score))
+            if best is None or score["train_loo_mse"] < best[0]:
+                best = (score["train_loo_mse"], kind, index, score)
+            if kind == "last_token" and (single is None or score["train_loo_mse"] < single[0]):
+                single = (score["train_loo_mse"], index)
+    assert best is not None
+    _, kind, index, score = best
+    layer = residuals.layers[index]
+    assert single is not None
+    position_layer = residuals.layers[single[1]]
+    chosen = kinds[kind][:, index]
+    curve = (
+        position_curve(
+            read_positions(lm, prompts, continuations, position_layer, max_length, batch_size, progress),
+            y,
+            train,
+            test,
+            max_positions,
+        )
+        if by_position
+        else None
+    )
+    summary = {
+        "n_texts": len(y),
+        "n_train": int(train.sum()),
+        "n_test": int(test.sum()),
+        "target_std": float(y.std()),
+        "per_layer": per_layer,
+        "best": {"position": kind, **_row(layer, score)},
+        "by_position": {"layer": position_layer, "curve": curve} if curve is not None else None,
+    }
+    return ProbeStudy(summary, fit_probe(chosen, y), cross_fitted(chosen, y, groups))

@@ -1,0 +1,198 @@
+"""Report sections for the probe study (seed 003), steering (its Fig. 4) and the leaderboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irmscope.report.html import Section
+from irmscope.report.plots import error_by_position, probe_by_layer, steering_plot
+
+_TARGETS = {
+    "reward": "the known reward of the evaluation completions",
+    "ratings": "human star ratings of reviews mapped to [-1, 1]",
+    "labels": "human positive/negative labels of reviews as +1/-1",
+}
+
+
+def _ci(e: dict[str, float] | None, signed: bool = False) -> str:
+    if not e:
+        return "-"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(e['value'])} [{f.format(e['low'])}, {f.format(e['high'])}]"
+
+
+def probe_section(probes: dict[str, Any]) -> Section:
+    rows, figures = [], []
+    for target in ("reward", "ratings"):
+        study = probes.get(target)
+        if not study:
+            continue
+        name = study.get("target", target)
+        per_model = {label: s for label, s in study.items() if label != "target"}
+        for label, summary in per_model.items():
+            best = summary["best"]
+            rows.append(
+                [
+                    _TARGETS[name],
+                    label,
+                    best["position"].replace("_", " "),
+                    best["layer"],
+                    _ci(best["pearson"]),
+                    f"{best['mae']:.3f}",
+                    f"{best['shuffled_pearson']:+.3f}",
+                    f"{best['shuffled_mae']:.3f}",
+                    f"{summary['n_train']} / {summary['n_test']}",
+                ]
+            )
+        figures.append(
+            (
+                f"Probe quality by layer: {_TARGETS[name]}",
+                probe_by_layer({label: s["per_layer"] for label, s in per_model.items()}, name),
+            )
+        )
+        curves = {label: s["by_position"]["curve"] for label, s in per_model.items() if s["by_position"]}
+        if curves:
+            figures.append(
+                (
+                    f"Error against position ({_TARGETS[name]}; one probe fitted on every token at the "
+                    "layer best read from the last token)",
+                    error_by_position(curves, name),
+                )
+            )
+    return Section(
+        "Reward probes (probe study, seed 003)",
+        paragraphs=[
+            "Ridge probes (regularisation chosen by leave-one-out) on the residual stream leaving each "
+            "block, read at the text's last token, at the prompt's last token, and as the mean over the "
+            "text's tokens. The best layer and position are chosen on the training texts only; every "
+            "number is on held-out texts (completions of held-out prompts), beside the same probe fitted "
+            "on shuffled labels. A high r for the base model means the pretrained model already represents"
+            " the target."
+        ],
+        tables=[
+            (
+                "Best probe per target and model (held-out)",
+                [
+                    "target",
+                    "model",
+                    "position",
+                    "layer",
+                    "Pearson r [95% CI]",
+                    "MAE",
+                    "shuffled r",
+                    "shuffled MAE",
+                    "train / test texts",
+                ],
+                rows,
+            )
+        ],
+        figures=figures,
+    )
+
+
+def steering_section(steering: dict[str, Any], reward: str) -> Section:
+    rows = [
+        [
+            name,
+            curve["site"],
+            point["scale"],
+            _ci(point["mean_reward"]),
+            _ci(point["reward_change"], signed=True),
+            f"{point['base_perplexity']:.1f}",
+            f"{point['distinct_bigrams']:.3f}",
+        ]
+        for name, curve in steering["curves"].items()
+        for point in curve["points"]
+    ]
+    examples = [
+        [name, point["scale"], point["example"]]
+        for name, curve in steering["curves"].items()
+        if curve["kind"] != "random control"
+        for point in curve["points"]
+    ]
+    return Section(
+        "Steering along reward directions (seed 003, Fig. 4)",
+        paragraphs=[
+            f"The tuned model completes {steering['n_prompts']} evaluation prompts while a direction is "
+            "added at every position of its site; scale 1 adds a vector as long as a typical activation "
+            f"there. Reward is '{reward}'; the change is paired per prompt against the unsteered "
+            "completions (same seed). Random directions of the same norm at the same site are the "
+            "control; the base model's perplexity and the share of distinct bigrams show whether the text"
+            " stays fluent."
+        ],
+        figures=[("Reward change and fluency against steering scale", steering_plot(steering["curves"]))],
+        tables=[
+            (
+                "Steering: reward and fluency by direction and scale",
+                [
+                    "direction",
+                    "site",
+                    "scale",
+                    "mean reward [95% CI]",
+                    "change vs unsteered",
+                    "base perplexity",
+                    "distinct bigrams",
+                ],
+                rows,
+            ),
+            ("Steering: first completion at each scale", ["direction", "scale", "completion"], examples),
+        ],
+    )
+
+
+def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
+    rows = []
+    for row in board["rows"]:
+        for label in ("tuned", "base"):
+            metrics = row[label]
+            if metrics is None:
+                note = row["base_note"]
+                rows.append([row["method"], label, "yes" if row["supervised"] else "no", note, *[""] * 5])
+                continue
+            rows.append(
+                [
+                    row["method"],
+                    label,
+                    "yes" if row["supervised"] else "no",
+                    _ci(metrics["pearson"]),
+                    _ci(metrics["spearman"]),
+                    _ci(metrics["kendall"]),
+                    _ci(metrics["pearson_within_policy"]),
+                    _ci(metrics["preference_accuracy"]),
+                    _ci(metrics["epic"]),
+                ]
+            )
+    return Section(
+        "Leaderboard: every reward estimate against the known reward",
+        paragraphs=[
+            f"Known reward: '{reward}'. Coverage: {board['n_prompts']} held-out prompts, each completed "
+            "once by the base and once by the tuned model. Preference accuracy is over the two "
+            "completions of each prompt (chance 0.5). EPIC is the Pearson distance between the rewards "
+            "after removing each prompt's mean over the coverage completions (the canonicalisation of "
+            "Gleave et al. for one-step episodes): 0 = same policy ordering, 0.71 = unrelated. Intervals:"
+            " bootstrap over prompts. 'base' rows apply the same method to the untuned model; "
+            "'supervised' methods saw known-reward labels of other prompts' completions (cross-fitted). "
+            "The tuned model's completions score higher and are recognisably its own, so a method that "
+            "only detects the author scores well on pooled metrics and preference accuracy: compare every"
+            " row with the 'which model wrote it' control, and read the within-model Pearson, which "
+            "authorship cannot explain.",
+            "Methods. " + " ".join(f"{r['method']}: {r['description']}." for r in board["rows"]),
+        ],
+        tables=[
+            (
+                "Leaderboard",
+                [
+                    "method",
+                    "model",
+                    "supervised",
+                    "Pearson",
+                    "Spearman",
+                    "Kendall",
+                    "Pearson within each model's completions",
+                    "preference accuracy",
+                    "EPIC distance (lower is closer)",
+                ],
+                rows,
+            )
+        ],
+    )

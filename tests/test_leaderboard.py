@@ -1,0 +1,97 @@
+"""Leaderboard metrics on hand-made rewards (EPIC's shaping invariance, preference accuracy) and the
+one-module registration of a method."""
+
+import numpy as np
+import pytest
+
+from irmscope.errors import IrmscopeError
+from irmscope.leaderboard import (
+    METHODS,
+    Coverage,
+    Estimates,
+    MethodInputs,
+    RewardEstimator,
+    build_leaderboard,
+    canonicalize,
+    epic_distance,
+    preference_accuracy,
+    register,
+    score_estimate,
+)
+
+rng = np.random.default_rng(0)
+N_PROMPTS = 60
+PROMPT = np.tile(np.arange(N_PROMPTS), 2)
+TRUE = rng.standard_normal(2 * N_PROMPTS)
+
+
+def test_canonical_rewards_have_zero_mean_per_prompt():
+    canonical = canonicalize(TRUE, PROMPT)
+    assert np.allclose(np.bincount(PROMPT, weights=canonical), 0)
+
+
+def test_epic_ignores_potential_shaping_and_scale_but_pearson_does_not():
+    shaped = 3.0 * TRUE + 5.0 * rng.standard_normal(N_PROMPTS)[PROMPT]  # a per-prompt (state) offset
+    assert epic_distance(TRUE, shaped, PROMPT) == pytest.approx(0, abs=1e-6)
+    assert np.corrcoef(TRUE, shaped)[0, 1] < 0.7
+    assert epic_distance(TRUE, -TRUE, PROMPT) == pytest.approx(1)
+    noise = [epic_distance(TRUE, rng.standard_normal(len(TRUE)), PROMPT) for _ in range(50)]
+    assert np.mean(noise) == pytest.approx(np.sqrt(0.5), abs=0.05)
+
+
+def test_preference_accuracy_counts_same_prompt_pairs_and_half_for_ties():
+    assert preference_accuracy(TRUE, TRUE, PROMPT) == 1.0
+    assert preference_accuracy(TRUE, -TRUE, PROMPT) == 0.0
+    assert preference_accuracy(TRUE, np.zeros_like(TRUE), PROMPT) == 0.5
+    # pairs across prompts never count: an estimate that only ranks prompts scores chance
+    by_prompt = rng.standard_normal(N_PROMPTS)[PROMPT]
+    assert preference_accuracy(TRUE, by_prompt, PROMPT) == 0.5
+
+
+def test_within_policy_pearson_sees_through_authorship():
+    policy = np.repeat(["base", "tuned"], N_PROMPTS)
+    true = TRUE + 3.0 * (policy == "tuned")  # the tuned model's completions score higher
+    author = (policy == "tuned").astype(float)
+    scores = score_estimate(true, author, PROMPT, policy, n_resamples=50)
+    assert scores["pearson"]["value"] > 0.7 and scores["preference_accuracy"]["value"] > 0.9
+    assert np.isnan(scores["pearson_within_policy"]["value"])  # constant within each model: no information
+    content = score_estimate(true, true, PROMPT, policy, n_resamples=50)
+    assert content["pearson_within_policy"]["value"] == pytest.approx(1)
+
+
+def test_score_estimate_gives_intervals_around_each_metric():
+    scores = score_estimate(TRUE, TRUE + 0.5 * rng.standard_normal(len(TRUE)), PROMPT, n_resamples=200)
+    for name, e in scores.items():
+        assert e["low"] <= e["value"] <= e["high"], name
+    assert scores["pearson"]["value"] > 0.8 and scores["epic"]["value"] < 0.35
+    with pytest.raises(IrmscopeError, match="NaN"):
+        score_estimate(TRUE, np.full_like(TRUE, np.nan), PROMPT)
+
+
+def test_a_registered_method_joins_the_leaderboard(monkeypatch):
+    class Oracle(RewardEstimator):
+        name = "oracle (test)"
+        description = "the known reward itself"
+
+        def estimate(self, inputs):
+            return Estimates(tuned=inputs.coverage.true, base=None, base_note="n/a")
+
+    from irmscope.leaderboard import base
+
+    monkeypatch.setattr(base, "METHODS", dict(METHODS))  # the test's method leaves the real registry alone
+    register(Oracle())
+    with pytest.raises(IrmscopeError, match="two leaderboard methods"):
+        register(Oracle())
+    samples = {
+        "prompts": [f"p{i}" for i in range(N_PROMPTS)],
+        "base_completions": ["b"] * N_PROMPTS,
+        "tuned_completions": ["t"] * N_PROMPTS,
+        "base_scores": TRUE[:N_PROMPTS].tolist(),
+        "tuned_scores": TRUE[N_PROMPTS:].tolist(),
+    }
+    inputs = MethodInputs(Coverage.from_samples(samples), None, None, {}, 0.1, 0)
+    board = build_leaderboard(inputs, [base.METHODS["oracle (test)"]], n_resamples=20)
+    (row,) = board["rows"]
+    assert row["tuned"]["pearson"]["value"] == pytest.approx(1) and row["tuned"]["epic"]["value"] < 1e-6
+    assert row["base"] is None and board["n_completions"] == 2 * N_PROMPTS
+    assert "oracle (test)" not in METHODS

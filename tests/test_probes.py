@@ -1,0 +1,142 @@
+"""Reward probes (ridge, held-out scoring, shuffled controls, cross-fitting), the probe study on a tiny
+model, steering, the ratings targets and DPO's implicit reward."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from irmscope.errors import IrmscopeError
+from irmscope.leaderboard import Coverage, MethodInputs
+from irmscope.leaderboard.methods.dpo_implicit import ImplicitReward, log_likelihood
+from irmscope.models import load_model
+from irmscope.probes import (
+    cross_fitted,
+    fit_probe,
+    group_split,
+    held_out_score,
+    probe_study,
+    read_residuals,
+    steering_curves,
+)
+from irmscope.probes.experiment import review_targets
+from irmscope.rewards import Lexicon, LexiconReward
+
+rng = np.random.default_rng(0)
+WORDS = ["good", "bad", "great", "awful", "fine", "movie", "plot", "actor"]
+LEXICON = Lexicon({"good": 2.0, "great": 3.0, "bad": -2.0, "awful": -3.0})
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-llama")
+
+
+def test_probe_recovers_a_linear_target_and_shuffled_labels_do_not():
+    x = rng.standard_normal((300, 40))
+    y = x @ rng.standard_normal(40) + 0.1 * rng.standard_normal(300)
+    train, test = group_split(np.arange(300), 0.3, seed=0)
+    score = held_out_score(x, y, train, test)
+    assert score["pearson"]["value"] > 0.99 and score["pearson"]["low"] > 0.98
+    low, high = score["shuffled_pearson_range"]
+    assert abs(score["shuffled_pearson"]) < 0.2 and low < 0 < high
+    assert score["shuffled_mae"] > 5 * score["mae"]
+    probe = fit_probe(x, y)
+    assert np.allclose(probe.predict(x[:3]), x[:3] @ probe.direction + probe.intercept)
+
+
+def test_splits_and_cross_fitting_never_put_a_group_on_both_sides():
+    groups = np.repeat(np.arange(40), 3)
+    train, test = group_split(groups, 0.25, seed=1)
+    assert not set(groups[train]) & set(groups[test]) and test.sum() == 30
+    # the target is a property of the group that the features reveal only through the group's identity
+    x = np.eye(40)[groups] + 0.01 * rng.standard_normal((120, 40))
+    y = rng.standard_normal(40)[groups]
+    in_sample = fit_probe(x, y).predict(x)
+    assert np.corrcoef(in_sample, y)[0, 1] > 0.9
+    assert abs(np.corrcoef(cross_fitted(x, y, groups), y)[0, 1]) < 0.4  # unseen groups: nothing to know
+    with pytest.raises(IrmscopeError, match="NaN"):
+        fit_probe(x, np.full(120, np.nan))
+
+
+def test_residuals_read_the_last_token_the_prompt_end_and_the_mean(lm):
+    residuals = read_residuals(lm, ["the film was", "a"], [" good", " bad and awful"], progress=False)
+    assert residuals.last.shape == (2, lm.n_layers, lm.d_model) == residuals.mean.shape
+    assert residuals.prompt_end is not None and not np.allclose(residuals.last, residuals.prompt_end)
+    only = read_residuals(lm, [""], [" good"], progress=False)
+    assert only.prompt_end is None
+
+
+def test_probe_study_finds_a_lexicon_count_on_a_tiny_model(lm):
+    texts = [" ".join(rng.choice(WORDS, 12)) for _ in range(80)]
+    y = LexiconReward(LEXICON).score(texts)
+    study = probe_study(lm, ["the film was "] * 80, texts, y, max_positions=5, progress=False)
+    summary = study.summary
+    assert set(summary["per_layer"]) == {"last_token", "prompt_end", "mean_pooled"}
+    best = summary["best"]
+    assert best["pearson"]["value"] > 0.9 and best["pearson"]["value"] > best["shuffled_pearson_range"][1]
+    assert len(summary["by_position"]["curve"]) == 5
+    assert study.cross_fitted.shape == (80,) and np.corrcoef(study.cross_fitted, y)[0, 1] > 0.8
+    # the prompt is identical for every text, so its last token knows nothing about the continuation
+    prompt_end = [row["pearson"]["value"] for row in summary["per_layer"]["prompt_end"]]
+    assert all(np.isnan(r) or abs(r) < 0.3 for r in prompt_end)
+
+
+def test_steering_pairs_every_scale_with_the_unsteered_completions(lm):
+    prompts = ["the film was", "the plot is", "i think it"]
+    site = "blocks.1.hook_resid_post"
+    direction = rng.standard_normal(lm.d_model)
+    result = steering_curves(
+        lm,
+        lm,
+        {"test": (site, direction)},
+        prompts,
+        LexiconReward(LEXICON),
+        scales=[0.0, 8.0],
+        n_random=1,
+        max_new_tokens=6,
+        batch_size=3,
+        progress=False,
+    )
+    assert set(result["curves"]) == {"test", "random 1 (test)"}
+    points = result["curves"]["test"]["points"]
+    assert points[0]["reward_change"] == {**points[0]["reward_change"], "value": 0.0, "low": 0.0, "high": 0.0}
+    assert points[0]["example"] != points[1]["example"]  # a large step changes what the model writes
+    with pytest.raises(IrmscopeError, match="zero or not finite"):
+        steering_curves(lm, lm, {"zero": (site, np.zeros(lm.d_model))}, prompts, LexiconReward(LEXICON))
+
+
+def test_review_targets_map_stars_to_minus_one_to_one_and_fall_back_to_labels():
+    stars = pd.DataFrame({"text": ["a", "b", "c"], "rating": [1, 10, 7], "label": [0, 1, 1]})
+    texts, y, kind = review_targets(stars, 2)
+    assert texts == ["a", "b"] and y.tolist() == [-1.0, 1.0] and kind == "ratings"
+    _, y, kind = review_targets(stars.drop(columns="rating"), 3)
+    assert y.tolist() == [-1.0, 1.0, 1.0] and kind == "labels"
+    assert review_targets(stars[["text"]], 3) is None
+
+
+def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
+    samples = {
+        "prompts": ["the film was", "the plot is"],
+        "base_completions": [" good", " bad"],
+        "tuned_completions": [" great fun", " awful"],
+        "base_scores": [1.0, -1.0],
+        "tuned_scores": [2.0, -2.0],
+    }
+    coverage = Coverage.from_samples(samples)
+    other = load_model("tiny-llama", seed=1)
+    inputs = MethodInputs(coverage, other, lm, {}, dpo_beta=0.5, seed=0)
+    estimates = ImplicitReward().estimate(inputs)
+    assert estimates.base is None and estimates.base_note
+    ids = lm.tokenizer("the film was great fun", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    n_prompt = len(lm.tokenizer("the film was", add_special_tokens=False)["input_ids"])
+
+    def manual(model):
+        with torch.no_grad():
+            logp = torch.log_softmax(model.model(input_ids=ids).logits[0, :-1].float(), -1)
+        return float(logp[torch.arange(n_prompt - 1, ids.shape[1] - 1), ids[0, n_prompt:]].sum())
+
+    assert log_likelihood(lm, ["the film was"], [" great fun"])[0] == pytest.approx(manual(lm), rel=1e-4)
+    assert estimates.tuned[2] == pytest.approx(0.5 * (manual(other) - manual(lm)), rel=1e-3)
+    same = ImplicitReward().estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0))
+    assert np.allclose(same.tuned, 0)
