@@ -8,7 +8,11 @@ import torch
 
 from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import Coverage, MethodInputs
-from irmscope.leaderboard.methods.dpo_implicit import ImplicitReward, log_likelihood
+from irmscope.leaderboard.methods.dpo_implicit import (
+    ImplicitReward,
+    OtherPolicyImplicitReward,
+    log_likelihood,
+)
 from irmscope.models import load_model
 from irmscope.probes import (
     cross_fitted,
@@ -140,3 +144,7 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
     assert estimates.tuned[2] == pytest.approx(0.5 * (manual(other) - manual(lm)), rel=1e-3)
     same = ImplicitReward().estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0))
     assert np.allclose(same.tuned, 0)
+    # another checkpoint's implicit reward, on the same completions, when the run names one
+    assert OtherPolicyImplicitReward().estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0)) is None
+    named = MethodInputs(coverage, lm, lm, {}, 0.5, 0, other_policies={"dpo": other})
+    assert np.allclose(OtherPolicyImplicitReward().estimate(named).tuned, estimates.tuned)

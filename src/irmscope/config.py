@@ -195,6 +195,11 @@ class ProbesSection(_Section):
     )
     n_random_directions: int = Field(2, ge=0, description="random directions of equal norm per direction")
     bootstrap_resamples: int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
+    dpo_model: str | None = Field(
+        None,
+        description="another checkpoint of the same base (e.g. DPO-tuned) whose implicit reward also enters "
+        "the leaderboard",
+    )
 
 
 class RunConfig(_Section):

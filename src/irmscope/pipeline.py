@@ -546,7 +546,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         def make_leaderboard(work: Path) -> dict[str, Any]:
             finished = {"probes": probes.dir, **({"elicit": elicitation.dir} if elicitation else {})}
-            inputs = MethodInputs(coverage, tuned, run.base, finished, config.tune.beta, seed)
+            others = {"dpo": load_model(probe_settings.dpo_model)} if probe_settings.dpo_model else {}
+            inputs = MethodInputs(coverage, tuned, run.base, finished, config.tune.beta, seed, others)
             result = build_leaderboard(inputs, n_resamples=probe_settings.bootstrap_resamples)
             write_json(work / "leaderboard.json", result)
             return {"methods": [row["method"] for row in result["rows"]]}
@@ -558,6 +559,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "beta": config.tune.beta,
                 "seed": seed,
                 "methods": sorted(METHODS),  # a new method module recomputes the board
+                "dpo_model": probe_settings.dpo_model,
             },
             [probes, evaluation, *([elicitation] if elicitation else [])],
             make_leaderboard,

@@ -4,15 +4,16 @@ A method is one module in :mod:`irmscope.leaderboard.methods` that calls :func:`
 of :class:`RewardEstimator`; nothing else needs editing. Its :meth:`RewardEstimator.estimate` gets the
 coverage set, both models and the folders of the pipeline stages it may read (``needs`` names them), and
 returns one estimate per completion for the tuned model and one for the untuned base model (the control
-every number sits beside); ``None`` means the method has no base-model version and says why in
-``base_note``.
+every number sits beside); a ``None`` base means the method has no base-model version and says why in
+``base_note``, and returning ``None`` altogether means the method does not apply to this run (its row is
+left out).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,7 @@ class MethodInputs:
     stages: Mapping[str, Path]  # finished pipeline stages by name (e.g. "elicit", "probes")
     dpo_beta: float
     seed: int
+    other_policies: Mapping[str, LoadedModel] = field(default_factory=dict)  # e.g. {"dpo": a DPO checkpoint}
 
     def stage(self, name: str) -> Path:
         if name not in self.stages:
@@ -87,7 +89,7 @@ class RewardEstimator(ABC):
     supervised: bool = False
 
     @abstractmethod
-    def estimate(self, inputs: MethodInputs) -> Estimates: ...
+    def estimate(self, inputs: MethodInputs) -> Estimates | None: ...
 
 
 METHODS: dict[str, RewardEstimator] = {}

@@ -26,6 +26,8 @@ def build_leaderboard(
     rows = []
     for method in methods if methods is not None else available_methods(list(inputs.stages)):
         estimates = method.estimate(inputs)
+        if estimates is None:
+            continue
         row: dict[str, Any] = {
             "method": method.name,
             "description": method.description,

@@ -1,16 +1,33 @@
 """DPO's implicit reward (Rafailov et al. 2023): ``beta * log(pi_tuned(y|x) / pi_ref(y|x))`` summed over
 the completion's tokens. Exact for a DPO-tuned policy (up to a per-prompt term, which EPIC ignores); for an
-RL-tuned policy with a KL penalty the optimum has the same form, so it estimates that reward too."""
+RL-tuned policy with a KL penalty the optimum has the same form, so it estimates that reward too.
+
+Two rows: the studied tuned model's implicit reward, and that of another checkpoint of the same base when
+the run names one (``probes.dpo_model``, e.g. a DPO-tuned model): the implicit reward is a function of
+(prompt, completion), so any policy's can be scored on the same coverage completions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
+from irmscope.models.loading import LoadedModel
 from irmscope.tune.evaluate import completion_statistics
 
 
-def log_likelihood(lm, prompts, completions):
+def log_likelihood(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+    """Summed log-probability of each completion's tokens given its prompt."""
     stats = completion_statistics(lm, None, prompts, completions)
     return -stats["nll"] * stats["n_tokens"]
+
+
+def implicit_reward(policy: LoadedModel, reference: LoadedModel, coverage, beta: float) -> np.ndarray:
+    prompts, completions = coverage.prompts, coverage.completions
+    return beta * (
+        log_likelihood(policy, prompts, completions) - log_likelihood(reference, prompts, completions)
+    )
 
 
 class ImplicitReward(RewardEstimator):
@@ -18,14 +35,29 @@ class ImplicitReward(RewardEstimator):
     description = "beta * log(pi_tuned / pi_base) of each completion, no reward labels"
 
     def estimate(self, inputs: MethodInputs) -> Estimates:
-        cov = inputs.coverage
-        tuned = log_likelihood(inputs.tuned, cov.prompts, cov.completions)
-        base = log_likelihood(inputs.base, cov.prompts, cov.completions)
         return Estimates(
-            tuned=inputs.dpo_beta * (tuned - base),
+            tuned=implicit_reward(inputs.tuned, inputs.base, inputs.coverage, inputs.dpo_beta),
+            base=None,
+            base_note="the base model's implicit reward against itself is identically 0",
+        )
+
+
+class OtherPolicyImplicitReward(RewardEstimator):
+    name = "DPO implicit reward (probes.dpo_model)"
+    description = (
+        "beta * log(pi_other / pi_base) of the checkpoint named by probes.dpo_model, no reward labels"
+    )
+
+    def estimate(self, inputs: MethodInputs) -> Estimates | None:
+        other = inputs.other_policies.get("dpo")
+        if other is None:
+            return None
+        return Estimates(
+            tuned=implicit_reward(other, inputs.base, inputs.coverage, inputs.dpo_beta),
             base=None,
             base_note="the base model's implicit reward against itself is identically 0",
         )
 
 
 register(ImplicitReward())
+register(OtherPolicyImplicitReward())
