@@ -148,3 +148,20 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
     assert OtherPolicyImplicitReward().estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0)) is None
     named = MethodInputs(coverage, lm, lm, {}, 0.5, 0, other_policies={"dpo": other})
     assert np.allclose(OtherPolicyImplicitReward().estimate(named).tuned, estimates.tuned)
+
+
+def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):
+    from irmscope.leaderboard.methods.endogenous import endogenous_reward
+
+    prompt, completion = "the film was", " great fun and"
+    ids = lm.tokenizer(prompt + completion, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    n_prompt = len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits[0].float()
+    value = torch.logsumexp(logits, -1)  # V of the state after each position
+    log_pi = torch.log_softmax(logits, -1)
+    per_token = [
+        log_pi[t - 1, ids[0, t]] + value[t - 1] - value[t] for t in range(n_prompt, ids.shape[1])
+    ]  # r(s, a) = log pi(a|s) + V(s) - V(s'), alpha = 1
+    got = endogenous_reward(lm, [prompt, "a"], [completion, " b"])
+    assert got.shape == (2,) and got[0] == pytest.approx(float(sum(per_token)), rel=1e-4)

@@ -25,7 +25,7 @@ from irmscope.stats import bootstrap_ci
 from irmscope.tune.sampling import generate_completions
 
 
-def _completion_batch(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]):
+def completion_batch(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]):
     """Right-padded ids of prompt + completion, and a mask of the completion tokens."""
     tok = lm.tokenizer
     rows, masks = [], []
@@ -54,7 +54,7 @@ def completion_statistics(
     ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary."""
     nll, kl, n_tokens = [], [], []
     for start in range(0, len(prompts), batch_size):
-        ids, attention, completion = _completion_batch(
+        ids, attention, completion = completion_batch(
             policy, prompts[start : start + batch_size], completions[start : start + batch_size]
         )
         # the token at position t is predicted by the logits at t - 1
