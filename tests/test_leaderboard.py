@@ -95,3 +95,21 @@ def test_a_registered_method_joins_the_leaderboard(monkeypatch):
     assert row["tuned"]["pearson"]["value"] == pytest.approx(1) and row["tuned"]["epic"]["value"] < 1e-6
     assert row["base"] is None and board["n_completions"] == 2 * N_PROMPTS
     assert "oracle (test)" not in METHODS
+
+
+def test_probe_rows_read_the_probes_stage_and_skip_a_missing_ratings_probe(tmp_path):
+    np.savez(tmp_path / "coverage_estimates.npz", reward_tuned=TRUE, reward_base=-TRUE)
+    samples = {
+        "prompts": [f"p{i}" for i in range(N_PROMPTS)],
+        "base_completions": ["b"] * N_PROMPTS,
+        "tuned_completions": ["t"] * N_PROMPTS,
+        "base_scores": TRUE[:N_PROMPTS].tolist(),
+        "tuned_scores": TRUE[N_PROMPTS:].tolist(),
+    }
+    inputs = MethodInputs(Coverage.from_samples(samples), None, None, {"probes": tmp_path}, 0.1, 0)
+    assert METHODS["ratings probe"].estimate(inputs) is None  # the review source had no ratings or labels
+    board = build_leaderboard(inputs, [METHODS["reward probe"], METHODS["ratings probe"]], n_resamples=20)
+    (row,) = board["rows"]
+    assert row["tuned"]["pearson"]["value"] == pytest.approx(1) and row["base"]["pearson"]["value"] < 0
+    with pytest.raises(IrmscopeError, match="stage 'elicit' has not run"):
+        METHODS["IRM lexicon (faithful)"].estimate(inputs)

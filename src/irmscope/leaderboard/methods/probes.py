@@ -19,8 +19,10 @@ class ProbeEstimate(RewardEstimator):
     def __init__(self, name: str, key: str, description: str, supervised: bool) -> None:
         self.name, self.key, self.description, self.supervised = name, key, description, supervised
 
-    def estimate(self, inputs: MethodInputs) -> Estimates:
+    def estimate(self, inputs: MethodInputs) -> Estimates | None:
         saved = np.load(inputs.stage("probes") / "coverage_estimates.npz")
+        if f"{self.key}_tuned" not in saved:  # e.g. no ratings probe: the review source has no judgements
+            return None
         return Estimates(tuned=saved[f"{self.key}_tuned"], base=saved[f"{self.key}_base"])
 
 
