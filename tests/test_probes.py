@@ -163,5 +163,6 @@ def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):
     per_token = [
         log_pi[t - 1, ids[0, t]] + value[t - 1] - value[t] for t in range(n_prompt, ids.shape[1])
     ]  # r(s, a) = log pi(a|s) + V(s) - V(s'), alpha = 1
-    got = endogenous_reward(lm, [prompt, "a"], [completion, " b"])
-    assert got.shape == (2,) and got[0] == pytest.approx(float(sum(per_token)), rel=1e-4)
+    got = endogenous_reward(lm, [prompt, "a", "the film was"], [completion, " b", ""])
+    assert got.shape == (3,) and got[0] == pytest.approx(float(sum(per_token)), rel=1e-4)
+    assert got[2] == pytest.approx(0, abs=1e-5)  # no completion, no reward

@@ -36,7 +36,9 @@ def endogenous_reward(
         logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         likelihood = (logp * completion[:, 1:]).sum(1)
         rows = torch.arange(len(ids))
-        first = (completion.float().argmax(1) - 1).clamp(min=0)  # the prompt's last token: V(x)
+        # the prompt's last token gives V(x) (an empty completion then gives R = 0); with an empty prompt
+        # there is no state before the first token, so V is read after it
+        first = (attention.sum(1) - completion.sum(1) - 1).clamp(min=0)
         last = attention.sum(1) - 1  # the completion's last token: V(x + y)
         values = torch.logsumexp(logits, -1)
         out.append((likelihood + values[rows, first] - values[rows, last]).numpy())
