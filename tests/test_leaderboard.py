@@ -23,6 +23,16 @@ rng = np.random.default_rng(0)
 N_PROMPTS = 60
 PROMPT = np.tile(np.arange(N_PROMPTS), 2)
 TRUE = rng.standard_normal(2 * N_PROMPTS)
+# an evaluation stage's samples whose known rewards are TRUE (base completions first)
+COVERAGE = Coverage.from_samples(
+    {
+        "prompts": [f"p{i}" for i in range(N_PROMPTS)],
+        "base_completions": ["b"] * N_PROMPTS,
+        "tuned_completions": ["t"] * N_PROMPTS,
+        "base_scores": TRUE[:N_PROMPTS].tolist(),
+        "tuned_scores": TRUE[N_PROMPTS:].tolist(),
+    }
+)
 
 
 def test_canonical_rewards_have_zero_mean_per_prompt():
@@ -82,14 +92,7 @@ def test_a_registered_method_joins_the_leaderboard(monkeypatch):
     register(Oracle())
     with pytest.raises(IrmscopeError, match="two leaderboard methods"):
         register(Oracle())
-    samples = {
-        "prompts": [f"p{i}" for i in range(N_PROMPTS)],
-        "base_completions": ["b"] * N_PROMPTS,
-        "tuned_completions": ["t"] * N_PROMPTS,
-        "base_scores": TRUE[:N_PROMPTS].tolist(),
-        "tuned_scores": TRUE[N_PROMPTS:].tolist(),
-    }
-    inputs = MethodInputs(Coverage.from_samples(samples), None, None, {}, 0.1, 0)
+    inputs = MethodInputs(COVERAGE, None, None, {}, 0.1, 0)
     board = build_leaderboard(inputs, [base.METHODS["oracle (test)"]], n_resamples=20)
     (row,) = board["rows"]
     assert row["tuned"]["pearson"]["value"] == pytest.approx(1) and row["tuned"]["epic"]["value"] < 1e-6
@@ -99,14 +102,7 @@ def test_a_registered_method_joins_the_leaderboard(monkeypatch):
 
 def test_probe_rows_read_the_probes_stage_and_skip_a_missing_ratings_probe(tmp_path):
     np.savez(tmp_path / "coverage_estimates.npz", reward_tuned=TRUE, reward_base=-TRUE)
-    samples = {
-        "prompts": [f"p{i}" for i in range(N_PROMPTS)],
-        "base_completions": ["b"] * N_PROMPTS,
-        "tuned_completions": ["t"] * N_PROMPTS,
-        "base_scores": TRUE[:N_PROMPTS].tolist(),
-        "tuned_scores": TRUE[N_PROMPTS:].tolist(),
-    }
-    inputs = MethodInputs(Coverage.from_samples(samples), None, None, {"probes": tmp_path}, 0.1, 0)
+    inputs = MethodInputs(COVERAGE, None, None, {"probes": tmp_path}, 0.1, 0)
     assert METHODS["ratings probe"].estimate(inputs) is None  # the review source had no ratings or labels
     board = build_leaderboard(inputs, [METHODS["reward probe"], METHODS["ratings probe"]], n_resamples=20)
     (row,) = board["rows"]
