@@ -7,12 +7,8 @@ import pytest
 import torch
 
 from irmscope.errors import IrmscopeError
-from irmscope.leaderboard import Coverage, MethodInputs
-from irmscope.leaderboard.methods.dpo_implicit import (
-    ImplicitReward,
-    OtherPolicyImplicitReward,
-    log_likelihood,
-)
+from irmscope.leaderboard import METHODS, Coverage, MethodInputs
+from irmscope.leaderboard.methods.dpo_implicit import log_likelihood
 from irmscope.models import load_model
 from irmscope.probes import (
     cross_fitted,
@@ -119,6 +115,10 @@ def test_review_targets_map_stars_to_minus_one_to_one_and_fall_back_to_labels():
     assert review_targets(stars[["text"]], 3) is None
 
 
+TUNED_IMPLICIT = METHODS["DPO implicit reward"]
+OTHER_IMPLICIT = METHODS["DPO implicit reward (probes.dpo_model)"]
+
+
 def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
     samples = {
         "prompts": ["the film was", "the plot is"],
@@ -130,7 +130,7 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
     coverage = Coverage.from_samples(samples)
     other = load_model("tiny-llama", seed=1)
     inputs = MethodInputs(coverage, other, lm, {}, dpo_beta=0.5, seed=0)
-    estimates = ImplicitReward().estimate(inputs)
+    estimates = TUNED_IMPLICIT.estimate(inputs)
     assert estimates.base is None and estimates.base_note
     ids = lm.tokenizer("the film was great fun", add_special_tokens=False, return_tensors="pt")["input_ids"]
     n_prompt = len(lm.tokenizer("the film was", add_special_tokens=False)["input_ids"])
@@ -142,12 +142,12 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
 
     assert log_likelihood(lm, ["the film was"], [" great fun"])[0] == pytest.approx(manual(lm), rel=1e-4)
     assert estimates.tuned[2] == pytest.approx(0.5 * (manual(other) - manual(lm)), rel=1e-3)
-    same = ImplicitReward().estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0))
+    same = TUNED_IMPLICIT.estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0))
     assert np.allclose(same.tuned, 0)
     # another checkpoint's implicit reward, on the same completions, when the run names one
-    assert OtherPolicyImplicitReward().estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0)) is None
+    assert OTHER_IMPLICIT.estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0)) is None
     named = MethodInputs(coverage, lm, lm, {}, 0.5, 0, other_policies={"dpo": other})
-    assert np.allclose(OtherPolicyImplicitReward().estimate(named).tuned, estimates.tuned)
+    assert np.allclose(OTHER_IMPLICIT.estimate(named).tuned, estimates.tuned)
 
 
 def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):

@@ -14,7 +14,6 @@ from irmscope.errors import IrmscopeError
 from irmscope.leaderboard.base import Coverage
 from irmscope.models.adapters import site_name
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import read_residuals
 from irmscope.probes.study import ProbeStudy, probe_study
 from irmscope.sae.model import SAE
 
@@ -34,14 +33,11 @@ def review_targets(reviews: pd.DataFrame, n: int) -> tuple[list[str], np.ndarray
     return None
 
 
-def _apply(study: ProbeStudy, lm: LoadedModel, coverage: Coverage) -> np.ndarray:
-    """The study's chosen probe read on the coverage completions at the same layer and position."""
+def _apply(study: ProbeStudy, coverage_study: ProbeStudy) -> np.ndarray:
+    """``study``'s chosen probe read on the coverage completions (whose read-outs ``coverage_study`` holds)
+    at the same layer and position."""
     best = study.summary["best"]
-    residuals = read_residuals(
-        lm, coverage.prompts, coverage.completions, [best["layer"]], max_length=None, progress=False
-    )
-    acts = residuals.mean if best["position"] == "mean_pooled" else residuals.last
-    return study.probe.predict(acts[:, 0])
+    return study.probe.predict(coverage_study.residuals.at(best["position"], best["layer"]))
 
 
 def reward_probe_study(
@@ -94,7 +90,7 @@ def reward_probe_study(
                 by_position=False,
                 **common,
             )
-            estimates[f"ratings_{label}"] = _apply(studies["ratings"], lm, coverage)
+            estimates[f"ratings_{label}"] = _apply(studies["ratings"], studies["reward"])
             result["ratings"]["target"] = kind
         for target, study in studies.items():
             result[target][label] = study.summary

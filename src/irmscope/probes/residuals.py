@@ -39,6 +39,18 @@ class Residuals:
     prompt_end: np.ndarray | None
     mean: np.ndarray
 
+    def by_position(self) -> dict[str, np.ndarray]:
+        """Each read-out by name (``last_token``, ``prompt_end`` when there is one, ``mean_pooled``)."""
+        kinds = {"last_token": self.last}
+        if self.prompt_end is not None:
+            kinds["prompt_end"] = self.prompt_end
+        kinds["mean_pooled"] = self.mean
+        return kinds
+
+    def at(self, position: str, layer: int) -> np.ndarray:
+        """The rows of one read-out at one layer."""
+        return self.by_position()[position][:, self.layers.index(layer)]
+
 
 def _encode(lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None):
     """Right-padded ids of prompt + continuation (cut to ``max_length``), their mask, and each row's prompt

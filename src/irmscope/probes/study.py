@@ -19,7 +19,7 @@ import numpy as np
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import read_positions, read_residuals
+from irmscope.probes.residuals import Residuals, read_positions, read_residuals
 from irmscope.probes.ridge import LinearProbe, cross_fitted, fit_probe, group_split, held_out_score, pearson
 
 #: positions held by fewer held-out texts are left out of the error-against-position curve
@@ -29,11 +29,13 @@ MIN_TEXTS_PER_POSITION = 5
 @dataclass(frozen=True)
 class ProbeStudy:
     """``summary`` is JSON-able; ``probe`` is the chosen probe refitted on every text (for steering and for
-    reading other texts) and ``cross_fitted`` its out-of-fold predictions for every text."""
+    reading other texts), ``cross_fitted`` its out-of-fold predictions for every text, and ``residuals``
+    the texts' read-outs at every layer (so other probes can be applied to them without another pass)."""
 
     summary: dict[str, Any]
     probe: LinearProbe
     cross_fitted: np.ndarray
+    residuals: Residuals
 
 
 def _row(layer: int, score: dict[str, Any]) -> dict[str, Any]:
@@ -105,10 +107,7 @@ def probe_study(
     residuals = read_residuals(
         lm, prompts, continuations, max_length=max_length, batch_size=batch_size, progress=progress
     )
-    kinds = {"last_token": residuals.last}
-    if residuals.prompt_end is not None:
-        kinds["prompt_end"] = residuals.prompt_end
-    kinds["mean_pooled"] = residuals.mean
+    kinds = residuals.by_position()
     per_layer: dict[str, list[dict[str, Any]]] = {}
     best: tuple[float, str, int, dict[str, Any]] | None = None
     single: tuple[float, int] | None = None  # the best layer for reading one token (the position curve)
@@ -147,4 +146,4 @@ def probe_study(
         "best": {"position": kind, **_row(layer, score)},
         "by_position": {"layer": position_layer, "curve": curve} if curve is not None else None,
     }
-    return ProbeStudy(summary, fit_probe(chosen, y), cross_fitted(chosen, y, groups))
+    return ProbeStudy(summary, fit_probe(chosen, y), cross_fitted(chosen, y, groups), residuals)

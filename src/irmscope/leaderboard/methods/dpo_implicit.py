@@ -8,7 +8,7 @@ the run names one (``probes.dpo_model``, e.g. a DPO-tuned model): the implicit r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,33 +31,33 @@ def implicit_reward(policy: LoadedModel, reference: LoadedModel, coverage, beta:
 
 
 class ImplicitReward(RewardEstimator):
-    name = "DPO implicit reward"
-    description = "beta * log(pi_tuned / pi_base) of each completion, no reward labels"
+    """The implicit reward of the policy ``policy_of(inputs)`` returns (``None``: not in this run)."""
 
-    def estimate(self, inputs: MethodInputs) -> Estimates:
-        return Estimates(
-            tuned=implicit_reward(inputs.tuned, inputs.base, inputs.coverage, inputs.dpo_beta),
-            base=None,
-            base_note="the base model's implicit reward against itself is identically 0",
-        )
-
-
-class OtherPolicyImplicitReward(RewardEstimator):
-    name = "DPO implicit reward (probes.dpo_model)"
-    description = (
-        "beta * log(pi_other / pi_base) of the checkpoint named by probes.dpo_model, no reward labels"
-    )
+    def __init__(self, name: str, description: str, policy_of: Callable[[MethodInputs], LoadedModel | None]):
+        self.name, self.description, self.policy_of = name, description, policy_of
 
     def estimate(self, inputs: MethodInputs) -> Estimates | None:
-        other = inputs.other_policies.get("dpo")
-        if other is None:
+        policy = self.policy_of(inputs)
+        if policy is None:
             return None
         return Estimates(
-            tuned=implicit_reward(other, inputs.base, inputs.coverage, inputs.dpo_beta),
+            tuned=implicit_reward(policy, inputs.base, inputs.coverage, inputs.dpo_beta),
             base=None,
             base_note="the base model's implicit reward against itself is identically 0",
         )
 
 
-register(ImplicitReward())
-register(OtherPolicyImplicitReward())
+register(
+    ImplicitReward(
+        "DPO implicit reward",
+        "beta * log(pi_tuned / pi_base) of each completion, no reward labels",
+        lambda inputs: inputs.tuned,
+    )
+)
+register(
+    ImplicitReward(
+        "DPO implicit reward (probes.dpo_model)",
+        "beta * log(pi_other / pi_base) of the checkpoint named by probes.dpo_model, no reward labels",
+        lambda inputs: inputs.other_policies.get("dpo"),
+    )
+)
