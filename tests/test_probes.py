@@ -54,9 +54,55 @@ def test_splits_and_cross_fitting_never_put_a_group_on_both_sides():
     y = rng.standard_normal(40)[groups]
     in_sample = fit_probe(x, y).predict(x)
     assert np.corrcoef(in_sample, y)[0, 1] > 0.9
-    assert abs(np.corrcoef(cross_fitted(x, y, groups), y)[0, 1]) < 0.4  # unseen groups: nothing to know
+    predicted, chosen = cross_fitted({"identity": x}, y, groups)
+    assert (
+        abs(np.corrcoef(predicted, y)[0, 1]) < 0.4 and chosen == ["identity"] * 5
+    )  # unseen: nothing to know
     with pytest.raises(IrmscopeError, match="NaN"):
         fit_probe(x, np.full(120, np.nan))
+
+
+@pytest.mark.parametrize("width", [5, 60])  # tall (Gram eigenvectors) and wide (SVD) folds
+def test_group_cv_error_matches_sklearn_ridge_refitted_per_fold(width):
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GroupKFold
+
+    from irmscope.probes.ridge import ALPHAS, group_cv_mse
+
+    x, groups = rng.standard_normal((40, width)), np.repeat(np.arange(10), 4)
+    y = (x[:, :3].sum(1) + rng.standard_normal(40))[:, None]
+    squared = 0.0
+    for fit, held in GroupKFold(n_splits=5).split(x, y, groups):
+        squared += ((Ridge(alpha=ALPHAS[4]).fit(x[fit], y[fit, 0]).predict(x[held]) - y[held, 0]) ** 2).sum()
+    assert np.isclose(group_cv_mse(x, y, groups)[4, 0], squared / 40)
+
+
+def test_group_folds_choose_a_stronger_penalty_when_twins_share_a_target():
+    # each group's rows are near-copies with one target: leave-one-out rewards memorising the group
+    groups = np.repeat(np.arange(30), 4)
+    x = rng.standard_normal((30, 50))[groups] + 0.01 * rng.standard_normal((120, 50))
+    y = rng.standard_normal(30)[groups]
+    assert fit_probe(x, y, groups).alpha > 100 * fit_probe(x, y).alpha
+
+
+def test_pearson_interval_resamples_whole_groups():
+    from irmscope.probes.ridge import pearson_ci
+
+    truth = rng.standard_normal(30)
+    predicted = truth + rng.standard_normal(30)
+    twice, groups = np.repeat(truth, 2), np.repeat(np.arange(30), 2)
+    by_row = pearson_ci(twice, np.repeat(predicted, 2))
+    by_group = pearson_ci(twice, np.repeat(predicted, 2), groups)
+    assert by_group.n == 30 and by_row.n == 60 and by_group.value == by_row.value
+    assert (by_group.high - by_group.low) > 1.2 * (by_row.high - by_row.low)  # duplicates are not new data
+
+
+def test_cross_fitting_chooses_the_read_out_inside_each_fold():
+    groups = np.repeat(np.arange(40), 2)
+    signal = rng.standard_normal((80, 10))
+    y = signal[:, 0] + 0.1 * rng.standard_normal(80)
+    predicted, chosen = cross_fitted({"noise": rng.standard_normal((80, 10)), "signal": signal}, y, groups)
+    assert chosen == ["signal"] * 5 and np.corrcoef(predicted, y)[0, 1] > 0.95
 
 
 def test_residuals_read_the_last_token_the_prompt_end_and_the_mean(lm):
@@ -85,7 +131,9 @@ def test_probe_study_finds_a_lexicon_count_on_a_tiny_model(lm):
 def test_steering_pairs_every_scale_with_the_unsteered_completions(lm):
     prompts = ["the film was", "the plot is", "i think it"]
     site = "blocks.1.hook_resid_post"
-    direction = rng.standard_normal(lm.d_model)
+    direction = np.random.default_rng(0).standard_normal(
+        lm.d_model
+    )  # its own seed: independent of test order
     result = steering_curves(
         lm,
         lm,

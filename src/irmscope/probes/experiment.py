@@ -88,6 +88,7 @@ def reward_probe_study(
                 targets,
                 max_length=settings.max_length,
                 by_position=False,
+                cross_fit=False,
                 **common,
             )
             estimates[f"ratings_{label}"] = _apply(studies["ratings"], studies["reward"])

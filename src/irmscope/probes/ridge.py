@@ -7,12 +7,13 @@ shuffled labels (how far a 576-dimensional regression gets on noise at this samp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold
 
 from irmscope.errors import IrmscopeError
@@ -29,35 +30,91 @@ class LinearProbe:
     direction: np.ndarray
     intercept: float
     alpha: float
-    train_mse: float  # leave-one-out MSE on the training rows at the chosen alpha (for choosing layers)
+    train_mse: float  # cross-validated MSE on the training rows at the chosen alpha (for choosing layers)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) @ self.direction + self.intercept
 
 
-def _ridge(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge of one target (``y`` 1-D) or several at once (columns), each with its own leave-one-out
-    penalty: direction(s) and intercept(s) in the raw units of ``x``, the penalties and their LOO MSEs."""
+def _fold_predictions(x_fit: np.ndarray, y_fit: np.ndarray, x_held: np.ndarray) -> np.ndarray:
+    """Ridge predictions for ``x_held`` at every penalty in :data:`ALPHAS` (``[alphas, held, targets]``),
+    from one eigendecomposition of the centred fitting rows' smaller Gram matrix (rows x rows in the dual
+    form when they are fewer than the features, features x features otherwise), so the whole penalty grid
+    costs one decomposition."""
+    mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
+    centred, targets = x_fit - mean_x, y_fit - mean_y
+    if centred.shape[0] < centred.shape[1]:  # dual: prediction = X_held X^T (X X^T + a)^-1 y
+        eigen, basis = np.linalg.eigh(centred @ centred.T)
+        held = (x_held - mean_x) @ centred.T @ basis  # [held, rows]
+        projected_y = basis.T @ targets
+    else:  # primal: prediction = X_held (X^T X + a)^-1 X^T y
+        eigen, basis = np.linalg.eigh(centred.T @ centred)
+        held = (x_held - mean_x) @ basis  # [held, features]
+        projected_y = basis.T @ (centred.T @ targets)
+    eigen = np.clip(eigen, 0.0, None)
+    return np.stack([held @ (projected_y / (eigen + a)[:, None]) + mean_y for a in ALPHAS])
+
+
+def group_cv_mse(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = 5) -> np.ndarray:
+    """Mean squared error of ridge at every penalty (``[alphas, targets]``, ``y`` as ``[rows, targets]``),
+    by K-fold cross-validation with every group wholly in one fold: rows of one group (the completions of
+    one prompt, the tokens of one text) share their target, so leaving one row out would let its twins
+    vouch for it and favour too small a penalty."""
+    n_folds = min(n_folds, len(np.unique(groups)))
+    if n_folds < 2:
+        raise IrmscopeError(
+            "cross-validation by group needs at least 2 groups (prompts/texts); add more data"
+        )
+    squared = np.zeros((len(ALPHAS), y.shape[1]))
+    for fit_rows, held_rows in GroupKFold(n_splits=n_folds).split(x, y, groups):
+        predicted = _fold_predictions(x[fit_rows], y[fit_rows], x[held_rows])
+        squared += ((predicted - y[held_rows]) ** 2).sum(1)
+    return squared / len(y)
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features scaled to mean 0 and variance 1 (constant ones left unscaled), with the mean and scale."""
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale == 0] = 1.0
+    return (x - mean) / scale, mean, scale
+
+
+def _ridge(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge of one target (``y`` 1-D) or several at once (columns), each with its own cross-validated
+    penalty: direction(s) and intercept(s) in the raw units of ``x``, the penalties and their CV MSEs.
+
+    Without ``groups`` the penalty is chosen by efficient leave-one-out (rows independent); with them, by
+    :func:`group_cv_mse`."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 3 or len(x) != len(y):
         raise IrmscopeError(f"a probe needs at least 3 rows with one target each; got {len(x)} and {len(y)}")
     if not np.isfinite(y).all():
         raise IrmscopeError("probe targets contain NaN or infinity; check the reward scores")
-    mean, scale = x.mean(0), x.std(0)
-    scale[scale == 0] = 1.0
-    model = RidgeCV(alphas=ALPHAS, store_cv_results=True, alpha_per_target=y.ndim == 2)
-    model.fit((x - mean) / scale, y)
-    alphas = np.atleast_1d(model.alpha_)
-    cv = model.cv_results_.reshape(len(x), -1, len(ALPHAS))  # [rows, targets, alphas]
-    loo_mse = np.array([cv[:, t, list(ALPHAS).index(a)].mean() for t, a in enumerate(alphas)])
-    direction = model.coef_ / scale  # [d] or [targets, d]
-    return direction, model.intercept_ - direction @ mean, alphas, loo_mse
+    standard, mean, scale = _standardise(x)
+    if groups is None:
+        model = RidgeCV(alphas=ALPHAS, store_cv_results=True, alpha_per_target=y.ndim == 2)
+        model.fit(standard, y)
+        alphas = np.atleast_1d(model.alpha_)
+        cv = model.cv_results_.reshape(len(x), -1, len(ALPHAS))  # [rows, targets, alphas]
+        cv_mse = np.array([cv[:, t, list(ALPHAS).index(a)].mean() for t, a in enumerate(alphas)])
+        coef, intercept = model.coef_, model.intercept_
+    else:
+        mse = group_cv_mse(standard, y.reshape(len(y), -1), np.asarray(groups))  # [alphas, targets]
+        chosen = mse.argmin(0)
+        alphas, cv_mse = ALPHAS[chosen], mse[chosen, np.arange(mse.shape[1])]
+        model = Ridge(alpha=alphas if y.ndim == 2 else float(alphas[0])).fit(standard, y)
+        coef, intercept = model.coef_, model.intercept_
+    direction = coef / scale  # [d] or [targets, d]
+    return direction, intercept - direction @ mean, alphas, cv_mse
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray) -> LinearProbe:
-    """Ridge on standardised features, the penalty chosen by efficient leave-one-out over :data:`ALPHAS`."""
-    direction, intercept, alpha, loo_mse = _ridge(x, np.asarray(y, dtype=np.float64).ravel())
-    return LinearProbe(direction, float(intercept), float(alpha[0]), float(loo_mse[0]))
+def fit_probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LinearProbe:
+    """Ridge on standardised features, the penalty chosen over :data:`ALPHAS` by leave-one-out, or by
+    folds of whole groups when rows come in groups that share a target (see :func:`group_cv_mse`)."""
+    direction, intercept, alpha, cv_mse = _ridge(x, np.asarray(y, dtype=np.float64).ravel(), groups)
+    return LinearProbe(direction, float(intercept), float(alpha[0]), float(cv_mse[0]))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,24 +125,33 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def pearson_ci(
-    truth: np.ndarray, predicted: np.ndarray, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Estimate:
-    """Pearson r of held-out predictions with a percentile bootstrap interval over the held-out texts
-    (vectorised: one matrix of resampled indices)."""
+    """Pearson r of held-out predictions with a percentile bootstrap interval that resamples whole
+    ``groups`` (default: each row alone). Resampling groups with replacement weights each row by how often
+    its group was drawn, so all resamples are one weighted-correlation computation."""
     truth, predicted = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
     point = pearson(truth, predicted)
     if not np.isfinite(point):
         return Estimate(point, point, point, level, len(truth))
-    index = np.random.default_rng(seed).integers(0, len(truth), size=(n_resamples, len(truth)))
-    a, b = truth[index], predicted[index]
-    a -= a.mean(1, keepdims=True)
-    b -= b.mean(1, keepdims=True)
+    _, group_of = np.unique(np.arange(len(truth)) if groups is None else groups, return_inverse=True)
+    n_groups = int(group_of.max()) + 1
+    draws = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), n_resamples)
+    weight = draws[:, group_of].astype(float)
+    weight /= weight.sum(1, keepdims=True)
+    a = truth - (weight * truth).sum(1, keepdims=True)
+    b = predicted - (weight * predicted).sum(1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+        r = (weight * a * b).sum(1) / np.sqrt((weight * a * a).sum(1) * (weight * b * b).sum(1))
     r = r[np.isfinite(r)]
     alpha = (1 - level) / 2
     low, high = np.quantile(r, [alpha, 1 - alpha])
-    return Estimate(point, float(low), float(high), level, len(truth))
+    return Estimate(point, float(low), float(high), level, n_groups)
 
 
 def group_split(groups: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,45 +168,72 @@ def group_split(groups: np.ndarray, test_fraction: float, seed: int) -> tuple[np
 
 
 def held_out_score(
-    x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Fit on ``train`` rows, score on ``test`` rows, beside the same fit on shuffled training labels.
+    ``groups`` (one per row) choose the penalty by group folds and make the interval resample groups.
 
     One shuffle is a noisy control when the data form clusters with different targets (base and tuned
     completions): a fit to shuffled labels then mostly learns the cluster direction with a random sign, so a
     single control r can be far from 0 either way. The control is therefore :data:`N_SHUFFLES` shuffles
     (fitted together, one penalty each): their mean r, and the 95% range that a probe's r must leave.
     """
-    probe = fit_probe(x[train], y[train])
+    train_groups = None if groups is None else np.asarray(groups)[train]
+    probe = fit_probe(x[train], y[train], train_groups)
     predicted = probe.predict(x[test])
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(y[train]) for _ in range(N_SHUFFLES)], axis=1)
-    directions, intercepts, _, _ = _ridge(x[train], shuffled)
+    directions, intercepts, _, _ = _ridge(x[train], shuffled, train_groups)
     controls = np.asarray(x[test], dtype=np.float64) @ directions.T + intercepts  # [test, shuffles]
     control_r = np.array([pearson(y[test], c) for c in controls.T])
     control_r = control_r[np.isfinite(control_r)]  # constant predictions (features that never vary) have none
+    test_groups = None if groups is None else np.asarray(groups)[test]
     return {
         "probe": probe,
         "predicted": predicted,
-        "pearson": pearson_ci(y[test], predicted, seed=seed).as_dict(),
+        "pearson": pearson_ci(y[test], predicted, test_groups, seed=seed).as_dict(),
         "mae": float(np.abs(predicted - y[test]).mean()),
         "shuffled_pearson": float(control_r.mean()) if len(control_r) else float("nan"),
         "shuffled_pearson_range": (
             [float(v) for v in np.quantile(control_r, [0.025, 0.975])] if len(control_r) else [np.nan] * 2
         ),
         "shuffled_mae": float(np.abs(controls - y[test][:, None]).mean()),
-        "train_loo_mse": probe.train_mse,
+        "train_cv_mse": probe.train_mse,
         "alpha": probe.alpha,
     }
 
 
-def cross_fitted(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = 5) -> np.ndarray:
+def cross_fitted(
+    candidates: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarray, n_folds: int = 5
+) -> tuple[np.ndarray, list[str]]:
     """Out-of-fold predictions for every row (folds by group), so each row is predicted by a probe that
-    never saw its group: the probe's reward estimate for a set of completions without leakage."""
+    never saw its group: the probe's reward estimate for a set of completions without leakage.
+
+    ``candidates`` are the read-outs a probe may use (e.g. every layer at every position); inside each fold
+    the one with the lowest group-CV error *on that fold's fitting rows* is chosen, so the choice sees no
+    label of the rows it predicts either. Returns the predictions and each fold's choice."""
+    y, groups = np.asarray(y, dtype=np.float64), np.asarray(groups)
     n_folds = min(n_folds, len(np.unique(groups)))
     if n_folds < 2:
         raise IrmscopeError("cross-fitting needs at least 2 groups (prompts); add more completions")
-    out = np.empty(len(y))
-    for fit_rows, predict_rows in GroupKFold(n_splits=n_folds).split(x, y, groups):
-        out[predict_rows] = fit_probe(x[fit_rows], y[fit_rows]).predict(x[predict_rows])
-    return out
+    if not candidates:
+        raise IrmscopeError("cross-fitting needs at least one read-out to fit")
+    out, chosen = np.empty(len(y)), []
+    first = next(iter(candidates.values()))
+    for fit_rows, predict_rows in GroupKFold(n_splits=n_folds).split(first, y, groups):
+        errors = {
+            name: group_cv_mse(
+                _standardise(np.asarray(x[fit_rows], np.float64))[0], y[fit_rows, None], groups[fit_rows]
+            ).min()
+            for name, x in candidates.items()
+        }
+        best = min(errors, key=errors.__getitem__)
+        x = candidates[best]
+        out[predict_rows] = fit_probe(x[fit_rows], y[fit_rows], groups[fit_rows]).predict(x[predict_rows])
+        chosen.append(best)
+    return out, chosen

@@ -3,10 +3,11 @@ layer and which position, for the base and the tuned model.
 
 For one model and one target (a reward of completions, or human ratings of reviews) it fits a ridge probe
 at every layer at the last token, at the prompt's end and on the mean over the text's tokens, picks the
-best (layer, position) by leave-one-out error on the *training* texts only, and reports every probe on
-held-out texts beside its shuffled-label control. At the layer best read from one (the last) token it then
-fits one probe on every continuation token and reports the held-out error against the token's position
-(the study's Figs. 5-6: how early the reward can be read).
+best (layer, position) by cross-validated error (folds of whole prompts) on the *training* texts only,
+and reports every probe on held-out texts beside its shuffled-label control. The leaderboard's estimate
+is cross-fitted, the choice made again inside each fold. At the layer best read from one (the last)
+token it then fits one probe on every continuation token and reports the held-out error against the
+token's position (the study's Figs. 5-6: how early the reward can be read).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ MIN_TEXTS_PER_POSITION = 5
 @dataclass(frozen=True)
 class ProbeStudy:
     """``summary`` is JSON-able; ``probe`` is the chosen probe refitted on every text (for steering and for
-    reading other texts), ``cross_fitted`` its out-of-fold predictions for every text, and ``residuals``
+    reading other texts), ``cross_fitted`` out-of-fold predictions for every text (layer and position
+    chosen again inside each fold; ``None`` when not asked for), and ``residuals``
     the texts' read-outs at every layer (so other probes can be applied to them without another pass)."""
 
     summary: dict[str, Any]
     probe: LinearProbe
-    cross_fitted: np.ndarray
+    cross_fitted: np.ndarray | None
     residuals: Residuals
 
 
@@ -58,7 +60,7 @@ def position_curve(
         return xs, owner, position
 
     x_train, owner_train, _ = stack(train)
-    probe = fit_probe(x_train, y[owner_train])
+    probe = fit_probe(x_train, y[owner_train], groups=owner_train)  # a text's tokens share its target
     x_test, owner_test, position = stack(test)
     predicted, truth = probe.predict(x_test), y[owner_test]
     curve = []
@@ -89,6 +91,7 @@ def probe_study(
     max_length: int | None = 128,
     max_positions: int = 64,
     by_position: bool = True,
+    cross_fit: bool = True,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
@@ -96,8 +99,9 @@ def probe_study(
     """Probe ``targets`` from ``lm``'s residual stream (see the module docstring).
 
     ``groups`` ties texts that must stay on one side of the split (the completions of one prompt); by
-    default every text is its own group. ``by_position=False`` skips the error-against-position curve (a
-    second pass over the texts).
+    default every text is its own group; they also choose each penalty (folds of whole groups) and make the
+    intervals resample groups. ``by_position=False`` skips the error-against-position curve (a second pass
+    over the texts); ``cross_fit=False`` skips the out-of-fold predictions (a selection inside each fold).
     """
     y = np.asarray(targets, dtype=np.float64)
     if len(y) != len(continuations):
@@ -114,12 +118,12 @@ def probe_study(
     for kind, acts in kinds.items():
         per_layer[kind] = []
         for index, layer in enumerate(residuals.layers):
-            score = held_out_score(acts[:, index], y, train, test, seed=seed)
+            score = held_out_score(acts[:, index], y, train, test, groups, seed=seed)
             per_layer[kind].append(_row(layer, score))
-            if best is None or score["train_loo_mse"] < best[0]:
-                best = (score["train_loo_mse"], kind, index, score)
-            if kind == "last_token" and (single is None or score["train_loo_mse"] < single[0]):
-                single = (score["train_loo_mse"], index)
+            if best is None or score["train_cv_mse"] < best[0]:
+                best = (score["train_cv_mse"], kind, index, score)
+            if kind == "last_token" and (single is None or score["train_cv_mse"] < single[0]):
+                single = (score["train_cv_mse"], index)
     assert best is not None
     _, kind, index, score = best
     layer = residuals.layers[index]
@@ -146,4 +150,13 @@ def probe_study(
         "best": {"position": kind, **_row(layer, score)},
         "by_position": {"layer": position_layer, "curve": curve} if curve is not None else None,
     }
-    return ProbeStudy(summary, fit_probe(chosen, y), cross_fitted(chosen, y, groups), residuals)
+    out_of_fold = None
+    if cross_fit:
+        candidates = {
+            f"{kind}@{layer}": acts[:, i]
+            for kind, acts in kinds.items()
+            for i, layer in enumerate(residuals.layers)
+        }
+        out_of_fold, fold_choices = cross_fitted(candidates, y, groups)
+        summary["cross_fitted_choices"] = fold_choices
+    return ProbeStudy(summary, fit_probe(chosen, y, groups), out_of_fold, residuals)

@@ -62,7 +62,8 @@ def probe_section(probes: dict[str, Any]) -> Section:
     return Section(
         "Reward probes (probe study, seed 003)",
         paragraphs=[
-            "Ridge probes (regularisation chosen by leave-one-out) on the residual stream leaving each "
+            "Ridge probes (regularisation chosen by 5-fold cross-validation over whole prompts) on the "
+            "residual stream leaving each "
             "block, read at the text's last token, at the prompt's last token, and as the mean over the "
             "text's tokens. The best layer and position are chosen on the training texts only; every "
             "number is on held-out texts (completions of held-out prompts), beside the same probe fitted "
