@@ -95,7 +95,16 @@ def test_smoke_run_writes_results_and_report(smoke_run):
         unsteered = next(p for p in curve["points"] if p["scale"] == 0)
         assert unsteered["reward_change"]["value"] == 0
     methods = {row["method"]: row for row in board["rows"]}
-    assert {"random (control)", "reward probe", "ratings probe", "DPO implicit reward"} <= set(methods)
+    assert {
+        "random (control)",
+        "reward probe",
+        "ratings probe",
+        "DPO implicit reward",
+        "inverse RL, max-entropy",
+        "inverse RL, max-margin",
+        "CCS direction (unsupervised)",
+    } <= set(methods)
+    assert methods["CCS direction (unsupervised)"]["details"]["n_pairs"] >= 10
     assert methods["DPO implicit reward"]["base"] is None and methods["reward probe"]["supervised"]
     assert board["n_completions"] == 2 * config.data.n_prompts
     assert "Leaderboard" in page and "Steering" in page and "Reward probes" in page

@@ -502,6 +502,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 ),
                 "data": config.data.source,
                 "seed": seed,
+                # outputs 2: selection by folds of whole prompts; coverage read-outs saved for other methods
+                "outputs": 2,
                 **REVIEW_ORDER,
             },
             [evaluation],
@@ -547,7 +549,18 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         def make_leaderboard(work: Path) -> dict[str, Any]:
             finished = {"probes": probes.dir, **({"elicit": elicitation.dir} if elicitation else {})}
             others = {"dpo": load_model(probe_settings.dpo_model)} if probe_settings.dpo_model else {}
-            inputs = MethodInputs(coverage, tuned, run.base, finished, config.tune.beta, seed, others)
+            reviews = load_reviews(config.data.source, split=config.data.split, seed=seed + 1)
+            inputs = MethodInputs(
+                coverage,
+                tuned,
+                run.base,
+                finished,
+                config.tune.beta,
+                seed,
+                others,
+                lexicon=reward.lexicon if isinstance(reward, LexiconReward) else None,
+                review_texts=list(reviews["text"]),
+            )
             result = build_leaderboard(inputs, n_resamples=probe_settings.bootstrap_resamples)
             write_json(work / "leaderboard.json", result)
             return {"methods": [row["method"] for row in result["rows"]]}
@@ -560,6 +573,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "seed": seed,
                 "methods": sorted(METHODS),  # a new method module recomputes the board
                 "dpo_model": probe_settings.dpo_model,
+                "data": config.data.source,  # reviews to cut contrast pairs from
+                **REVIEW_ORDER,
             },
             [probes, evaluation, *([elicitation] if elicitation else [])],
             make_leaderboard,

@@ -12,12 +12,14 @@ left out).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from irmscope.data.triples import LexiconLike
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 
@@ -62,6 +64,8 @@ class MethodInputs:
     dpo_beta: float
     seed: int
     other_policies: Mapping[str, LoadedModel] = field(default_factory=dict)  # e.g. {"dpo": a DPO checkpoint}
+    lexicon: LexiconLike | Mapping[str, float] | None = None  # the known reward's words, when a lexicon
+    review_texts: Sequence[str] = ()  # unlabelled in-domain texts (to cut contrast pairs from)
 
     def stage(self, name: str) -> Path:
         if name not in self.stages:
@@ -74,6 +78,9 @@ class Estimates:
     tuned: np.ndarray
     base: np.ndarray | None
     base_note: str = ""
+    details: dict[str, Any] = field(
+        default_factory=dict
+    )  # JSON-able extras the method reports beside its row
 
 
 class RewardEstimator(ABC):

@@ -37,6 +37,7 @@ def build_leaderboard(
             ),
             "base": None,
             "base_note": estimates.base_note,
+            "details": estimates.details,
         }
         if estimates.base is not None:
             row["base"] = score_estimate(

@@ -14,6 +14,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.leaderboard.base import Coverage
 from irmscope.models.adapters import site_name
 from irmscope.models.loading import LoadedModel
+from irmscope.probes.residuals import save_residuals
 from irmscope.probes.study import ProbeStudy, probe_study
 from irmscope.sae.model import SAE
 
@@ -53,7 +54,9 @@ def reward_probe_study(
     model (the error-against-position curve for the reward only: the study plots it for completions).
 
     Writes ``coverage_estimates.npz`` (each probe's estimate per coverage completion, the reward probe's
-    cross-fitted) and ``probe-{target}-{label}.npz`` (direction, intercept, layer)."""
+    cross-fitted), ``probe-{target}-{label}.npz`` (direction, intercept, layer) and
+    ``coverage_residuals-{label}.npz`` (the coverage texts' read-outs, for methods that fit their own
+    read-out: inverse RL, CCS)."""
     out_dir = Path(out_dir)
     estimates: dict[str, np.ndarray] = {}
     result: dict[str, Any] = {"reward": {}, "ratings": {}}
@@ -79,6 +82,7 @@ def reward_probe_study(
             )
         }
         estimates[f"reward_{label}"] = studies["reward"].cross_fitted
+        save_residuals(studies["reward"].residuals, out_dir / f"coverage_residuals-{label}.npz")
         if judged is not None:
             texts, targets, kind = judged
             studies["ratings"] = probe_study(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,6 +51,27 @@ class Residuals:
     def at(self, position: str, layer: int) -> np.ndarray:
         """The rows of one read-out at one layer."""
         return self.by_position()[position][:, self.layers.index(layer)]
+
+
+def save_residuals(residuals: Residuals, path: Path) -> None:
+    """Write ``residuals`` to one ``.npz`` file (float32), readable with :func:`load_residuals`."""
+    arrays = {"layers": np.asarray(residuals.layers), "last": residuals.last, "mean": residuals.mean}
+    if residuals.prompt_end is not None:
+        arrays["prompt_end"] = residuals.prompt_end
+    np.savez(path, **{k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()})
+
+
+def load_residuals(path: Path) -> Residuals:
+    """Read what :func:`save_residuals` wrote."""
+    if not Path(path).is_file():
+        raise IrmscopeError(f"no saved residuals at {path}; rerun the probes stage")
+    saved = np.load(path)
+    return Residuals(
+        layers=saved["layers"].tolist(),
+        last=saved["last"],
+        prompt_end=saved["prompt_end"] if "prompt_end" in saved else None,
+        mean=saved["mean"],
+    )
 
 
 def _encode(lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None):

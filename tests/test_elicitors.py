@@ -1,0 +1,118 @@
+"""Issue-7 elicitors on data with a known answer: inverse RL (max-entropy and max-margin) and its
+non-identifiability, and contrast-consistent search, alone and as leaderboard rows."""
+
+import numpy as np
+import pytest
+
+from irmscope.errors import IrmscopeError
+from irmscope.irl import cross_fitted_irl, fit_irl, identifiability
+from irmscope.leaderboard import METHODS, Coverage, MethodInputs
+from irmscope.models import load_model
+from irmscope.probes.ccs import fit_ccs
+from irmscope.probes.residuals import Residuals, load_residuals, save_residuals
+from irmscope.rewards import Lexicon
+
+N_PROMPTS, WIDTH = 100, 40
+
+
+def demonstrations(seed: int = 0):
+    """Base and tuned completions of the same prompts whose features carry a linear reward; the tuned
+    policy's completions score higher on it (as a policy tuned on it would)."""
+    rng = np.random.default_rng(seed)
+    direction = rng.standard_normal(WIDTH)
+    direction /= np.linalg.norm(direction)
+    features = rng.standard_normal((2 * N_PROMPTS, WIDTH))
+    expert = np.arange(2 * N_PROMPTS) >= N_PROMPTS
+    features[expert] += 1.5 * direction
+    groups = np.tile(np.arange(N_PROMPTS), 2)
+    return features, expert, groups, features @ direction
+
+
+@pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
+def test_irl_recovers_a_reward_the_expert_follows_from_held_out_prompts(kind):
+    features, expert, groups, true = demonstrations()
+    estimate, fits = cross_fitted_irl(features, expert, groups, kind)
+    assert len(fits) == 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
+    pairs = (estimate[N_PROMPTS:] > estimate[:N_PROMPTS]) == (true[N_PROMPTS:] > true[:N_PROMPTS])
+    assert pairs.mean() > 0.8
+
+
+def test_irl_refuses_demonstrations_from_one_policy_and_unknown_kinds():
+    features, expert, groups, _ = demonstrations()
+    with pytest.raises(IrmscopeError, match="both the expert and the alternative"):
+        fit_irl(features, np.ones(len(expert), bool), groups, "max-entropy")
+    with pytest.raises(IrmscopeError, match="unknown IRL kind"):
+        fit_irl(features, expert, groups, "max-likelihood")
+
+
+def test_identifiability_separates_equivalent_from_unrelated_feature_sets():
+    features, expert, groups, _ = demonstrations()
+    shuffled_columns = features[:, ::-1].copy()  # the same information in another order
+    noise = np.random.default_rng(5).standard_normal(features.shape)  # nothing about the policies
+    result = identifiability({"a": features, "a reordered": shuffled_columns, "noise": noise}, expert, groups)
+    across = result["agreement_across_feature_sets"]
+    assert across["a vs a reordered"] > 0.99 and abs(across["a vs noise"]) < 0.3
+    assert result["agreement_across_seeds"]["a"] > 0.8 > result["agreement_across_seeds"]["noise"]
+    assert set(result["estimates"]) == {
+        f"{n}/seed{s}" for n in ("a", "a reordered", "noise") for s in (0, 1, 2)
+    }
+
+
+def test_ccs_finds_a_direction_the_pairs_differ_along_without_labels():
+    rng = np.random.default_rng(1)
+    direction = rng.standard_normal(30)
+    context, strength = rng.standard_normal((200, 30)), rng.uniform(0.5, 2, 200)
+    positive = context + np.outer(strength, direction)
+    negative = context - np.outer(strength, direction)
+    probe = fit_ccs(positive, negative, seed=0)
+    assert probe.held_out_pair_accuracy > 0.95
+    assert np.corrcoef(probe.weights / probe.scale, direction)[0, 1] > 0.5  # oriented: positive is up
+    unrelated = fit_ccs(rng.standard_normal((200, 30)), rng.standard_normal((200, 30)), seed=0)
+    assert unrelated.held_out_loss > probe.held_out_loss and 0.3 < unrelated.held_out_pair_accuracy < 0.7
+    with pytest.raises(IrmscopeError, match="at least 10 matched pairs"):
+        fit_ccs(positive[:5], negative[:5])
+
+
+def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):
+    lm = load_model("tiny-llama")
+    features, expert, groups, true = demonstrations()
+    layers = list(range(lm.n_layers))
+    for label in ("tuned", "base"):
+        stacked = np.repeat(features[:, None, :], len(layers), axis=1)
+        save_residuals(
+            Residuals(layers, stacked, None, stacked), tmp_path / f"coverage_residuals-{label}.npz"
+        )
+    loaded = load_residuals(tmp_path / "coverage_residuals-tuned.npz")
+    assert loaded.layers == layers and np.allclose(loaded.mean, stacked) and loaded.prompt_end is None
+    coverage = Coverage(
+        prompts=["p"] * len(true),
+        completions=["c"] * len(true),
+        prompt_index=groups,
+        policy=["tuned" if e else "base" for e in expert],
+        true=true,
+    )
+    inputs = MethodInputs(coverage, lm, lm, {"probes": tmp_path}, 0.1, 0)
+    irl = METHODS["inverse RL, max-entropy"].estimate(inputs)
+    assert irl is not None and irl.tuned.shape == (len(true),) and np.corrcoef(irl.tuned, true)[0, 1] > 0.6
+    assert set(irl.details["identifiability"]["preference_accuracy"]) and "estimates" not in irl.details
+    ccs = METHODS["CCS direction (unsupervised)"]
+    assert ccs.estimate(inputs) is None  # no lexicon: no contrast pairs
+    # the tiny model's residuals are not the toy features: only the plumbing is checked here
+    WIDTH_OF_MODEL = lm.d_model
+    wide = np.random.default_rng(0).standard_normal((len(true), len(layers), WIDTH_OF_MODEL))
+    for label in ("tuned", "base"):
+        save_residuals(Residuals(layers, wide, None, wide), tmp_path / f"coverage_residuals-{label}.npz")
+    reviews = [f"The cast was {w} and the plot was good today" for w in ("fine", "long", "new")] * 10
+    with_pairs = MethodInputs(
+        coverage,
+        lm,
+        lm,
+        {"probes": tmp_path},
+        0.1,
+        0,
+        lexicon=Lexicon({"good": 1.9, "bad": -2.5, "awful": -2.0}),
+        review_texts=reviews,
+    )
+    result = ccs.estimate(with_pairs)
+    assert result is not None and result.tuned.shape == (len(true),) and result.details["n_pairs"] == 30
+    assert result.details["tuned"]["layer"] in layers
