@@ -116,3 +116,33 @@ def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):
     result = ccs.estimate(with_pairs)
     assert result is not None and result.tuned.shape == (len(true),) and result.details["n_pairs"] == 30
     assert result.details["tuned"]["layer"] in layers
+
+
+def test_direct_attribution_terms_add_up_to_the_read_out_and_heads_to_their_block():
+    from irmscope.probes.attribution import direct_attribution, separation
+
+    lm = load_model("tiny-llama")
+    direction = np.random.default_rng(2).standard_normal(lm.d_model)
+    texts = ["the film was good", "a bad and awful plot", "fine", "the actors were great and the plot good"]
+    terms = direct_attribution(lm, texts, direction, layer=lm.n_layers - 1, batch_size=3, progress=False)
+    summed = terms["embedding"] + terms["attn"].sum(1) + terms["mlp"].sum(1)
+    assert np.allclose(summed, terms["total"], rtol=1e-4, atol=1e-4)
+    assert terms["heads"].shape == (4, lm.n_layers, lm.model.config.num_attention_heads)
+    assert np.allclose(terms["heads"].sum(-1), terms["attn"], rtol=1e-4, atol=1e-4)
+    split = separation(terms["mlp"], np.array([1.0, -2.0, 0.0, 3.0]))
+    assert split.shape == (lm.n_layers,)
+
+
+def test_patching_reports_each_block_and_refuses_pairs_that_do_not_differ():
+    from irmscope.probes.attribution import patching
+
+    lm = load_model("tiny-llama")
+    direction = np.random.default_rng(3).standard_normal(lm.d_model)
+    positive = ["the film was good", "the plot was great"]
+    negative = ["the film was bad", "the plot was awful"]
+    result = patching(lm, positive, negative, direction, layer=1, progress=False)
+    assert (
+        len(result["attn"]) == len(result["mlp"]) == 2 and np.isfinite(result["attn"] + result["mlp"]).all()
+    )
+    with pytest.raises(IrmscopeError, match="nothing to patch"):
+        patching(lm, positive, positive, direction, layer=1, progress=False)

@@ -32,6 +32,7 @@ STAGES = (
     "validate",
     "probes",
     "steer",
+    "attribute",
     "leaderboard",
 )
 
@@ -105,6 +106,15 @@ def test_smoke_run_writes_results_and_report(smoke_run):
         "CCS direction (unsupervised)",
     } <= set(methods)
     assert methods["CCS direction (unsupervised)"]["details"]["n_pairs"] >= 10
+    attribution = results["attribution"]
+    assert attribution["n_pairs"] == config.probes.n_patch_pairs
+    for model in ("tuned", "base"):
+        terms = attribution[model]
+        assert np.isclose(
+            terms["embedding"] + sum(terms["attn"]) + sum(terms["mlp"]), terms["total"], atol=1e-3
+        )
+        assert len(terms["patching"]["mlp"]) == terms["layer"] + 1
+    assert "Reward attribution" in page
     assert methods["DPO implicit reward"]["base"] is None and methods["reward probe"]["supervised"]
     assert board["n_completions"] == 2 * config.data.n_prompts
     assert "Leaderboard" in page and "Steering" in page and "Reward probes" in page

@@ -181,7 +181,7 @@ class ProbesSection(_Section):
     """Reward probes on the residual stream, steering along reward directions (seed 003), and the
     leaderboard of every reward estimate (DPO's implicit reward uses ``tune.beta`` as its beta)."""
 
-    enabled: bool = Field(True, description="run the probes, steer and leaderboard stages")
+    enabled: bool = Field(True, description="run the probes, steer, attribute and leaderboard stages")
     n_rating_texts: int = Field(
         600, ge=4, description="reviews the human-ratings probe is fitted and scored on (data.source)"
     )
@@ -194,6 +194,9 @@ class ProbesSection(_Section):
         description="steering scales, in units of the site's typical activation norm",
     )
     n_random_directions: int = Field(2, ge=0, description="random directions of equal norm per direction")
+    n_patch_pairs: int = Field(
+        24, ge=0, description="contrast pairs for activation patching in the attribute stage (0: skip it)"
+    )
     bootstrap_resamples: int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
     dpo_model: str | None = Field(
         None,
@@ -241,6 +244,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_length": 24,
             "max_positions": 8,
             "n_steer_prompts": 6,
+            "n_patch_pairs": 4,
             "steer_scales": [-0.5, 0.0, 0.5],
             "n_random_directions": 1,
             "bootstrap_resamples": 50,

@@ -1,7 +1,7 @@
 """The stages of an irmscope run, their caching and resumption.
 
     prompts → tune → evaluate → divergence → sites → activations → saes → elicit → interpret → validate
-    → probes → steer → leaderboard → results.json + report
+    → probes → steer → attribute → leaderboard → results.json + report
 
 Every stage goes through :func:`irmscope.stages.run_stage`, so a killed run resumes at the stage it was
 in, and changing one setting recomputes only the stages that depend on it. With ``model.tuned`` set, the
@@ -23,6 +23,7 @@ import numpy as np
 from irmscope.activations import ActivationStore, cache_activations
 from irmscope.config import RunConfig
 from irmscope.data import load_reviews, truncate_to_prefixes
+from irmscope.data.triples import short_contrastive_triples
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import build_explainer, interpret_features
@@ -31,7 +32,9 @@ from irmscope.leaderboard import METHODS, Coverage, MethodInputs, build_leaderbo
 from irmscope.models import load_model
 from irmscope.models.adapters import site_name
 from irmscope.probes import steering_curves
+from irmscope.probes.attribution import reward_attribution
 from irmscope.probes.experiment import reward_probe_study, steering_directions
+from irmscope.probes.residuals import load_residuals
 from irmscope.report.run_report import write_run_report
 from irmscope.rewards import LexiconReward, load_reward
 from irmscope.rewards.planted import planted_lexicon
@@ -471,7 +474,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             make_validation,
         )
 
-    probes = steering = leaderboard = None
+    probes = steering = attribution = leaderboard = None
     if tuned_spec and config.probes.enabled:
         probe_settings = config.probes
         coverage = Coverage.from_samples(read_json(evaluation, "samples.json"))
@@ -546,6 +549,47 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             make_steering,
         )
 
+        def make_attribution(work: Path) -> dict[str, Any]:
+            lexicon = reward.lexicon if isinstance(reward, LexiconReward) else None
+            triples = (
+                short_contrastive_triples(
+                    list(load_reviews(config.data.source, split=config.data.split, seed=seed + 1)["text"]),
+                    lexicon,
+                    run.base.tokenizer,
+                    probe_settings.n_patch_pairs,
+                    seed,
+                )
+                if lexicon is not None and probe_settings.n_patch_pairs
+                else []
+            )
+            result = reward_attribution(
+                {"tuned": tuned, "base": run.base},
+                coverage.texts,
+                coverage.true,
+                coverage.prompt_index,
+                {
+                    label: load_residuals(probes.dir / f"coverage_residuals-{label}.npz")
+                    for label in ("tuned", "base")
+                },
+                triples,
+                progress=progress,
+            )
+            write_json(work / "attribution.json", result)
+            return {label: result[label]["total"] for label in ("tuned", "base")}
+
+        attribution = run.stage(
+            "attribute",
+            {
+                "n_patch_pairs": probe_settings.n_patch_pairs,
+                "reward": _reward_settings(config),
+                "data": config.data.source,
+                "seed": seed,
+                **REVIEW_ORDER,
+            },
+            [probes, evaluation],
+            make_attribution,
+        )
+
         def make_leaderboard(work: Path) -> dict[str, Any]:
             finished = {"probes": probes.dir, **({"elicit": elicitation.dir} if elicitation else {})}
             others = {"dpo": load_model(probe_settings.dpo_model)} if probe_settings.dpo_model else {}
@@ -598,6 +642,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         "validation": read_json(validation, "validation.json") if validation else None,
         "probes": read_json(probes, "probes.json") if probes else None,
         "steering": read_json(steering, "steering.json") if steering else None,
+        "attribution": read_json(attribution, "attribution.json") if attribution else None,
         "leaderboard": read_json(leaderboard, "leaderboard.json") if leaderboard else None,
         "manifest": {
             "versions": _versions(),

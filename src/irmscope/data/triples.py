@@ -190,6 +190,26 @@ def build_contrastive_triples(
     return triples
 
 
+def short_contrastive_triples(
+    texts: Sequence[str],
+    lexicon: LexiconLike | Mapping[str, float],
+    tokenizer: PreTrainedTokenizerBase,
+    n: int,
+    seed: int = 0,
+    max_tokens: int = 64,
+) -> list[ContrastiveTriple]:
+    """The first ``n`` triples of :func:`build_contrastive_triples` whose positive text is at most
+    ``max_tokens`` tokens: contrast pairs for a whole forward pass each (CCS, activation patching), where
+    a long review prefix would only cost time."""
+    short = []
+    for triple in build_contrastive_triples(texts, lexicon, tokenizer, seed=seed):
+        if len(tokenizer(triple.positive, add_special_tokens=False)["input_ids"]) <= max_tokens:
+            short.append(triple)
+        if len(short) == n:
+            break
+    return short
+
+
 def triples_to_frame(triples: Sequence[ContrastiveTriple]) -> pd.DataFrame:
     """One row per triple with every field, for saving next to an experiment (parquet, csv)."""
     columns = list(ContrastiveTriple.__dataclass_fields__)

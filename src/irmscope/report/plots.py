@@ -174,3 +174,44 @@ def steering_plot(curves: Mapping[str, dict]) -> bytes:
         bbox_to_anchor=(0.5, 0.0),
     )
     return _png(fig)
+
+
+def attribution_plot(attribution: Mapping[str, dict]) -> bytes:
+    """Per block: how far each attention / MLP output separates high- from low-reward texts along the
+    model's reward direction (left), and patching recovery on contrast pairs (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for (model, result), color in zip(attribution.items(), ("tab:red", "tab:blue"), strict=False):
+        layers = np.arange(len(result["attn"]))
+        axes[0].plot(layers, result["attn"], "-", marker=".", color=color, label=f"{model}, attention")
+        axes[0].plot(layers, result["mlp"], "--", marker=".", color=color, label=f"{model}, MLP")
+        if result.get("patching"):
+            axes[1].plot(layers, result["patching"]["attn"], "-", marker=".", color=color)
+            axes[1].plot(layers, result["patching"]["mlp"], "--", marker=".", color=color)
+    axes[0].set_ylabel("separation along the reward direction\n(upper minus lower half of reward)")
+    axes[1].set_ylabel("patching recovery (positive -> negative)")
+    for ax in axes:
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel("block")
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        frameon=False,
+        fontsize=7,
+        ncol=4,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+    )
+    return _png(fig)
+
+
+def head_heatmap(heads: list[list[float]], model: str) -> bytes:
+    """Separation written by each attention head (blocks down, heads across), centred on 0."""
+    values = np.asarray(heads)
+    limit = float(np.abs(values).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(6.4, 0.16 * len(values) + 1.2))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("block")
+    ax.set_title(f"{model}: separation along the reward direction written by each head", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    return _png(fig)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from irmscope.report.html import Section
-from irmscope.report.plots import error_by_position, probe_by_layer, steering_plot
+from irmscope.report.plots import (
+    attribution_plot,
+    error_by_position,
+    head_heatmap,
+    probe_by_layer,
+    steering_plot,
+)
 
 _TARGETS = {
     "reward": "the known reward of the evaluation completions",
@@ -141,6 +147,78 @@ def steering_section(steering: dict[str, Any], reward: str) -> Section:
     )
 
 
+def attribution_section(attribution: dict[str, Any], reward: str) -> Section:
+    models = {label: attribution[label] for label in ("tuned", "base") if attribution.get(label)}
+    rows = []
+    for label, result in models.items():
+        by_component = [("embedding", result["embedding"])]
+        by_component += [(f"block {i} attention", v) for i, v in enumerate(result["attn"])]
+        by_component += [(f"block {i} MLP", v) for i, v in enumerate(result["mlp"])]
+        if result.get("heads"):
+            by_component += [
+                (f"block {i} head {h}", v) for i, row in enumerate(result["heads"]) for h, v in enumerate(row)
+            ]
+        top = sorted(by_component, key=lambda item: -abs(item[1]))[:8]
+        rows += [[label, name, f"{value:+.3f}", f"{value / result['total']:+.2f}"] for name, value in top]
+    figures = [("Separation and patching recovery per block", attribution_plot(models))]
+    figures += [
+        (f"Heads ({label})", head_heatmap(result["heads"], label))
+        for label, result in models.items()
+        if result.get("heads")
+    ]
+    return Section(
+        "Reward attribution: which components write the reward direction",
+        paragraphs=[
+            f"For each model, a ridge probe of '{reward}' on the mean-pooled residual stream leaving the "
+            "last block (fitted on the coverage completions) gives a reward direction. The stream there "
+            "is the sum of the embedding and every attention and MLP output, so the probe's read-out "
+            "splits exactly into one term per component (per head for Llama-family models). 'Separation' "
+            f"is a component's mean term over the {attribution['n_texts']} completions in the upper half "
+            "of the known reward minus the lower half; all terms add up to the probe's own separation "
+            "(the share column). Patching: on contrast pairs (a context ending in a rewarded vs a "
+            f"penalised word; {attribution['n_pairs']} pairs), one block's attention or MLP output at the "
+            "word is copied from the positive into the negative run; recovery is the share of the "
+            "direction's difference that this restores. The base model is the control: what pretraining "
+            "already wrote.",
+        ],
+        figures=figures,
+        tables=[
+            (
+                "Attribution: the components that write most of the separation",
+                ["model", "component", "separation", "share"],
+                rows,
+            )
+        ],
+    )
+
+
+def _details(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per method that reports more than its scores (IRL's identifiability, CCS's layer)."""
+    out = []
+    for row in rows:
+        details = row.get("details") or {}
+        if "identifiability" in details:
+            ident = details["identifiability"]
+            seeds = ", ".join(f"{k} {v:.2f}" for k, v in ident["agreement_across_seeds"].items())
+            sets = ", ".join(f"{k} {v:.2f}" for k, v in ident["agreement_across_feature_sets"].items())
+            accuracy = ident["preference_accuracy"].values()
+            out.append(
+                f"{row['method']} (features at layer {details['layer']['tuned']} for the tuned model): "
+                f"recovered rewards agree across resamples of the demonstrations with r = {seeds}; across "
+                f"feature sets with r = {sets}; preference accuracy ranges {min(accuracy):.3f}-"
+                f"{max(accuracy):.3f} over these runs."
+            )
+        if "n_pairs" in details and "tuned" in details:
+            parts = [
+                f"{label}: block {details[label]['layer']}, held-out CCS loss "
+                f"{details[label]['held_out_loss']:.3f}, held-out pair accuracy "
+                f"{details[label]['held_out_pair_accuracy']:.2f}"
+                for label in ("tuned", "base")
+            ]
+            out.append(f"{row['method']} on {details['n_pairs']} contrast pairs: " + "; ".join(parts) + ".")
+    return out
+
+
 def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
     rows = []
     for row in board["rows"]:
@@ -178,6 +256,7 @@ def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
             " row with the 'which model wrote it' control, and read the within-model Pearson, which "
             "authorship cannot explain.",
             "Methods. " + " ".join(f"{r['method']}: {r['description']}." for r in board["rows"]),
+            *_details(board["rows"]),
         ],
         tables=[
             (

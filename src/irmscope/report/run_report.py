@@ -11,7 +11,7 @@ from irmscope.report.elicitation import elicitation_sections
 from irmscope.report.html import Section, write_report
 from irmscope.report.interpretation import interpretation_sections
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
-from irmscope.report.probes import leaderboard_section, probe_section, steering_section
+from irmscope.report.probes import attribution_section, leaderboard_section, probe_section, steering_section
 
 
 def _ci(estimate: dict[str, float]) -> str:
@@ -179,6 +179,8 @@ def write_run_report(
         sections.append(probe_section(results["probes"]))
     if results.get("steering"):
         sections.append(steering_section(results["steering"], reward))
+    if results.get("attribution"):
+        sections.append(attribution_section(results["attribution"], reward))
     if results.get("leaderboard"):
         sections.append(leaderboard_section(results["leaderboard"], reward))
     manifest = results["manifest"]

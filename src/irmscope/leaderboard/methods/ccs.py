@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from irmscope.data.triples import build_contrastive_triples
+from irmscope.data.triples import short_contrastive_triples
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
 from irmscope.probes.ccs import fit_ccs
 from irmscope.probes.residuals import load_residuals, read_residuals
 
-#: contrast pairs fitted (short ones: the context is cut at the first rewarded word)
+#: contrast pairs fitted
 N_PAIRS = 400
-MAX_PAIR_TOKENS = 64
 
 
 class ContrastConsistentSearch(RewardEstimator):
@@ -36,14 +35,9 @@ class ContrastConsistentSearch(RewardEstimator):
     def estimate(self, inputs: MethodInputs) -> Estimates | None:
         if inputs.lexicon is None or not inputs.review_texts:
             return None  # no lexicon to cut contrast pairs with (a classifier reward, say)
-        tokenizer = inputs.base.tokenizer
-        triples = [
-            t
-            for t in build_contrastive_triples(
-                inputs.review_texts, inputs.lexicon, tokenizer, seed=inputs.seed
-            )
-            if len(tokenizer(t.positive, add_special_tokens=False)["input_ids"]) <= MAX_PAIR_TOKENS
-        ][:N_PAIRS]
+        triples = short_contrastive_triples(
+            inputs.review_texts, inputs.lexicon, inputs.base.tokenizer, N_PAIRS, inputs.seed
+        )
         if len(triples) < 10:
             return None
         out: dict[str, np.ndarray] = {}
