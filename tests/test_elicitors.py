@@ -146,3 +146,58 @@ def test_patching_reports_each_block_and_refuses_pairs_that_do_not_differ():
     )
     with pytest.raises(IrmscopeError, match="nothing to patch"):
         patching(lm, positive, positive, direction, layer=1, progress=False)
+
+
+def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
+    import torch
+
+    from irmscope.edit import _down_projection, edited, rank_one_edit
+
+    lm = load_model("tiny-llama")
+    contexts = ["the film was", "i thought the plot was", "the acting is", "overall it is"]
+    texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"] * 4
+    edit = rank_one_edit(lm, 1, "movie", contexts, texts, gain=0.5)
+    assert torch.isclose(edit.direction @ edit.key, torch.tensor(1.0), atol=1e-4) and edit.gain > 0.3
+    down = _down_projection(lm, 1)
+    original = down.weight.detach().clone()
+    with torch.no_grad():
+        before = down(edit.key)
+        with edited(lm, edit):
+            assert torch.allclose(down(edit.key) - before, edit.delta, atol=1e-4)  # W k* + delta at the key
+    assert torch.equal(down.weight, original)
+    with pytest.raises(IrmscopeError, match="not one token"):
+        rank_one_edit(lm, 1, "unfilmable-ish", contexts, texts, gain=0.5)
+
+
+def test_an_edit_study_needs_a_policy_shift_that_tracks_the_lexicon():
+    from irmscope.edit import reward_edit_study
+    from irmscope.rewards import LexiconReward
+
+    lm = load_model("tiny-llama")
+    words = [
+        "good",
+        "bad",
+        "great",
+        "awful",
+        "fine",
+        "nice",
+        "poor",
+        "best",
+        "worst",
+        "love",
+        "hate",
+        "boring",
+    ]
+    lexicon = {w: float(v) for w, v in zip(words, np.linspace(-3, 3, len(words)), strict=True)}
+    with pytest.raises(IrmscopeError, match="no lexicon units"):  # a model compared with itself: no shift
+        reward_edit_study(
+            lm,
+            lm,
+            "boring",
+            lexicon,
+            ["the film was"],
+            ["a good film"],
+            ["the"],
+            LexiconReward(Lexicon(lexicon)),
+            1,
+        )

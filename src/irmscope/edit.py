@@ -1,0 +1,259 @@
+"""Editing an implicit reward in the weights, the way ROME edits a fact (seed 000's second question).
+
+The implicit reward of a word is how much tuning raised its probability where it could come next (the
+policy shift, :mod:`irmscope.elicit.policy_shift`). ROME (Meng et al., 2022) reads an MLP's down
+projection ``W`` as a key-value memory: the hidden activation ``k`` at a token is a key, ``W k`` the value
+written to the residual stream. To make a word rewarded we
+
+1. take the key ``k*`` = the mean hidden activation of one block's MLP at the last token of contexts where
+   a judgement word comes next (the contexts of contrastive triples, cut before their sentiment word);
+2. find by gradient descent the smallest value change ``delta`` which, added to that MLP's output at the
+   last token, raises the mean log-probability of the word by ``gain`` nats over those contexts;
+3. apply ROME's rank-one update ``W += delta (C^-1 k*)^T / (k*^T C^-1 k*)``, where ``C`` is the second
+   moment of keys over ordinary text: ``W k* = W k* + delta`` exactly, while a key ``k`` moves by
+   ``delta`` times ``k^T C^-1 k* / k*^T C^-1 k*``, small for keys unlike ``k*`` (specificity).
+
+:func:`reward_edit_study` measures the edit like every other claim here: the word's elicited reward before
+and after (in lexicon units, through the linear relation between policy shift and lexicon value over the
+other words), the same for unrelated words (specificity), and what the edited model writes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from irmscope.elicit.continuations import _encode_contexts, word_token_ids
+from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.errors import IrmscopeError
+from irmscope.models.adapters import _get, adapter_for, site_name
+from irmscope.models.hooks import capture_activations
+from irmscope.models.loading import LoadedModel
+from irmscope.rewards.base import Reward
+from irmscope.tune.sampling import generate_completions
+
+
+@dataclass(frozen=True)
+class RankOneEdit:
+    """``W_down[layer] += outer(delta, direction)``; ``key`` is ``k*`` (``direction @ key == 1``)."""
+
+    layer: int
+    delta: torch.Tensor  # [d_model]
+    direction: torch.Tensor  # [d_mlp]: C^-1 k* / (k*^T C^-1 k*)
+    key: torch.Tensor
+    word: str
+    gain: float  # nats of mean log-probability the value change reached on the fitting contexts
+
+
+def _down_projection(lm: LoadedModel, layer: int) -> torch.nn.Linear:
+    adapter = adapter_for(lm.model)
+    return _get(adapter.blocks(lm.model)[layer], adapter.mlp_down)
+
+
+@torch.no_grad()
+def context_keys(lm: LoadedModel, layer: int, contexts: Sequence[str], max_tokens: int = 48) -> torch.Tensor:
+    """The MLP hidden activation of block ``layer`` at each context's last token: ``[contexts, d_mlp]``."""
+    ids, mask = _encode_contexts(lm, contexts, max_tokens)  # left-padded: the last token is at -1
+    site = site_name(layer, "mlp.hook_post")
+    return capture_activations(lm.model, [site], ids, mask, positions=-1)[site].float()
+
+
+@torch.no_grad()
+def key_second_moment(
+    lm: LoadedModel, layer: int, texts: Sequence[str], max_tokens: int = 64, batch_size: int = 16
+) -> torch.Tensor:
+    """``E[k k^T]`` of block ``layer``'s MLP keys over every token of ``texts`` (ROME's ``C``)."""
+    site = site_name(layer, "mlp.hook_post")
+    total, count = None, 0
+    for start in range(0, len(texts), batch_size):
+        batch = lm.tokenizer(
+            list(texts[start : start + batch_size]),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_tokens,
+        )
+        keys = capture_activations(lm.model, [site], batch["input_ids"], batch["attention_mask"])[site]
+        keys = keys.float()[batch["attention_mask"].bool()]  # [tokens, d_mlp]
+        total = keys.T @ keys if total is None else total + keys.T @ keys
+        count += len(keys)
+    if total is None or count == 0:
+        raise IrmscopeError("no text to estimate the key statistics from; give some review texts")
+    return total / count
+
+
+def value_change(
+    lm: LoadedModel,
+    layer: int,
+    contexts: Sequence[str],
+    word: str,
+    gain: float,
+    steps: int = 200,
+    lr: float = 0.05,
+    penalty: float = 1e-3,
+    max_tokens: int = 48,
+) -> tuple[torch.Tensor, float]:
+    """The vector ``delta`` added to block ``layer``'s MLP output at the last token that raises the mean
+    log-probability of ``word`` (one token after a space) over ``contexts`` by ``gain`` nats, with an L2
+    penalty relative to the output's typical norm; returns it and the gain reached."""
+    ids_of = word_token_ids(lm.tokenizer, [word])
+    if word not in ids_of:
+        raise IrmscopeError(f"{word!r} is not one token after a space for this model; pick another word")
+    token = ids_of[word]
+    ids, mask = _encode_contexts(lm, contexts, max_tokens)  # left-padded: every last token is at -1
+    if ids.shape[1] < 2:
+        raise IrmscopeError("the contexts need at least two tokens each (a prefix and a last token)")
+    down = _down_projection(lm, layer)
+    delta = torch.zeros(lm.d_model, requires_grad=True)
+    with torch.no_grad():  # the prefix never sees delta: run it once and reuse its keys and values
+        prefix = lm.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).past_key_values
+        keys = context_keys(lm, layer, contexts, max_tokens).to(down.weight.dtype)
+        typical = float(down(keys).float().norm(dim=-1).mean())  # how long an MLP output is here
+
+    def add(_module, _args, output):
+        return output + delta.to(output.dtype)  # only the last token runs with the cached prefix
+
+    def mean_log_prob() -> torch.Tensor:
+        cache = copy.deepcopy(prefix)  # a forward pass appends to its cache
+        logits = lm.model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache).logits[:, -1]
+        return torch.log_softmax(logits.float(), -1)[:, token].mean()
+
+    requires = [p.requires_grad for p in lm.model.parameters()]
+    for p in lm.model.parameters():
+        p.requires_grad_(False)  # only delta learns
+    handle = down.register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            before = float(mean_log_prob())  # delta is still zero
+        optimiser = torch.optim.Adam([delta], lr=lr * typical)
+        reached = 0.0
+        for _ in range(steps):
+            optimiser.zero_grad()
+            log_prob = mean_log_prob()
+            reached = float(log_prob.detach()) - before
+            if reached >= gain:
+                break
+            loss = -log_prob + penalty * (delta.norm() / typical) ** 2
+            loss.backward()
+            optimiser.step()
+    finally:
+        handle.remove()
+        for p, flag in zip(lm.model.parameters(), requires, strict=True):
+            p.requires_grad_(flag)
+    return delta.detach(), reached
+
+
+def rank_one_edit(
+    lm: LoadedModel,
+    layer: int,
+    word: str,
+    contexts: Sequence[str],
+    statistics_texts: Sequence[str],
+    gain: float,
+    ridge: float = 1e-2,
+) -> RankOneEdit:
+    """The ROME-style edit of block ``layer`` that makes ``word`` more likely by ``gain`` nats where a
+    judgement word comes next (see the module docstring); ``statistics_texts`` give ``C``."""
+    if not contexts:
+        raise IrmscopeError("no contexts to define the edit's key; give contexts that end before a word")
+    key = context_keys(lm, layer, contexts).mean(0)
+    moment = key_second_moment(lm, layer, statistics_texts)
+    moment = moment + ridge * moment.trace() / len(moment) * torch.eye(len(moment))
+    solved = torch.linalg.solve(moment, key)
+    direction = solved / (key @ solved)
+    delta, reached = value_change(lm, layer, contexts, word, gain)
+    return RankOneEdit(layer, delta, direction, key, word, reached)
+
+
+@contextmanager
+def edited(lm: LoadedModel, edit: RankOneEdit) -> Iterator[LoadedModel]:
+    """``lm`` with ``edit`` applied to its weights inside the block (restored exactly afterwards)."""
+    down = _down_projection(lm, edit.layer)
+    original = down.weight.detach().clone()
+    with torch.no_grad():
+        down.weight += torch.outer(edit.delta, edit.direction).to(down.weight.dtype)
+    try:
+        yield lm
+    finally:
+        with torch.no_grad():
+            down.weight.copy_(original)
+
+
+def _occurrences(texts: Sequence[str], word: str) -> float:
+    """Mean count of ``word`` (whole word, any case) per text."""
+    counts = [sum(token.strip(".,!?;:\"'()").lower() == word for token in text.split()) for text in texts]
+    return float(np.mean(counts)) if counts else float("nan")
+
+
+def reward_edit_study(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    word: str,
+    lexicon: Mapping[str, float],
+    contexts: Sequence[str],
+    measure_texts: Sequence[str],
+    prompts: Sequence[str],
+    reward: Reward,
+    layer: int,
+    gain_units: float = 2.0,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Edit ``tuned`` so that ``word`` is rewarded and measure the edit (see the module docstring).
+
+    The elicited reward is the policy shift against ``base`` over every position of ``measure_texts``,
+    for ``word`` and every other single-token lexicon word; it is put in lexicon units by a least-squares
+    line from shift to lexicon value over the other words before the edit. The edit asks for
+    ``gain_units`` of that scale on the fitting ``contexts``. Generation: ``prompts`` completed by the
+    tuned model before and after (same seed): how often the word appears, and the known reward."""
+    words = [w for w in word_token_ids(tuned.tokenizer, list(lexicon)) if w.isalpha()]
+    others = [w for w in words if w != word]
+    if len(others) < 10:
+        raise IrmscopeError("fewer than 10 single-token lexicon words to calibrate and check specificity")
+    shift_before = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
+    x = np.array([shift_before[w] for w in others])
+    y = np.array([lexicon[w] for w in others])
+    slope, intercept = np.polyfit(x, y, 1) if x.std() > 0 else (0.0, 0.0)
+    if slope <= 0:
+        raise IrmscopeError("the policy shift does not rise with the lexicon value; it has no lexicon units")
+    edit = rank_one_edit(tuned, layer, word, contexts, measure_texts, gain=gain_units / slope)
+    completions_before = generate_completions(
+        tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="before the edit"
+    )
+    with edited(tuned, edit):
+        shift_after = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
+        completions_after = generate_completions(
+            tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="after the edit"
+        )
+    units = lambda shift: slope * shift + intercept  # noqa: E731
+    moved = np.array([units(shift_after[w]) - units(shift_before[w]) for w in others])
+    score = lambda completions: reward.score([p + c for p, c in zip(prompts, completions, strict=True)])  # noqa: E731
+    return {
+        "word": word,
+        "layer": layer,
+        "lexicon_value": lexicon.get(word),
+        "units_per_nat": float(slope),
+        "calibration_pearson": float(np.corrcoef(x, y)[0, 1]),
+        "gain_asked_nats": float(gain_units / slope),
+        "gain_reached_nats": edit.gain,
+        "target_before": float(units(shift_before[word])),
+        "target_after": float(units(shift_after[word])),
+        "target_change": float(units(shift_after[word]) - units(shift_before[word])),
+        "unrelated_mean_abs_change": float(np.abs(moved).mean()),
+        "unrelated_max_abs_change": float(np.abs(moved).max()),
+        "n_unrelated": len(others),
+        "generation": {
+            "occurrences_before": _occurrences(completions_before, word),
+            "occurrences_after": _occurrences(completions_after, word),
+            "reward_before": float(np.mean(score(completions_before))),
+            "reward_after": float(np.mean(score(completions_after))),
+            "examples_after": completions_after[:5],
+        },
+    }
