@@ -62,16 +62,19 @@ def _check(features: np.ndarray, expert: np.ndarray, groups: np.ndarray) -> None
         raise IrmscopeError("inverse RL needs completions of at least 3 prompts; add more")
 
 
+def _model(kind: IrlKind) -> tuple[LogisticRegression | LinearSVC, str]:
+    """The linear model of an IRL ``kind`` and the score of its own objective."""
+    if kind == "max-entropy":
+        return LogisticRegression(max_iter=5000), "neg_log_loss"  # likelihood of authorship
+    if kind == "max-margin":
+        return LinearSVC(max_iter=20000, random_state=0), "accuracy"
+    raise IrmscopeError(f"unknown IRL kind {kind!r}; use 'max-entropy' or 'max-margin'")
+
+
 def penalty_search(kind: IrlKind, groups: np.ndarray, penalties: np.ndarray = PENALTIES) -> GridSearchCV:
     """The IRL model of ``kind`` with its penalty searched over ``penalties`` by 3-fold cross-validation
-    over whole prompts, scored by its own objective: log-likelihood of authorship (max-entropy) or
-    accuracy (max-margin)."""
-    if kind == "max-entropy":
-        model, scoring = LogisticRegression(max_iter=5000), "neg_log_loss"
-    elif kind == "max-margin":
-        model, scoring = LinearSVC(max_iter=20000, random_state=0), "accuracy"
-    else:
-        raise IrmscopeError(f"unknown IRL kind {kind!r}; use 'max-entropy' or 'max-margin'")
+    over whole prompts, scored by its own objective."""
+    model, scoring = _model(kind)
     folds = list(GroupKFold(n_splits=3).split(groups, groups, groups))
     return GridSearchCV(model, {"C": penalties}, cv=folds, scoring=scoring)
 
@@ -95,8 +98,7 @@ def fit_irl(
         search = penalty_search(kind, groups).fit(standard, expert)
         model, penalty = search.best_estimator_, float(search.best_params_["C"])
     else:
-        model = penalty_search(kind, groups, np.array([penalty])).estimator.set_params(C=penalty)
-        model.fit(standard, expert)
+        model = _model(kind)[0].set_params(C=penalty).fit(standard, expert)
     return LinearReward(model.coef_[0].copy(), float(model.intercept_[0]), mean, scale, penalty)
 
 
