@@ -154,9 +154,8 @@ def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
     from irmscope.edit import _down_projection, edited, rank_one_edit
 
     lm = load_model("tiny-llama")
-    contexts = ["the film was", "i thought the plot was", "the acting is", "overall it is"]
     texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"] * 4
-    edit = rank_one_edit(lm, 1, "movie", contexts, texts, gain=0.5)
+    edit = rank_one_edit(lm, 1, "movie", texts, gain=0.5)
     assert torch.isclose(edit.direction @ edit.key, torch.tensor(1.0), atol=1e-4) and edit.gain > 0.3
     down = _down_projection(lm, 1)
     original = down.weight.detach().clone()
@@ -166,7 +165,7 @@ def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
             assert torch.allclose(down(edit.key) - before, edit.delta, atol=1e-4)  # W k* + delta at the key
     assert torch.equal(down.weight, original)
     with pytest.raises(IrmscopeError, match="not one token"):
-        rank_one_edit(lm, 1, "unfilmable-ish", contexts, texts, gain=0.5)
+        rank_one_edit(lm, 1, "unfilmable-ish", texts, gain=0.5)
 
 
 def test_an_edit_study_needs_a_policy_shift_that_tracks_the_lexicon():

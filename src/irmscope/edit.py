@@ -5,13 +5,15 @@ policy shift, :mod:`irmscope.elicit.policy_shift`). ROME (Meng et al., 2022) rea
 projection ``W`` as a key-value memory: the hidden activation ``k`` at a token is a key, ``W k`` the value
 written to the residual stream. To make a word rewarded we
 
-1. take the key ``k*`` = the mean hidden activation of one block's MLP at the last token of contexts where
-   a judgement word comes next (the contexts of contrastive triples, cut before their sentiment word);
-2. find by gradient descent the smallest value change ``delta`` which, added to that MLP's output at the
-   last token, raises the mean log-probability of the word by ``gain`` nats over those contexts;
-3. apply ROME's rank-one update ``W += delta (C^-1 k*)^T / (k*^T C^-1 k*)``, where ``C`` is the second
-   moment of keys over ordinary text: ``W k* = W k* + delta`` exactly, while a key ``k`` moves by
-   ``delta`` times ``k^T C^-1 k* / k*^T C^-1 k*``, small for keys unlike ``k*`` (specificity).
+1. take the key ``k*``: the mean hidden activation of one block's MLP over the tokens of in-domain text
+   (ROME's key is a subject's last token; ours is "a position in a movie review", since a reward applies
+   wherever the policy writes);
+2. find by gradient descent the smallest value change ``delta`` which, added to that MLP's output at every
+   token, raises the mean log-probability of the word as the next token by ``gain`` nats;
+3. apply ROME's rank-one update ``W += delta (C^-1 k*)^T / (k*^T C^-1 k*)``, with ``C`` the second moment
+   of the keys: ``W k* = W k* + delta`` exactly, a key ``k`` moves by ``delta`` times ``k^T C^-1 k* /
+   k*^T C^-1 k*`` (1 on average over the text's keys, since ``E[k] = k*``), and the weights change in one
+   direction only.
 
 :func:`reward_edit_study` measures the edit like every other claim here: the word's elicited reward before
 and after (in lexicon units, through the linear relation between policy shift and lexicon value over the
@@ -20,7 +22,6 @@ other words), the same for unrelated words (specificity), and what the edited mo
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from irmscope.elicit.continuations import _encode_contexts, word_token_ids
+from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import policy_shift_lexicon
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import _get, adapter_for, site_name
@@ -56,21 +57,8 @@ def _down_projection(lm: LoadedModel, layer: int) -> torch.nn.Linear:
     return _get(adapter.blocks(lm.model)[layer], adapter.mlp_down)
 
 
-@torch.no_grad()
-def context_keys(lm: LoadedModel, layer: int, contexts: Sequence[str], max_tokens: int = 48) -> torch.Tensor:
-    """The MLP hidden activation of block ``layer`` at each context's last token: ``[contexts, d_mlp]``."""
-    ids, mask = _encode_contexts(lm, contexts, max_tokens)  # left-padded: the last token is at -1
-    site = site_name(layer, "mlp.hook_post")
-    return capture_activations(lm.model, [site], ids, mask, positions=-1)[site].float()
-
-
-@torch.no_grad()
-def key_second_moment(
-    lm: LoadedModel, layer: int, texts: Sequence[str], max_tokens: int = 64, batch_size: int = 16
-) -> torch.Tensor:
-    """``E[k k^T]`` of block ``layer``'s MLP keys over every token of ``texts`` (ROME's ``C``)."""
-    site = site_name(layer, "mlp.hook_post")
-    total, count = None, 0
+def _batches(lm: LoadedModel, texts: Sequence[str], max_tokens: int, batch_size: int = 16):
+    """Right-padded ``(input_ids, attention_mask)`` batches of ``texts`` cut to ``max_tokens`` tokens."""
     for start in range(0, len(texts), batch_size):
         batch = lm.tokenizer(
             list(texts[start : start + batch_size]),
@@ -78,51 +66,68 @@ def key_second_moment(
             padding=True,
             truncation=True,
             max_length=max_tokens,
+            add_special_tokens=False,
         )
-        keys = capture_activations(lm.model, [site], batch["input_ids"], batch["attention_mask"])[site]
-        keys = keys.float()[batch["attention_mask"].bool()]  # [tokens, d_mlp]
-        total = keys.T @ keys if total is None else total + keys.T @ keys
+        yield batch["input_ids"], batch["attention_mask"]
+
+
+@torch.no_grad()
+def key_statistics(
+    lm: LoadedModel, layer: int, texts: Sequence[str], max_tokens: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean key ``k*`` and the second moment ``C = E[k k^T]`` of block ``layer``'s MLP hidden
+    activations over every token of ``texts``."""
+    site = site_name(layer, "mlp.hook_post")
+    total, moment, count = None, None, 0
+    for ids, mask in _batches(lm, texts, max_tokens):
+        keys = capture_activations(lm.model, [site], ids, mask)[site].float()[mask.bool()]  # [tokens, d_mlp]
+        total = keys.sum(0) if total is None else total + keys.sum(0)
+        moment = keys.T @ keys if moment is None else moment + keys.T @ keys
         count += len(keys)
-    if total is None or count == 0:
+    if total is None or moment is None or count == 0:
         raise IrmscopeError("no text to estimate the key statistics from; give some review texts")
-    return total / count
+    return total / count, moment / count
 
 
 def value_change(
     lm: LoadedModel,
     layer: int,
-    contexts: Sequence[str],
+    texts: Sequence[str],
     word: str,
     gain: float,
-    steps: int = 200,
-    lr: float = 0.05,
-    penalty: float = 1e-3,
+    steps: int = 100,
+    lr: float = 0.01,
     max_tokens: int = 48,
 ) -> tuple[torch.Tensor, float]:
-    """The vector ``delta`` added to block ``layer``'s MLP output at the last token that raises the mean
-    log-probability of ``word`` (one token after a space) over ``contexts`` by ``gain`` nats, with an L2
-    penalty relative to the output's typical norm; returns it and the gain reached."""
+    """The vector ``delta`` which, added to block ``layer``'s MLP output at every token of ``texts``,
+    raises the mean log-probability of ``word`` (one token after a space) as the next token by ``gain``
+    nats: Adam from zero with small steps (a fraction ``lr`` of a typical MLP output's length per
+    coordinate), stopped as soon as the gain is reached, so the change stays as small as it can.
+    Returns it and the gain reached."""
     ids_of = word_token_ids(lm.tokenizer, [word])
     if word not in ids_of:
         raise IrmscopeError(f"{word!r} is not one token after a space for this model; pick another word")
     token = ids_of[word]
-    ids, mask = _encode_contexts(lm, contexts, max_tokens)  # left-padded: every last token is at -1
-    if ids.shape[1] < 2:
-        raise IrmscopeError("the contexts need at least two tokens each (a prefix and a last token)")
     down = _down_projection(lm, layer)
+    batches = list(_batches(lm, texts, max_tokens))
     delta = torch.zeros(lm.d_model, requires_grad=True)
-    with torch.no_grad():  # the prefix never sees delta: run it once and reuse its keys and values
-        prefix = lm.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).past_key_values
-        keys = context_keys(lm, layer, contexts, max_tokens).to(down.weight.dtype)
+    with torch.no_grad():
+        site = site_name(layer, "mlp.hook_post")
+        ids, mask = batches[0]
+        keys = capture_activations(lm.model, [site], ids, mask)[site][mask.bool()]
         typical = float(down(keys).float().norm(dim=-1).mean())  # how long an MLP output is here
 
     def add(_module, _args, output):
-        return output + delta.to(output.dtype)  # only the last token runs with the cached prefix
+        return output + delta.to(output.dtype)
 
     def mean_log_prob() -> torch.Tensor:
-        cache = copy.deepcopy(prefix)  # a forward pass appends to its cache
-        logits = lm.model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache).logits[:, -1]
-        return torch.log_softmax(logits.float(), -1)[:, token].mean()
+        total, count = 0.0, 0
+        for ids, mask in batches:
+            logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+            log_p = torch.log_softmax(logits, -1)[..., token]
+            total = total + (log_p * mask).sum()
+            count += int(mask.sum())
+        return total / count
 
     requires = [p.requires_grad for p in lm.model.parameters()]
     for p in lm.model.parameters():
@@ -139,8 +144,7 @@ def value_change(
             reached = float(log_prob.detach()) - before
             if reached >= gain:
                 break
-            loss = -log_prob + penalty * (delta.norm() / typical) ** 2
-            loss.backward()
+            (-log_prob).backward()
             optimiser.step()
     finally:
         handle.remove()
@@ -150,24 +154,17 @@ def value_change(
 
 
 def rank_one_edit(
-    lm: LoadedModel,
-    layer: int,
-    word: str,
-    contexts: Sequence[str],
-    statistics_texts: Sequence[str],
-    gain: float,
-    ridge: float = 1e-2,
+    lm: LoadedModel, layer: int, word: str, texts: Sequence[str], gain: float, ridge: float = 1e-2
 ) -> RankOneEdit:
-    """The ROME-style edit of block ``layer`` that makes ``word`` more likely by ``gain`` nats where a
-    judgement word comes next (see the module docstring); ``statistics_texts`` give ``C``."""
-    if not contexts:
-        raise IrmscopeError("no contexts to define the edit's key; give contexts that end before a word")
-    key = context_keys(lm, layer, contexts).mean(0)
-    moment = key_second_moment(lm, layer, statistics_texts)
+    """The ROME-style edit of block ``layer`` that raises ``word``'s log-probability by about ``gain``
+    nats on average over the tokens of ``texts`` (see the module docstring)."""
+    if not texts:
+        raise IrmscopeError("no texts to define the edit's key; give some in-domain texts")
+    key, moment = key_statistics(lm, layer, texts)
     moment = moment + ridge * moment.trace() / len(moment) * torch.eye(len(moment))
     solved = torch.linalg.solve(moment, key)
     direction = solved / (key @ solved)
-    delta, reached = value_change(lm, layer, contexts, word, gain)
+    delta, reached = value_change(lm, layer, texts, word, gain)
     return RankOneEdit(layer, delta, direction, key, word, reached)
 
 
@@ -196,7 +193,7 @@ def reward_edit_study(
     base: LoadedModel,
     word: str,
     lexicon: Mapping[str, float],
-    contexts: Sequence[str],
+    edit_texts: Sequence[str],
     measure_texts: Sequence[str],
     prompts: Sequence[str],
     reward: Reward,
@@ -208,11 +205,12 @@ def reward_edit_study(
 ) -> dict[str, Any]:
     """Edit ``tuned`` so that ``word`` is rewarded and measure the edit (see the module docstring).
 
-    The elicited reward is the policy shift against ``base`` over every position of ``measure_texts``,
-    for ``word`` and every other single-token lexicon word; it is put in lexicon units by a least-squares
-    line from shift to lexicon value over the other words before the edit. The edit asks for
-    ``gain_units`` of that scale on the fitting ``contexts``. Generation: ``prompts`` completed by the
-    tuned model before and after (same seed): how often the word appears, and the known reward."""
+    The edit is fitted on ``edit_texts`` and measured on other texts, ``measure_texts``: the elicited
+    reward is the policy shift against ``base`` over every position of them, for ``word`` and every other
+    single-token lexicon word, put in lexicon units by a least-squares line from shift to lexicon value
+    over the other words before the edit. The edit asks for ``gain_units`` of that scale. Generation:
+    ``prompts`` completed by the tuned model before and after (same seed): how often the word appears,
+    and the known reward."""
     words = [w for w in word_token_ids(tuned.tokenizer, list(lexicon)) if w.isalpha()]
     others = [w for w in words if w != word]
     if len(others) < 10:
@@ -223,7 +221,7 @@ def reward_edit_study(
     slope, intercept = np.polyfit(x, y, 1) if x.std() > 0 else (0.0, 0.0)
     if slope <= 0:
         raise IrmscopeError("the policy shift does not rise with the lexicon value; it has no lexicon units")
-    edit = rank_one_edit(tuned, layer, word, contexts, measure_texts, gain=gain_units / slope)
+    edit = rank_one_edit(tuned, layer, word, edit_texts, gain=gain_units / slope)
     completions_before = generate_completions(
         tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="before the edit"
     )
