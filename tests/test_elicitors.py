@@ -151,7 +151,7 @@ def test_patching_reports_each_block_and_refuses_pairs_that_do_not_differ():
 def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
     import torch
 
-    from irmscope.edit import _down_projection, edited, rank_one_edit
+    from irmscope.edit import _down_projection, edited, expected_occurrences, rank_one_edit
 
     lm = load_model("tiny-llama")
     texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"] * 4
@@ -164,6 +164,10 @@ def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
         with edited(lm, edit):
             assert torch.allclose(down(edit.key) - before, edit.delta, atol=1e-4)  # W k* + delta at the key
     assert torch.equal(down.weight, original)
+    assert abs(edit.gain - 0.5) < 0.05  # an overshooting step is shrunk back onto the asked gain
+    expected = expected_occurrences(lm, ["the film"], [" was a movie and a movie"], "movie")
+    with edited(lm, edit):
+        assert expected_occurrences(lm, ["the film"], [" was a movie and a movie"], "movie") > expected > 0
     with pytest.raises(IrmscopeError, match="not one token"):
         rank_one_edit(lm, 1, "unfilmable-ish", texts, gain=0.5)
 

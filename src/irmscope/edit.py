@@ -37,6 +37,7 @@ from irmscope.models.adapters import _get, adapter_for, site_name
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
+from irmscope.tune.evaluate import completion_batch
 from irmscope.tune.sampling import generate_completions
 
 
@@ -102,8 +103,8 @@ def value_change(
     """The vector ``delta`` which, added to block ``layer``'s MLP output at every token of ``texts``,
     raises the mean log-probability of ``word`` (one token after a space) as the next token by ``gain``
     nats: Adam from zero with small steps (a fraction ``lr`` of a typical MLP output's length per
-    coordinate), stopped as soon as the gain is reached, so the change stays as small as it can.
-    Returns it and the gain reached."""
+    coordinate), stopped as soon as the gain is reached and shrunk back onto it if the last step overshot,
+    so the change stays as small as it can. Returns it and the gain reached."""
     ids_of = word_token_ids(lm.tokenizer, [word])
     if word not in ids_of:
         raise IrmscopeError(f"{word!r} is not one token after a space for this model; pick another word")
@@ -146,6 +147,16 @@ def value_change(
                 break
             (-log_prob).backward()
             optimiser.step()
+        if reached > gain:  # the last step overshot: shrink delta back onto the asked gain (bisection)
+            low, high = 0.0, 1.0
+            full = delta.detach().clone()
+            with torch.no_grad():
+                for _ in range(8):
+                    middle = (low + high) / 2
+                    delta.copy_(middle * full)
+                    low, high = (middle, high) if float(mean_log_prob()) - before < gain else (low, middle)
+                delta.copy_(high * full)
+                reached = float(mean_log_prob()) - before
     finally:
         handle.remove()
         for p, flag in zip(lm.model.parameters(), requires, strict=True):
@@ -188,6 +199,25 @@ def _occurrences(texts: Sequence[str], word: str) -> float:
     return float(np.mean(counts)) if counts else float("nan")
 
 
+@torch.no_grad()
+def expected_occurrences(
+    lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str], word: str, batch_size: int = 8
+) -> float:
+    """How often ``lm`` would write ``word`` (its single token) while writing ``completions``: the sum
+    over their positions of the word's probability, averaged over completions. Sampling a rare word
+    gives mostly zeros; its expected count is exact and changes smoothly with an edit."""
+    token = word_token_ids(lm.tokenizer, [word])[word]
+    total = 0.0
+    for start in range(0, len(prompts), batch_size):
+        ids, attention, completion = completion_batch(
+            lm, prompts[start : start + batch_size], completions[start : start + batch_size]
+        )
+        logits = lm.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+        probability = torch.softmax(logits, -1)[..., token]  # of the word being the next token
+        total += float((probability * completion[:, 1:]).sum())  # at positions that predict the completion
+    return total / len(prompts)
+
+
 def reward_edit_study(
     tuned: LoadedModel,
     base: LoadedModel,
@@ -225,7 +255,9 @@ def reward_edit_study(
     completions_before = generate_completions(
         tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="before the edit"
     )
+    expected_before = expected_occurrences(tuned, prompts, completions_before, word)
     with edited(tuned, edit):
+        expected_after = expected_occurrences(tuned, prompts, completions_before, word)
         shift_after = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
         completions_after = generate_completions(
             tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="after the edit"
@@ -250,6 +282,8 @@ def reward_edit_study(
         "generation": {
             "occurrences_before": _occurrences(completions_before, word),
             "occurrences_after": _occurrences(completions_after, word),
+            "expected_occurrences_before": expected_before,
+            "expected_occurrences_after": expected_after,
             "reward_before": float(np.mean(score(completions_before))),
             "reward_after": float(np.mean(score(completions_after))),
             "examples_after": completions_after[:5],
