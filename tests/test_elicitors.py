@@ -9,7 +9,7 @@ from irmscope.irl import cross_fitted_irl, fit_irl, identifiability
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.models import load_model
 from irmscope.probes.ccs import fit_ccs
-from irmscope.probes.residuals import Residuals, load_residuals, save_residuals
+from irmscope.probes.residuals import Residuals, load_residuals, read_residuals, save_residuals
 from irmscope.rewards import Lexicon
 
 N_PROMPTS, WIDTH = 100, 40
@@ -144,6 +144,10 @@ def test_patching_reports_each_block_and_refuses_pairs_that_do_not_differ():
     assert (
         len(result["attn"]) == len(result["mlp"]) == 2 and np.isfinite(result["attn"] + result["mlp"]).all()
     )
+    # the cached-prefix runs read what a whole forward pass of each text reads
+    whole = read_residuals(lm, [""] * 4, positive + negative, layers=[1], max_length=None, progress=False)
+    readout = whole.last[:, 0] @ direction.astype(np.float32)
+    assert np.isclose(result["gap"], (readout[:2] - readout[2:]).mean(), rtol=1e-3, atol=1e-4)
     with pytest.raises(IrmscopeError, match="nothing to patch"):
         patching(lm, positive, positive, direction, layer=1, progress=False)
 

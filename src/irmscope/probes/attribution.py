@@ -19,6 +19,7 @@ shows how much of the direction's difference that one output carries: ``(patched
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.data.triples import ContrastiveTriple
+from irmscope.elicit.continuations import _encode_contexts
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import _get, adapter_for, site_name
 from irmscope.models.hooks import capture, intervene
@@ -34,6 +36,8 @@ from irmscope.models.loading import LoadedModel
 from irmscope.probes.residuals import Residuals, _encode
 from irmscope.probes.ridge import fit_probe
 
+#: longest contrast-pair text patched (the pipeline's pairs are cut to 64 tokens)
+MAX_PAIR_TOKENS = 256
 #: families whose attention output is the output projection itself (so it splits into heads exactly)
 PER_HEAD_FAMILIES = {"llama", "mistral", "qwen2"}
 
@@ -120,29 +124,37 @@ def separation(terms: np.ndarray, reward: np.ndarray) -> np.ndarray:
     return terms[upper].mean(0) - terms[~upper].mean(0)
 
 
-def _run_at_last(
-    lm: LoadedModel,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    sites: Sequence[str],
-    patches: dict[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """One forward pass reading ``sites`` at each row's last token, with ``patches[site]`` (one row per
-    text) written over that site's output at the last token."""
+def _last_token_runs(lm: LoadedModel, prefix_ids: torch.Tensor, mask: torch.Tensor):
+    """Run the shared prefix once; return a function that runs one last token per row on top of it,
+    reading ``sites`` there with ``patches[site]`` (one row per text) written over those sites' outputs.
+    Everything before the last token is the same for a pair and for every patch, so each patched run costs
+    one token per row instead of a whole text."""
     device = next(lm.model.parameters()).device
-    rows, last = torch.arange(len(ids)), mask.sum(1) - 1
+    prefix = lm.model(
+        input_ids=prefix_ids.to(device), attention_mask=mask[:, :-1].to(device), use_cache=True
+    ).past_key_values
 
     def overwrite(act: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         act = act.clone()
-        act[rows, last] = source.to(device=act.device, dtype=act.dtype)
+        act[:, -1] = source.to(device=act.device, dtype=act.dtype)
         return act
 
-    edits = {
-        site: (lambda act, source=source: overwrite(act, source)) for site, source in (patches or {}).items()
-    }
-    with intervene(lm.model, edits), capture(lm.model, sites) as cap:
-        lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-    return {site: cap[site][rows, last].float().cpu() for site in sites}
+    def run(
+        last_ids: torch.Tensor, sites: Sequence[str], patches: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        edits = {
+            site: (lambda act, source=source: overwrite(act, source))
+            for site, source in (patches or {}).items()
+        }
+        with intervene(lm.model, edits), capture(lm.model, sites) as cap:
+            lm.model(
+                input_ids=last_ids.to(device),
+                attention_mask=mask.to(device),
+                past_key_values=copy.deepcopy(prefix),  # a forward pass appends to its cache
+            )
+        return {site: cap[site][:, -1].float().cpu() for site in sites}
+
+    return run
 
 
 @torch.no_grad()
@@ -165,21 +177,25 @@ def patching(
     clean, corrupt = [], []
     patched: dict[str, list[np.ndarray]] = {site: [] for site in components}
     for start in tqdm(range(0, len(positive), batch_size), desc="patching", disable=not progress):
-        pos_ids, mask, _ = _encode(
-            lm, [""] * len(positive[start : start + batch_size]), positive[start : start + batch_size], None
-        )
-        neg_ids, neg_mask, _ = _encode(lm, [""] * len(pos_ids), negative[start : start + batch_size], None)
-        if pos_ids.shape != neg_ids.shape or not torch.equal(mask, neg_mask):
+        pos_ids, mask = _encode_contexts(lm, positive[start : start + batch_size], MAX_PAIR_TOKENS)
+        neg_ids, neg_mask = _encode_contexts(lm, negative[start : start + batch_size], MAX_PAIR_TOKENS)
+        if pos_ids.shape[1] < 2 or pos_ids.shape != neg_ids.shape or not torch.equal(mask, neg_mask):
             raise IrmscopeError(
-                "a pair's texts must have the same number of tokens (they differ in one word)"
+                "a pair's texts must share every token but the last (they differ in one word)"
             )
-        pos = _run_at_last(lm, pos_ids, mask, [readout, *components])
-        neg = _run_at_last(lm, neg_ids, mask, [readout, *components])
+        if not torch.equal(pos_ids[:, :-1], neg_ids[:, :-1]):
+            raise IrmscopeError(
+                "a pair's texts must share every token but the last (they differ in one word)"
+            )
+        run = _last_token_runs(lm, pos_ids[:, :-1], mask)
+        pos = run(pos_ids[:, -1:], [readout, *components])
+        neg = run(neg_ids[:, -1:], [readout, *components])
         clean.append((pos[readout] @ vector).numpy())
         corrupt.append((neg[readout] @ vector).numpy())
         for site in components:
-            edited = _run_at_last(lm, neg_ids, mask, [readout], {site: pos[site]})
-            patched[site].append((edited[readout] @ vector).numpy())
+            patched[site].append(
+                (run(neg_ids[:, -1:], [readout], {site: pos[site]})[readout] @ vector).numpy()
+            )
     clean_all, corrupt_all = np.concatenate(clean), np.concatenate(corrupt)
     gap = float((clean_all - corrupt_all).mean())
     if abs(gap) < 1e-9:
