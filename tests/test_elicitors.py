@@ -124,7 +124,9 @@ def test_direct_attribution_terms_add_up_to_the_read_out_and_heads_to_their_bloc
     lm = load_model("tiny-llama")
     direction = np.random.default_rng(2).standard_normal(lm.d_model)
     texts = ["the film was good", "a bad and awful plot", "fine", "the actors were great and the plot good"]
-    terms = direct_attribution(lm, texts, direction, layer=lm.n_layers - 1, batch_size=3, progress=False)
+    terms = direct_attribution(
+        lm, [""] * len(texts), texts, direction, layer=lm.n_layers - 1, batch_size=3, progress=False
+    )
     summed = terms["embedding"] + terms["attn"].sum(1) + terms["mlp"].sum(1)
     assert np.allclose(summed, terms["total"], rtol=1e-4, atol=1e-4)
     assert terms["heads"].shape == (4, lm.n_layers, lm.model.config.num_attention_heads)

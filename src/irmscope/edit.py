@@ -80,8 +80,10 @@ def key_statistics(
     activations over every token of ``texts``."""
     site = site_name(layer, "mlp.hook_post")
     total, moment, count = None, None, 0
+    device = next(lm.model.parameters()).device
     for ids, mask in _batches(lm, texts, max_tokens):
-        keys = capture_activations(lm.model, [site], ids, mask)[site].float()[mask.bool()]  # [tokens, d_mlp]
+        keys = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site]
+        keys = keys.float()[mask.to(device).bool()].cpu()  # [tokens, d_mlp]
         total = keys.sum(0) if total is None else total + keys.sum(0)
         moment = keys.T @ keys if moment is None else moment + keys.T @ keys
         count += len(keys)
@@ -110,8 +112,9 @@ def value_change(
         raise IrmscopeError(f"{word!r} is not one token after a space for this model; pick another word")
     token = ids_of[word]
     down = _down_projection(lm, layer)
-    batches = list(_batches(lm, texts, max_tokens))
-    delta = torch.zeros(lm.d_model, requires_grad=True)
+    device = next(lm.model.parameters()).device
+    batches = [(ids.to(device), mask.to(device)) for ids, mask in _batches(lm, texts, max_tokens)]
+    delta = torch.zeros(lm.d_model, requires_grad=True, device=device)
     with torch.no_grad():
         site = site_name(layer, "mlp.hook_post")
         ids, mask = batches[0]
@@ -147,6 +150,8 @@ def value_change(
                 break
             (-log_prob).backward()
             optimiser.step()
+        with torch.no_grad():
+            reached = float(mean_log_prob()) - before  # after the last step
         if reached > gain:  # the last step overshot: shrink delta back onto the asked gain (bisection)
             low, high = 0.0, 1.0
             full = delta.detach().clone()
@@ -176,7 +181,7 @@ def rank_one_edit(
     solved = torch.linalg.solve(moment, key)
     direction = solved / (key @ solved)
     delta, reached = value_change(lm, layer, texts, word, gain)
-    return RankOneEdit(layer, delta, direction, key, word, reached)
+    return RankOneEdit(layer, delta.cpu(), direction, key, word, reached)
 
 
 @contextmanager
@@ -185,7 +190,7 @@ def edited(lm: LoadedModel, edit: RankOneEdit) -> Iterator[LoadedModel]:
     down = _down_projection(lm, edit.layer)
     original = down.weight.detach().clone()
     with torch.no_grad():
-        down.weight += torch.outer(edit.delta, edit.direction).to(down.weight.dtype)
+        down.weight += torch.outer(edit.delta, edit.direction).to(down.weight.device, down.weight.dtype)
     try:
         yield lm
     finally:

@@ -564,7 +564,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             )
             result = reward_attribution(
                 {"tuned": tuned, "base": run.base},
-                coverage.texts,
+                coverage.prompts,
+                coverage.completions,
                 coverage.true,
                 coverage.prompt_index,
                 {
@@ -572,6 +573,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                     for label in ("tuned", "base")
                 },
                 triples,
+                probe_settings.test_fraction,
+                seed,
                 progress=progress,
             )
             write_json(work / "attribution.json", result)
@@ -581,6 +584,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             "attribute",
             {
                 "n_patch_pairs": probe_settings.n_patch_pairs,
+                "test_fraction": probe_settings.test_fraction,
                 "reward": _reward_settings(config),
                 "data": config.data.source,
                 "seed": seed,

@@ -34,7 +34,7 @@ from irmscope.models.adapters import _get, adapter_for, site_name
 from irmscope.models.hooks import capture, intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.probes.residuals import Residuals, _encode
-from irmscope.probes.ridge import fit_probe
+from irmscope.probes.ridge import fit_probe, group_split, pearson
 
 #: longest contrast-pair text patched (the pipeline's pairs are cut to 64 tokens)
 MAX_PAIR_TOKENS = 256
@@ -53,7 +53,8 @@ def _output_projections(lm: LoadedModel, layers: Sequence[int]) -> list[torch.nn
 @torch.no_grad()
 def direct_attribution(
     lm: LoadedModel,
-    texts: Sequence[str],
+    prompts: Sequence[str],
+    continuations: Sequence[str],
     direction: np.ndarray,
     layer: int,
     batch_size: int = 8,
@@ -63,7 +64,7 @@ def direct_attribution(
     (``embedding``: ``[texts]``), each block's attention and MLP terms (``attn``, ``mlp``: ``[texts,
     blocks]``) and, where exact, each head's (``heads``: ``[texts, blocks, heads]``); ``total`` is the
     read-out itself, for checking that the terms add up."""
-    if not texts:
+    if not continuations:
         raise IrmscopeError("no texts to attribute; check the completions are not empty")
     layers = list(range(layer + 1))
     vector = torch.as_tensor(np.asarray(direction), dtype=torch.float32)
@@ -75,9 +76,11 @@ def direct_attribution(
     n_heads = lm.model.config.num_attention_heads
     device = next(lm.model.parameters()).device
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("embedding", "total", "attn", "mlp", "heads")}
-    for start in tqdm(range(0, len(texts), batch_size), desc="attribution", disable=not progress):
-        chunk = list(texts[start : start + batch_size])
-        ids, mask, _ = _encode(lm, [""] * len(chunk), chunk, None)
+    for start in tqdm(range(0, len(continuations), batch_size), desc="attribution", disable=not progress):
+        # prompt and continuation tokenised apart, exactly as the probes read them
+        ids, mask, _ = _encode(
+            lm, prompts[start : start + batch_size], continuations[start : start + batch_size], None
+        )
         weights = mask.clone().float()
         weights[:, 0] = weights[:, 0] * (mask.sum(1) == 1)  # the probes' mean-pooling: first token out
         weights = weights / weights.sum(1, keepdim=True)
@@ -130,8 +133,12 @@ def _last_token_runs(lm: LoadedModel, prefix_ids: torch.Tensor, mask: torch.Tens
     Everything before the last token is the same for a pair and for every patch, so each patched run costs
     one token per row instead of a whole text."""
     device = next(lm.model.parameters()).device
+    positions = (mask.cumsum(-1) - 1).clamp(min=0).to(device)  # left padding: count real tokens only
     prefix = lm.model(
-        input_ids=prefix_ids.to(device), attention_mask=mask[:, :-1].to(device), use_cache=True
+        input_ids=prefix_ids.to(device),
+        attention_mask=mask[:, :-1].to(device),
+        position_ids=positions[:, :-1],
+        use_cache=True,
     ).past_key_values
 
     def overwrite(act: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -150,6 +157,7 @@ def _last_token_runs(lm: LoadedModel, prefix_ids: torch.Tensor, mask: torch.Tens
             lm.model(
                 input_ids=last_ids.to(device),
                 attention_mask=mask.to(device),
+                position_ids=positions[:, -1:],
                 past_key_values=copy.deepcopy(prefix),  # a forward pass appends to its cache
             )
         return {site: cap[site][:, -1].float().cpu() for site in sites}
@@ -213,29 +221,45 @@ def patching(
 
 def reward_attribution(
     models: Mapping[str, LoadedModel],
-    texts: Sequence[str],
+    prompts: Sequence[str],
+    continuations: Sequence[str],
     reward: np.ndarray,
     groups: np.ndarray,
     readouts: Mapping[str, Residuals],
     triples: Sequence[ContrastiveTriple],
+    test_fraction: float = 0.3,
+    seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """For each model: a ridge probe of the known ``reward`` on its mean-pooled residual stream leaving the
-    last block (fitted on ``readouts``, the coverage texts' read-outs; penalty by folds of ``groups``),
-    that direction's direct attribution over ``texts`` as a separation per embedding, block and head, and
+    last block, fitted on the training prompts' texts (``readouts`` hold every text's read-out; penalty by
+    folds of ``groups``); that direction's direct attribution over the held-out prompts' texts as a
+    separation per embedding, block and head (so no term is measured on the texts it was fitted on); and
     its patching recovery per block on ``triples`` (when there are any)."""
-    result: dict[str, Any] = {"n_texts": len(texts), "n_pairs": len(triples)}
+    train, test = group_split(groups, test_fraction, seed)
+    held = np.flatnonzero(test)
+    result: dict[str, Any] = {"n_texts": len(held), "n_pairs": len(triples)}
     for label, lm in models.items():
         layer = lm.n_layers - 1
-        probe = fit_probe(readouts[label].at("mean_pooled", layer), reward, groups)
-        terms = direct_attribution(lm, texts, probe.direction, layer, progress=progress)
+        features = readouts[label].at("mean_pooled", layer)
+        probe = fit_probe(features[train], reward[train], groups[train])
+        terms = direct_attribution(
+            lm,
+            [prompts[i] for i in held],
+            [continuations[i] for i in held],
+            probe.direction,
+            layer,
+            progress=progress,
+        )
+        truth = reward[held]
         result[label] = {
             "layer": layer,
-            "total": float(separation(terms["total"], reward)),
-            "embedding": float(separation(terms["embedding"], reward)),
-            "attn": separation(terms["attn"], reward).tolist(),
-            "mlp": separation(terms["mlp"], reward).tolist(),
-            "heads": separation(terms["heads"], reward).tolist() if "heads" in terms else None,
+            "held_out_pearson": pearson(probe.predict(features[held]), truth),
+            "total": float(separation(terms["total"], truth)),
+            "embedding": float(separation(terms["embedding"], truth)),
+            "attn": separation(terms["attn"], truth).tolist(),
+            "mlp": separation(terms["mlp"], truth).tolist(),
+            "heads": separation(terms["heads"], truth).tolist() if "heads" in terms else None,
             "patching": (
                 patching(
                     lm,

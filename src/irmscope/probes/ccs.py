@@ -89,6 +89,7 @@ def fit_ccs(
     scale[scale == 0] = 1.0
     direction = weights.detach()[:, best].double().numpy()
     probe = CcsProbe(direction, mean, scale, float(train[best]), float(held_out), float("nan"))
-    sign = 1.0 if (probe.score(positive) - probe.score(negative)).mean() >= 0 else -1.0
+    fitted = ~held  # the sign comes from fitting pairs only, so the held-out accuracy stays held out
+    sign = 1.0 if (probe.score(positive[fitted]) - probe.score(negative[fitted])).mean() >= 0 else -1.0
     wins = float((sign * (probe.score(positive[held]) - probe.score(negative[held])) > 0).mean())
     return CcsProbe(sign * direction, mean, scale, probe.train_loss, probe.held_out_loss, wins)

@@ -58,8 +58,8 @@ def _fold_predictions(x_fit: np.ndarray, y_fit: np.ndarray, x_held: np.ndarray) 
 def group_cv_mse(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = 5) -> np.ndarray:
     """Mean squared error of ridge at every penalty (``[alphas, targets]``, ``y`` as ``[rows, targets]``),
     by K-fold cross-validation with every group wholly in one fold: rows of one group (the completions of
-    one prompt, the tokens of one text) share their target, so leaving one row out would let its twins
-    vouch for it and favour too small a penalty."""
+    one prompt, the tokens of one text) are alike and often share their target, so leaving one row out
+    would let its twins vouch for it and favour too small a penalty."""
     n_folds = min(n_folds, len(np.unique(groups)))
     if n_folds < 2:
         raise IrmscopeError(

@@ -45,10 +45,17 @@ def _row(layer: int, score: dict[str, Any]) -> dict[str, Any]:
 
 
 def position_curve(
-    per_text: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray, max_positions: int
+    per_text: list[np.ndarray],
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    max_positions: int,
+    groups: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One probe fitted on every continuation token of the training texts; held-out absolute error and r
-    at each position (tokens past ``max_positions`` are left out)."""
+    """One probe fitted on every continuation token of the training texts (its penalty by folds of whole
+    ``groups`` of texts, default each text alone); held-out absolute error and r at each position (tokens
+    past ``max_positions`` are left out)."""
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
 
     def stack(mask: np.ndarray):
         rows = [(x[:max_positions], i) for i, x in enumerate(per_text) if mask[i] and len(x)]
@@ -60,7 +67,7 @@ def position_curve(
         return xs, owner, position
 
     x_train, owner_train, _ = stack(train)
-    probe = fit_probe(x_train, y[owner_train], groups=owner_train)  # a text's tokens share its target
+    probe = fit_probe(x_train, y[owner_train], groups=groups[owner_train])  # a text's tokens share its target
     x_test, owner_test, position = stack(test)
     predicted, truth = probe.predict(x_test), y[owner_test]
     curve = []
@@ -137,6 +144,7 @@ def probe_study(
             train,
             test,
             max_positions,
+            groups,
         )
         if by_position
         else None

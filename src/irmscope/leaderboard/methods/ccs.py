@@ -4,8 +4,8 @@ Contrast pairs are the positive and negative texts of the contrastive triples th
 cut from unlabelled reviews with the known reward's lexicon (which words are rewarded is the one thing
 the pairs take from it; no value and no completion's reward is used). The probe is fitted at every block
 on the residual stream at the sentiment word; the block with the lowest CCS loss on held-out pairs is
-kept (an unsupervised choice), and the estimate of a completion is its mean-pooled read-out at that block
-scored by the probe.
+kept (an unsupervised choice), and the estimate of a completion is the probe's score of its text's
+mean-pooled read-out (prompt and completion) at that block.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class ContrastConsistentSearch(RewardEstimator):
     description = (
         "contrast-consistent search on the residual stream at the rewarded/penalised word of contrast pairs "
         "cut from reviews with the reward's lexicon (no reward values), block chosen by held-out CCS loss, "
-        "read on each completion's mean-pooled residual"
+        "read on each text's mean-pooled residual (prompt and completion)"
     )
     needs = ("probes",)
 

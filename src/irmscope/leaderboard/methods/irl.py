@@ -1,7 +1,8 @@
 """Inverse RL (max-entropy and max-margin) as reward estimates: a linear reward over the residual stream
 under which the tuned model's completions are the expert's (see :mod:`irmscope.irl`).
 
-The features are the mean over each completion's tokens of the residual stream leaving one block (the
+The features are the mean over each text's tokens (prompt and completion, the first token left out) of
+the residual stream leaving one block (the
 probes stage's read-outs of the coverage texts); the block is the one whose read-out best predicts who
 wrote a completion (cross-validated log-likelihood, the max-entropy objective), a choice that uses
 authorship only, never the known reward. Estimates are cross-fitted by prompt. The base-model row fits the
