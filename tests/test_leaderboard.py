@@ -109,3 +109,52 @@ def test_probe_rows_read_the_probes_stage_and_skip_a_missing_ratings_probe(tmp_p
     assert row["tuned"]["pearson"]["value"] == pytest.approx(1) and row["base"]["pearson"]["value"] < 0
     with pytest.raises(IrmscopeError, match="stage 'elicit' has not run"):
         METHODS["IRM lexicon (faithful)"].estimate(inputs)
+
+
+def _run_results(reward: str, methods: dict[str, np.ndarray]) -> dict:
+    """A finished run's results.json, reduced to what ``irmscope compare`` reads."""
+    rows = [
+        {
+            "method": name,
+            "description": f"{name} (test)",
+            "supervised": False,
+            "tuned": score_estimate(TRUE, estimate, PROMPT, n_resamples=20),
+            "base": score_estimate(TRUE, rng.standard_normal(len(TRUE)), PROMPT, n_resamples=20),
+            "base_note": "",
+        }
+        for name, estimate in methods.items()
+    ]
+    return {
+        "subject": {"reward": reward, "reward_description": "test", "tuned": "t", "base": "b"},
+        "evaluation": {"reward_gain": {"value": 1.0, "low": 0.5, "high": 1.5}},
+        "leaderboard": {"n_prompts": N_PROMPTS, "rows": rows},
+    }
+
+
+def test_compare_puts_each_reward_in_its_own_column(tmp_path):
+    from irmscope.leaderboard.compare import load_run_results, merge_leaderboards
+    from irmscope.report.compare import write_comparison
+
+    vader = _run_results("vader", {"probe": TRUE, "IRM lexicon": -TRUE})
+    planted = _run_results("planted-seed0", {"probe": TRUE + rng.standard_normal(len(TRUE))})
+    merged = merge_leaderboards([vader, planted, vader])
+    assert merged["rewards"] == ["vader", "planted-seed0", "vader (2)"]
+    probe, lexicon = merged["rows"]
+    assert probe["scores"]["vader"]["tuned"]["pearson"]["value"] == pytest.approx(1)
+    assert probe["scores"]["planted-seed0"]["tuned"]["pearson"]["value"] < 0.9
+    assert lexicon["scores"]["planted-seed0"] is None  # the planted run has no such row
+    assert lexicon["scores"]["vader"]["tuned"]["pearson"]["value"] == pytest.approx(-1)
+
+    page = write_comparison(tmp_path / "out", merged).read_text()
+    assert page.count("data:image/png;base64,") == 2 and "planted-seed0" in page
+    wide = tmp_path / "out" / "tables" / "within-model-pearson-and-preference-accuracy-by-reward.csv"
+    header, *body = wide.read_text().splitlines()
+    assert header.count("within-model Pearson") == 3 and len(body) == 4  # 2 methods x tuned/base
+    assert body[2].startswith("IRM lexicon,tuned") and body[2].count(",-") == 2  # blank planted column
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text('{"subject": {"reward": "vader"}, "leaderboard": null}')
+    with pytest.raises(IrmscopeError, match="has no leaderboard"):
+        load_run_results(tmp_path / "run")
+    with pytest.raises(IrmscopeError, match="no runs"):
+        merge_leaderboards([])

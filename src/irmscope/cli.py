@@ -323,6 +323,21 @@ def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = Non
     run_pipeline(load_config(preset, config, set_))
 
 
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="finished run folders (each holds results.json)")],
+    out: Annotated[Path, typer.Option(help="folder for comparison.html, comparison.json and tables/")],
+) -> None:
+    """Put several runs' leaderboards side by side, one column per known reward (e.g. VADER and a
+    planted lexicon), each method's tuned-model scores beside its base-model control."""
+    from irmscope.leaderboard.compare import load_run_results, merge_leaderboards
+    from irmscope.report.compare import write_comparison
+
+    merged = merge_leaderboards([load_run_results(run) for run in runs])
+    page = write_comparison(out, merged)
+    typer.echo(f"{len(merged['rows'])} methods x {len(merged['rewards'])} rewards: {page}")
+
+
 @config_app.command("show")
 def config_show(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved configuration as JSON."""

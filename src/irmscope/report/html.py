@@ -41,6 +41,14 @@ class Section:
     html: list[str] = field(default_factory=list)  # trusted fragments built (and escaped) by irmscope
 
 
+def interval(estimate: dict[str, float] | None, signed: bool = False) -> str:
+    """``value [low, high]`` to three decimals (with signs when ``signed``); ``-`` when there is none."""
+    if not estimate:
+        return "-"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(estimate['value'])} [{f.format(estimate['low'])}, {f.format(estimate['high'])}]"
+
+
 TABLES_DIR = "tables"
 
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from irmscope.report.html import Section
-
-
-def _ci(e: dict[str, float]) -> str:
-    return f"{e['value']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+from irmscope.report.html import Section, interval
 
 
 def dashboard(feature: dict[str, Any]) -> str:
@@ -96,13 +92,20 @@ def interpretation_sections(
 def _validation_section(validation: dict[str, Any], reward: str) -> Section:
     t5 = validation["table5"]
     rows = [
-        ["base model (no tuning)", _ci(validation["base_mean_reward"]), "", ""],
-        ["tuned model", _ci(t5["before"]), "", ""],
+        ["base model (no tuning)", interval(validation["base_mean_reward"], signed=True), "", ""],
+        ["tuned model", interval(t5["before"], signed=True), "", ""],
     ]
     for name, label in (("related", "reward-related features"), ("random", "as many random features")):
         if name in t5:
             n = sum(len(f) for f in t5[name]["features"].values())
-            rows.append([f"tuned, {label} ablated", _ci(t5[name]["after"]), _ci(t5[name]["change"]), n])
+            rows.append(
+                [
+                    f"tuned, {label} ablated",
+                    interval(t5[name]["after"], signed=True),
+                    interval(t5[name]["change"], signed=True),
+                    n,
+                ]
+            )
     paragraphs = [
         f"Mean '{reward}' reward of completions to the same {t5['n_prompts']} held-out prompts (Table 5), "
         "with each ablated completion sampled with the same random numbers as the unablated one, so the "

@@ -66,6 +66,32 @@ def divergence_bars(per_layer: Mapping[str, float], highlight: list[int]) -> byt
     return _png(fig)
 
 
+_MODEL_STYLES = {"tuned": ("#c0392b", -0.15), "base": ("#7f8c8d", 0.15)}
+
+
+def _forest_on(ax, rows: list[tuple[str, Mapping[str, dict | None]]]) -> None:
+    """Draw one point with its interval per row and model (tuned above base); ``rows`` is ``[(label,
+    {"tuned": {"value", "low", "high"}, "base": ...}), ...]``, a missing or NaN entry left out."""
+    for i, (_, by_model) in enumerate(rows):
+        for model, (color, offset) in _MODEL_STYLES.items():
+            e = by_model.get(model)
+            if not e or e["value"] != e["value"]:
+                continue
+            ax.errorbar(
+                e["value"],
+                i + offset,
+                xerr=[[e["value"] - e["low"]], [e["high"] - e["value"]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=model if model not in ax.get_legend_handles_labels()[1] else None,
+            )
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def tau_forest(rows: list[tuple[str, Mapping[str, dict]]]) -> bytes:
     """Kendall's tau with its 95% interval per method, tuned model beside the untuned base model.
 
@@ -73,28 +99,40 @@ def tau_forest(rows: list[tuple[str, Mapping[str, dict]]]) -> bytes:
     entry is left out.
     """
     fig, ax = plt.subplots(figsize=(6.8, 0.42 * len(rows) + 1.2))
-    styles = {"tuned": ("#c0392b", -0.15), "base": ("#7f8c8d", 0.15)}
-    for i, (_, by_model) in enumerate(rows):
-        for model, (color, offset) in styles.items():
-            a = by_model.get(model)
-            if not a or a["kendall_tau"] != a["kendall_tau"]:
-                continue
-            low, high = a["kendall_ci"]
-            ax.errorbar(
-                a["kendall_tau"],
-                i + offset,
-                xerr=[[a["kendall_tau"] - low], [high - a["kendall_tau"]]],
-                fmt="o",
-                color=color,
-                capsize=3,
-                label=model if i == 0 or model not in ax.get_legend_handles_labels()[1] else None,
-            )
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
-    ax.invert_yaxis()
+    intervals = [
+        (
+            label,
+            {
+                model: {"value": a["kendall_tau"], "low": a["kendall_ci"][0], "high": a["kendall_ci"][1]}
+                for model, a in by_model.items()
+                if a
+            },
+        )
+        for label, by_model in rows
+    ]
+    _forest_on(ax, intervals)
     ax.set_xlabel("Kendall's tau with the true lexicon (held-out words, 95% bootstrap CI)")
     ax.legend(frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def reward_forest(panels: Mapping[str, list[tuple[str, Mapping[str, dict | None]]]], xlabel: str) -> bytes:
+    """One forest panel per known reward, methods down the shared axis: each method's score with its
+    interval for the tuned model beside the base-model control (``_forest_on``'s rows per panel)."""
+    n_rows = max(len(rows) for rows in panels.values())
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(3.6 * len(panels) + 2.4, 0.42 * n_rows + 1.2),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, (reward, rows) in zip(axes[0], panels.items(), strict=True):
+        _forest_on(ax, rows)
+        ax.set_title(reward, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+    axes[0][0].legend(frameon=False, fontsize=8)
     return _png(fig)
 
 

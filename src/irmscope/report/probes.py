@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from irmscope.report.html import Section
+from irmscope.report.html import Section, interval
 from irmscope.report.plots import (
     attribution_plot,
     error_by_position,
@@ -18,13 +18,6 @@ _TARGETS = {
     "ratings": "human star ratings of reviews mapped to [-1, 1]",
     "labels": "human positive/negative labels of reviews as +1/-1",
 }
-
-
-def _ci(e: dict[str, float] | None, signed: bool = False) -> str:
-    if not e:
-        return "-"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(e['value'])} [{f.format(e['low'])}, {f.format(e['high'])}]"
 
 
 def probe_section(probes: dict[str, Any]) -> Section:
@@ -43,7 +36,7 @@ def probe_section(probes: dict[str, Any]) -> Section:
                     label,
                     best["position"].replace("_", " "),
                     best["layer"],
-                    _ci(best["pearson"]),
+                    interval(best["pearson"]),
                     f"{best['mae']:.3f}",
                     f"{best['shuffled_pearson']:+.3f}",
                     f"{best['shuffled_mae']:.3f}",
@@ -103,8 +96,8 @@ def steering_section(steering: dict[str, Any], reward: str) -> Section:
             name,
             curve["site"],
             point["scale"],
-            _ci(point["mean_reward"]),
-            _ci(point["reward_change"], signed=True),
+            interval(point["mean_reward"]),
+            interval(point["reward_change"], signed=True),
             f"{point['base_perplexity']:.1f}",
             f"{point['distinct_bigrams']:.3f}",
         ]
@@ -233,12 +226,12 @@ def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
                     row["method"],
                     label,
                     "yes" if row["supervised"] else "no",
-                    _ci(metrics["pearson"]),
-                    _ci(metrics["spearman"]),
-                    _ci(metrics["kendall"]),
-                    _ci(metrics["pearson_within_policy"]),
-                    _ci(metrics["preference_accuracy"]),
-                    _ci(metrics["epic"]),
+                    interval(metrics["pearson"]),
+                    interval(metrics["spearman"]),
+                    interval(metrics["kendall"]),
+                    interval(metrics["pearson_within_policy"]),
+                    interval(metrics["preference_accuracy"]),
+                    interval(metrics["epic"]),
                 ]
             )
     return Section(

@@ -8,14 +8,10 @@ from typing import Any
 import numpy as np
 
 from irmscope.report.elicitation import elicitation_sections
-from irmscope.report.html import Section, write_report
+from irmscope.report.html import Section, interval, write_report
 from irmscope.report.interpretation import interpretation_sections
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
 from irmscope.report.probes import attribution_section, leaderboard_section, probe_section, steering_section
-
-
-def _ci(estimate: dict[str, float]) -> str:
-    return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
 
 
 def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Section:
@@ -27,16 +23,16 @@ def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Sec
             "Base model reward",
             paragraphs=[
                 f"Mean {reward} reward of {len(base_scores)} completions of the base model: "
-                f"{_ci(ev['base_mean_reward'])} (95% bootstrap CI). No tuned model in this run."
+                f"{interval(ev['base_mean_reward'])} (95% bootstrap CI). No tuned model in this run."
             ],
             figures=[("Reward distribution", reward_histogram({"base": base_scores}, reward))],
         )
     tuned_scores = np.asarray(samples["tuned_scores"])
     rows = [
-        ["mean reward, base model", _ci(ev["base_mean_reward"])],
-        ["mean reward, tuned model", _ci(ev["tuned_mean_reward"])],
-        ["gain (paired over prompts)", _ci(ev["reward_gain"])],
-        ["KL(tuned ‖ base) per token, on tuned completions", _ci(ev["kl_tuned_to_base_per_token"])],
+        ["mean reward, base model", interval(ev["base_mean_reward"])],
+        ["mean reward, tuned model", interval(ev["tuned_mean_reward"])],
+        ["gain (paired over prompts)", interval(ev["reward_gain"])],
+        ["KL(tuned ‖ base) per token, on tuned completions", interval(ev["kl_tuned_to_base_per_token"])],
         ["base-model perplexity on tuned completions", f"{ev['base_perplexity_on_tuned_completions']:.2f}"],
         [
             "base-model perplexity on its own completions (control)",
