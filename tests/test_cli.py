@@ -40,6 +40,7 @@ def test_models_lists_the_default():
         (("run", "--preset", "smoke", "--set", "model.name=tiny-bert"), "unknown model"),
         (("run", "--preset", "smoke", "--set", "data.source=/no/such/file.parquet"), "no such file"),
         (("compare", "/no/such/run", "--out", "/no/such/out"), "holds no results.json"),
+        (("edit", "/no/such/run"), "holds no results.json"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):

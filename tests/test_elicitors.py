@@ -178,35 +178,59 @@ def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
         rank_one_edit(lm, 1, "unfilmable-ish", texts, gain=0.5)
 
 
-def test_an_edit_study_needs_a_policy_shift_that_tracks_the_lexicon():
+EDIT_WORDS = [
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "fine",
+    "nice",
+    "poor",
+    "best",
+    "worst",
+    "love",
+    "hate",
+    "boring",
+]
+EDIT_LEXICON = {w: float(v) for w, v in zip(EDIT_WORDS, np.linspace(-3, 3, len(EDIT_WORDS)), strict=True)}
+
+
+def _lexicon_tilted(lm, lexicon, nats_per_unit):
+    """A stand-in for a model tuned on ``lexicon``: ``lm`` with a vector added after its final norm such
+    that each lexicon word's logit rises by ``nats_per_unit`` times its value (so its policy shift tracks
+    the lexicon, as tuning against it does)."""
+    import torch
+
+    from irmscope.elicit.continuations import word_token_ids
+
+    ids = word_token_ids(lm.tokenizer, list(lexicon))
+    unembedding = lm.model.get_output_embeddings().weight.detach()[list(ids.values())]
+    target = torch.tensor([nats_per_unit * lexicon[w] for w in ids])
+    tilt = torch.linalg.lstsq(unembedding, target[:, None]).solution[:, 0]
+    lm.model.model.norm.register_forward_hook(lambda module, args, output: output + tilt)
+    return lm
+
+
+def test_an_edit_study_moves_the_word_more_than_the_others_and_needs_lexicon_units(tmp_path):
     from irmscope.edit import reward_edit_study
+    from irmscope.report.edit import write_edit_report
     from irmscope.rewards import LexiconReward
 
-    lm = load_model("tiny-llama")
-    words = [
-        "good",
-        "bad",
-        "great",
-        "awful",
-        "fine",
-        "nice",
-        "poor",
-        "best",
-        "worst",
-        "love",
-        "hate",
-        "boring",
-    ]
-    lexicon = {w: float(v) for w, v in zip(words, np.linspace(-3, 3, len(words)), strict=True)}
+    base = load_model("tiny-llama")
+    reward = LexiconReward(Lexicon(EDIT_LEXICON))
+    texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"]
     with pytest.raises(IrmscopeError, match="no lexicon units"):  # a model compared with itself: no shift
-        reward_edit_study(
-            lm,
-            lm,
-            "boring",
-            lexicon,
-            ["the film was"],
-            ["a good film"],
-            ["the"],
-            LexiconReward(Lexicon(lexicon)),
-            1,
-        )
+        reward_edit_study(base, base, "boring", EDIT_LEXICON, texts, texts, ["the"], reward, 1)
+    lexicon = {**EDIT_LEXICON, "boring": 0.0}  # the tuned stand-in is indifferent to the edited word
+    tuned = _lexicon_tilted(load_model("tiny-llama"), lexicon, nats_per_unit=0.5)
+    study = reward_edit_study(tuned, base, "boring", lexicon, texts, texts, ["the", "a film"], reward, 1, 1.0)
+    assert study["calibration_pearson"] > 0.99 and abs(study["target_before"]) < 0.1
+    assert study["target_change"] > 0.5  # asked for 1 unit on the fitting texts, measured on others
+    assert study["unrelated_mean_abs_change"] < study["target_change"] / 2
+    generation = study["generation"]
+    assert generation["expected_occurrences_after"] > generation["expected_occurrences_before"]
+    study.update(
+        run="test", reward="test", n_edit_texts=3, n_measure_texts=3, n_prompts=2, gain_units_asked=1
+    )
+    page = write_edit_report(tmp_path, study).read_text()
+    assert "data:image/png;base64," in page and (tmp_path / "edit.json").is_file()

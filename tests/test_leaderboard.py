@@ -132,8 +132,9 @@ def _run_results(reward: str, methods: dict[str, np.ndarray]) -> dict:
 
 
 def test_compare_puts_each_reward_in_its_own_column(tmp_path):
-    from irmscope.leaderboard.compare import load_run_results, merge_leaderboards
+    from irmscope.leaderboard.compare import merge_leaderboards
     from irmscope.report.compare import write_comparison
+    from irmscope.runs import load_run_results
 
     vader = _run_results("vader", {"probe": TRUE, "IRM lexicon": -TRUE})
     planted = _run_results("planted-seed0", {"probe": TRUE + rng.standard_normal(len(TRUE))})
@@ -155,6 +156,6 @@ def test_compare_puts_each_reward_in_its_own_column(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text('{"subject": {"reward": "vader"}, "leaderboard": null}')
     with pytest.raises(IrmscopeError, match="has no leaderboard"):
-        load_run_results(tmp_path / "run")
+        load_run_results(tmp_path / "run", needs="leaderboard")
     with pytest.raises(IrmscopeError, match="no runs"):
         merge_leaderboards([])

@@ -330,12 +330,36 @@ def compare(
 ) -> None:
     """Put several runs' leaderboards side by side, one column per known reward (e.g. VADER and a
     planted lexicon), each method's tuned-model scores beside its base-model control."""
-    from irmscope.leaderboard.compare import load_run_results, merge_leaderboards
+    from irmscope.leaderboard.compare import merge_leaderboards
     from irmscope.report.compare import write_comparison
+    from irmscope.runs import load_run_results
 
-    merged = merge_leaderboards([load_run_results(run) for run in runs])
+    merged = merge_leaderboards([load_run_results(run, needs="leaderboard") for run in runs])
     page = write_comparison(out, merged)
     typer.echo(f"{len(merged['rows'])} methods x {len(merged['rewards'])} rewards: {page}")
+
+
+@app.command()
+def edit(
+    run_dir: Annotated[
+        Path, typer.Argument(help="a finished run whose tuned model was trained on a lexicon")
+    ],
+    word: Annotated[str, typer.Option(help="the single-token lexicon word to make rewarded")] = "boring",
+    gain: Annotated[float, typer.Option(help="asked rise of its elicited reward, in lexicon units")] = 1.25,
+    layer: Annotated[int | None, typer.Option(help="block whose MLP is edited (default: 80% depth)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RUN_DIR/edits/WORD)")] = None,
+) -> None:
+    """Edit the run's tuned model in one MLP (rank one, as ROME) so that WORD is rewarded, and measure the
+    edit: the word's elicited reward, every other word's (specificity), and generation."""
+    from irmscope.edit import edit_run_study
+    from irmscope.report.edit import write_edit_report
+
+    study = edit_run_study(run_dir, word, layer=layer, gain_units=gain)
+    page = write_edit_report(out or run_dir / "edits" / word, study)
+    typer.echo(
+        f"'{word}': {study['target_before']:+.2f} -> {study['target_after']:+.2f} lexicon units; other words "
+        f"moved {study['unrelated_mean_abs_change']:.2f} on average; {page}"
+    )
 
 
 @config_app.command("show")

@@ -22,9 +22,11 @@ other words), the same for unrelated words (specificity), and what the edited mo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from irmscope.models.adapters import _get, adapter_for, site_name
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
+from irmscope.rewards.lexicon import LexiconReward
 from irmscope.tune.evaluate import completion_batch
 from irmscope.tune.sampling import generate_completions
 
@@ -284,6 +287,7 @@ def reward_edit_study(
         "unrelated_mean_abs_change": float(np.abs(moved).mean()),
         "unrelated_max_abs_change": float(np.abs(moved).max()),
         "n_unrelated": len(others),
+        "unrelated_changes": dict(zip(others, moved.round(4).tolist(), strict=True)),
         "generation": {
             "occurrences_before": _occurrences(completions_before, word),
             "occurrences_after": _occurrences(completions_after, word),
@@ -294,3 +298,69 @@ def reward_edit_study(
             "examples_after": completions_after[:5],
         },
     }
+
+
+def edit_run_study(
+    run_dir: str | Path,
+    word: str,
+    layer: int | None = None,
+    gain_units: float = 1.25,
+    n_edit_texts: int = 32,
+    n_measure_texts: int = 150,
+    n_prompts: int = 48,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`reward_edit_study` on a finished run: its tuned model edited, its base model as reference,
+    its known lexicon reward for calibration, reviews of its data source (the edit's 40-word fitting texts
+    and other 60-word texts to measure on, in the run's seed's order) and its evaluation prompts.
+
+    ``layer`` defaults to the block at 80% of the depth (24 of SmolLM2's 30): late enough that the edit
+    acts on the next-token distribution, early enough to leave the last blocks to shape it."""
+    from irmscope.data import load_reviews
+    from irmscope.models import load_model
+    from irmscope.runs import load_run_results, run_reward, stage_dir
+
+    results = load_run_results(run_dir)
+    if not results["subject"].get("tuned"):
+        raise IrmscopeError(f"{run_dir} studied the base model only; an edit needs a tuned model")
+    reward = run_reward(run_dir, results)
+    if not isinstance(reward, LexiconReward):
+        raise IrmscopeError(
+            f"the run's reward {reward.name!r} is not a lexicon; the edit study needs word values"
+        )
+    config = results["config"]
+    reviews = list(
+        load_reviews(config["data"]["source"], split=config["data"]["split"], seed=config["seed"] + 3)["text"]
+    )
+    if len(reviews) < n_edit_texts + n_measure_texts:
+        raise IrmscopeError(f"{len(reviews)} reviews; the edit study needs {n_edit_texts + n_measure_texts}")
+    edit_texts = [" ".join(r.split()[:40]) for r in reviews[:n_edit_texts]]
+    measure_texts = [" ".join(r.split()[:60]) for r in reviews[n_edit_texts : n_edit_texts + n_measure_texts]]
+    samples = stage_dir(run_dir, results, "evaluate") / "samples.json"
+    prompts = json.loads(samples.read_text())["prompts"][:n_prompts]
+    tuned, base = load_model(results["subject"]["tuned"]), load_model(results["subject"]["base"])
+    if layer is None:
+        layer = round(0.8 * tuned.n_layers)
+    study = reward_edit_study(
+        tuned,
+        base,
+        word,
+        dict(reward.lexicon.items()),
+        edit_texts,
+        measure_texts,
+        prompts,
+        reward,
+        layer,
+        gain_units=gain_units,
+        seed=config["seed"],
+        progress=progress,
+    )
+    study.update(
+        run=str(run_dir),
+        reward=reward.name,
+        n_edit_texts=n_edit_texts,
+        n_measure_texts=n_measure_texts,
+        n_prompts=len(prompts),
+        gain_units_asked=gain_units,
+    )
+    return study

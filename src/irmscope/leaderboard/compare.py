@@ -9,26 +9,10 @@ tuning wrote rather than what pretraining knew.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from irmscope.errors import IrmscopeError
-
-
-def load_run_results(run_dir: str | Path) -> dict[str, Any]:
-    """A finished run's ``results.json``; an error that says what to do when it has no leaderboard."""
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise IrmscopeError(f"{run_dir} holds no results.json; finish the run first (irmscope run ...)")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise IrmscopeError(f"{path} is not valid JSON ({err}); rerun the pipeline to rewrite it") from err
-    if not results.get("leaderboard"):
-        raise IrmscopeError(f"{run_dir} has no leaderboard; it needs a tuned model and probes.enabled=true")
-    return results
 
 
 def merge_leaderboards(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -253,3 +253,18 @@ def head_heatmap(heads: list[list[float]], model: str) -> bytes:
     ax.set_title(f"{model}: separation along the reward direction written by each head", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04)
     return _png(fig)
+
+
+def edit_specificity_plot(unrelated_changes: Mapping[str, float], target_change: float, word: str) -> bytes:
+    """How far an edit moved every other lexicon word's elicited reward (histogram) against how far it
+    moved the edited word (red line): a specific edit is a narrow bump at 0 and a line far from it."""
+    changes = np.asarray(list(unrelated_changes.values()))
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.hist(changes, bins=60, color="#7f8c8d", label=f"{len(changes)} other words")
+    ax.axvline(target_change, color="#c0392b", linewidth=2, label=f"'{word}'")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("change of the elicited reward (lexicon units)")
+    ax.set_ylabel("words")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

@@ -1,0 +1,46 @@
+"""Reading a finished run folder (what ``irmscope run`` wrote) for the commands that build on one:
+``irmscope compare`` (leaderboards side by side) and ``irmscope edit`` (a reward edit of its tuned model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from irmscope.errors import IrmscopeError
+from irmscope.rewards import Reward, load_reward
+
+
+def load_run_results(run_dir: str | Path, needs: str | None = None) -> dict[str, Any]:
+    """A finished run's ``results.json``; a one-line error when it is missing, unreadable, or lacks the
+    section ``needs`` (e.g. ``"leaderboard"``)."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise IrmscopeError(f"{run_dir} holds no results.json; finish the run first (irmscope run ...)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise IrmscopeError(f"{path} is not valid JSON ({err}); rerun the pipeline to rewrite it") from err
+    if needs and not results.get(needs):
+        raise IrmscopeError(
+            f"{run_dir} has no {needs}; it needs a tuned model (tune.algorithm or model.tuned) and "
+            "probes.enabled=true"
+        )
+    return results
+
+
+def stage_dir(run_dir: str | Path, results: dict[str, Any], stage: str) -> Path:
+    """The folder of one of the run's stages (named ``{stage}-{key}`` under ``stages/``)."""
+    entry = results["manifest"]["stages"].get(stage)
+    folder = Path(run_dir) / "stages" / f"{stage}-{entry['key']}" if entry else None
+    if folder is None or not folder.is_dir():
+        raise IrmscopeError(f"{run_dir} has no finished {stage} stage; run the pipeline again to finish it")
+    return folder
+
+
+def run_reward(run_dir: str | Path, results: dict[str, Any]) -> Reward:
+    """The known reward the run scored against (a planted lexicon is read from the run's own stage)."""
+    spec = results["config"]["reward"]["spec"]
+    if spec.strip().lower() == "planted":
+        spec = f"lexicon:{stage_dir(run_dir, results, 'planted-lexicon') / 'planted.tsv'}"
+    return load_reward(spec)
