@@ -314,6 +314,36 @@ def test_dead_latent_tracking_counts_a_forced_dead_latent(synthetic):
     assert evaluate_sae(sae, x[:2_000]).dead_fraction >= 1 / 32
 
 
+def test_auxk_loss_revives_latents_that_topk_never_selects(synthetic):
+    store, x, _ = synthetic
+    runs = {}
+    for coefficient in (0.0, 1 / 32):
+        init = SAE(
+            SAEConfig(64, 128, architecture="topk", k=4, tied=False),
+            generator=torch.Generator().manual_seed(0),
+        )
+        with torch.no_grad():
+            init.b_enc[:64] = -1.5  # half the latents start too low to be among the top 4: no gradient
+        config = TrainConfig(
+            d_sae=128,
+            architecture="topk",
+            k=4,
+            tied=False,
+            epochs=1,
+            batch_size=256,
+            lr=3e-3,
+            aux_k_coefficient=coefficient,
+            dead_window=2_000,
+        )
+        sae, _ = train_sae(store, "site", config, init=init, progress=False)
+        runs[coefficient] = evaluate_sae(sae, x[:4_000])
+    # measured: 39% dead and FVU 0.42 without AuxK; 1% dead and FVU 0.22 with it
+    assert runs[0.0].dead_fraction > 0.3 and runs[1 / 32].dead_fraction < 0.05
+    assert runs[1 / 32].fvu < runs[0.0].fvu - 0.1
+    with pytest.raises(IrmscopeError, match="topk. only"):
+        TrainConfig(d_sae=8, aux_k_coefficient=0.1)
+
+
 def test_dead_latent_tracker_window():
     tracker = DeadLatentTracker(d_sae=3, window=10)
     assert not tracker.dead_mask.any()

@@ -156,6 +156,9 @@ def train_sae_cmd(
     epochs: int = 2,
     batch_size: int = 512,
     lr: float = 1e-3,
+    aux_k_coefficient: Annotated[
+        float, typer.Option(help="TopK: weight of Gao et al.'s AuxK loss that revives dead latents (1/32)")
+    ] = 0.0,
     model: Annotated[str | None, typer.Option(help="measure the spliced LM loss on this model")] = None,
     data: Annotated[str, typer.Option(help="held-out texts for the metrics")] = "rotten-tomatoes",
     n_texts: Annotated[int, typer.Option(help="held-out texts for the metrics")] = 100,
@@ -184,7 +187,7 @@ def train_sae_cmd(
             )
         }
     ).sae
-    config = settings.train_config(store.width(site))
+    config = settings.train_config(store.width(site), aux_k_coefficient=aux_k_coefficient)
     sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
     from irmscope.distributed import is_main
 

@@ -161,19 +161,22 @@ class SAE(nn.Module):
         return latents @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> SAEOutput:
+        return self.forward_from_pre(self.encode_pre(x))
+
+    def forward_from_pre(self, pre: torch.Tensor) -> SAEOutput:
+        """The reconstruction and latents from the pre-activations (training reuses them for AuxK)."""
         if self.config.architecture == "relu":
-            latents = self.encode(x)
+            latents = torch.relu(pre)
             return SAEOutput(self.decode(latents), latents)
         # TopK decodes from its k active rows only: a weighted sum of k dictionary rows (embedding_bag),
         # k/d_sae of the dense product's work, forward and backward. The dense latents are still returned
         # (for the loss terms, L0 and dead-latent counts); they are cheap to scatter.
-        pre = self.encode_pre(x)
         values, indices = self._top_k(pre)
         k = values.shape[-1]
         rows = nn.functional.embedding_bag(
             indices.reshape(-1, k), self.W_dec, per_sample_weights=values.reshape(-1, k), mode="sum"
         )
-        reconstruction = rows.reshape(*x.shape[:-1], self.d_in) + self.b_dec
+        reconstruction = rows.reshape(*pre.shape[:-1], self.d_in) + self.b_dec
         return SAEOutput(reconstruction, torch.zeros_like(pre).scatter(-1, indices, values))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,11 @@ class TrainConfig:
     layer and model; the scale is folded into the biases afterwards (latents shrink by it, dictionary rows
     stay unit-norm), so the returned SAE reads raw activations. Off by default: the paper's coefficients
     were tuned on raw activations. The training log's MSE and L1 are then in the scaled units.
+
+    ``aux_k_coefficient`` (TopK only) weights the auxiliary loss of Gao et al. (2024, "Scaling and evaluating
+    sparse autoencoders"): the ``d_in / 2`` dead latents with the largest pre-activations reconstruct the
+    main reconstruction's error, which gives dead latents a gradient and revives them; they used 1/32. 0
+    (the default) trains without it, as irmscope did before it existed.
     """
 
     d_sae: int
@@ -62,6 +67,7 @@ class TrainConfig:
     l1_coefficient: float = 1e-3
     b_dec_init: DecoderBiasInit = "mean"
     normalize_activations: bool = False
+    aux_k_coefficient: float = 0.0
     init_sample_rows: int = 10_000
     dead_window: int = 10_000
     log_every: int = 100
@@ -76,6 +82,10 @@ class TrainConfig:
                 raise IrmscopeError(f"SAE training {name} must be a positive integer, not {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise IrmscopeError(f"SAE learning rate must be positive, not {self.lr!r}")
+        if not (self.aux_k_coefficient >= 0 and math.isfinite(self.aux_k_coefficient)):
+            raise IrmscopeError(f"SAE aux_k_coefficient must be >= 0, not {self.aux_k_coefficient!r}")
+        if self.aux_k_coefficient and self.architecture != "topk":
+            raise IrmscopeError("aux_k_coefficient applies to architecture='topk' only; drop it or use topk")
         if not (self.l1_coefficient >= 0 and math.isfinite(self.l1_coefficient)):
             raise IrmscopeError(f"SAE l1_coefficient must be >= 0, not {self.l1_coefficient!r}")
         if self.b_dec_init not in ("mean", "geometric_median", "zeros"):
@@ -233,10 +243,13 @@ def train_sae(
             x = batch.to(device=device, dtype=dtype, non_blocking=True)
             if scale != 1.0:
                 x = x * scale
-            recon, latents = sae(x)
+            pre = sae.encode_pre(x)
+            recon, latents = sae.forward_from_pre(pre)
             mse = (recon - x).pow(2).mean()
             sparsity = latents.abs().sum(dim=-1).mean()
             loss = mse + l1 * sparsity if l1 else mse
+            if config.aux_k_coefficient:
+                loss = loss + config.aux_k_coefficient * auxk_loss(sae, x - recon, pre, tracker.dead_mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for parameter in sae.parameters():  # several ranks: the gradient of the union of their batches
@@ -280,6 +293,23 @@ def train_sae(
             write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
         barrier()
     return sae, log
+
+
+def auxk_loss(sae: SAE, error: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """Gao et al.'s AuxK loss: the mean squared error (per element, like the main loss) with which the
+    top ``d_in / 2`` dead latents (ReLU of their pre-activations, no decoder bias) reconstruct ``error``,
+    the main reconstruction's residual (a target only: no gradient flows into it). Scaled down when fewer
+    latents are dead than that, so a handful of dead latents does not dominate the loss."""
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return pre.new_zeros(())
+    half = max(1, sae.d_in // 2)
+    k_aux = min(half, n_dead)
+    values, indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
+    rows = torch.nn.functional.embedding_bag(
+        indices, sae.W_dec, per_sample_weights=torch.relu(values), mode="sum"
+    )
+    return (rows - error.detach()).pow(2).mean() * min(n_dead / half, 1.0)
 
 
 def _steps_per_epoch(store: ActivationStore, shards: list[int], batch_size: int) -> int:
