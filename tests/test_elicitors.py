@@ -207,7 +207,7 @@ def _lexicon_tilted(lm, lexicon, nats_per_unit):
     unembedding = lm.model.get_output_embeddings().weight.detach()[list(ids.values())]
     target = torch.tensor([nats_per_unit * lexicon[w] for w in ids])
     tilt = torch.linalg.lstsq(unembedding, target[:, None]).solution[:, 0]
-    lm.model.model.norm.register_forward_hook(lambda module, args, output: output + tilt)
+    lm.adapter.final_norm_module(lm.model).register_forward_hook(lambda module, args, output: output + tilt)
     return lm
 
 
@@ -217,16 +217,22 @@ def test_an_edit_study_moves_the_word_more_than_the_others_and_needs_lexicon_uni
     from irmscope.rewards import LexiconReward
 
     base = load_model("tiny-llama")
-    reward = LexiconReward(Lexicon(EDIT_LEXICON))
-    texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"]
-    with pytest.raises(IrmscopeError, match="no lexicon units"):  # a model compared with itself: no shift
-        reward_edit_study(base, base, "boring", EDIT_LEXICON, texts, texts, ["the"], reward, 1)
     lexicon = {**EDIT_LEXICON, "boring": 0.0}  # the tuned stand-in is indifferent to the edited word
+    reward = LexiconReward(Lexicon(lexicon))
+    texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"]
+    others = ["a story about a dog", "we saw it twice and left early", "music and light"]  # measured on
+    with pytest.raises(IrmscopeError, match="no lexicon units"):  # a model compared with itself: no shift
+        reward_edit_study(base, base, "boring", lexicon, texts, others, ["the"], reward, 1)
     tuned = _lexicon_tilted(load_model("tiny-llama"), lexicon, nats_per_unit=0.5)
-    study = reward_edit_study(tuned, base, "boring", lexicon, texts, texts, ["the", "a film"], reward, 1, 1.0)
+    study = reward_edit_study(
+        tuned, base, "boring", lexicon, texts, others, ["the", "a film"], reward, 1, 1.0
+    )
     assert study["calibration_pearson"] > 0.99 and abs(study["target_before"]) < 0.1
-    assert study["target_change"] > 0.5  # asked for 1 unit on the fitting texts, measured on others
-    assert study["unrelated_mean_abs_change"] < study["target_change"] / 2
+    # asked for 1 unit on the fitting texts; measured on other texts: 0.36, the other words 0.05 on
+    # average and 0.14 at most (a 3-text mean key transfers partly on a random tiny model)
+    assert study["target_change"] > 0.25
+    assert study["unrelated_max_abs_change"] < study["target_change"] / 2
+    assert study["unrelated_mean_abs_change"] < study["target_change"] / 4
     generation = study["generation"]
     assert generation["expected_occurrences_after"] > generation["expected_occurrences_before"]
     study.update(

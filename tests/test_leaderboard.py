@@ -1,6 +1,9 @@
 """Leaderboard metrics on hand-made rewards (EPIC's shaping invariance, preference accuracy) and the
 one-module registration of a method."""
 
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -149,9 +152,10 @@ def test_compare_puts_each_reward_in_its_own_column(tmp_path):
     page = write_comparison(tmp_path / "out", merged).read_text()
     assert page.count("data:image/png;base64,") == 2 and "planted-seed0" in page
     wide = tmp_path / "out" / "tables" / "within-model-pearson-and-preference-accuracy-by-reward.csv"
-    header, *body = wide.read_text().splitlines()
-    assert header.count("within-model Pearson") == 3 and len(body) == 4  # 2 methods x tuned/base
-    assert body[2].startswith("IRM lexicon,tuned") and body[2].count(",-") == 2  # blank planted column
+    header, *body = csv.reader(wide.read_text().splitlines())
+    assert sum("within-model Pearson" in h for h in header) == 3 and len(body) == 4  # 2 methods x 2 models
+    assert body[2][:2] == ["IRM lexicon", "tuned"] and body[2][5:7] == ["-", "-"]  # blank planted column
+    assert body[2][3] != "-" and body[2][7] != "-"
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text('{"subject": {"reward": "vader"}, "leaderboard": null}')
@@ -159,3 +163,24 @@ def test_compare_puts_each_reward_in_its_own_column(tmp_path):
         load_run_results(tmp_path / "run", needs="leaderboard")
     with pytest.raises(IrmscopeError, match="no runs"):
         merge_leaderboards([])
+
+
+def test_a_run_folder_is_read_from_anywhere(tmp_path, monkeypatch):
+    from irmscope.runs import load_run_results, stage_dir, tuned_model_path
+
+    run = tmp_path / "elsewhere" / "run"
+    (run / "stages" / "tune-abc" / "model").mkdir(parents=True)
+    results = {
+        "config": {"model": {"tuned": None}, "reward": {"spec": "vader"}},
+        "subject": {"tuned": "runs/demo/stages/tune-abc/model"},  # as written, relative to the old cwd
+        "manifest": {"stages": {"tune": {"key": "abc"}}},
+    }
+    (run / "results.json").write_text(json.dumps(results))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_run_results(run)
+    assert tuned_model_path(run, loaded) == str(run / "stages" / "tune-abc" / "model")
+    with pytest.raises(IrmscopeError, match="no finished evaluate stage"):
+        stage_dir(run, loaded, "evaluate")
+    (run / "results.json").write_text("{")
+    with pytest.raises(IrmscopeError, match="not valid JSON"):
+        load_run_results(run)

@@ -157,7 +157,10 @@ def train_sae_cmd(
     batch_size: int = 512,
     lr: float = 1e-3,
     aux_k_coefficient: Annotated[
-        float, typer.Option(help="TopK: weight of Gao et al.'s AuxK loss that revives dead latents (1/32)")
+        float,
+        typer.Option(
+            help="TopK: weight of Gao et al.'s AuxK loss that revives dead latents (they used 1/32; 0 = off)"
+        ),
     ] = 0.0,
     model: Annotated[str | None, typer.Option(help="measure the spliced LM loss on this model")] = None,
     data: Annotated[str, typer.Option(help="held-out texts for the metrics")] = "rotten-tomatoes",

@@ -311,18 +311,18 @@ def edit_run_study(
     progress: bool = True,
 ) -> dict[str, Any]:
     """:func:`reward_edit_study` on a finished run: its tuned model edited, its base model as reference,
-    its known lexicon reward for calibration, reviews of its data source (the edit's 40-word fitting texts
-    and other 60-word texts to measure on, in the run's seed's order) and its evaluation prompts.
+    its known lexicon reward for calibration, reviews of its data source in an order of their own (seed + 3:
+    the edit's 40-word fitting texts first, then other 60-word texts to measure on) and its evaluation
+    prompts.
 
     ``layer`` defaults to the block at 80% of the depth (24 of SmolLM2's 30): late enough that the edit
     acts on the next-token distribution, early enough to leave the last blocks to shape it."""
     from irmscope.data import load_reviews
     from irmscope.models import load_model
-    from irmscope.runs import load_run_results, run_reward, stage_dir
+    from irmscope.runs import load_run_results, run_reward, stage_dir, tuned_model_path
 
     results = load_run_results(run_dir)
-    if not results["subject"].get("tuned"):
-        raise IrmscopeError(f"{run_dir} studied the base model only; an edit needs a tuned model")
+    tuned_path = tuned_model_path(run_dir, results)
     reward = run_reward(run_dir, results)
     if not isinstance(reward, LexiconReward):
         raise IrmscopeError(
@@ -338,9 +338,14 @@ def edit_run_study(
     measure_texts = [" ".join(r.split()[:60]) for r in reviews[n_edit_texts : n_edit_texts + n_measure_texts]]
     samples = stage_dir(run_dir, results, "evaluate") / "samples.json"
     prompts = json.loads(samples.read_text())["prompts"][:n_prompts]
-    tuned, base = load_model(results["subject"]["tuned"]), load_model(results["subject"]["base"])
+    seed = config["seed"]
+    tuned, base = load_model(tuned_path, seed=seed), load_model(results["subject"]["base"], seed=seed)
     if layer is None:
-        layer = round(0.8 * tuned.n_layers)
+        layer = min(round(0.8 * tuned.n_layers), tuned.n_layers - 1)
+    if not 0 <= layer < tuned.n_layers:
+        raise IrmscopeError(f"layer {layer} does not exist; the model has blocks 0-{tuned.n_layers - 1}")
+    if word not in reward.lexicon:
+        raise IrmscopeError(f"{word!r} is not in the run's lexicon {reward.name!r}; pick one of its words")
     study = reward_edit_study(
         tuned,
         base,
@@ -352,7 +357,7 @@ def edit_run_study(
         reward,
         layer,
         gain_units=gain_units,
-        seed=config["seed"],
+        seed=seed,
         progress=progress,
     )
     study.update(

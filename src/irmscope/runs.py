@@ -9,6 +9,7 @@ from typing import Any
 
 from irmscope.errors import IrmscopeError
 from irmscope.rewards import Reward, load_reward
+from irmscope.stages import stage_folder
 
 
 def load_run_results(run_dir: str | Path, needs: str | None = None) -> dict[str, Any]:
@@ -22,20 +23,30 @@ def load_run_results(run_dir: str | Path, needs: str | None = None) -> dict[str,
     except json.JSONDecodeError as err:
         raise IrmscopeError(f"{path} is not valid JSON ({err}); rerun the pipeline to rewrite it") from err
     if needs and not results.get(needs):
-        raise IrmscopeError(
-            f"{run_dir} has no {needs}; it needs a tuned model (tune.algorithm or model.tuned) and "
-            "probes.enabled=true"
-        )
+        raise IrmscopeError(f"{run_dir} has no {needs} in its results.json; rerun it with that stage enabled")
     return results
 
 
 def stage_dir(run_dir: str | Path, results: dict[str, Any], stage: str) -> Path:
     """The folder of one of the run's stages (named ``{stage}-{key}`` under ``stages/``)."""
     entry = results["manifest"]["stages"].get(stage)
-    folder = Path(run_dir) / "stages" / f"{stage}-{entry['key']}" if entry else None
+    folder = stage_folder(run_dir, stage, entry["key"]) if entry else None
     if folder is None or not folder.is_dir():
         raise IrmscopeError(f"{run_dir} has no finished {stage} stage; run the pipeline again to finish it")
     return folder
+
+
+def tuned_model_path(run_dir: str | Path, results: dict[str, Any]) -> str:
+    """The run's tuned model: the one it was given (``model.tuned``), else its own tune stage's, found
+    inside ``run_dir`` so the run folder can be moved or read from anywhere."""
+    given = results["config"]["model"]["tuned"]
+    if given:
+        return given
+    if not results["subject"].get("tuned"):
+        raise IrmscopeError(
+            f"{run_dir} studied the base model only (tune.algorithm=none); it has no tuned model"
+        )
+    return str(stage_dir(run_dir, results, "tune") / "model")
 
 
 def run_reward(run_dir: str | Path, results: dict[str, Any]) -> Reward:

@@ -31,6 +31,11 @@ class StageResult:
     cached: bool = False
 
 
+def stage_folder(root: str | Path, name: str, key: str) -> Path:
+    """Where the finished stage ``name`` with cache key ``key`` lives in the run folder ``root``."""
+    return Path(root) / "stages" / f"{name}-{key}"
+
+
 def run_stage(
     root: Path,
     name: str,
@@ -44,7 +49,7 @@ def run_stage(
     """
     key = fingerprint(stage=name, settings=settings, upstream=[u.key for u in upstream])
     stages = Path(root) / "stages"
-    final = stages / f"{name}-{key}"
+    final = stage_folder(root, name, key)
     if (final / DONE).is_file():
         return StageResult(name, key, final, json.loads((final / DONE).read_text()), cached=True)
     work = stages / f".{name}-{key}.work"

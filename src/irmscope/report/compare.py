@@ -65,20 +65,21 @@ def comparison_sections(merged: dict[str, Any]) -> list[Section]:
         Section(
             "Leaderboards side by side",
             paragraphs=[
-                "Each column is one run: a model tuned against the named reward, scored on its own held-out "
-                "prompts. 'base' rows apply the same method to the untuned model. On a reward the base model "
-                "already knows (VADER sentiment) only the gap between the tuned and the base row is evidence "
-                "of what tuning wrote; on a planted reward the base model cannot know, the base row should "
-                "sit near zero. The within-model Pearson is the metric that detecting which model wrote a "
-                "completion cannot explain. Intervals: 95% bootstrap over prompts.",
+                "Each column is one run: a model tuned against the named reward, scored on its own "
+                "held-out prompts. 'base' rows apply the same method to the untuned model. On a reward the"
+                " base model already knows (VADER sentiment) only the gap between the tuned and the base "
+                "row is evidence of what tuning wrote; on a planted reward the base model cannot know, the"
+                " base row should sit near chance (a correlation of 0, a preference accuracy of 0.5). The "
+                "within-model Pearson is the metric that detecting which model wrote a completion cannot "
+                "explain. Intervals: 95% bootstrap over prompts.",
                 *about,
             ],
             figures=[
                 (
                     f"{_METRIC_NAMES[metric]} by method and reward, tuned vs base model",
-                    reward_forest(_panels(merged, metric), _METRIC_NAMES[metric]),
+                    reward_forest(_panels(merged, metric), _METRIC_NAMES[metric], reference),
                 )
-                for metric in ("pearson_within_policy", "preference_accuracy")
+                for metric, reference in (("pearson_within_policy", 0.0), ("preference_accuracy", 0.5))
             ],
             tables=[
                 (

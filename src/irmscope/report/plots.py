@@ -69,9 +69,10 @@ def divergence_bars(per_layer: Mapping[str, float], highlight: list[int]) -> byt
 _MODEL_STYLES = {"tuned": ("#c0392b", -0.15), "base": ("#7f8c8d", 0.15)}
 
 
-def _forest_on(ax, rows: list[tuple[str, Mapping[str, dict | None]]]) -> None:
-    """Draw one point with its interval per row and model (tuned above base); ``rows`` is ``[(label,
-    {"tuned": {"value", "low", "high"}, "base": ...}), ...]``, a missing or NaN entry left out."""
+def _forest_on(ax, rows: list[tuple[str, Mapping[str, dict | None]]], reference: float = 0.0) -> None:
+    """Draw one point with its interval per row and model (tuned above base), and a line at the
+    ``reference`` value (no information); ``rows`` is ``[(label, {"tuned": {"value", "low", "high"},
+    "base": ...}), ...]``, a missing or NaN entry left out."""
     for i, (_, by_model) in enumerate(rows):
         for model, (color, offset) in _MODEL_STYLES.items():
             e = by_model.get(model)
@@ -86,7 +87,7 @@ def _forest_on(ax, rows: list[tuple[str, Mapping[str, dict | None]]]) -> None:
                 capsize=3,
                 label=model if model not in ax.get_legend_handles_labels()[1] else None,
             )
-    ax.axvline(0, color="black", linewidth=0.8)
+    ax.axvline(reference, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.spines[["top", "right"]].set_visible(False)
@@ -116,9 +117,12 @@ def tau_forest(rows: list[tuple[str, Mapping[str, dict]]]) -> bytes:
     return _png(fig)
 
 
-def reward_forest(panels: Mapping[str, list[tuple[str, Mapping[str, dict | None]]]], xlabel: str) -> bytes:
-    """One forest panel per known reward, methods down the shared axis: each method's score with its
-    interval for the tuned model beside the base-model control (``_forest_on``'s rows per panel)."""
+def reward_forest(
+    panels: Mapping[str, list[tuple[str, Mapping[str, dict | None]]]], xlabel: str, reference: float = 0.0
+) -> bytes:
+    """One forest panel per run (known reward), methods down the shared axis: each method's score with its
+    interval for the tuned model beside the base-model control (``_forest_on``'s rows per panel), and a
+    line at the score of no information (``reference``: 0 for a correlation, 0.5 for an accuracy)."""
     n_rows = max(len(rows) for rows in panels.values())
     fig, axes = plt.subplots(
         1,
@@ -129,7 +133,7 @@ def reward_forest(panels: Mapping[str, list[tuple[str, Mapping[str, dict | None]
         squeeze=False,
     )
     for ax, (reward, rows) in zip(axes[0], panels.items(), strict=True):
-        _forest_on(ax, rows)
+        _forest_on(ax, rows, reference)
         ax.set_title(reward, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
     axes[0][0].legend(frameon=False, fontsize=8)

@@ -52,9 +52,9 @@ class TrainConfig:
     were tuned on raw activations. The training log's MSE and L1 are then in the scaled units.
 
     ``aux_k_coefficient`` (TopK only) weights the auxiliary loss of Gao et al. (2024, "Scaling and evaluating
-    sparse autoencoders"): the ``d_in / 2`` dead latents with the largest pre-activations reconstruct the
-    main reconstruction's error, which gives dead latents a gradient and revives them; they used 1/32. 0
-    (the default) trains without it, as irmscope did before it existed.
+    sparse autoencoders"): the ``d_in / 2`` latents silent for a whole ``dead_window`` with the largest
+    pre-activations reconstruct the main reconstruction's error, which gives dead latents a gradient and
+    revives them; they used 1/32. 0 (the default) trains without it, as irmscope did before it existed.
     """
 
     d_sae: int
@@ -155,6 +155,13 @@ class DeadLatentTracker:
         return self.tokens_since_fired >= min(self.window, self.tokens_seen)
 
     @property
+    def silent_for_window(self) -> torch.Tensor:
+        """Latents silent for a whole window (none before a window of tokens has passed): AuxK's dead set,
+        stricter than :attr:`dead_mask` early on, so AuxK does not act on latents that merely have not
+        fired yet."""
+        return self.tokens_since_fired >= self.window
+
+    @property
     def dead_fraction(self) -> float:
         return float(self.dead_mask.float().mean())
 
@@ -249,7 +256,9 @@ def train_sae(
             sparsity = latents.abs().sum(dim=-1).mean()
             loss = mse + l1 * sparsity if l1 else mse
             if config.aux_k_coefficient:
-                loss = loss + config.aux_k_coefficient * auxk_loss(sae, x - recon, pre, tracker.dead_mask)
+                loss = loss + config.aux_k_coefficient * auxk_loss(
+                    sae, x - recon, pre, tracker.silent_for_window
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for parameter in sae.parameters():  # several ranks: the gradient of the union of their batches
@@ -298,8 +307,12 @@ def train_sae(
 def auxk_loss(sae: SAE, error: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     """Gao et al.'s AuxK loss: the mean squared error (per element, like the main loss) with which the
     top ``d_in / 2`` dead latents (ReLU of their pre-activations, no decoder bias) reconstruct ``error``,
-    the main reconstruction's residual (a target only: no gradient flows into it). Scaled down when fewer
-    latents are dead than that, so a handful of dead latents does not dominate the loss."""
+    the main reconstruction's residual (a target only: no gradient flows into it).
+
+    Two choices differ from OpenAI's reference code: the loss is not divided by the variance of ``error``
+    (so at equal coefficient it is about 1/FVU times weaker there), and, as EleutherAI's ``sparsify``
+    does, it is scaled down when fewer latents are dead than ``d_in / 2``, so a handful of dead latents
+    does not dominate the loss. The logged training loss includes it."""
     n_dead = int(dead.sum())
     if n_dead == 0:
         return pre.new_zeros(())
