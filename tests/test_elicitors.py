@@ -171,9 +171,10 @@ def test_rank_one_edit_writes_its_value_at_the_key_and_is_undone_exactly():
             assert torch.allclose(down(edit.key) - before, edit.delta, atol=1e-4)  # W k* + delta at the key
     assert torch.equal(down.weight, original)
     assert abs(edit.gain - 0.5) < 0.05  # an overshooting step is shrunk back onto the asked gain
-    expected = expected_occurrences(lm, ["the film"], [" was a movie and a movie"], "movie")
+    (expected,) = expected_occurrences(lm, ["the film"], [" was a movie and a movie"], "movie")
     with edited(lm, edit):
-        assert expected_occurrences(lm, ["the film"], [" was a movie and a movie"], "movie") > expected > 0
+        (after,) = expected_occurrences(lm, ["the film"], [" was a movie and a movie"], "movie")
+    assert after > expected > 0
     with pytest.raises(IrmscopeError, match="not one token"):
         rank_one_edit(lm, 1, "unfilmable-ish", texts, gain=0.5)
 
@@ -235,6 +236,7 @@ def test_an_edit_study_moves_the_word_more_than_the_others_and_needs_lexicon_uni
     assert study["unrelated_mean_abs_change"] < study["target_change"] / 4
     generation = study["generation"]
     assert generation["expected_occurrences_after"] > generation["expected_occurrences_before"]
+    assert generation["expected_occurrences_ratio"]["low"] > 1  # more likely after the edit, every prompt
     study.update(
         run="test", reward="test", n_edit_texts=3, n_measure_texts=3, n_prompts=2, gain_units_asked=1
     )

@@ -40,6 +40,7 @@ from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.rewards.lexicon import LexiconReward
+from irmscope.stats import Estimate, bootstrap_ci
 from irmscope.tune.evaluate import completion_batch
 from irmscope.tune.sampling import generate_completions
 
@@ -210,20 +211,20 @@ def _occurrences(texts: Sequence[str], word: str) -> float:
 @torch.no_grad()
 def expected_occurrences(
     lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str], word: str, batch_size: int = 8
-) -> float:
-    """How often ``lm`` would write ``word`` (its single token) while writing ``completions``: the sum
-    over their positions of the word's probability, averaged over completions. Sampling a rare word
-    gives mostly zeros; its expected count is exact and changes smoothly with an edit."""
+) -> np.ndarray:
+    """How often ``lm`` would write ``word`` (its single token) while writing each of ``completions``:
+    the sum over its positions of the word's probability. Sampling a rare word gives mostly zeros; its
+    expected count is exact, positive, and changes smoothly with an edit."""
     token = word_token_ids(lm.tokenizer, [word])[word]
-    total = 0.0
+    counts = []
     for start in range(0, len(prompts), batch_size):
         ids, attention, completion = completion_batch(
             lm, prompts[start : start + batch_size], completions[start : start + batch_size]
         )
         logits = lm.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
         probability = torch.softmax(logits, -1)[..., token]  # of the word being the next token
-        total += float((probability * completion[:, 1:]).sum())  # at positions that predict the completion
-    return total / len(prompts)
+        counts.append((probability * completion[:, 1:]).sum(dim=1))  # positions predicting the completion
+    return torch.cat(counts).double().numpy()
 
 
 def reward_edit_study(
@@ -273,6 +274,10 @@ def reward_edit_study(
     units = lambda shift: slope * shift + intercept  # noqa: E731
     moved = np.array([units(shift_after[w]) - units(shift_before[w]) for w in others])
     score = lambda completions: reward.score([p + c for p, c in zip(prompts, completions, strict=True)])  # noqa: E731
+    reward_before, reward_after = np.asarray(score(completions_before)), np.asarray(score(completions_after))
+    # after / before per prompt, on the same completions: a geometric mean with a bootstrap interval
+    log_ratio = bootstrap_ci(np.log(expected_after / expected_before), seed=seed)
+    ratio = Estimate(*np.exp([log_ratio.value, log_ratio.low, log_ratio.high]).tolist(), n=log_ratio.n)
     return {
         "word": word,
         "layer": layer,
@@ -291,10 +296,12 @@ def reward_edit_study(
         "generation": {
             "occurrences_before": _occurrences(completions_before, word),
             "occurrences_after": _occurrences(completions_after, word),
-            "expected_occurrences_before": expected_before,
-            "expected_occurrences_after": expected_after,
-            "reward_before": float(np.mean(score(completions_before))),
-            "reward_after": float(np.mean(score(completions_after))),
+            "expected_occurrences_before": float(expected_before.mean()),
+            "expected_occurrences_after": float(expected_after.mean()),
+            "expected_occurrences_ratio": ratio.as_dict(),
+            "reward_before": float(np.mean(reward_before)),
+            "reward_after": float(np.mean(reward_after)),
+            "reward_change": bootstrap_ci(reward_after - reward_before, seed=seed).as_dict(),
             "examples_after": completions_after[:5],
         },
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.io import write_json
-from irmscope.report.html import Section, write_report
+from irmscope.report.html import Section, interval, write_report
 from irmscope.report.plots import edit_specificity_plot
 
 
@@ -30,8 +30,18 @@ def edit_section(study: dict[str, Any]) -> Section:
             g["expected_occurrences_before"],
             g["expected_occurrences_after"],
         ],
+        [
+            "expected count after / before, per prompt (geometric mean, 95% CI)",
+            "",
+            interval(g["expected_occurrences_ratio"]),
+        ],
         [f"sampled count of '{word}' per completion", g["occurrences_before"], g["occurrences_after"]],
         [f"mean known reward ({study['reward']})", g["reward_before"], g["reward_after"]],
+        [
+            "known reward after - before, paired per prompt (95% CI)",
+            "",
+            interval(g["reward_change"], signed=True),
+        ],
     ]
     return Section(
         f"Reward edit: making '{word}' rewarded (rank-one edit of block {study['layer']}'s MLP)",
