@@ -189,3 +189,20 @@ def test_next_token_log_probs_cover_every_real_position():
     assert table.shape == (sum(n_tokens), 2)
     alone = torch.log_softmax(lm.model(**lm.tokenizer(["Bad"], return_tensors="pt")).logits[0, -1], -1)[ids]
     torch.testing.assert_close(table[-1], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_scoring_contexts_are_review_openings_chosen_without_the_lexicon(smollm2_tokenizer):
+    from irmscope.data.triples import build_contrastive_triples
+    from irmscope.elicit.reward_study import scoring_contexts
+
+    texts = [
+        f"review {i}: the film was good and the plot was bad, so we left early and went home"
+        for i in range(40)
+    ]
+    contexts = scoring_contexts(texts, 8, seed=0)
+    assert contexts == scoring_contexts(texts, 8, seed=0) and len(contexts) == 8
+    assert all(8 <= len(c.split()) <= 30 and c.startswith("review 3") for c in contexts)  # the last reviews
+    triples = build_contrastive_triples(texts, {"good": 2.0, "bad": -2.0}, smollm2_tokenizer, max_triples=5)
+    assert not {t.prefix.rstrip() for t in triples} & set(contexts)  # not the slots rewarded words filled
+    with pytest.raises(IrmscopeError, match="9 or more words"):
+        scoring_contexts(["too short"], 1)

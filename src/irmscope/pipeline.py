@@ -364,12 +364,14 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         elicitation = run.stage(
             "elicit",
-            # outputs 2: the stage also writes R's coefficients (regression-*.npz) for validation
+            # outputs 2: the stage also writes R's coefficients (regression-*.npz) for validation;
+            # contexts 2: words are scored after review openings, not after triple prefixes (a leak)
             {
                 "elicit": config.elicit.model_dump(),
                 "reward": _reward_settings(config),
                 "seed": seed,
                 "outputs": 2,
+                "contexts": 2,
                 **REVIEW_ORDER,
             },
             [saes["tuned"], saes["base"], evaluation],

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from irmscope.data.triples import build_contrastive_triples
 from irmscope.elicit.agreement import lexicon_agreement
 from irmscope.elicit.lexicon_study import evaluation_words, lexicon_study
@@ -18,6 +20,27 @@ from irmscope.elicit.policy_shift import policy_shift_lexicon
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.model import SAE
+
+
+def scoring_contexts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` contexts to place each evaluated word after: the opening 8-30 words (a seeded length) of
+    reviews taken from the end of ``texts``, away from the ones triples are cut from.
+
+    They must not depend on the lexicon. Triple prefixes did: each ends where a rewarded word really
+    occurred, so a held-out word whose own slot was among them was scored where it fits, and a word
+    that fits the slots (a verb after a verb slot) scored higher, which leaked planted values into the
+    untuned model's ranking."""
+    rng = np.random.default_rng(seed)
+    contexts = []
+    for text in reversed(texts):
+        words = text.split()
+        if len(words) >= 9:
+            contexts.append(" ".join(words[: int(rng.integers(8, min(30, len(words) - 1) + 1))]))
+        if len(contexts) == n:
+            break
+    if len(contexts) < n:
+        raise IrmscopeError(f"only {len(contexts)} of {n} reviews have 9 or more words to cut a context from")
+    return contexts
 
 
 def elicit_lexicon_reward(
@@ -46,7 +69,7 @@ def elicit_lexicon_reward(
             f"only {len(triples)} contrastive triples could be built from {len(texts)} texts; give more "
             "texts or a lexicon with more words that occur in them"
         )
-    contexts = [t.prefix.rstrip() for t in triples[:n_contexts]]
+    contexts = scoring_contexts(texts, n_contexts, seed)
     common = dict(
         lexicon=lexicon,
         triples=triples,
