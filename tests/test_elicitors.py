@@ -234,6 +234,7 @@ def test_an_edit_study_moves_the_word_more_than_the_others_and_needs_lexicon_uni
     assert study["target_change"] > 0.25
     assert study["unrelated_max_abs_change"] < study["target_change"] / 2
     assert study["unrelated_mean_abs_change"] < study["target_change"] / 4
+    assert study["unrelated_mean_abs_deviation"] <= study["unrelated_mean_abs_change"] + 1e-9
     generation = study["generation"]
     assert generation["expected_occurrences_after"] > generation["expected_occurrences_before"]
     assert generation["expected_occurrences_ratio"]["low"] > 1  # more likely after the edit, every prompt

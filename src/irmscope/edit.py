@@ -291,6 +291,9 @@ def reward_edit_study(
         "target_change": float(units(shift_after[word]) - units(shift_before[word])),
         "unrelated_mean_abs_change": float(np.abs(moved).mean()),
         "unrelated_max_abs_change": float(np.abs(moved).max()),
+        # the others tend to move together (a shared offset); their spread about it is the specificity
+        "unrelated_median_change": float(np.median(moved)),
+        "unrelated_mean_abs_deviation": float(np.abs(moved - np.median(moved)).mean()),
         "n_unrelated": len(others),
         "unrelated_changes": dict(zip(others, moved.round(4).tolist(), strict=True)),
         "generation": {

@@ -23,6 +23,18 @@ def edit_section(study: dict[str, Any]) -> Section:
         ],
         [f"{study['n_unrelated']} other words: mean |change|", "", "", study["unrelated_mean_abs_change"]],
         [f"{study['n_unrelated']} other words: largest |change|", "", "", study["unrelated_max_abs_change"]],
+        [
+            f"{study['n_unrelated']} other words: median change (shared)",
+            "",
+            "",
+            study["unrelated_median_change"],
+        ],
+        [
+            f"{study['n_unrelated']} other words: mean |deviation from that median|",
+            "",
+            "",
+            study["unrelated_mean_abs_deviation"],
+        ],
     ]
     behaviour = [
         [
