@@ -338,6 +338,8 @@ def edit_run_study(
         raise IrmscopeError(
             f"the run's reward {reward.name!r} is not a lexicon; the edit study needs word values"
         )
+    if word not in reward.lexicon:
+        raise IrmscopeError(f"{word!r} is not in the run's lexicon {reward.name!r}; pick one of its words")
     config = results["config"]
     reviews = list(
         load_reviews(config["data"]["source"], split=config["data"]["split"], seed=config["seed"] + 3)["text"]
@@ -354,8 +356,6 @@ def edit_run_study(
         layer = min(round(0.8 * tuned.n_layers), tuned.n_layers - 1)
     if not 0 <= layer < tuned.n_layers:
         raise IrmscopeError(f"layer {layer} does not exist; the model has blocks 0-{tuned.n_layers - 1}")
-    if word not in reward.lexicon:
-        raise IrmscopeError(f"{word!r} is not in the run's lexicon {reward.name!r}; pick one of its words")
     study = reward_edit_study(
         tuned,
         base,
