@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.io import write_json
-from irmscope.report.html import Section, interval, write_report
+from irmscope.report.html import Section, interval, write_page
 from irmscope.report.plots import reward_forest
 
 _METRIC_NAMES = {
@@ -112,12 +111,6 @@ def comparison_sections(merged: dict[str, Any]) -> list[Section]:
 
 def write_comparison(out_dir: str | Path, merged: dict[str, Any]) -> Path:
     """Write ``comparison.html``, ``comparison.json`` and the tables as CSV under ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "comparison.json", merged)
-    return write_report(
-        out_dir / "comparison.html",
-        "irmscope: leaderboards compared across rewards",
-        comparison_sections(merged),
-        subtitle=", ".join(merged["rewards"]),
-    )
+    title = "irmscope: leaderboards compared across rewards"
+    sections = comparison_sections(merged)
+    return write_page(out_dir, "comparison", merged, title, sections, subtitle=", ".join(merged["rewards"]))

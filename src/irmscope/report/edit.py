@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.io import write_json
-from irmscope.report.html import Section, interval, write_report
+from irmscope.report.html import Section, interval, write_page
 from irmscope.report.plots import edit_specificity_plot
 
 
@@ -85,12 +84,5 @@ def edit_section(study: dict[str, Any]) -> Section:
 
 def write_edit_report(out_dir: str | Path, study: dict[str, Any]) -> Path:
     """Write ``edit.json``, ``edit.html`` and its tables as CSV under ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "edit.json", study)
-    return write_report(
-        out_dir / "edit.html",
-        f"irmscope: reward edit of '{study['word']}'",
-        [edit_section(study)],
-        subtitle=study["run"],
-    )
+    title = f"irmscope: reward edit of '{study['word']}'"
+    return write_page(out_dir, "edit", study, title, [edit_section(study)], subtitle=study["run"])

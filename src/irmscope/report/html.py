@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from irmscope.io import atomic_write
+from irmscope.io import atomic_write, write_json
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;
@@ -128,3 +128,14 @@ def write_report(path: str | Path, title: str, sections: Sequence[Section], subt
             atomic_write(tables / next(names), lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
     page = render(title, sections, subtitle)
     return atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+
+
+def write_page(
+    out_dir: str | Path, name: str, data: object, title: str, sections: Sequence[Section], subtitle: str = ""
+) -> Path:
+    """Write ``name.json`` (``data``) and the page ``name.html`` with its tables as CSV under ``out_dir``:
+    what a command that builds on a finished run (compare, edit) leaves behind."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / f"{name}.json", data)
+    return write_report(out_dir / f"{name}.html", title, sections, subtitle=subtitle)
