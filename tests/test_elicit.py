@@ -19,7 +19,7 @@ from irmscope.elicit.irm import (
     training_rows,
 )
 from irmscope.elicit.lexicon_study import random_saes
-from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.elicit.policy_shift import ESTIMATES, policy_shift, policy_shift_lexicon
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.models.hooks import capture_activations
@@ -178,6 +178,39 @@ def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():
     assert set(shift.values()) == {0.0}
     truth = dict(zip(words, [1.9, -2.5, 2.3, -1.3, 3.1, -2.0], strict=True))
     assert math.isnan(lexicon_agreement(shift, truth)["all"]["kendall_tau"])
+
+
+def test_a_word_whose_logit_tuning_raised_ranks_first_in_both_policy_shift_estimates():
+    """A stand-in for tuning: the 'tuned' model is the base with two words' logits moved by ±1.5 nats."""
+    import copy
+
+    from irmscope.models.loading import LoadedModel
+
+    base = load_model("tiny-llama")
+    words = ["good", "bad", "fun", "boring", "great", "awful"]
+    ids = word_token_ids(base.tokenizer, words)
+    tuned = LoadedModel(copy.deepcopy(base.model), base.tokenizer, "tuned")
+    bias = torch.zeros(tuned.model.config.vocab_size)
+    bias[ids["fun"]], bias[ids["awful"]] = 1.5, -1.5
+    tuned.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
+    texts = ["The movie was good and", "I found it rather", "What a", "It was the most"]
+    estimates = policy_shift(tuned, base, words, texts)
+    shifts = estimates.shift
+    assert set(shifts) == set(estimates.reference_level) == set(ESTIMATES)
+    for estimate, shift in shifts.items():
+        ranked = sorted(shift, key=shift.get)
+        assert ranked[-1] == "fun" and ranked[0] == "awful", estimate
+        assert shift == policy_shift_lexicon(tuned, base, words, texts, estimate=estimate)
+    # the expected-count estimate is the log-ratio of summed probabilities, exactly
+    lp_tuned = next_token_log_probs(tuned, texts, [ids["fun"]]).double()
+    lp_base = next_token_log_probs(base, texts, [ids["fun"]]).double()
+    expected = math.log(lp_tuned.exp().sum() / lp_base.exp().sum())
+    assert shifts["expected-count"]["fun"] == pytest.approx(expected, rel=1e-6)
+    assert estimates.reference_level["expected-count"]["fun"] == pytest.approx(
+        math.log(lp_base.exp().sum()), rel=1e-6
+    )
+    with pytest.raises(IrmscopeError, match="expected-count"):
+        policy_shift_lexicon(tuned, base, words, texts, estimate="expected")
 
 
 def test_next_token_log_probs_cover_every_real_position():

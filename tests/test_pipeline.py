@@ -70,7 +70,13 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     for model in ("tuned", "base"):
         for variant, controls in elicitation[model]["agreement"].items():
             assert set(controls) == {"real", "shuffled-labels", "random-features"}, variant
-    assert elicitation["policy_shift"]["tuned"]["all"]["n"] == elicitation["tuned"]["n_held_out_words"]
+    shift = elicitation["policy_shift"]
+    assert set(shift["held_out_words"]) == set(shift["every_word"]) == {"mean-log-ratio", "expected-count"}
+    assert set(shift["base_level"]["every_word"]) == set(shift["every_word"])
+    for agreement in shift["held_out_words"].values():
+        assert agreement["all"]["n"] == elicitation["tuned"]["n_held_out_words"]
+    for agreement in shift["every_word"].values():
+        assert agreement["all"]["n"] >= elicitation["tuned"]["n_held_out_words"]
     interpretation, validation = results["interpretation"], results["validation"]
     assert interpretation["n_explained"] == config.interpret.top_k * len(results["sites"])
     assert "offline explainer (no LLM)" in interpretation["explainer"] and "offline explainer" in page

@@ -365,13 +365,15 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         elicitation = run.stage(
             "elicit",
             # outputs 2: the stage also writes R's coefficients (regression-*.npz) for validation;
-            # contexts 2: words are scored after review openings, not after triple prefixes (a leak)
+            # contexts 2: words are scored after review openings, not after triple prefixes (a leak);
+            # policy_shift 2: two estimates, scored on the held-out words and on every word
             {
                 "elicit": config.elicit.model_dump(),
                 "reward": _reward_settings(config),
                 "seed": seed,
                 "outputs": 2,
                 "contexts": 2,
+                "policy_shift": 2,
                 **REVIEW_ORDER,
             },
             [saes["tuned"], saes["base"], evaluation],

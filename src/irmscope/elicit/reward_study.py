@@ -16,7 +16,7 @@ import numpy as np
 from irmscope.data.triples import build_contrastive_triples
 from irmscope.elicit.agreement import lexicon_agreement
 from irmscope.elicit.lexicon_study import evaluation_words, lexicon_study
-from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.elicit.policy_shift import policy_shift
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.model import SAE
@@ -60,7 +60,7 @@ def elicit_lexicon_reward(
 ) -> dict[str, Any]:
     """The IRM regression (all variants and controls) on ``tuned`` and ``base``, plus the policy shift.
 
-    ``texts`` are reviews to cut contrastive triples from; the policy-shift estimate averages over every
+    ``texts`` are reviews to cut contrastive triples from; the policy-shift estimates average over every
     position of ``shift_texts``.
     """
     triples = build_contrastive_triples(texts, lexicon, base.tokenizer, seed=seed, max_triples=n_triples)
@@ -80,14 +80,26 @@ def elicit_lexicon_reward(
     )
     truth = {w.lower(): v for w, v in lexicon.items()}
     words = evaluation_words(truth, tuned, held_out_fraction, seed, max_words)
-    shift = policy_shift_lexicon(tuned, base, words, shift_texts)
+    # the policy shift fits nothing, so every lexicon word is held out from it: scored on the regression's
+    # held-out words (to compare) and on up to max_words of all words (more words, tighter intervals)
+    every_word = evaluation_words(truth, tuned, 1.0, seed, max_words)
+    estimates = policy_shift(tuned, base, sorted(set(words) | set(every_word)), shift_texts)
+
+    def scored(values: dict[str, dict[str, float]], on: list[str]) -> dict[str, Any]:
+        return {name: lexicon_agreement(v, truth, on, seed=seed) for name, v in values.items()}
+
     return {
         "tuned": lexicon_study(tuned, tuned_saes, **common),
         "base": lexicon_study(base, base_saes, **common),
         "policy_shift": {
-            "tuned": lexicon_agreement(shift, truth, words, seed=seed),
+            "held_out_words": scored(estimates.shift, words),
+            "every_word": scored(estimates.shift, every_word),
+            # the base model's shift is zero by construction; its control is its own level alone
+            "base_level": {
+                "held_out_words": scored(estimates.reference_level, words),
+                "every_word": scored(estimates.reference_level, every_word),
+            },
             "n_texts": len(shift_texts),
-            "note": "base model: zero by construction (it is its own reference), so no ranking",
-            "values": shift,
+            "values": estimates.shift,
         },
     }

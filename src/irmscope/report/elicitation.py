@@ -38,20 +38,21 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
                 )
                 if subset == "all":
                     forest.append((f"{variant} / {control}", {"tuned": t, "base": b}))
-        s = shift["tuned"][subset]
-        rows.append(
-            [
-                "policy shift (token-level implicit reward)",
-                "none needed",
-                _tau(s),
-                "zero by construction",
-                _sign(s),
-                "n/a",
-                s["n"],
-            ]
-        )
-        if subset == "all":
-            forest.append(("policy shift", {"tuned": s}))
+        for estimate, agreement in shift["held_out_words"].items():
+            s, level = agreement[subset], shift["base_level"]["held_out_words"][estimate][subset]
+            rows.append(
+                [
+                    f"policy shift, {estimate} (token-level implicit reward)",
+                    "base: its own level, no reference",
+                    _tau(s),
+                    _tau(level),
+                    _sign(s),
+                    "n/a (a level has no sign)",
+                    s["n"],
+                ]
+            )
+            if subset == "all":
+                forest.append((f"policy shift, {estimate}", {"tuned": s, "base": level}))
         tables.append(
             (
                 title,
@@ -85,14 +86,34 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
         "between tuned and base is evidence that tuning installed the reward: a pretrained model already "
         "knows sentiment. Controls: the regression fitted to shuffled targets, and the same pipeline with "
         "untrained (random) SAE features. Kendall's tau with its p-value and a 95% bootstrap interval over "
-        "words. The policy shift is the mean log-probability ratio of tuned to base model for each word "
-        f"over every position of {shift['n_texts']} prompt + completion texts of both models (no fitting)."
+        "words. The policy shift compares the tuned with the base model's probability of each word at "
+        f"every position of {shift['n_texts']} prompt + completion texts of both models, as the mean "
+        "log-ratio (every position weighs the same) or as the log-ratio of expected counts (positions weigh "
+        "by how likely the word is there). It fits nothing, so every lexicon word is held out from it: the "
+        "last table scores it on all of them (up to the elicitation's word limit). For the base model the "
+        "shift is zero by construction; its column holds the base model's own level (how often it would "
+        "write each word), which says whether word frequency alone predicts the reward."
+    )
+    every_word = (
+        "Policy shift on every lexicon word (nothing is fitted)",
+        ["estimate", "tau, all words", "tau, negative words", "sign agreement", "tau, base level", "words"],
+        [
+            [
+                estimate,
+                _tau(agreement["all"]),
+                _tau(agreement["negative"]),
+                _sign(agreement["all"]),
+                _tau(shift["base_level"]["every_word"][estimate]["all"]),
+                agreement["all"]["n"],
+            ]
+            for estimate, agreement in shift["every_word"].items()
+        ],
     )
     return [
         Section(
             "Reward elicitation: divergence from the true reward (§5.1, Tables 4 and 11)",
             paragraphs=[intro],
-            tables=tables,
+            tables=[*tables, every_word],
             figures=[("Kendall's tau by method, tuned vs base model", tau_forest(forest))],
         ),
         Section("Reconstructed lexicon (Tables 3 and 10)", tables=word_tables),
