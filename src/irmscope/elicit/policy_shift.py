@@ -11,19 +11,22 @@ a set of texts (one forward pass per text gives them all), so a few hundred text
 Two averages are computed from the same log-probabilities (:data:`ESTIMATES`):
 
 * ``mean-log-ratio``: every context weighs the same.
-* ``expected-count``: ``β·log(Σ_c π_tuned(w|c) / Σ_c π_ref(w|c))``, the log-ratio of how often each model
-  would write ``w`` over these contexts. It equals ``β·log Σ_c p_c·exp(Δ_c)`` with ``p_c`` the reference's
-  share of the word's probability mass at context ``c`` and ``Δ_c`` the log-ratio there: contexts where the
-  word is a live option dominate, and the many where its probability is e⁻²⁰ and moves with the logit
-  tail barely count. Tuning changes a word's probability where the policy wrote it or might have; that is
-  where this estimate looks.
+* ``expected-count``: ``β·log(Σ_c π_tuned(w|c) / Σ_c π_ref(w|c))``, the log-ratio of the expected number of
+  times each model would write ``w`` at these (teacher-forced) positions. It equals
+  ``β·log Σ_c p_c·exp(Δ_c)`` with ``p_c`` the reference's share of the word's probability mass at context
+  ``c`` and ``Δ_c`` the log-ratio there: contexts where the word is a live option dominate, and the many
+  where its probability is e⁻²⁰ and moves with the logit tail barely count. The price: the weights depend
+  on the word, so the context baselines no longer cancel exactly (each word sees a weighted average of
+  them, over the contexts that suit it). Tuning changes a word's probability where the policy wrote it or
+  might have; that is where this estimate looks.
 
 Each estimate is a difference of two *levels*, one per model (the mean log-probability, the log expected
 count). No fitting is involved, so every word is held out. The untuned base model is its own reference, so
 for it the shift is zero everywhere; its control is the reference's level alone, i.e. whether how often the
 base model would write each word already predicts the reward (a planted reward on frequent words should
 not be predicted by frequency). The other control is a model tuned against a *different* reward, which has
-drifted from the base as much but towards other words.
+drifted from the base as much but towards other words: run the pipeline with that model as ``model.tuned``
+and this lexicon as the reward.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 This is what the pipeline's ``elicit`` stage runs: the contrastive triples are built once from the
 lexicon, then :func:`~irmscope.elicit.lexicon_study.lexicon_study` runs on the tuned model and on the base
 model with the same triples, contexts and held-out words, and the token-level implicit reward
-(:mod:`~irmscope.elicit.policy_shift`) is scored on the same words.
+(:mod:`~irmscope.elicit.policy_shift`) is scored on the same words and, since it fits nothing, on a seeded
+sample of all lexicon words.
 """
 
 from __future__ import annotations

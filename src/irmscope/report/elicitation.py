@@ -52,7 +52,7 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
                 ]
             )
             if subset == "all":
-                forest.append((f"policy shift, {estimate}", {"tuned": s, "base": level}))
+                forest.append((f"policy shift, {estimate} (base: its level)", {"tuned": s, "base": level}))
         tables.append(
             (
                 title,
@@ -91,11 +91,11 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
         "log-ratio (every position weighs the same) or as the log-ratio of expected counts (positions weigh "
         "by how likely the word is there). It fits nothing, so every lexicon word is held out from it: the "
         "last table scores it on all of them (up to the elicitation's word limit). For the base model the "
-        "shift is zero by construction; its column holds the base model's own level (how often it would "
-        "write each word), which says whether word frequency alone predicts the reward."
+        "shift is zero by construction; its column holds the base model's own level (its mean "
+        "log-probability or log expected count of each word): does word frequency alone predict the reward?"
     )
     every_word = (
-        "Policy shift on every lexicon word (nothing is fitted)",
+        "Policy shift on all lexicon words (nothing is fitted; a seeded sample up to the word limit)",
         ["estimate", "tau, all words", "tau, negative words", "sign agreement", "tau, base level", "words"],
         [
             [
