@@ -13,13 +13,17 @@ from irmscope.models import load_model
 from irmscope.models.hooks import intervene
 from irmscope.rewards import VaderReward
 from irmscope.sae import SAE, SAEConfig
+from irmscope.stats import paired_ratio_ci
 from irmscope.tune.sampling import generate_completions
 from irmscope.validate import (
+    AttributedSelection,
     ablation_table,
     activation_frequency_table,
     feature_ablation,
     random_features,
+    reward_attribution_scores,
     reward_under_ablation,
+    select_by_attribution,
 )
 
 PROMPTS = ["The movie was", "I thought the acting", "Honestly the plot", "What a film"]
@@ -118,3 +122,74 @@ def test_activation_frequency_table_on_hand_made_features(tmp_path):
     assert table["frequency_all_above"] == pytest.approx(2 / 3) and table["frequency_all_everywhere"] == 0.5
     with pytest.raises(IrmscopeError, match="coefficients"):
         activation_frequency_table({site: sae}, store, np.ones(4), 0.0, {site: [0]})
+
+
+def _expected_reward(lm, texts, values, edits=None) -> float:
+    """Σ over positions of E = Σ_t p(t)·v(t), the quantity the attribution linearises (no padding here)."""
+    total = 0.0
+    with torch.no_grad(), intervene(lm.model, edits or {}):
+        for text in texts:
+            ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
+            total += float((lm.model(input_ids=ids).logits.softmax(-1) @ values).sum())
+    return total
+
+
+def test_reward_attribution_predicts_the_effect_of_ablating_each_feature(lm):
+    """The first-order scores must rank features as their true ablations do: for each of 8 firing features,
+    zero it and measure the drop in expected next-token reward directly."""
+    site = "blocks.1.mlp.hook_post"
+    sae = _sae_with_bias(lm, site, 0.5)
+    with torch.no_grad():
+        sae.W_dec.mul_(0.02)  # small edits, where a first-order estimate should hold
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+    values = torch.randn(vocab, generator=torch.Generator().manual_seed(1))
+    scores = reward_attribution_scores(lm, {site: sae}, PROMPTS, values.numpy(), batch_size=2, progress=False)
+    clean = _expected_reward(lm, PROMPTS, values)
+    drops = [
+        clean - _expected_reward(lm, PROMPTS, values, {site: feature_ablation(sae, [f])}) for f in range(8)
+    ]
+    assert np.std(drops) > 0
+    assert np.corrcoef(scores[site].numpy(), drops)[0, 1] > 0.95
+    flipped = reward_attribution_scores(lm, {site: sae}, PROMPTS, -values.numpy(), progress=False)
+    assert torch.allclose(flipped[site], -scores[site], atol=1e-4)
+
+
+def test_select_by_attribution_takes_the_top_positive_scores_and_the_bottom_as_the_opposite():
+    scores = {"a": torch.tensor([0.5, -2.0, 3.0, 0.0, 1.0, -0.1]), "b": torch.tensor([-1.0, -3.0])}
+    chosen = select_by_attribution(scores, 2)
+    assert chosen.features == {"a": [2, 4], "b": []} and chosen.opposite == {"a": [1, 5], "b": [0, 1]}
+    with pytest.raises(IrmscopeError, match="0 or more"):
+        select_by_attribution(scores, -1)
+
+
+def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_share_of_gain(lm):
+    site = "blocks.1.mlp.hook_post"
+    reward = VaderReward()
+    plain = generate_completions(lm, PROMPTS, 8, seed=3, progress=False)
+    before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+    silent = {site: _sae_with_bias(lm, site, -1e6)}
+    selection = AttributedSelection(features={site: [0, 1]}, opposite={site: [2, 3]})
+    table = ablation_table(
+        lm, silent, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
+        attributed=selection, base=before - 1.0,
+    )  # fmt: skip
+    assert "related" not in table and table["attributed"]["features"] == {site: [0, 1]}
+    assert table["attributed_opposite"]["features"] == {site: [2, 3]}
+    assert len(table["attributed_random"]["features"][site]) == 2
+    for name in ("attributed", "attributed_opposite", "attributed_random"):  # silent features: nothing moves
+        assert table[name]["change"]["value"] == 0.0 and table[name]["gain_removed"]["value"] == 0.0
+    with pytest.raises(IrmscopeError, match="'base' rewards"):
+        ablation_table(lm, silent, {site: [0]}, PROMPTS, reward, before, 8, progress=False, base=before[:2])
+
+
+def test_paired_ratio_ci_covers_the_ratio_of_means_and_rejects_bad_input():
+    rng = np.random.default_rng(0)
+    gain = rng.normal(2.0, 1.0, 300)
+    removed = 0.4 * gain + rng.normal(0.0, 0.3, 300)
+    share = paired_ratio_ci(removed, gain)
+    assert share.value == pytest.approx(removed.mean() / gain.mean())
+    assert share.low < 0.4 < share.high and share.high - share.low < 0.1
+    with pytest.raises(IrmscopeError, match="paired"):
+        paired_ratio_ci(removed, gain[:10])
+    with pytest.raises(IrmscopeError, match="zero"):
+        paired_ratio_ci([1.0, 2.0], [1.0, -1.0])

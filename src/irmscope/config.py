@@ -175,6 +175,15 @@ class InterpretSection(_Section):
         200, ge=1, description="evaluation prompts completed with features ablated (Table 5)"
     )
     threshold: float = Field(3.0, description="R's prediction above which a token counts as high-reward")
+    n_attributed_features: int = Field(
+        32,
+        ge=0,
+        description="features per site chosen by reward attribution and ablated beside the explainer's "
+        "(Table 5; lexicon rewards only; 0: skip)",
+    )
+    n_attribution_prompts: int = Field(
+        64, ge=1, description="prompts, none of them an evaluation prompt, the attribution is summed over"
+    )
 
 
 class ProbesSection(_Section):
@@ -238,7 +247,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "activations": {"n_layers": 2, "n_texts": 40, "n_held_out_texts": 8, "max_length": 32},
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
         "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
-        "interpret": {"top_k": 4, "n_contexts": 3, "n_ablation_prompts": 12, "threshold": 1.0},
+        "interpret": {
+            "top_k": 4,
+            "n_contexts": 3,
+            "n_ablation_prompts": 12,
+            "threshold": 1.0,
+            "n_attributed_features": 4,
+            "n_attribution_prompts": 4,
+        },
         "probes": {
             "n_rating_texts": 30,
             "max_length": 24,

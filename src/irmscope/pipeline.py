@@ -26,7 +26,7 @@ from irmscope.data import load_reviews, truncate_to_prefixes
 from irmscope.data.triples import short_contrastive_triples
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.errors import IrmscopeError
-from irmscope.interpret import build_explainer, interpret_features
+from irmscope.interpret import build_explainer, interpret_features, token_values
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs, build_leaderboard
 from irmscope.models import load_model
@@ -43,7 +43,13 @@ from irmscope.sae.sites import train_site_saes
 from irmscope.stages import StageResult, run_stage
 from irmscope.stats import bootstrap_ci
 from irmscope.tune import evaluate_policy, generate_completions, layer_divergence, top_layers, tune_model
-from irmscope.validate import ablation_table, activation_frequency_table
+from irmscope.validate import (
+    AttributedSelection,
+    ablation_table,
+    activation_frequency_table,
+    reward_attribution_scores,
+    select_by_attribution,
+)
 
 _PACKAGES = (
     "irmscope",
@@ -68,6 +74,8 @@ PLANTED_TEXTS = 5000
 #: In the settings of every stage that reads reviews: reviews come in a seeded random order (before, the
 #: sorted IMDb files gave only negative reviews), so caches made under the old order are never reused.
 REVIEW_ORDER = {"review_order": "seeded-shuffle"}
+#: interpret settings only the validate stage reads (so changing them never re-explains features)
+VALIDATION_ONLY = {"n_ablation_prompts", "threshold", "n_attributed_features", "n_attribution_prompts"}
 
 
 def read_json(stage: StageResult, name: str) -> Any:
@@ -420,7 +428,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         interpretation = run.stage(
             "interpret",
             {
-                "interpret": config.interpret.model_dump(exclude={"n_ablation_prompts", "threshold"}),
+                "interpret": config.interpret.model_dump(exclude=VALIDATION_ONLY),
                 "sae": config.sae.model_dump(),
                 "reward": _reward_settings(config),
                 "seed": seed,
@@ -434,6 +442,11 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             n = min(interpret_settings.n_ablation_prompts, len(samples["prompts"]))
             related = interpretation.summary["related"]
             tuned_saes = {site: load_sae(saes["tuned"].dir / site) for site in sites}
+            attributed = None
+            if interpret_settings.n_attributed_features and isinstance(reward, LexiconReward):
+                attributed = _attributed_selection(
+                    config, tuned, tuned_saes, reward, samples["prompts"], progress
+                )
             result: dict[str, Any] = {
                 "table5": ablation_table(
                     tuned,
@@ -446,6 +459,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                     config.generation.batch_size,
                     seed=seed,
                     progress=progress,
+                    attributed=attributed,
+                    base=np.asarray(samples["base_scores"][:n]),
                 ),
                 "base_mean_reward": bootstrap_ci(samples["base_scores"][:n], seed=seed).as_dict(),
             }
@@ -471,6 +486,10 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             {
                 "n_ablation_prompts": interpret_settings.n_ablation_prompts,
                 "threshold": interpret_settings.threshold,
+                "n_attributed_features": interpret_settings.n_attributed_features,
+                "n_attribution_prompts": interpret_settings.n_attribution_prompts,
+                "data": config.data.model_dump(),
+                **REVIEW_ORDER,
                 "generation": config.generation.model_dump(),
                 "seed": seed,
             },
@@ -680,6 +699,53 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _attributed_selection(
+    config: RunConfig,
+    tuned,
+    saes: dict[str, Any],
+    reward: LexiconReward,
+    evaluation_prompts: list[str],
+    progress: bool,
+) -> AttributedSelection:
+    """Table 5's attributed selection, summed over the tuned model's completions to review prefixes that
+    are not evaluation prompts, so the selection never sees the completions the ablation is measured on."""
+    settings = config.interpret
+    reviews = load_reviews(config.data.source, split=config.data.split, seed=config.seed)
+    held, texts, n = set(evaluation_prompts), list(reviews["text"]), settings.n_attribution_prompts
+    prompts: list[str] = []
+    chunk = len(held) + 2 * n + 64  # reviews too short for a prefix are dropped, so read on until enough
+    for start in range(0, len(texts), chunk):
+        prefixes = truncate_to_prefixes(
+            texts[start : start + chunk], tuned.tokenizer, config.data.prefix_tokens
+        )
+        prompts += [p for p in prefixes if p not in held]
+        if len(prompts) >= n:
+            break
+    prompts = prompts[:n]
+    if not prompts:
+        raise IrmscopeError(
+            f"{config.data.source} has no review left once the evaluation prompts are set aside; use a "
+            "larger source or set interpret.n_attributed_features=0"
+        )
+    completions = generate_completions(
+        tuned,
+        prompts,
+        config.generation.max_new_tokens,
+        config.generation.batch_size,
+        seed=config.seed,
+        progress=progress,
+        desc="completions to attribute",
+    )
+    scores = reward_attribution_scores(
+        tuned,
+        saes,
+        [p + c for p, c in zip(prompts, completions, strict=True)],
+        token_values(tuned.tokenizer, reward.lexicon),
+        progress=progress,
+    )
+    return select_by_attribution(scores, settings.n_attributed_features)
 
 
 def _shift_texts(samples: dict[str, Any], n: int) -> list[str]:

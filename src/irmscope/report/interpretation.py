@@ -89,20 +89,32 @@ def interpretation_sections(
     return sections
 
 
+#: Table 5's ablated feature sets, in the order shown
+ABLATED = {
+    "related": "reward-related features (explainer)",
+    "random": "as many random features",
+    "attributed": "features chosen by reward attribution",
+    "attributed_opposite": "features chosen for the opposite reward",
+    "attributed_random": "as many random features (attribution's count)",
+}
+
+
 def _validation_section(validation: dict[str, Any], reward: str) -> Section:
     t5 = validation["table5"]
     rows = [
-        ["base model (no tuning)", interval(validation["base_mean_reward"], signed=True), "", ""],
-        ["tuned model", interval(t5["before"], signed=True), "", ""],
+        ["base model (no tuning)", interval(validation["base_mean_reward"], signed=True), "", "", ""],
+        ["tuned model", interval(t5["before"], signed=True), "", "", ""],
     ]
-    for name, label in (("related", "reward-related features"), ("random", "as many random features")):
+    for name, label in ABLATED.items():
         if name in t5:
             n = sum(len(f) for f in t5[name]["features"].values())
+            removed = t5[name].get("gain_removed")
             rows.append(
                 [
                     f"tuned, {label} ablated",
                     interval(t5[name]["after"], signed=True),
                     interval(t5[name]["change"], signed=True),
+                    interval(removed, signed=True) if removed else "",
                     n,
                 ]
             )
@@ -110,12 +122,27 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
         f"Mean '{reward}' reward of completions to the same {t5['n_prompts']} held-out prompts (Table 5), "
         "with each ablated completion sampled with the same random numbers as the unablated one, so the "
         "change is a paired difference. Ablating a feature removes its decoder direction times its "
-        "activation from the site; ablating as many random features is the control."
+        "activation from the site; ablating as many random features is the control. The share of the "
+        "tuning gain removed is the change over the tuned model's gain over the base model on the same "
+        "prompts (1 = back to the base model's reward)."
     ]
+    if "attributed" in t5:
+        paragraphs.append(
+            "Beside the explainer's choice (the paper's), features are also chosen by reward attribution: "
+            "those whose removal should most lower the reward the tuned model expects from its next token, "
+            "a first-order estimate summed over its completions to prompts that are not evaluation "
+            "prompts. Its control is the same choice made for the opposite reward (values negated): if "
+            "ablating those lowered the reward too, the effect would be damage to the model, not removal "
+            "of the reward."
+        )
     if "note" in t5:
         paragraphs.append(t5["note"])
     tables = [
-        ("Table 5: reward before and after ablation", ["model", "mean reward", "change", "features"], rows)
+        (
+            "Table 5: reward before and after ablation",
+            ["model", "mean reward", "change", "share of tuning gain removed", "features"],
+            rows,
+        )
     ]
     if "table6" in validation:
         rows6 = [

@@ -1,5 +1,6 @@
 """Causal and cross-method validation of the elicited reward: feature ablation (Table 5) and the
-activation frequency of reward-related features where R predicts high reward (Table 6)."""
+activation frequency of reward-related features where R predicts high reward (Table 6), and the
+choice of features to ablate by their attributed effect on the reward."""
 
 from irmscope.validate.ablation import (
     ablation_table,
@@ -8,11 +9,15 @@ from irmscope.validate.ablation import (
     reward_under_ablation,
 )
 from irmscope.validate.frequency import activation_frequency_table
+from irmscope.validate.selection import AttributedSelection, reward_attribution_scores, select_by_attribution
 
 __all__ = [
+    "AttributedSelection",
     "ablation_table",
     "activation_frequency_table",
     "feature_ablation",
     "random_features",
+    "reward_attribution_scores",
     "reward_under_ablation",
+    "select_by_attribution",
 ]

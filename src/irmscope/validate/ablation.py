@@ -21,8 +21,9 @@ from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.sae.model import SAE
-from irmscope.stats import bootstrap_ci
+from irmscope.stats import bootstrap_ci, paired_ratio_ci
 from irmscope.tune.sampling import generate_completions
+from irmscope.validate.selection import AttributedSelection
 
 
 def feature_ablation(sae: SAE, features: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -83,26 +84,40 @@ def ablation_table(
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
+    attributed: AttributedSelection | None = None,
+    base: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Table 5: mean reward before, after ablating the ``related`` features, and after ablating random ones.
 
     ``before`` holds the rewards of the unablated model's completions to the same ``prompts``, sampled with
     the same ``seed``, so each ablated completion is paired with the unablated one of its prompt and the
-    changes are paired differences.
+    changes are paired differences. With ``attributed`` (:mod:`irmscope.validate.selection`) the table also
+    ablates that selection, its opposite-reward control and as many random features. With ``base`` (the
+    untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the share of
+    the tuning gain ``mean(before - base)`` that the ablation takes away.
     """
     before = np.asarray(before, dtype=float)
-    if len(before) != len(prompts):
-        raise IrmscopeError(f"{len(before)} 'before' rewards for {len(prompts)} prompts; they must pair up")
+    for name, values in (("'before'", before), ("'base'", base)):
+        if values is not None and len(values) != len(prompts):
+            raise IrmscopeError(f"{len(values)} {name} rewards for {len(prompts)} prompts; they must pair up")
     n = sum(len(f) for f in related.values())
     table: dict[str, Any] = {
         "n_prompts": len(prompts),
         "n_features": {site: len(f) for site, f in related.items()},
         "before": bootstrap_ci(before, seed=seed).as_dict(),
     }
+    conditions: dict[str, Mapping[str, Sequence[int]]] = {}
     if n == 0:
         table["note"] = "no feature was classified as related to the reward, so nothing was ablated"
-        return table
-    conditions = {"related": dict(related), "random": random_features(related, saes, seed)}
+    else:
+        conditions |= {"related": dict(related), "random": random_features(related, saes, seed)}
+    if attributed is not None and any(attributed.features.values()):
+        conditions |= {
+            "attributed": attributed.features,
+            "attributed_opposite": attributed.opposite,
+            "attributed_random": random_features(attributed.features, saes, seed + 1),
+        }
+    gain = None if base is None else before - np.asarray(base, dtype=float)
     for name, features in conditions.items():
         after = reward_under_ablation(
             lm, saes, features, prompts, reward, max_new_tokens, batch_size, seed, progress
@@ -112,4 +127,6 @@ def ablation_table(
             "after": bootstrap_ci(after, seed=seed).as_dict(),
             "change": bootstrap_ci(after - before, seed=seed).as_dict(),
         }
+        if gain is not None and gain.mean() != 0:
+            table[name]["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
     return table
