@@ -5,7 +5,9 @@ Ablating a feature removes its contribution from the site's activation, ``x → 
 other feature are left in place, so only what those features carry is lost. Table 5 compares the tuned
 model's mean reward on the fine-tuning task before and after ablating the features classified as related
 to the reward, and, as the control the paper lacks, after ablating as many random features of the same
-dictionaries.
+dictionaries. The explainer's label picks few features at the layers tuning changed most, so the table can
+also ablate a second choice, features chosen by reward attribution (:mod:`irmscope.validate.selection`),
+beside its own controls; every row then reports the share of the tuning gain it removes.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def ablation_table(
     }
     conditions: dict[str, Mapping[str, Sequence[int]]] = {}
     if n == 0:
-        table["note"] = "no feature was classified as related to the reward, so nothing was ablated"
+        table["note"] = "no feature was classified as related to the reward: the explainer's choice is empty"
     else:
         conditions |= {"related": dict(related), "random": random_features(related, saes, seed)}
     if attributed is not None and any(attributed.features.values()):
