@@ -88,8 +88,9 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     if interpretation["n_related"]:
         assert table5["related"]["change"]["n"] == table5["n_prompts"]
     for name in ("attributed", "attributed_opposite", "attributed_random"):
-        assert table5[name]["gain_removed"]["n"] == table5["n_prompts"]
-    assert "reward attribution" in page and "share of tuning gain removed" in page
+        assert table5[name]["change"]["n"] == table5["n_prompts"]
+        assert ("gain_removed" in table5[name]) != ("gain_note" in table5)
+    assert "reward attribution" in page and "drop / tuning gain" in page
     assert set(validation["table6"]) == {"faithful", "ridge-delta"}
     probes, steering, board = results["probes"], results["steering"], results["leaderboard"]
     for model in ("tuned", "base"):

@@ -19,9 +19,9 @@ from irmscope.validate import (
     AttributedSelection,
     ablation_table,
     activation_frequency_table,
+    attribute_reward_to_features,
     feature_ablation,
     random_features,
-    reward_attribution_scores,
     reward_under_ablation,
     select_by_attribution,
 )
@@ -124,34 +124,51 @@ def test_activation_frequency_table_on_hand_made_features(tmp_path):
         activation_frequency_table({site: sae}, store, np.ones(4), 0.0, {site: [0]})
 
 
-def _expected_reward(lm, texts, values, edits=None) -> float:
-    """Σ over positions of E = Σ_t p(t)·v(t), the quantity the attribution linearises (no padding here)."""
+COMPLETIONS = [" great fun and", " was a bit slow", " made me laugh", " is not good at all"]
+
+
+def _expected_reward(lm, values, edits=None) -> float:
+    """Σ of E = Σ_t p(t)·v(t) over the positions that predict a completion token, measured directly."""
     total = 0.0
     with torch.no_grad(), intervene(lm.model, edits or {}):
-        for text in texts:
-            ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
-            total += float((lm.model(input_ids=ids).logits.softmax(-1) @ values).sum())
+        for prompt, completion in zip(PROMPTS, COMPLETIONS, strict=True):
+            p = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            c = lm.tokenizer(completion, add_special_tokens=False)["input_ids"]
+            logits = lm.model(input_ids=torch.tensor([p + c])).logits[0]
+            total += float((logits.softmax(-1) @ values)[len(p) - 1 : len(p) + len(c) - 1].sum())
     return total
 
 
 def test_reward_attribution_predicts_the_effect_of_ablating_each_feature(lm):
-    """The first-order scores must rank features as their true ablations do: for each of 8 firing features,
-    zero it and measure the drop in expected next-token reward directly."""
+    """The first-order scores must match the true ablations: for each of 8 firing features, zero it and
+    measure the drop in expected next-token reward directly."""
     site = "blocks.1.mlp.hook_post"
     sae = _sae_with_bias(lm, site, 0.5)
     with torch.no_grad():
         sae.W_dec.mul_(0.02)  # small edits, where a first-order estimate should hold
     vocab = lm.model.get_output_embeddings().weight.shape[0]
     values = torch.randn(vocab, generator=torch.Generator().manual_seed(1))
-    scores = reward_attribution_scores(lm, {site: sae}, PROMPTS, values.numpy(), batch_size=2, progress=False)
-    clean = _expected_reward(lm, PROMPTS, values)
-    drops = [
-        clean - _expected_reward(lm, PROMPTS, values, {site: feature_ablation(sae, [f])}) for f in range(8)
-    ]
-    assert np.std(drops) > 0
-    assert np.corrcoef(scores[site].numpy(), drops)[0, 1] > 0.95
-    flipped = reward_attribution_scores(lm, {site: sae}, PROMPTS, -values.numpy(), progress=False)
-    assert torch.allclose(flipped[site], -scores[site], atol=1e-4)
+    scores = attribute_reward_to_features(
+        lm, {site: sae}, PROMPTS, COMPLETIONS, values.numpy(), progress=False
+    )
+    clean = _expected_reward(lm, values)
+    drops = [clean - _expected_reward(lm, values, {site: feature_ablation(sae, [f])}) for f in range(8)]
+    # small edits, so the estimates should match the true drops within a few percent (they do to about 1%;
+    # counting the prompt's positions too would miss by about 60%)
+    assert np.abs(drops).max() > 0
+    assert np.abs(scores[site].numpy() - drops).max() < 0.05 * np.abs(drops).max()
+    # padding must not matter: one text per batch gives the same scores as all four in one padded batch
+    one_by_one = attribute_reward_to_features(
+        lm, {site: sae}, PROMPTS, COMPLETIONS, values.numpy(), batch_size=1, progress=False
+    )
+    assert torch.allclose(one_by_one[site], scores[site], rtol=1e-3, atol=1e-5)
+    # a second hooked site leaves the forward pass, and so the first site's scores, unchanged
+    later = "blocks.2.mlp.hook_post"
+    both = attribute_reward_to_features(
+        lm, {site: sae, later: _sae_with_bias(lm, later, 0.5)}, PROMPTS, COMPLETIONS, values.numpy(),
+        progress=False,
+    )  # fmt: skip
+    assert torch.allclose(both[site], scores[site], rtol=1e-3, atol=1e-5) and both[later].abs().sum() > 0
 
 
 def test_select_by_attribution_takes_the_top_positive_scores_and_the_bottom_as_the_opposite():
@@ -178,6 +195,21 @@ def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_sh
     assert len(table["attributed_random"]["features"][site]) == 2
     for name in ("attributed", "attributed_opposite", "attributed_random"):  # silent features: nothing moves
         assert table[name]["change"]["value"] == 0.0 and table[name]["gain_removed"]["value"] == 0.0
+    firing = {site: _sae_with_bias(lm, site, 50.0)}
+    with torch.no_grad():
+        firing[site].W_enc.zero_()  # every latent at 50: a large, fixed edit that changes the text
+    table = ablation_table(
+        lm, firing, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
+        attributed=selection, base=before - 1.0,
+    )  # fmt: skip
+    for name in ("attributed", "attributed_opposite", "attributed_random"):  # a gain of exactly 1 per prompt
+        assert table[name]["gain_removed"]["value"] == pytest.approx(-table[name]["change"]["value"])
+    noisy_base = before + np.array([1.0, -1.0, 1.0, -1.0])  # a gain whose interval straddles 0
+    table = ablation_table(
+        lm, silent, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
+        attributed=selection, base=noisy_base,
+    )  # fmt: skip
+    assert "reaches 0" in table["gain_note"] and "gain_removed" not in table["attributed"]
     with pytest.raises(IrmscopeError, match="'base' rewards"):
         ablation_table(lm, silent, {site: [0]}, PROMPTS, reward, before, 8, progress=False, base=before[:2])
 

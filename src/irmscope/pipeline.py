@@ -47,7 +47,7 @@ from irmscope.validate import (
     AttributedSelection,
     ablation_table,
     activation_frequency_table,
-    reward_attribution_scores,
+    attribute_reward_to_features,
     select_by_attribution,
 )
 
@@ -488,6 +488,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "threshold": interpret_settings.threshold,
                 "n_attributed_features": interpret_settings.n_attributed_features,
                 "n_attribution_prompts": interpret_settings.n_attribution_prompts,
+                "attributed_positions": "completion",  # summed over completion positions only
                 "data": config.data.model_dump(),
                 **REVIEW_ORDER,
                 "generation": config.generation.model_dump(),
@@ -710,7 +711,11 @@ def _attributed_selection(
     progress: bool,
 ) -> AttributedSelection:
     """Table 5's attributed selection, summed over the tuned model's completions to review prefixes that
-    are not evaluation prompts, so the selection never sees the completions the ablation is measured on."""
+    are not evaluation prompts, so the selection never sees the completions the ablation is measured on.
+
+    The prefixes come from the evaluation split in the prompts stage's order and are cut the same way (the
+    tuned model shares the base model's tokenizer), so an evaluation prompt is recognised by its text.
+    """
     settings = config.interpret
     reviews = load_reviews(config.data.source, split=config.data.split, seed=config.seed)
     held, texts, n = set(evaluation_prompts), list(reviews["text"]), settings.n_attribution_prompts
@@ -738,10 +743,11 @@ def _attributed_selection(
         progress=progress,
         desc="completions to attribute",
     )
-    scores = reward_attribution_scores(
+    scores = attribute_reward_to_features(
         tuned,
         saes,
-        [p + c for p, c in zip(prompts, completions, strict=True)],
+        prompts,
+        completions,
         token_values(tuned.tokenizer, reward.lexicon),
         progress=progress,
     )

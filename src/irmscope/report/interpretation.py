@@ -122,25 +122,27 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
         f"Mean '{reward}' reward of completions to the same {t5['n_prompts']} held-out prompts (Table 5), "
         "with each ablated completion sampled with the same random numbers as the unablated one, so the "
         "change is a paired difference. Ablating a feature removes its decoder direction times its "
-        "activation from the site; ablating as many random features is the control. The share of the "
-        "tuning gain removed is the change over the tuned model's gain over the base model on the same "
-        "prompts (1 = back to the base model's reward)."
+        "activation from the site; ablating as many random features is the control. The drop as a share "
+        "of the tuning gain is the fall in mean reward over the tuned model's gain over the base model on "
+        "the same prompts (1 = down to the base model's reward; it says nothing of whether tuning made the "
+        "features)."
     ]
     if "attributed" in t5:
         paragraphs.append(
             "Beside the explainer's choice (the paper's), features are also chosen by reward attribution: "
             "those whose removal should most lower the reward the tuned model expects from its next token, "
-            "a first-order estimate summed over its completions to prompts that are not evaluation "
-            "prompts. Its control is the same choice made for the opposite reward (values negated): if "
-            "ablating those lowered the reward too, the effect would be damage to the model, not removal "
-            "of the reward."
+            "a first-order estimate summed over the positions of its completions to prompts that are not "
+            "evaluation prompts. Its control is the same choice made for the opposite reward (values "
+            "negated): if ablating those lowered the reward too, the effect would be damage to the model, "
+            "not removal of the reward."
         )
-    if "note" in t5:
-        paragraphs.append(t5["note"])
+    for key in ("note", "gain_note"):
+        if key in t5:
+            paragraphs.append(t5[key])
     tables = [
         (
             "Table 5: reward before and after ablation",
-            ["model", "mean reward", "change", "share of tuning gain removed", "features"],
+            ["model", "mean reward", "change", "drop / tuning gain", "features"],
             rows,
         )
     ]

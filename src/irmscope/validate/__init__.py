@@ -9,7 +9,11 @@ from irmscope.validate.ablation import (
     reward_under_ablation,
 )
 from irmscope.validate.frequency import activation_frequency_table
-from irmscope.validate.selection import AttributedSelection, reward_attribution_scores, select_by_attribution
+from irmscope.validate.selection import (
+    AttributedSelection,
+    attribute_reward_to_features,
+    select_by_attribution,
+)
 
 __all__ = [
     "AttributedSelection",
@@ -17,7 +21,7 @@ __all__ = [
     "activation_frequency_table",
     "feature_ablation",
     "random_features",
-    "reward_attribution_scores",
+    "attribute_reward_to_features",
     "reward_under_ablation",
     "select_by_attribution",
 ]

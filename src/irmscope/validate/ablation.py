@@ -89,14 +89,16 @@ def ablation_table(
     attributed: AttributedSelection | None = None,
     base: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Table 5: mean reward before, after ablating the ``related`` features, and after ablating random ones.
+    """Table 5: mean reward before and after ablating the ``related`` features, as many random ones, and
+    (optionally) an attributed selection with its controls.
 
     ``before`` holds the rewards of the unablated model's completions to the same ``prompts``, sampled with
     the same ``seed``, so each ablated completion is paired with the unablated one of its prompt and the
     changes are paired differences. With ``attributed`` (:mod:`irmscope.validate.selection`) the table also
     ablates that selection, its opposite-reward control and as many random features. With ``base`` (the
-    untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the share of
-    the tuning gain ``mean(before - base)`` that the ablation takes away.
+    untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the drop in
+    reward as a share of the tuning gain ``mean(before - base)`` (reported only when the gain's interval
+    excludes 0).
     """
     before = np.asarray(before, dtype=float)
     for name, values in (("'before'", before), ("'base'", base)):
@@ -120,6 +122,11 @@ def ablation_table(
             "attributed_random": random_features(attributed.features, saes, seed + 1),
         }
     gain = None if base is None else before - np.asarray(base, dtype=float)
+    if gain is not None:
+        table["gain"] = bootstrap_ci(gain, seed=seed).as_dict()
+        if table["gain"]["low"] <= 0:  # a share of a gain that may be zero is not a number to read
+            table["gain_note"] = "the tuning gain's interval reaches 0, so no share of it is reported"
+            gain = None
     for name, features in conditions.items():
         after = reward_under_ablation(
             lm, saes, features, prompts, reward, max_new_tokens, batch_size, seed, progress
@@ -129,6 +136,6 @@ def ablation_table(
             "after": bootstrap_ci(after, seed=seed).as_dict(),
             "change": bootstrap_ci(after - before, seed=seed).as_dict(),
         }
-        if gain is not None and gain.mean() != 0:
+        if gain is not None:
             table[name]["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
     return table

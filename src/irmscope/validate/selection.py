@@ -6,9 +6,9 @@ tuning changes the model most, that label picks few features and ablating them b
 policy expects from its next token at a position is ``E = Σ_t p(t)·v(t)`` over the vocabulary, with ``v``
 each token's lexicon value (0 for tokens that are not lexicon words). Zeroing feature ``f`` there changes
 ``E`` by about ``−a_f·∂E/∂a_f`` (attribution patching: the first-order estimate of the ablation, from one
-forward and one backward pass for every feature at once). Summed over the positions of the tuned model's
-own completions, the score says how much removing the feature should lower the reward the policy collects;
-the ``n`` highest positive scores per site are the selection.
+forward and one backward pass for every feature at once). Summed over the positions from which the tuned
+model sampled its own completions, the score says how much removing the feature should lower the reward
+the policy collects; the ``n`` highest positive scores per site are the selection.
 
 The scores are linear in ``v``, so the features this method picks for the *opposite* reward ``−v`` are the
 lowest scores. Ablating them is the control that tells removing the reward from damaging the model: an
@@ -29,25 +29,30 @@ from tqdm.auto import tqdm
 from irmscope.errors import IrmscopeError
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
+from irmscope.probes.residuals import _encode
 from irmscope.sae.model import SAE
 
 
-def reward_attribution_scores(
+def attribute_reward_to_features(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
-    texts: Sequence[str],
+    prompts: Sequence[str],
+    completions: Sequence[str],
     token_values: np.ndarray,
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Per site, each feature's ``Σ_positions a_f·∂E/∂a_f`` over ``texts`` (see the module docstring).
+    """Per site, each feature's ``Σ a_f·∂E/∂a_f`` over the positions that predict a completion token (see the
+    module docstring): the prompt's last position up to the completion's second-to-last.
 
-    ``token_values`` holds one value per tokenizer token (:func:`irmscope.interpret.token_values`). Every
-    position of ``texts`` counts, prompt and completion alike. All sites are attributed in the same pass, so a
-    feature's score at an early site includes its effect through the later sites' features.
+    ``token_values`` holds one value per tokenizer token (:func:`irmscope.interpret.token_values`). All
+    sites are attributed in the same pass, so a feature's score at an early site includes its effect
+    through the later sites' activations (their encoders held fixed).
     """
-    if not texts:
-        raise IrmscopeError("no texts to attribute the reward on; check the prompts produced completions")
+    if not completions or len(prompts) != len(completions):
+        raise IrmscopeError(
+            f"{len(prompts)} prompts and {len(completions)} completions: need one completion per prompt"
+        )
     model = lm.model
     device = next(model.parameters()).device
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -65,22 +70,25 @@ def reward_attribution_scores(
             # the site's value is unchanged; its latents become a leaf the reward's gradient reaches
             leaf = sae.encode(act).detach().requires_grad_(True)
             latents[site] = leaf
-            return act + (leaf - leaf.detach()) @ sae.W_dec.detach().to(act.dtype)
+            return act + ((leaf - leaf.detach()) @ sae.W_dec.detach()).to(act.dtype)
 
         return edit
 
     edits = {site: through_latents(site, sae) for site, sae in saes.items()}
-    for start in tqdm(range(0, len(texts), batch_size), desc="reward attribution", disable=not progress):
-        batch = list(texts[start : start + batch_size])
-        enc = lm.tokenizer(batch, return_tensors="pt", padding=True).to(device)
-        mask = enc["attention_mask"]
+    for start in tqdm(range(0, len(prompts), batch_size), desc="reward attribution", disable=not progress):
+        rows = slice(start, start + batch_size)
+        ids, mask, prompt_lengths = _encode(lm, prompts[rows], completions[rows], max_length=None)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = torch.arange(ids.shape[1], device=device)
+        predicts_completion = (positions >= prompt_lengths.to(device)[:, None] - 1) & (
+            positions < mask.sum(1, keepdim=True) - 1
+        )
         with torch.enable_grad(), intervene(model, edits):
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=position_ids).logits
+            logits = model(input_ids=ids, attention_mask=mask).logits
             expected = logits.float().softmax(-1) @ values  # [batch, seq]
             sites = list(latents)
             # autograd.grad, not backward: no gradient is accumulated in the model's own parameters
-            grads = torch.autograd.grad((expected * mask).sum(), [latents[s] for s in sites])
+            grads = torch.autograd.grad((expected * predicts_completion).sum(), [latents[s] for s in sites])
         for site, grad in zip(sites, grads, strict=True):
             scores[site] += (latents[site] * grad).sum(dim=tuple(range(grad.ndim - 1))).detach().cpu()
     return scores
