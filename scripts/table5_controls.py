@@ -26,7 +26,9 @@ from irmscope.validate import random_features, reward_under_ablation
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--draws", type=int, nargs="*", default=[2, 3], help="seeds of extra random draws")
+    parser.add_argument(
+        "--draws", type=int, nargs="*", default=[2, 3], help="extra random draws: seeds after the run's own"
+    )
     args = parser.parse_args()
     results = json.loads((args.run_dir / "results.json").read_text())
     stage = {
@@ -37,7 +39,8 @@ def main() -> None:
     if "attributed" not in table:
         raise SystemExit(f"{args.run_dir}: Table 5 has no attributed selection (lexicon rewards only)")
     tuned_path = config["model"]["tuned"] or str(stage["tune"] / "model")
-    spec = f"lexicon:{stage['planted'] / 'planted.tsv'}" if "planted" in stage else config["reward"]["spec"]
+    planted = stage.get("planted-lexicon")  # the pipeline planted the lexicon itself (reward.spec: planted)
+    spec = f"lexicon:{planted / 'planted.tsv'}" if planted else config["reward"]["spec"]
     samples = json.loads(next(stage["evaluate"].glob("samples.json")).read_text())
     n, generation = table["n_prompts"], config["generation"]
     prompts = samples["prompts"][:n]
@@ -54,8 +57,8 @@ def main() -> None:
     tuned, base = np.array(samples["tuned_scores"][:n]), np.array(samples["base_scores"][:n])
     gain = tuned.mean() - base.mean()
     lm = load_model(tuned_path)
-    for draw in args.draws:
-        after = mean_after(lm, random_features(table["attributed"]["features"], saes, draw))
+    for draw in args.draws:  # the table's own draw used the run's seed + 1, so offset past it
+        after = mean_after(lm, random_features(table["attributed"]["features"], saes, seed + draw))
         print(f"tuned, random draw {draw}: drop / tuning gain {100 * (tuned.mean() - after) / gain:.1f}%")
     lm = load_model(config["model"]["name"], seed=seed)
     for name in ("attributed", "attributed_opposite"):

@@ -130,6 +130,21 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert "Leaderboard" in page and "Steering" in page and "Reward probes" in page
 
 
+def test_table5_controls_script_reads_a_finished_run(smoke_run):
+    """scripts/table5_controls.py finds the run's tuned model, reward and dictionaries from its folders."""
+    _, results, out = smoke_run
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "table5_controls.py")
+    done = subprocess.run(
+        [sys.executable, script, str(out), "--draws", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("tuned, random draw 2: drop / tuning gain")
+    samples = json.loads(next(out.glob("stages/evaluate-*/samples.json")).read_text())
+    base = np.mean(samples["base_scores"][: results["validation"]["table5"]["n_prompts"]])
+    assert lines[1].startswith(f"base, attributed features ablated: reward {base:.3f} -> ")
+
+
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     config, results, out = smoke_run
     again = run_pipeline(config, progress=False)

@@ -209,7 +209,7 @@ def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_sh
         lm, silent, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
         attributed=selection, base=noisy_base,
     )  # fmt: skip
-    assert "reaches 0" in table["gain_note"] and "gain_removed" not in table["attributed"]
+    assert "not above 0" in table["gain_note"] and "gain_removed" not in table["attributed"]
     with pytest.raises(IrmscopeError, match="'base' rewards"):
         ablation_table(lm, silent, {site: [0]}, PROMPTS, reward, before, 8, progress=False, base=before[:2])
 

@@ -98,7 +98,7 @@ def ablation_table(
     ablates that selection, its opposite-reward control and as many random features. With ``base`` (the
     untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the drop in
     reward as a share of the tuning gain ``mean(before - base)`` (reported only when the gain's interval
-    excludes 0).
+    lies above 0).
     """
     before = np.asarray(before, dtype=float)
     for name, values in (("'before'", before), ("'base'", base)):
@@ -125,7 +125,7 @@ def ablation_table(
     if gain is not None:
         table["gain"] = bootstrap_ci(gain, seed=seed).as_dict()
         if table["gain"]["low"] <= 0:  # a share of a gain that may be zero is not a number to read
-            table["gain_note"] = "the tuning gain's interval reaches 0, so no share of it is reported"
+            table["gain_note"] = "the tuning gain's interval is not above 0, so no share of it is reported"
             gain = None
     for name, features in conditions.items():
         after = reward_under_ablation(
