@@ -71,22 +71,10 @@ def mean_difference_ci(
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0 or b.size == 0:
         raise IrmscopeError("cannot compare empty sets of values; check both inputs produced any")
-    result = stats.bootstrap(
-        (a, b),
-        lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
-        confidence_level=level,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-        vectorized=True,
+    low, high = _two_sample_interval(
+        a, b, lambda x, y: x.mean(axis=-1) - y.mean(axis=-1), False, level, n_resamples, seed
     )
-    return Estimate(
-        float(a.mean() - b.mean()),
-        float(result.confidence_interval.low),
-        float(result.confidence_interval.high),
-        level,
-        int(min(a.size, b.size)),
-    )
+    return Estimate(float(a.mean() - b.mean()), low, high, level, int(min(a.size, b.size)))
 
 
 def paired_ratio_ci(
@@ -109,16 +97,30 @@ def paired_ratio_ci(
     point = float(a.mean() / b.mean())
     if a.size < 2:
         return Estimate(point, point, point, level, int(a.size))
+    low, high = _two_sample_interval(
+        a, b, lambda x, y: x.mean(axis=-1) / y.mean(axis=-1), True, level, n_resamples, seed
+    )
+    return Estimate(point, low, high, level, int(a.size))
+
+
+def _two_sample_interval(
+    a: np.ndarray,
+    b: np.ndarray,
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    paired: bool,
+    level: float,
+    n_resamples: int,
+    seed: int,
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``statistic(a, b)`` (vectorised over the last axis)."""
     result = stats.bootstrap(
         (a, b),
-        lambda x, y, axis=-1: x.mean(axis=axis) / y.mean(axis=axis),
-        paired=True,
+        lambda x, y, axis=-1: statistic(np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)),
+        paired=paired,
         confidence_level=level,
         n_resamples=n_resamples,
         method="percentile",
         rng=np.random.default_rng(seed),
         vectorized=True,
     )
-    return Estimate(
-        point, float(result.confidence_interval.low), float(result.confidence_interval.high), level, a.size
-    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
