@@ -1,0 +1,91 @@
+"""Exclusive locks on output folders, so two processes never write one run, cache or SAE folder at once.
+
+A lock is an OS advisory lock (``flock``) on a small file inside the folder. The kernel drops it when its
+process exits, however it exits (a SIGKILL too), so a killed run never leaves a stale lock behind and the
+next run resumes at once. The lock file also records who holds it (pid, host, start time, command line),
+which is what a refused second process prints.
+
+Locks are per open file description, so the same process taking the same folder twice is refused too: a
+folder is written by one owner at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from irmscope.errors import IrmscopeError
+
+LOCK_NAME = ".irmscope.lock"
+
+
+def _holder(lock_file: Path) -> str:
+    """Who holds ``lock_file``, in a few words (best effort: the file may be mid-write)."""
+    try:
+        info = json.loads(lock_file.read_text())
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"]))
+        return f"process {info['pid']} on {info['host']} (since {started}: {info['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block.
+
+    Raises :class:`IrmscopeError` at once, naming the holder, when another process (or another lock in
+    this process) holds it: waiting would hide the mistake of pointing two runs at one folder.
+    ``what`` names the folder in that message ("run folder", "activation cache", ...).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise IrmscopeError(f"{what} {folder} is a file, not a folder; choose another output path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise IrmscopeError(f"cannot create {what} {folder}: {err.strerror}; choose a writable path") from err
+    lock_file = folder / LOCK_NAME
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IrmscopeError(
+                f"{what} {folder} is in use by {_holder(lock_file)}; wait for it to finish or choose "
+                "another output folder"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": " ".join(sys.argv)[:300],
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock; the file stays (removing it would race)
+
+
+@contextmanager
+def wait_for_lock(lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file``, waiting for any other holder to finish first.
+
+    For short critical sections that two cooperating processes may both enter (finishing one pipeline
+    stage): the second waits, then sees the first one's finished result instead of redoing it.
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
