@@ -223,6 +223,26 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
     assert _comparable(resumed) == _comparable(reference)
 
 
+def test_a_second_run_on_the_folder_is_refused_and_the_first_finishes_as_if_alone(smoke_run, tmp_path):
+    """Two runs at once on one folder: the second says in one line who holds the folder and exits 2,
+    touching nothing; the first finishes with the results of a run alone."""
+    config, reference, _ = smoke_run
+    out = tmp_path / "shared"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "irmscope", "run", "--preset", "smoke", "--set", f"out_dir={out}"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("stages/prompts-*/done.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the lock is taken before the first stage
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert second.stderr.startswith("error: run folder ") and f"in use by process {first.pid} " in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and second.stdout == ""
+    assert first.wait(timeout=900) == 0, first.stderr.read()[-2000:]
+    alone = json.loads((out / "results.json").read_text())
+    assert _comparable(alone) == _comparable(reference)
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

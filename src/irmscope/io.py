@@ -64,3 +64,26 @@ def fingerprint(**settings: Any) -> str:
     """A short stable hash of everything that determines an artifact's contents (sorted JSON)."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """Size and SHA-256 of a file, read in 1 MiB chunks (cache files can be larger than memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def verify_file(path: str | os.PathLike, expected: dict[str, Any]) -> str | None:
+    """``None`` when ``path`` matches the digest ``expected`` (from :func:`file_digest`), else what is wrong,
+    in a few words. The size is checked first, so a truncated file is named without reading it."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        return f"{path} has {size} bytes, not the {expected['bytes']} written"
+    if file_digest(path)["sha256"] != expected["sha256"]:
+        return f"{path} does not match the checksum recorded when it was written"
+    return None

@@ -29,6 +29,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.interpret import build_explainer, interpret_features, token_values
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs, build_leaderboard
+from irmscope.locking import folder_lock
 from irmscope.models import load_model
 from irmscope.models.adapters import site_name
 from irmscope.probes import steering_curves
@@ -111,9 +112,17 @@ class _Run:
 
 
 def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every stage for ``config``; returns the content of ``results.json``."""
+    """Run (or resume) every stage for ``config``; returns the content of ``results.json``.
+
+    The run holds an exclusive lock on its folder throughout: a second run pointed at the same folder is
+    refused at once with a one-line error naming the process that holds it, instead of racing it.
+    """
+    with folder_lock(config.out_dir, "run folder"):
+        return _run_locked(config, progress)
+
+
+def _run_locked(config: RunConfig, progress: bool) -> dict[str, Any]:
     run = _Run(config, progress)
-    run.root.mkdir(parents=True, exist_ok=True)
     seed = config.seed
     reward_stages: list[StageResult] = []
     reward_spec = config.reward.spec

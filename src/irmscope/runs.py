@@ -9,7 +9,7 @@ from typing import Any
 
 from irmscope.errors import IrmscopeError
 from irmscope.rewards import Reward, load_reward
-from irmscope.stages import stage_folder
+from irmscope.stages import stage_damage, stage_folder
 
 
 def load_run_results(run_dir: str | Path, needs: str | None = None) -> dict[str, Any]:
@@ -33,6 +33,9 @@ def stage_dir(run_dir: str | Path, results: dict[str, Any], stage: str) -> Path:
     folder = stage_folder(run_dir, stage, entry["key"]) if entry else None
     if folder is None or not folder.is_dir():
         raise IrmscopeError(f"{run_dir} has no finished {stage} stage; run the pipeline again to finish it")
+    damage = stage_damage(folder)
+    if damage:
+        raise IrmscopeError(f"{damage}; rerun the pipeline on {run_dir} with its config to recompute the stage")
     return folder
 
 

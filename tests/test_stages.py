@@ -1,0 +1,138 @@
+"""The stage runner and folder locks: one writer per stage and per run folder, damaged outputs recomputed."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from irmscope.config import load_config
+from irmscope.errors import IrmscopeError
+from irmscope.locking import LOCK_NAME, folder_lock
+from irmscope.pipeline import run_pipeline
+from irmscope.runs import stage_dir
+from irmscope.stages import run_stage, stage_damage
+
+
+def _write_outputs(work: Path, calls: Path, pause: float = 0.0) -> dict:
+    """A stage body that records each call, takes ``pause`` seconds and writes two files."""
+    with calls.open("a") as log:
+        log.write(f"{os.getpid()}\n")
+    time.sleep(pause)
+    (work / "a.txt").write_text("alpha " * 100)
+    (work / "sub").mkdir(exist_ok=True)
+    (work / "sub" / "b.bin").write_bytes(bytes(range(256)) * 40)
+    return {"rows": 2}
+
+
+def _stage_in_process(root: str, calls: str, pause: float, queue) -> None:
+    stage = run_stage(Path(root), "demo", {"x": 1}, [], lambda w: _write_outputs(w, Path(calls), pause))
+    queue.put((str(stage.dir), stage.summary["rows"]))
+
+
+def test_a_finished_stage_is_reused_and_records_its_outputs(tmp_path):
+    calls = tmp_path / "calls"
+    first = run_stage(tmp_path, "demo", {"x": 1}, [], lambda w: _write_outputs(w, calls))
+    again = run_stage(tmp_path, "demo", {"x": 1}, [], lambda w: _write_outputs(w, calls))
+    assert not first.cached and again.cached and again.dir == first.dir
+    assert len(calls.read_text().split()) == 1
+    assert "files" not in again.summary and again.summary["rows"] == 2
+    done = json.loads((first.dir / "done.json").read_text())
+    assert set(done["files"]) == {"a.txt", "sub/b.bin"}
+    assert done["files"]["a.txt"]["bytes"] == 600
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_a_damaged_stage_is_named_and_computed_again(tmp_path, capsys, damage):
+    calls = tmp_path / "calls"
+    first = run_stage(tmp_path, "demo", {"x": 1}, [], lambda w: _write_outputs(w, calls))
+    target = first.dir / "sub" / "b.bin"
+    original = target.read_bytes()
+    if damage == "truncate":
+        target.write_bytes(original[:100])
+    elif damage == "flip":  # same size: only the checksum sees it
+        target.write_bytes(original[:50] + bytes([original[50] ^ 1]) + original[51:])
+    else:
+        target.unlink()
+    assert "b.bin" in stage_damage(first.dir)
+    again = run_stage(tmp_path, "demo", {"x": 1}, [], lambda w: _write_outputs(w, calls))
+    printed = capsys.readouterr().out
+    assert "stage demo:" in printed and "b.bin" in printed and "computing the stage again" in printed
+    assert not again.cached and (again.dir / "sub" / "b.bin").read_bytes() == original
+    assert stage_damage(again.dir) is None and len(calls.read_text().split()) == 2
+    assert (tmp_path / "stages" / f".demo-{again.key}.damaged").is_dir()  # kept for inspection
+
+
+def test_two_processes_on_one_stage_compute_it_once(tmp_path):
+    """The second process waits for the first one's stage instead of sharing (and publishing) its work."""
+    calls = tmp_path / "calls"
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_stage_in_process, args=(str(tmp_path), str(calls), 1.5, queue)) for _ in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    results = [queue.get(timeout=5) for _ in procs]
+    assert results[0] == results[1]
+    assert len(calls.read_text().split()) == 1
+    assert stage_damage(Path(results[0][0])) is None
+
+
+def test_folder_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    with folder_lock(tmp_path / "run", "run folder"):
+        with pytest.raises(IrmscopeError, match=rf"run folder .* is in use by process {os.getpid()} "):
+            with folder_lock(tmp_path / "run", "run folder"):
+                pass
+    with folder_lock(tmp_path / "run", "run folder"):  # released on exit
+        pass
+
+
+def test_folder_lock_dies_with_a_killed_process(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from irmscope.locking import folder_lock\n"
+         "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(IrmscopeError, match=f"process {holder.pid} "):
+        with folder_lock(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with folder_lock(tmp_path):
+        pass
+
+
+def test_folder_lock_refuses_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(IrmscopeError, match="is a file"):
+        with folder_lock(tmp_path / "f"):
+            pass
+
+
+def test_a_run_on_a_locked_folder_is_refused_before_any_work(tmp_path):
+    config = load_config("smoke", overrides=[f"out_dir={tmp_path}"])
+    with folder_lock(tmp_path, "run folder"):
+        with pytest.raises(IrmscopeError, match="run folder .* is in use"):
+            run_pipeline(config, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
+
+
+def test_a_damaged_stage_of_a_finished_run_is_named_to_readers(tmp_path):
+    calls = tmp_path / "calls"
+    stage = run_stage(tmp_path, "demo", {"x": 1}, [], lambda w: _write_outputs(w, calls))
+    results = {"manifest": {"stages": {"demo": {"key": stage.key}}}}
+    assert stage_dir(tmp_path, results, "demo") == stage.dir
+    (stage.dir / "a.txt").write_text("alpha")
+    with pytest.raises(IrmscopeError, match=r"a\.txt has 5 bytes, not the 600 written; rerun the pipeline"):
+        stage_dir(tmp_path, results, "demo")
