@@ -1,9 +1,13 @@
-"""The streaming activation cache: contents, resumption, refusal to overwrite, streaming reads."""
+"""The streaming activation cache: contents, resumption, refusal to overwrite, streaming reads, digests."""
+
+import hashlib
+import json
 
 import pytest
 import torch
 
 from irmscope.activations import ActivationStore, cache_activations, caching
+from irmscope.activations.store import MANIFEST, save_manifest, shard_name
 from irmscope.errors import IrmscopeError
 from irmscope.models import capture_activations, load_model
 
@@ -98,3 +102,97 @@ def test_shuffled_stream_covers_every_row_once(lm, tmp_path):
     assert len(seen) == store.n_rows == len(set(seen))
     with pytest.raises(IrmscopeError, match="not in the cache"):
         next(store.iter_batches("blocks.1.hook_resid_post"))
+
+
+# --- verification: digests in the manifest, checked on read and on resume ------------------------------
+
+
+def _truncate(path, keep: float = 0.5) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(int(path.stat().st_size * keep))
+
+
+def _flip_middle_byte(path) -> None:
+    """Change one byte in the middle of the file (inside the tensor data), keeping its size."""
+    with open(path, "r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _strip_digests(root) -> None:
+    """Rewrite the manifest as versions before digests wrote it."""
+    manifest = json.loads((root / MANIFEST).read_text())
+    manifest["shards"] = [
+        {k: v for k, v in shard.items() if k not in ("bytes", "sha256")} for shard in manifest["shards"]
+    ]
+    save_manifest(root, manifest)
+
+
+def test_manifest_records_each_shards_size_and_sha256(lm, tmp_path):
+    store = cache_activations(lm, TEXTS, SITES, tmp_path, texts_per_shard=4, progress=False)
+    for shard in store.shards:
+        data = (tmp_path / shard["file"]).read_bytes()
+        assert shard["bytes"] == len(data) and shard["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_truncated_shard_is_named_when_the_cache_is_opened(lm, tmp_path):
+    cache_activations(lm, TEXTS, SITES, tmp_path, texts_per_shard=4, progress=False)
+    _truncate(tmp_path / shard_name(1))
+    with pytest.raises(IrmscopeError, match=r"shard_00001\.safetensors has \d+ bytes.*rerun `irmscope cache"):
+        ActivationStore(tmp_path)
+    (tmp_path / shard_name(1)).unlink()
+    with pytest.raises(IrmscopeError, match=r"shard_00001\.safetensors is missing"):
+        ActivationStore(tmp_path)
+
+
+def test_a_changed_byte_is_caught_by_the_checksum_on_first_read(lm, tmp_path):
+    cache_activations(lm, TEXTS, SITES, tmp_path, texts_per_shard=4, progress=False)
+    _flip_middle_byte(tmp_path / shard_name(2))
+    store = ActivationStore(tmp_path)  # same size: opening is fine, the full read is not
+    next(store.iter_batches(SITES[0], shard_indices=[0]))
+    with pytest.raises(IrmscopeError, match=r"shard_00002\.safetensors does not match the sha256"):
+        store.read_all(SITES[0])
+
+
+def test_an_unreadable_shard_of_an_old_manifest_is_one_line(lm, tmp_path):
+    cache_activations(lm, TEXTS, SITES, tmp_path, texts_per_shard=4, progress=False)
+    _strip_digests(tmp_path)
+    _truncate(tmp_path / shard_name(0))
+    store = ActivationStore(tmp_path)  # no sizes recorded: only safetensors can tell
+    with pytest.raises(IrmscopeError, match=r"shard_00000\.safetensors cannot be read \(.*incomplete"):
+        store.read_all(SITES[0])
+
+
+def test_rerunning_recomputes_broken_shards_and_equals_a_fresh_cache(lm, tmp_path, capsys):
+    fresh = cache_activations(lm, TEXTS, SITES, tmp_path / "fresh", texts_per_shard=3, progress=False)
+    run = tmp_path / "run"
+    cache_activations(lm, TEXTS, SITES, run, texts_per_shard=3, progress=False)
+    _truncate(run / shard_name(0))
+    _flip_middle_byte(run / shard_name(1))
+    (run / shard_name(2)).unlink()
+    intact_mtime = (run / shard_name(3)).stat().st_mtime_ns
+    capsys.readouterr()
+    resumed = cache_activations(lm, TEXTS, SITES, run, texts_per_shard=3, progress=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("/")[-1].split()[0] for line in lines] == [shard_name(i) for i in range(3)]
+    assert all(line.endswith("recomputing it") for line in lines)
+    assert (run / shard_name(3)).stat().st_mtime_ns == intact_mtime
+    assert resumed.complete and resumed.shards == fresh.shards
+    for site in SITES:
+        torch.testing.assert_close(resumed.read_all(site), fresh.read_all(site), rtol=0, atol=0)
+
+
+def test_rerunning_on_an_old_manifest_checks_its_shards_and_records_their_digests(lm, tmp_path, capsys):
+    fresh = cache_activations(lm, TEXTS, SITES, tmp_path / "fresh", texts_per_shard=4, progress=False)
+    run = tmp_path / "run"
+    cache_activations(lm, TEXTS, SITES, run, texts_per_shard=4, progress=False)
+    _strip_digests(run)
+    _truncate(run / shard_name(1))
+    capsys.readouterr()
+    resumed = cache_activations(lm, TEXTS, SITES, run, texts_per_shard=4, progress=False)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert shard_name(1) in line and "cannot be read" in line
+    assert resumed.shards == fresh.shards  # every shard now carries its digest again
+    torch.testing.assert_close(resumed.read_all(SITES[1]), fresh.read_all(SITES[1]), rtol=0, atol=0)

@@ -115,3 +115,23 @@ def test_tune_evaluate_divergence_on_a_tiny_model(tmp_path):
 def test_tune_typo_in_a_setting():
     result = run("tune", "--model", "tiny-llama", "--out", "unused", "--set", "stepz=3")
     assert result.returncode == 2 and "unknown config key 'tune.stepz'" in result.stderr
+
+
+def test_train_sae_on_a_truncated_cache_names_the_shard(tmp_path):
+    from irmscope.activations import cache_activations
+    from irmscope.activations.store import shard_name
+    from irmscope.models import load_model
+
+    texts = [f"review {i}: the plot was {'thin' if i % 2 else 'tight'}" for i in range(6)]
+    site = "blocks.0.mlp.hook_post"
+    cache = tmp_path / "cache"
+    cache_activations(load_model("tiny-llama"), texts, [site], cache, texts_per_shard=2, progress=False)
+    shard = cache / shard_name(1)
+    with open(shard, "r+b") as handle:
+        handle.truncate(shard.stat().st_size // 2)
+    result = run("train-sae", "--cache", str(cache), "--site", site, "--out", str(tmp_path / "sae"))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and shard_name(1) in lines[0], result.stderr
+    assert "rerun `irmscope cache-activations`" in lines[0]
+    assert "Traceback" not in result.stderr

@@ -33,7 +33,7 @@ from irmscope.sae import (
     top_shared_features,
     train_sae,
 )
-from irmscope.sae.io import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+from irmscope.sae.io import SAE_CFG_FILENAME, SAE_DIGEST_FILENAME, SAE_WEIGHTS_FILENAME
 
 HAS_SAE_LENS = importlib.util.find_spec("sae_lens") is not None
 SITE = "blocks.0.mlp.hook_post"
@@ -441,7 +441,8 @@ def _random_sae(config: SAEConfig) -> SAE:
 def test_save_load_round_trip_is_exact(config, tmp_path, monkeypatch):
     sae = _random_sae(config)
     save_sae(sae, tmp_path, hook_name=SITE, model_name="tiny-llama")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [SAE_CFG_FILENAME, SAE_DIGEST_FILENAME, SAE_WEIGHTS_FILENAME]
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError("loading an SAE must never unpickle")
@@ -469,6 +470,31 @@ def test_load_errors(tmp_path):
     (tmp_path / SAE_CFG_FILENAME).write_text(json.dumps({**cfg, "d_sae": 9}))
     with pytest.raises(IrmscopeError, match="shape"):
         load_sae(tmp_path)
+
+
+def test_a_damaged_weights_file_is_named(tmp_path):
+    sae = _random_sae(SAEConfig(16, 40))
+    weights = tmp_path / SAE_WEIGHTS_FILENAME
+    save_sae(sae, tmp_path)
+    size = weights.stat().st_size
+    with open(weights, "r+b") as handle:  # one byte changed inside W_enc, same size
+        handle.seek(size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(IrmscopeError, match=r"sae_weights\.safetensors does not match the sha256.*train"):
+        load_sae(tmp_path)
+    save_sae(sae, tmp_path)
+    with open(weights, "r+b") as handle:
+        handle.truncate(size // 2)
+    with pytest.raises(IrmscopeError, match=rf"safetensors has {size // 2} bytes, not the {size} recorded"):
+        load_sae(tmp_path)
+    (tmp_path / SAE_DIGEST_FILENAME).unlink()  # as SAELens or an older irmscope writes a folder
+    with pytest.raises(IrmscopeError, match=r"sae_weights\.safetensors cannot be read \(.*delete the"):
+        load_sae(tmp_path)
+    save_sae(sae, tmp_path)
+    (tmp_path / SAE_DIGEST_FILENAME).unlink()
+    assert torch.equal(load_sae(tmp_path).W_enc, sae.W_enc)  # no digest: loads unchecked
 
 
 # --- SAELens compatibility ------------------------------------------------------------------------------

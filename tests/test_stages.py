@@ -134,5 +134,5 @@ def test_a_damaged_stage_of_a_finished_run_is_named_to_readers(tmp_path):
     results = {"manifest": {"stages": {"demo": {"key": stage.key}}}}
     assert stage_dir(tmp_path, results, "demo") == stage.dir
     (stage.dir / "a.txt").write_text("alpha")
-    with pytest.raises(IrmscopeError, match=r"a\.txt has 5 bytes, not the 600 written; rerun the pipeline"):
+    with pytest.raises(IrmscopeError, match=r"a\.txt has 5 bytes, not the 600 recorded when it was written; rerun the pipeline"):
         stage_dir(tmp_path, results, "demo")

@@ -13,3 +13,8 @@ class IrmscopeError(Exception):
         if "\n" in message:
             raise ValueError("IrmscopeError messages must be one line")
         super().__init__(message)
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s message folded onto one line, to quote a library's error inside an :class:`IrmscopeError`."""
+    return " ".join(str(err).split())

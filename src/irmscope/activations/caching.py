@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
-from irmscope.activations.store import MANIFEST, ActivationStore, save_manifest, shard_name, write_shard
+from irmscope.activations.store import (
+    MANIFEST,
+    META_KEYS,
+    ActivationStore,
+    save_manifest,
+    shard_name,
+    write_shard,
+)
 from irmscope.distributed import barrier, is_main, my_share, rank, world_size
-from irmscope.errors import IrmscopeError
-from irmscope.io import fingerprint, write_json
+from irmscope.errors import IrmscopeError, one_line
+from irmscope.io import file_digest, fingerprint, verify_file, write_json
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
@@ -36,7 +44,9 @@ def cache_activations(
 
     ``positions="all"`` stores one row per real (non-pad) token, ``"last"`` one row per text (its last
     token). Texts are truncated to ``max_length`` tokens. Running again with the same inputs resumes at the
-    first missing shard; a folder holding a cache of *other* inputs is an error, never overwritten.
+    first missing shard; a folder holding a cache of *other* inputs is an error, never overwritten. A resumed
+    run first verifies every shard listed as done (see :func:`_intact_shards`) and recomputes any that is
+    missing or damaged, so a rerun always ends with a complete, correct cache.
     """
     if not texts:
         raise IrmscopeError("no texts to cache activations for; check the dataset is not empty")
@@ -57,6 +67,18 @@ def cache_activations(
     if shared and not is_main():
         barrier()  # rank 0 checks the folder and writes the manifest first, so no rank sees a half-made one
     manifest = _open_manifest(out_dir, key)
+    if manifest is not None and (not shared or is_main()):
+        if shared:  # shards finished by any rank of an earlier, interrupted run count as done, if intact
+            known = {shard["index"] for shard in manifest["shards"]}
+            manifest["shards"] += [e for e in _rank_entries(out_dir) if e["index"] not in known]
+            manifest["shards"].sort(key=lambda shard: shard["index"])
+        n_listed = len(manifest["shards"])
+        manifest["shards"] = _intact_shards(out_dir, manifest)
+        manifest["complete"] = bool(manifest.get("complete")) and len(manifest["shards"]) == n_listed
+        save_manifest(out_dir, manifest)
+        if shared:  # merged above; the other ranks read the verified manifest after the barrier
+            for path in out_dir.glob(f"{RANK_PREFIX}*.json"):
+                path.unlink()
     if manifest is None:
         manifest = dict(
             fingerprint=key,
@@ -76,10 +98,6 @@ def cache_activations(
         save_manifest(out_dir, manifest)
         barrier()
     n_shards = -(-len(texts) // texts_per_shard)
-    if shared:  # shards finished by any rank of an earlier, interrupted run count as done
-        for entry in _rank_entries(out_dir):
-            if entry["index"] not in {shard["index"] for shard in manifest["shards"]}:
-                manifest["shards"].append(entry)
     done = {shard["index"] for shard in manifest["shards"]}
     mine = [index for index in my_share(n_shards) if index not in done]
     bar = tqdm(
@@ -103,6 +121,7 @@ def cache_activations(
                 rows=int(tensors["token_ids"].shape[0]),
                 first_text=start,
                 n_texts=len(block),
+                **file_digest(out_dir / shard_name(index)),  # of the bytes on disk, as readers will see them
             )
         )
         manifest["shards"].sort(key=lambda shard: shard["index"])
@@ -142,9 +161,44 @@ def _rank_entries(out_dir: Path) -> list[dict]:
     return entries
 
 
-def _widths(out_dir: Path, manifest: dict, sites: Sequence[str]) -> dict[str, int]:
-    from safetensors import safe_open
+def _intact_shards(out_dir: Path, manifest: dict) -> list[dict]:
+    """The manifest's shard entries whose files pass verification; the others are dropped, one line each.
 
+    An entry with a recorded digest is checked against it (size and sha256). Entries from manifests written
+    before digests were recorded cannot be checked that way, so such a shard counts as intact when
+    safetensors opens it (its header check catches truncation) and every tensor has the listed row count;
+    its digest is then recorded, so later reads and resumes check it in full. A changed byte inside such a
+    shard's data goes unnoticed: nothing recorded what it was.
+    """
+    intact = []
+    for entry in manifest["shards"]:
+        path = out_dir / entry["file"]
+        if "sha256" in entry:
+            problem = verify_file(path, entry)
+        else:
+            problem = _legacy_shard_problem(path, [*manifest["sites"], *META_KEYS], int(entry["rows"]))
+            entry = {**entry, **file_digest(path)} if problem is None else entry
+        if problem is None:
+            intact.append(entry)
+        else:
+            print(f"[irmscope] activation cache shard {problem}; recomputing it", flush=True)
+    return intact
+
+
+def _legacy_shard_problem(path: Path, keys: list[str], rows: int) -> str | None:
+    """None when ``path`` opens with safetensors and each of ``keys`` has ``rows`` rows, else the problem."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in keys:
+                found = handle.get_slice(key).get_shape()[0]
+                if found != rows:
+                    return f"{path} has {found} rows of {key}, not the {rows} listed"
+    except (SafetensorError, OSError) as err:
+        return f"{path} cannot be read ({one_line(err)})"
+    return None
+
+
+def _widths(out_dir: Path, manifest: dict, sites: Sequence[str]) -> dict[str, int]:
     with safe_open(str(out_dir / manifest["shards"][0]["file"]), framework="pt") as handle:
         return {site: int(handle.get_slice(site).get_shape()[1]) for site in sites}
 

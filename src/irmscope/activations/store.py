@@ -3,12 +3,16 @@
 Layout of a cache folder::
 
     manifest.json              model, sites, positions mode, token limits, a fingerprint of the inputs,
-                               and the list of finished shards
+                               and the list of finished shards, each with its size and sha256
     shard_00000.safetensors    one tensor per site ([rows, width]) plus token_ids, text_index, position
 
 Each shard covers a fixed block of input texts and is written atomically, so a killed caching run resumes at
 the first missing shard, and a reader never sees a half-written one. The reader streams one shard at a time,
 so a cache larger than memory can feed an SAE trainer.
+
+Atomic writes do not protect a shard *after* it was written (a full disk during a copy, a truncated sync,
+bit rot), so the reader checks every shard against the size and sha256 the manifest recorded and stops with
+one line naming the bad file instead of training on garbage or dying in safetensors.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from irmscope.errors import IrmscopeError
-from irmscope.io import atomic_write, write_json
+from irmscope.errors import IrmscopeError, one_line
+from irmscope.io import atomic_write, verify_file, write_json
 
 MANIFEST = "manifest.json"
 META_KEYS = ("token_ids", "text_index", "position")
+SHARD_FIX = "delete it and rerun `irmscope cache-activations` (same arguments) to recompute it"
 
 
 def shard_name(index: int) -> str:
@@ -38,9 +43,23 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
 
 
+def bad_shard(problem: str) -> IrmscopeError:
+    """The one-line error for a shard that fails verification: what is wrong with it and how to fix it."""
+    return IrmscopeError(f"activation cache shard {problem}; {SHARD_FIX}")
+
+
 @dataclass
 class ActivationStore:
-    """Read access to a finished (or partly finished) activation cache folder."""
+    """Read access to a finished (or partly finished) activation cache folder.
+
+    Verification is split by cost. Opening the store checks that every listed shard exists and has the size
+    the manifest recorded (one ``stat`` each), which catches truncation, the common corruption, before any
+    work starts. The sha256, which needs a full read, is checked the first time each shard is loaded rather
+    than on open: readers stream every shard anyway, so hashing then reads nothing a reader would not (the
+    hash warms the page cache for the load that follows), and opening a large cache stays instant. Each
+    shard is hashed once per store, not once per epoch. Manifests written before digests were recorded have
+    neither; their shards are checked only by safetensors' own header checks, turned into the same error.
+    """
 
     root: Path
 
@@ -53,6 +72,11 @@ class ActivationStore:
                 "create one with `irmscope cache-activations`"
             )
         self.manifest: dict = json.loads(path.read_text())
+        self._hashed: set[int] = set()
+        for shard in self.manifest["shards"]:
+            problem = verify_file(self.root / shard["file"], shard, check_hash=False)
+            if problem is not None:
+                raise bad_shard(problem)
 
     @property
     def sites(self) -> list[str]:
@@ -80,8 +104,19 @@ class ActivationStore:
             )
 
     def load_shard(self, index: int, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-        with safe_open(str(self.root / self.shards[index]["file"]), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in keys}
+        """The tensors ``keys`` of shard ``index``, its sha256 checked on its first load by this store."""
+        shard = self.manifest["shards"][index]
+        path = self.root / shard["file"]
+        if index not in self._hashed:
+            problem = verify_file(path, shard)
+            if problem is not None:
+                raise bad_shard(problem)
+            self._hashed.add(index)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: handle.get_tensor(key) for key in keys}
+        except (SafetensorError, OSError) as err:
+            raise bad_shard(f"{path} cannot be read ({one_line(err)})") from None
 
     def iter_batches(
         self,

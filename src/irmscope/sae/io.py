@@ -9,6 +9,13 @@ A folder holds two files, as SAELens 6.x's ``SAE.save_model`` writes them:
   ``model_name``, ...), ``architecture`` (``"standard"`` for our ReLU SAE, ``"topk"``), and for TopK
   ``k`` and ``rescale_acts_by_decoder_norm``.
 
+A third file, ``irmscope_digest.json``, records the size and sha256 of the weights file as written, so a
+truncated or corrupted copy is reported as such instead of failing deep inside safetensors or, worse,
+loading changed weights. It is a separate file rather than a ``cfg.json`` key because SAELens reads and
+rewrites ``cfg.json`` (a digest kept in its ``metadata`` could be carried into a folder SAELens saves with
+other weights), while it never reads files it does not know. A folder without it (written by SAELens or an
+older irmscope) loads without the check.
+
 ``metadata.sae_lens_version`` names the SAELens release whose format this is (SAELens reads files without
 a 6.x version as its older format); ``metadata.irmscope`` records what SAELens has no field for (tied
 weights, the irmscope version). Loading reads safetensors only, never a pickle, and accepts SAELens's own
@@ -22,15 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from irmscope import __version__
-from irmscope.errors import IrmscopeError
-from irmscope.io import atomic_write, write_json
+from irmscope.errors import IrmscopeError, one_line
+from irmscope.io import atomic_write, file_digest, verify_file, write_json
 from irmscope.sae.model import DTYPES, SAE, SAEConfig
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
+SAE_DIGEST_FILENAME = "irmscope_digest.json"
 SAELENS_FORMAT_VERSION = "6.54.12"
 _TO_SAELENS = {"relu": "standard", "topk": "topk"}
 _FROM_SAELENS = {"standard": "relu", "topk": "topk"}
@@ -70,7 +79,11 @@ def save_sae(
     model_name: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``sae`` to the folder ``path`` (created if needed; each file replaced atomically)."""
+    """Write ``sae`` to the folder ``path`` (created if needed; each file replaced atomically).
+
+    The old digest goes first and the new one is written after the weights, so a save killed half way never
+    leaves a digest that describes other weights (at worst the folder loads unchecked).
+    """
     path = Path(path)
     extra = dict(metadata or {})
     if hook_name is not None:
@@ -84,7 +97,9 @@ def save_sae(
         "b_enc": sae.b_enc,
     }
     tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in tensors.items()}
+    (path / SAE_DIGEST_FILENAME).unlink(missing_ok=True)
     atomic_write(path / SAE_WEIGHTS_FILENAME, lambda tmp: save_file(tensors, str(tmp)))
+    write_json(path / SAE_DIGEST_FILENAME, {SAE_WEIGHTS_FILENAME: file_digest(path / SAE_WEIGHTS_FILENAME)})
     write_json(path / SAE_CFG_FILENAME, sae_lens_config(sae, extra))
     return path
 
@@ -129,7 +144,7 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu", dtype: str | 
         apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
         dtype=dtype_name,
     )
-    weights = load_file(str(weights_path), device="cpu")
+    weights = _read_weights(path)
     expected = {
         "W_enc": (config.d_in, config.d_sae),
         "W_dec": (config.d_sae, config.d_in),
@@ -155,6 +170,25 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu", dtype: str | 
     metadata.pop("sae_lens_version", None)  # rewritten as the format version on save
     sae.metadata = metadata
     return sae.to(device)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``'s weights file, checked against its recorded digest when there is one."""
+    weights_path, digest_path = path / SAE_WEIGHTS_FILENAME, path / SAE_DIGEST_FILENAME
+    fix = f"delete the folder {path} and train the SAE again"
+    problem = None
+    if digest_path.is_file():
+        try:
+            recorded = json.loads(digest_path.read_text()).get(SAE_WEIGHTS_FILENAME)
+        except (json.JSONDecodeError, AttributeError):
+            raise IrmscopeError(f"{digest_path} is not a valid digest file; {fix}") from None
+        problem = verify_file(weights_path, recorded) if isinstance(recorded, dict) else None
+    if problem is not None:
+        raise IrmscopeError(f"SAE weights {problem}; {fix}")
+    try:
+        return load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise IrmscopeError(f"SAE weights {weights_path} cannot be read ({one_line(err)}); {fix}") from None
 
 
 def _fold_decoder_norms(weights: dict[str, torch.Tensor]) -> None:
