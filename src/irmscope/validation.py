@@ -67,7 +67,7 @@ def check_utf8(args: Sequence[str]) -> None:
         except UnicodeEncodeError:
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             raise IrmscopeError(
-                f"argument {number} ({shown!r}) is not UTF-8 text; retype it (or rename the file) in UTF-8"
+                f"argument {number} ({shown}) is not UTF-8 text; retype it (or rename the file) in UTF-8"
             ) from None
 
 
@@ -117,8 +117,11 @@ def check_output(
     return path
 
 
-def remove_folder(path: str | Path) -> None:
-    """Delete a folder the user asked to replace (``--overwrite``) when it cannot be written over in place."""
-    path = Path(path)
-    if path.is_dir():
-        shutil.rmtree(path)
+def remove(paths: Sequence[str | Path]) -> None:
+    """Delete earlier outputs the user asked to replace (``--overwrite``) that a writer cannot write over
+    in place (a finished folder it would otherwise reuse)."""
+    for path in map(Path, paths):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
