@@ -28,7 +28,8 @@ def load_run_results(run_dir: str | Path, needs: str | tuple[str, ...] = ()) -> 
     for section in (needs,) if isinstance(needs, str) else needs:
         if not results.get(section):
             raise IrmscopeError(
-                f"{run_dir} has no {section} in its results.json; rerun it with that stage enabled"
+                f"{run_dir} has no {section} in its results.json; rerun the pipeline (with that stage "
+                "enabled) to write it"
             )
     return results
 
