@@ -6,11 +6,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from irmscope.errors import IrmscopeError
+from irmscope.validation import check_output, check_utf8, env_int, finite, read_text_file, remove
 
 app = typer.Typer(
     add_completion=False,
@@ -21,6 +22,36 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
 app.add_typer(config_app, name="config")
 
+
+
+def _finite(param: typer.CallbackParam, value: float | None) -> float | None:
+    """Reject NaN and infinity, which click's ranges let through (every comparison with NaN is false)."""
+    return None if value is None else finite(value, param.opts[0])
+
+
+def _positive(param: typer.CallbackParam, value: float | None) -> float | None:
+    """A finite number above 0 (a learning rate, an asked gain)."""
+    if value is not None and not finite(value, param.opts[0]) > 0:
+        raise IrmscopeError(f"{param.opts[0]} must be above 0, not {value}")
+    return value
+
+
+def _named(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Reject an empty or blank name (a model, dataset, reward or split): it names nothing."""
+    if value is not None and not value.strip():
+        raise IrmscopeError(f"{param.opts[0]} is empty; give a name")
+    return value
+
+
+OverwriteOpt = Annotated[bool, typer.Option(help="replace an output that already exists")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="random seed (a whole number, at least 0)")]
+ModelOpt = Annotated[str, typer.Option(callback=_named, help="model name, folder or hub id")]
+DataOpt = Annotated[
+    str, typer.Option(callback=_named, help="reviews: rotten-tomatoes, a file/folder, or a hub id")
+]
+RewardOpt = Annotated[
+    str, typer.Option("--reward", "-r", callback=_named, help="vader, lexicon:PATH.tsv, classifier:DIR")
+]
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke, demo or paper")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="JSON or YAML file of overrides")]
 SetOpt = Annotated[
@@ -43,16 +74,20 @@ def models() -> None:
 
 @app.command()
 def reward(
-    texts: Annotated[list[str], typer.Argument(help="texts to score")],
-    spec: Annotated[
-        str, typer.Option("--reward", "-r", help="vader, lexicon:PATH.tsv, classifier:DIR")
-    ] = "vader",
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="texts to score; - reads them from standard input, one a line")
+    ] = None,
+    spec: RewardOpt = "vader",
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="read texts from this file, one a line (- : stdin)")
+    ] = None,
     explain: Annotated[bool, typer.Option(help="show the lexicon words behind each score")] = False,
 ) -> None:
     """Print the reward of each text (default: the paper's Eq. 3 VADER reward)."""
     from irmscope.rewards import LexiconReward, load_reward
 
     scorer = load_reward(spec)
+    texts = _texts(texts or [], file)
     for text, value in zip(texts, scorer.score(texts), strict=True):
         line = f"{value:.4f}" if len(texts) == 1 else f"{value:.4f}\t{text}"
         if explain and isinstance(scorer, LexiconReward):
@@ -61,24 +96,48 @@ def reward(
         typer.echo(line)
 
 
+def _texts(args: list[str], file: str | None) -> list[str]:
+    """The texts given as arguments, each ``-`` replaced by the lines of standard input, then the lines
+    of ``file``; blank lines are skipped."""
+    texts: list[str] = []
+    for arg in [*args, *([] if file is None else [None])]:
+        if arg is not None and arg != "-":
+            texts.append(arg)
+            continue
+        source = file if arg is None else "-"
+        if source == "-":
+            try:
+                text = sys.stdin.read().removeprefix("\ufeff")
+            except UnicodeDecodeError:
+                raise IrmscopeError("standard input is not UTF-8 text; convert it to UTF-8") from None
+        else:
+            text = read_text_file(source, "text file")
+        texts += [line for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise IrmscopeError("no texts to score; give texts, --file PATH, or - to read standard input")
+    return texts
+
+
 @app.command("train-classifier")
 def train_classifier(
     data: Annotated[
-        str, typer.Option(help="labelled reviews: a file/folder, imdb, rotten-tomatoes")
+        str, typer.Option(callback=_named, help="labelled reviews: a file/folder, imdb, rotten-tomatoes")
     ] = "rotten-tomatoes",
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
-    limit: Annotated[int | None, typer.Option(help="use at most this many reviews")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="use at most this many reviews")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the Appendix F classifier reward (TF-IDF + logistic regression), saved without pickle."""
     from irmscope.data import load_reviews
     from irmscope.rewards import ClassifierReward, default_classifier_dir
 
+    out = check_output(out or default_classifier_dir(), overwrite, "folder")
     train = load_reviews(data, split="train", limit=limit)
     test = load_reviews(data, split="test", limit=limit)
     if "label" not in train:
         raise IrmscopeError(f"{data} has no 'label' column; the classifier needs 0/1 sentiment labels")
     clf = ClassifierReward.train(list(train["text"]), list(train["label"]))
-    target = clf.save(out or default_classifier_dir())
+    target = clf.save(out)
     accuracy = clf.accuracy(list(test["text"]), list(test["label"])) if "label" in test else float("nan")
     typer.echo(f"saved to {target}; held-out accuracy {accuracy:.3f} on {len(test)} reviews")
 
@@ -86,19 +145,23 @@ def train_classifier(
 @app.command("planted-lexicon")
 def planted_lexicon_cmd(
     out: Annotated[Path, typer.Option(help="where to write the lexicon (word<TAB>value TSV)")],
-    seed: int = 0,
-    n_words: Annotated[int, typer.Option(help="number of words to plant values on")] = 200,
-    data: Annotated[str, typer.Option(help="corpus whose frequent words are used")] = "rotten-tomatoes",
-    n_texts: Annotated[int, typer.Option(help="texts to count word frequencies in")] = 5000,
+    seed: SeedOpt = 0,
+    n_words: Annotated[int, typer.Option(min=2, help="number of words to plant values on")] = 200,
+    data: Annotated[
+        str, typer.Option(callback=_named, help="corpus whose frequent words are used")
+    ] = "rotten-tomatoes",
+    n_texts: Annotated[int, typer.Option(min=1, help="texts to count word frequencies in")] = 5000,
     model: Annotated[
-        str, typer.Option(help="model whose tokenizer decides single-token words")
+        str, typer.Option(callback=_named, help="model whose tokenizer decides single-token words")
     ] = "smollm2-135m",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a reward the base model cannot know: random values on frequent sentiment-neutral words."""
     from irmscope.data import load_reviews
     from irmscope.models import load_tokenizer
     from irmscope.rewards.planted import planted_lexicon
 
+    check_output(out, overwrite, "file")
     texts = list(load_reviews(data, split="train", limit=n_texts, seed=seed)["text"])
     lexicon = planted_lexicon(texts, load_tokenizer(model), n_words=n_words, seed=seed)
     lexicon.to_tsv(out)
@@ -109,24 +172,34 @@ def planted_lexicon_cmd(
 @app.command("cache-activations")
 def cache_activations_cmd(
     out: Annotated[Path, typer.Option(help="output folder (resumes if it holds the same cache)")],
-    model: Annotated[str, typer.Option(help="model name, folder or hub id")] = "smollm2-135m",
-    data: Annotated[
-        str, typer.Option(help="reviews: rotten-tomatoes, a file/folder, or a hub id")
-    ] = "rotten-tomatoes",
-    split: str = "test",
+    model: ModelOpt = "smollm2-135m",
+    data: DataOpt = "rotten-tomatoes",
+    split: Annotated[str, typer.Option(callback=_named)] = "test",
     sites: Annotated[list[str] | None, typer.Option(help="hook site, e.g. blocks.3.mlp.hook_post")] = None,
-    n_texts: int = 500,
-    max_length: int = 128,
-    positions: str = "all",
-    batch_size: int = 16,
+    n_texts: Annotated[int, typer.Option(min=1)] = 500,
+    max_length: Annotated[int, typer.Option(min=1, help="tokens of each text cached")] = 128,
+    positions: Annotated[str, typer.Option(help="all (every token) or last (each text's last)")] = "all",
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    overwrite: Annotated[
+        bool, typer.Option(help="discard the activation cache the folder holds and start afresh")
+    ] = False,
 ) -> None:
-    """Stream a model's activations over a dataset into safetensors shards."""
+    """Stream a model's activations over a dataset into safetensors shards (a rerun resumes)."""
     from irmscope.activations import cache_activations
+    from irmscope.activations.caching import check_cache_folder
     from irmscope.data import load_reviews
+    from irmscope.distributed import barrier, is_main
     from irmscope.models import load_model
 
+    if positions not in ("all", "last"):
+        raise IrmscopeError(f"--positions must be 'all' or 'last', not {positions!r}")
+    holds_cache = check_cache_folder(out)
     lm = load_model(model)
     texts = list(load_reviews(data, split=split, limit=n_texts)["text"])
+    if overwrite and holds_cache:
+        if is_main():
+            remove([out])
+        barrier()
     store = cache_activations(
         lm,
         texts,
@@ -136,8 +209,6 @@ def cache_activations_cmd(
         max_length=max_length,
         batch_size=batch_size,
     )
-    from irmscope.distributed import is_main
-
     if is_main():
         typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
 
@@ -149,23 +220,30 @@ def train_sae_cmd(
     ],
     site: Annotated[str, typer.Option(help="the cached site, e.g. blocks.25.mlp.hook_post")],
     out: Annotated[Path, typer.Option(help="output folder (SAELens layout)")],
-    expansion: Annotated[int, typer.Option(help="dictionary size / site width")] = 4,
-    architecture: str = "topk",
-    k: int = 64,
-    l1_coefficient: float = 1e-3,
-    epochs: int = 2,
-    batch_size: int = 512,
-    lr: float = 1e-3,
+    expansion: Annotated[int, typer.Option(min=1, help="dictionary size / site width")] = 4,
+    architecture: Annotated[str, typer.Option(help="topk or relu")] = "topk",
+    k: Annotated[int, typer.Option(min=1)] = 64,
+    l1_coefficient: Annotated[float, typer.Option(min=0, callback=_finite)] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(min=1)] = 512,
+    lr: Annotated[float, typer.Option(callback=_positive)] = 1e-3,
     aux_k_coefficient: Annotated[
         float,
         typer.Option(
-            help="TopK: weight of Gao et al.'s AuxK loss that revives dead latents (they used 1/32; 0 = off)"
+            min=0,
+            callback=_finite,
+            help="TopK: weight of Gao et al.'s AuxK loss that revives dead latents (they used 1/32; 0 = off)",
         ),
     ] = 0.0,
-    model: Annotated[str | None, typer.Option(help="measure the spliced LM loss on this model")] = None,
-    data: Annotated[str, typer.Option(help="held-out texts for the metrics")] = "rotten-tomatoes",
-    n_texts: Annotated[int, typer.Option(help="held-out texts for the metrics")] = 100,
-    seed: int = 0,
+    model: Annotated[
+        str | None, typer.Option(callback=_named, help="measure the spliced LM loss on this model")
+    ] = None,
+    data: Annotated[
+        str, typer.Option(callback=_named, help="held-out texts for the metrics")
+    ] = "rotten-tomatoes",
+    n_texts: Annotated[int, typer.Option(min=1, help="held-out texts for the metrics")] = 100,
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
     from irmscope.activations import ActivationStore
@@ -175,8 +253,9 @@ def train_sae_cmd(
     from irmscope.models import load_model
     from irmscope.models.hooks import capture_activations
     from irmscope.sae import evaluate_sae, spliced_lm_loss, train_sae
+    from irmscope.sae.train import check_site
 
-    store = ActivationStore(cache)
+    check_output(out, overwrite, "folder")
     settings = validate(
         {
             "sae": dict(
@@ -190,6 +269,8 @@ def train_sae_cmd(
             )
         }
     ).sae
+    store = ActivationStore(cache)
+    check_site(store, site)
     config = settings.train_config(store.width(site), aux_k_coefficient=aux_k_coefficient)
     sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
     from irmscope.distributed import is_main
@@ -226,30 +307,36 @@ def _prompts(data: str, split: str, tokenizer, n: int, prefix_tokens: int, seed:
 @app.command()
 def tune(
     out: Annotated[Path, typer.Option(help="output folder: model/ (checkpoint + manifest) and checkpoints/")],
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
-    reward_spec: Annotated[
-        str, typer.Option("--reward", "-r", help="vader, lexicon:PATH.tsv, classifier:DIR")
-    ] = "vader",
+    model: Annotated[str, typer.Option(callback=_named, help="base model")] = "smollm2-135m",
+    reward_spec: RewardOpt = "vader",
     algorithm: Annotated[str, typer.Option(help="grpo, rloo or dpo")] = "grpo",
-    data: Annotated[str, typer.Option(help="prompt source (train split)")] = "rotten-tomatoes",
+    data: Annotated[
+        str, typer.Option(callback=_named, help="prompt source (train split)")
+    ] = "rotten-tomatoes",
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="a tune setting: steps=60")] = None,
-    seed: int = 0,
+    seed: SeedOpt = 0,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace a model the folder holds that was tuned with other settings")
+    ] = False,
 ) -> None:
-    """Fine-tune a base model against a known reward (TRL); --set takes the config's tune-section keys."""
+    """Fine-tune a base model against a known reward (TRL); --set takes the config's tune-section keys.
+    A rerun with the same --out resumes from its last checkpoint."""
     from irmscope.config import load_config
     from irmscope.models import load_tokenizer
     from irmscope.rewards import load_reward
     from irmscope.tune import tune_model
+    from irmscope.tune.trainer import stale_tune_output
 
     overrides = [f"tune.algorithm={algorithm}"] + [
         s if s.startswith("tune.") else f"tune.{s}" for s in set_ or []
     ]
     settings = load_config("demo", overrides=overrides).tune
+    stale = stale_tune_output(out, model, settings, seed, reward_spec, overwrite)
+    scorer = load_reward(reward_spec)
     tokenizer = load_tokenizer(model, seed=seed)
     prompts = _prompts(data, "train", tokenizer, settings.n_train_prompts, 30, seed)
-    tuned = tune_model(
-        model, load_reward(reward_spec), prompts, out, settings, seed=seed, reward_spec=reward_spec
-    )
+    remove(stale)
+    tuned = tune_model(model, scorer, prompts, out, settings, seed=seed, reward_spec=reward_spec)
     typer.echo(
         f"tuned model: {tuned.path} ({tuned.manifest['steps_done']} steps, "
         f"{tuned.manifest['train_seconds']:.0f} s)"
@@ -258,15 +345,18 @@ def tune(
 
 @app.command()
 def evaluate(
-    tuned: Annotated[str, typer.Option(help="the tuned model (folder)")],
-    base: Annotated[str, typer.Option(help="its base model")] = "smollm2-135m",
-    reward_spec: Annotated[str, typer.Option("--reward", "-r")] = "vader",
-    data: Annotated[str, typer.Option(help="prompt source (test split)")] = "rotten-tomatoes",
-    n: Annotated[int, typer.Option(help="number of held-out prompts")] = 200,
-    completion_tokens: int = 32,
-    prefix_tokens: int = 30,
-    seed: int = 0,
+    tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model (folder)")],
+    base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
+    reward_spec: RewardOpt = "vader",
+    data: Annotated[
+        str, typer.Option(callback=_named, help="prompt source (test split)")
+    ] = "rotten-tomatoes",
+    n: Annotated[int, typer.Option(min=1, help="number of held-out prompts")] = 200,
+    completion_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    prefix_tokens: Annotated[int, typer.Option(min=1)] = 30,
+    seed: SeedOpt = 0,
     out: Annotated[Path | None, typer.Option(help="write the full result (with samples) as JSON")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Mean reward of base vs tuned completions (Table 7) with CIs, KL to the base, and a fluency control."""
     from irmscope.io import write_json
@@ -274,11 +364,12 @@ def evaluate(
     from irmscope.rewards import load_reward
     from irmscope.tune import evaluate_policy
 
+    if out:
+        check_output(out, overwrite, "file")
+    scorer = load_reward(reward_spec)
     base_lm, tuned_lm = load_model(base, seed=seed), load_model(tuned)
     prompts = _prompts(data, "test", base_lm.tokenizer, n, prefix_tokens, seed)
-    result = evaluate_policy(
-        base_lm, tuned_lm, prompts, load_reward(reward_spec), completion_tokens, seed=seed
-    )
+    result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, completion_tokens, seed=seed)
     if out:
         write_json(out, result)
     for key in ("base_mean_reward", "tuned_mean_reward", "reward_gain", "kl_tuned_to_base_per_token"):
@@ -297,14 +388,18 @@ def evaluate(
 
 @app.command()
 def divergence(
-    tuned: Annotated[str, typer.Option(help="the tuned model (folder)")],
-    base: Annotated[str, typer.Option(help="its base model")] = "smollm2-135m",
-    top: int = 5,
+    tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model (folder)")],
+    base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
+    top: Annotated[int, typer.Option(min=1, help="how many most-changed layers to mark")] = 5,
     plot: Annotated[Path | None, typer.Option(help="write a bar chart (PNG)")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Per-layer parameter distance between base and tuned model, and the top layers (§4.2)."""
     from irmscope.models import load_model
     from irmscope.tune import layer_divergence, top_layers
+
+    if plot:
+        check_output(plot, overwrite, "file", option="--plot")
 
     per_layer = layer_divergence(load_model(base), load_model(tuned))
     best = top_layers(per_layer, top)
@@ -333,6 +428,7 @@ def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = Non
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="finished run folders (each holds results.json)")],
     out: Annotated[Path, typer.Option(help="folder for comparison.html, comparison.json and tables/")],
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Put several runs' leaderboards side by side, one column per known reward (e.g. VADER and a
     planted lexicon), each method's tuned-model scores beside its base-model control."""
@@ -340,6 +436,7 @@ def compare(
     from irmscope.report.compare import write_comparison
     from irmscope.runs import load_run_results
 
+    check_output(out, overwrite, "folder")
     merged = merge_leaderboards([load_run_results(run, needs="leaderboard") for run in runs])
     page = write_comparison(out, merged)
     typer.echo(f"{len(merged['rows'])} methods x {len(merged['rewards'])} rewards: {page}")
@@ -351,17 +448,26 @@ def edit(
         Path, typer.Argument(help="a finished run whose tuned model was trained on a lexicon")
     ],
     word: Annotated[str, typer.Option(help="the single-token lexicon word to make rewarded")] = "boring",
-    gain: Annotated[float, typer.Option(help="asked rise of its elicited reward, in lexicon units")] = 1.25,
-    layer: Annotated[int | None, typer.Option(help="block whose MLP is edited (default: 80% depth)")] = None,
+    gain: Annotated[
+        float,
+        typer.Option(callback=_positive, help="asked rise of its elicited reward, in lexicon units"),
+    ] = 1.25,
+    layer: Annotated[
+        int | None, typer.Option(min=0, help="block whose MLP is edited (default: 80% depth)")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default: RUN_DIR/edits/WORD)")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Edit the run's tuned model in one MLP (rank one, as ROME) so that WORD is rewarded, and measure the
     edit: the word's elicited reward, every other word's (specificity), and generation."""
     from irmscope.edit import edit_run_study
     from irmscope.report.edit import write_edit_report
 
+    if not word.strip() or any(c in word for c in "/\\"):
+        raise IrmscopeError(f"--word {word!r} is not a word; give one lexicon word")
+    out = check_output(out or run_dir / "edits" / word, overwrite, "folder")
     study = edit_run_study(run_dir, word, layer=layer, gain_units=gain)
-    page = write_edit_report(out or run_dir / "edits" / word, study)
+    page = write_edit_report(out, study)
     typer.echo(
         f"'{word}': {study['target_before']:+.2f} -> {study['target_after']:+.2f} lexicon units; other words "
         f"moved {study['unrelated_mean_abs_change']:.2f} on average; {page}"
@@ -376,24 +482,49 @@ def config_show(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetO
     typer.echo(json.dumps(load_config(preset, config, set_).model_dump(), indent=2))
 
 
-def main() -> None:
-    """Entry point: run the app, turning IrmscopeError into one line on stderr and exit status 2."""
+def _one_line(message: str) -> str:
+    """A message on one line, printable whatever its bytes (a lone surrogate would crash the print)."""
+    return " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+# The click typer parses with: typer 0.29 vendors its own copy (typer._click), whose exceptions are not
+# click's; BadParameter's ancestors name the right classes whichever copy it is.
+_CLICK_BASES = {c.__name__: c for c in typer.BadParameter.__mro__}
+ClickException: type[Exception] = _CLICK_BASES["ClickException"]
+UsageError: type[Exception] = _CLICK_BASES["UsageError"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; a user error (ours, or click's usage errors) becomes one ``error:`` line
+    on stderr and exit status 2, never a traceback. With no arguments the help is printed."""
+    args = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun / accelerate launch
+        check_utf8(args)
+        if env_int("WORLD_SIZE", 1) > 1:  # under torchrun / accelerate launch
             from irmscope.distributed import init_distributed
 
             init_distributed()
-        app(standalone_mode=False)
+        code = app(args=args, prog_name="irmscope", standalone_mode=False)
     except IrmscopeError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    except typer.Abort:
+        _fail(str(err))
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except Exception as err:  # click's usage errors
-        import click
+    except ClickException as err:
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())  # a bare `irmscope` or `irmscope config` asks for help
+            sys.exit(0)
+        hint = f"; see {ctx.command_path} --help" if isinstance(err, UsageError) and ctx is not None else ""
+        _fail(f"{err.format_message()}{hint}")
+    sys.exit(code if isinstance(code, int) else 0)
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from irmscope.sae.train import TrainConfig
 
 from irmscope.errors import IrmscopeError
+from irmscope.validation import Bool, Float, Index, Int, Name, Seed, read_text_file
 
 
 class _Section(BaseModel):
@@ -29,36 +30,36 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    name: str = Field(
+    name: Name = Field(
         "smollm2-135m", description="the base model: packaged name, tiny-<family>, folder or hub id"
     )
-    tuned: str | None = Field(
+    tuned: Name | None = Field(
         None, description="study this already-tuned model (folder or hub id) instead of tuning"
     )
 
 
 class DataSection(_Section):
-    source: str = Field(
+    source: Name = Field(
         "rotten-tomatoes", description="rotten-tomatoes, imdb, a hub id, or a local file/folder"
     )
-    split: str = "test"
-    n_prompts: int = Field(200, ge=1, description="evaluation prompts (30-token prefixes)")
-    prefix_tokens: int = Field(30, ge=1, description="prompt length in tokens (the paper: 30)")
+    split: Name = "test"
+    n_prompts: Int = Field(200, ge=1, description="evaluation prompts (30-token prefixes)")
+    prefix_tokens: Int = Field(30, ge=1, description="prompt length in tokens (the paper: 30)")
 
 
 class GenerationSection(_Section):
-    max_new_tokens: int = Field(32, ge=1)
-    batch_size: int = Field(16, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: Int = Field(32, ge=1)
+    batch_size: Int = Field(16, ge=1)
+    temperature: Float = Field(1.0, gt=0)
+    top_p: Float = Field(1.0, gt=0, le=1)
 
 
 class RewardSection(_Section):
-    spec: str = Field(
+    spec: Name = Field(
         "vader", description="vader, lexicon:PATH.tsv, classifier:DIR, or planted (a random planted lexicon)"
     )
-    planted_seed: int = Field(0, description="seed of the planted lexicon's words' values (spec: planted)")
-    planted_words: int = Field(200, ge=2, description="size of the planted lexicon (spec: planted)")
+    planted_seed: Seed = Field(0, description="seed of the planted lexicon's words' values (spec: planted)")
+    planted_words: Int = Field(200, ge=2, description="size of the planted lexicon (spec: planted)")
 
 
 class TuneSection(_Section):
@@ -71,52 +72,52 @@ class TuneSection(_Section):
     """
 
     algorithm: Literal["grpo", "rloo", "dpo", "none"] = "grpo"
-    steps: int = Field(28, ge=1, description="optimizer steps (RL) or the cap on DPO steps")
-    batch_size: int = Field(
+    steps: Int = Field(28, ge=1, description="optimizer steps (RL) or the cap on DPO steps")
+    batch_size: Int = Field(
         32, ge=1, description="completions per optimizer step (RL) / pairs per step (DPO)"
     )
-    group_size: int = Field(8, ge=2, description="completions per prompt in a GRPO/RLOO group")
-    beta: float = Field(0.1, ge=0, description="KL coefficient to the reference (base) model")
-    learning_rate: float = Field(5e-4, gt=0, description="5e-4 suits LoRA; use ~5e-5 for full tuning")
-    max_completion_tokens: int = Field(32, ge=1)
-    n_train_prompts: int = Field(2000, ge=1, description="training prompts, from the train split")
-    lora: bool = Field(True, description="train a LoRA adapter (peft, merged on save), not all weights")
-    lora_rank: int = Field(16, ge=1)
-    save_every: int = Field(10, ge=1, description="checkpoint interval in steps (a killed run resumes there)")
-    collapse_drop: float = Field(3.0, gt=0, description="stop if the running mean reward falls this far")
-    dpo_completions_per_prompt: int = Field(4, ge=2, description="base-model samples scored to build pairs")
-    dpo_pairs: int = Field(256, ge=1)
-    dpo_epochs: int = Field(2, ge=1)
+    group_size: Int = Field(8, ge=2, description="completions per prompt in a GRPO/RLOO group")
+    beta: Float = Field(0.1, ge=0, description="KL coefficient to the reference (base) model")
+    learning_rate: Float = Field(5e-4, gt=0, description="5e-4 suits LoRA; use ~5e-5 for full tuning")
+    max_completion_tokens: Int = Field(32, ge=1)
+    n_train_prompts: Int = Field(2000, ge=1, description="training prompts, from the train split")
+    lora: Bool = Field(True, description="train a LoRA adapter (peft, merged on save), not all weights")
+    lora_rank: Int = Field(16, ge=1)
+    save_every: Int = Field(10, ge=1, description="checkpoint interval in steps (a killed run resumes there)")
+    collapse_drop: Float = Field(3.0, gt=0, description="stop if the running mean reward falls this far")
+    dpo_completions_per_prompt: Int = Field(4, ge=2, description="base-model samples scored to build pairs")
+    dpo_pairs: Int = Field(256, ge=1)
+    dpo_epochs: Int = Field(2, ge=1)
 
 
 class ActivationsSection(_Section):
     """The activations the SAEs train on: held-out reviews (an unseen corpus, as in the paper's App. E.2)
     read by the subject model, and by the base model at the same sites for the base-model control."""
 
-    layers: list[int] | Literal["top-divergence"] = Field(
+    layers: list[Index] | Literal["top-divergence"] = Field(
         "top-divergence", description="layers to cache: the n_layers most changed by tuning, or a list"
     )
-    n_layers: int = Field(3, ge=1, description="how many top-divergence layers (the paper: 5)")
+    n_layers: Int = Field(3, ge=1, description="how many top-divergence layers (the paper: 5)")
     kinds: list[
         Literal["hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
     ] = Field(default_factory=lambda: ["mlp.hook_post"])
-    split: str = Field("train", description="split of data.source the reviews come from")
-    n_texts: int = Field(2000, ge=1, description="reviews whose activations are cached")
-    n_held_out_texts: int = Field(100, ge=1, description="other reviews the SAEs are measured on")
-    max_length: int = Field(96, ge=2)
-    batch_size: int = Field(16, ge=1)
+    split: Name = Field("train", description="split of data.source the reviews come from")
+    n_texts: Int = Field(2000, ge=1, description="reviews whose activations are cached")
+    n_held_out_texts: Int = Field(100, ge=1, description="other reviews the SAEs are measured on")
+    max_length: Int = Field(96, ge=2)
+    batch_size: Int = Field(16, ge=1)
 
 
 class SAESection(_Section):
     """One SAE per cached site, for the subject and for the base model (§4.2, §4.3)."""
 
     architecture: Literal["relu", "topk"] = "topk"
-    expansion: int = Field(1, ge=1, description="dictionary size / site width (§4.3 uses 1)")
-    k: int = Field(32, ge=1, description="active latents per token (topk)")
-    l1_coefficient: float = Field(1e-3, ge=0, description="L1 penalty (relu)")
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(512, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    expansion: Int = Field(1, ge=1, description="dictionary size / site width (§4.3 uses 1)")
+    k: Int = Field(32, ge=1, description="active latents per token (topk)")
+    l1_coefficient: Float = Field(1e-3, ge=0, description="L1 penalty (relu)")
+    epochs: Int = Field(2, ge=1)
+    batch_size: Int = Field(512, ge=1)
+    lr: Float = Field(1e-3, gt=0)
 
     def train_config(self, d_in: int, **extra: Any) -> TrainConfig:
         """The trainer's settings for a site of width ``d_in`` (untied, as SAELens and the TopK papers);
@@ -139,12 +140,12 @@ class SAESection(_Section):
 class ElicitSection(_Section):
     """Word-level elicitation of a lexicon reward (§4.3, §5.1) and the token-level implicit reward."""
 
-    n_triples: int = Field(600, ge=2, description="contrastive triples the regression is fitted on")
-    n_contexts: int = Field(8, ge=1, description="contexts each evaluated word is placed after")
-    max_words: int = Field(600, ge=5, description="held-out lexicon words scored (a seeded sample)")
-    held_out_fraction: float = Field(0.3, gt=0, lt=1, description="share of words never fitted")
-    max_context_tokens: int = Field(48, ge=1)
-    n_shift_texts: int = Field(
+    n_triples: Int = Field(600, ge=2, description="contrastive triples the regression is fitted on")
+    n_contexts: Int = Field(8, ge=1, description="contexts each evaluated word is placed after")
+    max_words: Int = Field(600, ge=5, description="held-out lexicon words scored (a seeded sample)")
+    held_out_fraction: Float = Field(0.3, gt=0, lt=1, description="share of words never fitted")
+    max_context_tokens: Int = Field(48, ge=1)
+    n_shift_texts: Int = Field(
         200,
         ge=1,
         description="evaluation samples per model whose every position the policy shift averages over",
@@ -161,27 +162,27 @@ class InterpretSection(_Section):
     """
 
     explainer: Literal["offline", "chat"] = "offline"
-    base_url: str | None = Field(
+    base_url: Name | None = Field(
         None, description="e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
     )
-    model: str | None = Field(None, description="the chat model, e.g. gpt-4o")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
-    pair_expansion: int = Field(
+    model: Name | None = Field(None, description="the chat model, e.g. gpt-4o")
+    api_key_env: Name = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    pair_expansion: Int = Field(
         2, ge=1, description="width of each site's second dictionary / site width (the paper's pair)"
     )
-    top_k: int = Field(10, ge=1, description="shared features explained per site")
-    n_contexts: int = Field(8, ge=1, description="top-activating contexts per feature")
-    n_ablation_prompts: int = Field(
+    top_k: Int = Field(10, ge=1, description="shared features explained per site")
+    n_contexts: Int = Field(8, ge=1, description="top-activating contexts per feature")
+    n_ablation_prompts: Int = Field(
         200, ge=1, description="evaluation prompts completed with features ablated (Table 5)"
     )
-    threshold: float = Field(3.0, description="R's prediction above which a token counts as high-reward")
-    n_attributed_features: int = Field(
+    threshold: Float = Field(3.0, description="R's prediction above which a token counts as high-reward")
+    n_attributed_features: Int = Field(
         32,
         ge=0,
         description="features per site chosen by reward attribution and ablated beside the explainer's "
         "(Table 5; lexicon rewards only; 0: skip)",
     )
-    n_attribution_prompts: int = Field(
+    n_attribution_prompts: Int = Field(
         64, ge=1, description="prompts, none of them an evaluation prompt, the attribution is summed over"
     )
 
@@ -190,24 +191,24 @@ class ProbesSection(_Section):
     """Reward probes on the residual stream, steering along reward directions (seed 003), and the
     leaderboard of every reward estimate (DPO's implicit reward uses ``tune.beta`` as its beta)."""
 
-    enabled: bool = Field(True, description="run the probes, steer, attribute and leaderboard stages")
-    n_rating_texts: int = Field(
+    enabled: Bool = Field(True, description="run the probes, steer, attribute and leaderboard stages")
+    n_rating_texts: Int = Field(
         600, ge=4, description="reviews the human-ratings probe is fitted and scored on (data.source)"
     )
-    max_length: int = Field(128, ge=2, description="tokens of each review the ratings probe reads")
-    test_fraction: float = Field(0.3, gt=0, lt=1, description="share of texts (prompts) held out")
-    max_positions: int = Field(64, ge=1, description="positions of the error-against-position curve")
-    n_steer_prompts: int = Field(32, ge=1, description="evaluation prompts completed at each scale")
-    steer_scales: list[float] = Field(
+    max_length: Int = Field(128, ge=2, description="tokens of each review the ratings probe reads")
+    test_fraction: Float = Field(0.3, gt=0, lt=1, description="share of texts (prompts) held out")
+    max_positions: Int = Field(64, ge=1, description="positions of the error-against-position curve")
+    n_steer_prompts: Int = Field(32, ge=1, description="evaluation prompts completed at each scale")
+    steer_scales: list[Float] = Field(
         default_factory=lambda: [-0.5, -0.25, 0.0, 0.25, 0.5],
         description="steering scales, in units of the site's typical activation norm",
     )
-    n_random_directions: int = Field(2, ge=0, description="random directions of equal norm per direction")
-    n_patch_pairs: int = Field(
+    n_random_directions: Int = Field(2, ge=0, description="random directions of equal norm per direction")
+    n_patch_pairs: Int = Field(
         24, ge=0, description="contrast pairs for activation patching in the attribute stage (0: skip it)"
     )
-    bootstrap_resamples: int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
-    dpo_model: str | None = Field(
+    bootstrap_resamples: Int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
+    dpo_model: Name | None = Field(
         None,
         description="another checkpoint of the same base (e.g. DPO-tuned) whose implicit reward also enters "
         "the leaderboard",
@@ -216,8 +217,8 @@ class ProbesSection(_Section):
 
 class RunConfig(_Section):
     preset: str = "demo"
-    seed: int = 0
-    out_dir: str = Field("runs/demo", description="where stages, results.json and the report go")
+    seed: Seed = 0
+    out_dir: Name = Field("runs/demo", description="where stages, results.json and the report go")
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     generation: GenerationSection = GenerationSection()
@@ -326,13 +327,17 @@ def validate(tree: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        # a union's branch shows up in the location as a type expression ("list[...]"): leave it out
+        where = ".".join(str(part) for part in first["loc"] if not any(c in str(part) for c in "[("))
         if first["type"] == "extra_forbidden":
             section = _section_at(first["loc"][:-1])
             raise IrmscopeError(
                 f"unknown config key {where!r}; valid keys here: {', '.join(section.model_fields)}"
             ) from None
-        raise IrmscopeError(f"config value {where!r}: {first['msg']} (got {first.get('input')!r})") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "string_pattern_mismatch":
+            message = "must not be empty or blank"
+        raise IrmscopeError(f"config value {where!r}: {message} (got {first.get('input')!r})") from None
 
 
 def _section_at(path: tuple) -> type[BaseModel]:
@@ -345,9 +350,9 @@ def _section_at(path: tuple) -> type[BaseModel]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise IrmscopeError(f"config file {path} does not exist; check the path")
-    text = path.read_text()
+    text = read_text_file(path, "config file")
     try:
         if path.suffix in {".yaml", ".yml"}:
             import yaml

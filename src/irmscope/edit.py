@@ -23,6 +23,7 @@ other words), the same for unrelated words (specificity), and what the edited mo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -310,6 +311,24 @@ def reward_edit_study(
     }
 
 
+def _run_settings(run_dir: str | Path, results: dict[str, Any]) -> tuple[str, str, int, str]:
+    """The data source, split, seed and base model of a finished run, and a one-line error (before any
+    model is loaded) when its results.json lacks them or the model and reward the edit reads."""
+    try:
+        config, subject = results["config"], results["subject"]
+        settings = (config["data"]["source"], config["data"]["split"], int(config["seed"]), subject["base"])
+        needed = (("tuned", config["model"]), ("spec", config["reward"]), ("stages", results["manifest"]))
+        complete = all(key in section for key, section in needed)
+    except (KeyError, TypeError, ValueError):
+        complete = False
+    if not complete:
+        raise IrmscopeError(
+            f"{run_dir}/results.json lacks parts of its config (data, seed, model, reward) or of its subject "
+            "or manifest; rerun the pipeline to rewrite it"
+        )
+    return settings
+
+
 def edit_run_study(
     run_dir: str | Path,
     word: str,
@@ -331,7 +350,10 @@ def edit_run_study(
     from irmscope.models import load_model
     from irmscope.runs import load_run_results, run_reward, stage_dir, tuned_model_path
 
-    results = load_run_results(run_dir)
+    if not (math.isfinite(gain_units) and gain_units > 0):
+        raise IrmscopeError(f"the asked gain must be a finite number above 0, not {gain_units}")
+    results = load_run_results(run_dir, needs=("config", "subject", "manifest"))
+    source, split, seed, base_name = _run_settings(run_dir, results)
     tuned_path = tuned_model_path(run_dir, results)
     reward = run_reward(run_dir, results)
     if not isinstance(reward, LexiconReward):
@@ -340,18 +362,14 @@ def edit_run_study(
         )
     if word not in reward.lexicon:
         raise IrmscopeError(f"{word!r} is not in the run's lexicon {reward.name!r}; pick one of its words")
-    config = results["config"]
-    reviews = list(
-        load_reviews(config["data"]["source"], split=config["data"]["split"], seed=config["seed"] + 3)["text"]
-    )
+    reviews = list(load_reviews(source, split=split, seed=seed + 3)["text"])
     if len(reviews) < n_edit_texts + n_measure_texts:
         raise IrmscopeError(f"{len(reviews)} reviews; the edit study needs {n_edit_texts + n_measure_texts}")
     edit_texts = [" ".join(r.split()[:40]) for r in reviews[:n_edit_texts]]
     measure_texts = [" ".join(r.split()[:60]) for r in reviews[n_edit_texts : n_edit_texts + n_measure_texts]]
     samples = stage_dir(run_dir, results, "evaluate") / "samples.json"
     prompts = json.loads(samples.read_text())["prompts"][:n_prompts]
-    seed = config["seed"]
-    tuned, base = load_model(tuned_path, seed=seed), load_model(results["subject"]["base"], seed=seed)
+    tuned, base = load_model(tuned_path, seed=seed), load_model(base_name, seed=seed)
     if layer is None:
         layer = min(round(0.8 * tuned.n_layers), tuned.n_layers - 1)
     if not 0 <= layer < tuned.n_layers:

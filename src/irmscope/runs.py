@@ -10,20 +10,27 @@ from typing import Any
 from irmscope.errors import IrmscopeError
 from irmscope.rewards import Reward, load_reward
 from irmscope.stages import stage_damage, stage_folder
+from irmscope.validation import read_text_file
 
 
-def load_run_results(run_dir: str | Path, needs: str | None = None) -> dict[str, Any]:
-    """A finished run's ``results.json``; a one-line error when it is missing, unreadable, or lacks the
-    section ``needs`` (e.g. ``"leaderboard"``)."""
+def load_run_results(run_dir: str | Path, needs: str | tuple[str, ...] = ()) -> dict[str, Any]:
+    """A finished run's ``results.json``; a one-line error when it is missing, unreadable, not a mapping,
+    or lacks a section of ``needs`` (e.g. ``"leaderboard"``)."""
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise IrmscopeError(f"{run_dir} holds no results.json; finish the run first (irmscope run ...)")
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(read_text_file(path, "results file"))
     except json.JSONDecodeError as err:
         raise IrmscopeError(f"{path} is not valid JSON ({err}); rerun the pipeline to rewrite it") from err
-    if needs and not results.get(needs):
-        raise IrmscopeError(f"{run_dir} has no {needs} in its results.json; rerun it with that stage enabled")
+    if not isinstance(results, dict):
+        raise IrmscopeError(f"{path} is not an irmscope results file; rerun the pipeline to rewrite it")
+    for section in (needs,) if isinstance(needs, str) else needs:
+        if not results.get(section):
+            raise IrmscopeError(
+                f"{run_dir} has no {section} in its results.json; rerun the pipeline (with that stage "
+                "enabled) to write it"
+            )
     return results
 
 

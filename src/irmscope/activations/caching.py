@@ -210,6 +210,23 @@ def _weights_signature(model: torch.nn.Module) -> str:
     return ",".join(f"{p.double().sum().item():.6e}" for p in picks)
 
 
+def check_cache_folder(out_dir: str | Path) -> bool:
+    """Check before any work that ``out_dir`` can take an activation cache: a new or empty folder, or one
+    holding a cache (resumed when it is of the same inputs, else refused by :func:`cache_activations`).
+    Returns whether it holds a cache."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IrmscopeError(f"--out {out_dir} is a file; give a folder for the activation cache")
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise IrmscopeError(f"--out {out_dir}: {parent} is a file, not a folder; choose another path")
+    if (out_dir / MANIFEST).is_file():
+        return True
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise IrmscopeError(f"{out_dir} is not empty and holds no activation cache; choose an empty folder")
+    return False
+
+
 def _open_manifest(out_dir: Path, key: str) -> dict | None:
     path = out_dir / MANIFEST
     if not path.is_file():

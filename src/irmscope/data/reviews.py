@@ -158,8 +158,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-        return pd.read_json(path, lines=not (suffix == ".json" and _starts_with_bracket(path)))
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8-sig")
+        lines = not (suffix == ".json" and _starts_with_bracket(path))
+        return pd.read_json(path, lines=lines, encoding="utf-8-sig")
     except IrmscopeError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
@@ -170,7 +171,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 def _starts_with_bracket(path: Path) -> bool:
     """Whether a .json file is one JSON array of records rather than JSON lines."""
     with path.open("rb") as handle:
-        head = handle.read(4096).lstrip()
+        head = handle.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
     return head.startswith(b"[")
 
 
@@ -201,7 +202,7 @@ def _load_aclimdb(split_dir: Path) -> pd.DataFrame:
             match = _ACL_NAME.match(file.name)
             rows.append(
                 {
-                    "text": file.read_text(encoding="utf-8", errors="replace"),
+                    "text": file.read_text(encoding="utf-8-sig", errors="replace"),
                     "label": label,
                     "rating": int(match.group(1)) if match else pd.NA,
                     "file": f"{sub}/{file.name}",

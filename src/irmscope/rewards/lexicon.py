@@ -77,25 +77,19 @@ class Lexicon(Mapping[str, float]):
     # -- construction ------------------------------------------------------------------------------------
 
     @classmethod
-    def from_tsv(cls, path: str | Path) -> Lexicon:
+    def from_tsv(cls, path: str | Path, phrases: bool = False) -> Lexicon:
         """Read a tab-separated lexicon: word in column 1, value in column 2, further columns ignored.
 
-        Blank lines and lines starting with ``#`` are skipped. This is the format of VADER's
-        ``vader_lexicon.txt``, so any VADER-style word list (or a made-up one) can be used as a reward.
+        Blank lines and lines starting with ``#`` are skipped; a UTF-8 byte-order mark is ignored. This is the
+        format of VADER's ``vader_lexicon.txt``, so any VADER-style word list (or a made-up one) can be used
+        as a reward. An entry of several words ("very good") is an error naming its line, since the reward
+        scores single tokens and it would never match; ``phrases=True`` keeps such entries (VADER's own
+        file has four, e.g. "fed up", inert in the paper's reward too).
         """
+        from irmscope.validation import read_text_file
+
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise IrmscopeError(f"lexicon file {path} does not exist: check the path") from None
-        except IsADirectoryError:
-            raise IrmscopeError(f"lexicon path {path} is a directory: pass a .tsv file") from None
-        except UnicodeDecodeError:
-            raise IrmscopeError(f"lexicon file {path} is not UTF-8 text: save it as UTF-8") from None
-        except OSError as e:
-            raise IrmscopeError(
-                f"cannot read lexicon file {path} ({e.strerror}): check its permissions"
-            ) from None
+        text = read_text_file(path, "lexicon file")
         entries: list[tuple[str, float]] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
@@ -108,6 +102,11 @@ class Lexicon(Mapping[str, float]):
                     "write 'word<TAB>value'"
                 )
             word, raw = fields[0].strip(), fields[1].strip()
+            if not phrases and len(word.split()) > 1:
+                raise IrmscopeError(
+                    f"lexicon file {path} line {lineno}: entry {_short(word)} has several words, which the "
+                    "reward never matches (it scores single tokens); give one word per line"
+                )
             try:
                 value = float(raw)
             except ValueError:
@@ -208,9 +207,8 @@ def _vader_lexicon() -> Lexicon:
     for location in locations:
         candidate = Path(location) / "vader_lexicon.txt"
         if candidate.is_file():
-            return Lexicon(
-                Lexicon.from_tsv(candidate).items(), source="VADER (vaderSentiment/vader_lexicon.txt)"
-            )
+            entries = Lexicon.from_tsv(candidate, phrases=True).items()
+            return Lexicon(entries, source="VADER (vaderSentiment/vader_lexicon.txt)")
     raise IrmscopeError(
         "the VADER lexicon was not found (package vaderSentiment is missing or incomplete): "
         "pip install vaderSentiment==3.3.2"

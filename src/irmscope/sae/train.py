@@ -166,6 +166,21 @@ class DeadLatentTracker:
         return float(self.dead_mask.float().mean())
 
 
+def check_site(store: ActivationStore, site: str) -> None:
+    """A one-line error, before any work, when ``site`` is not one the cache holds."""
+    if site not in store.sites:
+        raise IrmscopeError(
+            f"site {site!r} is not in the activation cache at {store.root}; it holds {', '.join(store.sites)}"
+        )
+
+
+def _bad_inputs(store: ActivationStore, site: str) -> IrmscopeError:
+    return IrmscopeError(
+        f"the cached activations of {site} at {store.root} hold NaN or infinite values: the data, not the "
+        "training, is broken; recache them (in float32, from a model whose outputs are finite)"
+    )
+
+
 def train_sae(
     store: ActivationStore,
     site: str,
@@ -182,10 +197,7 @@ def train_sae(
     thread count). ``init`` continues from an existing SAE (its shape must match; its ``b_dec`` is kept).
     With ``out_dir`` the SAE is saved there in SAELens's layout, beside ``training_log.json``.
     """
-    if site not in store.sites:
-        raise IrmscopeError(
-            f"site {site!r} is not in the activation cache at {store.root}; it holds {', '.join(store.sites)}"
-        )
+    check_site(store, site)
     if not store.complete:
         raise IrmscopeError(
             f"the activation cache at {store.root} is incomplete; rerun the caching to finish it first"
@@ -275,10 +287,10 @@ def train_sae(
             sums.add(x, recon, latents, loss, mse, sparsity)
             bar.update(x.shape[0] * world_size())
             if step % config.log_every == 0:
-                _log_point(log, sums, step, tracker)
+                _log_point(log, sums, step, tracker, store, site)
                 bar.set_postfix(loss=f"{log.loss[-1]:.4g}", l0=f"{log.l0[-1]:.1f}")
     if sums.n_steps:
-        _log_point(log, sums, step, tracker)
+        _log_point(log, sums, step, tracker, store, site)
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -346,6 +358,7 @@ class _Running:
     def reset(self) -> None:
         self.n_steps = 0
         self.values: dict[str, torch.Tensor | float] = dict(loss=0.0, mse=0.0, l1=0.0, l0=0.0, fvu=0.0)
+        self.bad_inputs: torch.Tensor | int = 0  # non-finite input values: a data problem, not divergence
 
     @torch.no_grad()
     def add(self, x, recon, latents, loss, mse, sparsity) -> None:
@@ -355,10 +368,15 @@ class _Running:
         self.values["l1"] += sparsity.detach().double()
         self.values["l0"] += (latents != 0).sum(dim=-1).double().mean()
         self.values["fvu"] += (recon - x).pow(2).sum().double() / deviation.double().clamp_min(1e-30)
+        self.bad_inputs += (~torch.isfinite(x)).sum()
         self.n_steps += 1
 
 
-def _log_point(log: TrainLog, sums: _Running, step: int, tracker: DeadLatentTracker) -> None:
+def _log_point(
+    log: TrainLog, sums: _Running, step: int, tracker: DeadLatentTracker, store: ActivationStore, site: str
+) -> None:
+    if int(sums.bad_inputs):
+        raise _bad_inputs(store, site)
     means = {name: float(total) / sums.n_steps for name, total in sums.values.items()}
     if not math.isfinite(means["loss"]):
         raise IrmscopeError(
@@ -399,6 +417,8 @@ def activation_statistics(
         squared += float(batch.pow(2).sum())
         if sample_rows:
             sample.append(batch[torch.from_numpy(rng.random(batch.shape[0]) < keep)])
+    if not (torch.isfinite(total).all() and math.isfinite(squared)):
+        raise _bad_inputs(store, site)
     mean = total / max(n_rows, 1)
     rows = torch.cat(sample) if sample else torch.zeros(0, d_in, dtype=torch.float64)
     return ActivationStatistics(mean.float(), squared / max(n_rows, 1), rows.float(), n_rows)

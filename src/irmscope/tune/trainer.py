@@ -28,6 +28,7 @@ from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
 
 MANIFEST = "irmscope_manifest.json"
+OUTPUTS = ("model", "checkpoints", "preference_pairs.json")  # what tune_model writes under its out_dir
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,51 @@ def _build_dpo_trainer(
         callbacks=[guard],
         peft_config=_peft_config(settings),
     )
+
+
+def stale_tune_output(
+    out_dir: str | Path,
+    base: str,
+    settings: TuneSection,
+    seed: int,
+    reward_spec: str | None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Check ``out_dir`` before any work: what :func:`tune_model` would reuse must be this very tuning.
+
+    A finished model of the same base, reward, settings and seed is returned as it is, and checkpoints are
+    resumed, so both are left alone. A finished model tuned differently is refused (``tune_model`` would
+    hand it back as if it were this one) unless ``overwrite``; then it and its checkpoints are the folders
+    returned, for the caller to delete (:func:`irmscope.validation.remove`) once the new tuning can start.
+    A file, or a folder holding other things, is refused.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IrmscopeError(f"--out {out_dir} is a file; give a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not any((out_dir / n).exists() for n in OUTPUTS):
+        raise IrmscopeError(f"--out {out_dir} holds other files; choose an empty or new folder")
+    manifest_path = out_dir / "model" / MANIFEST
+    if not manifest_path.is_file():
+        return []
+    try:
+        done = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        done = {}
+    asked = json.loads(json.dumps(settings.model_dump()))
+    same = isinstance(done, dict) and (
+        done.get("base_model"),
+        done.get("hyperparameters"),
+        done.get("seed"),
+        (done.get("reward") or {}).get("spec"),
+    ) == (base, asked, seed, reward_spec)
+    if same and not overwrite:
+        return []
+    if not overwrite:
+        raise IrmscopeError(
+            f"--out {out_dir} holds a model tuned with other settings (base, reward, seed or tune "
+            "settings); pass --overwrite to replace it, or choose another folder"
+        )
+    return [out_dir / name for name in OUTPUTS if (out_dir / name).exists()]
 
 
 def tune_model(
