@@ -12,7 +12,7 @@ import pytest
 
 from irmscope.config import load_config
 from irmscope.errors import IrmscopeError
-from irmscope.locking import LOCK_NAME, folder_lock
+from irmscope.locking import LOCK_NAME, folder_lock, output_lock
 from irmscope.pipeline import run_pipeline
 from irmscope.runs import stage_dir
 from irmscope.stages import run_stage, stage_damage
@@ -134,5 +134,33 @@ def test_a_damaged_stage_of_a_finished_run_is_named_to_readers(tmp_path):
     results = {"manifest": {"stages": {"demo": {"key": stage.key}}}}
     assert stage_dir(tmp_path, results, "demo") == stage.dir
     (stage.dir / "a.txt").write_text("alpha")
-    with pytest.raises(IrmscopeError, match=r"a\.txt has 5 bytes, not the 600 recorded when it was written; rerun the pipeline"):
+    with pytest.raises(
+        IrmscopeError,
+        match=r"a\.txt has 5 bytes, not the 600 recorded when it was written; rerun the pipeline",
+    ):
         stage_dir(tmp_path, results, "demo")
+
+
+def test_output_lock_keeps_its_file_beside_the_output(tmp_path):
+    with output_lock(tmp_path / "cache", "activation cache"):
+        with pytest.raises(IrmscopeError, match=r"activation cache .*cache is in use by process"):
+            with output_lock(tmp_path / "cache", "activation cache"):
+                pass
+    assert not (tmp_path / "cache").exists() and (tmp_path / ".cache.lock").is_file()
+
+
+@pytest.mark.parametrize("command", ["cache-activations", "train-sae"])
+def test_a_command_writing_a_locked_output_is_refused_in_one_line(tmp_path, command):
+    out = tmp_path / "out"
+    args = {
+        "cache-activations": ["--model", "tiny-gpt_neox", "--n-texts", "2"],
+        "train-sae": ["--cache", str(tmp_path / "no-cache"), "--site", "blocks.0.mlp.hook_post"],
+    }[command]
+    with output_lock(out):
+        done = subprocess.run(
+            [sys.executable, "-m", "irmscope", command, *args, "--out", str(out)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and f"in use by process {os.getpid()} " in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -189,26 +190,29 @@ def cache_activations_cmd(
     from irmscope.activations.caching import check_cache_folder
     from irmscope.data import load_reviews
     from irmscope.distributed import barrier, is_main
+    from irmscope.locking import output_lock
     from irmscope.models import load_model
 
     if positions not in ("all", "last"):
         raise IrmscopeError(f"--positions must be 'all' or 'last', not {positions!r}")
-    holds_cache = check_cache_folder(out)
-    lm = load_model(model)
-    texts = list(load_reviews(data, split=split, limit=n_texts)["text"])
-    if overwrite and holds_cache:
-        if is_main():
-            remove([out])
-        barrier()
-    store = cache_activations(
-        lm,
-        texts,
-        sites or lm.sites(("mlp.hook_post",)),
-        out,
-        positions=positions,
-        max_length=max_length,
-        batch_size=batch_size,
-    )
+    # one job per cache folder; under torchrun the ranks of one job share it, so rank 0 holds the lock
+    with output_lock(out, "activation cache") if is_main() else nullcontext():
+        holds_cache = check_cache_folder(out)
+        lm = load_model(model)
+        texts = list(load_reviews(data, split=split, limit=n_texts)["text"])
+        if overwrite and holds_cache:
+            if is_main():
+                remove([out])
+            barrier()
+        store = cache_activations(
+            lm,
+            texts,
+            sites or lm.sites(("mlp.hook_post",)),
+            out,
+            positions=positions,
+            max_length=max_length,
+            batch_size=batch_size,
+        )
     if is_main():
         typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
 
@@ -249,48 +253,50 @@ def train_sae_cmd(
     from irmscope.activations import ActivationStore
     from irmscope.config import validate
     from irmscope.data import load_reviews
+    from irmscope.distributed import is_main
     from irmscope.io import write_json
+    from irmscope.locking import output_lock
     from irmscope.models import load_model
     from irmscope.models.hooks import capture_activations
     from irmscope.sae import evaluate_sae, spliced_lm_loss, train_sae
     from irmscope.sae.train import check_site
 
-    check_output(out, overwrite, "folder")
-    settings = validate(
-        {
-            "sae": dict(
-                expansion=expansion,
-                architecture=architecture,
-                k=k,
-                l1_coefficient=l1_coefficient,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-            )
-        }
-    ).sae
-    store = ActivationStore(cache)
-    check_site(store, site)
-    config = settings.train_config(store.width(site), aux_k_coefficient=aux_k_coefficient)
-    sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
-    from irmscope.distributed import is_main
-
-    if not is_main():  # under torchrun every rank holds the same SAE; rank 0 measures and reports it
-        return
-    report = {"site": site, "d_sae": sae.d_sae, "train_tokens_per_second": log.tokens_per_second}
-    if model:
-        lm = load_model(model, seed=seed)
-        texts = list(load_reviews(data, split="test", limit=n_texts, seed=seed + 7)["text"])
-        enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=96)
-        acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site]
-        mask = enc["attention_mask"].bool()
-        later = mask & (enc["attention_mask"].cumsum(dim=1) > 1)  # every token but each text's first
-        report["metrics"] = evaluate_sae(sae, acts[mask]).to_dict()
-        report["metrics_without_first_token"] = evaluate_sae(sae, acts[later]).to_dict()
-        report["spliced"] = spliced_lm_loss(lm, sae, site, texts, max_length=96).to_dict()
-    else:
-        report["metrics"] = evaluate_sae(sae, store, site).to_dict()
-    write_json(out / "report.json", report)
+    # one job per SAE folder; under torchrun every rank trains the same SAE, and rank 0 holds the lock
+    with output_lock(out, "SAE folder") if is_main() else nullcontext():
+        check_output(out, overwrite, "folder")
+        settings = validate(
+            {
+                "sae": dict(
+                    expansion=expansion,
+                    architecture=architecture,
+                    k=k,
+                    l1_coefficient=l1_coefficient,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                )
+            }
+        ).sae
+        store = ActivationStore(cache)
+        check_site(store, site)
+        config = settings.train_config(store.width(site), aux_k_coefficient=aux_k_coefficient)
+        sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
+        if not is_main():  # under torchrun every rank holds the same SAE; rank 0 measures and reports it
+            return
+        report = {"site": site, "d_sae": sae.d_sae, "train_tokens_per_second": log.tokens_per_second}
+        if model:
+            lm = load_model(model, seed=seed)
+            texts = list(load_reviews(data, split="test", limit=n_texts, seed=seed + 7)["text"])
+            enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=96)
+            acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site]
+            mask = enc["attention_mask"].bool()
+            later = mask & (enc["attention_mask"].cumsum(dim=1) > 1)  # every token but each text's first
+            report["metrics"] = evaluate_sae(sae, acts[mask]).to_dict()
+            report["metrics_without_first_token"] = evaluate_sae(sae, acts[later]).to_dict()
+            report["spliced"] = spliced_lm_loss(lm, sae, site, texts, max_length=96).to_dict()
+        else:
+            report["metrics"] = evaluate_sae(sae, store, site).to_dict()
+        write_json(out / "report.json", report)
     typer.echo(json.dumps(report, indent=2))
 
 

@@ -38,27 +38,48 @@ def _holder(lock_file: Path) -> str:
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block.
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block; the lock file
+    lives inside it. For run folders, which irmscope owns whole.
 
     Raises :class:`IrmscopeError` at once, naming the holder, when another process (or another lock in
     this process) holds it: waiting would hide the mistake of pointing two runs at one folder.
-    ``what`` names the folder in that message ("run folder", "activation cache", ...).
+    ``what`` names the folder in that message ("run folder", ...).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise IrmscopeError(f"{what} {folder} is a file, not a folder; choose another output path")
+    _make_dirs(folder, what)
+    with _exclusive(folder / LOCK_NAME, f"{what} {folder}"):
+        yield folder
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Like :func:`folder_lock` for an output a command writes (an activation cache, an SAE folder), but
+    with the lock file beside it (``.NAME.lock``), so the output holds exactly what the command wrote."""
+    path = Path(path)
+    _make_dirs(path.parent, what)
+    with _exclusive(path.parent / f".{path.name}.lock", f"{what} {path}"):
+        yield path
+
+
+def _make_dirs(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise IrmscopeError(f"cannot create {what} {folder}: {err.strerror}; choose a writable path") from err
-    lock_file = folder / LOCK_NAME
+
+
+@contextmanager
+def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
+    """Hold ``lock_file`` exclusively, or raise at once naming its holder; record this process in it."""
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise IrmscopeError(
-                f"{what} {folder} is in use by {_holder(lock_file)}; wait for it to finish or choose "
+                f"{described} is in use by {_holder(lock_file)}; wait for it to finish or choose "
                 "another output folder"
             ) from None
         info = {
@@ -69,7 +90,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        yield folder
+        yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock; the file stays (removing it would race)
 
