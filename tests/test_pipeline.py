@@ -8,33 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from irmscope.config import load_config
-from irmscope.pipeline import run_pipeline
+from irmscope.pipeline import run_pipeline, stage_names
 from irmscope.rewards import Lexicon
 
-STAGES = (
-    "prompts",
-    "tune",
-    "evaluate",
-    "divergence",
-    "sites",
-    "activations-tuned",
-    "activations-base",
-    "saes-tuned",
-    "saes-base",
-    "elicit",
-    "interpret",
-    "validate",
-    "probes",
-    "steer",
-    "attribute",
-    "leaderboard",
-)
+#: the stage folders of a run with a tuned model and a fixed reward (no planted lexicon), from the registry
+STAGES = tuple(name for name in stage_names() if name != "planted-lexicon")
+#: results.json of the smoke preset, as the pipeline wrote it before the stage registry (see the test)
+REFERENCE = Path(__file__).parent / "data" / "smoke_results.json"
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +168,28 @@ def test_base_only_run_with_a_planted_reward(tmp_path):
     assert len(Lexicon.from_tsv(planted)) == 20
 
 
+def test_the_documented_example_stage_runs(smoke_run, capsys):
+    """docs/extending.md's example stage, run from the page's own code block on the finished smoke run:
+    only the new stage computes, and results.json gains its section."""
+    from irmscope.pipeline.registry import STAGES, unregister
+
+    config, _, out = smoke_run
+    page = (Path(__file__).parent.parent / "docs" / "extending.md").read_text()
+    code = page.split("```python\n")[1].split("```")[0]
+    exec(compile(code, "docs/extending.md", "exec"), {"__name__": "docs_example"})
+    try:
+        assert list(STAGES)[-1] == "completion-length"
+        results = run_pipeline(config, progress=False)
+    finally:
+        unregister("completion-length")
+    printed = capsys.readouterr().out
+    assert printed.count(": cached") == len(STAGES) and "stage completion-length: done" in printed
+    samples = json.loads(next(out.glob("stages/evaluate-*/samples.json")).read_text())
+    tuned_words = np.mean([len(text.split()) for text in samples["tuned_completions"]])
+    assert results["completion_length"]["tuned"] == pytest.approx(tuned_words)
+    assert "completion-length" in results["manifest"]["stages"]
+
+
 def _comparable(results: dict) -> dict:
     """results.json without what legitimately differs between two runs: folders and timings."""
     out = json.loads(json.dumps(results, default=str))
@@ -191,6 +200,37 @@ def _comparable(results: dict) -> dict:
     out["tune"].pop("resumed_from")
     out["activations"]["tuned"].pop("model")  # the tuned model's folder
     return out
+
+
+def _close(actual, expected, path: str = "results") -> list[str]:
+    """Where two JSON values differ: keys and types exactly, floats to 1e-6 (BLAS summation order)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if set(actual) != set(expected):
+            return [f"{path}: keys {sorted(set(actual) ^ set(expected))} differ"]
+        return [d for key in expected for d in _close(actual[key], expected[key], f"{path}.{key}")]
+    if isinstance(expected, list) and isinstance(actual, list) and len(actual) == len(expected):
+        return [
+            d
+            for i, (a, e) in enumerate(zip(actual, expected, strict=True))
+            for d in _close(a, e, f"{path}[{i}]")
+        ]
+    if isinstance(expected, float) and isinstance(actual, (int, float)):
+        same = np.isclose(actual, expected, rtol=1e-6, atol=1e-9, equal_nan=True)
+        return [] if same else [f"{path}: {actual} != {expected}"]
+    return [] if actual == expected else [f"{path}: {actual!r} != {expected!r}"]
+
+
+def test_smoke_results_match_the_stored_reference(smoke_run):
+    """The smoke preset's results.json, keys and values, equals the one stored in tests/data: a change
+    of structure (the stage registry, a moved helper) must not change a number. A change that should
+    change numbers rewrites the reference on purpose:
+    ``IRMSCOPE_UPDATE_REFERENCE=1 bash scripts/test.sh tests/test_pipeline.py -k reference``."""
+    _, results, _ = smoke_run
+    actual = _comparable(results)
+    if os.environ.get("IRMSCOPE_UPDATE_REFERENCE"):
+        REFERENCE.write_text(json.dumps(actual, indent=1, sort_keys=True) + "\n")
+    differences = _close(actual, json.loads(REFERENCE.read_text()))
+    assert not differences, "\n".join(differences[:20])
 
 
 def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke_run, tmp_path, capsys):
@@ -236,7 +276,8 @@ def test_a_second_run_on_the_folder_is_refused_and_the_first_finishes_as_if_alon
         time.sleep(0.05)  # the lock is taken before the first stage
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2, second.stderr[-2000:]
-    assert second.stderr.startswith("error: run folder ") and f"in use by process {first.pid} " in second.stderr
+    assert second.stderr.startswith("error: run folder ")
+    assert f"in use by process {first.pid} " in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and second.stdout == ""
     assert first.wait(timeout=900) == 0, first.stderr.read()[-2000:]
     alone = json.loads((out / "results.json").read_text())

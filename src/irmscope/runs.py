@@ -42,7 +42,9 @@ def stage_dir(run_dir: str | Path, results: dict[str, Any], stage: str) -> Path:
         raise IrmscopeError(f"{run_dir} has no finished {stage} stage; run the pipeline again to finish it")
     damage = stage_damage(folder)
     if damage:
-        raise IrmscopeError(f"{damage}; rerun the pipeline on {run_dir} with its config to recompute the stage")
+        raise IrmscopeError(
+            f"{damage}; rerun the pipeline on {run_dir} with its config to recompute the stage"
+        )
     return folder
 
 

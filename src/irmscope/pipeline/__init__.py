@@ -1,0 +1,106 @@
+"""The irmscope pipeline: the registered stages, run in order, cached and resumable.
+
+    planted-lexicon → prompts → tune → evaluate → divergence → sites → activations → saes → elicit
+    → interpret → validate → probes → steer → attribute → leaderboard → results.json + report
+
+Each stage is one module under :mod:`irmscope.pipeline.stages`, registered in
+:data:`irmscope.pipeline.registry.STAGES`; ``docs/extending.md`` shows how to add one. Every stage goes
+through :func:`irmscope.stages.run_stage`, so a killed run resumes at the stage it was in, and changing one
+setting recomputes only the stages that depend on it. With ``model.tuned`` set, the given model is studied
+instead of tuning one; with ``tune.algorithm: none`` only the base model is studied.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import time
+from typing import Any
+
+import irmscope.pipeline.stages  # noqa: F401  (registers the built-in stages)
+from irmscope.config import RunConfig
+from irmscope.io import write_json
+from irmscope.locking import folder_lock
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
+from irmscope.pipeline.stages.tune import tuning_manifest
+from irmscope.report.run_report import write_run_report
+from irmscope.stages import run_stage
+
+__all__ = ["STAGES", "RunContext", "Stage", "register", "run_pipeline", "stage_names"]
+
+#: packages whose versions every results.json records
+PACKAGES = ("irmscope", "torch", "transformers", "trl", "peft", "safetensors", "scikit-learn", "scipy",
+            "numpy", "spacy", "vaderSentiment", "datasets", "matplotlib")  # fmt: skip
+
+
+def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) every stage for ``config``; returns the content of ``results.json``.
+
+    The run holds an exclusive lock on its folder throughout: a second run pointed at the same folder is
+    refused at once with a one-line error naming the process that holds it, instead of racing it.
+    """
+    with folder_lock(config.out_dir, "run folder"):
+        ctx = RunContext(config, progress)
+        timings: dict[str, float] = {}
+        for stage in STAGES.values():
+            if stage.applies(ctx):
+                for name, model in stage.instance_names(ctx):
+                    timings[name] = run_one(ctx, stage, name, model)
+        results = collect_results(ctx, timings)
+        write_json(ctx.root / "results.json", results)
+        write_run_report(ctx.root, results, ctx.samples, tuning_manifest(ctx))
+        print(
+            f"[irmscope] report: {ctx.root / 'report.html'}  results: {ctx.root / 'results.json'}", flush=True
+        )
+        return results
+
+
+def run_one(ctx: RunContext, stage: Stage, name: str, model: str | None) -> float:
+    """Run (or reuse) one stage instance, record it in ``ctx.finished``, and return its wall time."""
+
+    def announced(work) -> dict[str, Any]:
+        print(f"[irmscope] stage {name}: running", flush=True)
+        return stage.compute(ctx, work, model)
+
+    start = time.perf_counter()
+    result = run_stage(ctx.root, name, stage.settings(ctx, model), stage.upstream(ctx, model), announced)
+    seconds = round(time.perf_counter() - start, 2)
+    print(f"[irmscope] stage {name}: {'cached' if result.cached else f'done in {seconds:.1f} s'}", flush=True)
+    ctx.finished[name] = result
+    return seconds
+
+
+def collect_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
+    """``results.json``: the config, the subject, each stage's sections, and the run's manifest."""
+    results: dict[str, Any] = {
+        "config": ctx.config.model_dump(),
+        "subject": {
+            "base": ctx.config.model.name,
+            "tuned": ctx.tuned_spec,
+            "reward": ctx.reward.name,
+            "reward_description": ctx.reward.description,
+        },
+    }
+    for stage in STAGES.values():
+        results.update(stage.result(ctx))
+    results["manifest"] = {
+        "versions": package_versions(),
+        "seed": ctx.seed,
+        "stages": {
+            name: {"key": s.key, "seconds": s.summary.get("stage_seconds"), "cached": s.cached}
+            for name, s in ctx.finished.items()
+        },
+        "this_run_seconds": timings,
+    }
+    return results
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

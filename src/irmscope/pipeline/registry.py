@@ -1,0 +1,107 @@
+"""The stage registry: what a pipeline stage declares, and the ordered list of registered stages.
+
+A stage is a small class in its own module under :mod:`irmscope.pipeline.stages`, registered with
+:func:`register`. It declares
+
+- ``name``, the ``needs`` it reads (names of earlier stages) and a ``version``;
+- :meth:`Stage.settings`, the share of the config that, with the keys of the stages it reads and its
+  version, forms its cache key;
+- :meth:`Stage.applies`, when it runs at all (a lexicon reward, a tuned model, ...);
+- :meth:`Stage.compute`, which writes its files into a work folder and returns a JSON-able summary;
+- :meth:`Stage.result`, its sections of ``results.json``.
+
+Bumping ``version`` recomputes the stage (and everything that reads it) in existing run folders: that is
+the one way to say "this stage now computes something else". The runner
+(:func:`irmscope.pipeline.run_pipeline`) walks the registry in order; the results file, the documented
+stage list and the tests' stage list all come from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from irmscope.stages import StageResult
+
+if TYPE_CHECKING:
+    from irmscope.pipeline.context import RunContext
+
+
+class Stage:
+    """One pipeline stage. Subclasses set the class attributes and override what they need."""
+
+    name: ClassVar[str]
+    #: stages this one reads, in the order their keys enter its cache key (absent ones are skipped)
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: bump to recompute this stage (and its readers) in existing run folders
+    version: ClassVar[int] = 1
+    #: run once per studied model, as ``NAME-tuned`` and ``NAME-base``
+    per_model: ClassVar[bool] = False
+    #: the section of results.json the stage fills (None: none) ...
+    result_key: ClassVar[str | None] = None
+    #: ... with this JSON file of its folder, or (None) with its summary
+    result_file: ClassVar[str | None] = None
+
+    def applies(self, ctx: RunContext) -> bool:
+        """Whether this run has this stage (e.g. only runs with a tuned model have an elicitation)."""
+        return True
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        """The config values the stage's output depends on (its share of the cache key)."""
+        raise NotImplementedError(f"stage {self.name} must declare its settings")
+
+    def upstream(self, ctx: RunContext, model: str | None) -> list[StageResult]:
+        """The finished stages whose keys enter this one's key: by default every present ``needs``."""
+        return [ctx.finished[name] for name in self.needs if name in ctx.finished]
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        """Write the stage's files into ``work``; return a JSON-able summary (kept in ``done.json``)."""
+        raise NotImplementedError(f"stage {self.name} must say how it is computed")
+
+    def result(self, ctx: RunContext) -> dict[str, Any]:
+        """This stage's top-level entries of ``results.json``: by default ``result_key`` holding
+        ``result_file`` (or the summary), or ``None`` when the stage did not run."""
+        if self.result_key is None:
+            return {}
+        if self.name not in ctx.finished:
+            return {self.result_key: None}
+        if self.result_file:
+            return {self.result_key: ctx.read_json(self.name, self.result_file)}
+        return {self.result_key: ctx.stage_outputs(self.name)}
+
+    def instance_names(self, ctx: RunContext) -> list[tuple[str, str | None]]:
+        """``(stage folder name, model label)`` for each time the stage runs in this run."""
+        if self.per_model:
+            return [(f"{self.name}-{label}", label) for label in ctx.subjects]
+        return [(self.name, None)]
+
+
+#: every registered stage, in the order the runner computes them
+STAGES: dict[str, Stage] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: add a stage to the pipeline, after every stage it needs."""
+    missing = [name for name in cls.needs if name not in STAGES]
+    if missing:
+        raise ValueError(f"stage {cls.name} needs {missing}, which are not registered before it")
+    if cls.name in STAGES:
+        raise ValueError(f"a stage named {cls.name} is registered already")
+    STAGES[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a stage (for tests and experiments that add one for a while)."""
+    STAGES.pop(name)
+
+
+def stage_names(per_model_labels: tuple[str, ...] = ("tuned", "base")) -> list[str]:
+    """The stage folder names of a full run (with a tuned model), in order: the documented stage list."""
+    names = []
+    for stage in STAGES.values():
+        if stage.per_model:
+            names += [f"{stage.name}-{label}" for label in per_model_labels]
+        else:
+            names.append(stage.name)
+    return names

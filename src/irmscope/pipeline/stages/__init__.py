@@ -1,0 +1,20 @@
+"""The built-in stages, one module each, imported in pipeline order (importing registers them)."""
+
+# isort: skip_file
+from irmscope.pipeline.stages import (  # noqa: F401  (imported for registration, in this order)
+    planted,
+    prompts,
+    tune,
+    evaluate,
+    divergence,
+    sites,
+    activations,
+    saes,
+    elicit,
+    interpret,
+    validate,
+    probes,
+    steer,
+    attribute,
+    leaderboard,
+)

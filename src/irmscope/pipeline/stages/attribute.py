@@ -1,0 +1,66 @@
+"""Stage ``attribute``: which tokens and layers carry each model's read-out of the reward (attribution
+patching), on the evaluation completions and on short contrastive pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.data.triples import short_contrastive_triples
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.probes import coverage, probes_apply
+from irmscope.pipeline.stages.prompts import REVIEW_ORDER
+from irmscope.probes.attribution import reward_attribution
+from irmscope.probes.residuals import load_residuals
+
+
+@register
+class Attribute(Stage):
+    name = "attribute"
+    needs = ("probes", "evaluate")
+    result_key = "attribution"
+    result_file = "attribution.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return probes_apply(ctx)
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        probes = ctx.config.probes
+        return {
+            "n_patch_pairs": probes.n_patch_pairs,
+            "test_fraction": probes.test_fraction,
+            "reward": ctx.config.reward.model_dump(),
+            "data": ctx.config.data.source,
+            "seed": ctx.seed,
+            **REVIEW_ORDER,
+        }
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        probes, lexicon = ctx.config.probes, ctx.lexicon
+        triples = []
+        if lexicon is not None and probes.n_patch_pairs:
+            texts = list(ctx.reviews("contexts")["text"])
+            triples = short_contrastive_triples(
+                texts, lexicon, ctx.base.tokenizer, probes.n_patch_pairs, ctx.seed
+            )
+        rows = coverage(ctx)
+        folder = ctx.finished["probes"].dir
+        result = reward_attribution(
+            {"tuned": ctx.tuned, "base": ctx.base},
+            rows.prompts,
+            rows.completions,
+            rows.true,
+            rows.prompt_index,
+            {
+                label: load_residuals(folder / f"coverage_residuals-{label}.npz")
+                for label in ("tuned", "base")
+            },
+            triples,
+            probes.test_fraction,
+            ctx.seed,
+            progress=ctx.progress,
+        )
+        write_json(work / "attribution.json", result)
+        return {label: result[label]["total"] for label in ("tuned", "base")}

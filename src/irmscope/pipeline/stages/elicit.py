@@ -1,0 +1,79 @@
+"""Stage ``elicit``: the paper's lexicon regression (Tables 3, 4, 10, 11) and the token-level policy shift,
+each scored against the known lexicon for the tuned model and the base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irmscope.elicit.reward_study import elicit_lexicon_reward
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.prompts import REVIEW_ORDER
+
+
+def shift_texts(samples: dict[str, Any], n: int) -> list[str]:
+    """Prompt + completion texts of both models: the states the policy shift is averaged over."""
+    return [
+        prompt + completion
+        for key in ("base_completions", "tuned_completions")
+        for prompt, completion in list(zip(samples["prompts"], samples[key], strict=True))[:n]
+    ]
+
+
+@register
+class Elicit(Stage):
+    name = "elicit"
+    needs = ("saes", "evaluate")
+    result_key = "elicitation"
+    result_file = "elicitation.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.tuned_spec is not None and ctx.lexicon is not None
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        # outputs 2: the stage also writes R's coefficients (regression-*.npz) for validation;
+        # contexts 2: words are scored after review openings, not after triple prefixes (a leak);
+        # policy_shift 2: two estimates, scored on the held-out words and on every word
+        return {
+            "elicit": ctx.config.elicit.model_dump(),
+            "reward": ctx.config.reward.model_dump(),
+            "seed": ctx.seed,
+            "outputs": 2,
+            "contexts": 2,
+            "policy_shift": 2,
+            **REVIEW_ORDER,
+        }
+
+    def upstream(self, ctx: RunContext, model: str | None) -> list:
+        return [ctx.finished[name] for name in ("saes-tuned", "saes-base", "evaluate")]
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        settings = ctx.config.elicit
+        result = elicit_lexicon_reward(
+            ctx.tuned,
+            ctx.base,
+            ctx.saes("tuned"),
+            ctx.saes("base"),
+            ctx.lexicon,
+            list(ctx.reviews("contexts")["text"]),
+            shift_texts(ctx.samples, settings.n_shift_texts),
+            n_triples=settings.n_triples,
+            n_contexts=settings.n_contexts,
+            max_words=settings.max_words,
+            held_out_fraction=settings.held_out_fraction,
+            max_context_tokens=settings.max_context_tokens,
+            seed=ctx.seed,
+        )
+        for label in ("tuned", "base"):  # R itself is numpy: kept beside the JSON, for validation
+            regressions = result[label].pop("regressions")
+            np.savez(
+                work / f"regression-{label}.npz",
+                **{f"{v}_coef": r["coef"] for v, r in regressions.items()},
+                **{f"{v}_intercept": np.float64(r["intercept"]) for v, r in regressions.items()},
+            )
+        write_json(work / "elicitation.json", result)
+        return {"tuned": result["tuned"]["agreement"], "base": result["base"]["agreement"]}

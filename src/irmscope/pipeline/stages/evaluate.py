@@ -1,0 +1,68 @@
+"""Stage ``evaluate``: sample completions of the evaluation prompts and score them (the paper's Table 7).
+
+With a tuned model, both models complete every prompt (paired gain, KL, fluency controls); without one,
+only the base model does. Its ``samples.json`` is what later stages read instead of sampling again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.stages import StageResult
+from irmscope.stats import bootstrap_ci
+from irmscope.tune import evaluate_policy, generate_completions
+
+
+def model_upstream(ctx: RunContext) -> list[StageResult]:
+    """What the stages about the studied models read: the prompts, and the tune stage when there is one
+    (else the planted lexicon, if any, which the tune stage would otherwise carry)."""
+    if "tune" in ctx.finished:
+        return [ctx.finished["prompts"], ctx.finished["tune"]]
+    return [ctx.finished[name] for name in ("prompts", "planted-lexicon") if name in ctx.finished]
+
+
+@register
+class Evaluate(Stage):
+    name = "evaluate"
+    needs = ("prompts", "tune")
+    result_key = "evaluation"
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        config = ctx.config
+        settings = {
+            "generation": config.generation.model_dump(),
+            "reward": config.reward.spec,
+            "seed": ctx.seed,
+        }
+        if ctx.tuned_spec:
+            settings["tuned"] = config.model.tuned
+        return settings
+
+    def upstream(self, ctx: RunContext, model: str | None) -> list[StageResult]:
+        return model_upstream(ctx)
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        config, prompts = ctx.config, ctx.evaluation_prompts
+        generation = config.generation
+        if not ctx.tuned_spec:
+            completions = generate_completions(
+                ctx.base, prompts, generation.max_new_tokens, generation.batch_size, seed=ctx.seed,
+                progress=ctx.progress,
+            )  # fmt: skip
+            scores = ctx.reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
+            samples = {"prompts": prompts, "base_completions": completions, "base_scores": scores.tolist()}
+            write_json(work / "samples.json", samples)
+            return {
+                "base_mean_reward": bootstrap_ci(scores, seed=ctx.seed).as_dict(),
+                "n_prompts": len(prompts),
+            }
+        result = evaluate_policy(
+            ctx.base, ctx.tuned, prompts, ctx.reward, generation.max_new_tokens, generation.batch_size,
+            seed=ctx.seed, progress=ctx.progress,
+        )  # fmt: skip
+        write_json(work / "samples.json", result.pop("samples"))
+        return result

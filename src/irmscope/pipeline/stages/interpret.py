@@ -1,0 +1,69 @@
+"""Stage ``interpret``: explain the tuned model's SAE features and pick the reward-related ones (Table 5's
+input), with a second dictionary pair to check that features recur across SAE trainings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.activations import ActivationStore
+from irmscope.interpret import build_explainer, interpret_features
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.sae.sites import train_site_saes
+
+#: interpret settings only the validate stage reads (so changing them never re-explains features)
+VALIDATION_ONLY = {"n_ablation_prompts", "threshold", "n_attributed_features", "n_attribution_prompts"}
+#: the pair SAEs' seed offset from the run's seed, so they are a second, independent training
+PAIR_SEED_OFFSET = 100
+
+
+@register
+class Interpret(Stage):
+    name = "interpret"
+    needs = ("saes",)
+    result_key = "interpretation"
+    result_file = "interpretation.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.tuned_spec is not None
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        config = ctx.config
+        return {
+            "interpret": config.interpret.model_dump(exclude=VALIDATION_ONLY),
+            "sae": config.sae.model_dump(),
+            "reward": config.reward.model_dump(),
+            "seed": ctx.seed,
+        }
+
+    def upstream(self, ctx: RunContext, model: str | None) -> list:
+        return [ctx.finished["saes-tuned"]]
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        settings, cache = ctx.config.interpret, ctx.finished["activations-tuned"].dir
+        held_out = ActivationStore(cache / "held_out")
+        pair_saes, pair_metrics = train_site_saes(
+            ActivationStore(cache / "train"),
+            ctx.config.sae.model_copy(update={"expansion": settings.pair_expansion}).train_config,
+            work / "pair-saes",
+            held_out={site: held_out.read_all(site) for site in ctx.sites},
+            seed=ctx.seed + PAIR_SEED_OFFSET,
+            progress=ctx.progress,
+            held_out_positions=held_out.read_meta("position"),
+        )
+        result = interpret_features(
+            ctx.saes("tuned"),
+            pair_saes,
+            held_out,
+            ctx.tuned.tokenizer,
+            ctx.lexicon,
+            ctx.reward.description,
+            build_explainer(settings.explainer, settings.base_url, settings.model, settings.api_key_env),
+            top_k=settings.top_k,
+            n_contexts=settings.n_contexts,
+        )
+        result["pair_saes"] = pair_metrics
+        write_json(work / "interpretation.json", result)
+        return {key: result[key] for key in ("explainer", "n_explained", "n_related", "related")}

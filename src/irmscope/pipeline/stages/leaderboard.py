@@ -1,0 +1,57 @@
+"""Stage ``leaderboard``: every registered reward-elicitation method scored on the same held-out
+completions, each beside its base-model control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.io import write_json
+from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
+from irmscope.models import load_model
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.probes import coverage, probes_apply
+from irmscope.pipeline.stages.prompts import REVIEW_ORDER
+
+
+@register
+class Leaderboard(Stage):
+    name = "leaderboard"
+    needs = ("probes", "evaluate", "elicit")
+    result_key = "leaderboard"
+    result_file = "leaderboard.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return probes_apply(ctx)
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        probes = ctx.config.probes
+        return {
+            "bootstrap_resamples": probes.bootstrap_resamples,
+            "beta": ctx.config.tune.beta,
+            "seed": ctx.seed,
+            "methods": sorted(METHODS),  # a new method module recomputes the board
+            "dpo_model": probes.dpo_model,
+            "data": ctx.config.data.source,  # reviews to cut contrast pairs from
+            **REVIEW_ORDER,
+        }
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        probes = ctx.config.probes
+        finished = {name: ctx.finished[name].dir for name in ("probes", "elicit") if name in ctx.finished}
+        others = {"dpo": load_model(probes.dpo_model)} if probes.dpo_model else {}
+        inputs = MethodInputs(
+            coverage(ctx),
+            ctx.tuned,
+            ctx.base,
+            finished,
+            ctx.config.tune.beta,
+            ctx.seed,
+            others,
+            lexicon=ctx.lexicon,
+            review_texts=list(ctx.reviews("contexts")["text"]),
+        )
+        result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
+        write_json(work / "leaderboard.json", result)
+        return {"methods": [row["method"] for row in result["rows"]]}

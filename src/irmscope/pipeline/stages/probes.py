@@ -1,0 +1,66 @@
+"""Stage ``probes``: linear read-outs of the known reward and of star ratings from each model's residual
+stream, with the layer chosen by folds of whole prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.data.samples import Coverage
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.prompts import REVIEW_ORDER
+from irmscope.probes.experiment import reward_probe_study
+
+
+def probes_apply(ctx: RunContext) -> bool:
+    """The probe family (probes, steer, attribute, leaderboard) needs a tuned model and probes.enabled."""
+    return ctx.tuned_spec is not None and ctx.config.probes.enabled
+
+
+def coverage(ctx: RunContext) -> Coverage:
+    """The evaluation samples as the (prompt, completion, true reward) rows the read-outs are scored on."""
+    return Coverage.from_samples(ctx.samples)
+
+
+@register
+class Probes(Stage):
+    name = "probes"
+    needs = ("evaluate",)
+    result_key = "probes"
+    result_file = "probes.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return probes_apply(ctx)
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        probes = ctx.config.probes
+        return {
+            "probes": probes.model_dump(
+                include={"n_rating_texts", "max_length", "test_fraction", "max_positions"}
+            ),
+            "data": ctx.config.data.source,
+            "seed": ctx.seed,
+            # outputs 2: selection by folds of whole prompts; coverage read-outs saved for other methods
+            "outputs": 2,
+            **REVIEW_ORDER,
+        }
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        result = reward_probe_study(
+            {"tuned": ctx.tuned, "base": ctx.base},
+            coverage(ctx),
+            ctx.reviews("probes"),
+            ctx.config.probes,
+            work,
+            seed=ctx.seed,
+            progress=ctx.progress,
+        )
+        write_json(work / "probes.json", result)
+        return {
+            f"{target}_{label}": result[target][label]["best"]["pearson"]["value"]
+            for target in ("reward", "ratings")
+            if result.get(target)
+            for label in ("tuned", "base")
+        }

@@ -1,0 +1,58 @@
+"""Stage ``steer``: add the probe and feature directions to the tuned and base models' residual streams and
+measure the reward of what they then write, beside random directions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.probes import probes_apply
+from irmscope.probes import steering_curves
+from irmscope.probes.experiment import steering_directions
+
+
+@register
+class Steer(Stage):
+    name = "steer"
+    needs = ("probes", "interpret", "saes")
+    result_key = "steering"
+    result_file = "steering.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return probes_apply(ctx)
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        return {
+            "probes": ctx.config.probes.model_dump(
+                include={"n_steer_prompts", "steer_scales", "n_random_directions"}
+            ),
+            "generation": ctx.config.generation.model_dump(),
+            "seed": ctx.seed,
+        }
+
+    def upstream(self, ctx: RunContext, model: str | None) -> list:
+        return [ctx.finished[name] for name in ("probes", "interpret", "saes-tuned")]
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        probes, generation = ctx.config.probes, ctx.config.generation
+        directions = steering_directions(
+            ctx.finished["probes"].dir, ctx.read_json("interpret", "interpretation.json"), ctx.saes("tuned")
+        )
+        result = steering_curves(
+            ctx.tuned,
+            ctx.base,
+            directions,
+            ctx.samples["prompts"][: probes.n_steer_prompts],
+            ctx.reward,
+            probes.steer_scales,
+            probes.n_random_directions,
+            generation.max_new_tokens,
+            generation.batch_size,
+            seed=ctx.seed,
+            progress=ctx.progress,
+        )
+        write_json(work / "steering.json", result)
+        return {"directions": list(directions)}

@@ -1,0 +1,53 @@
+"""Stage ``tune``: fine-tune the base model against the known reward (TRL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.tune import tune_model
+
+
+@register
+class Tune(Stage):
+    name = "tune"
+    needs = ("prompts", "planted-lexicon")
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.tunes_a_model
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        config = ctx.config
+        return {
+            "tune": config.tune.model_dump(),
+            "reward": config.reward.spec,
+            "model": config.model.name,
+            "seed": ctx.seed,
+        }
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        tuned = tune_model(
+            ctx.config.model.name,
+            ctx.reward,
+            ctx.read_json("prompts", "prompts.json")["train"],
+            work,
+            ctx.config.tune,
+            seed=ctx.seed,
+            reward_spec=ctx.reward_spec,
+            progress=ctx.progress,
+        )
+        return {key: tuned.manifest[key] for key in ("algorithm", "steps_done", "train_seconds")}
+
+    def result(self, ctx: RunContext) -> dict[str, Any]:
+        """The tuning manifest without its curves, for a model this run tuned or was given."""
+        manifest = tuning_manifest(ctx)
+        return {"tune": {k: v for k, v in manifest.items() if k != "curves"}} if manifest else {}
+
+
+def tuning_manifest(ctx: RunContext) -> dict[str, Any] | None:
+    """The tuned model's ``irmscope_manifest.json`` (curves included), if it was tuned by irmscope."""
+    path = Path(ctx.tuned_spec or "") / "irmscope_manifest.json"
+    return json.loads(path.read_text()) if ctx.tuned_spec and path.is_file() else None

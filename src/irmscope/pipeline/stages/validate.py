@@ -1,0 +1,132 @@
+"""Stage ``validate``: ablate the related features and measure the reward lost (Table 5), and count how
+often they fire with the elicited reward (Table 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irmscope.activations import ActivationStore
+from irmscope.data import truncate_to_prefixes
+from irmscope.errors import IrmscopeError
+from irmscope.interpret import token_values
+from irmscope.io import write_json
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.prompts import REVIEW_ORDER
+from irmscope.sae import SAE
+from irmscope.stats import bootstrap_ci
+from irmscope.tune import generate_completions
+from irmscope.validate import (
+    AttributedSelection,
+    ablation_table,
+    activation_frequency_table,
+    attribute_reward_to_features,
+    select_by_attribution,
+)
+
+
+@register
+class Validate(Stage):
+    name = "validate"
+    needs = ("interpret", "evaluate", "elicit")
+    result_key = "validation"
+    result_file = "validation.json"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.tuned_spec is not None
+
+    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
+        config, interpret = ctx.config, ctx.config.interpret
+        return {
+            "n_ablation_prompts": interpret.n_ablation_prompts,
+            "threshold": interpret.threshold,
+            "n_attributed_features": interpret.n_attributed_features,
+            "n_attribution_prompts": interpret.n_attribution_prompts,
+            "attributed_positions": "completion",  # summed over completion positions only
+            "data": config.data.model_dump(),
+            **REVIEW_ORDER,
+            "generation": config.generation.model_dump(),
+            "seed": ctx.seed,
+        }
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        settings, samples = ctx.config.interpret, ctx.samples
+        n = min(settings.n_ablation_prompts, len(samples["prompts"]))
+        related = ctx.finished["interpret"].summary["related"]
+        tuned_saes = ctx.saes("tuned")
+        attributed = None
+        if settings.n_attributed_features and ctx.lexicon is not None:
+            attributed = attributed_selection(ctx, tuned_saes)
+        result: dict[str, Any] = {
+            "table5": ablation_table(
+                ctx.tuned,
+                tuned_saes,
+                related,
+                samples["prompts"][:n],
+                ctx.reward,
+                np.asarray(samples["tuned_scores"][:n]),
+                ctx.config.generation.max_new_tokens,
+                ctx.config.generation.batch_size,
+                seed=ctx.seed,
+                progress=ctx.progress,
+                attributed=attributed,
+                base=np.asarray(samples["base_scores"][:n]),
+            ),
+            "base_mean_reward": bootstrap_ci(samples["base_scores"][:n], seed=ctx.seed).as_dict(),
+        }
+        if "elicit" in ctx.finished:
+            fitted = np.load(ctx.finished["elicit"].dir / "regression-tuned.npz")
+            held_out = ActivationStore(ctx.finished["activations-tuned"].dir / "held_out")
+            result["table6"] = {
+                variant: activation_frequency_table(
+                    tuned_saes,
+                    held_out,
+                    fitted[f"{variant}_coef"],
+                    float(fitted[f"{variant}_intercept"]),
+                    related,
+                    settings.threshold,
+                )  # fmt: skip
+                for variant in ("faithful", "ridge-delta")
+            }
+        write_json(work / "validation.json", result)
+        return {"n_ablated": sum(len(f) for f in related.values())}
+
+
+def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
+    """``n`` review prefixes of the evaluation split that are not evaluation prompts, in the prompts
+    stage's order and cut the same way (so an evaluation prompt is recognised by its text)."""
+    held, texts = set(ctx.evaluation_prompts), list(ctx.reviews("prompts")["text"])
+    prompts: list[str] = []
+    chunk = len(held) + 2 * n + 64  # reviews too short for a prefix are dropped, so read on until enough
+    for start in range(0, len(texts), chunk):
+        prefixes = truncate_to_prefixes(
+            texts[start : start + chunk], ctx.tuned.tokenizer, ctx.config.data.prefix_tokens
+        )
+        prompts += [p for p in prefixes if p not in held]
+        if len(prompts) >= n:
+            break
+    if not prompts:
+        raise IrmscopeError(
+            f"{ctx.config.data.source} has no review left once the evaluation prompts are set aside; use a "
+            "larger source or set interpret.n_attributed_features=0"
+        )
+    return prompts[:n]
+
+
+def attributed_selection(ctx: RunContext, saes: dict[str, SAE]) -> AttributedSelection:
+    """Table 5's attributed selection, summed over the tuned model's completions to review prefixes that
+    are not evaluation prompts, so the selection never sees the completions the ablation is measured on."""
+    settings, generation = ctx.config.interpret, ctx.config.generation
+    prompts = attribution_prompts(ctx, settings.n_attribution_prompts)
+    completions = generate_completions(
+        ctx.tuned, prompts, generation.max_new_tokens, generation.batch_size, seed=ctx.seed,
+        progress=ctx.progress, desc="completions to attribute",
+    )  # fmt: skip
+    scores = attribute_reward_to_features(
+        ctx.tuned, saes, prompts, completions, token_values(ctx.tuned.tokenizer, ctx.lexicon),
+        progress=ctx.progress,
+    )  # fmt: skip
+    return select_by_attribution(scores, settings.n_attributed_features)
