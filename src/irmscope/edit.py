@@ -36,7 +36,7 @@ import torch
 from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import policy_shift_lexicon
 from irmscope.errors import IrmscopeError
-from irmscope.models.adapters import _get, adapter_for, site_name
+from irmscope.models.adapters import adapter_for, site_name, submodule
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
@@ -60,7 +60,7 @@ class RankOneEdit:
 
 def _down_projection(lm: LoadedModel, layer: int) -> torch.nn.Linear:
     adapter = adapter_for(lm.model)
-    return _get(adapter.blocks(lm.model)[layer], adapter.mlp_down)
+    return submodule(adapter.blocks(lm.model)[layer], adapter.mlp_down)
 
 
 def _batches(lm: LoadedModel, texts: Sequence[str], max_tokens: int, batch_size: int = 16):

@@ -49,7 +49,7 @@ class Continuations:
     log_probs: torch.Tensor
 
 
-def _encode_contexts(lm: LoadedModel, contexts: Sequence[str], max_context_tokens: int):
+def encode_contexts(lm: LoadedModel, contexts: Sequence[str], max_context_tokens: int):
     tok = lm.tokenizer
     rows = []
     for text in contexts:
@@ -99,7 +99,7 @@ def continuation_activations(
     starts = range(0, len(contexts), contexts_per_batch)
     for start in tqdm(starts, desc="contexts", disable=not progress, leave=False):
         chunk = contexts[start : start + contexts_per_batch]
-        ids, mask = _encode_contexts(lm, chunk, max_context_tokens)
+        ids, mask = encode_contexts(lm, chunk, max_context_tokens)
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)

@@ -19,40 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from irmscope.data.samples import Coverage
 from irmscope.data.triples import LexiconLike
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """The completions every estimate is scored on: held-out prompts, each completed once by each policy.
-
-    ``prompt_index[i]`` groups completions of one prompt; ``policy[i]`` is ``"base"`` or ``"tuned"``;
-    ``true[i]`` is the known reward of ``prompts[i] + completions[i]``.
-    """
-
-    prompts: list[str]
-    completions: list[str]
-    prompt_index: np.ndarray
-    policy: list[str]
-    true: np.ndarray
-
-    @classmethod
-    def from_samples(cls, samples: Mapping[str, list]) -> Coverage:
-        """From the evaluate stage's samples (``prompts``, ``{base,tuned}_completions``, ``..._scores``)."""
-        n = len(samples["prompts"])
-        return cls(
-            prompts=list(samples["prompts"]) * 2,
-            completions=list(samples["base_completions"]) + list(samples["tuned_completions"]),
-            prompt_index=np.tile(np.arange(n), 2),
-            policy=["base"] * n + ["tuned"] * n,
-            true=np.asarray(list(samples["base_scores"]) + list(samples["tuned_scores"]), dtype=np.float64),
-        )
-
-    @property
-    def texts(self) -> list[str]:
-        return [p + c for p, c in zip(self.prompts, self.completions, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,13 @@ class ArchitectureAdapter:
     final_norm: str
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
-        return _get(model, self.layers)
+        return submodule(model, self.layers)
 
     def n_layers(self, model: nn.Module) -> int:
         return len(self.blocks(model))
 
     def final_norm_module(self, model: nn.Module) -> nn.Module:
-        return _get(model, self.final_norm)
+        return submodule(model, self.final_norm)
 
 
 _LLAMA_LIKE = dict(
@@ -137,7 +137,7 @@ def all_sites(n_layers: int, kinds: tuple[str, ...] = SITE_KINDS) -> list[str]:
     return [site_name(layer, kind) for layer in range(n_layers) for kind in kinds]
 
 
-def _get(root: nn.Module, dotted: str) -> nn.Module:
+def submodule(root: nn.Module, dotted: str) -> nn.Module:
     module = root
     for part in dotted.split("."):
         module = getattr(module, part)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.adapters import ArchitectureAdapter, _get, adapter_for, parse_site
+from irmscope.models.adapters import ArchitectureAdapter, adapter_for, parse_site, submodule
 
 Positions = None | int | Sequence[int] | torch.Tensor
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -48,10 +48,10 @@ def resolve_site(model: nn.Module, site: str, adapter: ArchitectureAdapter | Non
     if kind == "hook_resid_post":
         return _Target(block, reads_input=False)
     if kind == "hook_attn_out":
-        return _Target(_get(block, adapter.attn_out), reads_input=False)
+        return _Target(submodule(block, adapter.attn_out), reads_input=False)
     if kind == "hook_mlp_out":
-        return _Target(_get(block, adapter.mlp_out), reads_input=False)
-    return _Target(_get(block, adapter.mlp_down), reads_input=True)  # mlp.hook_post
+        return _Target(submodule(block, adapter.mlp_out), reads_input=False)
+    return _Target(submodule(block, adapter.mlp_down), reads_input=True)  # mlp.hook_post
 
 
 def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:

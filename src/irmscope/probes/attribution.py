@@ -28,12 +28,12 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.data.triples import ContrastiveTriple
-from irmscope.elicit.continuations import _encode_contexts
+from irmscope.elicit.continuations import encode_contexts
 from irmscope.errors import IrmscopeError
-from irmscope.models.adapters import _get, adapter_for, site_name
+from irmscope.models.adapters import adapter_for, site_name, submodule
 from irmscope.models.hooks import capture, intervene
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import Residuals, _encode
+from irmscope.probes.residuals import Residuals, encode_pairs
 from irmscope.probes.ridge import fit_probe, group_split, pearson
 
 #: longest contrast-pair text patched (the pipeline's pairs are cut to 64 tokens)
@@ -47,7 +47,7 @@ def _output_projections(lm: LoadedModel, layers: Sequence[int]) -> list[torch.nn
     if adapter.family not in PER_HEAD_FAMILIES:
         return None
     blocks = adapter.blocks(lm.model)
-    return [_get(blocks[layer], "self_attn.o_proj") for layer in layers]
+    return [submodule(blocks[layer], "self_attn.o_proj") for layer in layers]
 
 
 @torch.no_grad()
@@ -78,7 +78,7 @@ def direct_attribution(
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("embedding", "total", "attn", "mlp", "heads")}
     for start in tqdm(range(0, len(continuations), batch_size), desc="attribution", disable=not progress):
         # prompt and continuation tokenised apart, exactly as the probes read them
-        ids, mask, _ = _encode(
+        ids, mask, _ = encode_pairs(
             lm, prompts[start : start + batch_size], continuations[start : start + batch_size], None
         )
         weights = mask.clone().float()
@@ -185,8 +185,8 @@ def patching(
     clean, corrupt = [], []
     patched: dict[str, list[np.ndarray]] = {site: [] for site in components}
     for start in tqdm(range(0, len(positive), batch_size), desc="patching", disable=not progress):
-        pos_ids, mask = _encode_contexts(lm, positive[start : start + batch_size], MAX_PAIR_TOKENS)
-        neg_ids, neg_mask = _encode_contexts(lm, negative[start : start + batch_size], MAX_PAIR_TOKENS)
+        pos_ids, mask = encode_contexts(lm, positive[start : start + batch_size], MAX_PAIR_TOKENS)
+        neg_ids, neg_mask = encode_contexts(lm, negative[start : start + batch_size], MAX_PAIR_TOKENS)
         if pos_ids.shape[1] < 2 or pos_ids.shape != neg_ids.shape or not torch.equal(mask, neg_mask):
             raise IrmscopeError(
                 "a pair's texts must share every token but the last (they differ in one word)"

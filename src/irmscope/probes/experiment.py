@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from irmscope.data.samples import Coverage
 from irmscope.errors import IrmscopeError
-from irmscope.leaderboard.base import Coverage
 from irmscope.models.adapters import site_name
 from irmscope.models.loading import LoadedModel
 from irmscope.probes.residuals import save_residuals

@@ -74,7 +74,9 @@ def load_residuals(path: Path) -> Residuals:
     )
 
 
-def _encode(lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None):
+def encode_pairs(
+    lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None
+):
     """Right-padded ids of prompt + continuation (cut to ``max_length``), their mask, and each row's prompt
     length in tokens."""
     tok = lm.tokenizer
@@ -118,7 +120,7 @@ def read_residuals(
     device = next(lm.model.parameters()).device
     last, prompt_end, mean = [], [], []
     for start in tqdm(range(0, len(prompts), batch_size), desc="residuals", disable=not progress):
-        ids, mask, n_prompt = _encode(
+        ids, mask, n_prompt = encode_pairs(
             lm, prompts[start : start + batch_size], continuations[start : start + batch_size], max_length
         )
         acts = capture_activations(lm.model, sites, ids.to(device), mask.to(device))
@@ -156,7 +158,7 @@ def read_positions(
     device = next(lm.model.parameters()).device
     out: list[np.ndarray] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="positions", disable=not progress):
-        ids, mask, n_prompt = _encode(
+        ids, mask, n_prompt = encode_pairs(
             lm, prompts[start : start + batch_size], continuations[start : start + batch_size], max_length
         )
         acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site].float().cpu()

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from irmscope.errors import IrmscopeError
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import _encode
+from irmscope.probes.residuals import encode_pairs
 from irmscope.sae.model import SAE
 
 
@@ -77,7 +77,7 @@ def attribute_reward_to_features(
     edits = {site: through_latents(site, sae) for site, sae in saes.items()}
     for start in tqdm(range(0, len(prompts), batch_size), desc="reward attribution", disable=not progress):
         rows = slice(start, start + batch_size)
-        ids, mask, prompt_lengths = _encode(lm, prompts[rows], completions[rows], max_length=None)
+        ids, mask, prompt_lengths = encode_pairs(lm, prompts[rows], completions[rows], max_length=None)
         ids, mask = ids.to(device), mask.to(device)
         positions = torch.arange(ids.shape[1], device=device)
         predicts_completion = (positions >= prompt_lengths.to(device)[:, None] - 1) & (

@@ -1,0 +1,43 @@
+"""Sample types shared by the methods that score completions (probes, attribution, the leaderboard).
+
+They live low in the layers (beside the data sources) so that no method package has to import another to
+share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The completions every estimate is scored on: held-out prompts, each completed once by each policy.
+
+    ``prompt_index[i]`` groups completions of one prompt; ``policy[i]`` is ``"base"`` or ``"tuned"``;
+    ``true[i]`` is the known reward of ``prompts[i] + completions[i]``.
+    """
+
+    prompts: list[str]
+    completions: list[str]
+    prompt_index: np.ndarray
+    policy: list[str]
+    true: np.ndarray
+
+    @classmethod
+    def from_samples(cls, samples: Mapping[str, list]) -> Coverage:
+        """From the evaluate stage's samples (``prompts``, ``{base,tuned}_completions``, ``..._scores``)."""
+        n = len(samples["prompts"])
+        return cls(
+            prompts=list(samples["prompts"]) * 2,
+            completions=list(samples["base_completions"]) + list(samples["tuned_completions"]),
+            prompt_index=np.tile(np.arange(n), 2),
+            policy=["base"] * n + ["tuned"] * n,
+            true=np.asarray(list(samples["base_scores"]) + list(samples["tuned_scores"]), dtype=np.float64),
+        )
+
+    @property
+    def texts(self) -> list[str]:
+        return [p + c for p, c in zip(self.prompts, self.completions, strict=True)]
