@@ -171,14 +171,15 @@ def test_base_only_run_with_a_planted_reward(tmp_path):
 def test_the_documented_example_stage_runs(smoke_run, capsys):
     """docs/extending.md's example stage, run from the page's own code block on the finished smoke run:
     only the new stage computes, and results.json gains its section."""
-    from irmscope.pipeline.registry import STAGES, unregister
+    from irmscope.pipeline.registry import STAGES as REGISTRY
+    from irmscope.pipeline.registry import unregister
 
     config, _, out = smoke_run
     page = (Path(__file__).parent.parent / "docs" / "extending.md").read_text()
     code = page.split("```python\n")[1].split("```")[0]
     exec(compile(code, "docs/extending.md", "exec"), {"__name__": "docs_example"})
     try:
-        assert list(STAGES)[-1] == "completion-length"
+        assert list(REGISTRY)[-1] == "completion-length"
         results = run_pipeline(config, progress=False)
     finally:
         unregister("completion-length")
