@@ -151,7 +151,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-seed-negative", ["run", "--set", "seed=-1"], "config value 'seed'"),
     ("run-out-dir-empty", ["run", "--set", "out_dir="], "config value 'out_dir'"),
     ("run-n-prompts-true", ["run", "--set", "data.n_prompts=true"], "data.n_prompts"),
-    ("run-threshold-nan", ["run", "--set", "interpret.threshold=NaN"], "finite"),
+    ("run-threshold-nan", ["run", "--set", "validation.threshold=NaN"], "finite"),
     ("run-unknown-preset", ["run", "--preset", "fast"], "unknown preset"),
     ("run-unknown-key", ["run", "--set", "data.n_promts=3"], "unknown config key"),
     ("run-not-a-section", ["run", "--set", "out_dir.x=1"], "not a section"),

@@ -146,7 +146,7 @@ def test_output_lock_keeps_its_file_beside_the_output(tmp_path):
         with pytest.raises(IrmscopeError, match=r"activation cache .*cache is in use by process"):
             with output_lock(tmp_path / "cache", "activation cache"):
                 pass
-    assert not (tmp_path / "cache").exists() and (tmp_path / ".cache.lock").is_file()
+    assert not (tmp_path / "cache").exists() and not (tmp_path / ".cache.lock").exists()
 
 
 @pytest.mark.parametrize("command", ["cache-activations", "train-sae"])

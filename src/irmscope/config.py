@@ -153,8 +153,7 @@ class ElicitSection(_Section):
 
 
 class InterpretSection(_Section):
-    """Explaining the tuned model's shared SAE features and classifying them as reward-related (§4.4), then
-    validating the classification (§5.2: Table 5 ablation, Table 6 activation frequency).
+    """Explaining the tuned model's shared SAE features and classifying them as reward-related (§4.4).
 
     ``explainer: offline`` needs no language model (it is labelled as such in the report); ``chat`` calls
     any OpenAI-compatible API at ``base_url`` with ``model``, its key read from the environment variable
@@ -172,6 +171,13 @@ class InterpretSection(_Section):
     )
     top_k: Int = Field(10, ge=1, description="shared features explained per site")
     n_contexts: Int = Field(8, ge=1, description="top-activating contexts per feature")
+
+
+class ValidationSection(_Section):
+    """Validating the features (§5.2): Table 5 ablates the explainer's reward-related features, features
+    chosen by reward attribution and their controls; Table 6 counts how often the related features fire
+    where the elicited reward is high."""
+
     n_ablation_prompts: Int = Field(
         200, ge=1, description="evaluation prompts completed with features ablated (Table 5)"
     )
@@ -184,6 +190,13 @@ class InterpretSection(_Section):
     )
     n_attribution_prompts: Int = Field(
         64, ge=1, description="prompts, none of them an evaluation prompt, the attribution is summed over"
+    )
+    n_random_draws: Int = Field(
+        3, ge=1, description="draws of each random-feature control of Table 5 (mean and range reported)"
+    )
+    base_model_check: Bool = Field(
+        True,
+        description="also ablate the attributed features (and their opposite) in the untuned base model",
     )
 
 
@@ -228,6 +241,7 @@ class RunConfig(_Section):
     sae: SAESection = SAESection()
     elicit: ElicitSection = ElicitSection()
     interpret: InterpretSection = InterpretSection()
+    validation: ValidationSection = ValidationSection()
     probes: ProbesSection = ProbesSection()
 
 
@@ -248,9 +262,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "activations": {"n_layers": 2, "n_texts": 40, "n_held_out_texts": 8, "max_length": 32},
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
         "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
-        "interpret": {
-            "top_k": 4,
-            "n_contexts": 3,
+        "interpret": {"top_k": 4, "n_contexts": 3},
+        "validation": {
             "n_ablation_prompts": 12,
             "threshold": 1.0,
             "n_attributed_features": 4,

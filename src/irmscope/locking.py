@@ -1,9 +1,9 @@
 """Exclusive locks on output folders, so two processes never write one run, cache or SAE folder at once.
 
-A lock is an OS advisory lock (``flock``) on a small file inside the folder. The kernel drops it when its
-process exits, however it exits (a SIGKILL too), so a killed run never leaves a stale lock behind and the
-next run resumes at once. The lock file also records who holds it (pid, host, start time, command line),
-which is what a refused second process prints.
+A lock is an OS advisory lock (``flock``) on a small file inside the folder (or beside an output). The
+kernel drops it when its process exits, however it exits (a SIGKILL too), so a killed run never leaves a
+stale lock behind and the next run resumes at once. The file is removed when the lock is released; while
+held, it records who holds it (pid, host, start time, command line), which a refused process prints.
 
 Locks are per open file description, so the same process taking the same folder twice is refused too: a
 folder is written by one owner at a time.
@@ -56,7 +56,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
 @contextmanager
 def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
     """Like :func:`folder_lock` for an output a command writes (an activation cache, an SAE folder), but
-    with the lock file beside it (``.NAME.lock``), so the output holds exactly what the command wrote."""
+    with the lock file beside it (``.NAME.lock``, removed on release), so the output holds exactly what
+    the command wrote."""
     path = Path(path)
     _make_dirs(path.parent, what)
     with _exclusive(path.parent / f".{path.name}.lock", f"{what} {path}"):
@@ -72,16 +73,27 @@ def _make_dirs(folder: Path, what: str) -> None:
 
 @contextmanager
 def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
-    """Hold ``lock_file`` exclusively, or raise at once naming its holder; record this process in it."""
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    """Hold ``lock_file`` exclusively, or raise at once naming its holder; record this process in it.
+
+    The file is removed when the lock is released, so a finished or failed command leaves nothing behind.
+    Removal happens while the lock is still held, and a process that locked a file since removed (it
+    opened the old file before the removal) sees that the path no longer names its file and tries again:
+    two processes can never both believe they hold the lock.
+    """
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise IrmscopeError(
                 f"{described} is in use by {_holder(lock_file)}; wait for it to finish or choose "
                 "another output folder"
             ) from None
+        if _same_file(fd, lock_file):
+            break
+        os.close(fd)  # the holder removed it between our open and our lock: take the new one
+    try:
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -92,7 +104,18 @@ def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock; the file stays (removing it would race)
+        try:
+            os.unlink(lock_file)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 @contextmanager
@@ -100,13 +123,22 @@ def wait_for_lock(lock_file: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_file``, waiting for any other holder to finish first.
 
     For short critical sections that two cooperating processes may both enter (finishing one pipeline
-    stage): the second waits, then sees the first one's finished result instead of redoing it.
+    stage): the second waits, then sees the first one's finished result instead of redoing it. The file
+    is removed on release, with the same check as :func:`_exclusive`.
     """
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if _same_file(fd, lock_file):
+            break
+        os.close(fd)
+    try:
         yield
     finally:
+        try:
+            os.unlink(lock_file)
+        except FileNotFoundError:
+            pass
         os.close(fd)

@@ -64,7 +64,8 @@ def run_one(ctx: RunContext, stage: Stage, name: str, model: str | None) -> floa
         return stage.compute(ctx, work, model)
 
     start = time.perf_counter()
-    result = run_stage(ctx.root, name, stage.settings(ctx, model), stage.upstream(ctx, model), announced)
+    settings = {**stage.settings(ctx, model), "stage_version": stage.version}
+    result = run_stage(ctx.root, name, settings, stage.upstream(ctx, model), announced)
     seconds = round(time.perf_counter() - start, 2)
     print(f"[irmscope] stage {name}: {'cached' if result.cached else f'done in {seconds:.1f} s'}", flush=True)
     ctx.finished[name] = result

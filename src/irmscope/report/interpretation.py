@@ -146,6 +146,7 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
             rows,
         )
     ]
+    tables += _table5_controls(t5)
     if "table6" in validation:
         rows6 = [
             [
@@ -174,3 +175,40 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
             )
         )  # fmt: skip
     return Section("Validation by ablation (§5.2)", paragraphs=paragraphs, tables=tables)
+
+
+def _table5_controls(t5: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """Every draw of Table 5's random controls, and the attributed ablations repeated in the base model."""
+    tables = []
+    draw_rows = [
+        [
+            ABLATED[name],
+            row["seed"],
+            f"{row['change']:+.3f}",
+            f"{row['gain_removed']:+.1%}" if "gain_removed" in row else "",
+        ]
+        for name in ("random", "attributed_random")
+        if "draws" in t5.get(name, {})
+        for row in t5[name]["draws"]["rows"]
+    ]
+    if draw_rows:
+        tables.append(
+            (
+                "Random draws of Table 5's controls",
+                ["control", "seed", "change", "drop / tuning gain"],
+                draw_rows,
+            )
+        )
+    if "base_model_check" in t5:
+        base_rows = [
+            [f"base, {ABLATED[name]} ablated", interval(check["change"], signed=True)]
+            for name, check in t5["base_model_check"].items()
+        ]
+        tables.append(
+            (
+                "Table 5 in the untuned base model (the tuned model's dictionaries)",
+                ["model", "change"],
+                base_rows,
+            )
+        )
+    return tables

@@ -88,6 +88,8 @@ def ablation_table(
     progress: bool = True,
     attributed: AttributedSelection | None = None,
     base: np.ndarray | None = None,
+    n_random_draws: int = 1,
+    base_model: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Table 5: mean reward before and after ablating the ``related`` features, as many random ones, and
     (optionally) an attributed selection with its controls.
@@ -99,6 +101,13 @@ def ablation_table(
     untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the drop in
     reward as a share of the tuning gain ``mean(before - base)`` (reported only when the gain's interval
     lies above 0).
+
+    Each random control is drawn ``n_random_draws`` times (seeds counted up from the first draw's), since
+    one draw's interval covers prompt noise but not the spread between draws: the condition's row keeps the
+    first draw and gains ``draws``, every draw's mean change and gain share, with their mean and range.
+    With ``base_model`` (the untuned model) the attributed selection and its opposite are also ablated in
+    it, with the tuned model's dictionaries: if they moved its reward as much, the features would not be
+    what tuning leans on (``base_model_check``).
     """
     before = np.asarray(before, dtype=float)
     for name, values in (("'before'", before), ("'base'", base)):
@@ -127,10 +136,14 @@ def ablation_table(
         if table["gain"]["low"] <= 0:  # a share of a gain that may be zero is not a number to read
             table["gain_note"] = "the tuning gain's interval is not above 0, so no share of it is reported"
             gain = None
-    for name, features in conditions.items():
-        after = reward_under_ablation(
-            lm, saes, features, prompts, reward, max_new_tokens, batch_size, seed, progress
+
+    def ablated(model: LoadedModel, features: Mapping[str, Sequence[int]]) -> np.ndarray:
+        return reward_under_ablation(
+            model, saes, features, prompts, reward, max_new_tokens, batch_size, seed, progress
         )
+
+    for name, features in conditions.items():
+        after = ablated(lm, features)
         table[name] = {
             "features": {site: [int(i) for i in f] for site, f in features.items()},
             "after": bootstrap_ci(after, seed=seed).as_dict(),
@@ -138,4 +151,41 @@ def ablation_table(
         }
         if gain is not None:
             table[name]["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
+    random_controls = {"random": (related, seed)}
+    if attributed is not None:
+        random_controls["attributed_random"] = (attributed.features, seed + 1)
+    for name, (chosen, first_seed) in random_controls.items():
+        if name not in conditions or n_random_draws < 2:
+            continue
+        first = table[name]
+        removed = first.get("gain_removed", {}).get("value")
+        rows = [_draw_row(first_seed, first["features"], first["change"]["value"], removed)]
+        for draw_seed in range(first_seed + 1, first_seed + n_random_draws):
+            features = random_features(chosen, saes, draw_seed)
+            drop = before - ablated(lm, features)
+            share = None if gain is None else float(drop.mean() / gain.mean())
+            rows.append(_draw_row(draw_seed, features, float(-drop.mean()), share))
+        key = "gain_removed" if gain is not None else "change"
+        values = [row[key] for row in rows]
+        first["draws"] = {"rows": rows, "summarised": key, "mean": float(np.mean(values)),
+                          "min": min(values), "max": max(values)}  # fmt: skip
+    if base_model is not None and "attributed" in conditions and base is not None:
+        base = np.asarray(base, dtype=float)
+        table["base_model_check"] = {
+            name: {"change": bootstrap_ci(ablated(base_model, conditions[name]) - base, seed=seed).as_dict()}
+            for name in ("attributed", "attributed_opposite")
+        }
     return table
+
+
+def _draw_row(
+    seed: int, features: Mapping[str, Sequence[int]], change: float, gain_removed: float | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "seed": seed,
+        "features": {site: [int(i) for i in f] for site, f in features.items()},
+        "change": change,
+    }
+    if gain_removed is not None:
+        row["gain_removed"] = gain_removed
+    return row

@@ -12,7 +12,6 @@ from irmscope.data import load_reviews
 from irmscope.errors import IrmscopeError
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.prompts import REVIEW_ORDER
 from irmscope.stages import StageResult
 
 
@@ -39,7 +38,6 @@ class Activations(Stage):
             "activations": config.activations.model_dump(),
             "data": config.data.source,
             "seed": ctx.seed,
-            **REVIEW_ORDER,
             "model": config.model.tuned if model == "tuned" else config.model.name,
             "sites": ctx.sites,
         }

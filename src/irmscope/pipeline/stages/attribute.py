@@ -11,7 +11,6 @@ from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.probes import coverage, probes_apply
-from irmscope.pipeline.stages.prompts import REVIEW_ORDER
 from irmscope.probes.attribution import reward_attribution
 from irmscope.probes.residuals import load_residuals
 
@@ -34,7 +33,6 @@ class Attribute(Stage):
             "reward": ctx.config.reward.model_dump(),
             "data": ctx.config.data.source,
             "seed": ctx.seed,
-            **REVIEW_ORDER,
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.prompts import REVIEW_ORDER
 
 
 def shift_texts(samples: dict[str, Any], n: int) -> list[str]:
@@ -35,17 +34,10 @@ class Elicit(Stage):
         return ctx.tuned_spec is not None and ctx.lexicon is not None
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        # outputs 2: the stage also writes R's coefficients (regression-*.npz) for validation;
-        # contexts 2: words are scored after review openings, not after triple prefixes (a leak);
-        # policy_shift 2: two estimates, scored on the held-out words and on every word
         return {
             "elicit": ctx.config.elicit.model_dump(),
             "reward": ctx.config.reward.model_dump(),
             "seed": ctx.seed,
-            "outputs": 2,
-            "contexts": 2,
-            "policy_shift": 2,
-            **REVIEW_ORDER,
         }
 
     def upstream(self, ctx: RunContext, model: str | None) -> list:

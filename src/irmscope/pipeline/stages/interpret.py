@@ -13,8 +13,6 @@ from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.sae.sites import train_site_saes
 
-#: interpret settings only the validate stage reads (so changing them never re-explains features)
-VALIDATION_ONLY = {"n_ablation_prompts", "threshold", "n_attributed_features", "n_attribution_prompts"}
 #: the pair SAEs' seed offset from the run's seed, so they are a second, independent training
 PAIR_SEED_OFFSET = 100
 
@@ -32,7 +30,7 @@ class Interpret(Stage):
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         config = ctx.config
         return {
-            "interpret": config.interpret.model_dump(exclude=VALIDATION_ONLY),
+            "interpret": config.interpret.model_dump(),
             "sae": config.sae.model_dump(),
             "reward": config.reward.model_dump(),
             "seed": ctx.seed,

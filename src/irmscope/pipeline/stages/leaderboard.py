@@ -12,7 +12,6 @@ from irmscope.models import load_model
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.probes import coverage, probes_apply
-from irmscope.pipeline.stages.prompts import REVIEW_ORDER
 
 
 @register
@@ -34,7 +33,6 @@ class Leaderboard(Stage):
             "methods": sorted(METHODS),  # a new method module recomputes the board
             "dpo_model": probes.dpo_model,
             "data": ctx.config.data.source,  # reviews to cut contrast pairs from
-            **REVIEW_ORDER,
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from irmscope.data.samples import Coverage
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.prompts import REVIEW_ORDER
 from irmscope.probes.experiment import reward_probe_study
 
 
@@ -42,9 +41,6 @@ class Probes(Stage):
             ),
             "data": ctx.config.data.source,
             "seed": ctx.seed,
-            # outputs 2: selection by folds of whole prompts; coverage read-outs saved for other methods
-            "outputs": 2,
-            **REVIEW_ORDER,
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:

@@ -10,10 +10,6 @@ from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 
-#: In the settings of every stage that reads reviews: reviews come in a seeded random order (before, the
-#: sorted IMDb files gave only negative reviews), so caches made under the old order are never reused.
-REVIEW_ORDER = {"review_order": "seeded-shuffle"}
-
 
 @register
 class Prompts(Stage):
@@ -26,7 +22,6 @@ class Prompts(Stage):
             "model": config.model.name,
             "seed": ctx.seed,
             "n_train": config.tune.n_train_prompts,
-            **REVIEW_ORDER,
         }
 
     def upstream(self, ctx: RunContext, model: str | None) -> list:

@@ -15,7 +15,6 @@ from irmscope.interpret import token_values
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.prompts import REVIEW_ORDER
 from irmscope.sae import SAE
 from irmscope.stats import bootstrap_ci
 from irmscope.tune import generate_completions
@@ -39,21 +38,16 @@ class Validate(Stage):
         return ctx.tuned_spec is not None
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        config, interpret = ctx.config, ctx.config.interpret
+        config = ctx.config
         return {
-            "n_ablation_prompts": interpret.n_ablation_prompts,
-            "threshold": interpret.threshold,
-            "n_attributed_features": interpret.n_attributed_features,
-            "n_attribution_prompts": interpret.n_attribution_prompts,
-            "attributed_positions": "completion",  # summed over completion positions only
+            "validation": config.validation.model_dump(),
             "data": config.data.model_dump(),
-            **REVIEW_ORDER,
             "generation": config.generation.model_dump(),
             "seed": ctx.seed,
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        settings, samples = ctx.config.interpret, ctx.samples
+        settings, samples = ctx.config.validation, ctx.samples
         n = min(settings.n_ablation_prompts, len(samples["prompts"]))
         related = ctx.finished["interpret"].summary["related"]
         tuned_saes = ctx.saes("tuned")
@@ -74,6 +68,8 @@ class Validate(Stage):
                 progress=ctx.progress,
                 attributed=attributed,
                 base=np.asarray(samples["base_scores"][:n]),
+                n_random_draws=settings.n_random_draws,
+                base_model=ctx.base if settings.base_model_check and attributed is not None else None,
             ),
             "base_mean_reward": bootstrap_ci(samples["base_scores"][:n], seed=ctx.seed).as_dict(),
         }
@@ -111,7 +107,7 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
     if not prompts:
         raise IrmscopeError(
             f"{ctx.config.data.source} has no review left once the evaluation prompts are set aside; use a "
-            "larger source or set interpret.n_attributed_features=0"
+            "larger source or set validation.n_attributed_features=0"
         )
     return prompts[:n]
 
@@ -119,7 +115,7 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
 def attributed_selection(ctx: RunContext, saes: dict[str, SAE]) -> AttributedSelection:
     """Table 5's attributed selection, summed over the tuned model's completions to review prefixes that
     are not evaluation prompts, so the selection never sees the completions the ablation is measured on."""
-    settings, generation = ctx.config.interpret, ctx.config.generation
+    settings, generation = ctx.config.validation, ctx.config.generation
     prompts = attribution_prompts(ctx, settings.n_attribution_prompts)
     completions = generate_completions(
         ctx.tuned, prompts, generation.max_new_tokens, generation.batch_size, seed=ctx.seed,
