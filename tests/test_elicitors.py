@@ -118,6 +118,25 @@ def test_ccs_finds_a_direction_the_pairs_differ_along_without_labels():
         fit_ccs(positive[:5], negative[:5])
 
 
+def test_ccs_scores_texts_in_the_units_it_was_fitted_in():
+    """The held-out loss fit_ccs reports is the CCS loss of the probe that scores texts, recomputed here
+    from ``probe.score`` alone (features far from mean 0 and scale 1, so any other normalisation in fitting
+    or in scoring changes it)."""
+    from irmscope.probes.ccs import pair_split
+
+    rng = np.random.default_rng(4)
+    direction = rng.standard_normal(20)
+    context = 5 + 3 * rng.standard_normal((120, 20))
+    positive, negative = context + direction, context - direction
+    probe = fit_ccs(positive, negative, seed=0)
+    swap, held = pair_split(len(positive), 0.3, seed=0)
+    first = np.where(swap[:, None], negative, positive)[held]
+    second = np.where(swap[:, None], positive, negative)[held]
+    p1, p2 = (1 / (1 + np.exp(-probe.orientation * (probe.score(x) + probe.bias))) for x in (first, second))
+    loss = ((p1 - (1 - p2)) ** 2).mean() + (np.minimum(p1, p2) ** 2).mean()
+    assert loss == pytest.approx(probe.held_out_loss, rel=1e-4, abs=1e-6)
+
+
 def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):
     lm = load_model("tiny-llama")
     features, expert, groups, true = demonstrations()
