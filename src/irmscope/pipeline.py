@@ -382,6 +382,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 "outputs": 2,
                 "contexts": 2,
                 "policy_shift": 2,
+                "statistics": 2,  # lemma-grouped held-out words, word-fold penalties, permutation nulls, gaps
                 **REVIEW_ORDER,
             },
             [saes["tuned"], saes["base"], evaluation],
