@@ -8,12 +8,22 @@ import torch
 from scipy import stats
 
 from irmscope.data.triples import ContrastiveTriple
-from irmscope.elicit.agreement import _kendall_bootstrap_ci, agreement, lexicon_agreement
+from irmscope.elicit.agreement import (
+    _kendall_bootstrap_ci,
+    agreement,
+    lexicon_agreement,
+    lexicon_gap,
+    tau_distance,
+    tau_gap,
+)
 from irmscope.elicit.continuations import continuation_activations, next_token_log_probs, word_token_ids
 from irmscope.elicit.irm import (
     TripleFeatures,
     fit_regression,
     is_held_out,
+    lemma_key,
+    null_reconstructions,
+    permuted_targets,
     reconstruct_lexicon,
     sentiment_deltas,
     training_rows,
@@ -111,6 +121,116 @@ def test_held_out_split_is_seeded_and_about_the_right_size():
     assert is_held_out("Great", 0.3) == is_held_out("great", 0.3)
 
 
+INFLECTIONS = [
+    ("love", "loved", "loving", "loves"),
+    ("hate", "hated", "hates", "hating"),
+    ("happy", "happier", "happiest", "happily", "happiness"),
+    ("stop", "stopped", "stopping", "stops"),
+    ("great", "greater", "greatest", "greatly"),
+    ("bore", "bored", "boring", "bores"),
+    ("sad", "sadly", "sadness"),
+    ("enjoy", "enjoyed", "enjoying", "enjoys"),
+    ("worry", "worried", "worries", "worrying"),
+]
+
+
+def test_held_out_split_keeps_every_inflection_of_a_lemma_on_one_side():
+    for family in INFLECTIONS:
+        assert len({lemma_key(w) for w in family}) == 1, family
+    assert lemma_key("bless") != lemma_key("bles") and lemma_key("good") != lemma_key("goodbye")
+    for seed in range(20):
+        for family in INFLECTIONS:
+            assert len({is_held_out(w, 0.3, seed) for w in family}) == 1, (seed, family)
+
+
+def test_tau_distance_is_the_share_of_discordant_pairs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    i, j = np.triu_indices(30, k=1)
+    discordant = np.mean(np.sign(x[i] - x[j]) != np.sign(y[i] - y[j]))
+    assert tau_distance(stats.kendalltau(x, y).statistic) == pytest.approx(discordant)
+
+
+def _word_regression_data(rng, signal: float, n_fit: int = 60, n_held: int = 40, width: int = 15):
+    """Fitting words (three noisy rows each) and held-out words whose features carry ``signal`` times
+    their value along one direction; no signal: features and values independent."""
+    direction = rng.normal(size=width)
+    direction /= np.linalg.norm(direction)
+    values = rng.uniform(-4, 4, n_fit + n_held)
+    words = [f"w{i}" for i in range(n_fit + n_held)]
+    centre = signal * np.outer(values, direction) / 4 + rng.normal(size=(n_fit + n_held, width))
+    rows = np.repeat(np.arange(n_fit), 3)
+    X = centre[rows] + 0.3 * rng.normal(size=(len(rows), width))
+    row_words = [words[r] for r in rows]
+    return X, values[rows], row_words, dict(zip(words, values, strict=True)), words[n_fit:], centre[n_fit:]
+
+
+@pytest.mark.parametrize("variant", ["faithful", "ridge-delta", "ridge-value"])
+def test_the_permutation_null_refits_exactly_what_fit_regression_fits(variant):
+    X, values, row_words, lexicon, _, held = _word_regression_data(np.random.default_rng(1), 1.0)
+    y = values if variant == "ridge-value" else np.sign(values) * np.abs(values + 0.5)
+    targets = permuted_targets(y, row_words, lexicon, variant, 5, seed=0)
+    null = null_reconstructions(X, targets, row_words, variant, held)
+    for k in range(5):
+        refit = fit_regression(X, targets[:, k], variant, row_words).predict(held)
+        assert np.allclose(null[:, k], refit, atol=1e-6), (variant, k)
+    # one value per word: a word's rows move together
+    first = {w: t for w, t in zip(row_words, targets[:, 0], strict=True)}
+    assert all(first[w] == t for w, t in zip(row_words, targets[:, 0], strict=True))
+
+
+def _permutation_p(rng, signal: float, n_fit: int = 60) -> float:
+    X, y, row_words, lexicon, held_words, held = _word_regression_data(rng, signal, n_fit)
+    null = null_reconstructions(
+        X, permuted_targets(y, row_words, lexicon, "ridge-value", 200, rng.integers(1 << 30)),
+        row_words, "ridge-value", held,
+    )
+    elicited = fit_regression(X, y, "ridge-value", row_words).predict(held)
+    result = agreement(elicited, [lexicon[w] for w in held_words], null=null)
+    assert result.n_permutations == 200
+    return result.permutation_p
+
+
+def test_permutation_p_values_are_uniform_without_signal_and_small_with_it():
+    rng = np.random.default_rng(7)
+    null_p = np.array([_permutation_p(rng, 0.0) for _ in range(100)])
+    assert stats.kstest(null_p, "uniform").pvalue > 0.01
+    assert 0.01 <= np.mean(null_p < 0.05) <= 0.11  # binomial band around 5% for 100 draws
+    # with signal: small, though never tiny: where the features order words by value, a refit on permuted
+    # values that happens to load on that axis also ranks held-out words well (in either direction), so
+    # the null is wide (its 95% range reached +-0.6 at signal 3 on 60 fitting words)
+    assert max(_permutation_p(rng, 2.0, n_fit=150) for _ in range(3)) < 0.02
+
+
+def test_agreement_without_a_null_permutes_the_elicited_values():
+    x = np.arange(20.0)
+    result = agreement(x, x)
+    assert result.n_permutations == 200 and result.permutation_p == pytest.approx(1 / 201)
+    low, high = result.permutation_range
+    assert -0.4 < low < 0 < high < 0.4
+    with pytest.raises(IrmscopeError, match="permutation null"):
+        agreement(x, x, null=np.zeros((5, 3)))
+
+
+def test_the_gap_uses_the_same_word_resamples_for_both_models():
+    rng = np.random.default_rng(2)
+    truth = rng.normal(size=200)
+    base = truth + rng.normal(size=200)
+    alike = base + 0.05 * rng.normal(size=200)  # as good as the base model, word for word
+    gap = tau_gap(alike, base, truth)
+    single = agreement(base, truth).kendall_ci
+    assert gap["low"] <= gap["value"] <= gap["high"] and gap["low"] < 0 < gap["high"]
+    assert gap["high"] - gap["low"] < (single[1] - single[0]) / 3  # pairing cancels the shared words
+    better = tau_gap(truth + 0.2 * rng.normal(size=200), base, truth)
+    assert better["low"] > 0.2 and better["n_nan_resamples"] == 0
+    expected = stats.kendalltau(truth + 0, truth).statistic - stats.kendalltau(base, truth).statistic
+    assert tau_gap(truth, base, truth)["value"] == pytest.approx(expected)
+    words = [f"w{i}" for i in range(200)]
+    as_dicts = [dict(zip(words, v, strict=True)) for v in (alike, base, truth)]
+    split = lexicon_gap(*as_dicts, words)
+    assert split["all"]["value"] == pytest.approx(gap["value"]) and split["negative"]["n"] == (truth < 0).sum()
+
+
 def _triple(pos: str, neg: str, pv: float, nv: float) -> ContrastiveTriple:
     return ContrastiveTriple(
         f"It was {pos}", "It was usual", f"It was {neg}", pos, "usual", neg, pv, nv, 7, 0
@@ -156,8 +276,8 @@ def test_regression_recovers_a_linear_lexicon_on_held_out_words():
     test_words = sorted(held)
     matrix = np.stack([embed[w] for w in test_words])
     for variant in ("faithful", "ridge-delta", "ridge-value"):
-        X, y, _ = training_rows(triples, f, variant, held)
-        elicited = reconstruct_lexicon(fit_regression(X, y, variant), test_words, matrix)
+        X, y, row_words = training_rows(triples, f, variant, held)
+        elicited = reconstruct_lexicon(fit_regression(X, y, variant, row_words), test_words, matrix)
         assert max(abs(v) for v in elicited.values()) == pytest.approx(4.0)
         assert lexicon_agreement(elicited, values, test_words)["all"]["kendall_tau"] > 0.6, variant
 

@@ -31,10 +31,55 @@ def demonstrations(seed: int = 0):
 @pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
 def test_irl_recovers_a_reward_the_expert_follows_from_held_out_prompts(kind):
     features, expert, groups, true = demonstrations()
-    estimate, fits = cross_fitted_irl(features, expert, groups, kind)
-    assert len(fits) == 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
+    estimate, fits, chosen = cross_fitted_irl(features, expert, groups, kind)
+    assert len(fits) == 5 and chosen == [None] * 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
     pairs = (estimate[N_PROMPTS:] > estimate[:N_PROMPTS]) == (true[N_PROMPTS:] > true[:N_PROMPTS])
     assert pairs.mean() > 0.8
+
+
+def test_irl_is_a_conditional_logit_that_per_prompt_offsets_do_not_fool():
+    """Max-entropy IRL against the base policy conditions on the prompt. Here every prompt adds its own
+    large offset to both of its completions' features, along directions that share most of the reward's
+    direction: an unconditional logistic regression of authorship with one intercept (the old fit, run
+    inline as the control) reads the offsets as noise to discount and loses the reward's direction; the
+    within-prompt fit never sees them."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    n, width = 150, 12
+    reward = np.zeros(width)
+    reward[:3], reward[3] = 1.0, 0.3  # mostly along the first three axes
+    reward /= np.linalg.norm(reward)
+    offsets = np.zeros((n, width))
+    offsets[:, :3] = 30 * rng.standard_normal((n, 3))  # one per prompt, shared by its two completions
+    groups = np.tile(np.arange(n), 2)
+    expert = np.arange(2 * n) >= n
+    features = rng.standard_normal((2 * n, width)) + offsets[groups] + np.outer(expert, 1.2 * reward)
+
+    control = LogisticRegression(max_iter=5000).fit((features - features.mean(0)) / features.std(0), expert)
+    old_direction = control.coef_[0] / features.std(0)
+    assert abs(old_direction @ reward) / np.linalg.norm(old_direction) < 0.5  # the old fit fails
+    assert fit_irl(features, expert, groups, "max-entropy").direction @ reward > 0.85
+
+    estimate, _, _ = cross_fitted_irl(features, expert, groups, "max-entropy")
+    true = features @ reward
+    same_order = (estimate[n:] > estimate[:n]) == (true[n:] > true[:n])
+    assert same_order.mean() > 0.8
+    old_estimate = features @ old_direction
+    assert ((old_estimate[n:] > old_estimate[:n]) == (true[n:] > true[:n])).mean() < same_order.mean() - 0.1
+
+
+def test_cross_fitted_irl_chooses_the_read_out_inside_each_fold_and_pools_on_one_scale():
+    features, expert, groups, true = demonstrations()
+    noise = np.random.default_rng(9).standard_normal(features.shape)
+    estimate, fits, chosen = cross_fitted_irl(
+        {"noise": noise, "signal": 1000 * features}, expert, groups, "max-entropy"
+    )
+    assert chosen == ["signal"] * 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
+    # each fold's held-out scores are in units of its own training scores (not of its raw weights)
+    assert 0.5 < estimate.std() < 2 and abs(estimate.mean()) < 0.5
+    with pytest.raises(IrmscopeError, match="penalty searched"):
+        cross_fitted_irl({"a": features, "b": noise}, expert, groups, "max-entropy", penalty=1.0)
 
 
 def test_irl_refuses_demonstrations_from_one_policy_and_unknown_kinds():
@@ -71,6 +116,25 @@ def test_ccs_finds_a_direction_the_pairs_differ_along_without_labels():
     assert unrelated.held_out_loss > probe.held_out_loss and 0.3 < unrelated.held_out_pair_accuracy < 0.7
     with pytest.raises(IrmscopeError, match="at least 10 matched pairs"):
         fit_ccs(positive[:5], negative[:5])
+
+
+def test_ccs_scores_texts_in_the_units_it_was_fitted_in():
+    """The held-out loss fit_ccs reports is the CCS loss of the probe that scores texts, recomputed here
+    from ``probe.score`` alone (features far from mean 0 and scale 1, so any other normalisation in fitting
+    or in scoring changes it)."""
+    from irmscope.probes.ccs import pair_split
+
+    rng = np.random.default_rng(4)
+    direction = rng.standard_normal(20)
+    context = 5 + 3 * rng.standard_normal((120, 20))
+    positive, negative = context + direction, context - direction
+    probe = fit_ccs(positive, negative, seed=0)
+    swap, held = pair_split(len(positive), 0.3, seed=0)
+    first = np.where(swap[:, None], negative, positive)[held]
+    second = np.where(swap[:, None], positive, negative)[held]
+    p1, p2 = (1 / (1 + np.exp(-probe.orientation * (probe.score(x) + probe.bias))) for x in (first, second))
+    loss = ((p1 - (1 - p2)) ** 2).mean() + (np.minimum(p1, p2) ** 2).mean()
+    assert loss == pytest.approx(probe.held_out_loss, rel=1e-4, abs=1e-6)
 
 
 def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):

@@ -22,7 +22,7 @@ from irmscope.interpret import (
     token_values,
 )
 from irmscope.interpret.evidence import Context
-from irmscope.report.interpretation import dashboard
+from irmscope.report.interpretation import dashboard, explainer_name
 from irmscope.sae import SAE, SAEConfig
 
 SITE = "blocks.0.mlp.hook_post"
@@ -111,7 +111,7 @@ def _evidence(share: float) -> FeatureEvidence:
 
 def test_offline_explainer_describes_and_classifies_by_measured_reward_link():
     explainer = OfflineExplainer()
-    assert "offline" in explainer.label and "no LLM" in explainer.label
+    assert explainer.label.startswith("offline lexicon heuristic (not a language model)")
     description = explainer.explain(_evidence(0.75))
     assert "'great'" in description and "r = +0.40" in description and "75%" in description
     assert explainer.is_related(description, _evidence(0.75), "any reward")
@@ -207,7 +207,8 @@ def test_interpret_features_explains_shared_features_and_lists_the_related(
     assert result["n_explained"] == 2 and [f["pair_cosine"] for f in result["features"]] == [1.0, 1.0]
     assert result["related"] == {SITE: [0]} and result["n_related"] == 1
     json.dumps(result)  # JSON-ready
-    page = dashboard(result["features"][0])
+    page = dashboard(result["features"][0], explainer_name(result["explainer"]))
+    assert "offline lexicon heuristic (not a language model): " in page
     assert "related to the reward" in page and "rgba(255,120,0,1.00)" in page and "&#x27;" in page
 
 

@@ -68,6 +68,9 @@ def test_within_policy_pearson_sees_through_authorship():
     scores = score_estimate(true, author, PROMPT, policy, n_resamples=50)
     assert scores["pearson"]["value"] > 0.7 and scores["preference_accuracy"]["value"] > 0.9
     assert np.isnan(scores["pearson_within_policy"]["value"])  # constant within each model: no information
+    # every resample of it is undefined too, and the count says so instead of dropping them unseen
+    assert scores["pearson_within_policy"]["n_nan_resamples"] == 50
+    assert np.isnan(scores["pearson_within_policy"]["low"]) and scores["pearson"]["n_nan_resamples"] == 0
     content = score_estimate(true, true, PROMPT, policy, n_resamples=50)
     assert content["pearson_within_policy"]["value"] == pytest.approx(1)
 

@@ -64,9 +64,28 @@ def test_smoke_run_writes_results_and_report(smoke_run):
         assert agreement["all"]["n"] == elicitation["tuned"]["n_held_out_words"]
     for agreement in shift["every_word"].values():
         assert agreement["all"]["n"] >= elicitation["tuned"]["n_held_out_words"]
+    # every tau has its permutation test, every method its paired tuned-minus-base gap
+    for model in ("tuned", "base"):
+        for controls in elicitation[model]["agreement"].values():
+            for result in controls.values():
+                if result["all"]["kendall_tau"] == result["all"]["kendall_tau"]:
+                    assert result["all"]["n_permutations"] > 100 and 0 < result["all"]["permutation_p"] <= 1
+    gap = elicitation["gap"]
+    assert set(gap["irm"]) == set(elicitation["tuned"]["agreement"])
+    assert all(set(c) == {"real", "shuffled-labels", "random-features"} for c in gap["irm"].values())
+    assert set(gap["policy_shift"]["held_out_words"]) == {"mean-log-ratio", "expected-count"}
+    for g in gap["policy_shift"]["every_word"].values():
+        assert g["all"]["n"] >= elicitation["tuned"]["n_held_out_words"] and "n_nan_resamples" in g["all"]
+    assert "gap: tuned - base" in page and "perm. p=" in page
+    board = results["leaderboard"]
+    assert all("n_nan_resamples" in row["tuned"]["pearson"] for row in board["rows"])
     interpretation, validation = results["interpretation"], results["validation"]
     assert interpretation["n_explained"] == config.interpret.top_k * len(results["sites"])
-    assert "offline explainer (no LLM)" in interpretation["explainer"] and "offline explainer" in page
+    heuristic = "offline lexicon heuristic (not a language model)"
+    assert interpretation["explainer"].startswith(heuristic) and f"description by {heuristic}" in page
+    if "related" in results["validation"]["table5"]:  # Table 5's row of the explainer's choice
+        assert f"reward-related features ({heuristic}) ablated" in page
+    assert "(the paper's)" not in page
     assert all(f["contexts"] and f["description"] for f in interpretation["features"])
     table5 = validation["table5"]
     assert table5["n_prompts"] == config.validation.n_ablation_prompts

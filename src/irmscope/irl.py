@@ -1,13 +1,25 @@
 """Inverse reinforcement learning of a tuned model's reward from its own completions (seed 004).
 
 The tuned model's completions are the expert demonstrations and the base model's the alternative. In the
-one-step setting of a completion, KL-regularised RL has a closed-form optimum, ``pi_tuned(y|x) ∝
-pi_base(y|x) exp(r(x, y) / beta)``; maximum-entropy IRL with a linear reward ``r = w . phi`` and the base
-policy as the reference therefore maximises the likelihood of the expert's completions under that family,
-which is logistic regression of "written by the tuned model" on ``phi`` (its logit estimates ``r / beta``
-up to a per-prompt constant that every leaderboard metric but the pooled correlations ignores).
-Max-margin IRL instead asks for the widest margin between expert and alternative: a linear SVM on the
-same features. Neither sees a known-reward label; both see who wrote each completion.
+one-step setting of a completion, KL-regularised RL has a closed-form optimum, ``pi_tuned(y|x) =
+pi_base(y|x) exp(r(x, y) / beta) / Z(x)``; maximum-entropy IRL with a linear reward ``r = w . phi`` and the
+base policy as the reference therefore maximises the likelihood of the expert's completions under that
+family. The log-partition ``log Z(x)`` differs from prompt to prompt and is unknown, so the likelihood is a
+*conditional logit within each prompt*: given one expert and one alternative completion of a prompt, the
+chance that the expert's is the expert's is ``sigmoid(w . (phi_expert - phi_alternative))``, in which
+``Z(x)`` (and anything else constant within the prompt) cancels. The fit is therefore a logistic regression
+without intercept on within-prompt feature differences (each pair entered as ``+d`` labelled 1 and ``-d``
+labelled 0, which is the same likelihood and gives the solver two classes). A prompt with several
+completions of each policy contributes every expert-alternative pair: a pairwise (composite) likelihood,
+exact for the one-pair-per-prompt coverage set. An unconditional logistic regression of authorship on
+``phi`` with one global intercept would instead read between-prompt variation (topic, length of the
+prompt) as evidence about the reward. Max-margin IRL asks for the widest margin between expert and
+alternative of the same prompt: a linear SVM without intercept on the same differences (a ranking SVM).
+Neither sees a known-reward label; both see who wrote each completion.
+
+A recovered reward is defined up to a per-prompt constant and a positive scale; the scale depends on the
+penalty, which differs between cross-fitting folds, so :func:`cross_fitted_irl` puts every fold's held-out
+scores in units of that fold's own training scores before they are pooled.
 
 A reward recovered this way is not identified: anything that separates the two policies' completions
 (length, style, a favourite word) is as good an explanation as the reward. :func:`identifiability`
@@ -16,7 +28,7 @@ measures how much recovered rewards agree across resamples of the demonstrations
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
@@ -35,16 +47,18 @@ PENALTIES = np.logspace(-4, 0, 9)
 
 @dataclass(frozen=True)
 class LinearReward:
-    """``reward(x) = ((x - mean) / scale) @ weights + intercept``: a reward over one feature read-out."""
+    """``reward(x) = ((x - mean) / scale) @ weights``: a reward over one feature read-out, defined up to a
+    constant (no intercept: within a prompt it cancels), centred on the fitting rows' mean.
+    ``cv_score`` is the penalty search's cross-validated objective (NaN when the penalty was given)."""
 
     weights: np.ndarray
-    intercept: float
     mean: np.ndarray
     scale: np.ndarray
     penalty: float
+    cv_score: float
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights + self.intercept
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights
 
     @property
     def direction(self) -> np.ndarray:
@@ -62,18 +76,38 @@ def _check(features: np.ndarray, expert: np.ndarray, groups: np.ndarray) -> None
         raise IrmscopeError("inverse RL needs completions of at least 3 prompts; add more")
 
 
+def within_prompt_differences(
+    features: np.ndarray, expert: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``phi(expert) - phi(alternative)`` for every expert-alternative pair of completions of one prompt,
+    and each pair's prompt. Prompts without both kinds of completion carry no conditional information and
+    give no rows."""
+    diffs, pair_groups = [], []
+    for group in np.unique(groups):
+        rows = groups == group
+        good, other = features[rows & expert], features[rows & ~expert]
+        if len(good) and len(other):
+            diffs.append((good[:, None, :] - other[None, :, :]).reshape(-1, features.shape[1]))
+            pair_groups.append(np.full(len(good) * len(other), group))
+    if len({g[0] for g in pair_groups}) < 3:
+        raise IrmscopeError("inverse RL needs at least 3 prompts completed by both policies; add more")
+    return np.concatenate(diffs), np.concatenate(pair_groups)
+
+
 def _model(kind: IrlKind) -> tuple[LogisticRegression | LinearSVC, str]:
-    """The linear model of an IRL ``kind`` and the score of its own objective."""
+    """The linear model of an IRL ``kind`` (no intercept: see the module docstring) and the score of its
+    own objective."""
     if kind == "max-entropy":
-        return LogisticRegression(max_iter=5000), "neg_log_loss"  # likelihood of authorship
+        # conditional logit; liblinear: the same L2-penalised likelihood as lbfgs, ~10x faster here
+        return LogisticRegression(fit_intercept=False, solver="liblinear", max_iter=5000), "neg_log_loss"
     if kind == "max-margin":
-        return LinearSVC(max_iter=20000, random_state=0), "accuracy"
+        return LinearSVC(fit_intercept=False, max_iter=20000, random_state=0), "accuracy"
     raise IrmscopeError(f"unknown IRL kind {kind!r}; use 'max-entropy' or 'max-margin'")
 
 
 def penalty_search(kind: IrlKind, groups: np.ndarray, penalties: np.ndarray = PENALTIES) -> GridSearchCV:
     """The IRL model of ``kind`` with its penalty searched over ``penalties`` by 3-fold cross-validation
-    over whole prompts, scored by its own objective."""
+    over whole prompts (``groups``, one per row), scored by its own objective."""
     model, scoring = _model(kind)
     folds = list(GroupKFold(n_splits=3).split(groups, groups, groups))
     return GridSearchCV(model, {"C": penalties}, cv=folds, scoring=scoring)
@@ -82,24 +116,31 @@ def penalty_search(kind: IrlKind, groups: np.ndarray, penalties: np.ndarray = PE
 def fit_irl(
     features: np.ndarray, expert: np.ndarray, groups: np.ndarray, kind: IrlKind, penalty: float | None = None
 ) -> LinearReward:
-    """A linear reward under which ``expert`` rows (True: the tuned model's completions) are the likely
-    (max-entropy) or the widely separated (max-margin) ones; the penalty (inverse strength ``C``) is
-    ``penalty`` or chosen by :func:`penalty_search`."""
+    """A linear reward under which, within each prompt, ``expert`` rows (True: the tuned model's
+    completions) are the likely (max-entropy) or the widely separated (max-margin) ones; the penalty
+    (inverse strength ``C``) is ``penalty`` or chosen by :func:`penalty_search`.
+
+    Features are scaled by the root mean square of the within-prompt differences, the data the fit sees,
+    so the penalty weighs every feature by its within-prompt spread, not by its spread across prompts."""
     x, expert, groups = (
         np.asarray(features, dtype=np.float64),
         np.asarray(expert, dtype=bool),
         np.asarray(groups),
     )
     _check(x, expert, groups)
-    mean, scale = x.mean(0), x.std(0)
+    diffs, pair_groups = within_prompt_differences(x, expert, groups)
+    scale = np.sqrt((diffs**2).mean(0))
     scale[scale == 0] = 1.0
-    standard = (x - mean) / scale
+    design = np.concatenate([diffs, -diffs]) / scale
+    chosen = np.repeat([True, False], len(diffs))
+    design_groups = np.tile(pair_groups, 2)  # a pair's +d and -d rows stay in one fold
+    cv_score = float("nan")
     if penalty is None:
-        search = penalty_search(kind, groups).fit(standard, expert)
-        model, penalty = search.best_estimator_, float(search.best_params_["C"])
+        search = penalty_search(kind, design_groups).fit(design, chosen)
+        model, penalty, cv_score = search.best_estimator_, float(search.best_params_["C"]), search.best_score_
     else:
-        model = _model(kind)[0].set_params(C=penalty).fit(standard, expert)
-    return LinearReward(model.coef_[0].copy(), float(model.intercept_[0]), mean, scale, penalty)
+        model = _model(kind)[0].set_params(C=penalty).fit(design, chosen)
+    return LinearReward(model.coef_[0].copy(), x.mean(0), scale, float(penalty), float(cv_score))
 
 
 def _folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -110,8 +151,22 @@ def _folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray
     return [(np.flatnonzero(which != k), np.flatnonzero(which == k)) for k in range(n_folds)]
 
 
+def on_training_scale(reward: LinearReward, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """``reward`` of the ``held`` rows standardised by the mean and spread of its scores on the ``fit``
+    rows it was fitted on.
+
+    Each fold's reward has its own scale (set by its penalty) and origin, so raw out-of-fold scores pooled
+    across folds would mix units and the pooled correlations would reward the accident of which prompts
+    shared a fold. Training-row statistics fix the units without looking at the held-out rows; ranking
+    each fold's held-out scores would instead force every fold onto the same spread and level, discarding
+    a real difference between folds whose prompts differ, and would depend on the held-out rows."""
+    on_fit = reward(fit)
+    spread = on_fit.std()
+    return (reward(held) - on_fit.mean()) / (spread if spread > 0 else 1.0)
+
+
 def cross_fitted_irl(
-    features: np.ndarray,
+    features: np.ndarray | Mapping[Hashable, np.ndarray],
     expert: np.ndarray,
     groups: np.ndarray,
     kind: IrlKind,
@@ -119,26 +174,41 @@ def cross_fitted_irl(
     seed: int = 0,
     subsample: float = 1.0,
     penalty: float | None = None,
-) -> tuple[np.ndarray, list[LinearReward]]:
-    """Each row's recovered reward from an IRL fit that never saw its prompt (folds of whole prompts), and
-    the fits. ``subsample < 1`` fits each fold on that fraction of its prompts, drawn with ``seed``: the
-    resamples :func:`identifiability` compares. ``penalty`` fixes the penalty (else searched per fold)."""
-    features, expert, groups = np.asarray(features), np.asarray(expert, dtype=bool), np.asarray(groups)
-    _check(features, expert, groups)
+) -> tuple[np.ndarray, list[LinearReward], list[Hashable]]:
+    """Each row's recovered reward from an IRL fit that never saw its prompt (folds of whole prompts), on
+    the common scale of :func:`on_training_scale`, the fits and each fold's chosen read-out.
+
+    ``features`` is one read-out or several candidates (e.g. one per layer); with several, each fold picks
+    the one whose penalty search on that fold's fitting prompts scores best (nested: neither the read-out
+    nor the penalty sees the rows it predicts). ``subsample < 1`` fits each fold on that fraction of its
+    prompts, drawn with ``seed``: the resamples :func:`identifiability` compares. ``penalty`` fixes the
+    penalty (else searched per fold; a fixed penalty allows one read-out only)."""
+    candidates = dict(features) if isinstance(features, Mapping) else {None: features}
+    if not candidates:
+        raise IrmscopeError("inverse RL needs at least one read-out to fit")
+    if penalty is not None and len(candidates) > 1:
+        raise IrmscopeError("choosing among read-outs needs the penalty searched; pass penalty=None")
+    candidates = {name: np.asarray(x, dtype=np.float64) for name, x in candidates.items()}
+    expert, groups = np.asarray(expert, dtype=bool), np.asarray(groups)
+    for x in candidates.values():
+        _check(x, expert, groups)
     rng = np.random.default_rng(seed)
-    out, fits = np.empty(len(expert)), []
+    out, fits, chosen = np.empty(len(expert)), [], []
     for fit_rows, predict_rows in _folds(groups, min(n_folds, len(np.unique(groups))), seed):
         if subsample < 1:
-            kept = rng.choice(
-                np.unique(groups[fit_rows]),
-                round(subsample * len(np.unique(groups[fit_rows]))),
-                replace=False,
-            )
+            prompts = np.unique(groups[fit_rows])
+            kept = rng.choice(prompts, round(subsample * len(prompts)), replace=False)
             fit_rows = fit_rows[np.isin(groups[fit_rows], kept)]
-        reward = fit_irl(features[fit_rows], expert[fit_rows], groups[fit_rows], kind, penalty)
-        out[predict_rows] = reward(features[predict_rows])
-        fits.append(reward)
-    return out, fits
+        rewards = {
+            name: fit_irl(x[fit_rows], expert[fit_rows], groups[fit_rows], kind, penalty)
+            for name, x in candidates.items()
+        }
+        best = max(rewards, key=lambda name: rewards[name].cv_score) if len(rewards) > 1 else [*rewards][0]
+        x = candidates[best]
+        out[predict_rows] = on_training_scale(rewards[best], x[fit_rows], x[predict_rows])
+        fits.append(rewards[best])
+        chosen.append(best)
+    return out, fits, chosen
 
 
 def identifiability(
@@ -161,7 +231,7 @@ def identifiability(
     for name, features in feature_sets.items():
         penalty = fit_irl(features, expert, groups, kind).penalty  # one per feature set, not per resample
         for seed in seeds:
-            estimate, fits = cross_fitted_irl(
+            estimate, fits, _ = cross_fitted_irl(
                 features, expert, groups, kind, seed=seed, subsample=subsample, penalty=penalty
             )
             runs[name, seed] = estimate

@@ -4,6 +4,16 @@ The paper reports Kendall's tau between reconstructed and true values; we add it
 the fraction of words whose sign agrees, and a bootstrap interval for tau over words, for all words and for
 the negative words only (Table 11 asks whether a method ranks words *within* one polarity, not just
 separates the two).
+
+The paper's Table 4 calls its numbers a "Kendall tau distance"; every number here is the tau
+*coefficient* (1: same order, 0: unrelated, -1: reversed). Without ties the distance (the share of
+discordant pairs) is ``(1 - tau) / 2``: :func:`tau_distance` converts, for reading the two side by side.
+
+Kendall's p-value assumes independent words, which a regression fitted on other words and read on these
+does not give (every word is scored by the same fitted ``R``). :func:`agreement` therefore also takes a
+*permutation null*: elicited values from refits on permuted lexicon values (the caller refits; for a
+method that fits nothing, permuting the elicited values over words is the null), and reports the
+empirical p-value ``(1 + #{null tau >= observed}) / (1 + n)`` and the null's central 95% range.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from irmscope.stats import Estimate
 
 #: Below this many words a rank correlation is not reported (it would be noise with a p-value).
 MIN_WORDS = 5
+#: permutations drawn when the caller brings no null of its own
+N_PERMUTATIONS = 200
 
 
 @dataclass(frozen=True)
@@ -33,10 +45,17 @@ class Agreement:
     spearman_rho: float
     spearman_p: float
     sign_agreement: float
+    #: bootstrap resamples whose tau is undefined (too few distinct words drawn); left out of the interval
+    kendall_ci_nan_resamples: int = 0
+    #: empirical one-sided p-value of tau against the permutation null, its 95% range and size
+    permutation_p: float = math.nan
+    permutation_range: tuple[float, float] = (math.nan, math.nan)
+    n_permutations: int = 0
 
     def to_dict(self) -> dict[str, float | int | list[float]]:
         out = asdict(self)
         out["kendall_ci"] = list(self.kendall_ci)
+        out["permutation_range"] = list(self.permutation_range)
         return out
 
 
@@ -45,14 +64,39 @@ def _nan_agreement(n: int) -> Agreement:
     return Agreement(n, nan, nan, (nan, nan), nan, nan, nan)
 
 
+def tau_distance(tau: float) -> float:
+    """The normalised Kendall tau distance (share of discordant pairs) of a tau coefficient, exact
+    without ties: how the paper's Table 4 states its numbers."""
+    return (1.0 - tau) / 2.0
+
+
+def permutation_test(
+    observed: float, null: np.ndarray, y: np.ndarray
+) -> tuple[float, tuple[float, float], int]:
+    """Empirical p-value, central 95% range and size of the null taus of ``null``'s columns against ``y``
+    (columns with no ranking are dropped): ``(1 + #{tau >= observed}) / (1 + n)``, which is never 0 and is
+    exact for exchangeable nulls."""
+    taus = np.array([stats.kendalltau(column, y).statistic for column in null.T])
+    taus = taus[np.isfinite(taus)]
+    if not len(taus) or not np.isfinite(observed):
+        return math.nan, (math.nan, math.nan), int(len(taus))
+    low, high = np.percentile(taus, [2.5, 97.5])
+    return float((1 + (taus >= observed).sum()) / (1 + len(taus))), (float(low), float(high)), int(len(taus))
+
+
 def agreement(
     elicited: Sequence[float] | np.ndarray,
     truth: Sequence[float] | np.ndarray,
     n_resamples: int = 1000,
     seed: int = 0,
+    null: np.ndarray | None = None,
 ) -> Agreement:
-    """Kendall (with p-value and a bootstrap 95% interval over words), Spearman, and sign agreement.
+    """Kendall (with p-value and a bootstrap 95% interval over words), Spearman, sign agreement, and a
+    permutation test of tau.
 
+    ``null`` (``[words, permutations]``) holds the elicited values of refits on permuted lexicon values;
+    without it the elicited values are permuted over the words :data:`N_PERMUTATIONS` times (the right
+    null for a method that fits nothing).
     A constant elicited lexicon has no ranking: its correlations are NaN, never 0, so a degenerate method
     cannot pass for an uncorrelated one. Sign agreement counts words whose true value is nonzero.
     """
@@ -63,13 +107,21 @@ def agreement(
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise IrmscopeError("elicited or true values contain NaN or inf; drop those words first")
     n = int(x.size)
+    if null is not None and null.shape[0] != n:
+        raise IrmscopeError(f"the permutation null has {null.shape[0]} words, the elicited lexicon {n}")
     if n < MIN_WORDS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return _nan_agreement(n)
     tau = stats.kendalltau(x, y)
     rho = stats.spearmanr(x, y)
     signed = y != 0
     sign = float(np.mean(np.sign(x[signed]) == np.sign(y[signed]))) if signed.any() else math.nan
-    low, high = _kendall_bootstrap_ci(x, y, n_resamples, seed)
+    taus = resampled_taus([x], y, word_resamples(n, n_resamples, seed))[0]
+    valid = np.isfinite(taus)
+    low, high = np.percentile(taus[valid], [2.5, 97.5]) if valid.any() else (math.nan, math.nan)
+    if null is None:
+        rng = np.random.default_rng(seed)
+        null = np.stack([rng.permutation(x) for _ in range(N_PERMUTATIONS)], axis=1)
+    p, null_range, n_null = permutation_test(float(tau.statistic), null, y)
     return Agreement(
         n=n,
         kendall_tau=float(tau.statistic),
@@ -78,31 +130,78 @@ def agreement(
         spearman_rho=float(rho.statistic),
         spearman_p=float(rho.pvalue),
         sign_agreement=sign,
+        kendall_ci_nan_resamples=int((~valid).sum()),
+        permutation_p=p,
+        permutation_range=null_range,
+        n_permutations=n_null,
     )
 
 
-def _kendall_bootstrap_ci(x: np.ndarray, y: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
-    """Percentile 95% interval of Kendall's tau-b over word resamples, all resamples at once.
+def word_resamples(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap resamples of ``n`` words as counts (``[resamples, n]``: how often each word was drawn)."""
+    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
 
-    A resample is a vector of counts ``c`` (how often each word was drawn). Pairs of draws of the same word
-    are ties in both variables and drop out of tau-b, so with the pairwise sign matrices ``Sx``, ``Sy``
-    tau-b of the resample is ``c'(Sx∘Sy)c / sqrt(c'|Sx|c · c'|Sy|c)``: three matrix products per batch.
-    """
-    sx = np.sign(x[:, None] - x[None, :])
+
+def resampled_taus(xs: Sequence[np.ndarray], y: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each of ``xs`` against ``y`` in every word resample ``counts`` (the same
+    resamples for all, so differences are paired): ``[len(xs), resamples]``, NaN where undefined.
+
+    Pairs of draws of the same word are ties in both variables and drop out of tau-b, so with the pairwise
+    sign matrices ``Sx``, ``Sy`` tau-b of a resample ``c`` is ``c'(Sx∘Sy)c / sqrt(c'|Sx|c · c'|Sy|c)``:
+    three matrix products per batch."""
     sy = np.sign(y[:, None] - y[None, :])
-    n = x.size
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
 
     def quad(matrix: np.ndarray) -> np.ndarray:
         return np.einsum("bi,bi->b", counts @ matrix, counts)
 
-    denominator = np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))
-    valid = denominator > 0
-    if not valid.any():
+    out = []
+    for x in xs:
+        sx = np.sign(x[:, None] - x[None, :])
+        denominator = np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(denominator > 0, quad(sx * sy) / denominator, np.nan))
+    return np.stack(out)
+
+
+def _kendall_bootstrap_ci(x: np.ndarray, y: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile 95% interval of Kendall's tau-b over word resamples (see :func:`resampled_taus`)."""
+    taus = resampled_taus([x], y, word_resamples(x.size, n_resamples, seed))[0]
+    taus = taus[np.isfinite(taus)]
+    if not len(taus):
         return math.nan, math.nan
-    taus = quad(sx * sy)[valid] / denominator[valid]
     low, high = np.percentile(taus, [2.5, 97.5])
     return float(low), float(high)
+
+
+def tau_gap(
+    tuned: Sequence[float] | np.ndarray,
+    base: Sequence[float] | np.ndarray,
+    truth: Sequence[float] | np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """``tau(tuned) - tau(base)`` against ``truth`` over the same words, with a paired percentile
+    bootstrap: both taus are computed on the same word resamples, so the words both models find easy
+    (or hard) cancel out of the interval as they do out of the gap. The gap, not either tau, is the
+    evidence that tuning installed the reward. Also the number of resamples where it is undefined."""
+    x, b, y = (np.asarray(a, dtype=np.float64) for a in (tuned, base, truth))
+    if not (x.shape == b.shape == y.shape):
+        raise IrmscopeError("the tuned, base and true values must be aligned over the same words")
+    nan = {"value": math.nan, "low": math.nan, "high": math.nan, "n": int(x.size), "n_nan_resamples": 0}
+    if x.size < MIN_WORDS or min(np.ptp(x), np.ptp(b), np.ptp(y)) == 0:
+        return nan
+    value = float(stats.kendalltau(x, y).statistic - stats.kendalltau(b, y).statistic)
+    taus = resampled_taus([x, b], y, word_resamples(x.size, n_resamples, seed))
+    gaps = taus[0] - taus[1]
+    valid = np.isfinite(gaps)
+    low, high = np.percentile(gaps[valid], [2.5, 97.5]) if valid.any() else (math.nan, math.nan)
+    return {
+        "value": value,
+        "low": float(low),
+        "high": float(high),
+        "n": int(x.size),
+        "n_nan_resamples": int((~valid).sum()),
+    }
 
 
 def lexicon_agreement(
@@ -110,9 +209,11 @@ def lexicon_agreement(
     truth: Mapping[str, float],
     words: Sequence[str] | None = None,
     seed: int = 0,
+    null: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict]:
     """:func:`agreement` on ``words`` (default: every word both lexicons have), for all and negative words.
 
+    ``null`` maps each word to its elicited values under the permutation null (see :func:`agreement`).
     Returns ``{"all": ..., "negative": ...}`` (each :meth:`Agreement.to_dict`), where "negative" keeps the
     words whose true value is below zero (the paper's Table 11).
     """
@@ -121,10 +222,31 @@ def lexicon_agreement(
         raise IrmscopeError("the elicited and true lexicons share none of the requested words")
     x = np.array([elicited[w] for w in chosen])
     y = np.array([truth[w] for w in chosen])
+    z = None if null is None else np.stack([np.asarray(null[w], dtype=np.float64) for w in chosen])
+    negative = y < 0
+    z_negative = None if z is None else z[negative]
+    return {
+        "all": agreement(x, y, seed=seed, null=z).to_dict(),
+        "negative": agreement(x[negative], y[negative], seed=seed, null=z_negative).to_dict(),
+    }
+
+
+def lexicon_gap(
+    tuned: Mapping[str, float],
+    base: Mapping[str, float],
+    truth: Mapping[str, float],
+    words: Sequence[str],
+    seed: int = 0,
+) -> dict[str, dict]:
+    """:func:`tau_gap` on the ``words`` all three lexicons have, for all and negative words."""
+    chosen = [w for w in words if w in tuned and w in base and w in truth]
+    if not chosen:
+        raise IrmscopeError("the tuned, base and true lexicons share none of the requested words")
+    x, b, y = (np.array([lexicon[w] for w in chosen]) for lexicon in (tuned, base, truth))
     negative = y < 0
     return {
-        "all": agreement(x, y, seed=seed).to_dict(),
-        "negative": agreement(x[negative], y[negative], seed=seed).to_dict(),
+        "all": tau_gap(x, b, y, seed=seed),
+        "negative": tau_gap(x[negative], b[negative], y[negative], seed=seed),
     }
 
 

@@ -15,8 +15,15 @@ Decisions the paper leaves open, taken here once:
 
 * **Scaling to [-4, 4]**: divide by the largest absolute value and multiply by 4, so zero stays zero and
   signs are kept (sign agreement is a reported metric). Rank metrics do not depend on it.
-* **Held-out words**: a seeded hash puts each word in the fitting or the held-out set; ``R`` never sees a
-  row whose word is held out, and agreement is measured on held-out words only.
+* **Held-out words**: a seeded hash of each word's *lemma* puts it in the fitting or the held-out set, so
+  every inflection of a lemma ("love", "loved", "loving") falls on one side; ``R`` never sees a row whose
+  word is held out, and agreement is measured on held-out words only. The lemma is a heuristic
+  (:func:`lemma_key`, suffix stripping): no spaCy English model or lookup table is installed offline.
+* **Penalty of the ridge variants**: chosen by folds of whole words (rows of one word share its value
+  and look alike, so row-level leave-one-out would let a word's other rows vouch for it; see
+  :func:`irmscope.probes.ridge.group_cv_mse`).
+* **Permutation null**: :func:`null_reconstructions` refits ``R`` on lexicon values permuted over the
+  fitting words (the whole fit, penalty choice included), all permutations from one eigendecomposition.
 * **Averaging over occurrences**: ``R`` is linear, so the mean prediction over a word's contexts is ``R``
   of its mean features; we average the features.
 
@@ -43,6 +50,7 @@ from irmscope.data.triples import ContrastiveTriple
 from irmscope.elicit.continuations import continuation_activations, word_token_ids
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
+from irmscope.probes.ridge import group_cv_mse, ridge_predictions
 from irmscope.sae.model import SAE
 
 Variant = Literal["faithful", "ridge-delta", "ridge-value"]
@@ -51,9 +59,35 @@ LEXICON_RANGE = 4.0
 _RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 
 
+#: (suffix, replacement) tried in order; the first that leaves a stem of 3 or more letters is stripped
+_SUFFIXES = (
+    ("iness", "y"), ("ily", "y"), ("ies", "y"), ("ied", "y"), ("iest", "y"), ("ier", "y"),
+    ("ingly", ""), ("edly", ""), ("ness", ""), ("ing", ""), ("est", ""), ("ed", ""), ("er", ""),
+    ("ly", ""), ("es", ""), ("s", ""),
+)  # fmt: skip
+
+
+def lemma_key(word: str) -> str:
+    """A crude lemma: lowercase, one inflectional or common derivational suffix stripped, a doubled final
+    consonant undoubled and a final "e" dropped ("loved", "loving", "loves" → "lov"; "happier",
+    "happily" → "happy"; "stopped" → "stop").
+
+    A heuristic grouping key, not a linguistic lemma: it may join unrelated words ("hat", "hate"), which
+    only moves more words together to one side of the split, and misses irregular forms ("worse", "bad")."""
+    w = word.lower()
+    for suffix, replacement in _SUFFIXES:
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not (suffix == "s" and w.endswith("ss")):
+            w = w[: -len(suffix)] + replacement
+            break
+    if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "aeiouls":
+        w = w[:-1]
+    return w[:-1] if len(w) > 3 and w.endswith("e") else w
+
+
 def is_held_out(word: str, fraction: float = 0.3, seed: int = 0) -> bool:
-    """Whether ``word`` is held out from fitting: a seeded hash, so the split never depends on word order."""
-    digest = hashlib.sha256(f"{seed}:{word.lower()}".encode()).digest()
+    """Whether ``word`` is held out from fitting: a seeded hash of its :func:`lemma_key`, so the split
+    never depends on word order and all inflections of a lemma fall on the same side."""
+    digest = hashlib.sha256(f"{seed}:{lemma_key(word)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
@@ -178,14 +212,58 @@ def training_rows(
     return np.stack(X), y_arr, words
 
 
-def fit_regression(X: np.ndarray, y: np.ndarray, variant: Variant):
-    """OLS for ``faithful``; ridge with a cross-validated penalty otherwise (scikit-learn)."""
-    from sklearn.linear_model import LinearRegression, RidgeCV
+def fit_regression(X: np.ndarray, y: np.ndarray, variant: Variant, words: Sequence[str]):
+    """OLS for ``faithful``; otherwise ridge with its penalty chosen by folds of whole ``words`` (one per
+    row; see the module docstring)."""
+    from sklearn.linear_model import LinearRegression, Ridge
 
     if variant not in VARIANTS:
         raise IrmscopeError(f"unknown IRM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    model = LinearRegression() if variant == "faithful" else RidgeCV(alphas=_RIDGE_ALPHAS)
-    return model.fit(X, y)
+    if variant == "faithful":
+        return LinearRegression().fit(X, y)
+    alpha = _RIDGE_ALPHAS[group_cv_mse(X, y[:, None], np.asarray(words), alphas=_RIDGE_ALPHAS)[:, 0].argmin()]
+    return Ridge(alpha=float(alpha)).fit(X, y)
+
+
+def permuted_targets(
+    y: np.ndarray,
+    words: Sequence[str],
+    lexicon: Mapping[str, float],
+    variant: Variant,
+    n_permutations: int,
+    seed: int,
+) -> np.ndarray:
+    """``[rows, permutations]`` targets of :func:`training_rows` with the lexicon values permuted over the
+    fitting words (a word's rows keep one value; rows of words outside ``lexicon``, the neutral ones,
+    keep 0). The delta variants' targets keep each row's distance and take the permuted value's sign."""
+    fitted = sorted({w for w in words if lexicon.get(w, 0.0) != 0.0})
+    if len(fitted) < 2:
+        raise IrmscopeError("a permutation null needs at least 2 fitting words with a lexicon value")
+    index = {w: i for i, w in enumerate(fitted)}
+    rows = np.array([index.get(w, -1) for w in words])
+    rng = np.random.default_rng(seed)
+    values = np.array([lexicon[w] for w in fitted])
+    permuted = np.stack([rng.permutation(values) for _ in range(n_permutations)], axis=1)
+    new = np.where(rows[:, None] >= 0, permuted[np.maximum(rows, 0)], 0.0)
+    return new if variant == "ridge-value" else np.sign(new) * np.abs(y)[:, None]
+
+
+def null_reconstructions(
+    X: np.ndarray,
+    targets: np.ndarray,
+    words: Sequence[str],
+    variant: Variant,
+    word_matrix: np.ndarray,
+) -> np.ndarray:
+    """``R`` refitted to every column of ``targets`` (from :func:`permuted_targets`) and applied to the
+    evaluated words' features: ``[words, permutations]``, the same fit as :func:`fit_regression` (the
+    penalty chosen per column by the same word folds) from one eigendecomposition per fold. Scaling to
+    [-4, 4] is left out: it does not change a ranking."""
+    if variant == "faithful":
+        return ridge_predictions(X, targets, word_matrix, np.zeros(1))[0]
+    mse = group_cv_mse(X, targets, np.asarray(words), alphas=_RIDGE_ALPHAS)  # [alphas, permutations]
+    predicted = ridge_predictions(X, targets, word_matrix, _RIDGE_ALPHAS)  # [alphas, words, permutations]
+    return predicted[mse.argmin(0), :, np.arange(targets.shape[1])].T
 
 
 def reconstruct_lexicon(regression, words: Sequence[str], features: np.ndarray) -> dict[str, float]:

@@ -6,6 +6,12 @@ The controls within one subject are
 
 * **shuffled labels**: the regression fitted to targets in a random order (it should score about 0);
 * **random features**: the same pipeline with untrained SAEs of the same shape in place of the real ones.
+
+Every tau also gets a permutation test: :data:`N_PERMUTATIONS` refits of the same variant on the same
+features with the lexicon values permuted over the fitting words (:func:`~irmscope.elicit.irm.
+null_reconstructions`), the p-value and 95% range of that null sitting next to the tau (the shuffled-label
+control is one draw of a similar null; the Kendall p-value assumes independent words, which words read
+through one fitted regression are not).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from irmscope.elicit.irm import (
     TripleFeatures,
     fit_regression,
     is_held_out,
+    null_reconstructions,
+    permuted_targets,
     reconstruct_lexicon,
     shuffled,
     training_rows,
@@ -36,6 +44,8 @@ from irmscope.sae.model import SAE
 
 #: Sizes of the paper's two word tables: Table 3 (six words) and Table 10 (thirty words).
 TABLE_SIZES = {"table3": 6, "table10": 30}
+#: refits with permuted lexicon values per variant and feature set (the permutation null)
+N_PERMUTATIONS = 200
 
 
 def random_saes(saes: Mapping[str, SAE], seed: int = 0) -> dict[str, SAE]:
@@ -75,11 +85,29 @@ def _elicit(
     shuffle_seed: int | None,
 ) -> tuple[dict[str, float], Any]:
     """The reconstructed lexicon of ``words`` and the fitted regression R."""
-    X, y, _ = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
+    X, y, row_words = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
     if shuffle_seed is not None:
         y = shuffled(y, shuffle_seed)
-    regression = fit_regression(X, y, variant)  # type: ignore[arg-type]
+    regression = fit_regression(X, y, variant, row_words)  # type: ignore[arg-type]
     return reconstruct_lexicon(regression, words, word_matrix), regression
+
+
+def _null(
+    triples: Sequence[ContrastiveTriple],
+    features: TripleFeatures,
+    words: list[str],
+    word_matrix: np.ndarray,
+    held_out: set[str],
+    variant: str,
+    truth: Mapping[str, float],
+    n_permutations: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Each evaluated word's values under :data:`N_PERMUTATIONS` refits on permuted lexicon values."""
+    X, y, row_words = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
+    targets = permuted_targets(y, row_words, truth, variant, n_permutations, seed)  # type: ignore[arg-type]
+    values = null_reconstructions(X, targets, row_words, variant, word_matrix)  # type: ignore[arg-type]
+    return dict(zip(words, values, strict=True))
 
 
 def lexicon_study(
@@ -91,11 +119,14 @@ def lexicon_study(
     held_out_fraction: float = 0.3,
     max_words: int = 600,
     seed: int = 0,
+    n_permutations: int = N_PERMUTATIONS,
 ) -> dict[str, Any]:
-    """Every variant × {real, shuffled labels, random features}, scored on held-out words.
+    """Every variant × {real, shuffled labels, random features}, scored on held-out words, each tau with
+    its permutation test (``n_permutations`` refits per variant and feature set).
 
     Returns a dict: ``agreement[variant][control]`` (``lexicon_agreement`` output), the reconstructed
-    values of the held-out words per variant, the paper's word tables, and under ``regressions`` each
+    values of the held-out words per variant (``reconstructed``; every control's under ``elicited``,
+    for the tuned-vs-base gap), the paper's word tables, and under ``regressions`` each
     variant's fitted R on the real features (``{"coef": array, "intercept": float}``, features of the sites
     concatenated in ``saes`` order; numpy, so a caller saves it apart from the JSON-ready rest).
     """
@@ -105,18 +136,23 @@ def lexicon_study(
     setups = {"real": dict(saes), "random-features": random_saes(saes, seed)}
     agreements: dict[str, dict[str, Any]] = {variant: {} for variant in VARIANTS}
     reconstructed: dict[str, dict[str, float]] = {}
+    every: dict[str, dict[str, dict[str, float]]] = {variant: {} for variant in VARIANTS}
     regressions: dict[str, dict[str, Any]] = {}
     n_rows = 0
     for setup, setup_saes in setups.items():
         features = triple_features(lm, triples, setup_saes)
         kept, matrix = word_features(lm, words, contexts, setup_saes)
         for variant in VARIANTS:
+            null = _null(
+                triples, features, kept, matrix, held_out, variant, truth, n_permutations, seed + 2
+            )
             runs = {setup: None} if setup != "real" else {"real": None, "shuffled-labels": seed + 1}
             for control, shuffle_seed in runs.items():
                 elicited, regression = _elicit(
                     triples, features, kept, matrix, held_out, variant, shuffle_seed
                 )
-                agreements[variant][control] = lexicon_agreement(elicited, truth, kept, seed=seed)
+                agreements[variant][control] = lexicon_agreement(elicited, truth, kept, seed=seed, null=null)
+                every[variant][control] = elicited
                 if control == "real":
                     reconstructed[variant] = elicited
                     regressions[variant] = {
@@ -141,6 +177,8 @@ def lexicon_study(
         "sites": list(saes),
         "agreement": agreements,
         "reconstructed": reconstructed,
+        "elicited": every,
+        "n_permutations": n_permutations,
         "tables": tables,
         "regressions": regressions,
     }

@@ -5,6 +5,11 @@ lexicon, then :func:`~irmscope.elicit.lexicon_study.lexicon_study` runs on the t
 model with the same triples, contexts and held-out words, and the token-level implicit reward
 (:mod:`~irmscope.elicit.policy_shift`) is scored on the same words and, since it fits nothing, on a seeded
 sample of all lexicon words.
+
+Only the gap between the two models is evidence that tuning installed the reward, so the study reports
+``tau(tuned) - tau(base)`` for every method and control with a paired bootstrap over words
+(:func:`~irmscope.elicit.agreement.lexicon_gap`); for the policy shift the base model's number is its own
+level (its shift is zero by construction).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.data.triples import build_contrastive_triples
-from irmscope.elicit.agreement import lexicon_agreement
+from irmscope.elicit.agreement import lexicon_agreement, lexicon_gap
 from irmscope.elicit.lexicon_study import evaluation_words, lexicon_study
 from irmscope.elicit.policy_shift import policy_shift
 from irmscope.errors import IrmscopeError
@@ -89,9 +94,31 @@ def elicit_lexicon_reward(
     def scored(values: dict[str, dict[str, float]], on: list[str]) -> dict[str, Any]:
         return {name: lexicon_agreement(v, truth, on, seed=seed) for name, v in values.items()}
 
-    return {
+    def shift_gap(on: list[str]) -> dict[str, Any]:
+        return {
+            name: lexicon_gap(estimates.shift[name], estimates.reference_level[name], truth, on, seed)
+            for name in estimates.shift
+        }
+
+    studies = {
         "tuned": lexicon_study(tuned, tuned_saes, **common),
         "base": lexicon_study(base, base_saes, **common),
+    }
+    irm_gap = {
+        variant: {
+            control: lexicon_gap(
+                values, studies["base"]["elicited"][variant][control], truth, sorted(values), seed
+            )
+            for control, values in controls.items()
+        }
+        for variant, controls in studies["tuned"]["elicited"].items()
+    }
+    return {
+        **studies,
+        "gap": {
+            "irm": irm_gap,
+            "policy_shift": {"held_out_words": shift_gap(words), "every_word": shift_gap(every_word)},
+        },
         "policy_shift": {
             "held_out_words": scored(estimates.shift, words),
             "every_word": scored(estimates.shift, every_word),

@@ -49,7 +49,10 @@ class Explainer(Protocol):
 class OfflineExplainer:
     """Top tokens and correlation with the known reward; no language model involved."""
 
-    label = "offline explainer (no LLM): top tokens and the feature's measured link to the known reward"
+    label = (
+        "offline lexicon heuristic (not a language model): top tokens and the feature's measured link to "
+        "the known reward"
+    )
 
     def __init__(self, min_reward_word_share: float = 0.5) -> None:
         self.min_reward_word_share = min_reward_word_share

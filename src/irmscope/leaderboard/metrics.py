@@ -128,7 +128,15 @@ def score_estimate(
     out: dict[str, dict[str, Any]] = {}
     for name in METRICS:
         values = np.asarray(draws[name])
-        values = values[np.isfinite(values)]
-        low, high = np.quantile(values, [alpha, 1 - alpha]) if len(values) else (np.nan, np.nan)
-        out[name] = {"value": point[name], "low": float(low), "high": float(high), "n": int(len(prompts))}
+        finite = np.isfinite(values)
+        low, high = np.quantile(values[finite], [alpha, 1 - alpha]) if finite.any() else (np.nan, np.nan)
+        out[name] = {
+            "value": point[name],
+            "low": float(low),
+            "high": float(high),
+            "n": int(len(prompts)),
+            # resamples where the metric is undefined (e.g. a constant estimate within a policy) are left out
+            # of the interval; how many is reported, since many of them make the interval unreliable
+            "n_nan_resamples": int((~finite).sum()),
+        }
     return out

@@ -4,8 +4,13 @@ without reward labels (the research question of seed 000).
 Each contrast pair is one contrastive triple's positive and negative text (the same context ending in a
 rewarded or a penalised word), read at that word. CCS asks for a probe ``p`` with ``p(a) ≈ 1 - p(b)`` on
 every pair (consistency) that is not 0.5 on both (confidence). The pair's members are put in a random
-order first: CCS normalises each side separately, and if one side always held the positive text that
-normalisation would subtract exactly the direction sought. Which end of the direction is "rewarded" is
+order first: Burns et al. normalise each side separately, and if one side always held the positive text
+that normalisation would subtract exactly the direction sought. With the order random both sides have the
+same distribution, so one normalisation (the mean and spread of every text of the fitting pairs) stands
+in for the two, and it is the one the probe applies when it scores a single text: a probe fitted on
+per-side statistics but scored with pooled ones would be read in other units than it was fitted in, and
+its held-out loss (normalised by the held-out pairs' own statistics) would not be the loss of the probe
+that scores completions. Which end of the direction is "rewarded" is
 one bit CCS cannot know; it is set so that positive texts score higher on average, the only use of the
 construction.
 """
@@ -22,8 +27,9 @@ from irmscope.errors import IrmscopeError
 
 @dataclass(frozen=True)
 class CcsProbe:
-    """``score(x) = ((x - mean) / scale) @ weights``; ``held_out_loss`` is the CCS loss on pairs the
-    probe was not fitted on (what layers are compared by)."""
+    """``score(x) = ((x - mean) / scale) @ weights``, oriented so positive texts score higher;
+    ``held_out_loss`` is the CCS loss on pairs the probe was not fitted on (what layers are compared by).
+    The CCS probability of a text is ``sigmoid(orientation * (score(x) + bias))``."""
 
     weights: np.ndarray
     mean: np.ndarray
@@ -32,22 +38,26 @@ class CcsProbe:
     held_out_loss: float
     #: how often the positive text of a held-out pair scores higher (reported, never fitted on)
     held_out_pair_accuracy: float
+    bias: float
+    orientation: float
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
-
-
 def ccs_loss(
     first: torch.Tensor, second: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
-    """CCS loss of every probe (columns of ``weights``) on side-normalised pairs: ``[probes]``."""
-    p1 = torch.sigmoid(_normalise(first) @ weights + bias)
-    p2 = torch.sigmoid(_normalise(second) @ weights + bias)
+    """CCS loss of every probe (columns of ``weights``) on normalised pairs: ``[probes]``."""
+    p1 = torch.sigmoid(first @ weights + bias)
+    p2 = torch.sigmoid(second @ weights + bias)
     return ((p1 - (1 - p2)) ** 2).mean(0) + (torch.minimum(p1, p2) ** 2).mean(0)
+
+
+def pair_split(n: int, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``n`` pairs have their members swapped (see the module docstring) and which are held out."""
+    rng = np.random.default_rng(seed)
+    return rng.random(n) < 0.5, rng.random(n) < held_out_fraction
 
 
 def fit_ccs(
@@ -64,13 +74,14 @@ def fit_ccs(
     positive, negative = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
     if positive.shape != negative.shape or len(positive) < 10:
         raise IrmscopeError(f"CCS needs at least 10 matched pairs; got {positive.shape} and {negative.shape}")
-    rng = np.random.default_rng(seed)
-    swap = rng.random(len(positive)) < 0.5  # random member order: see the module docstring
+    swap, held = pair_split(len(positive), held_out_fraction, seed)
     first = np.where(swap[:, None], negative, positive)
     second = np.where(swap[:, None], positive, negative)
-    held = rng.random(len(positive)) < held_out_fraction
+    fitting = np.concatenate([first[~held], second[~held]])
+    mean, scale = fitting.mean(0), fitting.std(0)
+    scale[scale < 1e-6] = 1.0
     torch.manual_seed(seed)
-    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    as_tensor = lambda a: torch.as_tensor((a - mean) / scale, dtype=torch.float32)  # noqa: E731
     a, b = as_tensor(first[~held]), as_tensor(second[~held])
     weights = torch.nn.Parameter(torch.randn(a.shape[1], n_restarts) / np.sqrt(a.shape[1]))
     bias = torch.nn.Parameter(torch.zeros(n_restarts))
@@ -84,12 +95,12 @@ def fit_ccs(
         train = ccs_loss(a, b, weights, bias)
         best = int(train.argmin())
         held_out = ccs_loss(as_tensor(first[held]), as_tensor(second[held]), weights, bias)[best]
-    both = np.concatenate([positive, negative])
-    mean, scale = both.mean(0), both.std(0)
-    scale[scale == 0] = 1.0
     direction = weights.detach()[:, best].double().numpy()
-    probe = CcsProbe(direction, mean, scale, float(train[best]), float(held_out), float("nan"))
+    raw = CcsProbe(direction, mean, scale, float(train[best]), float(held_out), float("nan"), 0.0, 1.0)
     fitted = ~held  # the sign comes from fitting pairs only, so the held-out accuracy stays held out
-    sign = 1.0 if (probe.score(positive[fitted]) - probe.score(negative[fitted])).mean() >= 0 else -1.0
-    wins = float((sign * (probe.score(positive[held]) - probe.score(negative[held])) > 0).mean())
-    return CcsProbe(sign * direction, mean, scale, probe.train_loss, probe.held_out_loss, wins)
+    sign = 1.0 if (raw.score(positive[fitted]) - raw.score(negative[fitted])).mean() >= 0 else -1.0
+    wins = float((sign * (raw.score(positive[held]) - raw.score(negative[held])) > 0).mean())
+    raw_bias = float(bias.detach()[best])
+    return CcsProbe(
+        sign * direction, mean, scale, raw.train_loss, raw.held_out_loss, wins, sign * raw_bias, sign
+    )

@@ -36,11 +36,14 @@ class LinearProbe:
         return np.asarray(x, dtype=np.float64) @ self.direction + self.intercept
 
 
-def _fold_predictions(x_fit: np.ndarray, y_fit: np.ndarray, x_held: np.ndarray) -> np.ndarray:
-    """Ridge predictions for ``x_held`` at every penalty in :data:`ALPHAS` (``[alphas, held, targets]``),
+def ridge_predictions(
+    x_fit: np.ndarray, y_fit: np.ndarray, x_held: np.ndarray, alphas: np.ndarray = ALPHAS
+) -> np.ndarray:
+    """Ridge predictions for ``x_held`` at every penalty in ``alphas`` (``[alphas, held, targets]``),
     from one eigendecomposition of the centred fitting rows' smaller Gram matrix (rows x rows in the dual
     form when they are fewer than the features, features x features otherwise), so the whole penalty grid
-    costs one decomposition."""
+    costs one decomposition. A penalty of 0 is the minimum-norm least-squares fit (directions the fitting
+    rows do not span get no weight), i.e. ordinary least squares with an intercept."""
     mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
     centred, targets = x_fit - mean_x, y_fit - mean_y
     if centred.shape[0] < centred.shape[1]:  # dual: prediction = X_held X^T (X X^T + a)^-1 y
@@ -52,11 +55,15 @@ def _fold_predictions(x_fit: np.ndarray, y_fit: np.ndarray, x_held: np.ndarray) 
         held = (x_held - mean_x) @ basis  # [held, features]
         projected_y = basis.T @ (centred.T @ targets)
     eigen = np.clip(eigen, 0.0, None)
-    return np.stack([held @ (projected_y / (eigen + a)[:, None]) + mean_y for a in ALPHAS])
+    spanned = eigen > eigen.max(initial=0.0) * len(eigen) * np.finfo(float).eps
+    inverse = [np.where(spanned, 1.0 / np.where(spanned, eigen + a, 1.0), 0.0) for a in alphas]
+    return np.stack([held @ (projected_y * inv[:, None]) + mean_y for inv in inverse])
 
 
-def group_cv_mse(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = 5) -> np.ndarray:
-    """Mean squared error of ridge at every penalty (``[alphas, targets]``, ``y`` as ``[rows, targets]``),
+def group_cv_mse(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = 5, alphas: np.ndarray = ALPHAS
+) -> np.ndarray:
+    """Mean squared error of ridge at every penalty in ``alphas`` (``[alphas, targets]``, ``y`` as ``[rows, targets]``),
     by K-fold cross-validation with every group wholly in one fold: rows of one group (the completions of
     one prompt, the tokens of one text) are alike and often share their target, so leaving one row out
     would let its twins vouch for it and favour too small a penalty."""
@@ -65,9 +72,9 @@ def group_cv_mse(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int 
         raise IrmscopeError(
             "cross-validation by group needs at least 2 groups (prompts/texts); add more data"
         )
-    squared = np.zeros((len(ALPHAS), y.shape[1]))
+    squared = np.zeros((len(alphas), y.shape[1]))
     for fit_rows, held_rows in GroupKFold(n_splits=n_folds).split(x, y, groups):
-        predicted = _fold_predictions(x[fit_rows], y[fit_rows], x[held_rows])
+        predicted = ridge_predictions(x[fit_rows], y[fit_rows], x[held_rows], alphas)
         squared += ((predicted - y[held_rows]) ** 2).sum(1)
     return squared / len(y)
 

@@ -15,7 +15,17 @@ def _tau(a: dict[str, Any] | None) -> str:
     if not a or a["kendall_tau"] != a["kendall_tau"]:
         return "n/a"
     low, high = a["kendall_ci"]
-    return f"{a['kendall_tau']:+.3f} [{low:+.3f}, {high:+.3f}] p={a['kendall_p']:.1e}"
+    text = f"{a['kendall_tau']:+.3f} [{low:+.3f}, {high:+.3f}] p={a['kendall_p']:.1e}"
+    if a.get("n_permutations"):
+        null_low, null_high = a["permutation_range"]
+        text += f"; perm. p={a['permutation_p']:.3f}, null [{null_low:+.2f}, {null_high:+.2f}]"
+    return text
+
+
+def _gap(g: dict[str, Any] | None) -> str:
+    if not g or g["value"] != g["value"]:
+        return "n/a"
+    return f"{g['value']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
 
 
 def _sign(a: dict[str, Any] | None) -> str:
@@ -26,6 +36,8 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
     """Tables 4 and 11 (tau for all and negative words, tuned vs base, every variant and control), the
     tau forest plot, and Tables 3 and 10 (words with reconstructed and true values)."""
     tuned, base, shift = elicitation["tuned"], elicitation["base"], elicitation["policy_shift"]
+    gaps = elicitation.get("gap", {})
+    shift_gaps = gaps.get("policy_shift", {})
     tables, forest = [], []
     for subset, title in (("all", "Table 4: all held-out words"), ("negative", "Table 11: negative words")):
         rows = []
@@ -33,8 +45,18 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
             for control in CONTROLS:
                 t = tuned["agreement"][variant][control][subset]
                 b = base["agreement"][variant][control][subset]
+                gap = gaps.get("irm", {}).get(variant, {}).get(control, {}).get(subset)
                 rows.append(
-                    [f"IRM regression, {variant}", control, _tau(t), _tau(b), _sign(t), _sign(b), t["n"]]
+                    [
+                        f"IRM regression, {variant}",
+                        control,
+                        _tau(t),
+                        _tau(b),
+                        _gap(gap),
+                        _sign(t),
+                        _sign(b),
+                        t["n"],
+                    ]
                 )
                 if subset == "all":
                     forest.append((f"{variant} / {control}", {"tuned": t, "base": b}))
@@ -46,6 +68,7 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
                     "base: its own level, no reference",
                     _tau(s),
                     _tau(level),
+                    _gap(shift_gaps.get("held_out_words", {}).get(estimate, {}).get(subset)),
                     _sign(s),
                     "n/a (a level has no sign)",
                     s["n"],
@@ -61,6 +84,7 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
                     "control",
                     "tau, tuned model",
                     "tau, base model",
+                    "gap: tuned - base",
                     "sign agr., tuned",
                     "sign agr., base",
                     "words",
@@ -85,8 +109,16 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
         f"after {tuned['n_contexts']} contexts, SAE features at {', '.join(tuned['sites'])}). Only a gap "
         "between tuned and base is evidence that tuning installed the reward: a pretrained model already "
         "knows sentiment. Controls: the regression fitted to shuffled targets, and the same pipeline with "
-        "untrained (random) SAE features. Kendall's tau with its p-value and a 95% bootstrap interval over "
-        "words. The policy shift compares the tuned with the base model's probability of each word at "
+        "untrained (random) SAE features. Kendall's tau (the coefficient; the paper's Table 4 states a "
+        "Kendall tau distance, which without ties is (1 - tau) / 2) with its p-value and a 95% bootstrap "
+        "interval over words, then a permutation test: the p-value assumes independent words, but every "
+        "word is read through one fitted regression, so each variant is refitted "
+        f"{tuned.get('n_permutations', 0)} times on lexicon values permuted over the fitting words (for "
+        "the policy shift, which fits nothing, its values are permuted over the words); perm. p is "
+        "(1 + #null taus >= tau) / (1 + #null) and the null's central 95% range is beside it. The gap "
+        "column is tau(tuned) - tau(base) with a paired bootstrap interval (the same word resamples for "
+        "both models): the evidence that tuning installed the reward. The policy shift compares the tuned "
+        "with the base model's probability of each word at "
         f"every position of {shift['n_texts']} prompt + completion texts of both models, as the mean "
         "log-ratio (every position weighs the same) or as the log-ratio of expected counts (positions weigh "
         "by how likely the word is there). It fits nothing, so every lexicon word is held out from it: the "
@@ -96,7 +128,15 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
     )
     every_word = (
         "Policy shift on all lexicon words (nothing is fitted; a seeded sample up to the word limit)",
-        ["estimate", "tau, all words", "tau, negative words", "sign agreement", "tau, base level", "words"],
+        [
+            "estimate",
+            "tau, all words",
+            "tau, negative words",
+            "sign agreement",
+            "tau, base level",
+            "gap: shift - base level",
+            "words",
+        ],
         [
             [
                 estimate,
@@ -104,6 +144,7 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
                 _tau(agreement["negative"]),
                 _sign(agreement["all"]),
                 _tau(shift["base_level"]["every_word"][estimate]["all"]),
+                _gap(shift_gaps.get("every_word", {}).get(estimate, {}).get("all")),
                 agreement["all"]["n"],
             ]
             for estimate, agreement in shift["every_word"].items()

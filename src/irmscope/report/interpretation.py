@@ -12,8 +12,15 @@ from typing import Any
 from irmscope.report.html import Section, interval
 
 
-def dashboard(feature: dict[str, Any]) -> str:
-    """One feature's dashboard: heading, description, and its contexts with per-token shading."""
+def explainer_name(label: str) -> str:
+    """The short name of an explainer's label (before its colon), shown beside everything it wrote, so an
+    offline heuristic's output is never read as a language model's (or as the paper's)."""
+    return label.split(":")[0]
+
+
+def dashboard(feature: dict[str, Any], explainer: str) -> str:
+    """One feature's dashboard: heading, description (named by its ``explainer``), and its contexts with
+    per-token shading."""
     peak = max((max(c["activations"]) for c in feature["contexts"]), default=0.0) or 1.0
     lines = []
     for context in feature["contexts"]:
@@ -30,7 +37,8 @@ def dashboard(feature: dict[str, Any]) -> str:
     return (
         f"<div class='feature'><b>{html.escape(feature['site'])} #{feature['feature']}</b> "
         f"({verdict}; active on {feature['frequency']:.1%} of tokens, max {feature['max_activation']:.2f})"
-        f"<p class='note'>{html.escape(feature['description'])}</p>{''.join(lines)}</div>"
+        f"<p class='note'>{html.escape(explainer)}: {html.escape(feature['description'])}</p>"
+        f"{''.join(lines)}</div>"
     )
 
 
@@ -38,6 +46,7 @@ def interpretation_sections(
     interpretation: dict[str, Any], validation: dict[str, Any] | None, reward: str
 ) -> list[Section]:
     features = interpretation["features"]
+    name = explainer_name(interpretation["explainer"])
     rows = [
         [
             f["site"],
@@ -76,22 +85,22 @@ def interpretation_sections(
                         "frequency",
                         "r",
                         "reward-word share",
-                        "description",
+                        f"description by {name}",
                     ],
                     rows,
                 )
             ],  # fmt: skip
-            html=[dashboard(f) for f in shown],
+            html=[dashboard(f, name) for f in shown],
         )
     ]
     if validation:
-        sections.append(_validation_section(validation, reward))
+        sections.append(_validation_section(validation, reward, name))
     return sections
 
 
 #: Table 5's ablated feature sets, in the order shown
 ABLATED = {
-    "related": "reward-related features (explainer)",
+    "related": "reward-related features ({explainer})",
     "random": "as many random features",
     "attributed": "features chosen by reward attribution",
     "attributed_opposite": "features chosen for the opposite reward",
@@ -99,7 +108,7 @@ ABLATED = {
 }
 
 
-def _validation_section(validation: dict[str, Any], reward: str) -> Section:
+def _validation_section(validation: dict[str, Any], reward: str, explainer: str) -> Section:
     t5 = validation["table5"]
     rows = [
         ["base model (no tuning)", interval(validation["base_mean_reward"], signed=True), "", "", ""],
@@ -111,7 +120,7 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
             removed = t5[name].get("gain_removed")
             rows.append(
                 [
-                    f"tuned, {label} ablated",
+                    f"tuned, {label.format(explainer=explainer)} ablated",
                     interval(t5[name]["after"], signed=True),
                     interval(t5[name]["change"], signed=True),
                     interval(removed, signed=True) if removed else "",
@@ -129,7 +138,8 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
     ]
     if "attributed" in t5:
         paragraphs.append(
-            "Beside the explainer's choice (the paper's), features are also chosen by reward attribution: "
+            f"Beside the explainer's choice (the paper's procedure, here made by the {explainer}), "
+            "features are also chosen by reward attribution: "
             "those whose removal should most lower the reward the tuned model expects from its next token, "
             "a first-order estimate summed over the positions of its completions to prompts that are not "
             "evaluation prompts. Its control is the same choice made for the opposite reward (values "
@@ -162,9 +172,11 @@ def _validation_section(validation: dict[str, Any], reward: str) -> Section:
         ]
         first = next(iter(validation["table6"].values()))
         paragraphs.append(
-            f"Table 6: on held-out reviews, the tokens R predicts a sentiment activation delta above "
-            f"{first['threshold']:g}; how often the reward-related features fire there, against the average "
-            "feature, and (control) the same frequencies over every token."
+            f"Table 6: on held-out reviews, the tokens where R's raw output exceeds {first['threshold']:g}; "
+            "how often the reward-related features fire there, against the average feature, and (control) "
+            "the same frequencies over every token. R's output is in the units of its training targets, not "
+            "the rescaled [-4, 4] lexicon: for faithful and ridge-delta, sentiment activation deltas scaled "
+            "so that the largest training delta is 4; for ridge-value, the lexicon's own values."
         )
         tables.append(
             (

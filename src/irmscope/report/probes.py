@@ -196,7 +196,8 @@ def _details(rows: list[dict[str, Any]]) -> list[str]:
             sets = ", ".join(f"{k} {v:.2f}" for k, v in ident["agreement_across_feature_sets"].items())
             accuracy = ident["preference_accuracy"].values()
             out.append(
-                f"{row['method']} (features at layer {details['layer']['tuned']} for the tuned model): "
+                f"{row['method']} (features at the block most cross-fitting folds chose for the tuned model, "
+                f"{details['layer']['tuned']}): "
                 f"recovered rewards agree across resamples of the demonstrations with r = {seeds}; across "
                 f"feature sets with r = {sets}; preference accuracy ranges {min(accuracy):.3f}-"
                 f"{max(accuracy):.3f} over these runs."

@@ -3,32 +3,24 @@ under which the tuned model's completions are the expert's (see :mod:`irmscope.i
 
 The features are the mean over each text's tokens (prompt and completion, the first token left out) of
 the residual stream leaving one block (the
-probes stage's read-outs of the coverage texts); the block is the one whose read-out best predicts who
-wrote a completion (cross-validated log-likelihood, the max-entropy objective), a choice that uses
-authorship only, never the known reward. Estimates are cross-fitted by prompt. The base-model row fits the
-same IRL on the base model's read-out of the same completions.
+probes stage's read-outs of the coverage texts). Estimates are cross-fitted by prompt, and inside each
+fold the block and the penalty are chosen by a second, inner cross-validation over that fold's fitting
+prompts only (the method's own objective: authorship, never the known reward), so neither choice sees
+the prompts it predicts. The base-model row fits the same IRL on the base model's read-out of the same
+completions.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from irmscope.irl import PENALTIES, IrlKind, cross_fitted_irl, identifiability, penalty_search
+from irmscope.irl import IrlKind, cross_fitted_irl, identifiability
 from irmscope.leaderboard.base import Coverage, Estimates, MethodInputs, RewardEstimator, register
 from irmscope.leaderboard.metrics import preference_accuracy
 from irmscope.probes.residuals import Residuals, load_residuals
-
-
-def best_layer(residuals: Residuals, expert: np.ndarray, groups: np.ndarray) -> int:
-    """The block whose mean-pooled read-out gives the highest cross-validated likelihood of authorship."""
-    scores = []
-    for index in range(len(residuals.layers)):
-        x = residuals.mean[:, index].astype(np.float64)
-        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-        scores.append(penalty_search("max-entropy", groups, PENALTIES[::2]).fit(x, expert).best_score_)
-    return residuals.layers[int(np.argmax(scores))]
 
 
 class InverseRL(RewardEstimator):
@@ -45,14 +37,18 @@ class InverseRL(RewardEstimator):
         cov = inputs.coverage
         expert, groups = np.asarray(cov.policy) == "tuned", cov.prompt_index
         out: dict[str, np.ndarray] = {}
-        details: dict[str, Any] = {"features": "mean-pooled residual stream", "layer": {}}
+        details: dict[str, Any] = {
+            "features": "mean-pooled residual stream",
+            "fit": "conditional logit within prompts" if self.kind == "max-entropy" else "ranking SVM",
+            "layer": {},
+            "layers_by_fold": {},
+        }
         for label in ("tuned", "base"):
             residuals = self._readouts(inputs, label)
-            layer = best_layer(residuals, expert, groups)
-            details["layer"][label] = layer
-            out[label], _ = cross_fitted_irl(
-                residuals.at("mean_pooled", layer), expert, groups, self.kind, seed=inputs.seed
-            )
+            candidates = {layer: residuals.at("mean_pooled", layer) for layer in residuals.layers}
+            out[label], _, chosen = cross_fitted_irl(candidates, expert, groups, self.kind, seed=inputs.seed)
+            layer = Counter(chosen).most_common(1)[0][0]  # the block most folds chose (identifiability's)
+            details["layer"][label], details["layers_by_fold"][label] = layer, chosen
             if self.with_identifiability and label == "tuned":
                 details["identifiability"] = self._identifiability(residuals, layer, expert, cov)
         return Estimates(tuned=out["tuned"], base=out["base"], details=details)
@@ -78,16 +74,18 @@ class InverseRL(RewardEstimator):
 register(
     InverseRL(
         "max-entropy",
-        "logistic regression of 'the tuned model wrote it' on the mean-pooled residual stream: the "
-        "max-entropy IRL reward with the base policy as reference (no known-reward labels; cross-fitted)",
+        "conditional logit of 'the tuned model wrote it' on within-prompt differences of the mean-pooled "
+        "residual stream: the max-entropy IRL reward with the base policy as reference (no known-reward "
+        "labels; cross-fitted, block and penalty chosen inside each fold)",
         with_identifiability=True,
     )
 )
 register(
     InverseRL(
         "max-margin",
-        "linear SVM separating the tuned model's completions from the base model's on the same features "
-        "(no known-reward labels; cross-fitted)",
+        "linear SVM without intercept separating the tuned model's completion from the base model's within "
+        "each prompt, on the same features (no known-reward labels; cross-fitted, block and penalty chosen "
+        "inside each fold)",
         with_identifiability=False,
     )
 )
