@@ -20,6 +20,7 @@ PAIR_SEED_OFFSET = 100
 @register
 class Interpret(Stage):
     name = "interpret"
+    version = 2  # 2: the offline explainer is labelled an offline lexicon heuristic
     needs = ("saes",)
     result_key = "interpretation"
     result_file = "interpretation.json"

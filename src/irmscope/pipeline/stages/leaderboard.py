@@ -17,6 +17,7 @@ from irmscope.pipeline.stages.probes import coverage, probes_apply
 @register
 class Leaderboard(Stage):
     name = "leaderboard"
+    version = 2  # 2: inverse RL fitted within prompts, CCS normalised once, NaN resamples counted
     needs = ("probes", "evaluate", "elicit")
     result_key = "leaderboard"
     result_file = "leaderboard.json"
