@@ -201,7 +201,8 @@ class ValidationSection(_Section):
 
 
 class ProbesSection(_Section):
-    """Reward probes on the residual stream, steering along reward directions (seed 003), and the
+    """Reward probes on the residual stream, steering along reward directions (the probe study "Do RL'd
+    models estimate anticipated rewards?"), and the
     leaderboard of every reward estimate (DPO's implicit reward uses ``tune.beta`` as its beta)."""
 
     enabled: Bool = Field(True, description="run the probes, steer, attribute and leaderboard stages")
@@ -286,7 +287,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"n_prompts": 1000},
         "activations": {"n_layers": 5, "n_texts": 6000},
         "elicit": {"n_triples": 2000, "max_words": 2000},
-        # 2,000 reviews read to 384 tokens: the ratings probe reaches r = 0.80 (README, probes section)
+        # 2,000 reviews of 384 tokens: the ratings probe reached r = 0.80 outside the pipeline
+        # (docs/findings.md)
         "probes": {"n_rating_texts": 2000, "max_length": 384},
     },
 }

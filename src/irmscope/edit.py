@@ -1,4 +1,5 @@
-"""Editing an implicit reward in the weights, the way ROME edits a fact (seed 000's second question).
+"""Editing an implicit reward in the weights, the way ROME edits a fact (the second question
+of the project proposal "Eliciting Internal Reward Models in LLMs").
 
 The implicit reward of a word is how much tuning raised its probability where it could come next (the
 policy shift, :mod:`irmscope.elicit.policy_shift`). ROME (Meng et al., 2022) reads an MLP's down

@@ -1,4 +1,6 @@
-"""Inverse reinforcement learning of a tuned model's reward from its own completions (seed 004).
+"""Inverse reinforcement learning of a tuned model's reward from its own completions, after
+"Insights from the Inverse: Reconstructing LLM Training Goals Through Inverse RL" (Jagota, Joselowitz,
+Krishna et al., 2024).
 
 The tuned model's completions are the expert demonstrations and the base model's the alternative. In the
 one-step setting of a completion, KL-regularised RL has a closed-form optimum, ``pi_tuned(y|x) =

@@ -1,4 +1,5 @@
-"""Reward probes on the residual stream, and steering along reward directions (the probe study, seed 003)."""
+"""Reward probes on the residual stream, and steering along reward directions (the probe study
+"Do RL'd models estimate anticipated rewards?")."""
 
 from irmscope.probes.residuals import Residuals, read_positions, read_residuals
 from irmscope.probes.ridge import LinearProbe, cross_fitted, fit_probe, group_split, held_out_score

@@ -1,6 +1,6 @@
 """Which components write the reward direction: direct attribution through the residual stream, and
-activation patching between the positive and negative texts of contrastive triples (seed 000's third
-question, rewards interpreted through circuits).
+activation patching between the positive and negative texts of contrastive triples (the third question
+of the project proposal "Eliciting Internal Reward Models in LLMs": rewards interpreted through circuits).
 
 **Direct attribution.** The residual stream leaving block ``L`` is the sum of the token embedding and of
 every attention and MLP output up to ``L``, so a linear read-out ``direction . resid`` (a reward probe)

@@ -1,5 +1,6 @@
 """Contrast-consistent search (Burns et al., 2022): a reward direction found the way a truth direction is,
-without reward labels (the research question of seed 000).
+without reward labels (a research question of the project proposal
+"Eliciting Internal Reward Models in LLMs").
 
 Each contrast pair is one contrastive triple's positive and negative text (the same context ending in a
 rewarded or a penalised word), read at that word. CCS asks for a probe ``p`` with ``p(a) ≈ 1 - p(b)`` on

@@ -1,5 +1,5 @@
-"""The probe study (seed 003): how well a linear read-out of the residual stream predicts a reward, at which
-layer and which position, for the base and the tuned model.
+"""The probe study ("Do RL'd models estimate anticipated rewards?"): how well a linear read-out of the
+residual stream predicts a reward, at which layer and which position, for the base and the tuned model.
 
 For one model and one target (a reward of completions, or human ratings of reviews) it fits a ridge probe
 at every layer at the last token, at the prompt's end and on the mean over the text's tokens, picks the

@@ -171,7 +171,8 @@ def probe_by_layer(per_model: Mapping[str, Mapping[str, list[dict]]], target: st
 
 
 def error_by_position(curves: Mapping[str, list[dict]], target: str) -> bytes:
-    """Held-out absolute error of an all-positions probe against the token's position (seed 003, Fig. 5)."""
+    """Held-out absolute error of an all-positions probe against the token's position (the probe study
+    "Do RL'd models estimate anticipated rewards?", Fig. 5)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for label, curve in curves.items():
         x = np.array([p["position"] for p in curve])

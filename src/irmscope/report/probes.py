@@ -1,4 +1,5 @@
-"""Report sections for the probe study (seed 003), steering (its Fig. 4) and the leaderboard."""
+"""Report sections for the probe study ("Do RL'd models estimate anticipated
+rewards?"), steering (its Fig. 4) and the leaderboard."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def probe_section(probes: dict[str, Any]) -> Section:
                 )
             )
     return Section(
-        "Reward probes (probe study, seed 003)",
+        "Reward probes (after the probe study “Do RL’d models estimate anticipated rewards?”)",
         paragraphs=[
             "Ridge probes (regularisation chosen by 5-fold cross-validation over whole prompts) on the "
             "residual stream leaving each "
@@ -111,7 +112,7 @@ def steering_section(steering: dict[str, Any], reward: str) -> Section:
         for point in curve["points"]
     ]
     return Section(
-        "Steering along reward directions (seed 003, Fig. 4)",
+        "Steering along reward directions (after that probe study's Fig. 4)",
         paragraphs=[
             f"The tuned model completes {steering['n_prompts']} evaluation prompts while a direction is "
             "added at every position of its site; scale 1 adds a vector as long as a typical activation "
