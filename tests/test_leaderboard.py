@@ -173,6 +173,7 @@ def test_a_run_folder_is_read_from_anywhere(tmp_path, monkeypatch):
 
     run = tmp_path / "elsewhere" / "run"
     (run / "stages" / "tune-abc" / "model").mkdir(parents=True)
+    (run / "stages" / "tune-abc" / "done.json").write_text("{}")  # a finished stage (no digests recorded)
     results = {
         "config": {"model": {"tuned": None}, "reward": {"spec": "vader"}},
         "subject": {"tuned": "runs/demo/stages/tune-abc/model"},  # as written, relative to the old cwd

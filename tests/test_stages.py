@@ -12,7 +12,7 @@ import pytest
 
 from irmscope.config import load_config
 from irmscope.errors import IrmscopeError
-from irmscope.locking import LOCK_NAME, folder_lock, output_lock
+from irmscope.locking import folder_lock, output_lock
 from irmscope.pipeline import run_pipeline
 from irmscope.runs import stage_dir
 from irmscope.stages import run_stage, stage_damage
@@ -125,7 +125,7 @@ def test_a_run_on_a_locked_folder_is_refused_before_any_work(tmp_path):
     with folder_lock(tmp_path, "run folder"):
         with pytest.raises(IrmscopeError, match="run folder .* is in use"):
             run_pipeline(config, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
+    assert list(tmp_path.iterdir()) == []  # nothing written, and the lock file went with the lock
 
 
 def test_a_damaged_stage_of_a_finished_run_is_named_to_readers(tmp_path):

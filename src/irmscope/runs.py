@@ -9,7 +9,7 @@ from typing import Any
 
 from irmscope.errors import IrmscopeError
 from irmscope.rewards import Reward, load_reward
-from irmscope.stages import stage_damage, stage_folder
+from irmscope.stages import DONE, stage_damage, stage_folder
 from irmscope.validation import read_text_file
 
 
@@ -38,7 +38,7 @@ def stage_dir(run_dir: str | Path, results: dict[str, Any], stage: str) -> Path:
     """The folder of one of the run's stages (named ``{stage}-{key}`` under ``stages/``)."""
     entry = results["manifest"]["stages"].get(stage)
     folder = stage_folder(run_dir, stage, entry["key"]) if entry else None
-    if folder is None or not folder.is_dir():
+    if folder is None or not (folder / DONE).is_file():
         raise IrmscopeError(f"{run_dir} has no finished {stage} stage; run the pipeline again to finish it")
     damage = stage_damage(folder)
     if damage:
