@@ -500,7 +500,9 @@ def test_a_damaged_weights_file_is_named(tmp_path):
 # --- SAELens compatibility ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not HAS_SAE_LENS, reason="sae-lens is not installed (pip install 'irmscope[bench]')")
+@pytest.mark.skipif(
+    not HAS_SAE_LENS, reason="sae-lens is not installed (scripts/setup.sh installs it, with constraints.txt)"
+)
 @pytest.mark.parametrize("config", SAVE_VARIANTS, ids=SAVE_IDS)
 def test_sae_lens_loads_our_files_and_we_load_theirs(config, tmp_path):
     from sae_lens import SAE as SAELensSAE
