@@ -26,7 +26,8 @@ def shift_texts(samples: dict[str, Any], n: int) -> list[str]:
 @register
 class Elicit(Stage):
     name = "elicit"
-    version = 3  # 2: permutation nulls, paired tuned-minus-base gaps, held-out words split by lemma; 3: Snowball lemma
+    # 2: permutation nulls, paired tuned-minus-base gaps, held-out words split by lemma; 3: Snowball lemma
+    version = 3
     needs = ("saes", "evaluate")
     result_key = "elicitation"
     result_file = "elicitation.json"
