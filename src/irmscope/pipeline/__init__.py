@@ -24,6 +24,7 @@ from irmscope.locking import folder_lock
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
+from irmscope.report.headline import headline
 from irmscope.report.run_report import write_run_report
 from irmscope.stages import run_stage
 
@@ -48,6 +49,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 for name, model in stage.instance_names(ctx):
                     timings[name] = run_one(ctx, stage, name, model)
         results = collect_results(ctx, timings)
+        results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)
         write_run_report(ctx.root, results, ctx.samples, tuning_manifest(ctx))
         print(
@@ -69,6 +71,8 @@ def run_one(ctx: RunContext, stage: Stage, name: str, model: str | None) -> floa
     seconds = round(time.perf_counter() - start, 2)
     print(f"[irmscope] stage {name}: {'cached' if result.cached else f'done in {seconds:.1f} s'}", flush=True)
     ctx.finished[name] = result
+    for line in stage.announce(ctx):
+        print(f"[irmscope] {line}", flush=True)
     return seconds
 
 

@@ -69,6 +69,10 @@ class Stage:
             return {self.result_key: ctx.read_json(self.name, self.result_file)}
         return {self.result_key: ctx.stage_outputs(self.name)}
 
+    def announce(self, ctx: RunContext) -> list[str]:
+        """Lines to print as soon as the stage has finished (a warning the user must not miss)."""
+        return []
+
     def instance_names(self, ctx: RunContext) -> list[tuple[str, str | None]]:
         """``(stage folder name, model label)`` for each time the stage runs in this run."""
         if self.per_model:

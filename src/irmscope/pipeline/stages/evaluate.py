@@ -12,6 +12,7 @@ from typing import Any
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
+from irmscope.report.headline import gain_warning
 from irmscope.stages import StageResult
 from irmscope.stats import bootstrap_ci
 from irmscope.tune import evaluate_policy, generate_completions
@@ -41,6 +42,10 @@ class Evaluate(Stage):
         if ctx.tuned_spec:
             settings["tuned"] = config.model.tuned
         return settings
+
+    def announce(self, ctx: RunContext) -> list[str]:
+        warning = gain_warning(ctx.stage_outputs(self.name), ctx.reward.name)
+        return [warning] if warning else []
 
     def upstream(self, ctx: RunContext, model: str | None) -> list[StageResult]:
         return model_upstream(ctx)
