@@ -10,7 +10,19 @@ SRC = Path(__file__).parent.parent / "src" / "irmscope"
 
 #: bottom to top; a name is a top-level module or package of irmscope
 LAYERS = [
-    {"errors", "io", "paths", "hub", "stats", "text", "locking", "validation", "distributed", "__init__"},
+    {
+        "errors",
+        "io",
+        "paths",
+        "hub",
+        "stats",
+        "text",
+        "locking",
+        "validation",
+        "distributed",
+        "artifacts",
+        "__init__",
+    },
     {"models", "data", "rewards"},
     {"activations"},
     {"sae"},

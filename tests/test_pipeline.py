@@ -17,6 +17,7 @@ from PIL import Image
 from irmscope.config import load_config
 from irmscope.pipeline import run_pipeline, stage_names
 from irmscope.rewards import Lexicon
+from irmscope.runs import Run
 
 #: the stage folders of a run with a tuned model and a fixed reward (no planted lexicon), from the registry
 STAGES = tuple(name for name in stage_names() if name != "planted-lexicon")
@@ -154,6 +155,24 @@ def test_table5_random_controls_have_several_draws_and_a_base_model_check(smoke_
     assert set(check) == {"attributed", "attributed_opposite"}
     assert all(c["change"]["low"] <= c["change"]["value"] <= c["change"]["high"] for c in check.values())
     assert "Random draws" in (out / "report.html").read_text()
+
+
+def test_a_finished_run_reads_through_typed_artifacts(smoke_run, tmp_path):
+    """irmscope.runs.Run opens a run folder (moved elsewhere too) and reads each stage by type."""
+    config, results, out = smoke_run
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    run = Run(moved)
+    samples = run.stage("evaluate").samples
+    assert samples.has_tuned and len(samples.prompts) == config.data.n_prompts
+    assert np.mean(samples.scores("tuned")) == pytest.approx(
+        results["evaluation"]["tuned_mean_reward"]["value"]
+    )
+    assert run.stage("prompts").prompts.test == samples.prompts
+    regression = run.stage("elicit").regression("tuned")
+    assert set(regression.coef) == {"faithful", "ridge-delta", "ridge-value"}
+    assert run.stage("leaderboard").result() == results["leaderboard"]
+    assert run.tuned_model.startswith(str(moved)) and run.reward.name == results["subject"]["reward"]
 
 
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):

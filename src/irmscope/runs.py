@@ -1,12 +1,15 @@
 """Reading a finished run folder (what ``irmscope run`` wrote) for the commands that build on one:
-``irmscope compare`` (leaderboards side by side) and ``irmscope edit`` (a reward edit of its tuned model)."""
+``irmscope compare`` (leaderboards side by side), ``irmscope edit`` (a reward edit of its tuned model) and
+any script: :class:`Run` opens the folder, and each stage is read through its typed artifacts."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import PLANTED_LEXICON, RESULT_FILES, TUNED_MODEL, Prompts, Regression, Samples
 from irmscope.errors import IrmscopeError
 from irmscope.rewards import Reward, load_reward
 from irmscope.stages import DONE, stage_damage, stage_folder
@@ -48,22 +51,64 @@ def stage_dir(run_dir: str | Path, results: dict[str, Any], stage: str) -> Path:
     return folder
 
 
-def tuned_model_path(run_dir: str | Path, results: dict[str, Any]) -> str:
-    """The run's tuned model: the one it was given (``model.tuned``), else its own tune stage's, found
-    inside ``run_dir`` so the run folder can be moved or read from anywhere."""
-    given = results["config"]["model"]["tuned"]
-    if given:
-        return given
-    if not results["subject"].get("tuned"):
-        raise IrmscopeError(
-            f"{run_dir} studied the base model only (tune.algorithm=none); it has no tuned model"
-        )
-    return str(stage_dir(run_dir, results, "tune") / "model")
+@dataclass(frozen=True)
+class FinishedStage:
+    """One verified, finished stage of a run, read through its typed artifacts."""
+
+    name: str
+    dir: Path
+
+    @property
+    def samples(self) -> Samples:
+        return Samples.load(self.dir)
+
+    @property
+    def prompts(self) -> Prompts:
+        return Prompts.load(self.dir)
+
+    def regression(self, label: str) -> Regression:
+        return Regression.load(self.dir, label)
+
+    def result(self) -> Any:
+        """The stage's section of results.json, from its own JSON file."""
+        return json.loads((self.dir / RESULT_FILES[self.name]).read_text())
 
 
-def run_reward(run_dir: str | Path, results: dict[str, Any]) -> Reward:
-    """The known reward the run scored against (a planted lexicon is read from the run's own stage)."""
-    spec = results["config"]["reward"]["spec"]
-    if spec.strip().lower() == "planted":
-        spec = f"lexicon:{stage_dir(run_dir, results, 'planted-lexicon') / 'planted.tsv'}"
-    return load_reward(spec)
+class Run:
+    """A finished run folder: ``Run("runs/demo").stage("evaluate").samples``.
+
+    Every stage is found through the run's manifest and verified (sizes and checksums) before it is read,
+    so a moved run folder works and a damaged one is named in one line.
+    """
+
+    def __init__(self, folder: str | Path, needs: str | tuple[str, ...] = ("config", "subject", "manifest")):
+        self.folder = Path(folder)
+        self.results = load_run_results(self.folder, needs=needs)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.results["config"]
+
+    def stage(self, name: str) -> FinishedStage:
+        return FinishedStage(name, stage_dir(self.folder, self.results, name))
+
+    @property
+    def tuned_model(self) -> str:
+        """The run's tuned model: the one it was given (``model.tuned``), else its own tune stage's, found
+        inside the run folder so the folder can be moved or read from anywhere."""
+        given = self.config["model"]["tuned"]
+        if given:
+            return given
+        if not self.results["subject"].get("tuned"):
+            raise IrmscopeError(
+                f"{self.folder} studied the base model only (tune.algorithm=none); it has no tuned model"
+            )
+        return str(self.stage("tune").dir / TUNED_MODEL)
+
+    @property
+    def reward(self) -> Reward:
+        """The known reward the run scored against (a planted lexicon is read from the run's own stage)."""
+        spec = self.config["reward"]["spec"]
+        if spec.strip().lower() == "planted":
+            spec = f"lexicon:{self.stage('planted-lexicon').dir / PLANTED_LEXICON}"
+        return load_reward(spec)
