@@ -101,25 +101,26 @@ def unit_shifts(
             max_length=max_length,
         ).to(device)
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        mask = enc["attention_mask"].double()
+        mask = enc["attention_mask"].float()
         logits_t = tuned.model(**enc, position_ids=positions, use_cache=False).logits.float()
         logits_b = base.model(**enc, position_ids=positions, use_cache=False).logits.float()
-        # Δ as a difference of logits less a difference of normalisers, both shared inputs: a word whose
-        # logit tuning left alone gets exactly the same Δ as every other such word at that position
-        lse_t, lse_b = logits_t.logsumexp(-1, keepdim=True), logits_b.logsumexp(-1, keepdim=True)
+        # Δ as a difference of logits less a difference of normalisers: a word whose logit tuning left
+        # alone gets exactly the same Δ as every other such word at that position, so the median removes
+        # it exactly (float32 keeps that: equal inputs give equal outputs)
+        lse_b = logits_b.logsumexp(-1, keepdim=True)
+        shared = logits_t.logsumexp(-1, keepdim=True) - lse_b
         word_b = logits_b[..., words]
-        log_base = (word_b - lse_b).double()
-        raw = (logits_t[..., words] - word_b).double() - (lse_t - lse_b).double()
+        raw = logits_t[..., words] - word_b - shared
+        p_base = (word_b - lse_b).exp_().mul_(mask[..., None])
         del logits_t, logits_b, word_b
         median = raw.median(dim=-1).values
-        delta = raw - median[..., None]
-        p_base = log_base.exp() * mask[..., None]
-        n_positions = mask.sum(1, keepdim=True)
-        per_text["ec"].append((p_base * torch.expm1(delta)).sum(1).cpu())
-        per_text["s"].append((p_base * delta).sum(1).cpu())
-        per_text["lr"].append(((delta * mask[..., None]).sum(1) / n_positions).cpu())
-        per_text["base"].append(p_base.sum(1).cpu())
-        per_text["m"].append(((median * mask).sum(1, keepdim=True) / n_positions).cpu())
+        delta = raw.sub_(median[..., None])
+        n_positions = mask.sum(1, keepdim=True).double()
+        per_text["s"].append((p_base * delta).double().sum(1).cpu())
+        per_text["lr"].append(((delta * mask[..., None]).double().sum(1) / n_positions).cpu())
+        per_text["base"].append(p_base.double().sum(1).cpu())
+        per_text["m"].append(((median * mask).double().sum(1, keepdim=True) / n_positions).cpu())
+        per_text["ec"].append((p_base * torch.expm1(delta)).double().sum(1).cpu())
     sizes = np.bincount(owner, minlength=len(units)).astype(np.float64)
 
     def by_unit(key: str) -> np.ndarray:
