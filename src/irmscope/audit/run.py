@@ -59,7 +59,8 @@ def audit(
             "the tuned and base models have different tokenizers; audit a model against its base"
         )
     clock = {"start": time.perf_counter()}
-    common = dict(max_new_tokens=completion_tokens, seed=seed, progress=progress)
+    # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
+    common = dict(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
     base_completions = generate_completions(base, prompts, desc="base completions", **common)
     tuned_completions = generate_completions(tuned, prompts, desc="tuned completions", **common)
     clock["sampled"] = time.perf_counter()
@@ -187,7 +188,7 @@ def run_audit(
     out: str | Path,
     data: str = "rotten-tomatoes",
     reward: str | None = None,
-    n_prompts: int = 200,
+    n_prompts: int = 128,
     completion_tokens: int = 32,
     prefix_tokens: int = 30,
     seed: int = 0,
