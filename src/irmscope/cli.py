@@ -491,7 +491,7 @@ def audit(
     reward_spec: Annotated[
         str | None, typer.Option("--reward", "-r", callback=_named, help="compare with vader or lexicon:PATH")
     ] = None,
-    n_prompts: Annotated[int, typer.Option(min=2, help="number of held-out prompts")] = 128,
+    n_prompts: Annotated[int, typer.Option(min=2, help="number of held-out prompts")] = 200,
     completion_tokens: Annotated[int, typer.Option(min=1)] = 32,
     prefix_tokens: Annotated[int, typer.Option(min=1)] = 30,
     seed: SeedOpt = 0,

@@ -188,7 +188,7 @@ def run_audit(
     out: str | Path,
     data: str = "rotten-tomatoes",
     reward: str | None = None,
-    n_prompts: int = 128,
+    n_prompts: int = 200,
     completion_tokens: int = 32,
     prefix_tokens: int = 30,
     seed: int = 0,
