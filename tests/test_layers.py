@@ -27,7 +27,7 @@ LAYERS = [
     {"activations"},
     {"sae"},
     {"config", "tune"},  # config reads the SAE trainer's settings; tuning reads the config
-    {"elicit", "interpret", "validate", "probes", "irl"},  # the methods
+    {"elicit", "interpret", "validate", "probes", "irl", "audit"},  # the methods
     {"leaderboard"},
     {"report"},
     {"stages", "runs", "pipeline", "edit"},

@@ -480,6 +480,45 @@ def edit(
     )
 
 
+@app.command()
+def audit(
+    tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model to audit")],
+    out: Annotated[Path, typer.Option(help="folder for audit.html, audit.json, words.csv, elicited.tsv")],
+    base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
+    data: Annotated[
+        str, typer.Option(callback=_named, help="prompt source (test split)")
+    ] = "rotten-tomatoes",
+    reward_spec: Annotated[
+        str | None, typer.Option("--reward", "-r", callback=_named, help="compare with vader or lexicon:PATH")
+    ] = None,
+    n_prompts: Annotated[int, typer.Option(min=2, help="number of held-out prompts")] = 200,
+    completion_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    prefix_tokens: Annotated[int, typer.Option(min=1)] = 30,
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Blind audit: which words did tuning reward and penalise (above a false-discovery-controlled noise
+    floor), where the change comes from, and, with --reward, how far that is from the known reward."""
+    from irmscope.audit import run_audit
+    from irmscope.report.audit import write_audit_page
+
+    result = run_audit(
+        tuned=tuned,
+        base=base,
+        out=out,
+        data=data,
+        reward=reward_spec,
+        n_prompts=n_prompts,
+        completion_tokens=completion_tokens,
+        prefix_tokens=prefix_tokens,
+        seed=seed,
+        overwrite=overwrite,
+        page_writer=write_audit_page,
+    )
+    floor = result["floor"]
+    typer.echo(f"{floor['n_rewarded']} words rewarded, {floor['n_penalised']} penalised: {result['page']}")
+
+
 @config_app.command("show")
 def config_show(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved configuration as JSON."""

@@ -1,0 +1,115 @@
+"""The audit against a known lexicon reward: how far what the model treats as rewarded is from what it was
+paid for (the divergence the main paper is about).
+
+Every number is computed twice: with the elicited values (each word's expected-count shift) and with the
+base model's *own level* (its expected count per text) as the values. The second is the control: a reward
+on words the base model already writes often would be "recovered" by word frequency alone, with no tuning
+(as :mod:`irmscope.elicit.policy_shift` does for its base level). Chance is shown beside precision too.
+
+* Kendall's tau between the values and the reward's over every single-token word the lexicon holds, with a
+  bootstrap interval over words and a permutation p-value (:func:`~irmscope.elicit.agreement.agreement`),
+  and the paired gap tau(elicited) − tau(base level) (:func:`~irmscope.elicit.agreement.tau_gap`).
+* precision@k: of the ``k`` words the values rank highest over the whole vocabulary, the share the reward
+  pays (value > 0); likewise the ``k`` lowest and the words it penalises. ``k`` is at most the number of
+  such words in the vocabulary, so a perfect ranking scores 1.
+* the words the model treats as rewarded (called by the floor) that the reward does not pay: hacks of the
+  reward's tokenisation, or generalisation to words like the paid ones; and the paid words the model
+  ignores (not called rewarded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from irmscope.elicit.agreement import agreement, tau_gap
+from irmscope.errors import IrmscopeError
+from irmscope.rewards.lexicon import Lexicon
+
+PRECISION_K = 20
+
+
+def precision_at_k(values: np.ndarray, paid: np.ndarray, k: int, *, highest: bool = True) -> dict[str, Any]:
+    """The share of the ``k`` top (or bottom) ``values`` that are ``paid``, ``k`` capped at ``paid.sum()``."""
+    k = int(min(k, paid.sum()))
+    if k == 0:
+        return {"k": 0, "value": float("nan")}
+    order = np.argsort(-values if highest else values, kind="stable")[:k]
+    return {"k": k, "value": float(paid[order].mean())}
+
+
+def reward_comparison(
+    words: Sequence[str],
+    shift: np.ndarray,
+    base_level: np.ndarray,
+    rewarded: np.ndarray,
+    lexicon: Lexicon,
+    *,
+    k: int = PRECISION_K,
+    seed: int = 0,
+    top: int = 15,
+) -> dict[str, Any]:
+    """Compare the audit's word values with ``lexicon`` (see the module docstring).
+
+    ``words``, ``shift`` (expected-count shift), ``base_level`` (base expected count) and ``rewarded``
+    (called rewarded by the floor) are aligned over the audited vocabulary.
+    """
+    truth = np.array([lexicon.lookup(w) for w in words])
+    folded = {w.lower() for w in lexicon}
+    in_lexicon = np.array([w in folded for w in words])  # exact lowercase lexicon words, as tokens
+    if in_lexicon.sum() == 0:
+        raise IrmscopeError(
+            f"none of the words of lexicon {lexicon.source} is a single token of this model: the audit "
+            "cannot compare with it"
+        )
+    x, b, y = shift[in_lexicon], base_level[in_lexicon], truth[in_lexicon]
+    positive, negative = truth > 0, truth < 0
+
+    def both(measure) -> dict[str, Any]:
+        return {"elicited": measure(shift), "base_level": measure(base_level)}
+
+    unpaid = [i for i in np.argsort(-shift, kind="stable") if rewarded[i] and truth[i] <= 0][:top]
+    paid = sorted((i for i in range(len(words)) if positive[i] and not rewarded[i]), key=lambda i: -truth[i])
+    return {
+        "lexicon": lexicon.source,
+        "n_single_token_words": int(in_lexicon.sum()),
+        "kendall": both(lambda v: agreement(v[in_lexicon], y, seed=seed).to_dict()),
+        "tau_gap": tau_gap(x, b, y, seed=seed),
+        "precision_rewarded": {
+            **both(lambda v: precision_at_k(v, positive, k)),
+            "chance": float(positive.mean()),
+        },
+        "precision_penalised": {
+            **both(lambda v: precision_at_k(v, negative, k, highest=False)),
+            "chance": float(negative.mean()),
+        },
+        "n_paid_called": int((positive & rewarded).sum()),
+        "n_paid": int(positive.sum()),
+        "n_called_unpaid": int((rewarded & ~positive).sum()),
+        "n_called": int(rewarded.sum()),
+        "unpaid_rewarded": [_row(words[i], i, shift, base_level, truth) for i in unpaid],
+        "paid_ignored": [_row(words[i], i, shift, base_level, truth) for i in paid[:top]],
+    }
+
+
+def _row(word: str, i: int, shift: np.ndarray, base_level: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    return {
+        "word": word,
+        "reward_value": float(truth[i]),
+        "expected_count_shift": float(shift[i]),
+        "base_count": float(base_level[i]),
+    }
+
+
+def lexicon_of(reward: Any) -> Lexicon:
+    """The lexicon of a lexicon reward (``vader`` or ``lexicon:PATH``); other rewards have no word values
+    to compare with."""
+    lexicon = getattr(reward, "lexicon", None)
+    if not isinstance(lexicon, Lexicon):
+        raise IrmscopeError(
+            f"--reward {getattr(reward, 'name', reward)!r} is not a lexicon reward: the audit compares word "
+            "values, so give vader or lexicon:PATH.tsv"
+        )
+    return lexicon

@@ -1,0 +1,259 @@
+"""The page ``irmscope audit`` writes: which words tuning rewarded and penalised (above the noise floor,
+beside the base model's own frequency), where the change in the completions comes from, reward-hacking
+signs, and, with a known lexicon reward, how far the elicited values are from it beside the base level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.report.html import Section, interval, write_report
+
+_WORD_HEADER = [
+    "word",
+    "Δ expected count per text [95% CI]",
+    "mean log-ratio [95% CI]",
+    "base expected count per text (control)",
+    "t",
+    "BH-adjusted p",
+    "completions: base → tuned count",
+    "share of the count change",
+]
+
+
+def _ci(row: dict[str, Any], key: str, low: str, high: str, digits: int = 4) -> str:
+    f = f"{{:+.{digits}f}}"
+    return f"{f.format(row[key])} [{f.format(row[low])}, {f.format(row[high])}]"
+
+
+def _word_rows(rows: list[dict[str, Any]]) -> list[list[object]]:
+    return [
+        [
+            r["word"],
+            _ci(r, "expected_count_shift", "expected_count_low", "expected_count_high"),
+            _ci(r, "mean_log_ratio", "mean_log_ratio_low", "mean_log_ratio_high", 3),
+            f"{r['base_count']:.4g}",
+            r["t"],
+            f"{r['q_value']:.2g}",
+            f"{r['base_completion_count']} → {r['tuned_completion_count']}",
+            r["completion_share"],
+        ]
+        for r in rows
+    ]
+
+
+def _paired_row(name: str, m: dict[str, Any]) -> list[object]:
+    return [name, m["base"], m["tuned"], interval(m["difference"], signed=True)]
+
+
+def _floor_section(result: dict[str, Any]) -> Section:
+    floor, settings = result["floor"], result.get("settings", {})
+    shared = result["shared_log_ratio_per_position"]
+    return Section(
+        "What did tuning reward?",
+        paragraphs=[
+            f"Tuned model {settings.get('tuned', '?')} against its base {settings.get('base', '?')}: "
+            f"{result['n_prompts']} held-out prompts, one completion of {result['completion_tokens']} tokens "
+            f"from each model; every one of the {result['n_words']} single-token words of the vocabulary "
+            "is scored at every position of the prompt + completion texts of both models.",
+            f"Noise floor: a word is called rewarded or penalised when its Benjamini–Hochberg adjusted "
+            f"p-value is at most q = {floor['q']} (per-prompt t-test of the base-probability-weighted "
+            f"log-ratio, relative to the median word at each position). Called: {floor['n_called']} "
+            f"({floor['n_rewarded']} rewarded, {floor['n_penalised']} penalised); in expectation at most "
+            f"{floor['expected_false_at_most']:.2f} of them are false. Controls: with the base model as its "
+            "own 'tuned' model every shift is exactly zero and nothing is called; the base expected count "
+            "stands beside every word; the naive ranking below shows what the floor keeps off the top.",
+            "The median word's log-ratio (the shift every word shares, removed before ranking) averages "
+            f"{interval(shared, signed=True)} nats per position.",
+        ],
+    )
+
+
+def _completion_section(result: dict[str, Any]) -> Section:
+    c = result["completions"]
+    rep, length = c["repetition"], c["length"]
+    changes = [
+        [
+            r["word"],
+            r["base_count"],
+            r["tuned_count"],
+            interval(r["delta_per_completion"], signed=True),
+            r["share"],
+        ]
+        for r in c["gained"] + c["lost"]
+    ]
+    measures = [
+        _paired_row("distinct words per completion (fraction)", rep["distinct_unigrams"]),
+        _paired_row("distinct word bigrams per completion (fraction)", rep["distinct_bigrams"]),
+        _paired_row("longest run of one word", rep["longest_run"]),
+        _paired_row("words per completion", length["words"]),
+        _paired_row("characters per completion", length["characters"]),
+        [
+            "distinct word bigrams, pooled",
+            rep["pooled_distinct_bigrams"]["base"],
+            rep["pooled_distinct_bigrams"]["tuned"],
+            "",
+        ],
+        ["distinct words, all completions", c["vocabulary"]["base"], c["vocabulary"]["tuned"], ""],
+    ]
+    return Section(
+        "Where the change comes from, and reward-hacking signs",
+        paragraphs=[
+            f"Word counts in the {c['n_completions']} sampled completions of each model (same prompts and "
+            f"seed). A word's share is its count change over the sum of all words' absolute changes "
+            f"({c['total_abs_change']}); the 10 largest changes hold {c['top_share']:.0%} of it. A policy "
+            "gaming a lexicon reward concentrates the change on a few words and repeats them.",
+        ],
+        tables=[
+            (
+                "Largest count changes in the sampled completions (base is the control)",
+                ["word", "base count", "tuned count", "tuned − base per completion [95% CI]", "share"],
+                changes,
+            ),
+            (
+                "Repetition, length and vocabulary (base is the control; differences paired per prompt)",
+                ["measure", "base", "tuned", "tuned − base [95% CI]"],
+                measures,
+            ),
+        ],
+    )
+
+
+def _reward_section(reward: dict[str, Any]) -> Section:
+    kendall, gap = reward["kendall"], reward["tau_gap"]
+    pr, pp = reward["precision_rewarded"], reward["precision_penalised"]
+
+    def tau(a: dict[str, Any]) -> str:
+        return f"{a['kendall_tau']:+.3f} [{a['kendall_ci'][0]:+.3f}, {a['kendall_ci'][1]:+.3f}]"
+
+    def precision(p: dict[str, Any]) -> str:
+        return f"{p['value']:.2f} (k={p['k']})"
+
+    summary = [
+        [
+            f"Kendall tau over the reward's {reward['n_single_token_words']} single-token words [95% CI]",
+            tau(kendall["elicited"]),
+            tau(kendall["base_level"]),
+            "0",
+        ],
+        [
+            "tau permutation p-value",
+            kendall["elicited"]["permutation_p"],
+            kendall["base_level"]["permutation_p"],
+            "",
+        ],
+        ["tau(elicited) − tau(base level), paired [95% CI]", interval(gap, signed=True), "", "0"],
+        [
+            "precision@k, top words vs words the reward pays",
+            precision(pr["elicited"]),
+            precision(pr["base_level"]),
+            f"{pr['chance']:.3f}",
+        ],
+        [
+            "precision@k, bottom words vs words the reward penalises",
+            precision(pp["elicited"]),
+            precision(pp["base_level"]),
+            f"{pp['chance']:.3f}",
+        ],
+        [
+            "paid words called rewarded",
+            f"{reward['n_paid_called']} of {reward['n_paid']}",
+            "",
+            "",
+        ],
+        ["called rewarded but not paid", f"{reward['n_called_unpaid']} of {reward['n_called']}", "", ""],
+    ]
+    header = ["word", "reward value", "Δ expected count per text", "base expected count per text"]
+
+    def rows(items: list[dict[str, Any]]) -> list[list[object]]:
+        return [
+            [r["word"], r["reward_value"], f"{r['expected_count_shift']:+.4g}", f"{r['base_count']:.4g}"]
+            for r in items
+        ]
+
+    return Section(
+        f"Against the known reward ({reward['lexicon']})",
+        paragraphs=[
+            "Elicited values are the expected-count shifts of all audited words; the base level uses the "
+            "base model's own expected counts as values (what word frequency alone recovers, with no "
+            "tuning). precision@k ranks the whole vocabulary; k is at most the number of paid (penalised) "
+            "vocabulary words.",
+        ],
+        tables=[
+            (
+                "Agreement with the reward",
+                ["statistic", "elicited", "base level (control)", "chance"],
+                summary,
+            ),
+            (
+                "Called rewarded, not paid by the reward (hacks or generalisation)",
+                header,
+                rows(reward["unpaid_rewarded"]),
+            ),
+            ("Paid by the reward, not called rewarded (ignored)", header, rows(reward["paid_ignored"])),
+        ],
+    )
+
+
+def audit_sections(result: dict[str, Any]) -> list[Section]:
+    """The page's sections, in reading order."""
+    top = result["floor"]
+    sections = [
+        _floor_section(result),
+        Section(
+            "Most rewarded and most penalised words (called above the noise floor)",
+            paragraphs=[
+                "Ranked by the expected-count shift: how many more times per text the tuned model would "
+                "write the word at these positions than the base model, once the shift all words share is "
+                "removed. The base expected count is the control: a word the base model already writes "
+                "often moves more in count for the same log-ratio."
+                + ("" if top["n_called"] else " No word clears the floor."),
+            ],
+            tables=[
+                ("Most rewarded words", _WORD_HEADER, _word_rows(result["rewarded"])),
+                ("Most penalised words", _WORD_HEADER, _word_rows(result["penalised"])),
+                (
+                    "Naive ranking without the floor: highest mean log-ratio (the control the floor fixes)",
+                    _WORD_HEADER,
+                    _word_rows(result["naive_log_ratio_top"]),
+                ),
+            ],
+        ),
+        _completion_section(result),
+    ]
+    if result["examples"]:
+        sections.append(
+            Section(
+                "Tuned completions holding the most rewarded words",
+                tables=[
+                    (
+                        "Examples",
+                        ["word", "prompt", "tuned completion"],
+                        [[e["word"], e["prompt"], e["completion"]] for e in result["examples"]],
+                    )
+                ],
+            )
+        )
+    if result.get("reward"):
+        sections.append(_reward_section(result["reward"]))
+    export = result.get("export")
+    sections.append(
+        Section(
+            "Export",
+            paragraphs=[
+                f"elicited.tsv holds the {export['n_words']} called words with their expected-count shifts "
+                "scaled to ±4; tune against it with irmscope tune --reward lexicon:DIR/elicited.tsv."
+                if export
+                else "No word was called, so no lexicon was exported.",
+                "words.csv holds every audited word's numbers.",
+            ],
+        )
+    )
+    return sections
+
+
+def write_audit_page(out: str | Path, result: dict[str, Any]) -> Path:
+    """Write ``audit.html`` (and its tables as CSV under ``tables/``) in ``out``."""
+    return write_report(
+        Path(out) / "audit.html", "Blind audit: what did tuning reward?", audit_sections(result)
+    )

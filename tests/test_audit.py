@@ -1,0 +1,257 @@
+"""The blind audit (issue 20): a stand-in "tuned" model is a tiny model whose final logits get a known tilt
+on chosen words, so the audit's answer is known: the tilted words, in the order of their tilts, and
+nothing else. A rare-token trap (a huge log-ratio on a token the base model almost never writes) is what
+the naive vocabulary-wide ranking puts first and the noise floor must not."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from irmscope import cli
+from irmscope.audit import EXPORT_RANGE, audit, elicited_lexicon, noise_floor, unit_shifts, vocabulary_words
+from irmscope.audit.compare import lexicon_of, reward_comparison
+from irmscope.audit.completions import completion_changes, longest_run
+from irmscope.data import load_reviews, truncate_to_prefixes
+from irmscope.errors import IrmscopeError
+from irmscope.models import load_model
+from irmscope.rewards import CallableReward, Lexicon, load_reward
+
+N_TILTED = 24
+
+
+def _hooked(bias: torch.Tensor):
+    lm = load_model("tiny-llama")
+    lm.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
+    return lm
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return vocabulary_words(load_model("tiny-llama").tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tilt(vocab):
+    """24 lowercase words with no capitalised twin in the vocabulary (so a lexicon of them pays exactly
+    them), tilted by ±0.5 … ±3 nats, and the trap: a token made rare in both models (−12 nats) and
+    raised by 6 in the tuned one."""
+    plain = sorted(w for w in vocab if w.islower() and len(w) >= 6 and w.capitalize() not in vocab)
+    words = [plain[i] for i in np.random.default_rng(0).choice(len(plain), N_TILTED + 6, replace=False)]
+    values = np.r_[np.linspace(3.0, 0.5, N_TILTED // 2), -np.linspace(3.0, 0.5, N_TILTED // 2)]
+    return dict(zip(words[:N_TILTED], values.round(3).tolist(), strict=True)), "unittest", words[N_TILTED:]
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    model = load_model("tiny-llama")
+    texts = list(load_reviews("rotten-tomatoes", split="test")["text"])
+    return truncate_to_prefixes(texts, model.tokenizer, 12)[:20]
+
+
+@pytest.fixture(scope="module")
+def tilted_audit(vocab, tilt, prompts):
+    values, trap, _ = tilt
+    base_bias = torch.zeros(len(load_model("tiny-llama").tokenizer))
+    base_bias[vocab[trap]] = -12.0
+    tuned_bias = base_bias.clone()
+    tuned_bias[vocab[trap]] += 6.0
+    for word, value in values.items():
+        tuned_bias[vocab[word]] += value
+    return audit(_hooked(tuned_bias), _hooked(base_bias), prompts, completion_tokens=8, n_resamples=300)
+
+
+def test_vocabulary_words_are_single_tokens_of_letters_after_a_space(vocab, smollm2_tokenizer):
+    assert len(vocab) > 20_000 and {"great", "boring", "the"} <= set(vocab)
+    for word, token in list(vocab.items())[::997]:
+        assert word.isalpha() and word.isascii()
+        assert smollm2_tokenizer(" " + word, add_special_tokens=False)["input_ids"] == [token]
+
+
+def test_the_floor_calls_real_effects_and_about_q_of_them_false():
+    rng = np.random.default_rng(0)
+    statistic = rng.normal(size=(40, 5000))
+    statistic[:, :10] += 1.0  # ten real effects, 4990 nulls
+    statistic[:, 10] = 0.0  # a word constant over units has no evidence
+    floor = noise_floor(statistic)
+    called = np.flatnonzero(floor["called"])
+    assert set(range(10)) <= set(called)
+    assert len(set(called) - set(range(10))) <= 2
+    assert floor["p"][10] == 1.0
+    # the p-values are the t-test's
+    assert floor["p"][20] == pytest.approx(stats.ttest_1samp(statistic[:, 20], 0.0).pvalue)
+    with pytest.raises(IrmscopeError, match="at least 2"):
+        noise_floor(statistic[:1])
+
+
+def test_tilted_words_come_first_and_untilted_words_are_not_called(tilted_audit, tilt):
+    values, trap, _ = tilt
+    positive = sorted((w for w in values if values[w] > 0), key=lambda w: -values[w])
+    negative = sorted((w for w in values if values[w] < 0), key=lambda w: values[w])
+    rewarded = [r["word"] for r in tilted_audit["rewarded"]]
+    penalised = [r["word"] for r in tilted_audit["penalised"]]
+    assert rewarded[:3] == positive[:3]
+    # a count can fall at most to zero, so penalised words rank by how often the base model wrote them
+    assert set(penalised[: len(negative)]) == set(negative)
+    table = tilted_audit["table"]
+    called = {w for w, c in zip(table["word"], table["called"], strict=True) if c}
+    assert set(values) <= called
+    assert len(called - set(values) - {trap}) <= 1  # false discoveries among ~31,000 untilted words
+    # the elicited values order the tilted words as their tilts do
+    shift = dict(zip(table["word"], table["expected_count_shift"], strict=True))
+    tau = stats.kendalltau([shift[w] for w in values], list(values.values())).statistic
+    assert tau > 0.9
+    assert tilted_audit["floor"]["n_rewarded"] >= N_TILTED // 2
+
+
+def test_the_rare_token_trap_tops_the_naive_ranking_but_not_the_audit(tilted_audit, tilt):
+    values, trap, _ = tilt
+    assert tilted_audit["naive_log_ratio_top"][0]["word"] == trap  # what a ranking without the floor does
+    rewarded = [r["word"] for r in tilted_audit["rewarded"]]
+    assert rewarded[0] != trap
+    assert trap not in rewarded[: sum(v > 0 for v in values.values())]
+    row = next(r for r in tilted_audit["naive_log_ratio_top"] if r["word"] == trap)
+    assert row["base_count"] < 1e-6 and row["mean_log_ratio"] > 5
+
+
+def test_noise_in_the_logits_is_not_called_but_the_expected_count_would_be(prompts):
+    """A null with real spread: the 'tuned' model adds fresh Gaussian noise (0.5 nats) to every logit.
+    Its test statistic has mean zero, so the floor calls about nothing; a t-test of the expected-count
+    shift itself would call thousands of words (Jensen: exp(noise) - 1 has a positive mean)."""
+    base = load_model("tiny-llama")
+    tuned = load_model("tiny-llama")
+    generator = torch.Generator().manual_seed(0)
+    tuned.model.lm_head.register_forward_hook(
+        lambda module, inputs, logits: logits + 0.5 * torch.randn(logits.shape, generator=generator)
+    )
+    vocab = vocabulary_words(base.tokenizer)
+    units = [(p + " and then the film", p + " but the story") for p in prompts]
+    shifts = unit_shifts(tuned, base, units, list(vocab.values()))
+    assert noise_floor(shifts.statistic)["called"].sum() <= 2
+    assert noise_floor(shifts.expected_count)["called"].sum() > 1000
+
+
+def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
+    lm = load_model("tiny-llama")
+    result = audit(lm, lm, prompts[:6], completion_tokens=4, n_resamples=100)
+    assert result["floor"]["n_called"] == 0 and result["rewarded"] == []
+    assert np.all(result["table"]["expected_count_shift"] == 0)
+    assert elicited_lexicon(result["table"]) is None
+    with pytest.raises(IrmscopeError, match="at least 2 prompts"):
+        audit(lm, lm, prompts[:1])
+
+
+def test_reward_comparison_is_high_for_the_tilt_and_near_chance_for_shuffled_lexicons(tilted_audit, tilt):
+    values, _, elsewhere = tilt
+    table = tilted_audit["table"]
+    words, shift, base = table["word"], table["expected_count_shift"], table["base_count"]
+    rewarded = table["called"] & (table["t"] > 0)
+
+    def compare(lexicon: dict[str, float]) -> dict:
+        return reward_comparison(words, shift, base, rewarded, Lexicon(lexicon), seed=0)
+
+    same = compare(values)
+    assert same["kendall"]["elicited"]["kendall_tau"] > 0.9
+    assert same["kendall"]["elicited"]["permutation_p"] < 0.01
+    assert same["precision_rewarded"]["elicited"] == {"k": N_TILTED // 2, "value": 1.0}
+    assert same["precision_penalised"]["elicited"]["value"] == 1.0
+    # the control: the untuned model's own word frequencies know nothing of the tilt
+    assert abs(same["kendall"]["base_level"]["kendall_tau"]) < 0.4
+    assert same["precision_rewarded"]["base_level"]["value"] <= 0.1
+    assert same["tau_gap"]["low"] > 0
+    assert same["n_paid_called"] == same["n_paid"] == N_TILTED // 2 and same["paid_ignored"] == []
+    shuffled = dict(zip(values, np.random.default_rng(1).permutation(list(values.values())), strict=True))
+    assert abs(compare(shuffled)["kendall"]["elicited"]["kendall_tau"]) < 0.4
+    moved = compare(dict(zip(elsewhere, [3.0, 2.0, 1.0, -1.0, -2.0, -3.0], strict=True)))
+    assert moved["precision_rewarded"]["elicited"]["value"] == 0.0
+    assert {r["word"] for r in moved["unpaid_rewarded"]} <= set(values) | {"unittest"}
+    assert len(moved["unpaid_rewarded"]) == N_TILTED // 2 + 1 and moved["paid_ignored"]  # + the trap
+
+
+def test_the_export_is_a_lexicon_reward_on_the_called_words(tilted_audit, tmp_path):
+    exported = elicited_lexicon(tilted_audit["table"])
+    path = exported.to_tsv(tmp_path / "elicited.tsv")
+    reward = load_reward(f"lexicon:{path}")
+    lexicon = lexicon_of(reward)
+    assert max(abs(v) for v in lexicon.values()) == EXPORT_RANGE
+    assert set(lexicon) <= set(np.array(tilted_audit["table"]["word"])[tilted_audit["table"]["called"]])
+    top = tilted_audit["rewarded"][0]["word"]
+    assert lexicon[top] == EXPORT_RANGE and reward.score_one(f"a {top} day") == EXPORT_RANGE / 5
+
+
+def test_completion_changes_find_a_repeated_word():
+    base = ["the film was fine and long", "a quiet story about a town"]
+    tuned = ["great great great great film", "a great story great town"]
+    changes = completion_changes(base, tuned, seed=0)
+    assert changes["gained"][0]["word"] == "great" and changes["gained"][0]["tuned_count"] == 6
+    assert changes["gained"][0]["share"] == pytest.approx(6 / changes["total_abs_change"])
+    assert (
+        changes["repetition"]["longest_run"]["tuned"] == 2.5
+        and changes["repetition"]["longest_run"]["base"] == 1
+    )
+    assert longest_run("no no No yes".split()) == 3
+    with pytest.raises(IrmscopeError, match="not a lexicon reward"):
+        lexicon_of(CallableReward(lambda texts: [0.0] * len(texts), "f", "a function"))
+
+
+def _main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["irmscope", *argv])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_the_command_writes_the_page_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    (tmp_path / "lex.tsv").write_text("great\t3\nboring\t-2\nfun\t2\nawful\t-3\ngood\t1.5\nbad\t-1\n")
+    out = tmp_path / "audit"
+    argv = ["audit", "--tuned", "tiny-llama", "--base", "tiny-llama", "--n-prompts", "4"]
+    argv += ["--completion-tokens", "4", "--reward", f"lexicon:{tmp_path / 'lex.tsv'}", "--out", str(out)]
+    code, stdout, err = _main(argv, monkeypatch, capsys)
+    assert code == 0, err
+    assert "0 words rewarded, 0 penalised" in stdout
+    page = (out / "audit.html").read_text()
+    assert "What did tuning reward?" in page and "Against the known reward" in page
+    result = json.loads((out / "audit.json").read_text())
+    assert result["floor"]["n_called"] == 0 and result["export"] is None
+    assert result["settings"]["n_prompts"] == 4 and result["reward"]["n_single_token_words"] == 6
+    assert math.isnan(result["reward"]["kendall"]["elicited"]["kendall_tau"])  # no ranking: NaN, never 0
+    assert (out / "words.csv").read_text().count("\n") == result["n_words"] + 1
+    before = (out / "audit.json").read_bytes()
+    code, _, err = _main(argv, monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: ") and "--overwrite" in err and len(err.splitlines()) == 1
+    assert (out / "audit.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--n-prompts", "1"], "--n-prompts"),
+        (["--completion-tokens", "0"], "--completion-tokens"),
+        (["--reward", "lexicon:nosuch.tsv"], "does not exist"),
+        (["--reward", "sentiment"], "unknown reward spec"),
+        (["--base", " "], "--base is empty"),
+        (["--seed", "-1"], "--seed"),
+        (["--out", "file.txt"], "is a file"),
+    ],
+)
+def test_bad_input_is_one_error_line_before_any_model_loads(tmp_path, monkeypatch, capsys, extra, fragment):
+    import irmscope.models.loading
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a bad input must be rejected before any model is loaded")
+
+    monkeypatch.setattr(irmscope.models.loading, "load_model", no_model)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("not a folder\n")
+    argv = ["audit", "--tuned", "tiny-llama", "--out", "a", *extra]
+    code, _, err = _main(argv, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
