@@ -9,12 +9,11 @@ import torch
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
+from irmscope.models.generation import generate_amplified, generate_completions
 from irmscope.rewards import CallableReward, VaderReward
 from irmscope.tune import (
     MANIFEST,
     evaluate_policy,
-    generate_amplified,
-    generate_completions,
     layer_divergence,
     top_layers,
     tune_model,

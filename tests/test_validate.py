@@ -10,11 +10,11 @@ from irmscope.activations import ActivationStore
 from irmscope.activations.store import save_manifest, shard_name, write_shard
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
+from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import intervene
 from irmscope.rewards import VaderReward
 from irmscope.sae import SAE, SAEConfig
 from irmscope.stats import paired_ratio_ci
-from irmscope.tune.sampling import generate_completions
 from irmscope.validate import (
     AttributedSelection,
     ablation_table,

@@ -38,13 +38,12 @@ from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import policy_shift_lexicon
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
+from irmscope.models.generation import batches, completion_batch, generate_completions
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.rewards.lexicon import LexiconReward
 from irmscope.stats import Estimate, bootstrap_ci
-from irmscope.tune.evaluate import completion_batch
-from irmscope.tune.sampling import generate_completions
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,9 @@ def _down_projection(lm: LoadedModel, layer: int) -> torch.nn.Linear:
 
 def _batches(lm: LoadedModel, texts: Sequence[str], max_tokens: int, batch_size: int = 16):
     """Right-padded ``(input_ids, attention_mask)`` batches of ``texts`` cut to ``max_tokens`` tokens."""
-    for start in range(0, len(texts), batch_size):
+    for _, chunk in batches(texts, size=batch_size):
         batch = lm.tokenizer(
-            list(texts[start : start + batch_size]),
+            list(chunk),
             return_tensors="pt",
             padding=True,
             truncation=True,
@@ -219,10 +218,8 @@ def expected_occurrences(
     expected count is exact, positive, and changes smoothly with an edit."""
     token = word_token_ids(lm.tokenizer, [word])[word]
     counts = []
-    for start in range(0, len(prompts), batch_size):
-        ids, attention, completion = completion_batch(
-            lm, prompts[start : start + batch_size], completions[start : start + batch_size]
-        )
+    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
+        ids, attention, completion = completion_batch(lm, prompt_chunk, completion_chunk)
         logits = lm.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
         probability = torch.softmax(logits, -1)[..., token]  # of the word being the next token
         counts.append((probability * completion[:, 1:]).sum(dim=1))  # positions predicting the completion

@@ -22,6 +22,7 @@ from irmscope.activations.store import (
 from irmscope.distributed import barrier, is_main, my_share, rank, world_size
 from irmscope.errors import IrmscopeError, one_line
 from irmscope.io import file_digest, fingerprint, verify_file, write_json
+from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
@@ -260,9 +261,9 @@ def _activations_of_block(
         key: [] for key in [*sites, "token_ids", "text_index", "position"]
     }
     device = next(lm.model.parameters()).device
-    for start in range(0, len(texts), batch_size):
+    for start, chunk in batches(texts, size=batch_size):
         enc = lm.tokenizer(
-            texts[start : start + batch_size],
+            chunk,
             return_tensors="pt",
             padding=True,
             truncation=True,

@@ -20,6 +20,7 @@ import torch
 
 from irmscope.activations import ActivationStore
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import batches
 from irmscope.models.hooks import ablate, replace
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.model import SAE
@@ -229,9 +230,9 @@ def spliced_lm_loss(
 
     totals = dict(clean=0.0, spliced=0.0, ablated=0.0)
     n_tokens = 0
-    for start in range(0, len(texts), batch_size):
+    for _, chunk in batches(texts, size=batch_size):
         enc = lm.tokenizer(
-            list(texts[start : start + batch_size]),
+            list(chunk),
             return_tensors="pt",
             padding=True,
             truncation=True,

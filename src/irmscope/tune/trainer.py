@@ -133,7 +133,7 @@ def _build_dpo_trainer(
     from trl import DPOConfig, DPOTrainer
 
     from irmscope.data import build_preference_pairs
-    from irmscope.tune.sampling import generate_completions
+    from irmscope.models.generation import generate_completions
 
     lm = load_model(base_path)
     pairs_file = work / "preference_pairs.json"

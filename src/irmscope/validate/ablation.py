@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.sae.model import SAE
 from irmscope.stats import bootstrap_ci, paired_ratio_ci
-from irmscope.tune.sampling import generate_completions
 from irmscope.validate.selection import AttributedSelection
 
 

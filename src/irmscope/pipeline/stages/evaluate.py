@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.io import write_json
+from irmscope.models.generation import generate_completions
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.stages import StageResult
 from irmscope.stats import bootstrap_ci
-from irmscope.tune import evaluate_policy, generate_completions
+from irmscope.tune import evaluate_policy
 
 
 def model_upstream(ctx: RunContext) -> list[StageResult]:

@@ -13,11 +13,11 @@ from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
 from irmscope.io import write_json
+from irmscope.models.generation import batches, generate_completions
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.sae import SAE
 from irmscope.stats import bootstrap_ci
-from irmscope.tune import generate_completions
 from irmscope.validate import (
     AttributedSelection,
     ablation_table,
@@ -97,10 +97,8 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
     held, texts = set(ctx.evaluation_prompts), list(ctx.reviews("prompts")["text"])
     prompts: list[str] = []
     chunk = len(held) + 2 * n + 64  # reviews too short for a prefix are dropped, so read on until enough
-    for start in range(0, len(texts), chunk):
-        prefixes = truncate_to_prefixes(
-            texts[start : start + chunk], ctx.tuned.tokenizer, ctx.config.data.prefix_tokens
-        )
+    for _, block in batches(texts, size=chunk):
+        prefixes = truncate_to_prefixes(block, ctx.tuned.tokenizer, ctx.config.data.prefix_tokens)
         prompts += [p for p in prefixes if p not in held]
         if len(prompts) >= n:
             break

@@ -1,15 +1,38 @@
-"""Sampling completions from a policy, reproducibly."""
+"""Running a model over many texts: batching, reproducible sampling, and per-completion statistics.
+
+Every loop over texts in batches goes through :func:`batches`, so batch boundaries (and the per-batch seeds
+of :func:`generate_completions`) are the same everywhere.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
+
+
+def batches(
+    *columns: Sequence[Any], size: int, progress: bool = False, desc: str | None = None, leave: bool = True
+) -> Iterator[tuple[Any, ...]]:
+    """``(start, column_1[start : start + size], column_2[...], ...)`` for consecutive batches of rows.
+
+    The columns are parallel sequences (e.g. prompts and their completions) of one length; each is sliced
+    with its own slicing, so a list gives lists and a tensor gives tensors. ``progress`` shows a bar
+    (``desc`` names it; ``leave=False`` removes it when done).
+    """
+    n = len(columns[0])
+    if any(len(column) != n for column in columns):
+        raise ValueError(f"columns of different lengths: {[len(column) for column in columns]}")
+    starts = range(0, n, size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=leave):
+        yield (start, *(column[start : start + size] for column in columns))
 
 
 @torch.no_grad()
@@ -40,11 +63,8 @@ def generate_completions(
         raise IrmscopeError("no prompts to complete; check the prompt dataset is not empty")
     completions: list[str] = []
     device = next(lm.model.parameters()).device
-    batches = range(0, len(prompts), batch_size)
-    for index, start in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not progress)):
-        enc = lm.tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(
-            device
-        )
+    for index, (_, chunk) in enumerate(batches(prompts, size=batch_size, progress=progress, desc=desc)):
+        enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
         torch.manual_seed(seed + index)
         processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
         out = lm.model.generate(
@@ -122,3 +142,52 @@ def generate_amplified(
         processor_for_batch=lambda mask: _AmplifiedLogits(base.model, mask, alpha),
         desc=f"amplified sampling (alpha={alpha:g})",
     )
+
+
+def completion_batch(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]):
+    """Right-padded ids of prompt + completion, and a mask of the completion tokens."""
+    tok = lm.tokenizer
+    rows, masks = [], []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"]
+        rows.append(p + c)
+        masks.append([0] * len(p) + [1] * len(c))
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    completion = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+    return ids, attention, completion
+
+
+@torch.no_grad()
+def completion_statistics(
+    policy: LoadedModel,
+    reference: LoadedModel | None,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 8,
+) -> dict[str, np.ndarray]:
+    """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
+    ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary."""
+    nll, kl, n_tokens = [], [], []
+    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
+        ids, attention, completion = completion_batch(policy, prompt_chunk, completion_chunk)
+        # the token at position t is predicted by the logits at t - 1
+        target_mask = completion[:, 1:].float()
+        counts = target_mask.sum(dim=1).clamp(min=1)
+        n_tokens.append(target_mask.sum(dim=1).numpy())
+        logp = F.log_softmax(policy.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1)
+        token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        nll.append((-(token_logp * target_mask).sum(dim=1) / counts).numpy())
+        if reference is not None:
+            ref_logp = F.log_softmax(
+                reference.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1
+            )
+            per_token = (logp.exp() * (logp - ref_logp)).sum(-1)
+            kl.append(((per_token * target_mask).sum(dim=1) / counts).numpy())
+    out = {"nll": np.concatenate(nll), "n_tokens": np.concatenate(n_tokens)}
+    if kl:
+        out["kl"] = np.concatenate(kl)
+    return out
