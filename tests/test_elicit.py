@@ -42,7 +42,7 @@ def test_continuations_match_running_each_sequence_alone(family):
     contexts = ["The movie was really", "I think that this film is quite a"]  # different lengths: padding
     words = word_token_ids(lm.tokenizer, ["good", "bad", "fun", "boring"])
     sites = ["blocks.1.mlp.hook_post", "blocks.0.hook_resid_post"]
-    result = continuation_activations(lm, contexts, list(words.values()), sites, rows_per_step=3)
+    result = continuation_activations(lm, contexts, list(words.values()), sites=sites, rows_per_step=3)
     for i, context in enumerate(contexts):
         logits = lm.model(**lm.tokenizer([context], return_tensors="pt")).logits[0, -1]
         log_probs = torch.log_softmax(logits, -1)
@@ -61,9 +61,11 @@ def test_continuations_match_running_each_sequence_alone(family):
 def test_continuations_take_one_word_list_per_context():
     lm = load_model("tiny-llama")
     ids = word_token_ids(lm.tokenizer, ["good", "bad"])
-    shared = continuation_activations(lm, ["It was", "So"], list(ids.values()), ["blocks.0.mlp.hook_post"])
+    shared = continuation_activations(
+        lm, ["It was", "So"], list(ids.values()), sites=["blocks.0.mlp.hook_post"]
+    )
     per_row = continuation_activations(
-        lm, ["It was", "So"], [[ids["bad"]], [ids["good"]]], ["blocks.0.mlp.hook_post"]
+        lm, ["It was", "So"], [[ids["bad"]], [ids["good"]]], sites=["blocks.0.mlp.hook_post"]
     )
     act = "blocks.0.mlp.hook_post"
     torch.testing.assert_close(per_row.activations[act][0, 0], shared.activations[act][0, 1])
@@ -182,8 +184,11 @@ def test_the_permutation_null_refits_exactly_what_fit_regression_fits(variant):
 def _permutation_p(rng, signal: float, n_fit: int = 60) -> float:
     X, y, row_words, lexicon, held_words, held = _word_regression_data(rng, signal, n_fit)
     null = null_reconstructions(
-        X, permuted_targets(y, row_words, lexicon, "ridge-value", 200, rng.integers(1 << 30)),
-        row_words, "ridge-value", held,
+        X,
+        permuted_targets(y, row_words, lexicon, "ridge-value", 200, rng.integers(1 << 30)),
+        row_words,
+        "ridge-value",
+        held,
     )
     elicited = fit_regression(X, y, "ridge-value", row_words).predict(held)
     result = agreement(elicited, [lexicon[w] for w in held_words], null=null)
@@ -228,7 +233,9 @@ def test_the_gap_uses_the_same_word_resamples_for_both_models():
     words = [f"w{i}" for i in range(200)]
     as_dicts = [dict(zip(words, v, strict=True)) for v in (alike, base, truth)]
     split = lexicon_gap(*as_dicts, words)
-    assert split["all"]["value"] == pytest.approx(gap["value"]) and split["negative"]["n"] == (truth < 0).sum()
+    assert (
+        split["all"]["value"] == pytest.approx(gap["value"]) and split["negative"]["n"] == (truth < 0).sum()
+    )
 
 
 def _triple(pos: str, neg: str, pv: float, nv: float) -> ContrastiveTriple:

@@ -102,6 +102,7 @@ def value_change(
     layer: int,
     texts: Sequence[str],
     word: str,
+    *,
     gain: float,
     steps: int = 100,
     lr: float = 0.01,
@@ -185,7 +186,7 @@ def rank_one_edit(
     moment = moment + ridge * moment.trace() / len(moment) * torch.eye(len(moment))
     solved = torch.linalg.solve(moment, key)
     direction = solved / (key @ solved)
-    delta, reached = value_change(lm, layer, texts, word, gain)
+    delta, reached = value_change(lm, layer, texts, word, gain=gain)
     return RankOneEdit(layer, delta.cpu(), direction, key, word, reached)
 
 
@@ -230,6 +231,7 @@ def reward_edit_study(
     tuned: LoadedModel,
     base: LoadedModel,
     word: str,
+    *,
     lexicon: Mapping[str, float],
     edit_texts: Sequence[str],
     measure_texts: Sequence[str],
@@ -261,14 +263,14 @@ def reward_edit_study(
         raise IrmscopeError("the policy shift does not rise with the lexicon value; it has no lexicon units")
     edit = rank_one_edit(tuned, layer, word, edit_texts, gain=gain_units / slope)
     completions_before = generate_completions(
-        tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="before the edit"
+        tuned, prompts, max_new_tokens=max_new_tokens, seed=seed, progress=progress, desc="before the edit"
     )
     expected_before = expected_occurrences(tuned, prompts, completions_before, word)
     with edited(tuned, edit):
         expected_after = expected_occurrences(tuned, prompts, completions_before, word)
         shift_after = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
         completions_after = generate_completions(
-            tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="after the edit"
+            tuned, prompts, max_new_tokens=max_new_tokens, seed=seed, progress=progress, desc="after the edit"
         )
     units = lambda shift: slope * shift + intercept  # noqa: E731
     moved = np.array([units(shift_after[w]) - units(shift_before[w]) for w in others])
@@ -330,6 +332,7 @@ def _run_settings(run_dir: str | Path, results: dict[str, Any]) -> tuple[str, st
 def edit_run_study(
     run_dir: str | Path,
     word: str,
+    *,
     layer: int | None = None,
     gain_units: float = 1.25,
     n_edit_texts: int = 32,
@@ -376,12 +379,12 @@ def edit_run_study(
         tuned,
         base,
         word,
-        dict(reward.lexicon.items()),
-        edit_texts,
-        measure_texts,
-        prompts,
-        reward,
-        layer,
+        lexicon=dict(reward.lexicon.items()),
+        edit_texts=edit_texts,
+        measure_texts=measure_texts,
+        prompts=prompts,
+        reward=reward,
+        layer=layer,
         gain_units=gain_units,
         seed=seed,
         progress=progress,

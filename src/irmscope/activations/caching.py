@@ -34,6 +34,7 @@ def cache_activations(
     texts: Sequence[str],
     sites: Sequence[str],
     out_dir: str | Path,
+    *,
     positions: PositionMode = "all",
     max_length: int = 128,
     batch_size: int = 16,
@@ -111,7 +112,15 @@ def cache_activations(
         start = index * texts_per_shard
         block = list(texts[start : start + texts_per_shard])
         tensors = _activations_of_block(
-            lm, block, start, sites, positions, max_length, batch_size, dtype, bar
+            lm,
+            block,
+            start,
+            sites=sites,
+            positions=positions,
+            max_length=max_length,
+            batch_size=batch_size,
+            dtype=dtype,
+            bar=bar,
         )
         write_shard(out_dir / shard_name(index), tensors)
         manifest["widths"] = {site: int(tensors[site].shape[1]) for site in sites}
@@ -250,6 +259,7 @@ def _activations_of_block(
     lm: LoadedModel,
     texts: list[str],
     first_text: int,
+    *,
     sites: Sequence[str],
     positions: PositionMode,
     max_length: int,

@@ -69,6 +69,7 @@ def continuation_activations(
     lm: LoadedModel,
     contexts: Sequence[str],
     word_ids: Sequence[int] | Sequence[Sequence[int]],
+    *,
     sites: Sequence[str] = (),
     max_context_tokens: int = 48,
     contexts_per_batch: int = 8,

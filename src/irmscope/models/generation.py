@@ -39,6 +39,7 @@ def batches(
 def generate_completions(
     lm: LoadedModel,
     prompts: Sequence[str],
+    *,
     max_new_tokens: int = 32,
     batch_size: int = 16,
     temperature: float = 1.0,
@@ -123,6 +124,7 @@ def generate_amplified(
     tuned: LoadedModel,
     base: LoadedModel,
     prompts: Sequence[str],
+    *,
     alpha: float,
     max_new_tokens: int = 32,
     batch_size: int = 16,

@@ -225,6 +225,7 @@ def reward_attribution(
     models: Mapping[str, LoadedModel],
     prompts: Sequence[str],
     continuations: Sequence[str],
+    *,
     reward: np.ndarray,
     groups: np.ndarray,
     readouts: Mapping[str, Residuals],

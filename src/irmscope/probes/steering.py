@@ -61,6 +61,7 @@ def random_directions(width: int, n: int, seed: int) -> list[np.ndarray]:
 def steering_curves(
     lm: LoadedModel,
     fluency_judge: LoadedModel,
+    *,
     directions: Mapping[str, tuple[str, np.ndarray]],
     prompts: Sequence[str],
     reward: Reward,
@@ -93,13 +94,18 @@ def steering_curves(
     def sample(site: str | None, vector: np.ndarray | None, scale: float) -> dict[str, Any]:
         if site is None or scale == 0:
             completions = generate_completions(
-                lm, prompts, max_new_tokens, batch_size, seed=seed, progress=False
+                lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=False
             )
         else:
             step = torch.as_tensor(vector * norms[site], dtype=torch.float32)
             with steer(lm.model, site, step, scale):
                 completions = generate_completions(
-                    lm, prompts, max_new_tokens, batch_size, seed=seed, progress=False
+                    lm,
+                    prompts,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    seed=seed,
+                    progress=False,
                 )
         scores = reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
         nll = completion_statistics(fluency_judge, None, prompts, completions, batch_size)["nll"]

@@ -39,6 +39,7 @@ def evaluate_policy(
     tuned: LoadedModel,
     prompts: Sequence[str],
     reward: Reward,
+    *,
     max_new_tokens: int = 32,
     batch_size: int = 16,
     seed: int = 0,
@@ -46,10 +47,10 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Sample one completion per prompt from each model and compare them (see the module docstring)."""
     base_completions = generate_completions(
-        base, prompts, max_new_tokens, batch_size, seed=seed, progress=progress
+        base, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
     )
     tuned_completions = generate_completions(
-        tuned, prompts, max_new_tokens, batch_size, seed=seed, progress=progress
+        tuned, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
     )
     base_scores = reward.score([p + c for p, c in zip(prompts, base_completions, strict=True)])
     tuned_scores = reward.score([p + c for p, c in zip(prompts, tuned_completions, strict=True)])

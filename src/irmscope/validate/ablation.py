@@ -59,6 +59,7 @@ def reward_under_ablation(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
     features_by_site: Mapping[str, Sequence[int]],
+    *,
     prompts: Sequence[str],
     reward: Reward,
     max_new_tokens: int = 32,
@@ -70,7 +71,13 @@ def reward_under_ablation(
     edits = {site: feature_ablation(saes[site], f) for site, f in features_by_site.items() if len(f)}
     with intervene(lm.model, edits):
         completions = generate_completions(
-            lm, prompts, max_new_tokens, batch_size, seed=seed, progress=progress, desc="ablated sampling"
+            lm,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            desc="ablated sampling",
         )
     return reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
 
@@ -79,6 +86,7 @@ def ablation_table(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
     related: Mapping[str, Sequence[int]],
+    *,
     prompts: Sequence[str],
     reward: Reward,
     before: np.ndarray,
@@ -139,7 +147,15 @@ def ablation_table(
 
     def ablated(model: LoadedModel, features: Mapping[str, Sequence[int]]) -> np.ndarray:
         return reward_under_ablation(
-            model, saes, features, prompts, reward, max_new_tokens, batch_size, seed, progress
+            model,
+            saes,
+            features,
+            prompts=prompts,
+            reward=reward,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
         )
 
     for name, features in conditions.items():

@@ -49,15 +49,15 @@ class Attribute(Stage):
             {"tuned": ctx.tuned, "base": ctx.base},
             rows.prompts,
             rows.completions,
-            rows.true,
-            rows.prompt_index,
-            {
+            reward=rows.true,
+            groups=rows.prompt_index,
+            readouts={
                 label: load_residuals(folder / f"coverage_residuals-{label}.npz")
                 for label in ("tuned", "base")
             },
-            triples,
-            probes.test_fraction,
-            ctx.seed,
+            triples=triples,
+            test_fraction=probes.test_fraction,
+            seed=ctx.seed,
             progress=ctx.progress,
         )
         write_json(work / "attribution.json", result)

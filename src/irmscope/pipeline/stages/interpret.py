@@ -55,11 +55,13 @@ class Interpret(Stage):
         result = interpret_features(
             ctx.saes("tuned"),
             pair_saes,
-            held_out,
-            ctx.tuned.tokenizer,
-            ctx.lexicon,
-            ctx.reward.description,
-            build_explainer(settings.explainer, settings.base_url, settings.model, settings.api_key_env),
+            store=held_out,
+            tokenizer=ctx.tuned.tokenizer,
+            lexicon=ctx.lexicon,
+            reward_description=ctx.reward.description,
+            explainer=build_explainer(
+                settings.explainer, settings.base_url, settings.model, settings.api_key_env
+            ),
             top_k=settings.top_k,
             n_contexts=settings.n_contexts,
         )

@@ -59,11 +59,11 @@ class Validate(Stage):
                 ctx.tuned,
                 tuned_saes,
                 related,
-                samples["prompts"][:n],
-                ctx.reward,
-                np.asarray(samples["tuned_scores"][:n]),
-                ctx.config.generation.max_new_tokens,
-                ctx.config.generation.batch_size,
+                prompts=samples["prompts"][:n],
+                reward=ctx.reward,
+                before=np.asarray(samples["tuned_scores"][:n]),
+                max_new_tokens=ctx.config.generation.max_new_tokens,
+                batch_size=ctx.config.generation.batch_size,
                 seed=ctx.seed,
                 progress=ctx.progress,
                 attributed=attributed,
@@ -116,9 +116,14 @@ def attributed_selection(ctx: RunContext, saes: dict[str, SAE]) -> AttributedSel
     settings, generation = ctx.config.validation, ctx.config.generation
     prompts = attribution_prompts(ctx, settings.n_attribution_prompts)
     completions = generate_completions(
-        ctx.tuned, prompts, generation.max_new_tokens, generation.batch_size, seed=ctx.seed,
-        progress=ctx.progress, desc="completions to attribute",
-    )  # fmt: skip
+        ctx.tuned,
+        prompts,
+        max_new_tokens=generation.max_new_tokens,
+        batch_size=generation.batch_size,
+        seed=ctx.seed,
+        progress=ctx.progress,
+        desc="completions to attribute",
+    )
     scores = attribute_reward_to_features(
         ctx.tuned, saes, prompts, completions, token_values(ctx.tuned.tokenizer, ctx.lexicon),
         progress=ctx.progress,
