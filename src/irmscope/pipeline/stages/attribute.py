@@ -10,7 +10,7 @@ from irmscope.data.triples import short_contrastive_triples
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.probes import coverage, probes_apply
+from irmscope.pipeline.stages.probes import coverage
 from irmscope.probes.attribution import reward_attribution
 from irmscope.probes.residuals import load_residuals
 
@@ -21,9 +21,7 @@ class Attribute(Stage):
     needs = ("probes", "evaluate")
     result_key = "attribution"
     result_file = "attribution.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return probes_apply(ctx)
+    requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         probes = ctx.config.probes

@@ -30,19 +30,9 @@ class Elicit(Stage):
     needs = ("saes", "evaluate")
     result_key = "elicitation"
     result_file = "elicitation.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return ctx.tuned_spec is not None and ctx.lexicon is not None
-
-    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        return {
-            "elicit": ctx.config.elicit.model_dump(),
-            "reward": ctx.config.reward.model_dump(),
-            "seed": ctx.seed,
-        }
-
-    def upstream(self, ctx: RunContext, model: str | None) -> list:
-        return [ctx.finished[name] for name in ("saes-tuned", "saes-base", "evaluate")]
+    requires = ("tuned", "lexicon")
+    config_sections = ("elicit", "reward")
+    reads = ("saes-tuned", "saes-base", "evaluate")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         settings = ctx.config.elicit

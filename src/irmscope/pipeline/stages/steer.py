@@ -9,7 +9,6 @@ from typing import Any
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.probes import probes_apply
 from irmscope.probes import steering_curves
 from irmscope.probes.experiment import steering_directions
 
@@ -20,9 +19,8 @@ class Steer(Stage):
     needs = ("probes", "interpret", "saes")
     result_key = "steering"
     result_file = "steering.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return probes_apply(ctx)
+    requires = ("tuned", "probes")
+    reads = ("probes", "interpret", "saes-tuned")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         return {
@@ -32,9 +30,6 @@ class Steer(Stage):
             "generation": ctx.config.generation.model_dump(),
             "seed": ctx.seed,
         }
-
-    def upstream(self, ctx: RunContext, model: str | None) -> list:
-        return [ctx.finished[name] for name in ("probes", "interpret", "saes-tuned")]
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         probes, generation = ctx.config.probes, ctx.config.generation

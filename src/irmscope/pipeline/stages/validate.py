@@ -33,18 +33,8 @@ class Validate(Stage):
     needs = ("interpret", "evaluate", "elicit")
     result_key = "validation"
     result_file = "validation.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return ctx.tuned_spec is not None
-
-    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        config = ctx.config
-        return {
-            "validation": config.validation.model_dump(),
-            "data": config.data.model_dump(),
-            "generation": config.generation.model_dump(),
-            "seed": ctx.seed,
-        }
+    requires = ("tuned",)
+    config_sections = ("validation", "data", "generation")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         settings, samples = ctx.config.validation, ctx.samples
