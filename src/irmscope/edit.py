@@ -38,7 +38,7 @@ from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import policy_shift_lexicon
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
-from irmscope.models.generation import batches, completion_batch, generate_completions
+from irmscope.models.generation import batches, completion_batch, encoded_batches, generate_completions
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
@@ -65,15 +65,7 @@ def _down_projection(lm: LoadedModel, layer: int) -> torch.nn.Linear:
 
 def _batches(lm: LoadedModel, texts: Sequence[str], max_tokens: int, batch_size: int = 16):
     """Right-padded ``(input_ids, attention_mask)`` batches of ``texts`` cut to ``max_tokens`` tokens."""
-    for _, chunk in batches(texts, size=batch_size):
-        batch = lm.tokenizer(
-            list(chunk),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_tokens,
-            add_special_tokens=False,
-        )
+    for _, batch in encoded_batches(lm, texts, batch_size, max_tokens, add_special_tokens=False):
         yield batch["input_ids"], batch["attention_mask"]
 
 

@@ -22,7 +22,7 @@ from irmscope.activations.store import (
 from irmscope.distributed import barrier, is_main, my_share, rank, world_size
 from irmscope.errors import IrmscopeError, one_line
 from irmscope.io import file_digest, fingerprint, verify_file, write_json
-from irmscope.models.generation import batches
+from irmscope.models.generation import encoded_batches
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
@@ -271,14 +271,7 @@ def _activations_of_block(
         key: [] for key in [*sites, "token_ids", "text_index", "position"]
     }
     device = next(lm.model.parameters()).device
-    for start, chunk in batches(texts, size=batch_size):
-        enc = lm.tokenizer(
-            chunk,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        ).to(device)
+    for start, enc in encoded_batches(lm, texts, batch_size, max_length, device):
         mask = enc["attention_mask"].bool()
         if positions == "last":
             select = last_token_positions(enc["attention_mask"])

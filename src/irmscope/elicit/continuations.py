@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import batches
+from irmscope.models.generation import batches, encoded_batches
 from irmscope.models.hooks import capture
 from irmscope.models.loading import LoadedModel
 
@@ -157,14 +157,7 @@ def next_token_log_probs(
     device = next(model.parameters()).device
     words = torch.tensor(list(word_ids), device=device)
     out = []
-    for _, chunk in batches(texts, size=batch_size):
-        enc = lm.tokenizer(
-            list(chunk),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        ).to(device)
+    for _, enc in encoded_batches(lm, texts, batch_size, max_length, device):
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         logits = model(**enc, position_ids=positions, use_cache=False).logits.float()
         log_probs = torch.log_softmax(logits, -1)[..., words]

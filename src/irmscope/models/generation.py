@@ -35,6 +35,28 @@ def batches(
         yield (start, *(column[start : start + size] for column in columns))
 
 
+def encoded_batches(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    size: int,
+    max_length: int | None,
+    device: torch.device | None = None,
+    add_special_tokens: bool = True,
+) -> Iterator[tuple[int, Any]]:
+    """``(start, encoding)`` for consecutive batches of ``texts``, padded by the tokenizer and cut to
+    ``max_length`` tokens (moved to ``device`` if given): the one way the methods tokenise a corpus."""
+    for start, chunk in batches(texts, size=size):
+        enc = lm.tokenizer(
+            list(chunk),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            add_special_tokens=add_special_tokens,
+        )
+        yield start, enc if device is None else enc.to(device)
+
+
 @torch.no_grad()
 def generate_completions(
     lm: LoadedModel,
