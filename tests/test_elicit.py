@@ -42,7 +42,7 @@ def test_continuations_match_running_each_sequence_alone(family):
     contexts = ["The movie was really", "I think that this film is quite a"]  # different lengths: padding
     words = word_token_ids(lm.tokenizer, ["good", "bad", "fun", "boring"])
     sites = ["blocks.1.mlp.hook_post", "blocks.0.hook_resid_post"]
-    result = continuation_activations(lm, contexts, list(words.values()), sites, rows_per_step=3)
+    result = continuation_activations(lm, contexts, list(words.values()), sites=sites, rows_per_step=3)
     for i, context in enumerate(contexts):
         logits = lm.model(**lm.tokenizer([context], return_tensors="pt")).logits[0, -1]
         log_probs = torch.log_softmax(logits, -1)
@@ -61,9 +61,11 @@ def test_continuations_match_running_each_sequence_alone(family):
 def test_continuations_take_one_word_list_per_context():
     lm = load_model("tiny-llama")
     ids = word_token_ids(lm.tokenizer, ["good", "bad"])
-    shared = continuation_activations(lm, ["It was", "So"], list(ids.values()), ["blocks.0.mlp.hook_post"])
+    shared = continuation_activations(
+        lm, ["It was", "So"], list(ids.values()), sites=["blocks.0.mlp.hook_post"]
+    )
     per_row = continuation_activations(
-        lm, ["It was", "So"], [[ids["bad"]], [ids["good"]]], ["blocks.0.mlp.hook_post"]
+        lm, ["It was", "So"], [[ids["bad"]], [ids["good"]]], sites=["blocks.0.mlp.hook_post"]
     )
     act = "blocks.0.mlp.hook_post"
     torch.testing.assert_close(per_row.activations[act][0, 0], shared.activations[act][0, 1])

@@ -31,7 +31,7 @@ def demonstrations(seed: int = 0):
 @pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
 def test_irl_recovers_a_reward_the_expert_follows_from_held_out_prompts(kind):
     features, expert, groups, true = demonstrations()
-    estimate, fits, chosen = cross_fitted_irl(features, expert, groups, kind)
+    estimate, fits, chosen = cross_fitted_irl(features, expert, groups, kind=kind)
     assert len(fits) == 5 and chosen == [None] * 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
     pairs = (estimate[N_PROMPTS:] > estimate[:N_PROMPTS]) == (true[N_PROMPTS:] > true[:N_PROMPTS])
     assert pairs.mean() > 0.8
@@ -61,7 +61,7 @@ def test_irl_is_a_conditional_logit_that_per_prompt_offsets_do_not_fool():
     assert abs(old_direction @ reward) / np.linalg.norm(old_direction) < 0.5  # the old fit fails
     assert fit_irl(features, expert, groups, "max-entropy").direction @ reward > 0.85
 
-    estimate, _, _ = cross_fitted_irl(features, expert, groups, "max-entropy")
+    estimate, _, _ = cross_fitted_irl(features, expert, groups, kind="max-entropy")
     true = features @ reward
     same_order = (estimate[n:] > estimate[:n]) == (true[n:] > true[:n])
     assert same_order.mean() > 0.8
@@ -73,13 +73,13 @@ def test_cross_fitted_irl_chooses_the_read_out_inside_each_fold_and_pools_on_one
     features, expert, groups, true = demonstrations()
     noise = np.random.default_rng(9).standard_normal(features.shape)
     estimate, fits, chosen = cross_fitted_irl(
-        {"noise": noise, "signal": 1000 * features}, expert, groups, "max-entropy"
+        {"noise": noise, "signal": 1000 * features}, expert, groups, kind="max-entropy"
     )
     assert chosen == ["signal"] * 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
     # each fold's held-out scores are in units of its own training scores (not of its raw weights)
     assert 0.5 < estimate.std() < 2 and abs(estimate.mean()) < 0.5
     with pytest.raises(IrmscopeError, match="penalty searched"):
-        cross_fitted_irl({"a": features, "b": noise}, expert, groups, "max-entropy", penalty=1.0)
+        cross_fitted_irl({"a": features, "b": noise}, expert, groups, kind="max-entropy", penalty=1.0)
 
 
 def test_irl_refuses_demonstrations_from_one_policy_and_unknown_kinds():
@@ -287,10 +287,29 @@ def test_an_edit_study_moves_the_word_more_than_the_others_and_needs_lexicon_uni
     texts = ["the film was good and the plot was bad", "i liked it a lot", "the acting was fine"]
     others = ["a story about a dog", "we saw it twice and left early", "music and light"]  # measured on
     with pytest.raises(IrmscopeError, match="no lexicon units"):  # a model compared with itself: no shift
-        reward_edit_study(base, base, "boring", lexicon, texts, others, ["the"], reward, 1)
+        reward_edit_study(
+            base,
+            base,
+            "boring",
+            lexicon=lexicon,
+            edit_texts=texts,
+            measure_texts=others,
+            prompts=["the"],
+            reward=reward,
+            layer=1,
+        )
     tuned = _lexicon_tilted(load_model("tiny-llama"), lexicon, nats_per_unit=0.5)
     study = reward_edit_study(
-        tuned, base, "boring", lexicon, texts, others, ["the", "a film"], reward, 1, 1.0
+        tuned,
+        base,
+        "boring",
+        lexicon=lexicon,
+        edit_texts=texts,
+        measure_texts=others,
+        prompts=["the", "a film"],
+        reward=reward,
+        layer=1,
+        gain_units=1.0,
     )
     assert study["calibration_pearson"] > 0.99 and abs(study["target_before"]) < 0.1
     # asked for 1 unit on the fitting texts; measured on other texts: 0.36, the other words 0.05 on

@@ -82,7 +82,13 @@ def hand_made_store(tmp_path, smollm2_tokenizer):
 def test_feature_evidence_finds_top_contexts_tokens_and_the_reward_link(hand_made_store, smollm2_tokenizer):
     values = token_values(smollm2_tokenizer, {"great": 3.1, "fun": 2.3})
     great, the, silent = feature_evidence(
-        identity_sae(3), hand_made_store, SITE, [0, 1, 2], smollm2_tokenizer, values, n_contexts=5
+        identity_sae(3),
+        hand_made_store,
+        SITE,
+        features=[0, 1, 2],
+        tokenizer=smollm2_tokenizer,
+        values_by_token=values,
+        n_contexts=5,
     )
     assert len(great.contexts) == 2  # one context per text, strongest text first
     first = great.contexts[0]
@@ -197,11 +203,11 @@ def test_interpret_features_explains_shared_features_and_lists_the_related(
     result = interpret_features(
         {SITE: small},
         {SITE: large},
-        hand_made_store,
-        smollm2_tokenizer,
-        {"great": 3.1},
-        "VADER",
-        OfflineExplainer(),
+        store=hand_made_store,
+        tokenizer=smollm2_tokenizer,
+        lexicon={"great": 3.1},
+        reward_description="VADER",
+        explainer=OfflineExplainer(),
         top_k=2,
     )
     assert result["n_explained"] == 2 and [f["pair_cosine"] for f in result["features"]] == [1.0, 1.0]
@@ -215,4 +221,4 @@ def test_interpret_features_explains_shared_features_and_lists_the_related(
 def test_feature_evidence_needs_every_position(hand_made_store, smollm2_tokenizer):
     hand_made_store.manifest["positions"] = "last"
     with pytest.raises(IrmscopeError, match="positions='all'"):
-        feature_evidence(identity_sae(3), hand_made_store, SITE, [0], smollm2_tokenizer)
+        feature_evidence(identity_sae(3), hand_made_store, SITE, features=[0], tokenizer=smollm2_tokenizer)

@@ -116,7 +116,7 @@ def test_residuals_read_the_last_token_the_prompt_end_and_the_mean(lm):
 def test_probe_study_finds_a_lexicon_count_on_a_tiny_model(lm):
     texts = [" ".join(rng.choice(WORDS, 12)) for _ in range(80)]
     y = LexiconReward(LEXICON).score(texts)
-    study = probe_study(lm, ["the film was "] * 80, texts, y, max_positions=5, progress=False)
+    study = probe_study(lm, ["the film was "] * 80, texts, targets=y, max_positions=5, progress=False)
     summary = study.summary
     assert set(summary["per_layer"]) == {"last_token", "prompt_end", "mean_pooled"}
     best = summary["best"]
@@ -137,9 +137,9 @@ def test_steering_pairs_every_scale_with_the_unsteered_completions(lm):
     result = steering_curves(
         lm,
         lm,
-        {"test": (site, direction)},
-        prompts,
-        LexiconReward(LEXICON),
+        directions={"test": (site, direction)},
+        prompts=prompts,
+        reward=LexiconReward(LEXICON),
         scales=[0.0, 8.0],
         n_random=1,
         max_new_tokens=6,
@@ -151,7 +151,13 @@ def test_steering_pairs_every_scale_with_the_unsteered_completions(lm):
     assert points[0]["reward_change"] == {**points[0]["reward_change"], "value": 0.0, "low": 0.0, "high": 0.0}
     assert points[0]["example"] != points[1]["example"]  # a large step changes what the model writes
     with pytest.raises(IrmscopeError, match="zero or not finite"):
-        steering_curves(lm, lm, {"zero": (site, np.zeros(lm.d_model))}, prompts, LexiconReward(LEXICON))
+        steering_curves(
+            lm,
+            lm,
+            directions={"zero": (site, np.zeros(lm.d_model))},
+            prompts=prompts,
+            reward=LexiconReward(LEXICON),
+        )
 
 
 def test_review_targets_map_stars_to_minus_one_to_one_and_fall_back_to_labels():

@@ -9,12 +9,11 @@ import torch
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
+from irmscope.models.generation import generate_amplified, generate_completions
 from irmscope.rewards import CallableReward, VaderReward
 from irmscope.tune import (
     MANIFEST,
     evaluate_policy,
-    generate_amplified,
-    generate_completions,
     layer_divergence,
     top_layers,
     tune_model,
@@ -33,7 +32,7 @@ FAST = dict(
 def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
     settings = TuneSection(algorithm=algorithm, dpo_pairs=4, dpo_completions_per_prompt=2, **FAST)
     tuned = tune_model(
-        "tiny-llama", LETTER_E, PROMPTS, tmp_path, settings, reward_spec="letter_e", progress=False
+        "tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, reward_spec="letter_e", progress=False
     )
     manifest = json.loads((tuned.path / MANIFEST).read_text())
     assert manifest["algorithm"] == algorithm and manifest["base_model"] == "tiny-llama"
@@ -45,13 +44,14 @@ def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
     assert sum(divergence.values()) > 0  # the weights moved
     # a second call finds the finished model instead of training again
     assert (
-        tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings, progress=False).manifest == manifest
+        tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, progress=False).manifest
+        == manifest
     )
 
 
 def test_lora_adapters_are_merged_into_an_ordinary_checkpoint(tmp_path):
     settings = TuneSection(**{**FAST, "algorithm": "grpo", "lora": True, "lora_rank": 4})
-    tuned = tune_model("tiny-gpt_neox", VaderReward(), PROMPTS, tmp_path, settings, progress=False)
+    tuned = tune_model("tiny-gpt_neox", VaderReward(), PROMPTS, tmp_path, settings=settings, progress=False)
     assert not (tuned.path / "adapter_config.json").exists()
     reloaded = load_model(str(tuned.path))
     assert reloaded.adapter.family == "gpt_neox"
@@ -64,7 +64,7 @@ def test_group_size_must_divide_the_batch(tmp_path):
             VaderReward(),
             PROMPTS,
             tmp_path,
-            TuneSection(batch_size=6, group_size=4),
+            settings=TuneSection(batch_size=6, group_size=4),
             progress=False,
         )
 
@@ -79,7 +79,7 @@ def test_collapsing_reward_stops_and_names_the_last_good_checkpoint(tmp_path):
     reward = CallableReward(reward_that_collapses, "collapsing", "rewards everything, then nothing")
     settings = TuneSection(algorithm="grpo", **{**FAST, "steps": 20, "save_every": 3})
     with pytest.raises(IrmscopeError, match=r"reward collapsed at step 10.*checkpoint-9") as err:
-        tune_model("tiny-llama", reward, PROMPTS, tmp_path, settings, progress=False)
+        tune_model("tiny-llama", reward, PROMPTS, tmp_path, settings=settings, progress=False)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "model").exists()  # no tuned model is published from a failed run
     assert (tmp_path / "checkpoints" / "checkpoint-9").is_dir()

@@ -10,11 +10,11 @@ from irmscope.activations import ActivationStore
 from irmscope.activations.store import save_manifest, shard_name, write_shard
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
+from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import intervene
 from irmscope.rewards import VaderReward
 from irmscope.sae import SAE, SAEConfig
 from irmscope.stats import paired_ratio_ci
-from irmscope.tune.sampling import generate_completions
 from irmscope.validate import (
     AttributedSelection,
     ablation_table,
@@ -67,10 +67,20 @@ def _sae_with_bias(lm, site: str, bias: float) -> SAE:
 def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_text(lm):
     site = "blocks.1.mlp.hook_post"
     reward = VaderReward()
-    plain = generate_completions(lm, PROMPTS, 8, seed=3, progress=False)
+    plain = generate_completions(lm, PROMPTS, max_new_tokens=8, seed=3, progress=False)
     before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
     silent = {site: _sae_with_bias(lm, site, -1e6)}
-    table = ablation_table(lm, silent, {site: [0]}, PROMPTS, reward, before, 8, seed=3, progress=False)
+    table = ablation_table(
+        lm,
+        silent,
+        {site: [0]},
+        prompts=PROMPTS,
+        reward=reward,
+        before=before,
+        max_new_tokens=8,
+        seed=3,
+        progress=False,
+    )
     assert table["related"]["change"]["value"] == 0.0 and table["random"]["change"]["value"] == 0.0
     assert table["n_features"] == {site: 1} and table["before"]["n"] == len(PROMPTS)
     firing = {site: _sae_with_bias(lm, site, 50.0)}
@@ -78,9 +88,18 @@ def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_
         firing[site].W_enc.zero_()  # every latent at 50: a large, fixed edit of the site
 
     with intervene(lm.model, {site: feature_ablation(firing[site], [0, 1, 2])}):
-        ablated = generate_completions(lm, PROMPTS, 8, seed=3, progress=False)
+        ablated = generate_completions(lm, PROMPTS, max_new_tokens=8, seed=3, progress=False)
     assert ablated != plain
-    scores = reward_under_ablation(lm, firing, {site: [0, 1, 2]}, PROMPTS, reward, 8, seed=3, progress=False)
+    scores = reward_under_ablation(
+        lm,
+        firing,
+        {site: [0, 1, 2]},
+        prompts=PROMPTS,
+        reward=reward,
+        max_new_tokens=8,
+        seed=3,
+        progress=False,
+    )
     assert scores.shape == (len(PROMPTS),)
 
 
@@ -88,10 +107,28 @@ def test_ablation_table_without_related_features_says_so_and_checks_pairing(lm):
     reward = VaderReward()
     site = "blocks.1.mlp.hook_post"
     saes = {site: _sae_with_bias(lm, site, 0.0)}
-    table = ablation_table(lm, saes, {site: []}, PROMPTS, reward, np.zeros(4), 8, progress=False)
+    table = ablation_table(
+        lm,
+        saes,
+        {site: []},
+        prompts=PROMPTS,
+        reward=reward,
+        before=np.zeros(4),
+        max_new_tokens=8,
+        progress=False,
+    )
     assert "no feature was classified" in table["note"] and "related" not in table
     with pytest.raises(IrmscopeError, match="pair up"):
-        ablation_table(lm, saes, {site: [1]}, PROMPTS, reward, np.zeros(3), 8, progress=False)
+        ablation_table(
+            lm,
+            saes,
+            {site: [1]},
+            prompts=PROMPTS,
+            reward=reward,
+            before=np.zeros(3),
+            max_new_tokens=8,
+            progress=False,
+        )
 
 
 def test_activation_frequency_table_on_hand_made_features(tmp_path):
@@ -182,14 +219,23 @@ def test_select_by_attribution_takes_the_top_positive_scores_and_the_bottom_as_t
 def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_share_of_gain(lm):
     site = "blocks.1.mlp.hook_post"
     reward = VaderReward()
-    plain = generate_completions(lm, PROMPTS, 8, seed=3, progress=False)
+    plain = generate_completions(lm, PROMPTS, max_new_tokens=8, seed=3, progress=False)
     before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
     silent = {site: _sae_with_bias(lm, site, -1e6)}
     selection = AttributedSelection(features={site: [0, 1]}, opposite={site: [2, 3]})
     table = ablation_table(
-        lm, silent, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
-        attributed=selection, base=before - 1.0,
-    )  # fmt: skip
+        lm,
+        silent,
+        {site: []},
+        prompts=PROMPTS,
+        reward=reward,
+        before=before,
+        max_new_tokens=8,
+        seed=3,
+        progress=False,
+        attributed=selection,
+        base=before - 1.0,
+    )
     assert "related" not in table and table["attributed"]["features"] == {site: [0, 1]}
     assert table["attributed_opposite"]["features"] == {site: [2, 3]}
     assert len(table["attributed_random"]["features"][site]) == 2
@@ -199,19 +245,47 @@ def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_sh
     with torch.no_grad():
         firing[site].W_enc.zero_()  # every latent at 50: a large, fixed edit that changes the text
     table = ablation_table(
-        lm, firing, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
-        attributed=selection, base=before - 1.0,
-    )  # fmt: skip
+        lm,
+        firing,
+        {site: []},
+        prompts=PROMPTS,
+        reward=reward,
+        before=before,
+        max_new_tokens=8,
+        seed=3,
+        progress=False,
+        attributed=selection,
+        base=before - 1.0,
+    )
     for name in ("attributed", "attributed_opposite", "attributed_random"):  # a gain of exactly 1 per prompt
         assert table[name]["gain_removed"]["value"] == pytest.approx(-table[name]["change"]["value"])
     noisy_base = before + np.array([1.0, -1.0, 1.0, -1.0])  # a gain whose interval straddles 0
     table = ablation_table(
-        lm, silent, {site: []}, PROMPTS, reward, before, 8, seed=3, progress=False,
-        attributed=selection, base=noisy_base,
-    )  # fmt: skip
+        lm,
+        silent,
+        {site: []},
+        prompts=PROMPTS,
+        reward=reward,
+        before=before,
+        max_new_tokens=8,
+        seed=3,
+        progress=False,
+        attributed=selection,
+        base=noisy_base,
+    )
     assert "not above 0" in table["gain_note"] and "gain_removed" not in table["attributed"]
     with pytest.raises(IrmscopeError, match="'base' rewards"):
-        ablation_table(lm, silent, {site: [0]}, PROMPTS, reward, before, 8, progress=False, base=before[:2])
+        ablation_table(
+            lm,
+            silent,
+            {site: [0]},
+            prompts=PROMPTS,
+            reward=reward,
+            before=before,
+            max_new_tokens=8,
+            progress=False,
+            base=before[:2],
+        )
 
 
 def test_paired_ratio_ci_covers_the_ratio_of_means_and_rejects_bad_input():

@@ -24,7 +24,6 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.
 app.add_typer(config_app, name="config")
 
 
-
 def _finite(param: typer.CallbackParam, value: float | None) -> float | None:
     """Reject NaN and infinity, which click's ranges let through (every comparison with NaN is false)."""
     return None if value is None else finite(value, param.opts[0])
@@ -173,6 +172,7 @@ def planted_lexicon_cmd(
 @app.command("cache-activations")
 def cache_activations_cmd(
     out: Annotated[Path, typer.Option(help="output folder (resumes if it holds the same cache)")],
+    *,
     model: ModelOpt = "smollm2-135m",
     data: DataOpt = "rotten-tomatoes",
     split: Annotated[str, typer.Option(callback=_named)] = "test",
@@ -222,6 +222,7 @@ def train_sae_cmd(
     cache: Annotated[
         Path, typer.Option(help="an activation cache folder (cache-activations or a run stage)")
     ],
+    *,
     site: Annotated[str, typer.Option(help="the cached site, e.g. blocks.25.mlp.hook_post")],
     out: Annotated[Path, typer.Option(help="output folder (SAELens layout)")],
     expansion: Annotated[int, typer.Option(min=1, help="dictionary size / site width")] = 4,
@@ -313,6 +314,7 @@ def _prompts(data: str, split: str, tokenizer, n: int, prefix_tokens: int, seed:
 @app.command()
 def tune(
     out: Annotated[Path, typer.Option(help="output folder: model/ (checkpoint + manifest) and checkpoints/")],
+    *,
     model: Annotated[str, typer.Option(callback=_named, help="base model")] = "smollm2-135m",
     reward_spec: RewardOpt = "vader",
     algorithm: Annotated[str, typer.Option(help="grpo, rloo or dpo")] = "grpo",
@@ -342,7 +344,7 @@ def tune(
     tokenizer = load_tokenizer(model, seed=seed)
     prompts = _prompts(data, "train", tokenizer, settings.n_train_prompts, 30, seed)
     remove(stale)
-    tuned = tune_model(model, scorer, prompts, out, settings, seed=seed, reward_spec=reward_spec)
+    tuned = tune_model(model, scorer, prompts, out, settings=settings, seed=seed, reward_spec=reward_spec)
     typer.echo(
         f"tuned model: {tuned.path} ({tuned.manifest['steps_done']} steps, "
         f"{tuned.manifest['train_seconds']:.0f} s)"
@@ -352,6 +354,7 @@ def tune(
 @app.command()
 def evaluate(
     tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model (folder)")],
+    *,
     base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
     reward_spec: RewardOpt = "vader",
     data: Annotated[
@@ -375,7 +378,7 @@ def evaluate(
     scorer = load_reward(reward_spec)
     base_lm, tuned_lm = load_model(base, seed=seed), load_model(tuned)
     prompts = _prompts(data, "test", base_lm.tokenizer, n, prefix_tokens, seed)
-    result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, completion_tokens, seed=seed)
+    result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, max_new_tokens=completion_tokens, seed=seed)
     if out:
         write_json(out, result)
     for key in ("base_mean_reward", "tuned_mean_reward", "reward_gain", "kl_tuned_to_base_per_token"):

@@ -38,13 +38,12 @@ from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import policy_shift_lexicon
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
+from irmscope.models.generation import batches, completion_batch, encoded_batches, generate_completions
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.rewards.lexicon import LexiconReward
 from irmscope.stats import Estimate, bootstrap_ci
-from irmscope.tune.evaluate import completion_batch
-from irmscope.tune.sampling import generate_completions
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,7 @@ def _down_projection(lm: LoadedModel, layer: int) -> torch.nn.Linear:
 
 def _batches(lm: LoadedModel, texts: Sequence[str], max_tokens: int, batch_size: int = 16):
     """Right-padded ``(input_ids, attention_mask)`` batches of ``texts`` cut to ``max_tokens`` tokens."""
-    for start in range(0, len(texts), batch_size):
-        batch = lm.tokenizer(
-            list(texts[start : start + batch_size]),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_tokens,
-            add_special_tokens=False,
-        )
+    for _, batch in encoded_batches(lm, texts, batch_size, max_tokens, add_special_tokens=False):
         yield batch["input_ids"], batch["attention_mask"]
 
 
@@ -103,6 +94,7 @@ def value_change(
     layer: int,
     texts: Sequence[str],
     word: str,
+    *,
     gain: float,
     steps: int = 100,
     lr: float = 0.01,
@@ -186,7 +178,7 @@ def rank_one_edit(
     moment = moment + ridge * moment.trace() / len(moment) * torch.eye(len(moment))
     solved = torch.linalg.solve(moment, key)
     direction = solved / (key @ solved)
-    delta, reached = value_change(lm, layer, texts, word, gain)
+    delta, reached = value_change(lm, layer, texts, word, gain=gain)
     return RankOneEdit(layer, delta.cpu(), direction, key, word, reached)
 
 
@@ -219,10 +211,8 @@ def expected_occurrences(
     expected count is exact, positive, and changes smoothly with an edit."""
     token = word_token_ids(lm.tokenizer, [word])[word]
     counts = []
-    for start in range(0, len(prompts), batch_size):
-        ids, attention, completion = completion_batch(
-            lm, prompts[start : start + batch_size], completions[start : start + batch_size]
-        )
+    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
+        ids, attention, completion = completion_batch(lm, prompt_chunk, completion_chunk)
         logits = lm.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
         probability = torch.softmax(logits, -1)[..., token]  # of the word being the next token
         counts.append((probability * completion[:, 1:]).sum(dim=1))  # positions predicting the completion
@@ -233,6 +223,7 @@ def reward_edit_study(
     tuned: LoadedModel,
     base: LoadedModel,
     word: str,
+    *,
     lexicon: Mapping[str, float],
     edit_texts: Sequence[str],
     measure_texts: Sequence[str],
@@ -264,14 +255,14 @@ def reward_edit_study(
         raise IrmscopeError("the policy shift does not rise with the lexicon value; it has no lexicon units")
     edit = rank_one_edit(tuned, layer, word, edit_texts, gain=gain_units / slope)
     completions_before = generate_completions(
-        tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="before the edit"
+        tuned, prompts, max_new_tokens=max_new_tokens, seed=seed, progress=progress, desc="before the edit"
     )
     expected_before = expected_occurrences(tuned, prompts, completions_before, word)
     with edited(tuned, edit):
         expected_after = expected_occurrences(tuned, prompts, completions_before, word)
         shift_after = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
         completions_after = generate_completions(
-            tuned, prompts, max_new_tokens, seed=seed, progress=progress, desc="after the edit"
+            tuned, prompts, max_new_tokens=max_new_tokens, seed=seed, progress=progress, desc="after the edit"
         )
     units = lambda shift: slope * shift + intercept  # noqa: E731
     moved = np.array([units(shift_after[w]) - units(shift_before[w]) for w in others])
@@ -333,6 +324,7 @@ def _run_settings(run_dir: str | Path, results: dict[str, Any]) -> tuple[str, st
 def edit_run_study(
     run_dir: str | Path,
     word: str,
+    *,
     layer: int | None = None,
     gain_units: float = 1.25,
     n_edit_texts: int = 32,
@@ -379,12 +371,12 @@ def edit_run_study(
         tuned,
         base,
         word,
-        dict(reward.lexicon.items()),
-        edit_texts,
-        measure_texts,
-        prompts,
-        reward,
-        layer,
+        lexicon=dict(reward.lexicon.items()),
+        edit_texts=edit_texts,
+        measure_texts=measure_texts,
+        prompts=prompts,
+        reward=reward,
+        layer=layer,
         gain_units=gain_units,
         seed=seed,
         progress=progress,

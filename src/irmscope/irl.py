@@ -171,6 +171,7 @@ def cross_fitted_irl(
     features: np.ndarray | Mapping[Hashable, np.ndarray],
     expert: np.ndarray,
     groups: np.ndarray,
+    *,
     kind: IrlKind,
     n_folds: int = 5,
     seed: int = 0,
@@ -234,7 +235,7 @@ def identifiability(
         penalty = fit_irl(features, expert, groups, kind).penalty  # one per feature set, not per resample
         for seed in seeds:
             estimate, fits, _ = cross_fitted_irl(
-                features, expert, groups, kind, seed=seed, subsample=subsample, penalty=penalty
+                features, expert, groups, kind=kind, seed=seed, subsample=subsample, penalty=penalty
             )
             runs[name, seed] = estimate
             directions.setdefault(name, []).extend(fit.direction for fit in fits)

@@ -72,18 +72,18 @@ def _make_dirs(folder: Path, what: str) -> None:
 
 
 @contextmanager
-def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
-    """Hold ``lock_file`` exclusively, or raise at once naming its holder; record this process in it.
+def _held(lock_file: Path, blocking: bool, described: str = "") -> Iterator[int]:
+    """Hold ``lock_file`` for the ``with`` block and yield its descriptor; the file is removed on release.
 
-    The file is removed when the lock is released, so a finished or failed command leaves nothing behind.
     Removal happens while the lock is still held, and a process that locked a file since removed (it
     opened the old file before the removal) sees that the path no longer names its file and tries again:
-    two processes can never both believe they hold the lock.
+    two processes can never both believe they hold the lock. Not ``blocking``: raise at once, naming the
+    holder of ``described``, when the lock is taken; ``blocking``: wait for it.
     """
     while True:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise IrmscopeError(
@@ -94,6 +94,21 @@ def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
             break
         os.close(fd)  # the holder removed it between our open and our lock: take the new one
     try:
+        yield fd
+    finally:
+        try:
+            os.unlink(lock_file)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
+    """Hold ``lock_file`` exclusively, or raise at once naming its holder; record this process in it, so
+    that a refused process can say who holds the folder. A finished or failed command leaves nothing
+    behind (see :func:`_held`)."""
+    with _held(lock_file, blocking=False, described=described) as fd:
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -103,12 +118,6 @@ def _exclusive(lock_file: Path, described: str) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
-    finally:
-        try:
-            os.unlink(lock_file)
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -124,21 +133,9 @@ def wait_for_lock(lock_file: str | os.PathLike) -> Iterator[None]:
 
     For short critical sections that two cooperating processes may both enter (finishing one pipeline
     stage): the second waits, then sees the first one's finished result instead of redoing it. The file
-    is removed on release, with the same check as :func:`_exclusive`.
+    is removed on release, with the same check as :func:`_held`.
     """
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if _same_file(fd, lock_file):
-            break
-        os.close(fd)
-    try:
+    with _held(lock_file, blocking=True):
         yield
-    finally:
-        try:
-            os.unlink(lock_file)
-        except FileNotFoundError:
-            pass
-        os.close(fd)

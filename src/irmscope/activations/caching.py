@@ -22,6 +22,7 @@ from irmscope.activations.store import (
 from irmscope.distributed import barrier, is_main, my_share, rank, world_size
 from irmscope.errors import IrmscopeError, one_line
 from irmscope.io import file_digest, fingerprint, verify_file, write_json
+from irmscope.models.generation import encoded_batches
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
@@ -33,6 +34,7 @@ def cache_activations(
     texts: Sequence[str],
     sites: Sequence[str],
     out_dir: str | Path,
+    *,
     positions: PositionMode = "all",
     max_length: int = 128,
     batch_size: int = 16,
@@ -53,46 +55,24 @@ def cache_activations(
     if positions not in ("all", "last"):
         raise IrmscopeError(f"positions must be 'all' or 'last', not {positions!r}")
     out_dir = Path(out_dir)
-    key = fingerprint(
+    inputs = dict(
         model=lm.name,
-        weights=_weights_signature(lm.model),
         sites=list(sites),
         positions=positions,
         max_length=max_length,
         texts_per_shard=texts_per_shard,
         dtype=str(dtype),
+    )
+    key = fingerprint(
+        model=lm.name,
+        weights=_weights_signature(lm.model),
+        **{name: value for name, value in inputs.items() if name != "model"},
         texts=fingerprint(texts=list(texts)),
     )
     shared = world_size() > 1
-    if shared and not is_main():
-        barrier()  # rank 0 checks the folder and writes the manifest first, so no rank sees a half-made one
-    manifest = _open_manifest(out_dir, key)
-    if manifest is not None and (not shared or is_main()):
-        if shared:  # shards finished by any rank of an earlier, interrupted run count as done, if intact
-            known = {shard["index"] for shard in manifest["shards"]}
-            manifest["shards"] += [e for e in _rank_entries(out_dir) if e["index"] not in known]
-            manifest["shards"].sort(key=lambda shard: shard["index"])
-        n_listed = len(manifest["shards"])
-        manifest["shards"] = _intact_shards(out_dir, manifest)
-        manifest["complete"] = bool(manifest.get("complete")) and len(manifest["shards"]) == n_listed
-        save_manifest(out_dir, manifest)
-        if shared:  # merged above; the other ranks read the verified manifest after the barrier
-            for path in out_dir.glob(f"{RANK_PREFIX}*.json"):
-                path.unlink()
+    manifest = _resumed_manifest(out_dir, key, shared)
     if manifest is None:
-        manifest = dict(
-            fingerprint=key,
-            model=lm.name,
-            sites=list(sites),
-            positions=positions,
-            max_length=max_length,
-            texts_per_shard=texts_per_shard,
-            dtype=str(dtype),
-            n_texts=len(texts),
-            widths={},
-            shards=[],
-            complete=False,
-        )
+        manifest = dict(fingerprint=key, **inputs, n_texts=len(texts), widths={}, shards=[], complete=False)
     if shared and is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         save_manifest(out_dir, manifest)
@@ -101,30 +81,23 @@ def cache_activations(
     done = {shard["index"] for shard in manifest["shards"]}
     mine = [index for index in my_share(n_shards) if index not in done]
     bar = tqdm(
-        total=len(mine) * texts_per_shard,
-        desc="caching activations",
-        unit="text",
-        disable=not progress,
+        total=len(mine) * texts_per_shard, desc="caching activations", unit="text", disable=not progress
     )
     for index in mine:
         start = index * texts_per_shard
         block = list(texts[start : start + texts_per_shard])
         tensors = _activations_of_block(
-            lm, block, start, sites, positions, max_length, batch_size, dtype, bar
+            lm,
+            block,
+            start,
+            sites=sites,
+            positions=positions,
+            max_length=max_length,
+            batch_size=batch_size,
+            dtype=dtype,
+            bar=bar,
         )
-        write_shard(out_dir / shard_name(index), tensors)
-        manifest["widths"] = {site: int(tensors[site].shape[1]) for site in sites}
-        manifest["shards"].append(
-            dict(
-                index=index,
-                file=shard_name(index),
-                rows=int(tensors["token_ids"].shape[0]),
-                first_text=start,
-                n_texts=len(block),
-                **file_digest(out_dir / shard_name(index)),  # of the bytes on disk, as readers will see them
-            )
-        )
-        manifest["shards"].sort(key=lambda shard: shard["index"])
+        _record_shard(out_dir, manifest, index, tensors, block, start, sites)
         if shared:  # each rank records its own shards; rank 0 merges them below
             write_json(
                 out_dir / f"{RANK_PREFIX}{rank()}.json", [s for s in manifest["shards"] if s["index"] in mine]
@@ -132,22 +105,83 @@ def cache_activations(
         else:
             save_manifest(out_dir, manifest)
     bar.close()
-    if shared:
-        barrier()
-        if is_main():
-            known = {shard["index"] for shard in manifest["shards"]}
-            manifest["shards"] += [e for e in _rank_entries(out_dir) if e["index"] not in known]
-            manifest["shards"].sort(key=lambda shard: shard["index"])
-            manifest["widths"] = _widths(out_dir, manifest, sites)
-            manifest["complete"] = True
-            save_manifest(out_dir, manifest)
-            for path in out_dir.glob(f"{RANK_PREFIX}*.json"):
-                path.unlink()
-        barrier()
-        return ActivationStore(out_dir)
-    manifest["complete"] = True
-    save_manifest(out_dir, manifest)
+    _mark_complete(out_dir, manifest, sites, shared)
     return ActivationStore(out_dir)
+
+
+def _mark_complete(out_dir: Path, manifest: dict, sites: Sequence[str], shared: bool) -> None:
+    """Save the manifest as complete; under torchrun, rank 0 first merges the shards every rank recorded
+    while the others wait for it."""
+    if not shared:
+        manifest["complete"] = True
+        save_manifest(out_dir, manifest)
+        return
+    barrier()
+    if is_main():
+        _merge_rank_entries(out_dir, manifest)
+        manifest["widths"] = _widths(out_dir, manifest, sites)
+        manifest["complete"] = True
+        save_manifest(out_dir, manifest)
+        _remove_rank_entries(out_dir)  # only once the manifest lists their shards
+    barrier()
+
+
+def _resumed_manifest(out_dir: Path, key: str, shared: bool) -> dict | None:
+    """The manifest of an earlier run on the same inputs, its shard list cut to the shards that are intact
+    (None: no earlier run). Under torchrun rank 0 verifies it and merges the shards any rank finished
+    while the others wait, so no rank sees a half-made manifest."""
+    if shared and not is_main():
+        barrier()  # rank 0 checks the folder and writes the manifest first
+    manifest = _open_manifest(out_dir, key)
+    if manifest is not None and (not shared or is_main()):
+        if shared:  # shards finished by any rank of an earlier, interrupted run count as done, if intact
+            _merge_rank_entries(out_dir, manifest)
+        n_listed = len(manifest["shards"])
+        manifest["shards"] = _intact_shards(out_dir, manifest)
+        manifest["complete"] = bool(manifest.get("complete")) and len(manifest["shards"]) == n_listed
+        save_manifest(out_dir, manifest)
+        if shared:  # merged above; the other ranks read the verified manifest after the barrier
+            _remove_rank_entries(out_dir)
+    return manifest
+
+
+def _record_shard(
+    out_dir: Path,
+    manifest: dict,
+    index: int,
+    tensors: dict[str, torch.Tensor],
+    block: list[str],
+    start: int,
+    sites: Sequence[str],
+) -> None:
+    """Write shard ``index`` and list it in ``manifest`` with its digest (of the bytes on disk, as readers
+    will see them), so a resumed run can verify it."""
+    write_shard(out_dir / shard_name(index), tensors)
+    manifest["widths"] = {site: int(tensors[site].shape[1]) for site in sites}
+    manifest["shards"].append(
+        dict(
+            index=index,
+            file=shard_name(index),
+            rows=int(tensors["token_ids"].shape[0]),
+            first_text=start,
+            n_texts=len(block),
+            **file_digest(out_dir / shard_name(index)),
+        )
+    )
+    manifest["shards"].sort(key=lambda shard: shard["index"])
+
+
+def _merge_rank_entries(out_dir: Path, manifest: dict) -> None:
+    """Add the shards the ranks recorded apart to ``manifest``, in order (their records are removed once
+    the manifest is saved)."""
+    known = {shard["index"] for shard in manifest["shards"]}
+    manifest["shards"] += [e for e in _rank_entries(out_dir) if e["index"] not in known]
+    manifest["shards"].sort(key=lambda shard: shard["index"])
+
+
+def _remove_rank_entries(out_dir: Path) -> None:
+    for path in out_dir.glob(f"{RANK_PREFIX}*.json"):
+        path.unlink()
 
 
 RANK_PREFIX = "shards.rank"
@@ -249,6 +283,7 @@ def _activations_of_block(
     lm: LoadedModel,
     texts: list[str],
     first_text: int,
+    *,
     sites: Sequence[str],
     positions: PositionMode,
     max_length: int,
@@ -260,14 +295,7 @@ def _activations_of_block(
         key: [] for key in [*sites, "token_ids", "text_index", "position"]
     }
     device = next(lm.model.parameters()).device
-    for start in range(0, len(texts), batch_size):
-        enc = lm.tokenizer(
-            texts[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        ).to(device)
+    for start, enc in encoded_batches(lm, texts, batch_size, max_length, device):
         mask = enc["attention_mask"].bool()
         if positions == "last":
             select = last_token_positions(enc["attention_mask"])

@@ -144,6 +144,7 @@ def build_contrastive_triples(
     texts: Sequence[str],
     lexicon: LexiconLike | Mapping[str, float],
     tokenizer: PreTrainedTokenizerBase,
+    *,
     min_value: float = MIN_VALUE,
     seed: int = 0,
     max_triples: int | None = None,
@@ -183,7 +184,16 @@ def build_contrastive_triples(
         if max_triples is not None and len(triples) >= max_triples:
             break
         triple = _triple_for(
-            text, index, values, min_value, tokenize, by_distance, neutrals, rng, word_tokenizer, skip_negated
+            text,
+            index,
+            values=values,
+            min_value=min_value,
+            tokenize=tokenize,
+            negatives=by_distance,
+            neutrals=neutrals,
+            rng=rng,
+            word_tokenizer=word_tokenizer,
+            skip_negated=skip_negated,
         )
         if triple is not None:
             triples.append(triple)
@@ -330,6 +340,7 @@ def _chunks(text: str, first: int = _FIRST_CHUNK_CHARS) -> Iterator[str]:
 def _triple_for(
     text: str,
     index: int,
+    *,
     values: dict[str, float],
     min_value: float,
     tokenize: _Tokenize,

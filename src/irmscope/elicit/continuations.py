@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import batches, encoded_batches
 from irmscope.models.hooks import capture
 from irmscope.models.loading import LoadedModel
 
@@ -69,6 +69,7 @@ def continuation_activations(
     lm: LoadedModel,
     contexts: Sequence[str],
     word_ids: Sequence[int] | Sequence[Sequence[int]],
+    *,
     sites: Sequence[str] = (),
     max_context_tokens: int = 48,
     contexts_per_batch: int = 8,
@@ -96,9 +97,9 @@ def continuation_activations(
     n_words = table.shape[1]
     acts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     log_probs: list[torch.Tensor] = []
-    starts = range(0, len(contexts), contexts_per_batch)
-    for start in tqdm(starts, desc="contexts", disable=not progress, leave=False):
-        chunk = contexts[start : start + contexts_per_batch]
+    for start, chunk in batches(
+        contexts, size=contexts_per_batch, progress=progress, desc="contexts", leave=False
+    ):
         ids, mask = encode_contexts(lm, chunk, max_context_tokens)
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -156,14 +157,7 @@ def next_token_log_probs(
     device = next(model.parameters()).device
     words = torch.tensor(list(word_ids), device=device)
     out = []
-    for start in range(0, len(texts), batch_size):
-        enc = lm.tokenizer(
-            list(texts[start : start + batch_size]),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        ).to(device)
+    for _, enc in encoded_batches(lm, texts, batch_size, max_length, device):
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         logits = model(**enc, position_ids=positions, use_cache=False).logits.float()
         log_probs = torch.log_softmax(logits, -1)[..., words]

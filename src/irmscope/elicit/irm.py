@@ -146,7 +146,9 @@ def triple_features(
             raise IrmscopeError(f"triple words {t.texts[0][-30:]!r}... are not single tokens for this model")
         ids.append([found[t.positive_word], found[t.neutral_word], found[t.negative_word]])
     contexts = [t.prefix.rstrip() for t in triples]
-    result = continuation_activations(lm, contexts, ids, list(saes), max_context_tokens=max_context_tokens)
+    result = continuation_activations(
+        lm, contexts, ids, sites=list(saes), max_context_tokens=max_context_tokens
+    )
     blocks = encode_sites(result.activations, saes)  # each [n, 3, d_sae]
     return TripleFeatures(
         positive=[b[:, 0] for b in blocks],
@@ -170,7 +172,9 @@ def word_features(
     if not ids:
         raise IrmscopeError("none of the words is a single token after a space for this model")
     kept = list(ids)
-    result = continuation_activations(lm, contexts, list(ids.values()), list(saes), max_context_tokens)
+    result = continuation_activations(
+        lm, contexts, list(ids.values()), sites=list(saes), max_context_tokens=max_context_tokens
+    )
     blocks = encode_sites(result.activations, saes)  # each [n_contexts, n_words, d_sae]
     return kept, np.concatenate([b.mean(axis=0) for b in blocks], axis=1)
 

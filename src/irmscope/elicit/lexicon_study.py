@@ -95,6 +95,7 @@ def _elicit(
 def _null(
     triples: Sequence[ContrastiveTriple],
     features: TripleFeatures,
+    *,
     words: list[str],
     word_matrix: np.ndarray,
     held_out: set[str],
@@ -114,6 +115,7 @@ def lexicon_study(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
     lexicon: Mapping[str, float],
+    *,
     triples: Sequence[ContrastiveTriple],
     contexts: Sequence[str],
     held_out_fraction: float = 0.3,
@@ -144,7 +146,15 @@ def lexicon_study(
         kept, matrix = word_features(lm, words, contexts, setup_saes)
         for variant in VARIANTS:
             null = _null(
-                triples, features, kept, matrix, held_out, variant, truth, n_permutations, seed + 2
+                triples,
+                features,
+                words=kept,
+                word_matrix=matrix,
+                held_out=held_out,
+                variant=variant,
+                truth=truth,
+                n_permutations=n_permutations,
+                seed=seed + 2,
             )
             runs = {setup: None} if setup != "real" else {"real": None, "shuffled-labels": seed + 1}
             for control, shuffle_seed in runs.items():

@@ -52,6 +52,7 @@ def scoring_contexts(texts: Sequence[str], n: int, seed: int = 0) -> list[str]:
 def elicit_lexicon_reward(
     tuned: LoadedModel,
     base: LoadedModel,
+    *,
     tuned_saes: Mapping[str, SAE],
     base_saes: Mapping[str, SAE],
     lexicon: Mapping[str, float],

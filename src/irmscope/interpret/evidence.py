@@ -79,6 +79,7 @@ def feature_evidence(
     sae: SAE,
     store: ActivationStore,
     site: str,
+    *,
     features: Sequence[int],
     tokenizer,
     values_by_token: np.ndarray | None = None,

@@ -23,6 +23,7 @@ from irmscope.sae.model import SAE
 def interpret_features(
     saes: Mapping[str, SAE],
     pair_saes: Mapping[str, SAE],
+    *,
     store: ActivationStore,
     tokenizer,
     lexicon: Mapping[str, float] | None,
@@ -41,7 +42,13 @@ def interpret_features(
     for site, sae in saes.items():
         shared = top_shared_features(sae, pair_saes[site], top_k)
         evidence = feature_evidence(
-            sae, store, site, shared.index_1, tokenizer, values_by_token=values, n_contexts=n_contexts
+            sae,
+            store,
+            site,
+            features=shared.index_1,
+            tokenizer=tokenizer,
+            values_by_token=values,
+            n_contexts=n_contexts,
         )
         for item, index_2, cosine in zip(evidence, shared.index_2, shared.cosine, strict=True):
             description = explainer.explain(item)

@@ -1,4 +1,5 @@
-"""Models: loading (packaged, tiny, local, hub), hook-site adapters, and hooks to read or rewrite sites."""
+"""Models: loading (packaged, tiny, local, hub), hook-site adapters, hooks to read or rewrite sites, and
+batched sampling and scoring of completions."""
 
 from irmscope.models.adapters import (
     ADAPTERS,
@@ -7,6 +8,12 @@ from irmscope.models.adapters import (
     adapter_for,
     parse_site,
     site_name,
+)
+from irmscope.models.generation import (
+    batches,
+    completion_statistics,
+    generate_amplified,
+    generate_completions,
 )
 from irmscope.models.hooks import (
     Capture,
@@ -30,8 +37,12 @@ __all__ = [
     "ablate",
     "adapter_for",
     "available_models",
+    "batches",
     "capture",
     "capture_activations",
+    "completion_statistics",
+    "generate_amplified",
+    "generate_completions",
     "intervene",
     "last_token_positions",
     "load_model",

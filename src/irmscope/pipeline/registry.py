@@ -5,8 +5,10 @@ A stage is a small class in its own module under :mod:`irmscope.pipeline.stages`
 
 - ``name``, the ``needs`` it reads (names of earlier stages) and a ``version``;
 - :meth:`Stage.settings`, the share of the config that, with the keys of the stages it reads and its
-  version, forms its cache key;
-- :meth:`Stage.applies`, when it runs at all (a lexicon reward, a tuned model, ...);
+  version, forms its cache key (``config_sections`` declares the common case: whole config sections and
+  the seed);
+- :meth:`Stage.applies`, when it runs at all (``requires`` declares the common case: a tuned model, a
+  lexicon reward, the probes switched on);
 - :meth:`Stage.compute`, which writes its files into a work folder and returns a JSON-able summary;
 - :meth:`Stage.result`, its sections of ``results.json``.
 
@@ -18,6 +20,7 @@ stage list and the tests' stage list all come from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,6 +28,19 @@ from irmscope.stages import StageResult
 
 if TYPE_CHECKING:
     from irmscope.pipeline.context import RunContext
+
+
+#: the conditions a stage may require of a run (``Stage.requires``), checked in the order listed there
+REQUIREMENTS: dict[str, Callable[[RunContext], bool]] = {
+    "tuned": lambda ctx: ctx.tuned_spec is not None,  # a tuned model to compare with the base model
+    "lexicon": lambda ctx: ctx.lexicon is not None,  # a reward with a known lexicon to score against
+    "probes": lambda ctx: ctx.config.probes.enabled,  # the probe family switched on
+}
+
+
+def section_settings(ctx: RunContext, *sections: str) -> dict[str, Any]:
+    """Whole config ``sections`` and the run's seed: the settings of most stages."""
+    return {**{name: getattr(ctx.config, name).model_dump() for name in sections}, "seed": ctx.seed}
 
 
 class Stage:
@@ -41,17 +57,32 @@ class Stage:
     result_key: ClassVar[str | None] = None
     #: ... with this JSON file of its folder, or (None) with its summary
     result_file: ClassVar[str | None] = None
+    #: what a run must have for the stage to run: names of :data:`REQUIREMENTS`
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: the config sections whose whole values, with the seed, are the stage's settings (empty: the stage
+    #: overrides :meth:`settings`)
+    config_sections: ClassVar[tuple[str, ...]] = ()
+    #: the finished stage folders (e.g. ``saes-tuned``) whose keys enter this one's, all required; None:
+    #: every present ``needs``
+    reads: ClassVar[tuple[str, ...] | None] = None
 
     def applies(self, ctx: RunContext) -> bool:
-        """Whether this run has this stage (e.g. only runs with a tuned model have an elicitation)."""
-        return True
+        """Whether this run has this stage (e.g. only runs with a tuned model have an elicitation): by
+        default, whether it meets every one of ``requires``."""
+        return all(REQUIREMENTS[name](ctx) for name in self.requires)
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        """The config values the stage's output depends on (its share of the cache key)."""
-        raise NotImplementedError(f"stage {self.name} must declare its settings")
+        """The config values the stage's output depends on (its share of the cache key): by default the
+        ``config_sections`` and the seed."""
+        if not self.config_sections:
+            raise NotImplementedError(f"stage {self.name} must declare its settings")
+        return section_settings(ctx, *self.config_sections)
 
     def upstream(self, ctx: RunContext, model: str | None) -> list[StageResult]:
-        """The finished stages whose keys enter this one's key: by default every present ``needs``."""
+        """The finished stages whose keys enter this one's key: ``reads``, or by default every present
+        ``needs``."""
+        if self.reads is not None:
+            return [ctx.finished[name] for name in self.reads]
         return [ctx.finished[name] for name in self.needs if name in ctx.finished]
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from irmscope.data.triples import ContrastiveTriple
 from irmscope.elicit.continuations import encode_contexts
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
+from irmscope.models.generation import batches
 from irmscope.models.hooks import capture, intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.probes.residuals import Residuals, encode_pairs
@@ -76,11 +76,11 @@ def direct_attribution(
     n_heads = lm.model.config.num_attention_heads
     device = next(lm.model.parameters()).device
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("embedding", "total", "attn", "mlp", "heads")}
-    for start in tqdm(range(0, len(continuations), batch_size), desc="attribution", disable=not progress):
+    for _, prompt_chunk, continuation_chunk in batches(
+        prompts, continuations, size=batch_size, progress=progress, desc="attribution"
+    ):
         # prompt and continuation tokenised apart, exactly as the probes read them
-        ids, mask, _ = encode_pairs(
-            lm, prompts[start : start + batch_size], continuations[start : start + batch_size], None
-        )
+        ids, mask, _ = encode_pairs(lm, prompt_chunk, continuation_chunk, None)
         weights = mask.clone().float()
         weights[:, 0] = weights[:, 0] * (mask.sum(1) == 1)  # the probes' mean-pooling: first token out
         weights = weights / weights.sum(1, keepdim=True)
@@ -184,9 +184,11 @@ def patching(
     components = [site_name(i, kind) for i in range(layer + 1) for kind in ("hook_attn_out", "hook_mlp_out")]
     clean, corrupt = [], []
     patched: dict[str, list[np.ndarray]] = {site: [] for site in components}
-    for start in tqdm(range(0, len(positive), batch_size), desc="patching", disable=not progress):
-        pos_ids, mask = encode_contexts(lm, positive[start : start + batch_size], MAX_PAIR_TOKENS)
-        neg_ids, neg_mask = encode_contexts(lm, negative[start : start + batch_size], MAX_PAIR_TOKENS)
+    for _, positive_chunk, negative_chunk in batches(
+        positive, negative, size=batch_size, progress=progress, desc="patching"
+    ):
+        pos_ids, mask = encode_contexts(lm, positive_chunk, MAX_PAIR_TOKENS)
+        neg_ids, neg_mask = encode_contexts(lm, negative_chunk, MAX_PAIR_TOKENS)
         if pos_ids.shape[1] < 2 or pos_ids.shape != neg_ids.shape or not torch.equal(mask, neg_mask):
             raise IrmscopeError(
                 "a pair's texts must share every token but the last (they differ in one word)"
@@ -223,6 +225,7 @@ def reward_attribution(
     models: Mapping[str, LoadedModel],
     prompts: Sequence[str],
     continuations: Sequence[str],
+    *,
     reward: np.ndarray,
     groups: np.ndarray,
     readouts: Mapping[str, Residuals],

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import site_name
+from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 
@@ -119,10 +119,10 @@ def read_residuals(
     sites = [site_name(layer, "hook_resid_post") for layer in layers]
     device = next(lm.model.parameters()).device
     last, prompt_end, mean = [], [], []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="residuals", disable=not progress):
-        ids, mask, n_prompt = encode_pairs(
-            lm, prompts[start : start + batch_size], continuations[start : start + batch_size], max_length
-        )
+    for _, prompt_chunk, continuation_chunk in batches(
+        prompts, continuations, size=batch_size, progress=progress, desc="residuals"
+    ):
+        ids, mask, n_prompt = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
         acts = capture_activations(lm.model, sites, ids.to(device), mask.to(device))
         stacked = torch.stack([acts[site] for site in sites], dim=1).float().cpu()  # [batch, layer, seq, d]
         rows = torch.arange(len(ids))
@@ -157,10 +157,10 @@ def read_positions(
     site = site_name(layer % lm.n_layers, "hook_resid_post")
     device = next(lm.model.parameters()).device
     out: list[np.ndarray] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="positions", disable=not progress):
-        ids, mask, n_prompt = encode_pairs(
-            lm, prompts[start : start + batch_size], continuations[start : start + batch_size], max_length
-        )
+    for _, prompt_chunk, continuation_chunk in batches(
+        prompts, continuations, size=batch_size, progress=progress, desc="positions"
+    ):
+        ids, mask, n_prompt = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
         acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site].float().cpu()
         for row, (length, first) in enumerate(zip(mask.sum(1).tolist(), n_prompt.tolist(), strict=True)):
             out.append(acts[row, first:length].numpy())

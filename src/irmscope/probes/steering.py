@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import batches, completion_statistics, generate_completions
 from irmscope.models.hooks import capture, steer
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.stats import bootstrap_ci
-from irmscope.tune.evaluate import completion_statistics, distinct_bigram_fraction
-from irmscope.tune.sampling import generate_completions
+from irmscope.tune.evaluate import distinct_bigram_fraction
 
 DEFAULT_SCALES = (-0.5, -0.25, 0.0, 0.25, 0.5)
 
@@ -34,8 +34,8 @@ def typical_norm(lm: LoadedModel, site: str, prompts: Sequence[str], batch_size:
     """Median activation norm at ``site`` over the prompts' tokens, without each row's first token."""
     device = next(lm.model.parameters()).device
     norms = []
-    for start in range(0, len(prompts), batch_size):
-        enc = lm.tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True)
+    for _, chunk in batches(prompts, size=batch_size):
+        enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True)
         with capture(lm.model, [site]) as cap:
             lm.model(**enc.to(device))
         mask = enc["attention_mask"].bool().clone()
@@ -61,6 +61,7 @@ def random_directions(width: int, n: int, seed: int) -> list[np.ndarray]:
 def steering_curves(
     lm: LoadedModel,
     fluency_judge: LoadedModel,
+    *,
     directions: Mapping[str, tuple[str, np.ndarray]],
     prompts: Sequence[str],
     reward: Reward,
@@ -93,13 +94,18 @@ def steering_curves(
     def sample(site: str | None, vector: np.ndarray | None, scale: float) -> dict[str, Any]:
         if site is None or scale == 0:
             completions = generate_completions(
-                lm, prompts, max_new_tokens, batch_size, seed=seed, progress=False
+                lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=False
             )
         else:
             step = torch.as_tensor(vector * norms[site], dtype=torch.float32)
             with steer(lm.model, site, step, scale):
                 completions = generate_completions(
-                    lm, prompts, max_new_tokens, batch_size, seed=seed, progress=False
+                    lm,
+                    prompts,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    seed=seed,
+                    progress=False,
                 )
         scores = reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
         nll = completion_statistics(fluency_judge, None, prompts, completions, batch_size)["nll"]

@@ -92,6 +92,7 @@ def probe_study(
     lm: LoadedModel,
     prompts: Sequence[str],
     continuations: Sequence[str],
+    *,
     targets: Sequence[float],
     groups: Sequence[int] | None = None,
     test_fraction: float = 0.3,

@@ -32,77 +32,91 @@ def _sign(a: dict[str, Any] | None) -> str:
     return "n/a" if not a or a["sign_agreement"] != a["sign_agreement"] else f"{a['sign_agreement']:.2f}"
 
 
+AGREEMENT_COLUMNS = [
+    "method",
+    "control",
+    "tau, tuned model",
+    "tau, base model",
+    "gap: tuned - base",
+    "sign agr., tuned",
+    "sign agr., base",
+    "words",
+]
+
+
 def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Section]:
     """Tables 4 and 11 (tau for all and negative words, tuned vs base, every variant and control), the
     tau forest plot, and Tables 3 and 10 (words with reconstructed and true values)."""
+    tuned, shift = elicitation["tuned"], elicitation["policy_shift"]
+    tables, forest = [], []
+    for subset, title in (("all", "Table 4: all held-out words"), ("negative", "Table 11: negative words")):
+        rows = _agreement_rows(elicitation, subset, forest if subset == "all" else [])
+        tables.append((title, AGREEMENT_COLUMNS, rows))
+    word_tables = [
+        (
+            f"{label}: reconstructed values of held-out words (tuned model)",
+            ["word", "true value", *VARIANTS],
+            [[e["word"], e["true"], *(e[v] for v in VARIANTS)] for e in tuned["tables"][name]],
+        )
+        for name, label in (("table3", "Table 3"), ("table10", "Table 10"))
+    ]
+    return [
+        Section(
+            "Reward elicitation: divergence from the true reward (§5.1, Tables 4 and 11)",
+            paragraphs=[_intro(tuned, shift, reward)],
+            tables=[*tables, _every_word_table(shift, elicitation.get("gap", {}).get("policy_shift", {}))],
+            figures=[("Kendall's tau by method, tuned vs base model", tau_forest(forest))],
+        ),
+        Section("Reconstructed lexicon (Tables 3 and 10)", tables=word_tables),
+    ]
+
+
+def _agreement_rows(elicitation: dict[str, Any], subset: str, forest: list) -> list[list[Any]]:
+    """One row per regression variant and control, then one per policy-shift estimate, on the held-out
+    words of ``subset``; each row's tuned and base agreement is also appended to ``forest``."""
     tuned, base, shift = elicitation["tuned"], elicitation["base"], elicitation["policy_shift"]
     gaps = elicitation.get("gap", {})
     shift_gaps = gaps.get("policy_shift", {})
-    tables, forest = [], []
-    for subset, title in (("all", "Table 4: all held-out words"), ("negative", "Table 11: negative words")):
-        rows = []
-        for variant in VARIANTS:
-            for control in CONTROLS:
-                t = tuned["agreement"][variant][control][subset]
-                b = base["agreement"][variant][control][subset]
-                gap = gaps.get("irm", {}).get(variant, {}).get(control, {}).get(subset)
-                rows.append(
-                    [
-                        f"IRM regression, {variant}",
-                        control,
-                        _tau(t),
-                        _tau(b),
-                        _gap(gap),
-                        _sign(t),
-                        _sign(b),
-                        t["n"],
-                    ]
-                )
-                if subset == "all":
-                    forest.append((f"{variant} / {control}", {"tuned": t, "base": b}))
-        for estimate, agreement in shift["held_out_words"].items():
-            s, level = agreement[subset], shift["base_level"]["held_out_words"][estimate][subset]
+    rows = []
+    for variant in VARIANTS:
+        for control in CONTROLS:
+            t = tuned["agreement"][variant][control][subset]
+            b = base["agreement"][variant][control][subset]
+            gap = gaps.get("irm", {}).get(variant, {}).get(control, {}).get(subset)
             rows.append(
                 [
-                    f"policy shift, {estimate} (token-level implicit reward)",
-                    "base: its own level, no reference",
-                    _tau(s),
-                    _tau(level),
-                    _gap(shift_gaps.get("held_out_words", {}).get(estimate, {}).get(subset)),
-                    _sign(s),
-                    "n/a (a level has no sign)",
-                    s["n"],
+                    f"IRM regression, {variant}",
+                    control,
+                    _tau(t),
+                    _tau(b),
+                    _gap(gap),
+                    _sign(t),
+                    _sign(b),
+                    t["n"],
                 ]
             )
-            if subset == "all":
-                forest.append((f"policy shift, {estimate} (base: its level)", {"tuned": s, "base": level}))
-        tables.append(
-            (
-                title,
-                [
-                    "method",
-                    "control",
-                    "tau, tuned model",
-                    "tau, base model",
-                    "gap: tuned - base",
-                    "sign agr., tuned",
-                    "sign agr., base",
-                    "words",
-                ],
-                rows,
-            )
+            forest.append((f"{variant} / {control}", {"tuned": t, "base": b}))
+    for estimate, agreement in shift["held_out_words"].items():
+        s, level = agreement[subset], shift["base_level"]["held_out_words"][estimate][subset]
+        rows.append(
+            [
+                f"policy shift, {estimate} (token-level implicit reward)",
+                "base: its own level, no reference",
+                _tau(s),
+                _tau(level),
+                _gap(shift_gaps.get("held_out_words", {}).get(estimate, {}).get(subset)),
+                _sign(s),
+                "n/a (a level has no sign)",
+                s["n"],
+            ]
         )
-    word_tables = []
-    for name, label in (("table3", "Table 3"), ("table10", "Table 10")):
-        entries = tuned["tables"][name]
-        word_tables.append(
-            (
-                f"{label}: reconstructed values of held-out words (tuned model)",
-                ["word", "true value", *VARIANTS],
-                [[e["word"], e["true"], *(e[v] for v in VARIANTS)] for e in entries],
-            )
-        )
-    intro = (
+        forest.append((f"policy shift, {estimate} (base: its level)", {"tuned": s, "base": level}))
+    return rows
+
+
+def _intro(tuned: dict[str, Any], shift: dict[str, Any], reward: str) -> str:
+    """What the elicitation tables show and how to read them (the controls, the tests, the gap)."""
+    return (
         f"The {reward} lexicon recovered from the tuned model and, as the control the paper lacks, from the "
         f"untuned base model, on {tuned['n_held_out_words']} words never used in fitting "
         f"({tuned['n_triples']} contrastive triples, {tuned['n_training_rows']} training rows, words placed "
@@ -126,7 +140,11 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
         "shift is zero by construction; its column holds the base model's own level (its mean "
         "log-probability or log expected count of each word): does word frequency alone predict the reward?"
     )
-    every_word = (
+
+
+def _every_word_table(shift: dict[str, Any], shift_gaps: dict[str, Any]) -> tuple:
+    """The policy shift scored on every lexicon word (it fits nothing, so every word is held out)."""
+    return (
         "Policy shift on all lexicon words (nothing is fitted; a seeded sample up to the word limit)",
         [
             "estimate",
@@ -150,12 +168,3 @@ def elicitation_sections(elicitation: dict[str, Any], reward: str) -> list[Secti
             for estimate, agreement in shift["every_word"].items()
         ],
     )
-    return [
-        Section(
-            "Reward elicitation: divergence from the true reward (§5.1, Tables 4 and 11)",
-            paragraphs=[intro],
-            tables=[*tables, every_word],
-            figures=[("Kendall's tau by method, tuned vs base model", tau_forest(forest))],
-        ),
-        Section("Reconstructed lexicon (Tables 3 and 10)", tables=word_tables),
-    ]

@@ -74,6 +74,7 @@ class ClassifierReward(Reward):
         idf: np.ndarray,
         coef: np.ndarray,
         intercept: float,
+        *,
         name: str = "classifier",
         description: str | None = None,
         training: dict[str, Any] | None = None,

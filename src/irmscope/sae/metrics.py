@@ -20,6 +20,7 @@ import torch
 
 from irmscope.activations import ActivationStore
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import encoded_batches
 from irmscope.models.hooks import ablate, replace
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.model import SAE
@@ -229,14 +230,7 @@ def spliced_lm_loss(
 
     totals = dict(clean=0.0, spliced=0.0, ablated=0.0)
     n_tokens = 0
-    for start in range(0, len(texts), batch_size):
-        enc = lm.tokenizer(
-            list(texts[start : start + batch_size]),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        ).to(device)
+    for _, enc in encoded_batches(lm, texts, batch_size, max_length, device):
         totals["clean"] += _summed_loss(model, enc)
         with replace(model, site, splice):
             totals["spliced"] += _summed_loss(model, enc)

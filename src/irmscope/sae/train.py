@@ -197,19 +197,81 @@ def train_sae(
     thread count). ``init`` continues from an existing SAE (its shape must match; its ``b_dec`` is kept).
     With ``out_dir`` the SAE is saved there in SAELens's layout, beside ``training_log.json``.
     """
+    d_in = _trainable_width(store, site)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sae, scale = _initial_sae(store, site, config, d_in, seed, init)
+    sae.to(device)
+    sae.normalize_decoder_()
+    sae.train()
+
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+    tracker = DeadLatentTracker(config.d_sae, config.dead_window, device)
+    log = TrainLog(config={**asdict(config), "d_in": d_in, "site": site, "seed": seed})
+    sums = _Running()
+    shards = my_share(len(store.shards))  # every shard on one process; a share each under torchrun
+    steps_per_epoch = _steps_per_epoch(store, shards, config.batch_size)
+    bar = tqdm(
+        total=steps_per_epoch * config.batch_size * config.epochs * world_size(),
+        desc="training SAE",
+        unit="tok",
+        disable=not progress or not is_main(),
+    )
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(config.epochs):
+        batches = store.iter_batches(
+            site, config.batch_size, shuffle=True, seed=_epoch_seed(seed, epoch), shard_indices=shards
+        )
+        for batch in itertools.islice(batches, steps_per_epoch):
+            x = batch.to(device=device, dtype=sae.config.torch_dtype, non_blocking=True)
+            if scale != 1.0:
+                x = x * scale
+            recon, latents, loss, mse, sparsity = _training_step(sae, optimizer, tracker, x, config)
+            tracker.update(latents)
+            step += 1
+            sums.add(x, recon, latents, loss, mse, sparsity)
+            bar.update(x.shape[0] * world_size())
+            if step % config.log_every == 0:
+                _log_point(log, sums, step, tracker, store, site)
+                bar.set_postfix(loss=f"{log.loss[-1]:.4g}", l0=f"{log.l0[-1]:.1f}")
+    if sums.n_steps:
+        _log_point(log, sums, step, tracker, store, site)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    log.wall_seconds = time.perf_counter() - start
+    log.n_steps = step
+    _finish(sae, log, tracker, scale, store, site)
+    if out_dir is not None:
+        from irmscope.sae.io import save_sae
+
+        if is_main():
+            save_sae(sae, out_dir)
+            write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
+        barrier()
+    return sae, log
+
+
+def _trainable_width(store: ActivationStore, site: str) -> int:
+    """``site``'s width, after the checks that fail before any work: the site is cached, the cache is
+    finished, and it holds rows."""
     check_site(store, site)
     if not store.complete:
         raise IrmscopeError(
             f"the activation cache at {store.root} is incomplete; rerun the caching to finish it first"
         )
-    n_rows = store.n_rows
-    if n_rows == 0:
+    if store.n_rows == 0:
         raise IrmscopeError(f"the activation cache at {store.root} holds no rows; cache some texts first")
-    d_in = store.width(site)
-    sae_config = config.sae_config(d_in)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = sae_config.torch_dtype
+    return store.width(site)
 
+
+def _initial_sae(
+    store: ActivationStore, site: str, config: TrainConfig, d_in: int, seed: int, init: SAE | None
+) -> tuple[SAE, float]:
+    """The SAE training starts from (a copy of ``init``, or a fresh seeded one with ``b_dec`` at the data's
+    mean or geometric median) and the scale the activations are multiplied by while training (1, or the
+    one that brings their mean squared norm to ``d_in``). The SAE is in the scaled units."""
+    sae_config = config.sae_config(d_in)
     if init is not None:
         if init.config != sae_config:
             raise IrmscopeError(
@@ -230,72 +292,50 @@ def train_sae(
             use_median = config.b_dec_init == "geometric_median" and len(stats.sample) > 0
             center = geometric_median(stats.sample) if use_median else stats.mean
             with torch.no_grad():
-                sae.b_dec.copy_((center * scale).to(dtype))
+                sae.b_dec.copy_((center * scale).to(sae_config.torch_dtype))
         elif init is not None:
             with torch.no_grad():  # the initial SAE reads raw activations; move it to the scaled ones
                 sae.b_dec.mul_(scale)
                 sae.b_enc.mul_(scale)
-    sae.to(device)
-    sae.normalize_decoder_()
-    sae.train()
+    return sae, scale
 
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
-    tracker = DeadLatentTracker(config.d_sae, config.dead_window, device)
-    log = TrainLog(config={**asdict(config), "d_in": d_in, "site": site, "seed": seed})
+
+def _training_step(
+    sae: SAE,
+    optimizer: torch.optim.Optimizer,
+    tracker: DeadLatentTracker,
+    x: torch.Tensor,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, ...]:
+    """One optimiser step on the batch ``x``: the loss (reconstruction, the ReLU SAE's L1 penalty, AuxK),
+    gradients averaged over ranks, the decoder kept unit-norm. Returns ``(recon, latents, loss, mse,
+    sparsity)`` for the running log."""
     l1 = config.l1_coefficient if config.architecture == "relu" else 0.0
-    sums = _Running()
-    shards = my_share(len(store.shards))  # every shard on one process; a share each under torchrun
-    steps_per_epoch = _steps_per_epoch(store, shards, config.batch_size)
-    bar = tqdm(
-        total=steps_per_epoch * config.batch_size * config.epochs * world_size(),
-        desc="training SAE",
-        unit="tok",
-        disable=not progress or not is_main(),
-    )
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(config.epochs):
-        batches = store.iter_batches(
-            site, config.batch_size, shuffle=True, seed=_epoch_seed(seed, epoch), shard_indices=shards
-        )
-        for batch in itertools.islice(batches, steps_per_epoch):
-            x = batch.to(device=device, dtype=dtype, non_blocking=True)
-            if scale != 1.0:
-                x = x * scale
-            pre = sae.encode_pre(x)
-            recon, latents = sae.forward_from_pre(pre)
-            mse = (recon - x).pow(2).mean()
-            sparsity = latents.abs().sum(dim=-1).mean()
-            loss = mse + l1 * sparsity if l1 else mse
-            if config.aux_k_coefficient:
-                loss = loss + config.aux_k_coefficient * auxk_loss(
-                    sae, x - recon, pre, tracker.silent_for_window
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for parameter in sae.parameters():  # several ranks: the gradient of the union of their batches
-                if parameter.grad is not None:
-                    all_reduce_(parameter.grad, "mean")
-            sae.remove_parallel_gradient_()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), config.max_grad_norm)
-            optimizer.step()
-            sae.normalize_decoder_()
+    pre = sae.encode_pre(x)
+    recon, latents = sae.forward_from_pre(pre)
+    mse = (recon - x).pow(2).mean()
+    sparsity = latents.abs().sum(dim=-1).mean()
+    loss = mse + l1 * sparsity if l1 else mse
+    if config.aux_k_coefficient:
+        loss = loss + config.aux_k_coefficient * auxk_loss(sae, x - recon, pre, tracker.silent_for_window)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for parameter in sae.parameters():  # several ranks: the gradient of the union of their batches
+        if parameter.grad is not None:
+            all_reduce_(parameter.grad, "mean")
+    sae.remove_parallel_gradient_()
+    if config.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), config.max_grad_norm)
+    optimizer.step()
+    sae.normalize_decoder_()
+    return recon, latents, loss, mse, sparsity
 
-            tracker.update(latents)
-            step += 1
-            sums.add(x, recon, latents, loss, mse, sparsity)
-            bar.update(x.shape[0] * world_size())
-            if step % config.log_every == 0:
-                _log_point(log, sums, step, tracker, store, site)
-                bar.set_postfix(loss=f"{log.loss[-1]:.4g}", l0=f"{log.l0[-1]:.1f}")
-    if sums.n_steps:
-        _log_point(log, sums, step, tracker, store, site)
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    log.wall_seconds = time.perf_counter() - start
-    log.n_steps = step
+
+def _finish(
+    sae: SAE, log: TrainLog, tracker: DeadLatentTracker, scale: float, store: ActivationStore, site: str
+) -> None:
+    """Record the dead latents and the scale in ``log``; fold the activation scale back into the biases,
+    so the finished SAE reads raw activations."""
     log.n_tokens = tracker.tokens_seen
     dead = all_reduce_(tracker.dead_mask.to(torch.int32), "min").bool()  # dead only if dead on every rank
     log.dead_latents = torch.nonzero(dead).flatten().tolist()
@@ -306,14 +346,6 @@ def train_sae(
             sae.b_enc.div_(scale)
     log.activation_scale = scale
     sae.metadata.update(hook_name=site, model_name=store.manifest.get("model"))
-    if out_dir is not None:
-        from irmscope.sae.io import save_sae
-
-        if is_main():
-            save_sae(sae, out_dir)
-            write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
-        barrier()
-    return sae, log
 
 
 def auxk_loss(sae: SAE, error: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:

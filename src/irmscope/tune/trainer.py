@@ -77,6 +77,7 @@ def _build_rl_trainer(
     base_path: str,
     reward: Reward,
     prompts: list[str],
+    *,
     settings: TuneSection,
     work: Path,
     seed: int,
@@ -124,6 +125,7 @@ def _build_dpo_trainer(
     base_path: str,
     reward: Reward,
     prompts: list[str],
+    *,
     settings: TuneSection,
     work: Path,
     seed: int,
@@ -133,7 +135,7 @@ def _build_dpo_trainer(
     from trl import DPOConfig, DPOTrainer
 
     from irmscope.data import build_preference_pairs
-    from irmscope.tune.sampling import generate_completions
+    from irmscope.models.generation import generate_completions
 
     lm = load_model(base_path)
     pairs_file = work / "preference_pairs.json"
@@ -223,6 +225,7 @@ def tune_model(
     reward: Reward,
     prompts: list[str],
     out_dir: str | Path,
+    *,
     settings: TuneSection,
     seed: int = 0,
     reward_spec: str | None = None,
@@ -245,7 +248,9 @@ def tune_model(
     base_path = model_path(base, seed=seed)
     guard = TrainingGuard(collapse_drop=settings.collapse_drop)
     build = _build_dpo_trainer if settings.algorithm == "dpo" else _build_rl_trainer
-    trainer = build(base_path, reward, prompts, settings, out_dir, seed, progress, guard)
+    trainer = build(
+        base_path, reward, prompts, settings=settings, work=out_dir, seed=seed, progress=progress, guard=guard
+    )
     checkpoints = out_dir / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     start = time.perf_counter()

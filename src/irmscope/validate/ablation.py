@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
 from irmscope.sae.model import SAE
 from irmscope.stats import bootstrap_ci, paired_ratio_ci
-from irmscope.tune.sampling import generate_completions
 from irmscope.validate.selection import AttributedSelection
 
 
@@ -59,6 +59,7 @@ def reward_under_ablation(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
     features_by_site: Mapping[str, Sequence[int]],
+    *,
     prompts: Sequence[str],
     reward: Reward,
     max_new_tokens: int = 32,
@@ -70,7 +71,13 @@ def reward_under_ablation(
     edits = {site: feature_ablation(saes[site], f) for site, f in features_by_site.items() if len(f)}
     with intervene(lm.model, edits):
         completions = generate_completions(
-            lm, prompts, max_new_tokens, batch_size, seed=seed, progress=progress, desc="ablated sampling"
+            lm,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            desc="ablated sampling",
         )
     return reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
 
@@ -79,6 +86,7 @@ def ablation_table(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
     related: Mapping[str, Sequence[int]],
+    *,
     prompts: Sequence[str],
     reward: Reward,
     before: np.ndarray,
@@ -113,33 +121,25 @@ def ablation_table(
     for name, values in (("'before'", before), ("'base'", base)):
         if values is not None and len(values) != len(prompts):
             raise IrmscopeError(f"{len(values)} {name} rewards for {len(prompts)} prompts; they must pair up")
-    n = sum(len(f) for f in related.values())
     table: dict[str, Any] = {
         "n_prompts": len(prompts),
         "n_features": {site: len(f) for site, f in related.items()},
         "before": bootstrap_ci(before, seed=seed).as_dict(),
     }
-    conditions: dict[str, Mapping[str, Sequence[int]]] = {}
-    if n == 0:
-        table["note"] = "no feature was classified as related to the reward: the explainer's choice is empty"
-    else:
-        conditions |= {"related": dict(related), "random": random_features(related, saes, seed)}
-    if attributed is not None and any(attributed.features.values()):
-        conditions |= {
-            "attributed": attributed.features,
-            "attributed_opposite": attributed.opposite,
-            "attributed_random": random_features(attributed.features, saes, seed + 1),
-        }
-    gain = None if base is None else before - np.asarray(base, dtype=float)
-    if gain is not None:
-        table["gain"] = bootstrap_ci(gain, seed=seed).as_dict()
-        if table["gain"]["low"] <= 0:  # a share of a gain that may be zero is not a number to read
-            table["gain_note"] = "the tuning gain's interval is not above 0, so no share of it is reported"
-            gain = None
+    conditions = _conditions(table, related, attributed, saes, seed)
+    gain = _tuning_gain(table, before, base, seed)
 
     def ablated(model: LoadedModel, features: Mapping[str, Sequence[int]]) -> np.ndarray:
         return reward_under_ablation(
-            model, saes, features, prompts, reward, max_new_tokens, batch_size, seed, progress
+            model,
+            saes,
+            features,
+            prompts=prompts,
+            reward=reward,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
         )
 
     for name, features in conditions.items():
@@ -155,20 +155,10 @@ def ablation_table(
     if attributed is not None:
         random_controls["attributed_random"] = (attributed.features, seed + 1)
     for name, (chosen, first_seed) in random_controls.items():
-        if name not in conditions or n_random_draws < 2:
-            continue
-        first = table[name]
-        removed = first.get("gain_removed", {}).get("value")
-        rows = [_draw_row(first_seed, first["features"], first["change"]["value"], removed)]
-        for draw_seed in range(first_seed + 1, first_seed + n_random_draws):
-            features = random_features(chosen, saes, draw_seed)
-            drop = before - ablated(lm, features)
-            share = None if gain is None else float(drop.mean() / gain.mean())
-            rows.append(_draw_row(draw_seed, features, float(-drop.mean()), share))
-        key = "gain_removed" if gain is not None else "change"
-        values = [row[key] for row in rows]
-        first["draws"] = {"rows": rows, "summarised": key, "mean": float(np.mean(values)),
-                          "min": min(values), "max": max(values)}  # fmt: skip
+        if name in conditions and n_random_draws >= 2:
+            table[name]["draws"] = _random_draws(
+                table[name], chosen, first_seed, n_random_draws, saes, lambda f: before - ablated(lm, f), gain
+            )
     if base_model is not None and "attributed" in conditions and base is not None:
         base = np.asarray(base, dtype=float)
         table["base_model_check"] = {
@@ -176,6 +166,75 @@ def ablation_table(
             for name in ("attributed", "attributed_opposite")
         }
     return table
+
+
+def _conditions(
+    table: dict[str, Any],
+    related: Mapping[str, Sequence[int]],
+    attributed: AttributedSelection | None,
+    saes: Mapping[str, SAE],
+    seed: int,
+) -> dict[str, Mapping[str, Sequence[int]]]:
+    """The feature sets to ablate, by condition: the related features and as many random ones, and the
+    attributed selection with its two controls (an empty choice is noted in ``table``)."""
+    conditions: dict[str, Mapping[str, Sequence[int]]] = {}
+    if sum(len(f) for f in related.values()) == 0:
+        table["note"] = "no feature was classified as related to the reward: the explainer's choice is empty"
+    else:
+        conditions |= {"related": dict(related), "random": random_features(related, saes, seed)}
+    if attributed is not None and any(attributed.features.values()):
+        conditions |= {
+            "attributed": attributed.features,
+            "attributed_opposite": attributed.opposite,
+            "attributed_random": random_features(attributed.features, saes, seed + 1),
+        }
+    return conditions
+
+
+def _tuning_gain(
+    table: dict[str, Any], before: np.ndarray, base: np.ndarray | None, seed: int
+) -> np.ndarray | None:
+    """Each prompt's reward gain from tuning, to report ablations as a share of; None without ``base`` or
+    when the gain's interval is not above 0 (a share of a gain that may be zero is not a number to read).
+    The gain's interval (and why no share is reported) go into ``table``."""
+    if base is None:
+        return None
+    gain = before - np.asarray(base, dtype=float)
+    table["gain"] = bootstrap_ci(gain, seed=seed).as_dict()
+    if table["gain"]["low"] <= 0:
+        table["gain_note"] = "the tuning gain's interval is not above 0, so no share of it is reported"
+        return None
+    return gain
+
+
+def _random_draws(
+    first: dict[str, Any],
+    chosen: Mapping[str, Sequence[int]],
+    first_seed: int,
+    n_draws: int,
+    saes: Mapping[str, SAE],
+    reward_drop: Callable[[Mapping[str, Sequence[int]]], np.ndarray],
+    gain: np.ndarray | None,
+) -> dict[str, Any]:
+    """A random control drawn ``n_draws`` times (``first`` is the condition's row for the first draw;
+    seeds count up from ``first_seed``): every draw's mean change (or gain share), with their mean and
+    range, since one draw's interval covers prompt noise but not the spread between draws."""
+    removed = first.get("gain_removed", {}).get("value")
+    rows = [_draw_row(first_seed, first["features"], first["change"]["value"], removed)]
+    for draw_seed in range(first_seed + 1, first_seed + n_draws):
+        features = random_features(chosen, saes, draw_seed)
+        drop = reward_drop(features)
+        share = None if gain is None else float(drop.mean() / gain.mean())
+        rows.append(_draw_row(draw_seed, features, float(-drop.mean()), share))
+    key = "gain_removed" if gain is not None else "change"
+    values = [row[key] for row in rows]
+    return {
+        "rows": rows,
+        "summarised": key,
+        "mean": float(np.mean(values)),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def _draw_row(

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import batches
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.probes.residuals import encode_pairs
@@ -75,9 +75,10 @@ def attribute_reward_to_features(
         return edit
 
     edits = {site: through_latents(site, sae) for site, sae in saes.items()}
-    for start in tqdm(range(0, len(prompts), batch_size), desc="reward attribution", disable=not progress):
-        rows = slice(start, start + batch_size)
-        ids, mask, prompt_lengths = encode_pairs(lm, prompts[rows], completions[rows], max_length=None)
+    for _, prompt_chunk, completion_chunk in batches(
+        prompts, completions, size=batch_size, progress=progress, desc="reward attribution"
+    ):
+        ids, mask, prompt_lengths = encode_pairs(lm, prompt_chunk, completion_chunk, max_length=None)
         ids, mask = ids.to(device), mask.to(device)
         positions = torch.arange(ids.shape[1], device=device)
         predicts_completion = (positions >= prompt_lengths.to(device)[:, None] - 1) & (

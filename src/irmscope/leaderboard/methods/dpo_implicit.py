@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
+from irmscope.models.generation import completion_statistics
 from irmscope.models.loading import LoadedModel
-from irmscope.tune.evaluate import completion_statistics
 
 
 def log_likelihood(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
+from irmscope.models.generation import batches, completion_batch
 from irmscope.models.loading import LoadedModel
-from irmscope.tune.evaluate import completion_batch
 
 
 @torch.no_grad()
@@ -28,10 +28,8 @@ def endogenous_reward(
 ) -> np.ndarray:
     """``R(x, y)`` of the module docstring for each prompt and completion."""
     out = []
-    for start in range(0, len(prompts), batch_size):
-        ids, attention, completion = completion_batch(
-            lm, prompts[start : start + batch_size], completions[start : start + batch_size]
-        )
+    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
+        ids, attention, completion = completion_batch(lm, prompt_chunk, completion_chunk)
         logits = lm.model(input_ids=ids, attention_mask=attention).logits.float()
         logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         likelihood = (logp * completion[:, 1:]).sum(1)

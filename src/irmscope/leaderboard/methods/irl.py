@@ -46,7 +46,9 @@ class InverseRL(RewardEstimator):
         for label in ("tuned", "base"):
             residuals = self._readouts(inputs, label)
             candidates = {layer: residuals.at("mean_pooled", layer) for layer in residuals.layers}
-            out[label], _, chosen = cross_fitted_irl(candidates, expert, groups, self.kind, seed=inputs.seed)
+            out[label], _, chosen = cross_fitted_irl(
+                candidates, expert, groups, kind=self.kind, seed=inputs.seed
+            )
             layer = Counter(chosen).most_common(1)[0][0]  # the block most folds chose (identifiability's)
             details["layer"][label], details["layers_by_fold"][label] = layer, chosen
             if self.with_identifiability and label == "tuned":

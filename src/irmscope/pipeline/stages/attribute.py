@@ -10,7 +10,7 @@ from irmscope.data.triples import short_contrastive_triples
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.probes import coverage, probes_apply
+from irmscope.pipeline.stages.probes import coverage
 from irmscope.probes.attribution import reward_attribution
 from irmscope.probes.residuals import load_residuals
 
@@ -21,9 +21,7 @@ class Attribute(Stage):
     needs = ("probes", "evaluate")
     result_key = "attribution"
     result_file = "attribution.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return probes_apply(ctx)
+    requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         probes = ctx.config.probes
@@ -49,15 +47,15 @@ class Attribute(Stage):
             {"tuned": ctx.tuned, "base": ctx.base},
             rows.prompts,
             rows.completions,
-            rows.true,
-            rows.prompt_index,
-            {
+            reward=rows.true,
+            groups=rows.prompt_index,
+            readouts={
                 label: load_residuals(folder / f"coverage_residuals-{label}.npz")
                 for label in ("tuned", "base")
             },
-            triples,
-            probes.test_fraction,
-            ctx.seed,
+            triples=triples,
+            test_fraction=probes.test_fraction,
+            seed=ctx.seed,
             progress=ctx.progress,
         )
         write_json(work / "attribution.json", result)

@@ -17,9 +17,7 @@ class Divergence(Stage):
     name = "divergence"
     needs = ("prompts", "tune")
     result_key = "divergence"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return ctx.tuned_spec is not None
+    requires = ("tuned",)
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         return {"tuned": ctx.config.model.tuned, "n_layers": ctx.config.activations.n_layers}

@@ -31,30 +31,20 @@ class Elicit(Stage):
     needs = ("saes", "evaluate")
     result_key = "elicitation"
     result_file = "elicitation.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return ctx.tuned_spec is not None and ctx.lexicon is not None
-
-    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        return {
-            "elicit": ctx.config.elicit.model_dump(),
-            "reward": ctx.config.reward.model_dump(),
-            "seed": ctx.seed,
-        }
-
-    def upstream(self, ctx: RunContext, model: str | None) -> list:
-        return [ctx.finished[name] for name in ("saes-tuned", "saes-base", "evaluate")]
+    requires = ("tuned", "lexicon")
+    config_sections = ("elicit", "reward")
+    reads = ("saes-tuned", "saes-base", "evaluate")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         settings = ctx.config.elicit
         result = elicit_lexicon_reward(
             ctx.tuned,
             ctx.base,
-            ctx.saes("tuned"),
-            ctx.saes("base"),
-            ctx.lexicon,
-            list(ctx.reviews("contexts")["text"]),
-            shift_texts(ctx.samples, settings.n_shift_texts),
+            tuned_saes=ctx.saes("tuned"),
+            base_saes=ctx.saes("base"),
+            lexicon=ctx.lexicon,
+            texts=list(ctx.reviews("contexts")["text"]),
+            shift_texts=shift_texts(ctx.samples, settings.n_shift_texts),
             n_triples=settings.n_triples,
             n_contexts=settings.n_contexts,
             max_words=settings.max_words,

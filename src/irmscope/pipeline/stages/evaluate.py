@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.io import write_json
+from irmscope.models.generation import generate_completions
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.report.headline import gain_warning
 from irmscope.stages import StageResult
 from irmscope.stats import bootstrap_ci
-from irmscope.tune import evaluate_policy, generate_completions
+from irmscope.tune import evaluate_policy
 
 
 def model_upstream(ctx: RunContext) -> list[StageResult]:
@@ -55,9 +56,13 @@ class Evaluate(Stage):
         generation = config.generation
         if not ctx.tuned_spec:
             completions = generate_completions(
-                ctx.base, prompts, generation.max_new_tokens, generation.batch_size, seed=ctx.seed,
+                ctx.base,
+                prompts,
+                max_new_tokens=generation.max_new_tokens,
+                batch_size=generation.batch_size,
+                seed=ctx.seed,
                 progress=ctx.progress,
-            )  # fmt: skip
+            )
             scores = ctx.reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
             samples = {"prompts": prompts, "base_completions": completions, "base_scores": scores.tolist()}
             write_json(work / "samples.json", samples)
@@ -66,8 +71,14 @@ class Evaluate(Stage):
                 "n_prompts": len(prompts),
             }
         result = evaluate_policy(
-            ctx.base, ctx.tuned, prompts, ctx.reward, generation.max_new_tokens, generation.batch_size,
-            seed=ctx.seed, progress=ctx.progress,
-        )  # fmt: skip
+            ctx.base,
+            ctx.tuned,
+            prompts,
+            ctx.reward,
+            max_new_tokens=generation.max_new_tokens,
+            batch_size=generation.batch_size,
+            seed=ctx.seed,
+            progress=ctx.progress,
+        )
         write_json(work / "samples.json", result.pop("samples"))
         return result

@@ -24,21 +24,9 @@ class Interpret(Stage):
     needs = ("saes",)
     result_key = "interpretation"
     result_file = "interpretation.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return ctx.tuned_spec is not None
-
-    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        config = ctx.config
-        return {
-            "interpret": config.interpret.model_dump(),
-            "sae": config.sae.model_dump(),
-            "reward": config.reward.model_dump(),
-            "seed": ctx.seed,
-        }
-
-    def upstream(self, ctx: RunContext, model: str | None) -> list:
-        return [ctx.finished["saes-tuned"]]
+    requires = ("tuned",)
+    config_sections = ("interpret", "sae", "reward")
+    reads = ("saes-tuned",)
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         settings, cache = ctx.config.interpret, ctx.finished["activations-tuned"].dir
@@ -55,11 +43,13 @@ class Interpret(Stage):
         result = interpret_features(
             ctx.saes("tuned"),
             pair_saes,
-            held_out,
-            ctx.tuned.tokenizer,
-            ctx.lexicon,
-            ctx.reward.description,
-            build_explainer(settings.explainer, settings.base_url, settings.model, settings.api_key_env),
+            store=held_out,
+            tokenizer=ctx.tuned.tokenizer,
+            lexicon=ctx.lexicon,
+            reward_description=ctx.reward.description,
+            explainer=build_explainer(
+                settings.explainer, settings.base_url, settings.model, settings.api_key_env
+            ),
             top_k=settings.top_k,
             n_contexts=settings.n_contexts,
         )

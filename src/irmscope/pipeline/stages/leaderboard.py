@@ -11,7 +11,7 @@ from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.probes import coverage, probes_apply
+from irmscope.pipeline.stages.probes import coverage
 
 
 @register
@@ -21,9 +21,7 @@ class Leaderboard(Stage):
     needs = ("probes", "evaluate", "elicit")
     result_key = "leaderboard"
     result_file = "leaderboard.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return probes_apply(ctx)
+    requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         probes = ctx.config.probes

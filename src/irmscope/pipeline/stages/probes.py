@@ -13,11 +13,6 @@ from irmscope.pipeline.registry import Stage, register
 from irmscope.probes.experiment import reward_probe_study
 
 
-def probes_apply(ctx: RunContext) -> bool:
-    """The probe family (probes, steer, attribute, leaderboard) needs a tuned model and probes.enabled."""
-    return ctx.tuned_spec is not None and ctx.config.probes.enabled
-
-
 def coverage(ctx: RunContext) -> Coverage:
     """The evaluation samples as the (prompt, completion, true reward) rows the read-outs are scored on."""
     return Coverage.from_samples(ctx.samples)
@@ -29,9 +24,7 @@ class Probes(Stage):
     needs = ("evaluate",)
     result_key = "probes"
     result_file = "probes.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return probes_apply(ctx)
+    requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         probes = ctx.config.probes

@@ -8,24 +8,17 @@ from typing import Any
 from irmscope.data import truncate_to_prefixes
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.registry import Stage, register, section_settings
 
 
 @register
 class Prompts(Stage):
     name = "prompts"
+    reads = ()
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        config = ctx.config
-        return {
-            "data": config.data.model_dump(),
-            "model": config.model.name,
-            "seed": ctx.seed,
-            "n_train": config.tune.n_train_prompts,
-        }
-
-    def upstream(self, ctx: RunContext, model: str | None) -> list:
-        return []
+        extra = {"model": ctx.config.model.name, "n_train": ctx.config.tune.n_train_prompts}
+        return {**section_settings(ctx, "data"), **extra}
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         config = ctx.config

@@ -17,9 +17,7 @@ class SAEs(Stage):
     name = "saes"
     needs = ("activations",)
     per_model = True
-
-    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        return {"sae": ctx.config.sae.model_dump(), "seed": ctx.seed}
+    config_sections = ("sae",)
 
     def upstream(self, ctx: RunContext, model: str | None) -> list[StageResult]:
         return [ctx.finished[f"activations-{model}"]]

@@ -9,7 +9,6 @@ from typing import Any
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
-from irmscope.pipeline.stages.probes import probes_apply
 from irmscope.probes import steering_curves
 from irmscope.probes.experiment import steering_directions
 
@@ -20,9 +19,8 @@ class Steer(Stage):
     needs = ("probes", "interpret", "saes")
     result_key = "steering"
     result_file = "steering.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return probes_apply(ctx)
+    requires = ("tuned", "probes")
+    reads = ("probes", "interpret", "saes-tuned")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         return {
@@ -33,9 +31,6 @@ class Steer(Stage):
             "seed": ctx.seed,
         }
 
-    def upstream(self, ctx: RunContext, model: str | None) -> list:
-        return [ctx.finished[name] for name in ("probes", "interpret", "saes-tuned")]
-
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         probes, generation = ctx.config.probes, ctx.config.generation
         directions = steering_directions(
@@ -44,13 +39,13 @@ class Steer(Stage):
         result = steering_curves(
             ctx.tuned,
             ctx.base,
-            directions,
-            ctx.samples["prompts"][: probes.n_steer_prompts],
-            ctx.reward,
-            probes.steer_scales,
-            probes.n_random_directions,
-            generation.max_new_tokens,
-            generation.batch_size,
+            directions=directions,
+            prompts=ctx.samples["prompts"][: probes.n_steer_prompts],
+            reward=ctx.reward,
+            scales=probes.steer_scales,
+            n_random=probes.n_random_directions,
+            max_new_tokens=generation.max_new_tokens,
+            batch_size=generation.batch_size,
             seed=ctx.seed,
             progress=ctx.progress,
         )

@@ -34,7 +34,7 @@ class Tune(Stage):
             ctx.reward,
             ctx.read_json("prompts", "prompts.json")["train"],
             work,
-            ctx.config.tune,
+            settings=ctx.config.tune,
             seed=ctx.seed,
             reward_spec=ctx.reward_spec,
             progress=ctx.progress,

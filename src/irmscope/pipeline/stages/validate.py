@@ -13,11 +13,11 @@ from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
 from irmscope.io import write_json
+from irmscope.models.generation import batches, generate_completions
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.sae import SAE
 from irmscope.stats import bootstrap_ci
-from irmscope.tune import generate_completions
 from irmscope.validate import (
     AttributedSelection,
     ablation_table,
@@ -33,18 +33,8 @@ class Validate(Stage):
     needs = ("interpret", "evaluate", "elicit")
     result_key = "validation"
     result_file = "validation.json"
-
-    def applies(self, ctx: RunContext) -> bool:
-        return ctx.tuned_spec is not None
-
-    def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        config = ctx.config
-        return {
-            "validation": config.validation.model_dump(),
-            "data": config.data.model_dump(),
-            "generation": config.generation.model_dump(),
-            "seed": ctx.seed,
-        }
+    requires = ("tuned",)
+    config_sections = ("validation", "data", "generation")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         settings, samples = ctx.config.validation, ctx.samples
@@ -59,11 +49,11 @@ class Validate(Stage):
                 ctx.tuned,
                 tuned_saes,
                 related,
-                samples["prompts"][:n],
-                ctx.reward,
-                np.asarray(samples["tuned_scores"][:n]),
-                ctx.config.generation.max_new_tokens,
-                ctx.config.generation.batch_size,
+                prompts=samples["prompts"][:n],
+                reward=ctx.reward,
+                before=np.asarray(samples["tuned_scores"][:n]),
+                max_new_tokens=ctx.config.generation.max_new_tokens,
+                batch_size=ctx.config.generation.batch_size,
                 seed=ctx.seed,
                 progress=ctx.progress,
                 attributed=attributed,
@@ -97,10 +87,8 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
     held, texts = set(ctx.evaluation_prompts), list(ctx.reviews("prompts")["text"])
     prompts: list[str] = []
     chunk = len(held) + 2 * n + 64  # reviews too short for a prefix are dropped, so read on until enough
-    for start in range(0, len(texts), chunk):
-        prefixes = truncate_to_prefixes(
-            texts[start : start + chunk], ctx.tuned.tokenizer, ctx.config.data.prefix_tokens
-        )
+    for _, block in batches(texts, size=chunk):
+        prefixes = truncate_to_prefixes(block, ctx.tuned.tokenizer, ctx.config.data.prefix_tokens)
         prompts += [p for p in prefixes if p not in held]
         if len(prompts) >= n:
             break
@@ -118,9 +106,14 @@ def attributed_selection(ctx: RunContext, saes: dict[str, SAE]) -> AttributedSel
     settings, generation = ctx.config.validation, ctx.config.generation
     prompts = attribution_prompts(ctx, settings.n_attribution_prompts)
     completions = generate_completions(
-        ctx.tuned, prompts, generation.max_new_tokens, generation.batch_size, seed=ctx.seed,
-        progress=ctx.progress, desc="completions to attribute",
-    )  # fmt: skip
+        ctx.tuned,
+        prompts,
+        max_new_tokens=generation.max_new_tokens,
+        batch_size=generation.batch_size,
+        seed=ctx.seed,
+        progress=ctx.progress,
+        desc="completions to attribute",
+    )
     scores = attribute_reward_to_features(
         ctx.tuned, saes, prompts, completions, token_values(ctx.tuned.tokenizer, ctx.lexicon),
         progress=ctx.progress,

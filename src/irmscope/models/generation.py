@@ -1,0 +1,217 @@
+"""Running a model over many texts: batching, reproducible sampling, and per-completion statistics.
+
+Every loop over texts in batches goes through :func:`batches`, so batch boundaries (and the per-batch seeds
+of :func:`generate_completions`) are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from irmscope.errors import IrmscopeError
+from irmscope.models.loading import LoadedModel
+
+
+def batches(
+    *columns: Sequence[Any], size: int, progress: bool = False, desc: str | None = None, leave: bool = True
+) -> Iterator[tuple[Any, ...]]:
+    """``(start, column_1[start : start + size], column_2[...], ...)`` for consecutive batches of rows.
+
+    The columns are parallel sequences (e.g. prompts and their completions) of one length; each is sliced
+    with its own slicing, so a list gives lists and a tensor gives tensors. ``progress`` shows a bar
+    (``desc`` names it; ``leave=False`` removes it when done).
+    """
+    n = len(columns[0])
+    if any(len(column) != n for column in columns):
+        raise ValueError(f"columns of different lengths: {[len(column) for column in columns]}")
+    starts = range(0, n, size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=leave):
+        yield (start, *(column[start : start + size] for column in columns))
+
+
+def encoded_batches(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    size: int,
+    max_length: int | None,
+    device: torch.device | None = None,
+    add_special_tokens: bool = True,
+) -> Iterator[tuple[int, Any]]:
+    """``(start, encoding)`` for consecutive batches of ``texts``, padded by the tokenizer and cut to
+    ``max_length`` tokens (moved to ``device`` if given): the one way the methods tokenise a corpus."""
+    for start, chunk in batches(texts, size=size):
+        enc = lm.tokenizer(
+            list(chunk),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            add_special_tokens=add_special_tokens,
+        )
+        yield start, enc if device is None else enc.to(device)
+
+
+@torch.no_grad()
+def generate_completions(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    processor_for_batch: Callable[[torch.Tensor], Any] | None = None,
+    desc: str = "generating",
+) -> list[str]:
+    """One sampled completion per prompt (the completion text only, without the prompt).
+
+    Sampling is pure ancestral sampling by default (temperature 1, no top-k/top-p), as in the RL setting
+    whose policy we study. Every completion is exactly ``max_new_tokens`` long (end-of-text is suppressed):
+    the Eq. 3 reward is a sum over tokens, so completions of equal length keep base and tuned models
+    comparable. Each batch is seeded with ``seed + batch index``, so the same call gives the same
+    completions whatever else ran before. ``processor_for_batch(attention_mask)``, if given, returns a logits
+    processor for that batch (see :func:`generate_amplified`).
+    """
+    from transformers import LogitsProcessorList
+
+    if not prompts:
+        raise IrmscopeError("no prompts to complete; check the prompt dataset is not empty")
+    completions: list[str] = []
+    device = next(lm.model.parameters()).device
+    for index, (_, chunk) in enumerate(batches(prompts, size=batch_size, progress=progress, desc=desc)):
+        enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
+        torch.manual_seed(seed + index)
+        processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
+        out = lm.model.generate(
+            **enc,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            pad_token_id=lm.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(processors),
+        )
+        completions += lm.tokenizer.batch_decode(
+            out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+    return completions
+
+
+class _AmplifiedLogits:
+    """A generation logits processor: ``logits_tuned + alpha * (logits_tuned - logits_base)``.
+
+    The base model runs alongside with its own key-value cache, fed one new token per step. Rows are
+    left-padded prompts followed by generated tokens, so the attention mask is the prompt mask extended by
+    ones (end-of-text is suppressed, so no row stops early).
+    """
+
+    def __init__(self, base_model: torch.nn.Module, prompt_mask: torch.Tensor, alpha: float) -> None:
+        self.base_model = base_model
+        self.mask = prompt_mask
+        self.alpha = alpha
+        self.past = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.past is None:
+            new_ids = input_ids
+        else:
+            new_ids = input_ids[:, -1:]
+            self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        positions = (self.mask.cumsum(dim=1) - 1).clamp(min=0)[:, -new_ids.shape[1] :]
+        out = self.base_model(
+            input_ids=new_ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.past,
+            use_cache=True,
+        )
+        self.past = out.past_key_values
+        base_logits = out.logits[:, -1].to(scores.dtype)
+        amplified = scores + self.alpha * (scores - base_logits)
+        return torch.where(torch.isfinite(scores), amplified, scores)  # keep tokens masked to -inf masked
+
+
+@torch.no_grad()
+def generate_amplified(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    alpha: float,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[str]:
+    """Logit-difference amplification sampling (the probe study): sample from
+    ``softmax(logits_tuned + alpha * (logits_tuned - logits_base))``, which exaggerates whatever tuning
+    changed (``alpha = 0`` is plain sampling from the tuned model)."""
+    return generate_completions(
+        tuned,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        processor_for_batch=lambda mask: _AmplifiedLogits(base.model, mask, alpha),
+        desc=f"amplified sampling (alpha={alpha:g})",
+    )
+
+
+def completion_batch(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]):
+    """Right-padded ids of prompt + completion, and a mask of the completion tokens."""
+    tok = lm.tokenizer
+    rows, masks = [], []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"]
+        rows.append(p + c)
+        masks.append([0] * len(p) + [1] * len(c))
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    completion = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+    return ids, attention, completion
+
+
+@torch.no_grad()
+def completion_statistics(
+    policy: LoadedModel,
+    reference: LoadedModel | None,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 8,
+) -> dict[str, np.ndarray]:
+    """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
+    ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary."""
+    nll, kl, n_tokens = [], [], []
+    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
+        ids, attention, completion = completion_batch(policy, prompt_chunk, completion_chunk)
+        # the token at position t is predicted by the logits at t - 1
+        target_mask = completion[:, 1:].float()
+        counts = target_mask.sum(dim=1).clamp(min=1)
+        n_tokens.append(target_mask.sum(dim=1).numpy())
+        logp = F.log_softmax(policy.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1)
+        token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        nll.append((-(token_logp * target_mask).sum(dim=1) / counts).numpy())
+        if reference is not None:
+            ref_logp = F.log_softmax(
+                reference.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1
+            )
+            per_token = (logp.exp() * (logp - ref_logp)).sum(-1)
+            kl.append(((per_token * target_mask).sum(dim=1) / counts).numpy())
+    out = {"nll": np.concatenate(nll), "n_tokens": np.concatenate(n_tokens)}
+    if kl:
+        out["kl"] = np.concatenate(kl)
+    return out
