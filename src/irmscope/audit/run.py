@@ -23,10 +23,10 @@ from irmscope.audit.shift import FDR_Q, bootstrap_intervals, noise_floor, unit_s
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write, write_json
 from irmscope.locking import output_lock
+from irmscope.models.generation import generate_completions
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.lexicon import Lexicon
 from irmscope.stats import bootstrap_ci
-from irmscope.tune.sampling import generate_completions
 from irmscope.validation import check_output
 
 #: the exported lexicon's values span ±EXPORT_RANGE, like VADER's ratings and the planted lexicons
