@@ -64,9 +64,9 @@ def group_cv_mse(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = 5, alphas: np.ndarray = ALPHAS
 ) -> np.ndarray:
     """Mean squared error of ridge at every penalty in ``alphas`` (``[alphas, targets]``, ``y`` as
-    ``[rows, targets]``), by K-fold cross-validation with every group wholly in one fold: rows of one group (the completions of
-    one prompt, the tokens of one text) are alike and often share their target, so leaving one row out
-    would let its twins vouch for it and favour too small a penalty."""
+    ``[rows, targets]``), by K-fold cross-validation with every group wholly in one fold: rows of one
+    group (the completions of one prompt, the tokens of one text) are alike and often share their target,
+    so leaving one row out would let its twins vouch for it and favour too small a penalty."""
     n_folds = min(n_folds, len(np.unique(groups)))
     if n_folds < 2:
         raise IrmscopeError(
