@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from irmscope.artifacts import Samples
 from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import (
     METHODS,
@@ -28,13 +29,15 @@ PROMPT = np.tile(np.arange(N_PROMPTS), 2)
 TRUE = rng.standard_normal(2 * N_PROMPTS)
 # an evaluation stage's samples whose known rewards are TRUE (base completions first)
 COVERAGE = Coverage.from_samples(
-    {
-        "prompts": [f"p{i}" for i in range(N_PROMPTS)],
-        "base_completions": ["b"] * N_PROMPTS,
-        "tuned_completions": ["t"] * N_PROMPTS,
-        "base_scores": TRUE[:N_PROMPTS].tolist(),
-        "tuned_scores": TRUE[N_PROMPTS:].tolist(),
-    }
+    Samples(
+        **{
+            "prompts": [f"p{i}" for i in range(N_PROMPTS)],
+            "base_completions": ["b"] * N_PROMPTS,
+            "tuned_completions": ["t"] * N_PROMPTS,
+            "base_scores": TRUE[:N_PROMPTS].tolist(),
+            "tuned_scores": TRUE[N_PROMPTS:].tolist(),
+        }
+    )
 )
 
 
@@ -169,7 +172,7 @@ def test_compare_puts_each_reward_in_its_own_column(tmp_path):
 
 
 def test_a_run_folder_is_read_from_anywhere(tmp_path, monkeypatch):
-    from irmscope.runs import load_run_results, stage_dir, tuned_model_path
+    from irmscope.runs import Run, load_run_results
 
     run = tmp_path / "elsewhere" / "run"
     (run / "stages" / "tune-abc" / "model").mkdir(parents=True)
@@ -181,10 +184,10 @@ def test_a_run_folder_is_read_from_anywhere(tmp_path, monkeypatch):
     }
     (run / "results.json").write_text(json.dumps(results))
     monkeypatch.chdir(tmp_path)
-    loaded = load_run_results(run)
-    assert tuned_model_path(run, loaded) == str(run / "stages" / "tune-abc" / "model")
+    opened = Run(run)
+    assert opened.tuned_model == str(run / "stages" / "tune-abc" / "model")
     with pytest.raises(IrmscopeError, match="no finished evaluate stage"):
-        stage_dir(run, loaded, "evaluate")
+        opened.stage("evaluate")
     (run / "results.json").write_text("{")
     with pytest.raises(IrmscopeError, match="not valid JSON"):
         load_run_results(run)

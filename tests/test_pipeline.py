@@ -41,6 +41,8 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert results["tune"]["steps_done"] == config.tune.steps
     assert len(results["divergence"]["top_layers"]) == config.activations.n_layers
     page = (out / "report.html").read_text()
+    assert results["headline"][0].startswith("tuning gain in mean ")
+    assert page.index("Did tuning install its reward?") < page.index("Table 7")
     assert "data:image/png;base64," in page and "Table 7" in page and "Training curves" in page
     assert "Table 4" in page and "Table 11" in page and "Table 10" in page and "SAE quality" in page
     assert set(results["manifest"]["stages"]) == set(STAGES)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from irmscope.artifacts import Samples
 from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.leaderboard.methods.dpo_implicit import log_likelihood
@@ -181,7 +182,7 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
         "base_scores": [1.0, -1.0],
         "tuned_scores": [2.0, -2.0],
     }
-    coverage = Coverage.from_samples(samples)
+    coverage = Coverage.from_samples(Samples(**samples))
     other = load_model("tiny-llama", seed=1)
     inputs = MethodInputs(coverage, other, lm, {}, dpo_beta=0.5, seed=0)
     estimates = TUNED_IMPLICIT.estimate(inputs)

@@ -23,7 +23,6 @@ other words), the same for unrelated words (specificity), and what the edited mo
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -341,14 +340,14 @@ def edit_run_study(
     acts on the next-token distribution, early enough to leave the last blocks to shape it."""
     from irmscope.data import load_reviews
     from irmscope.models import load_model
-    from irmscope.runs import load_run_results, run_reward, stage_dir, tuned_model_path
+    from irmscope.runs import Run
 
     if not (math.isfinite(gain_units) and gain_units > 0):
         raise IrmscopeError(f"the asked gain must be a finite number above 0, not {gain_units}")
-    results = load_run_results(run_dir, needs=("config", "subject", "manifest"))
-    source, split, seed, base_name = _run_settings(run_dir, results)
-    tuned_path = tuned_model_path(run_dir, results)
-    reward = run_reward(run_dir, results)
+    run = Run(run_dir)
+    source, split, seed, base_name = _run_settings(run_dir, run.results)
+    tuned_path = run.tuned_model
+    reward = run.reward
     if not isinstance(reward, LexiconReward):
         raise IrmscopeError(
             f"the run's reward {reward.name!r} is not a lexicon; the edit study needs word values"
@@ -360,8 +359,7 @@ def edit_run_study(
         raise IrmscopeError(f"{len(reviews)} reviews; the edit study needs {n_edit_texts + n_measure_texts}")
     edit_texts = [" ".join(r.split()[:40]) for r in reviews[:n_edit_texts]]
     measure_texts = [" ".join(r.split()[:60]) for r in reviews[n_edit_texts : n_edit_texts + n_measure_texts]]
-    samples = stage_dir(run_dir, results, "evaluate") / "samples.json"
-    prompts = json.loads(samples.read_text())["prompts"][:n_prompts]
+    prompts = run.stage("evaluate").samples.prompts[:n_prompts]
     tuned, base = load_model(tuned_path, seed=seed), load_model(base_name, seed=seed)
     if layer is None:
         layer = min(round(0.8 * tuned.n_layers), tuned.n_layers - 1)

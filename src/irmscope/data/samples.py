@@ -6,10 +6,11 @@ share them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from irmscope.artifacts import Samples
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,15 @@ class Coverage:
     true: np.ndarray
 
     @classmethod
-    def from_samples(cls, samples: Mapping[str, list]) -> Coverage:
-        """From the evaluate stage's samples (``prompts``, ``{base,tuned}_completions``, ``..._scores``)."""
-        n = len(samples["prompts"])
+    def from_samples(cls, samples: Samples) -> Coverage:
+        """From the evaluate stage's samples: each prompt's base completion, then its tuned one."""
+        n = len(samples.prompts)
         return cls(
-            prompts=list(samples["prompts"]) * 2,
-            completions=list(samples["base_completions"]) + list(samples["tuned_completions"]),
+            prompts=list(samples.prompts) * 2,
+            completions=samples.completions("base") + samples.completions("tuned"),
             prompt_index=np.tile(np.arange(n), 2),
             policy=["base"] * n + ["tuned"] * n,
-            true=np.asarray(list(samples["base_scores"]) + list(samples["tuned_scores"]), dtype=np.float64),
+            true=np.concatenate([samples.scores("base"), samples.scores("tuned")]),
         )
 
     @property

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from irmscope.artifacts import Prompts, Samples
 from irmscope.config import RunConfig
 from irmscope.data import load_reviews
 from irmscope.models import load_model
@@ -100,13 +101,17 @@ class RunContext:
         return json.loads((self.finished[stage].dir / name).read_text())
 
     @property
+    def prompts(self) -> Prompts:
+        return Prompts.load(self.finished["prompts"].dir)
+
+    @property
     def evaluation_prompts(self) -> list[str]:
-        return self.read_json("prompts", "prompts.json")["test"]
+        return self.prompts.test
 
     @functools.cached_property
-    def samples(self) -> dict[str, Any]:
+    def samples(self) -> Samples:
         """The evaluate stage's prompts, completions and scores (read once)."""
-        return self.read_json("evaluate", "samples.json")
+        return Samples.load(self.finished["evaluate"].dir)
 
     def saes(self, label: str) -> dict[str, SAE]:
         """The dictionaries trained on the ``label`` model's activations, by site."""

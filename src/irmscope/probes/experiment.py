@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from irmscope.artifacts import coverage_residuals_file, probe_file
 from irmscope.data.samples import Coverage
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import site_name
@@ -82,7 +83,7 @@ def reward_probe_study(
             )
         }
         estimates[f"reward_{label}"] = studies["reward"].cross_fitted
-        save_residuals(studies["reward"].residuals, out_dir / f"coverage_residuals-{label}.npz")
+        save_residuals(studies["reward"].residuals, out_dir / coverage_residuals_file(label))
         if judged is not None:
             texts, targets, kind = judged
             studies["ratings"] = probe_study(
@@ -100,7 +101,7 @@ def reward_probe_study(
         for target, study in studies.items():
             result[target][label] = study.summary
             np.savez(
-                out_dir / f"probe-{target}-{label}.npz",
+                out_dir / probe_file(target, label),
                 direction=study.probe.direction,
                 intercept=study.probe.intercept,
                 layer=study.summary["best"]["layer"],
@@ -115,7 +116,7 @@ def steering_directions(
     """The tuned model's reward-probe direction (residual stream at its layer) and, when interpretation ran,
     the dictionary row of its first reward-related SAE feature (else of the explained feature whose
     activations correlate most with the reward's token values)."""
-    saved = np.load(Path(probes_dir) / "probe-reward-tuned.npz")
+    saved = np.load(Path(probes_dir) / probe_file("reward", "tuned"))
     layer = int(saved["layer"])
     directions = {f"reward probe (L{layer})": (site_name(layer, "hook_resid_post"), saved["direction"])}
     features = (interpretation or {}).get("features") or []

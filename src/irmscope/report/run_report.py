@@ -7,18 +7,20 @@ from typing import Any
 
 import numpy as np
 
+from irmscope.artifacts import Samples
 from irmscope.report.elicitation import elicitation_sections
+from irmscope.report.headline import headline
 from irmscope.report.html import Section, interval, write_report
 from irmscope.report.interpretation import interpretation_sections
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
 from irmscope.report.probes import attribution_section, leaderboard_section, probe_section, steering_section
 
 
-def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Section:
+def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
     ev = results["evaluation"]
     reward = results["subject"]["reward"]
-    base_scores = np.asarray(samples["base_scores"])
-    if "tuned_scores" not in samples:
+    base_scores = samples.scores("base")
+    if not samples.has_tuned:
         return Section(
             "Base model reward",
             paragraphs=[
@@ -27,7 +29,7 @@ def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Sec
             ],
             figures=[("Reward distribution", reward_histogram({"base": base_scores}, reward))],
         )
-    tuned_scores = np.asarray(samples["tuned_scores"])
+    tuned_scores = samples.scores("tuned")
     rows = [
         ["mean reward, base model", interval(ev["base_mean_reward"])],
         ["mean reward, tuned model", interval(ev["tuned_mean_reward"])],
@@ -60,17 +62,24 @@ def _evaluation_section(results: dict[str, Any], samples: dict[str, Any]) -> Sec
     )
 
 
-def _examples_section(samples: dict[str, Any]) -> Section:
-    key = "tuned" if "tuned_scores" in samples else "base"
-    scores = np.asarray(samples[f"{key}_scores"])
+def _headline_section(results: dict[str, Any]) -> Section:
+    """The lines a reader needs first (:mod:`irmscope.report.headline`): did tuning install its reward?"""
+    return Section(
+        "Did tuning install its reward?", paragraphs=list(results.get("headline") or headline(results))
+    )
+
+
+def _examples_section(samples: Samples) -> Section:
+    key = "tuned" if samples.has_tuned else "base"
+    scores = samples.scores(key)
     order = np.argsort(scores)
     rows = [
-        [f"{scores[i]:+.2f}", samples["prompts"][i], samples[f"{key}_completions"][i]]
+        [f"{scores[i]:+.2f}", samples.prompts[i], samples.completions(key)[i]]
         for i in (*order[:3], *order[-3:])
     ]
     if key == "tuned":
         rows = [
-            [*row, samples["base_completions"][i]]
+            [*row, samples.base_completions[i]]
             for row, i in zip(rows, (*order[:3], *order[-3:]), strict=True)
         ]
     header = ["reward", "prompt", f"{key} completion"] + (
@@ -126,9 +135,9 @@ def _sae_section(results: dict[str, Any]) -> Section:
 
 
 def write_run_report(
-    root: Path, results: dict[str, Any], samples: dict[str, Any], tune_manifest: dict[str, Any] | None
+    root: Path, results: dict[str, Any], samples: Samples, tune_manifest: dict[str, Any] | None
 ) -> Path:
-    sections = [_evaluation_section(results, samples)]
+    sections = [_headline_section(results), _evaluation_section(results, samples)]
     if tune_manifest:
         hp = tune_manifest["hyperparameters"]
         sections.append(

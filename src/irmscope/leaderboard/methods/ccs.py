@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from irmscope.artifacts import coverage_residuals_file
 from irmscope.data.triples import short_contrastive_triples
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
 from irmscope.probes.ccs import fit_ccs
@@ -46,7 +47,7 @@ class ContrastConsistentSearch(RewardEstimator):
             texts = [t.positive for t in triples] + [t.negative for t in triples]
             at_word = read_residuals(lm, [""] * len(texts), texts, max_length=None, progress=False).last
             positive, negative = at_word[: len(triples)], at_word[len(triples) :]
-            coverage = load_residuals(inputs.stage("probes") / f"coverage_residuals-{label}.npz")
+            coverage = load_residuals(inputs.stage("probes") / coverage_residuals_file(label))
             probes = {
                 layer: fit_ccs(positive[:, i], negative[:, i], seed=inputs.seed)
                 for i, layer in enumerate(coverage.layers)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from irmscope.artifacts import coverage_residuals_file
 from irmscope.irl import IrlKind, cross_fitted_irl, identifiability
 from irmscope.leaderboard.base import Coverage, Estimates, MethodInputs, RewardEstimator, register
 from irmscope.leaderboard.metrics import preference_accuracy
@@ -31,7 +32,7 @@ class InverseRL(RewardEstimator):
         self.name = f"inverse RL, {kind}"
 
     def _readouts(self, inputs: MethodInputs, label: str) -> Residuals:
-        return load_residuals(inputs.stage("probes") / f"coverage_residuals-{label}.npz")
+        return load_residuals(inputs.stage("probes") / coverage_residuals_file(label))
 
     def estimate(self, inputs: MethodInputs) -> Estimates:
         cov = inputs.coverage

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import coverage_residuals_file
 from irmscope.data.triples import short_contrastive_triples
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -50,8 +51,7 @@ class Attribute(Stage):
             reward=rows.true,
             groups=rows.prompt_index,
             readouts={
-                label: load_residuals(folder / f"coverage_residuals-{label}.npz")
-                for label in ("tuned", "base")
+                label: load_residuals(folder / coverage_residuals_file(label)) for label in ("tuned", "base")
             },
             triples=triples,
             test_fraction=probes.test_fraction,

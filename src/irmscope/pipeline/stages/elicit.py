@@ -6,21 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from irmscope.artifacts import RESULT_FILES, Regression, Samples
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 
 
-def shift_texts(samples: dict[str, Any], n: int) -> list[str]:
-    """Prompt + completion texts of both models: the states the policy shift is averaged over."""
-    return [
-        prompt + completion
-        for key in ("base_completions", "tuned_completions")
-        for prompt, completion in list(zip(samples["prompts"], samples[key], strict=True))[:n]
-    ]
+def shift_texts(samples: Samples, n: int) -> list[str]:
+    """Prompt + completion texts of both models (the first ``n`` of each): the states the policy shift is
+    averaged over."""
+    return samples.texts("base")[:n] + samples.texts("tuned")[:n]
 
 
 @register
@@ -54,10 +50,9 @@ class Elicit(Stage):
         )
         for label in ("tuned", "base"):  # R itself is numpy: kept beside the JSON, for validation
             regressions = result[label].pop("regressions")
-            np.savez(
-                work / f"regression-{label}.npz",
-                **{f"{v}_coef": r["coef"] for v, r in regressions.items()},
-                **{f"{v}_intercept": np.float64(r["intercept"]) for v, r in regressions.items()},
-            )
-        write_json(work / "elicitation.json", result)
+            Regression(
+                coef={v: r["coef"] for v, r in regressions.items()},
+                intercept={v: float(r["intercept"]) for v, r in regressions.items()},
+            ).save(work, label)
+        write_json(work / RESULT_FILES[self.name], result)
         return {"tuned": result["tuned"]["agreement"], "base": result["base"]["agreement"]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.io import write_json
+from irmscope.artifacts import Samples
 from irmscope.models.generation import generate_completions
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -64,8 +64,7 @@ class Evaluate(Stage):
                 progress=ctx.progress,
             )
             scores = ctx.reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
-            samples = {"prompts": prompts, "base_completions": completions, "base_scores": scores.tolist()}
-            write_json(work / "samples.json", samples)
+            Samples(prompts=prompts, base_completions=completions, base_scores=scores.tolist()).save(work)
             return {
                 "base_mean_reward": bootstrap_ci(scores, seed=ctx.seed).as_dict(),
                 "n_prompts": len(prompts),
@@ -80,5 +79,5 @@ class Evaluate(Stage):
             seed=ctx.seed,
             progress=ctx.progress,
         )
-        write_json(work / "samples.json", result.pop("samples"))
+        Samples(**result.pop("samples")).save(work)
         return result

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope import artifacts
 from irmscope.data import truncate_to_prefixes
-from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register, section_settings
 
@@ -30,5 +30,5 @@ class Prompts(Stage):
             prompts[split] = truncate_to_prefixes(
                 list(reviews["text"]), ctx.base.tokenizer, config.data.prefix_tokens
             )[:n]
-        write_json(work / "prompts.json", prompts)
+        artifacts.Prompts(test=prompts["test"], train=prompts.get("train")).save(work)
         return {split: len(values) for split, values in prompts.items()}

@@ -40,7 +40,7 @@ class Steer(Stage):
             ctx.tuned,
             ctx.base,
             directions=directions,
-            prompts=ctx.samples["prompts"][: probes.n_steer_prompts],
+            prompts=ctx.samples.prompts[: probes.n_steer_prompts],
             reward=ctx.reward,
             scales=probes.steer_scales,
             n_random=probes.n_random_directions,

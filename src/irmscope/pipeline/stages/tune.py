@@ -32,7 +32,7 @@ class Tune(Stage):
         tuned = tune_model(
             ctx.config.model.name,
             ctx.reward,
-            ctx.read_json("prompts", "prompts.json")["train"],
+            ctx.prompts.train,
             work,
             settings=ctx.config.tune,
             seed=ctx.seed,

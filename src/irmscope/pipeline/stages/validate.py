@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from irmscope.activations import ActivationStore
+from irmscope.artifacts import Regression
 from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
@@ -38,7 +37,7 @@ class Validate(Stage):
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         settings, samples = ctx.config.validation, ctx.samples
-        n = min(settings.n_ablation_prompts, len(samples["prompts"]))
+        n = min(settings.n_ablation_prompts, len(samples.prompts))
         related = ctx.finished["interpret"].summary["related"]
         tuned_saes = ctx.saes("tuned")
         attributed = None
@@ -49,29 +48,29 @@ class Validate(Stage):
                 ctx.tuned,
                 tuned_saes,
                 related,
-                prompts=samples["prompts"][:n],
+                prompts=samples.prompts[:n],
                 reward=ctx.reward,
-                before=np.asarray(samples["tuned_scores"][:n]),
+                before=samples.scores("tuned")[:n],
                 max_new_tokens=ctx.config.generation.max_new_tokens,
                 batch_size=ctx.config.generation.batch_size,
                 seed=ctx.seed,
                 progress=ctx.progress,
                 attributed=attributed,
-                base=np.asarray(samples["base_scores"][:n]),
+                base=samples.scores("base")[:n],
                 n_random_draws=settings.n_random_draws,
                 base_model=ctx.base if settings.base_model_check and attributed is not None else None,
             ),
-            "base_mean_reward": bootstrap_ci(samples["base_scores"][:n], seed=ctx.seed).as_dict(),
+            "base_mean_reward": bootstrap_ci(samples.scores("base")[:n], seed=ctx.seed).as_dict(),
         }
         if "elicit" in ctx.finished:
-            fitted = np.load(ctx.finished["elicit"].dir / "regression-tuned.npz")
+            fitted = Regression.load(ctx.finished["elicit"].dir, "tuned")
             held_out = ActivationStore(ctx.finished["activations-tuned"].dir / "held_out")
             result["table6"] = {
                 variant: activation_frequency_table(
                     tuned_saes,
                     held_out,
-                    fitted[f"{variant}_coef"],
-                    float(fitted[f"{variant}_intercept"]),
+                    fitted.coef[variant],
+                    fitted.intercept[variant],
                     related,
                     settings.threshold,
                 )  # fmt: skip
