@@ -251,16 +251,10 @@ def train_sae_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
-    from irmscope.activations import ActivationStore
     from irmscope.config import validate
-    from irmscope.data import load_reviews
     from irmscope.distributed import is_main
-    from irmscope.io import write_json
     from irmscope.locking import output_lock
-    from irmscope.models import load_model
-    from irmscope.models.hooks import capture_activations
-    from irmscope.sae import evaluate_sae, spliced_lm_loss, train_sae
-    from irmscope.sae.train import check_site
+    from irmscope.sae.report import train_and_report
 
     # one job per SAE folder; under torchrun every rank trains the same SAE, and rank 0 holds the lock
     with output_lock(out, "SAE folder") if is_main() else nullcontext():
@@ -278,26 +272,18 @@ def train_sae_cmd(
                 )
             }
         ).sae
-        store = ActivationStore(cache)
-        check_site(store, site)
-        config = settings.train_config(store.width(site), aux_k_coefficient=aux_k_coefficient)
-        sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
-        if not is_main():  # under torchrun every rank holds the same SAE; rank 0 measures and reports it
+        report = train_and_report(
+            cache,
+            site,
+            out,
+            lambda width: settings.train_config(width, aux_k_coefficient=aux_k_coefficient),
+            model=model,
+            data=data,
+            n_texts=n_texts,
+            seed=seed,
+        )
+        if report is None:  # a torchrun rank other than 0
             return
-        report = {"site": site, "d_sae": sae.d_sae, "train_tokens_per_second": log.tokens_per_second}
-        if model:
-            lm = load_model(model, seed=seed)
-            texts = list(load_reviews(data, split="test", limit=n_texts, seed=seed + 7)["text"])
-            enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=96)
-            acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site]
-            mask = enc["attention_mask"].bool()
-            later = mask & (enc["attention_mask"].cumsum(dim=1) > 1)  # every token but each text's first
-            report["metrics"] = evaluate_sae(sae, acts[mask]).to_dict()
-            report["metrics_without_first_token"] = evaluate_sae(sae, acts[later]).to_dict()
-            report["spliced"] = spliced_lm_loss(lm, sae, site, texts, max_length=96).to_dict()
-        else:
-            report["metrics"] = evaluate_sae(sae, store, site).to_dict()
-        write_json(out / "report.json", report)
     typer.echo(json.dumps(report, indent=2))
 
 
