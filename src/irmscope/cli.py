@@ -57,6 +57,12 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="JSON or 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override one value: section.key=value")
 ]
+# the options of the commands that compare a tuned model with its base on held-out prompts
+TunedOpt = Annotated[str, typer.Option(callback=_named, help="the tuned model (folder)")]
+BaseOpt = Annotated[str, typer.Option(callback=_named, help="its base model")]
+TestDataOpt = Annotated[str, typer.Option(callback=_named, help="prompt source (test split)")]
+CompletionTokensOpt = Annotated[int, typer.Option(min=1)]
+PrefixTokensOpt = Annotated[int, typer.Option(min=1)]
 
 
 @app.command()
@@ -186,33 +192,23 @@ def cache_activations_cmd(
     ] = False,
 ) -> None:
     """Stream a model's activations over a dataset into safetensors shards (a rerun resumes)."""
-    from irmscope.activations import cache_activations
-    from irmscope.activations.caching import check_cache_folder
-    from irmscope.data import load_reviews
-    from irmscope.distributed import barrier, is_main
-    from irmscope.locking import output_lock
-    from irmscope.models import load_model
+    from irmscope.activations.caching import cache_review_activations
+    from irmscope.distributed import is_main
 
     if positions not in ("all", "last"):
         raise IrmscopeError(f"--positions must be 'all' or 'last', not {positions!r}")
-    # one job per cache folder; under torchrun the ranks of one job share it, so rank 0 holds the lock
-    with output_lock(out, "activation cache") if is_main() else nullcontext():
-        holds_cache = check_cache_folder(out)
-        lm = load_model(model)
-        texts = list(load_reviews(data, split=split, limit=n_texts)["text"])
-        if overwrite and holds_cache:
-            if is_main():
-                remove([out])
-            barrier()
-        store = cache_activations(
-            lm,
-            texts,
-            sites or lm.sites(("mlp.hook_post",)),
-            out,
-            positions=positions,
-            max_length=max_length,
-            batch_size=batch_size,
-        )
+    store = cache_review_activations(
+        out,
+        model=model,
+        data=data,
+        split=split,
+        n_texts=n_texts,
+        sites=sites,
+        positions=positions,
+        max_length=max_length,
+        batch_size=batch_size,
+        overwrite=overwrite,
+    )
     if is_main():
         typer.echo(f"{store.n_rows} rows at {len(store.sites)} sites in {store.root}")
 
@@ -251,16 +247,10 @@ def train_sae_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
-    from irmscope.activations import ActivationStore
     from irmscope.config import validate
-    from irmscope.data import load_reviews
     from irmscope.distributed import is_main
-    from irmscope.io import write_json
     from irmscope.locking import output_lock
-    from irmscope.models import load_model
-    from irmscope.models.hooks import capture_activations
-    from irmscope.sae import evaluate_sae, spliced_lm_loss, train_sae
-    from irmscope.sae.train import check_site
+    from irmscope.sae.report import train_and_report
 
     # one job per SAE folder; under torchrun every rank trains the same SAE, and rank 0 holds the lock
     with output_lock(out, "SAE folder") if is_main() else nullcontext():
@@ -278,26 +268,18 @@ def train_sae_cmd(
                 )
             }
         ).sae
-        store = ActivationStore(cache)
-        check_site(store, site)
-        config = settings.train_config(store.width(site), aux_k_coefficient=aux_k_coefficient)
-        sae, log = train_sae(store, site, config, out_dir=out, seed=seed)
-        if not is_main():  # under torchrun every rank holds the same SAE; rank 0 measures and reports it
+        report = train_and_report(
+            cache,
+            site,
+            out,
+            lambda width: settings.train_config(width, aux_k_coefficient=aux_k_coefficient),
+            model=model,
+            data=data,
+            n_texts=n_texts,
+            seed=seed,
+        )
+        if report is None:  # a torchrun rank other than 0
             return
-        report = {"site": site, "d_sae": sae.d_sae, "train_tokens_per_second": log.tokens_per_second}
-        if model:
-            lm = load_model(model, seed=seed)
-            texts = list(load_reviews(data, split="test", limit=n_texts, seed=seed + 7)["text"])
-            enc = lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=96)
-            acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site]
-            mask = enc["attention_mask"].bool()
-            later = mask & (enc["attention_mask"].cumsum(dim=1) > 1)  # every token but each text's first
-            report["metrics"] = evaluate_sae(sae, acts[mask]).to_dict()
-            report["metrics_without_first_token"] = evaluate_sae(sae, acts[later]).to_dict()
-            report["spliced"] = spliced_lm_loss(lm, sae, site, texts, max_length=96).to_dict()
-        else:
-            report["metrics"] = evaluate_sae(sae, store, site).to_dict()
-        write_json(out / "report.json", report)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -353,16 +335,14 @@ def tune(
 
 @app.command()
 def evaluate(
-    tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model (folder)")],
+    tuned: TunedOpt,
     *,
-    base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
+    base: BaseOpt = "smollm2-135m",
     reward_spec: RewardOpt = "vader",
-    data: Annotated[
-        str, typer.Option(callback=_named, help="prompt source (test split)")
-    ] = "rotten-tomatoes",
+    data: TestDataOpt = "rotten-tomatoes",
     n: Annotated[int, typer.Option(min=1, help="number of held-out prompts")] = 200,
-    completion_tokens: Annotated[int, typer.Option(min=1)] = 32,
-    prefix_tokens: Annotated[int, typer.Option(min=1)] = 30,
+    completion_tokens: CompletionTokensOpt = 32,
+    prefix_tokens: PrefixTokensOpt = 30,
     seed: SeedOpt = 0,
     out: Annotated[Path | None, typer.Option(help="write the full result (with samples) as JSON")] = None,
     overwrite: OverwriteOpt = False,
@@ -397,8 +377,8 @@ def evaluate(
 
 @app.command()
 def divergence(
-    tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model (folder)")],
-    base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
+    tuned: TunedOpt,
+    base: BaseOpt = "smollm2-135m",
     top: Annotated[int, typer.Option(min=1, help="how many most-changed layers to mark")] = 5,
     plot: Annotated[Path | None, typer.Option(help="write a bar chart (PNG)")] = None,
     overwrite: OverwriteOpt = False,
@@ -487,16 +467,14 @@ def edit(
 def audit(
     tuned: Annotated[str, typer.Option(callback=_named, help="the tuned model to audit")],
     out: Annotated[Path, typer.Option(help="folder for audit.html, audit.json, words.csv, elicited.tsv")],
-    base: Annotated[str, typer.Option(callback=_named, help="its base model")] = "smollm2-135m",
-    data: Annotated[
-        str, typer.Option(callback=_named, help="prompt source (test split)")
-    ] = "rotten-tomatoes",
+    base: BaseOpt = "smollm2-135m",
+    data: TestDataOpt = "rotten-tomatoes",
     reward_spec: Annotated[
         str | None, typer.Option("--reward", "-r", callback=_named, help="compare with vader or lexicon:PATH")
     ] = None,
     n_prompts: Annotated[int, typer.Option(min=2, help="number of held-out prompts")] = 200,
-    completion_tokens: Annotated[int, typer.Option(min=1)] = 32,
-    prefix_tokens: Annotated[int, typer.Option(min=1)] = 30,
+    completion_tokens: CompletionTokensOpt = 32,
+    prefix_tokens: PrefixTokensOpt = 30,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:

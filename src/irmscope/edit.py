@@ -265,8 +265,8 @@ def reward_edit_study(
         )
     units = lambda shift: slope * shift + intercept  # noqa: E731
     moved = np.array([units(shift_after[w]) - units(shift_before[w]) for w in others])
-    score = lambda completions: reward.score([p + c for p, c in zip(prompts, completions, strict=True)])  # noqa: E731
-    reward_before, reward_after = np.asarray(score(completions_before)), np.asarray(score(completions_after))
+    reward_before = np.asarray(reward.score_completions(prompts, completions_before))
+    reward_after = np.asarray(reward.score_completions(prompts, completions_after))
     # after / before per prompt, on the same completions: a geometric mean with a bootstrap interval
     log_ratio = bootstrap_ci(np.log(expected_after / expected_before), seed=seed)
     ratio = Estimate(*np.exp([log_ratio.value, log_ratio.low, log_ratio.high]).tolist(), n=log_ratio.n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -321,3 +322,49 @@ def _activations_of_block(
         parts["position"].append(position.to(torch.int32).cpu())
         bar.update(enc["input_ids"].shape[0])
     return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def cache_review_activations(
+    out: Path,
+    *,
+    model: str,
+    data: str,
+    split: str,
+    n_texts: int,
+    sites: Sequence[str] | None,
+    positions: PositionMode,
+    max_length: int,
+    batch_size: int,
+    overwrite: bool,
+) -> ActivationStore:
+    """Cache ``model``'s activations over ``n_texts`` reviews of ``data`` into ``out``, resuming the cache
+    the folder holds, or, with ``overwrite``, discarding it and starting afresh; the library half of
+    ``irmscope cache-activations``. ``sites`` defaults to every block's MLP output.
+
+    One job per cache folder: the folder's lock is held throughout (under torchrun the ranks of one job
+    share the folder, so rank 0 holds it). The folder is checked before the model loads, so a folder
+    that is not a cache fails fast; and the old cache is removed only after the model and texts loaded,
+    so one that fails to load leaves it in place.
+    """
+    from irmscope.data import load_reviews
+    from irmscope.locking import output_lock
+    from irmscope.models import load_model
+    from irmscope.validation import remove
+
+    with output_lock(out, "activation cache") if is_main() else nullcontext():
+        holds_cache = check_cache_folder(out)
+        lm = load_model(model)
+        texts = list(load_reviews(data, split=split, limit=n_texts)["text"])
+        if overwrite and holds_cache:
+            if is_main():
+                remove([out])
+            barrier()
+        return cache_activations(
+            lm,
+            texts,
+            sites or lm.sites(("mlp.hook_post",)),
+            out,
+            positions=positions,
+            max_length=max_length,
+            batch_size=batch_size,
+        )

@@ -52,12 +52,7 @@ def audit(
 
     Returns the result (JSON-ready) with ``table``: every word's columns (see :func:`word_table`).
     """
-    if len(prompts) < 2:
-        raise IrmscopeError(f"the audit needs at least 2 prompts to measure noise, got {len(prompts)}")
-    if tuned.tokenizer.get_vocab() != base.tokenizer.get_vocab():
-        raise IrmscopeError(
-            "the tuned and base models have different tokenizers; audit a model against its base"
-        )
+    _check_pair(tuned, base, prompts)
     clock = {"start": time.perf_counter()}
     # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
     common = dict(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
@@ -71,44 +66,12 @@ def audit(
     shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
     clock["scored"] = time.perf_counter()
     floor = noise_floor(shifts.statistic, q=q)
-    ec_low, ec_high = bootstrap_intervals(shifts.expected_count, n_resamples=n_resamples, seed=seed)
-    lr_low, lr_high = bootstrap_intervals(shifts.log_ratio, n_resamples=n_resamples, seed=seed)
-    table = {
-        "word": words,
-        "expected_count_shift": shifts.expected_count.mean(0),
-        "expected_count_low": ec_low,
-        "expected_count_high": ec_high,
-        "mean_log_ratio": shifts.log_ratio.mean(0),
-        "mean_log_ratio_low": lr_low,
-        "mean_log_ratio_high": lr_high,
-        "base_count": shifts.base_count.mean(0),
-        "t": floor["t"],
-        "p": floor["p"],
-        "q_value": floor["q"],
-        "called": floor["called"],
-    }
+    table = _word_table(words, shifts, floor, n_resamples=n_resamples, seed=seed)
     direction = np.sign(table["t"])
     rewarded, penalised = floor["called"] & (direction > 0), floor["called"] & (direction < 0)
     ec = table["expected_count_shift"]
     changes = completion_changes(base_completions, tuned_completions, seed=seed)
-    counts = changes.pop("counts")
-    total = changes["total_abs_change"]
-
-    def rows(indices) -> list[dict[str, Any]]:
-        out = []
-        for i in indices:
-            word = words[i]
-            delta = counts["tuned"].get(word, 0) - counts["base"].get(word, 0)
-            out.append(
-                {
-                    **{key: _plain(column[i]) for key, column in table.items() if key != "called"},
-                    "base_completion_count": counts["base"].get(word, 0),
-                    "tuned_completion_count": counts["tuned"].get(word, 0),
-                    "completion_share": delta / total if total else 0.0,
-                }
-            )
-        return out
-
+    rows = _Rows(words, table, changes.pop("counts"), changes["total_abs_change"])
     order = np.argsort(-ec, kind="stable")
     top_rewarded = [i for i in order if rewarded[i]][:top]
     top_penalised = [i for i in order[::-1] if penalised[i]][:top]
@@ -117,14 +80,7 @@ def audit(
         "n_prompts": len(prompts),
         "completion_tokens": completion_tokens,
         "n_words": len(words),
-        "floor": {
-            "q": q,
-            "n_called": int(floor["called"].sum()),
-            "n_rewarded": int(rewarded.sum()),
-            "n_penalised": int(penalised.sum()),
-            "expected_false_at_most": q * int(floor["called"].sum()),
-            "largest_p_called": float(table["p"][floor["called"]].max()) if floor["called"].any() else None,
-        },
+        "floor": _floor_summary(table, floor, rewarded, penalised, q=q),
         "shared_log_ratio_per_position": bootstrap_ci(shifts.baseline, seed=seed).as_dict(),
         "rewarded": rows(top_rewarded),
         "penalised": rows(top_penalised),
@@ -148,6 +104,79 @@ def audit(
     }
     result["table"] = table
     return result
+
+
+def _check_pair(tuned: LoadedModel, base: LoadedModel, prompts: Sequence[str]) -> None:
+    """Refuse, before any sampling, what would make the audit meaningless: a noise floor needs at least
+    two prompts, and a per-word shift compares token probabilities, so both models must share a vocabulary."""
+    if len(prompts) < 2:
+        raise IrmscopeError(f"the audit needs at least 2 prompts to measure noise, got {len(prompts)}")
+    if tuned.tokenizer.get_vocab() != base.tokenizer.get_vocab():
+        raise IrmscopeError(
+            "the tuned and base models have different tokenizers; audit a model against its base"
+        )
+
+
+def _word_table(
+    words: list[str], shifts: Any, floor: dict[str, Any], *, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Every word's columns, one array each: the shifts with their bootstrap intervals and the floor's
+    statistics. Kept as one table so the report, the CSV and the called rows all read the same numbers."""
+    ec_low, ec_high = bootstrap_intervals(shifts.expected_count, n_resamples=n_resamples, seed=seed)
+    lr_low, lr_high = bootstrap_intervals(shifts.log_ratio, n_resamples=n_resamples, seed=seed)
+    return {
+        "word": words,
+        "expected_count_shift": shifts.expected_count.mean(0),
+        "expected_count_low": ec_low,
+        "expected_count_high": ec_high,
+        "mean_log_ratio": shifts.log_ratio.mean(0),
+        "mean_log_ratio_low": lr_low,
+        "mean_log_ratio_high": lr_high,
+        "base_count": shifts.base_count.mean(0),
+        "t": floor["t"],
+        "p": floor["p"],
+        "q_value": floor["q"],
+        "called": floor["called"],
+    }
+
+
+def _floor_summary(
+    table: dict[str, Any], floor: dict[str, Any], rewarded: Any, penalised: Any, *, q: float
+) -> dict[str, Any]:
+    """How many words the floor called, each way, and how many of them may be false at level ``q``."""
+    called = floor["called"]
+    return {
+        "q": q,
+        "n_called": int(called.sum()),
+        "n_rewarded": int(rewarded.sum()),
+        "n_penalised": int(penalised.sum()),
+        "expected_false_at_most": q * int(called.sum()),
+        "largest_p_called": float(table["p"][called].max()) if called.any() else None,
+    }
+
+
+class _Rows:
+    """Turns word indices into report rows: the table's columns plus how often the word appeared in each
+    model's completions, so a called word can be checked against what the models actually wrote."""
+
+    def __init__(self, words: list[str], table: dict[str, Any], counts: dict[str, Any], total: float):
+        self.words, self.table, self.counts, self.total = words, table, counts, total
+
+    def __call__(self, indices) -> list[dict[str, Any]]:
+        counts, total = self.counts, self.total
+        out = []
+        for i in indices:
+            word = self.words[i]
+            delta = counts["tuned"].get(word, 0) - counts["base"].get(word, 0)
+            out.append(
+                {
+                    **{key: _plain(column[i]) for key, column in self.table.items() if key != "called"},
+                    "base_completion_count": counts["base"].get(word, 0),
+                    "tuned_completion_count": counts["tuned"].get(word, 0),
+                    "completion_share": delta / total if total else 0.0,
+                }
+            )
+        return out
 
 
 def _plain(value: Any) -> Any:

@@ -107,7 +107,7 @@ def steering_curves(
                     seed=seed,
                     progress=False,
                 )
-        scores = reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
+        scores = reward.score_completions(prompts, completions)
         nll = completion_statistics(fluency_judge, None, prompts, completions, batch_size)["nll"]
         return {
             "scores": scores,

@@ -208,11 +208,17 @@ def steering_plot(curves: Mapping[str, dict]) -> bytes:
     for ax in axes:
         ax.set_xlabel("steering scale (x typical activation norm)")
         ax.spines[["top", "right"]].set_visible(False)
+    return _png_with_legend_below(fig, axes[0], ncol=3)
+
+
+def _png_with_legend_below(fig: plt.Figure, ax: plt.Axes, *, ncol: int) -> bytes:
+    """The figure as PNG with ``ax``'s legend centred under the panels: one legend serves both panels of
+    a two-panel figure, whose lines share their labels, and under them it covers no data."""
     fig.legend(
-        *axes[0].get_legend_handles_labels(),
+        *ax.get_legend_handles_labels(),
         frameon=False,
         fontsize=7,
-        ncol=3,
+        ncol=ncol,
         loc="upper center",
         bbox_to_anchor=(0.5, 0.0),
     )
@@ -236,15 +242,7 @@ def attribution_plot(attribution: Mapping[str, dict]) -> bytes:
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xlabel("block")
         ax.spines[["top", "right"]].set_visible(False)
-    fig.legend(
-        *axes[0].get_legend_handles_labels(),
-        frameon=False,
-        fontsize=7,
-        ncol=4,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-    )
-    return _png(fig)
+    return _png_with_legend_below(fig, axes[0], ncol=4)
 
 
 def head_heatmap(heads: list[list[float]], model: str) -> bytes:

@@ -137,38 +137,13 @@ def _sae_section(results: dict[str, Any]) -> Section:
 def write_run_report(
     root: Path, results: dict[str, Any], samples: Samples, tune_manifest: dict[str, Any] | None
 ) -> Path:
+    """Write ``report.html`` for a run: one section per stage that produced a result, in the order a
+    reader checks them (what changed, how it was trained, where, then the methods' evidence)."""
     sections = [_headline_section(results), _evaluation_section(results, samples)]
     if tune_manifest:
-        hp = tune_manifest["hyperparameters"]
-        sections.append(
-            Section(
-                "Fine-tuning",
-                paragraphs=[
-                    f"{tune_manifest['algorithm'].upper()} against '{tune_manifest['reward']['name']}' for "
-                    f"{tune_manifest['steps_done']} steps in {tune_manifest['train_seconds']:.0f} s "
-                    f"(learning rate {hp['learning_rate']:g}, KL coefficient {hp['beta']:g}, batch "
-                    f"{hp['batch_size']}, group {hp['group_size']}, {hp['max_completion_tokens']}-token "
-                    "completions). Reward being optimised: " + tune_manifest["reward"]["description"]
-                ],
-                figures=[("Training curves", training_curves(tune_manifest["curves"]))]
-                if tune_manifest["curves"]
-                else [],
-            )
-        )
+        sections.append(_tuning_section(tune_manifest))
     if results.get("divergence"):
-        div = results["divergence"]
-        sections.append(
-            Section(
-                "Per-layer parameter divergence (§4.2, Appendix G)",
-                paragraphs=[
-                    "Sum over each block's tensors of the L2 distance between tuned and base weights. Top "
-                    f"layers: {', '.join(map(str, div['top_layers']))}."
-                ],
-                figures=[
-                    ("Parameter divergence by layer", divergence_bars(div["per_layer"], div["top_layers"]))
-                ],
-            )
-        )
+        sections.append(_divergence_section(results["divergence"]))
     sections.append(_examples_section(samples))
     sections.append(_sae_section(results))
     if results.get("elicitation"):
@@ -189,35 +164,70 @@ def write_run_report(
     if results.get("leaderboard"):
         sections.append(leaderboard_section(results["leaderboard"], reward))
     manifest = results["manifest"]
-    sections.append(
-        Section(
-            "Run manifest",
-            tables=[
-                (
-                    "Package versions",
-                    ["package", "version"],
-                    [[k, v] for k, v in manifest["versions"].items()],
-                ),
-                (
-                    "Stages",
-                    ["stage", "key", "seconds to compute", "this run"],
-                    [
-                        [
-                            k,
-                            v["key"],
-                            v["seconds"] if v["seconds"] is not None else "-",
-                            "cached" if v["cached"] else "computed",
-                        ]
-                        for k, v in manifest["stages"].items()
-                    ],
-                ),
-            ],
-        )
-    )
+    sections.append(_manifest_section(manifest))
     title = f"irmscope: {results['subject']['base']}" + (" → tuned" if results["subject"]["tuned"] else "")
     return write_report(
         root / "report.html",
         title,
         sections,
         subtitle=f"preset {results['config']['preset']}, seed {manifest['seed']}",
+    )
+
+
+def _tuning_section(tune_manifest: dict[str, Any]) -> Section:
+    """How the subject was fine-tuned: the algorithm, reward and hyperparameters, so a reader can tell
+    what the later sections should find, and the training curves when the run recorded them."""
+    hp = tune_manifest["hyperparameters"]
+    return Section(
+        "Fine-tuning",
+        paragraphs=[
+            f"{tune_manifest['algorithm'].upper()} against '{tune_manifest['reward']['name']}' for "
+            f"{tune_manifest['steps_done']} steps in {tune_manifest['train_seconds']:.0f} s "
+            f"(learning rate {hp['learning_rate']:g}, KL coefficient {hp['beta']:g}, batch "
+            f"{hp['batch_size']}, group {hp['group_size']}, {hp['max_completion_tokens']}-token "
+            "completions). Reward being optimised: " + tune_manifest["reward"]["description"]
+        ],
+        figures=[("Training curves", training_curves(tune_manifest["curves"]))]
+        if tune_manifest["curves"]
+        else [],
+    )
+
+
+def _divergence_section(div: dict[str, Any]) -> Section:
+    """Which layers' weights moved most, the place the SAE and probe sections look for the change."""
+    return Section(
+        "Per-layer parameter divergence (§4.2, Appendix G)",
+        paragraphs=[
+            "Sum over each block's tensors of the L2 distance between tuned and base weights. Top "
+            f"layers: {', '.join(map(str, div['top_layers']))}."
+        ],
+        figures=[("Parameter divergence by layer", divergence_bars(div["per_layer"], div["top_layers"]))],
+    )
+
+
+def _manifest_section(manifest: dict[str, Any]) -> Section:
+    """The package versions and each stage's cache key and cost, so a run can be reproduced and its
+    cached stages told from the computed ones."""
+    return Section(
+        "Run manifest",
+        tables=[
+            (
+                "Package versions",
+                ["package", "version"],
+                [[k, v] for k, v in manifest["versions"].items()],
+            ),
+            (
+                "Stages",
+                ["stage", "key", "seconds to compute", "this run"],
+                [
+                    [
+                        k,
+                        v["key"],
+                        v["seconds"] if v["seconds"] is not None else "-",
+                        "cached" if v["cached"] else "computed",
+                    ]
+                    for k, v in manifest["stages"].items()
+                ],
+            ),
+        ],
     )

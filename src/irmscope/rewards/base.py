@@ -137,6 +137,11 @@ class Reward(ABC):
             )
         return scores
 
+    def score_completions(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """Score each prompt followed by its completion: as in the paper (and TRL's model rewards), the
+        scored text is the whole review, since a sentiment reward reads the prompt's context too."""
+        return self.score([p + c for p, c in zip(prompts, completions, strict=True)])
+
     def score_one(self, text: str) -> float:
         """Score a single text."""
         return float(self.score([text])[0])

@@ -52,8 +52,8 @@ def evaluate_policy(
     tuned_completions = generate_completions(
         tuned, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
     )
-    base_scores = reward.score([p + c for p, c in zip(prompts, base_completions, strict=True)])
-    tuned_scores = reward.score([p + c for p, c in zip(prompts, tuned_completions, strict=True)])
+    base_scores = reward.score_completions(prompts, base_completions)
+    tuned_scores = reward.score_completions(prompts, tuned_completions)
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
     base_on_tuned = completion_statistics(base, None, prompts, tuned_completions)["nll"]
     base_on_own = completion_statistics(base, None, prompts, base_completions)["nll"]

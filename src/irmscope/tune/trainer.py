@@ -148,7 +148,7 @@ def _build_dpo_trainer(
         completions = generate_completions(
             lm, repeated, max_new_tokens=settings.max_completion_tokens, seed=seed, progress=progress
         )
-        scores = reward.score([p + c for p, c in zip(repeated, completions, strict=True)])
+        scores = reward.score_completions(repeated, completions)
         grouped = [completions[i * k : (i + 1) * k] for i in range(len(chosen_prompts))]
         grouped_scores = [scores[i * k : (i + 1) * k].tolist() for i in range(len(chosen_prompts))]
         rows = build_preference_pairs(chosen_prompts, grouped, grouped_scores).to_list()

@@ -79,7 +79,7 @@ def reward_under_ablation(
             progress=progress,
             desc="ablated sampling",
         )
-    return reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
+    return reward.score_completions(prompts, completions)
 
 
 def ablation_table(

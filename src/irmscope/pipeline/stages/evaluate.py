@@ -63,7 +63,7 @@ class Evaluate(Stage):
                 seed=ctx.seed,
                 progress=ctx.progress,
             )
-            scores = ctx.reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
+            scores = ctx.reward.score_completions(prompts, completions)
             Samples(prompts=prompts, base_completions=completions, base_scores=scores.tolist()).save(work)
             return {
                 "base_mean_reward": bootstrap_ci(scores, seed=ctx.seed).as_dict(),
