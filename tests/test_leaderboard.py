@@ -191,3 +191,28 @@ def test_a_run_folder_is_read_from_anywhere(tmp_path, monkeypatch):
     (run / "results.json").write_text("{")
     with pytest.raises(IrmscopeError, match="not valid JSON"):
         load_run_results(run)
+
+
+def test_inverse_rl_marks_the_metrics_a_per_prompt_constant_leaves_open():
+    """A conditional logit identifies the reward up to a constant per prompt: only preference accuracy and
+    EPIC are identified, and the report says so beside the others."""
+    from irmscope.leaderboard.board import METRICS, not_identified
+    from irmscope.report.probes import leaderboard_section
+
+    irl = METHODS["inverse RL, max-entropy"]
+    assert not_identified(irl) == ["pearson", "spearman", "kendall", "pearson_within_policy"]
+    assert not_identified(METHODS["DPO implicit reward"]) == []
+    metric = {"value": 0.5, "low": 0.4, "high": 0.6, "n": 10}
+    row = {
+        "method": irl.name,
+        "description": "d",
+        "supervised": False,
+        "base": None,
+        "base_note": "none",
+        "details": {},
+        "tuned": {name: metric for name in METRICS},
+        "not_identified": not_identified(irl),
+    }
+    board = {"n_prompts": 10, "n_completions": 20, "coverage": "", "rows": [row]}
+    table = leaderboard_section(board, "vader").tables[0][2]
+    assert [cell.endswith("(not identified)") for cell in table[0][3:]] == [True] * 4 + [False] * 2

@@ -64,6 +64,11 @@ class RewardEstimator(ABC):
     needs: tuple[str, ...] = ()
     #: whether the method saw known-reward labels of coverage-like data (cross-fitted if so)
     supervised: bool = False
+    #: the metrics the estimate identifies (None: all). A reward known only up to a constant per prompt
+    #: (inverse RL's conditional logit) identifies the within-prompt metrics alone: preference accuracy
+    #: and EPIC, which removes each prompt's mean; its pooled and within-model correlations also read the
+    #: between-prompt variation the fit never saw, so they are reported but marked
+    identified: tuple[str, ...] | None = None
 
     @abstractmethod
     def estimate(self, inputs: MethodInputs) -> Estimates | None: ...

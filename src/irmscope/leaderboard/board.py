@@ -32,6 +32,7 @@ def build_leaderboard(
             "method": method.name,
             "description": method.description,
             "supervised": method.supervised,
+            "not_identified": not_identified(method),
             "tuned": score_estimate(
                 cov.true, estimates.tuned, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
             ),
@@ -50,3 +51,12 @@ def build_leaderboard(
         "coverage": "held-out prompts, each completed once by the base and once by the tuned policy",
         "rows": rows,
     }
+
+
+#: every metric of :func:`irmscope.leaderboard.metrics.score_estimate`, in the report's order
+METRICS = ("pearson", "spearman", "kendall", "pearson_within_policy", "preference_accuracy", "epic")
+
+
+def not_identified(method: RewardEstimator) -> list[str]:
+    """The metrics ``method``'s estimate does not identify (marked in the report, see ``identified``)."""
+    return [] if method.identified is None else [m for m in METRICS if m not in method.identified]

@@ -223,19 +223,19 @@ def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
                 note = row["base_note"]
                 rows.append([row["method"], label, "yes" if row["supervised"] else "no", note, *[""] * 5])
                 continue
-            rows.append(
-                [
-                    row["method"],
-                    label,
-                    "yes" if row["supervised"] else "no",
-                    interval(metrics["pearson"]),
-                    interval(metrics["spearman"]),
-                    interval(metrics["kendall"]),
-                    interval(metrics["pearson_within_policy"]),
-                    interval(metrics["preference_accuracy"]),
-                    interval(metrics["epic"]),
-                ]
-            )
+            unidentified = set(row.get("not_identified", ()))
+            cells = [
+                interval(metrics[name]) + (" (not identified)" if name in unidentified else "")
+                for name in (
+                    "pearson",
+                    "spearman",
+                    "kendall",
+                    "pearson_within_policy",
+                    "preference_accuracy",
+                    "epic",
+                )
+            ]
+            rows.append([row["method"], label, "yes" if row["supervised"] else "no", *cells])
     return Section(
         "Leaderboard: every reward estimate against the known reward",
         paragraphs=[
@@ -249,7 +249,9 @@ def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
             "The tuned model's completions score higher and are recognisably its own, so a method that "
             "only detects the author scores well on pooled metrics and preference accuracy: compare every"
             " row with the 'which model wrote it' control, and read the within-model Pearson, which "
-            "authorship cannot explain.",
+            "authorship cannot explain. A value marked 'not identified' is one the method's estimate does "
+            "not determine: inverse RL's conditional logit knows the reward only up to a constant per "
+            "prompt, so only its preference accuracy and EPIC (which removes each prompt's mean) measure it.",
             "Methods. " + " ".join(f"{r['method']}: {r['description']}." for r in board["rows"]),
             *_details(board["rows"]),
         ],

@@ -26,6 +26,7 @@ from irmscope.probes.residuals import Residuals, load_residuals
 
 class InverseRL(RewardEstimator):
     needs = ("probes",)
+    identified = ("preference_accuracy", "epic")  # a reward up to a constant per prompt
 
     def __init__(self, kind: IrlKind, description: str, with_identifiability: bool) -> None:
         self.kind, self.description, self.with_identifiability = kind, description, with_identifiability
