@@ -183,6 +183,7 @@ def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     printed = capsys.readouterr().out
     assert printed.count(": cached") == len(STAGES) and ": running" not in printed
     assert again["evaluation"] == results["evaluation"]
+    assert all(f"[irmscope] {line}\n" in printed for line in again["headline"]) and again["headline"]
 
 
 def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, capsys):

@@ -52,6 +52,8 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)
         write_run_report(ctx.root, results, ctx.samples, tuning_manifest(ctx))
+        for line in results["headline"]:  # the first thing to read, so the last thing printed
+            print(f"[irmscope] {line}", flush=True)
         print(
             f"[irmscope] report: {ctx.root / 'report.html'}  results: {ctx.root / 'results.json'}", flush=True
         )
