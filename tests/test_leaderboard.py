@@ -216,3 +216,6 @@ def test_inverse_rl_marks_the_metrics_a_per_prompt_constant_leaves_open():
     board = {"n_prompts": 10, "n_completions": 20, "coverage": "", "rows": [row]}
     table = leaderboard_section(board, "vader").tables[0][2]
     assert [cell.endswith("(not identified)") for cell in table[0][3:]] == [True] * 4 + [False] * 2
+    row["tuned"] = {name: metric for name in METRICS} | {"epic": {**metric, "n_nan_resamples": 3}}
+    cells = leaderboard_section(board, "vader").tables[0][2][0][3:]
+    assert cells[-1].endswith("(3 resamples undefined)") and "undefined" not in cells[-2]

@@ -225,7 +225,9 @@ def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
                 continue
             unidentified = set(row.get("not_identified", ()))
             cells = [
-                interval(metrics[name]) + (" (not identified)" if name in unidentified else "")
+                interval(metrics[name])
+                + (" (not identified)" if name in unidentified else "")
+                + _undefined(metrics[name])
                 for name in (
                     "pearson",
                     "spearman",
@@ -273,3 +275,9 @@ def leaderboard_section(board: dict[str, Any], reward: str) -> Section:
             )
         ],
     )
+
+
+def _undefined(metric: dict[str, Any]) -> str:
+    """Say how many bootstrap resamples left the metric undefined (its interval rests on the others)."""
+    count = metric.get("n_nan_resamples", 0)
+    return f" ({count} resamples undefined)" if count else ""
