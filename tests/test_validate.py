@@ -223,19 +223,14 @@ def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_sh
     before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
     silent = {site: _sae_with_bias(lm, site, -1e6)}
     selection = AttributedSelection(features={site: [0, 1]}, opposite={site: [2, 3]})
-    table = ablation_table(
-        lm,
-        silent,
-        {site: []},
-        prompts=PROMPTS,
-        reward=reward,
-        before=before,
-        max_new_tokens=8,
-        seed=3,
-        progress=False,
-        attributed=selection,
-        base=before - 1.0,
-    )
+
+    def table_for(saes, base):  # every call ablates the same selection on the same prompts
+        return ablation_table(
+            lm, saes, {site: []}, prompts=PROMPTS, reward=reward, before=before, max_new_tokens=8, seed=3,
+            progress=False, attributed=selection, base=base,
+        )  # fmt: skip
+
+    table = table_for(silent, before - 1.0)
     assert "related" not in table and table["attributed"]["features"] == {site: [0, 1]}
     assert table["attributed_opposite"]["features"] == {site: [2, 3]}
     assert len(table["attributed_random"]["features"][site]) == 2
@@ -244,35 +239,11 @@ def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_sh
     firing = {site: _sae_with_bias(lm, site, 50.0)}
     with torch.no_grad():
         firing[site].W_enc.zero_()  # every latent at 50: a large, fixed edit that changes the text
-    table = ablation_table(
-        lm,
-        firing,
-        {site: []},
-        prompts=PROMPTS,
-        reward=reward,
-        before=before,
-        max_new_tokens=8,
-        seed=3,
-        progress=False,
-        attributed=selection,
-        base=before - 1.0,
-    )
+    table = table_for(firing, before - 1.0)
     for name in ("attributed", "attributed_opposite", "attributed_random"):  # a gain of exactly 1 per prompt
         assert table[name]["gain_removed"]["value"] == pytest.approx(-table[name]["change"]["value"])
     noisy_base = before + np.array([1.0, -1.0, 1.0, -1.0])  # a gain whose interval straddles 0
-    table = ablation_table(
-        lm,
-        silent,
-        {site: []},
-        prompts=PROMPTS,
-        reward=reward,
-        before=before,
-        max_new_tokens=8,
-        seed=3,
-        progress=False,
-        attributed=selection,
-        base=noisy_base,
-    )
+    table = table_for(silent, noisy_base)
     assert "not above 0" in table["gain_note"] and "gain_removed" not in table["attributed"]
     with pytest.raises(IrmscopeError, match="'base' rewards"):
         ablation_table(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from irmscope.artifacts import Prompts, Samples
+from irmscope.artifacts import PLANTED_LEXICON, TUNED_MODEL, Prompts, Samples
 from irmscope.config import RunConfig
 from irmscope.data import load_reviews
 from irmscope.models import load_model
@@ -48,7 +48,7 @@ class RunContext:
     def reward_spec(self) -> str:
         """The reward as a spec ``load_reward`` reads; a planted lexicon is read from its stage's file."""
         if "planted-lexicon" in self.finished:
-            return f"lexicon:{self.finished['planted-lexicon'].dir / 'planted.tsv'}"
+            return f"lexicon:{self.finished['planted-lexicon'].dir / PLANTED_LEXICON}"
         return self.config.reward.spec
 
     @functools.cached_property
@@ -71,7 +71,7 @@ class RunContext:
         if self.config.model.tuned:
             return self.config.model.tuned
         if "tune" in self.finished:
-            return str(self.finished["tune"].dir / "model")
+            return str(self.finished["tune"].dir / TUNED_MODEL)
         return None
 
     @functools.cached_property

@@ -26,7 +26,7 @@ class Elicit(Stage):
     version = 3
     needs = ("saes", "evaluate")
     result_key = "elicitation"
-    result_file = "elicitation.json"
+    result_file = RESULT_FILES["elicit"]
     requires = ("tuned", "lexicon")
     config_sections = ("elicit", "reward")
     reads = ("saes-tuned", "saes-base", "evaluate")
@@ -54,5 +54,5 @@ class Elicit(Stage):
                 coef={v: r["coef"] for v, r in regressions.items()},
                 intercept={v: float(r["intercept"]) for v, r in regressions.items()},
             ).save(work, label)
-        write_json(work / RESULT_FILES[self.name], result)
+        write_json(work / self.result_file, result)
         return {"tuned": result["tuned"]["agreement"], "base": result["base"]["agreement"]}

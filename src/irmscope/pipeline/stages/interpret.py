@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.activations import ActivationStore
+from irmscope.artifacts import RESULT_FILES
 from irmscope.interpret import build_explainer, interpret_features
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -23,7 +24,7 @@ class Interpret(Stage):
     version = 2  # 2: the offline explainer is labelled an offline lexicon heuristic
     needs = ("saes",)
     result_key = "interpretation"
-    result_file = "interpretation.json"
+    result_file = RESULT_FILES["interpret"]
     requires = ("tuned",)
     config_sections = ("interpret", "sae", "reward")
     reads = ("saes-tuned",)
@@ -54,5 +55,5 @@ class Interpret(Stage):
             n_contexts=settings.n_contexts,
         )
         result["pair_saes"] = pair_metrics
-        write_json(work / "interpretation.json", result)
+        write_json(work / self.result_file, result)
         return {key: result[key] for key in ("explainer", "n_explained", "n_related", "related")}

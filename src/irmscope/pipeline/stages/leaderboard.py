@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import RESULT_FILES
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
@@ -20,7 +21,7 @@ class Leaderboard(Stage):
     version = 2  # 2: inverse RL fitted within prompts, CCS normalised once, NaN resamples counted
     needs = ("probes", "evaluate", "elicit")
     result_key = "leaderboard"
-    result_file = "leaderboard.json"
+    result_file = RESULT_FILES["leaderboard"]
     requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
@@ -50,5 +51,5 @@ class Leaderboard(Stage):
             review_texts=list(ctx.reviews("contexts")["text"]),
         )
         result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
-        write_json(work / "leaderboard.json", result)
+        write_json(work / self.result_file, result)
         return {"methods": [row["method"] for row in result["rows"]]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import PLANTED_LEXICON
 from irmscope.data import load_reviews
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -33,5 +34,5 @@ class PlantedLexicon(Stage):
         lexicon = planted_lexicon(
             texts, ctx.base.tokenizer, n_words=config.reward.planted_words, seed=config.reward.planted_seed
         )
-        lexicon.to_tsv(work / "planted.tsv")
+        lexicon.to_tsv(work / PLANTED_LEXICON)
         return {"n_words": len(lexicon)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import RESULT_FILES
 from irmscope.data.samples import Coverage
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -23,7 +24,7 @@ class Probes(Stage):
     name = "probes"
     needs = ("evaluate",)
     result_key = "probes"
-    result_file = "probes.json"
+    result_file = RESULT_FILES["probes"]
     requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
@@ -46,7 +47,7 @@ class Probes(Stage):
             seed=ctx.seed,
             progress=ctx.progress,
         )
-        write_json(work / "probes.json", result)
+        write_json(work / self.result_file, result)
         return {
             f"{target}_{label}": result[target][label]["best"]["pearson"]["value"]
             for target in ("reward", "ratings")

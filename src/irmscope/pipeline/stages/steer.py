@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import RESULT_FILES
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -18,7 +19,7 @@ class Steer(Stage):
     name = "steer"
     needs = ("probes", "interpret", "saes")
     result_key = "steering"
-    result_file = "steering.json"
+    result_file = RESULT_FILES["steer"]
     requires = ("tuned", "probes")
     reads = ("probes", "interpret", "saes-tuned")
 
@@ -49,5 +50,5 @@ class Steer(Stage):
             seed=ctx.seed,
             progress=ctx.progress,
         )
-        write_json(work / "steering.json", result)
+        write_json(work / self.result_file, result)
         return {"directions": list(directions)}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.activations import ActivationStore
-from irmscope.artifacts import Regression
+from irmscope.artifacts import RESULT_FILES, Regression
 from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
@@ -31,7 +31,7 @@ class Validate(Stage):
     name = "validate"
     needs = ("interpret", "evaluate", "elicit")
     result_key = "validation"
-    result_file = "validation.json"
+    result_file = RESULT_FILES["validate"]
     requires = ("tuned",)
     config_sections = ("validation", "data", "generation")
 
@@ -76,7 +76,7 @@ class Validate(Stage):
                 )  # fmt: skip
                 for variant in ("faithful", "ridge-delta")
             }
-        write_json(work / "validation.json", result)
+        write_json(work / self.result_file, result)
         return {"n_ablated": sum(len(f) for f in related.values())}
 
 
