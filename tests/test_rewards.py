@@ -15,6 +15,7 @@ from irmscope.rewards import (
     ClassifierReward,
     Lexicon,
     LexiconReward,
+    NoiseReward,
     Reward,
     VaderReward,
     load_reward,
@@ -386,3 +387,26 @@ def test_reward_score_is_finite_float64_for_all_kinds(vader, tiny_classifier):
     ):
         scores = reward.score(texts)
         assert scores.dtype == np.float64 and scores.shape == (3,) and all(math.isfinite(s) for s in scores)
+
+
+# ---------------------------------------------------------------------------------------------------- noise
+
+
+def test_noise_reward_is_reproducible_per_text_and_unrelated_to_words():
+    reward = load_reward("noise:3")
+    assert isinstance(reward, NoiseReward) and reward.seed == 3
+    texts = [f"a review number {i} with the word great" for i in range(2000)]
+    scores = reward.score(texts)
+    # the same text always scores the same, in any batch and any order
+    assert reward.score(texts[::-1])[::-1] == pytest.approx(scores, abs=0)
+    assert reward.score_one(texts[7]) == scores[7]
+    # standard normal across distinct texts, and another seed gives independent values
+    assert abs(scores.mean()) < 0.1 and abs(scores.std() - 1) < 0.1
+    assert abs(np.corrcoef(scores, load_reward("noise:4").score(texts))[0, 1]) < 0.1
+    # a sentiment word does not move it: noise does not read words
+    good = reward.score([t + " excellent" for t in texts])
+    assert abs(good.mean() - scores.mean()) < 0.15
+    assert isinstance(load_reward("noise"), NoiseReward) and load_reward("noise").seed == 0
+    for spec in ("noise:", "noise:x", "noise:-1"):
+        with pytest.raises(IrmscopeError, match="whole-number seed"):
+            load_reward(spec)

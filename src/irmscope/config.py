@@ -56,7 +56,9 @@ class GenerationSection(_Section):
 
 class RewardSection(_Section):
     spec: Name = Field(
-        "vader", description="vader, lexicon:PATH.tsv, classifier:DIR, or planted (a random planted lexicon)"
+        "vader",
+        description="vader, lexicon:PATH.tsv, classifier:DIR, noise:SEED (a null control), "
+        "or planted (a random planted lexicon)",
     )
     planted_seed: Seed = Field(0, description="seed of the planted lexicon's words' values (spec: planted)")
     planted_words: Int = Field(200, ge=2, description="size of the planted lexicon (spec: planted)")

@@ -4,6 +4,7 @@
   summed, divided by 5, clipped to [-10, 10].
 * :class:`LexiconReward` over any :class:`Lexicon` (e.g. a user's TSV word list).
 * :class:`ClassifierReward` — Appendix F's variant: the positive-class logit of a sentiment classifier.
+* :class:`NoiseReward` — a random value per text: the null control (tuning against it installs nothing).
 * :class:`CallableReward` — any Python function from texts to floats.
 
 :func:`load_reward` turns the spec strings used by the command line and config files into rewards.
@@ -17,6 +18,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.rewards.base import CallableReward, Reward
 from irmscope.rewards.classifier import ClassifierReward, default_classifier_dir
 from irmscope.rewards.lexicon import Lexicon, LexiconReward, VaderReward
+from irmscope.rewards.noise import NoiseReward
 
 __all__ = [
     "Reward",
@@ -25,12 +27,13 @@ __all__ = [
     "LexiconReward",
     "VaderReward",
     "ClassifierReward",
+    "NoiseReward",
     "default_classifier_dir",
     "load_reward",
     "REWARD_SPECS",
 ]
 
-REWARD_SPECS = ("vader", "lexicon:PATH.tsv", "classifier:DIR", "classifier")
+REWARD_SPECS = ("vader", "lexicon:PATH.tsv", "classifier:DIR", "classifier", "noise:SEED")
 
 
 def load_reward(spec: str) -> Reward:
@@ -41,6 +44,7 @@ def load_reward(spec: str) -> Reward:
       with the same scale (5) and clip (10) as Eq. 3; named after the file's stem.
     * ``"classifier:DIR"`` — a :class:`ClassifierReward` saved in DIR; bare ``"classifier"`` loads the one
       in :func:`default_classifier_dir`.
+    * ``"noise"`` / ``"noise:SEED"`` — :class:`NoiseReward`, a random value per text (the null control).
     """
     valid = ", ".join(repr(s) for s in REWARD_SPECS)
     if not isinstance(spec, str) or not spec.strip():
@@ -57,4 +61,10 @@ def load_reward(spec: str) -> Reward:
         if sep and not arg:
             raise IrmscopeError(f"reward spec {spec!r} names no directory: use 'classifier:DIR'")
         return ClassifierReward.load(Path(arg).expanduser() if arg else default_classifier_dir())
+    if kind == "noise":
+        if not sep:
+            return NoiseReward()
+        if not arg.isdigit():
+            raise IrmscopeError(f"reward spec {spec!r} needs a whole-number seed: use e.g. 'noise:1'")
+        return NoiseReward(int(arg))
     raise IrmscopeError(f"unknown reward spec {spec!r}: use one of {valid}")
