@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The audit's null control: tune SmolLM2-135M against pure noise (reward noise:SEED, a random value per
+# completion) with the planted replicates' recipe and step count, then audit it. Tuning installs nothing,
+# so every word the audit calls rewarded or penalised is a false discovery; at level q the false-discovery
+# rate allows about none (with probability at least 1 - q no word is called when nothing changed by reward).
+#
+#   bash experiments/noise_null.sh 1                      # from the repository root, after scripts/setup.sh
+#
+# Writes runs/noise-null/seed<N>/{tuned/,audit/}; reruns resume or skip finished steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IRMSCOPE=${IRMSCOPE:-.venv/bin/irmscope}
+DATA=${DATA:-../shared/data/imdb}
+OUT=${OUT:-runs/noise-null}
+source experiments/recipe.sh  # TUNE_SETTINGS, shared with experiments/planted_replicates.sh
+export HF_HUB_OFFLINE=1
+[ $# -gt 0 ] || { echo "error: give one or more noise seeds, e.g. bash $0 1" >&2; exit 2; }
+for seed in "$@"; do
+  dir="$OUT/seed$seed"
+  mkdir -p "$dir"
+  echo "== noise seed $seed -> $dir ($(date -u +%H:%M:%S))"
+  "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${TUNE_SETTINGS[@]}"
+  [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
+    --seed "$seed" --out "$dir/audit"
+done
