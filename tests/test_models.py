@@ -16,6 +16,8 @@ from irmscope.models import (
     parse_site,
     steer,
 )
+from irmscope.models.accounting import counted
+from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import select_positions
 from irmscope.models.tiny import TINY_FAMILIES
 
@@ -125,6 +127,22 @@ def test_last_token_positions_with_left_padding(tiny, batch):
         positions=positions,
     )
     assert acts["blocks.0.hook_resid_post"].shape == (2, tiny.d_model)
+
+
+def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
+    """Plain passes count their real (unpadded) tokens, passes with gradients count as backward, and a
+    generation counts its prompts' prefill as forward and one token per row per cached step as sampled."""
+    real = int(batch["attention_mask"].sum())
+    with counted() as plain, torch.no_grad():
+        tiny.model(**batch)
+    assert plain.to_dict() == {"forward": real, "backward": 0, "sampled": 0}
+    with counted() as trained:
+        tiny.model(**batch).logits.sum().backward()
+    tiny.model.zero_grad(set_to_none=True)
+    assert trained.to_dict() == {"forward": 0, "backward": real, "sampled": 0}
+    with counted() as sampled:
+        generate_completions(tiny, TEXTS, max_new_tokens=4, batch_size=2, progress=False)
+    assert sampled.to_dict() == {"forward": real, "backward": 0, "sampled": len(TEXTS) * 3}
 
 
 def test_last_token_positions_with_right_padding():

@@ -138,6 +138,28 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert "Leaderboard" in page and "Steering" in page and "Reward probes" in page
 
 
+def test_every_stage_records_the_tokens_its_model_passes_processed(smoke_run):
+    """The runner counts each stage's model tokens by kind into done.json and the manifest (what
+    benchmarks/bench_pipeline.py prices): exact where the arithmetic is known, zero where no model runs."""
+    config, results, out = smoke_run
+    stages = results["manifest"]["stages"]
+    for name, entry in stages.items():
+        done = json.loads((out / "stages" / f"{name}-{entry['key']}" / "done.json").read_text())
+        assert done["tokens"] == entry["tokens"], name
+        assert set(entry["tokens"]) == {"forward", "backward", "sampled"}, name
+    tune, generation = config.tune, config.generation
+    # each step samples batch_size completions; all but the first token of each come from a cached step
+    tune_sampled = tune.steps * tune.batch_size * (tune.max_completion_tokens - 1)
+    assert stages["tune"]["tokens"]["sampled"] == tune_sampled
+    assert stages["tune"]["tokens"]["backward"] > 0
+    n_prompts = results["evaluation"]["n_prompts"]
+    assert stages["evaluate"]["tokens"]["sampled"] == 2 * n_prompts * (generation.max_new_tokens - 1)
+    for label in ("tuned", "base"):
+        assert stages[f"activations-{label}"]["tokens"]["forward"] > 0
+        assert stages[f"saes-{label}"]["tokens"] == {"forward": 0, "backward": 0, "sampled": 0}
+    assert "tokens" not in results["evaluation"]  # bookkeeping stays out of the stages' sections
+
+
 def test_table5_random_controls_have_several_draws_and_a_base_model_check(smoke_run):
     """The random-feature controls are drawn validate.n_random_draws times (mean and range beside the first
     draw's row), and the attributed features are also ablated in the untuned base model."""

@@ -21,6 +21,7 @@ import torch
 from irmscope.errors import IrmscopeError
 from irmscope.hub import hub_offline, hub_reachable
 from irmscope.io import atomic_write_dir
+from irmscope.models.accounting import count_tokens
 from irmscope.models.adapters import SITE_KINDS, ArchitectureAdapter, adapter_for, all_sites
 from irmscope.models.packaged import PACKAGED_MODELS, packaged_checkpoint
 from irmscope.models.tiny import TINY_FAMILIES, build_tiny
@@ -42,6 +43,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self.adapter = adapter_for(self.model)
         self.model.eval()
+        count_tokens(self.model)  # every pass's tokens, for the stages' compute floors (see .accounting)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # Left padding keeps every row's last prompt token at the end, which generation needs.

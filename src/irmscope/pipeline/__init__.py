@@ -21,6 +21,7 @@ import irmscope.pipeline.stages  # noqa: F401  (registers the built-in stages)
 from irmscope.config import RunConfig
 from irmscope.io import write_json
 from irmscope.locking import folder_lock
+from irmscope.models.accounting import counted
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
@@ -65,7 +66,9 @@ def run_one(ctx: RunContext, stage: Stage, name: str, model: str | None) -> floa
 
     def announced(work) -> dict[str, Any]:
         print(f"[irmscope] stage {name}: running", flush=True)
-        return stage.compute(ctx, work, model)
+        with counted() as tokens:  # the model tokens the stage processed, for benchmarks/bench_pipeline.py
+            summary = stage.compute(ctx, work, model)
+        return {**summary, "tokens": tokens.to_dict()}
 
     start = time.perf_counter()
     settings = {**stage.settings(ctx, model), "stage_version": stage.version}
@@ -95,7 +98,12 @@ def collect_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any
         "versions": package_versions(),
         "seed": ctx.seed,
         "stages": {
-            name: {"key": s.key, "seconds": s.summary.get("stage_seconds"), "cached": s.cached}
+            name: {
+                "key": s.key,
+                "seconds": s.summary.get("stage_seconds"),
+                "cached": s.cached,
+                "tokens": s.summary.get("tokens"),
+            }
             for name, s in ctx.finished.items()
         },
         "this_run_seconds": timings,

@@ -127,8 +127,9 @@ class RunContext:
         )
 
     def stage_outputs(self, name: str) -> dict[str, Any] | None:
-        """A finished stage's summary without its bookkeeping (settings, timing), for results.json."""
+        """A finished stage's summary without its bookkeeping (settings, timing, token counts), for
+        results.json."""
         if name not in self.finished:
             return None
         summary = self.finished[name].summary
-        return {k: v for k, v in summary.items() if k not in ("settings", "stage_seconds")}
+        return {k: v for k, v in summary.items() if k not in ("settings", "stage_seconds", "tokens")}

@@ -23,6 +23,7 @@ import torch
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write_dir, write_json
+from irmscope.models.accounting import count_tokens
 from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
@@ -251,6 +252,9 @@ def tune_model(
     trainer = build(
         base_path, reward, prompts, settings=settings, work=out_dir, seed=seed, progress=progress, guard=guard
     )
+    for loaded in (trainer.model, getattr(trainer, "ref_model", None)):  # TRL loads these itself
+        if loaded is not None:
+            count_tokens(loaded)
     checkpoints = out_dir / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     start = time.perf_counter()

@@ -1,0 +1,101 @@
+"""Always-on token accounting: how many tokens every model pass processed, by kind of pass.
+
+Every model irmscope loads (and the models TRL loads for tuning) carries one forward pre-hook that adds the
+tokens of each call to the process-wide :data:`TOTALS`, sorted into three kinds whose per-token costs
+differ (``benchmarks/bench_pipeline.py`` prices each kind to give a stage's compute floor):
+
+- ``forward``: a plain pass without gradients (scoring, activation capture, a generation's prompt
+  prefill), counted as the real tokens of the batch (its attention mask), so padding is not counted;
+- ``backward``: a pass with gradients switched on, counted the same way; in irmscope that happens only
+  where a backward follows (tuning, gradient attributions), so it is priced as a forward-backward pass;
+- ``sampled``: a decoding step that reuses a key-value cache (one new token per row, as in
+  ``model.generate``), counted as the new tokens fed.
+
+What is counted is the work done, not the least work a stage could do: a text read twice is counted twice,
+and a capture pass stopped after its deepest site counts as a whole pass. The hook is one Python call per
+model call (not per layer), so it costs nothing measurable beside the pass itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+#: the attribute that marks a module as counted, so a model is never counted twice
+_MARK = "_irmscope_counts_tokens"
+
+
+@dataclass
+class TokenCounts:
+    """Tokens processed, by kind of pass (see the module docstring)."""
+
+    forward: int = 0
+    backward: int = 0
+    sampled: int = 0
+
+    def minus(self, earlier: TokenCounts) -> TokenCounts:
+        return TokenCounts(**{k: v - getattr(earlier, k) for k, v in asdict(self).items()})
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+#: the running totals of this process
+TOTALS = TokenCounts()
+
+
+def _cache_length(past: Any) -> int:
+    """Tokens already in a key-value cache (a transformers ``Cache`` or the legacy tuple of tuples)."""
+    if past is None:
+        return 0
+    if hasattr(past, "get_seq_length"):
+        return int(past.get_seq_length())
+    try:
+        return int(past[0][0].shape[-2])
+    except (IndexError, TypeError, AttributeError):
+        return 0
+
+
+def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None:
+        ids = kwargs.get("inputs_embeds")
+        if ids is None:
+            return
+        ids = ids[..., 0]
+    mask = kwargs.get("attention_mask")
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5's generate says ``cache``
+    if _cache_length(cache) > 0 or isinstance(mask, torch.Tensor) and mask.shape[-1] > ids.shape[-1]:
+        TOTALS.sampled += ids.numel()
+        return
+    real = int(mask.sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else ids.numel()
+    if torch.is_grad_enabled():
+        TOTALS.backward += real
+    else:
+        TOTALS.forward += real
+
+
+def count_tokens(model: torch.nn.Module) -> torch.nn.Module:
+    """Count the tokens of every call of ``model`` into :data:`TOTALS` (once; a PEFT wrapper is counted
+    through the model it wraps, whose forward every call and every ``generate`` step reaches)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(inner, _MARK, False):
+        inner.register_forward_pre_hook(_count_call, with_kwargs=True)
+        setattr(inner, _MARK, True)
+    return model
+
+
+@contextmanager
+def counted() -> Iterator[TokenCounts]:
+    """``with counted() as tokens: ...``: on exit, ``tokens`` holds what the block processed."""
+    start = TokenCounts(**TOTALS.to_dict())
+    tokens = TokenCounts()
+    try:
+        yield tokens
+    finally:
+        for key, value in TOTALS.minus(start).to_dict().items():
+            setattr(tokens, key, value)

@@ -1,0 +1,80 @@
+"""benchmarks/bench_pipeline.py: the table's arithmetic on fabricated timings, and the script end to end on
+a run folder of the smoke preset's config (tiny model, so the prices are measured in seconds)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from irmscope.config import load_config
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench_pipeline.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tokens(forward=0, backward=0, sampled=0):
+    return {"forward": forward, "backward": backward, "sampled": sampled}
+
+
+STAGES = {
+    "fast": {"seconds": 2.5, "tokens": _tokens(forward=1000)},  # floor 2.0
+    "slow": {"seconds": 10.0, "tokens": _tokens(forward=1000)},  # floor 2.0
+    "sampler": {"seconds": 45.0, "tokens": _tokens(backward=100, sampled=400)},  # floor 1.0 + 8.0
+    "saes-tuned": {"seconds": 3.0, "tokens": _tokens()},
+    "old": {"seconds": 1.0, "tokens": None},
+}
+PRICE = {"forward": 0.002, "backward": 0.01, "sampled": 0.02}
+
+
+def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
+    rows = {row["stage"]: row for row in bench.pipeline_table(STAGES, PRICE, sampling_slowdown=(6, 64, 1.4))}
+    assert rows["fast"]["floor_s"] == pytest.approx(2.0)
+    assert rows["fast"]["ratio"] == pytest.approx(1.25)
+    assert rows["fast"]["why"] is None  # within 3x: nothing to explain
+    assert rows["slow"]["ratio"] == pytest.approx(5.0)
+    assert "8 s above a floor that is 100% forward tokens" in rows["slow"]["why"]
+    assert "batch" not in rows["slow"]["why"]  # the sampling batch is named only where sampling dominates
+    assert rows["sampler"]["floor_s"] == pytest.approx(9.0)
+    assert rows["sampler"]["ratio"] == pytest.approx(5.0)
+    assert "89% sampled" in rows["sampler"]["why"]
+    assert "batch 6 costs 1.4x batch 64's" in rows["sampler"]["why"]
+    assert rows["saes-tuned"]["floor_s"] == 0 and rows["saes-tuned"]["ratio"] is None
+    assert "trains SAEs" in rows["saes-tuned"]["why"]
+    assert rows["old"]["floor_s"] is None and "no token counts" in rows["old"]["why"]
+    total = rows["total"]
+    assert total["wall_s"] == pytest.approx(61.5)
+    assert total["floor_s"] == pytest.approx(13.0)
+    assert total["ratio"] == pytest.approx(61.5 / 13.0)
+    assert (total["forward_tokens"], total["backward_tokens"], total["sampled_tokens"]) == (2000, 100, 400)
+    markdown = bench.markdown_table(list(rows.values())).splitlines()
+    assert len(markdown) == 2 + len(rows)
+    assert markdown[-1].startswith("| total | 61.5 | 2,000 | 100 | 400 | 13.0 | 4.7 |")
+
+
+def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch, capsys):
+    config = load_config("smoke", overrides=[f"out_dir={tmp_path}"])
+    results = {"config": config.model_dump(), "manifest": {"stages": STAGES}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "pipeline.json"
+    argv = ["bench_pipeline.py", "--run", str(tmp_path), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--repeats", "1", "--sampling-batches", "1,2"])
+    bench.main()
+    written = json.loads(out.read_text())
+    sampling = written["prices"]["sampling"]
+    assert written["model"] == config.model.name
+    assert set(sampling["seconds_per_token_by_batch"]) == {"1", "2", str(config.generation.batch_size)}
+    assert sampling["seconds_per_token"] == min(sampling["seconds_per_token_by_batch"].values())
+    assert all(written["prices"][kind]["seconds_per_token"] > 0 for kind in ("forward", "forward_backward"))
+    assert [row["stage"] for row in written["stages"]] == [*STAGES, "total"]
+    slow = next(row for row in written["stages"] if row["stage"] == "slow")
+    assert slow["ratio"] == pytest.approx(10.0 / (1000 * written["prices"]["forward"]["seconds_per_token"]))
+    assert "| slow | 10.0 | 1,000 |" in capsys.readouterr().out
