@@ -6,10 +6,11 @@
 * :mod:`.completions` — where the change in the sampled completions comes from, and reward-hacking signs;
 * :mod:`.compare` — with a known lexicon reward, how far the elicited values are from it, beside the base
   model's own level;
-* :mod:`.run` — :func:`audit` on loaded models, :func:`run_audit` from model names to the output folder.
+* :mod:`.run` — :func:`audit` on loaded models, :func:`run_audit` from model names to the output folder
+  (the pipeline's ``audit`` stage calls :func:`audit` and :func:`write_audit` on a run's models).
 """
 
-from irmscope.audit.run import EXPORT_RANGE, audit, elicited_lexicon, run_audit
+from irmscope.audit.run import EXPORT_RANGE, audit, elicited_lexicon, run_audit, write_audit
 from irmscope.audit.shift import FDR_Q, noise_floor, relative_shift, unit_shifts, vocabulary_words
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "run_audit",
     "unit_shifts",
     "vocabulary_words",
+    "write_audit",
 ]

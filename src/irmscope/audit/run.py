@@ -47,6 +47,7 @@ def audit(
     prompts: Sequence[str],
     *,
     lexicon: Lexicon | None = None,
+    completions: tuple[Sequence[str], Sequence[str]] | None = None,
     completion_tokens: int = 32,
     seed: int = 0,
     q: float = FDR_Q,
@@ -54,7 +55,8 @@ def audit(
     top: int = TOP,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Sample a completion of every prompt from both models, score every vocabulary word on the texts,
+    """Sample a completion of every prompt from both models (or take ``completions``, ``(base, tuned)``,
+    sampled already, e.g. by the pipeline's evaluate stage), score every vocabulary word on the texts,
     call words above the noise floor, and describe the completions; with ``lexicon``, compare.
 
     Returns the result (JSON-ready) with ``table``: every word's columns (see :func:`word_table`).
@@ -63,8 +65,13 @@ def audit(
     clock = {"start": time.perf_counter()}
     # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
     common = dict(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
-    base_completions = generate_completions(base, prompts, desc="base completions", **common)
-    tuned_completions = generate_completions(tuned, prompts, desc="tuned completions", **common)
+    if completions is None:
+        base_completions = generate_completions(base, prompts, desc="base completions", **common)
+        tuned_completions = generate_completions(tuned, prompts, desc="tuned completions", **common)
+    else:
+        base_completions, tuned_completions = (list(c) for c in completions)
+        if not len(base_completions) == len(tuned_completions) == len(prompts):
+            raise IrmscopeError("give one base and one tuned completion per prompt")
     clock["sampled"] = time.perf_counter()
     vocabulary = vocabulary_words(base.tokenizer)
     words = list(vocabulary)
@@ -233,6 +240,22 @@ def _table_csv(table: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def write_audit(out: Path, result: dict[str, Any], table: dict[str, Any]) -> None:
+    """Write ``elicited.tsv`` (or remove an earlier one when no word is called), ``words.csv`` and
+    ``audit.json`` into ``out``, recording the export in ``result``."""
+    out.mkdir(parents=True, exist_ok=True)
+    exported = elicited_lexicon(table)
+    tsv = out / "elicited.tsv"
+    if exported is not None:
+        exported.to_tsv(tsv)
+    elif tsv.exists():
+        tsv.unlink()  # an earlier audit's export must not pass for this one's
+    result["export"] = None if exported is None else {"path": str(tsv), "n_words": len(exported)}
+    text = _table_csv(table)
+    atomic_write(out / "words.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json(out / "audit.json", result)
+
+
 def run_audit(
     *,
     tuned: str,
@@ -288,17 +311,7 @@ def run_audit(
             "prefix_tokens": prefix_tokens,
             "seed": seed,
         }
-        out.mkdir(parents=True, exist_ok=True)
-        exported = elicited_lexicon(table)
-        tsv = out / "elicited.tsv"
-        if exported is not None:
-            exported.to_tsv(tsv)
-        elif tsv.exists():
-            tsv.unlink()  # an earlier audit's export must not pass for this one's
-        result["export"] = None if exported is None else {"path": str(tsv), "n_words": len(exported)}
-        text = _table_csv(table)
-        atomic_write(out / "words.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        write_json(out / "audit.json", result)
+        write_audit(out, result, table)
         if page_writer is not None:
             result["page"] = str(page_writer(out, result))
     return result
