@@ -15,7 +15,15 @@ import torch
 from scipy import stats
 
 from irmscope import cli
-from irmscope.audit import EXPORT_RANGE, audit, elicited_lexicon, noise_floor, unit_shifts, vocabulary_words
+from irmscope.audit import (
+    EXPORT_RANGE,
+    audit,
+    elicited_lexicon,
+    noise_floor,
+    relative_shift,
+    unit_shifts,
+    vocabulary_words,
+)
 from irmscope.audit.compare import lexicon_of, reward_comparison
 from irmscope.audit.completions import completion_changes, longest_run
 from irmscope.data import load_reviews, truncate_to_prefixes
@@ -74,20 +82,28 @@ def test_vocabulary_words_are_single_tokens_of_letters_after_a_space(vocab, smol
         assert smollm2_tokenizer(" " + word, add_special_tokens=False)["input_ids"] == [token]
 
 
-def test_the_floor_calls_real_effects_and_about_q_of_them_false():
+def test_the_floor_calls_real_effects_beyond_a_shared_drift():
+    """Every word drifts a little (a fixed, well-measured shift per word) and ten words move far: a test of
+    "no change" calls nearly everything, the empirical null the ten; with drift only, nothing much."""
     rng = np.random.default_rng(0)
-    statistic = rng.normal(size=(40, 5000))
-    statistic[:, :10] += 1.0  # ten real effects, 4990 nulls
-    statistic[:, 10] = 0.0  # a word constant over units has no evidence
-    floor = noise_floor(statistic)
+    frequency = rng.lognormal(size=5000)
+    drift = 0.3 * rng.normal(size=5000) + 0.2 * np.log(frequency)  # frequent words drift up
+    se = np.full(5000, 0.02)
+    effect = drift + rng.normal(size=5000) * se
+    effect[:10] += 3.0
+    assert (stats.false_discovery_control(2 * stats.norm.sf(np.abs(effect / se))) <= 0.05).sum() > 4500
+    floor = noise_floor(effect, se, frequency)
     called = np.flatnonzero(floor["called"])
-    assert set(range(10)) <= set(called)
-    assert len(set(called) - set(range(10))) <= 2
-    assert floor["p"][10] == 1.0
-    # the p-values are the t-test's
-    assert floor["p"][20] == pytest.approx(stats.ttest_1samp(statistic[:, 20], 0.0).pvalue)
+    assert set(range(10)) <= set(called) and len(set(called) - set(range(10))) <= 2
+    assert np.argsort(-floor["beyond"])[:10].tolist() == sorted(range(10), key=lambda i: -floor["beyond"][i])
+    assert set(np.argsort(-floor["beyond"])[:10]) == set(range(10))
+    assert noise_floor(effect - 3.0 * (np.arange(5000) < 10), se, frequency)["called"].sum() <= 0.05 * 10
+    same = noise_floor(np.zeros(5000), np.zeros(5000), frequency)
+    assert not same["called"].any() and np.all(same["p"] == 1.0)
     with pytest.raises(IrmscopeError, match="at least 2"):
-        noise_floor(statistic[:1])
+        relative_shift(np.zeros((1, 5)), np.zeros((1, 5)), 1e-3)
+    with pytest.raises(IrmscopeError, match="at least 51 words"):
+        noise_floor(effect[:20], se[:20], frequency[:20])
 
 
 def test_tilted_words_come_first_and_untilted_words_are_not_called(tilted_audit, tilt):
@@ -104,7 +120,7 @@ def test_tilted_words_come_first_and_untilted_words_are_not_called(tilted_audit,
     assert set(values) <= called
     assert len(called - set(values) - {trap}) <= 1  # false discoveries among ~31,000 untilted words
     # the elicited values order the tilted words as their tilts do
-    shift = dict(zip(table["word"], table["expected_count_shift"], strict=True))
+    shift = dict(zip(table["word"], table["beyond_drift"], strict=True))
     tau = stats.kendalltau([shift[w] for w in values], list(values.values())).statistic
     assert tau > 0.9
     assert tilted_audit["floor"]["n_rewarded"] >= N_TILTED // 2
@@ -120,10 +136,67 @@ def test_the_rare_token_trap_tops_the_naive_ranking_but_not_the_audit(tilted_aud
     assert row["base_count"] < 1e-6 and row["mean_log_ratio"] > 5
 
 
-def test_noise_in_the_logits_is_not_called_but_the_expected_count_would_be(prompts):
+def _drifted(prompts, tilt: dict[str, float], vocab: dict[str, int], profile: torch.Tensor):
+    """The relative shifts and floor of a stand-in for a real fine-tune: both models write words at the
+    rates ``profile`` sets (a continuum of frequent words), and the tuned one also has a softmax
+    temperature of 0.85 (frequent words rise), a fixed random drift on every logit (0.2 nats), fresh
+    noise at every position (0.3 nats) and the ``tilt`` on the planted words."""
+    base, tuned = load_model("tiny-llama"), load_model("tiny-llama")
+    generator = torch.Generator().manual_seed(1)
+    shift = 0.2 * torch.randn(len(profile), generator=generator)
+    for word, value in tilt.items():
+        shift[vocab[word]] += value
+    base.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + profile)
+    tuned.model.lm_head.register_forward_hook(
+        lambda module, inputs, logits: (
+            (logits + profile) / 0.85 + shift + 0.3 * torch.randn(logits.shape, generator=generator)
+        )
+    )
+    units = [(p + " and then the film was", p + " but the story is") for p in prompts]
+    shifts = unit_shifts(tuned, base, units, list(vocab.values()))
+    effect, se = relative_shift(shifts.statistic, shifts.base_count, shifts.uniform_count)
+    return shifts, noise_floor(effect, se, shifts.base_count.mean(0), df=len(units) - 1)
+
+
+def test_a_shared_drift_is_not_called_and_planted_words_come_first(prompts, vocab):
+    """The failure of the first real run, on a stand-in: with every word drifting a little, a test of "no
+    change" calls most of the vocabulary and the expected-count ranking puts frequent drifted words first;
+    the empirical null calls the planted words, frequent, typical and rare alike, and few others, and
+    ranks them first. With drift only it calls about none (at most q of the vocabulary)."""
+    words = list(vocab)
+    plain = sorted(w for w in vocab if w.islower() and len(w) >= 6)
+    pick = [plain[i] for i in np.random.default_rng(0).choice(len(plain), 1518, replace=False)]
+    frequent, rare, typical = pick[:1500], pick[1500:1506], pick[1506:]
+    profile = torch.zeros(len(load_model("tiny-llama").tokenizer))
+    for word, level in zip(frequent, np.linspace(0.5, 5.0, len(frequent)), strict=True):
+        profile[vocab[word]] = float(level)  # up to e^5 times the typical word's rate
+    for word in rare:
+        profile[vocab[word]] = -1.0
+    planted = frequent[-60::10] + rare + typical
+    shifts, floor = _drifted(prompts, dict.fromkeys(planted, 3.0), vocab, profile)
+    old = stats.false_discovery_control(np.nan_to_num(stats.ttest_1samp(shifts.statistic, 0.0).pvalue, nan=1))
+    assert (old <= 0.05).sum() > 0.8 * len(words)  # the old floor: "did it change at all"
+    by_count = [words[i] for i in np.argsort(-shifts.expected_count.mean(0)) if old[i] <= 0.05][:20]
+    assert len(set(by_count) - set(planted)) >= 5  # ... ranked by count: frequent drifted words lead
+    called = {words[i] for i in np.flatnonzero(floor["called"])}
+    assert set(planted) <= called and len(called - set(planted)) <= 3
+    rewarded = [words[i] for i in np.argsort(-floor["beyond"]) if floor["called"][i] and floor["z"][i] > 0]
+    assert len(set(rewarded[: len(planted)]) & set(planted)) >= len(planted) - 2  # the audit's ranking
+    base_rate = shifts.base_count.mean(0) / shifts.uniform_count
+    assert (
+        max(base_rate[words.index(w)] for w in rare)
+        < 0.25
+        < 50
+        < min(base_rate[words.index(w)] for w in frequent[-60::10])
+    )
+    _, drift_only = _drifted(prompts, {}, vocab, profile)
+    assert drift_only["called"].sum() <= 0.05 * len(words) and drift_only["called"].sum() <= 3
+
+
+def test_fresh_noise_in_the_logits_is_not_called(prompts):
     """A null with real spread: the 'tuned' model adds fresh Gaussian noise (0.5 nats) to every logit.
-    Its test statistic has mean zero, so the floor calls about nothing; a t-test of the expected-count
-    shift itself would call thousands of words (Jensen: exp(noise) - 1 has a positive mean)."""
+    The relative shift is linear in the log-ratio, so the noise does not bias it and the floor calls about
+    nothing (the expected-count shift would be biased upwards: exp(noise) - 1 has a positive mean)."""
     base = load_model("tiny-llama")
     tuned = load_model("tiny-llama")
     generator = torch.Generator().manual_seed(0)
@@ -133,8 +206,9 @@ def test_noise_in_the_logits_is_not_called_but_the_expected_count_would_be(promp
     vocab = vocabulary_words(base.tokenizer)
     units = [(p + " and then the film", p + " but the story") for p in prompts]
     shifts = unit_shifts(tuned, base, units, list(vocab.values()))
-    assert noise_floor(shifts.statistic)["called"].sum() <= 2
-    assert noise_floor(shifts.expected_count)["called"].sum() > 1000
+    effect, se = relative_shift(shifts.statistic, shifts.base_count, shifts.uniform_count)
+    assert noise_floor(effect, se, shifts.base_count.mean(0), df=len(units) - 1)["called"].sum() <= 2
+    assert shifts.expected_count.mean(0).mean() > 0 and abs(np.median(effect)) < 0.01
 
 
 def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
@@ -150,8 +224,8 @@ def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
 def test_reward_comparison_is_high_for_the_tilt_and_near_chance_for_shuffled_lexicons(tilted_audit, tilt):
     values, _, elsewhere = tilt
     table = tilted_audit["table"]
-    words, shift, base = table["word"], table["expected_count_shift"], table["base_count"]
-    rewarded = table["called"] & (table["t"] > 0)
+    words, shift, base = table["word"], table["beyond_drift"], table["base_count"]
+    rewarded = table["called"] & (table["z"] > 0)
 
     def compare(lexicon: dict[str, float]) -> dict:
         return reward_comparison(words, shift, base, rewarded, Lexicon(lexicon), seed=0)

@@ -27,6 +27,7 @@ RESULT_FILES = {
     "steer": "steering.json",
     "attribute": "attribution.json",
     "leaderboard": "leaderboard.json",
+    "audit": "audit.json",
 }
 #: the planted lexicon a ``planted-lexicon`` stage draws (word<TAB>value)
 PLANTED_LEXICON = "planted.tsv"

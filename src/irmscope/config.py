@@ -231,6 +231,16 @@ class ProbesSection(_Section):
     )
 
 
+class AuditSection(_Section):
+    """The blind audit of the tuned model against the base (``irmscope audit``'s code, on the evaluation
+    samples, so nothing is sampled twice)."""
+
+    n_prompts: Int = Field(
+        200, ge=2, description="evaluation samples audited (the first n; at most data.n_prompts are there)"
+    )
+    n_resamples: Int = Field(1000, ge=10, description="bootstrap resamples of each word's intervals")
+
+
 class RunConfig(_Section):
     preset: str = "demo"
     seed: Seed = 0
@@ -246,6 +256,7 @@ class RunConfig(_Section):
     interpret: InterpretSection = InterpretSection()
     validation: ValidationSection = ValidationSection()
     probes: ProbesSection = ProbesSection()
+    audit: AuditSection = AuditSection()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -282,6 +293,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "n_random_directions": 1,
             "bootstrap_resamples": 50,
         },
+        "audit": {"n_prompts": 12, "n_resamples": 100},
     },
     "demo": {"out_dir": "runs/demo"},
     "paper": {

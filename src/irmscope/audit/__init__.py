@@ -1,15 +1,17 @@
 """The blind audit (``irmscope audit``): what did tuning reward, for an auditor with no lexicon.
 
-* :mod:`.shift` — every single-token word's implicit reward (expected-count shift, mean log-ratio) from one
-  forward pass per model, with bootstrap intervals and a noise floor under false-discovery-rate control;
+* :mod:`.shift` — every single-token word's implicit reward (relative shift, expected-count shift, mean
+  log-ratio) from one forward pass per model, with bootstrap intervals and a noise floor against the drift
+  all words share (an empirical null) under false-discovery-rate control;
 * :mod:`.completions` — where the change in the sampled completions comes from, and reward-hacking signs;
 * :mod:`.compare` — with a known lexicon reward, how far the elicited values are from it, beside the base
   model's own level;
-* :mod:`.run` — :func:`audit` on loaded models, :func:`run_audit` from model names to the output folder.
+* :mod:`.run` — :func:`audit` on loaded models, :func:`run_audit` from model names to the output folder
+  (the pipeline's ``audit`` stage calls :func:`audit` and :func:`write_audit` on a run's models).
 """
 
-from irmscope.audit.run import EXPORT_RANGE, audit, elicited_lexicon, run_audit
-from irmscope.audit.shift import FDR_Q, noise_floor, unit_shifts, vocabulary_words
+from irmscope.audit.run import EXPORT_RANGE, audit, elicited_lexicon, run_audit, write_audit
+from irmscope.audit.shift import FDR_Q, noise_floor, relative_shift, unit_shifts, vocabulary_words
 
 __all__ = [
     "EXPORT_RANGE",
@@ -17,7 +19,9 @@ __all__ = [
     "audit",
     "elicited_lexicon",
     "noise_floor",
+    "relative_shift",
     "run_audit",
     "unit_shifts",
     "vocabulary_words",
+    "write_audit",
 ]

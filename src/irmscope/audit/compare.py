@@ -1,7 +1,8 @@
 """The audit against a known lexicon reward: how far what the model treats as rewarded is from what it was
 paid for (the divergence the main paper is about).
 
-Every number is computed twice: with the elicited values (each word's expected-count shift) and with the
+Every number is computed twice: with the elicited values (each word's relative shift beyond the drift of
+words of its frequency, :mod:`irmscope.audit.shift`) and with the
 base model's *own level* (its expected count per text) as the values. The second is the control: a reward
 on words the base model already writes often would be "recovered" by word frequency alone, with no tuning
 (as :mod:`irmscope.elicit.policy_shift` does for its base level). Chance is shown beside precision too.
@@ -31,12 +32,22 @@ from irmscope.rewards.lexicon import Lexicon
 PRECISION_K = 20
 
 
-def precision_at_k(values: np.ndarray, paid: np.ndarray, k: int, *, highest: bool = True) -> dict[str, Any]:
-    """The share of the ``k`` top (or bottom) ``values`` that are ``paid``, ``k`` capped at ``paid.sum()``."""
+def precision_at_k(
+    values: np.ndarray,
+    paid: np.ndarray,
+    k: int,
+    *,
+    highest: bool = True,
+    first: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The share of the ``k`` top (or bottom) ``values`` that are ``paid``, ``k`` capped at ``paid.sum()``;
+    words in ``first`` (the words the floor called that way) rank before all others, as in the audit's
+    lists."""
     k = int(min(k, paid.sum()))
     if k == 0:
         return {"k": 0, "value": float("nan")}
-    order = np.argsort(-values if highest else values, kind="stable")[:k]
+    keys = [-values if highest else values] + ([] if first is None else [~first])
+    order = np.lexsort(keys)[:k]
     return {"k": k, "value": float(paid[order].mean())}
 
 
@@ -47,14 +58,16 @@ def reward_comparison(
     rewarded: np.ndarray,
     lexicon: Lexicon,
     *,
+    penalised: np.ndarray | None = None,
     k: int = PRECISION_K,
     seed: int = 0,
     top: int = 15,
 ) -> dict[str, Any]:
     """Compare the audit's word values with ``lexicon`` (see the module docstring).
 
-    ``words``, ``shift`` (expected-count shift), ``base_level`` (base expected count) and ``rewarded``
-    (called rewarded by the floor) are aligned over the audited vocabulary.
+    ``words``, ``shift`` (the elicited values: relative shift beyond the drift), ``base_level`` (base
+    expected count), ``rewarded`` and ``penalised`` (called so by the floor) are aligned over the audited
+    vocabulary; precision@k of the elicited values ranks the called words first, as the audit's lists do.
     """
     truth = np.array([lexicon.lookup(w) for w in words])
     folded = {w.lower() for w in lexicon}
@@ -78,11 +91,13 @@ def reward_comparison(
         "kendall": both(lambda v: agreement(v[in_lexicon], y, seed=seed).to_dict()),
         "tau_gap": tau_gap(x, b, y, seed=seed),
         "precision_rewarded": {
-            **both(lambda v: precision_at_k(v, positive, k)),
+            "elicited": precision_at_k(shift, positive, k, first=rewarded),
+            "base_level": precision_at_k(base_level, positive, k),
             "chance": float(positive.mean()),
         },
         "precision_penalised": {
-            **both(lambda v: precision_at_k(v, negative, k, highest=False)),
+            "elicited": precision_at_k(shift, negative, k, highest=False, first=penalised),
+            "base_level": precision_at_k(base_level, negative, k, highest=False),
             "chance": float(negative.mean()),
         },
         "n_paid_called": int((positive & rewarded).sum()),
@@ -98,7 +113,7 @@ def _row(word: str, i: int, shift: np.ndarray, base_level: np.ndarray, truth: np
     return {
         "word": word,
         "reward_value": float(truth[i]),
-        "expected_count_shift": float(shift[i]),
+        "elicited_value": float(shift[i]),
         "base_count": float(base_level[i]),
     }
 

@@ -19,7 +19,14 @@ import numpy as np
 
 from irmscope.audit.compare import lexicon_of, reward_comparison
 from irmscope.audit.completions import completion_changes, examples
-from irmscope.audit.shift import FDR_Q, bootstrap_intervals, noise_floor, unit_shifts, vocabulary_words
+from irmscope.audit.shift import (
+    FDR_Q,
+    bootstrap_intervals,
+    noise_floor,
+    relative_shift,
+    unit_shifts,
+    vocabulary_words,
+)
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write, write_json
 from irmscope.locking import output_lock
@@ -40,6 +47,7 @@ def audit(
     prompts: Sequence[str],
     *,
     lexicon: Lexicon | None = None,
+    completions: tuple[Sequence[str], Sequence[str]] | None = None,
     completion_tokens: int = 32,
     seed: int = 0,
     q: float = FDR_Q,
@@ -47,7 +55,8 @@ def audit(
     top: int = TOP,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Sample a completion of every prompt from both models, score every vocabulary word on the texts,
+    """Sample a completion of every prompt from both models (or take ``completions``, ``(base, tuned)``,
+    sampled already, e.g. by the pipeline's evaluate stage), score every vocabulary word on the texts,
     call words above the noise floor, and describe the completions; with ``lexicon``, compare.
 
     Returns the result (JSON-ready) with ``table``: every word's columns (see :func:`word_table`).
@@ -56,8 +65,13 @@ def audit(
     clock = {"start": time.perf_counter()}
     # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
     common = dict(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
-    base_completions = generate_completions(base, prompts, desc="base completions", **common)
-    tuned_completions = generate_completions(tuned, prompts, desc="tuned completions", **common)
+    if completions is None:
+        base_completions = generate_completions(base, prompts, desc="base completions", **common)
+        tuned_completions = generate_completions(tuned, prompts, desc="tuned completions", **common)
+    else:
+        base_completions, tuned_completions = (list(c) for c in completions)
+        if not len(base_completions) == len(tuned_completions) == len(prompts):
+            raise IrmscopeError("give one base and one tuned completion per prompt")
     clock["sampled"] = time.perf_counter()
     vocabulary = vocabulary_words(base.tokenizer)
     words = list(vocabulary)
@@ -65,14 +79,18 @@ def audit(
     max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
     shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
     clock["scored"] = time.perf_counter()
-    floor = noise_floor(shifts.statistic, q=q)
-    table = _word_table(words, shifts, floor, n_resamples=n_resamples, seed=seed)
-    direction = np.sign(table["t"])
+    eps = shifts.uniform_count
+    effect, se = relative_shift(shifts.statistic, shifts.base_count, eps)
+    frequency = shifts.base_count.mean(0)
+    floor = noise_floor(effect, se, frequency, df=len(units) - 1, q=q)
+    table = _word_table(words, shifts, effect, floor, n_resamples=n_resamples, seed=seed)
+    direction = np.sign(table["z"])
     rewarded, penalised = floor["called"] & (direction > 0), floor["called"] & (direction < 0)
-    ec = table["expected_count_shift"]
     changes = completion_changes(base_completions, tuned_completions, seed=seed)
     rows = _Rows(words, table, changes.pop("counts"), changes["total_abs_change"])
-    order = np.argsort(-ec, kind="stable")
+    # ranked by the relative shift beyond the drift, so a frequent word's small relative drift does not lead
+    beyond = floor["beyond"]
+    order = np.argsort(-beyond, kind="stable")
     top_rewarded = [i for i in order if rewarded[i]][:top]
     top_penalised = [i for i in order[::-1] if penalised[i]][:top]
     naive = np.argsort(-table["mean_log_ratio"], kind="stable")[:top]
@@ -80,7 +98,7 @@ def audit(
         "n_prompts": len(prompts),
         "completion_tokens": completion_tokens,
         "n_words": len(words),
-        "floor": _floor_summary(table, floor, rewarded, penalised, q=q),
+        "floor": _floor_summary(table, floor, rewarded, penalised, q=q, eps=eps),
         "shared_log_ratio_per_position": bootstrap_ci(shifts.baseline, seed=seed).as_dict(),
         "rewarded": rows(top_rewarded),
         "penalised": rows(top_penalised),
@@ -95,7 +113,9 @@ def audit(
         "reward": None,
     }
     if lexicon is not None:
-        result["reward"] = reward_comparison(words, ec, table["base_count"], rewarded, lexicon, seed=seed)
+        result["reward"] = reward_comparison(
+            words, beyond, table["base_count"], rewarded, lexicon, penalised=penalised, seed=seed
+        )
     clock["done"] = time.perf_counter()
     result["seconds"] = {
         "sampling": clock["sampled"] - clock["start"],
@@ -118,14 +138,21 @@ def _check_pair(tuned: LoadedModel, base: LoadedModel, prompts: Sequence[str]) -
 
 
 def _word_table(
-    words: list[str], shifts: Any, floor: dict[str, Any], *, n_resamples: int, seed: int
+    words: list[str], shifts: Any, effect: np.ndarray, floor: dict[str, Any], *, n_resamples: int, seed: int
 ) -> dict[str, Any]:
     """Every word's columns, one array each: the shifts with their bootstrap intervals and the floor's
     statistics. Kept as one table so the report, the CSV and the called rows all read the same numbers."""
-    ec_low, ec_high = bootstrap_intervals(shifts.expected_count, n_resamples=n_resamples, seed=seed)
-    lr_low, lr_high = bootstrap_intervals(shifts.log_ratio, n_resamples=n_resamples, seed=seed)
+    boot = dict(n_resamples=n_resamples, seed=seed)
+    ratio = (shifts.base_count, shifts.uniform_count)
+    rel_low, rel_high = bootstrap_intervals(shifts.statistic, denominator=ratio, **boot)
+    ec_low, ec_high = bootstrap_intervals(shifts.expected_count, **boot)
+    lr_low, lr_high = bootstrap_intervals(shifts.log_ratio, **boot)
     return {
         "word": words,
+        "relative_shift": effect,
+        "relative_low": rel_low,
+        "relative_high": rel_high,
+        "beyond_drift": floor["beyond"],
         "expected_count_shift": shifts.expected_count.mean(0),
         "expected_count_low": ec_low,
         "expected_count_high": ec_high,
@@ -133,7 +160,7 @@ def _word_table(
         "mean_log_ratio_low": lr_low,
         "mean_log_ratio_high": lr_high,
         "base_count": shifts.base_count.mean(0),
-        "t": floor["t"],
+        "z": floor["z"],
         "p": floor["p"],
         "q_value": floor["q"],
         "called": floor["called"],
@@ -141,12 +168,15 @@ def _word_table(
 
 
 def _floor_summary(
-    table: dict[str, Any], floor: dict[str, Any], rewarded: Any, penalised: Any, *, q: float
+    table: dict[str, Any], floor: dict[str, Any], rewarded: Any, penalised: Any, *, q: float, eps: float
 ) -> dict[str, Any]:
-    """How many words the floor called, each way, and how many of them may be false at level ``q``."""
+    """How many words the floor called, each way, how many of them may be false at level ``q``, and the
+    empirical null they were tested against."""
     called = floor["called"]
     return {
         "q": q,
+        "uniform_count": eps,
+        "null": floor["null"],
         "n_called": int(called.sum()),
         "n_rewarded": int(rewarded.sum()),
         "n_penalised": int(penalised.sum()),
@@ -184,13 +214,13 @@ def _plain(value: Any) -> Any:
 
 
 def elicited_lexicon(table: dict[str, Any]) -> Lexicon | None:
-    """The called words with their expected-count shifts scaled so the largest magnitude is
-    :data:`EXPORT_RANGE` (values rounded to 3 decimals; words that round to 0 are left out), or None
-    when no word is called."""
+    """The called words with their relative shifts beyond the drift of words of their frequency
+    (``beyond_drift``) scaled so the largest magnitude is :data:`EXPORT_RANGE` (values rounded to 3
+    decimals; words that round to 0 are left out), or None when no word is called."""
     called = np.flatnonzero(table["called"])
     if not len(called):
         return None
-    shift = table["expected_count_shift"][called]
+    shift = table["beyond_drift"][called]
     scale = np.abs(shift).max()
     values = np.round(EXPORT_RANGE * shift / scale, 3) if scale > 0 else np.zeros_like(shift)
     entries = [(table["word"][i], float(v)) for i, v in zip(called, values, strict=True) if v != 0]
@@ -208,6 +238,22 @@ def _table_csv(table: dict[str, Any]) -> str:
         )
     )
     return buffer.getvalue()
+
+
+def write_audit(out: Path, result: dict[str, Any], table: dict[str, Any]) -> None:
+    """Write ``elicited.tsv`` (or remove an earlier one when no word is called), ``words.csv`` and
+    ``audit.json`` into ``out``, recording the export in ``result``."""
+    out.mkdir(parents=True, exist_ok=True)
+    exported = elicited_lexicon(table)
+    tsv = out / "elicited.tsv"
+    if exported is not None:
+        exported.to_tsv(tsv)
+    elif tsv.exists():
+        tsv.unlink()  # an earlier audit's export must not pass for this one's
+    result["export"] = None if exported is None else {"path": str(tsv), "n_words": len(exported)}
+    text = _table_csv(table)
+    atomic_write(out / "words.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json(out / "audit.json", result)
 
 
 def run_audit(
@@ -265,17 +311,7 @@ def run_audit(
             "prefix_tokens": prefix_tokens,
             "seed": seed,
         }
-        out.mkdir(parents=True, exist_ok=True)
-        exported = elicited_lexicon(table)
-        tsv = out / "elicited.tsv"
-        if exported is not None:
-            exported.to_tsv(tsv)
-        elif tsv.exists():
-            tsv.unlink()  # an earlier audit's export must not pass for this one's
-        result["export"] = None if exported is None else {"path": str(tsv), "n_words": len(exported)}
-        text = _table_csv(table)
-        atomic_write(out / "words.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        write_json(out / "audit.json", result)
+        write_audit(out, result, table)
         if page_writer is not None:
             result["page"] = str(page_writer(out, result))
     return result

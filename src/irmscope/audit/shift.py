@@ -12,24 +12,41 @@ set of texts; from the same full-vocabulary logits, at every position ``c``:
   would all look penalised. The median is the baseline of the typical word, which a sparse reward leaves
   alone.
 * the **expected-count shift** ``Σ_c p_base(w|c)·(exp(Δ_c(w)) − 1)``: how many more times the tuned model
-  would write ``w`` at these positions than the base model (after the shared renormalisation); the word's
-  effect size, the value the audit ranks, compares and exports.
+  would write ``w`` at these positions than the base model (after the shared renormalisation). It scales
+  with the word's frequency, so it is what the "share of the change" reads, not what the audit ranks.
 * the **mean log-ratio** ``mean_c Δ_c(w)``: every position weighs the same. It is the naive ranking, kept as
   a control: the log-ratio of a token the base model almost never writes moves with the logit tail, so
   the naive ranking puts rare tokens first.
 
-**The noise floor.** Texts are the unit of noise (positions within a text are not independent): each
-prompt's two texts (the base and the tuned completion) form one unit. Per unit the test statistic is
-``s(w) = Σ_c p_base(w|c)·Δ_c(w)``, the log-ratio weighted by where the base model would write the word
-(first order in ``Δ`` of the expected-count shift). Under "tuning did not change this word relative to
-the typical one" its expected value is zero, and it stays zero when tuning merely adds context-to-context
-jitter to the logits (``exp(Δ) − 1`` would not: its mean grows with the jitter's variance). A one-sample
-t-test of ``s`` over units gives a two-sided p-value per word, and the Benjamini–Hochberg procedure
-calls the words whose adjusted p-value is at most ``q`` (5% of the called words false, in expectation).
-A rare token gets a tiny weight ``p_base``, so it is called only when its change is consistent over
-texts, and even then it ranks low, since called words are ranked by the expected-count shift; a word
-live in a handful of texts cannot reach the floor at all. Each word also gets a percentile bootstrap
-interval over units for both estimates (the same resamples for every word, one matrix product).
+**The relative shift.** A word's effect is ``r(w) = Σ_c p_base(w|c)·Δ_c(w) / (Σ_c p_base(w|c) + ε)`` (sums
+over all texts): the log-factor by which tuning multiplies the word's rate, averaged where the base model
+would write it, so a frequent function word's small relative drift does not outrank a content word whose
+rate doubled. ``ε`` is fixed before looking at any word: the expected count per text of one token under a
+uniform next-token distribution (positions per text / vocabulary size). A word the base model writes
+less often than that is shrunk towards 0 (a token nobody writes, whose log-ratio moves with the logit
+tail, cannot top the ranking), a word it writes much more often keeps its log-factor. The numerator is
+linear in ``Δ``, so context-to-context jitter in the logits does not bias it (``exp(Δ) − 1`` would:
+Jensen). Its standard error is the ratio estimator's (delta method over units).
+
+**The noise floor: an empirical null.** Texts are the unit of noise (positions within a text are not
+independent): each prompt's two texts (the base and the tuned completion) form one unit. A real fine-tune
+moves every word's logit a little, consistently over texts, so "this word did not change at all" is false
+for nearly every word, and a test of it calls most of the vocabulary. The floor instead tests each word
+against the *drift the words around it share*: under the null, a word's true relative shift is drawn from
+the shifts of words the base model writes about as often, ``N(μ₀(f), τ₀(f)²)``, and its estimate adds
+its own sampling noise, so ``z(w) = (r(w) − μ₀(f_w)) / √(τ₀(f_w)² + se(w)²)`` is standard normal.
+Frequency matters because a sharper or flatter softmax (a temperature change, which tuning towards a
+reward tends to make) raises frequent words and lowers rare ones, and because ``ε`` shrinks rare words'
+shifts. Sorted by base frequency, each neighbourhood of :data:`NULL_WINDOW` of the words gives a running
+median (the centre) and a running MAD (the spread), and Efron's empirical null
+(:class:`statsmodels.stats.multitest.NullDistribution`: a normal fitted by truncated maximum likelihood
+to the central standardised values) corrects both for the tails. ``τ₀²`` is the spread less the
+neighbourhood's typical sampling variance. The assumption is Efron's, per frequency: most words are not
+rewarded, so the bulk is the null. Two-sided p-values from that null, then Benjamini–Hochberg at level
+``q``, call the words (of the called words, a fraction ``q`` are false in expectation, *false* meaning
+"inside the drift of its neighbours"). Called words are ranked by ``r − μ₀``, the shift beyond that
+drift. Each word also gets a percentile bootstrap interval over units for every estimate (the same
+resamples for every word, one matrix product).
 """
 
 from __future__ import annotations
@@ -37,10 +54,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats
+from scipy.ndimage import median_filter
+from statsmodels.stats.multitest import NullDistribution
 
 from irmscope.elicit.agreement import word_resamples
 from irmscope.elicit.continuations import word_token_ids
@@ -49,6 +69,11 @@ from irmscope.models.loading import LoadedModel
 
 #: false-discovery rate of the floor
 FDR_Q = 0.05
+#: the share of the words in each base-frequency neighbourhood of the empirical null
+NULL_WINDOW = 0.02
+#: the fewest words (and neighbourhood size) the null is estimated from
+NULL_MIN_WORDS = 51
+NORMAL_MAD = float(1 / stats.norm.ppf(0.75))  # MAD to standard deviation, for a normal
 _WORD = re.compile(r" [A-Za-z]+")
 
 
@@ -71,6 +96,14 @@ class UnitShifts:
     statistic: np.ndarray  #: the floor's test statistic ``s`` per text
     base_count: np.ndarray  #: expected count under the base model per text
     baseline: np.ndarray  #: ``[n_units]``: mean over positions of the shared median log-ratio ``m_c``
+    positions: np.ndarray  #: ``[n_units]``: positions per text
+    vocab_size: int  #: the models' number of next tokens
+
+    @property
+    def uniform_count(self) -> float:
+        """``ε`` of the relative shift: the expected count per text of one token under a uniform next-token
+        distribution, fixed by the sizes alone (no word's numbers enter it)."""
+        return float(self.positions.mean() / self.vocab_size)
 
 
 @torch.no_grad()
@@ -91,7 +124,8 @@ def unit_shifts(
         raise IrmscopeError("no texts to score; give at least one prompt")
     device = next(base.model.parameters()).device
     words = torch.tensor(list(word_ids), device=device)
-    per_text: dict[str, list[torch.Tensor]] = {k: [] for k in ("ec", "lr", "s", "base", "m")}
+    per_text: dict[str, list[torch.Tensor]] = {k: [] for k in ("ec", "lr", "s", "base", "m", "n")}
+    vocab_size = 0
     for start in range(0, len(texts), batch_size):
         enc = base.tokenizer(
             texts[start : start + batch_size],
@@ -104,6 +138,7 @@ def unit_shifts(
         mask = enc["attention_mask"].float()
         logits_t = tuned.model(**enc, position_ids=positions, use_cache=False).logits.float()
         logits_b = base.model(**enc, position_ids=positions, use_cache=False).logits.float()
+        vocab_size = logits_b.shape[-1]
         # Δ as a difference of logits less a difference of normalisers: a word whose logit tuning left
         # alone gets exactly the same Δ as every other such word at that position, so the median removes
         # it exactly (float32 keeps that: equal inputs give equal outputs)
@@ -120,6 +155,7 @@ def unit_shifts(
         per_text["lr"].append(((delta * mask[..., None]).double().sum(1) / n_positions).cpu())
         per_text["base"].append(p_base.double().sum(1).cpu())
         per_text["m"].append(((median * mask).double().sum(1, keepdim=True) / n_positions).cpu())
+        per_text["n"].append(n_positions.cpu())
         per_text["ec"].append((p_base * torch.expm1(delta)).double().sum(1).cpu())
     sizes = np.bincount(owner, minlength=len(units)).astype(np.float64)
 
@@ -135,35 +171,112 @@ def unit_shifts(
         statistic=by_unit("s"),
         base_count=by_unit("base"),
         baseline=by_unit("m")[:, 0],
+        positions=by_unit("n")[:, 0],
+        vocab_size=vocab_size,
     )
 
 
-def noise_floor(statistic: np.ndarray, q: float = FDR_Q) -> dict[str, np.ndarray]:
-    """Per word (column of ``[n_units, n_words]``): the t statistic of its mean over units, the two-sided
-    p-value (Student t, ``n − 1`` degrees of freedom), the Benjamini–Hochberg adjusted p-value, and
-    whether it is called (adjusted p ≤ ``q``). A word constant over units (e.g. 0 everywhere, as every
-    word is when the two models are the same) has p = 1."""
+def relative_shift(
+    statistic: np.ndarray, base_count: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per word (column of the ``[n_units, n_words]`` arrays of :class:`UnitShifts`): the relative shift
+    ``mean s / (mean base count + eps)`` and its standard error (the ratio estimator's delta method over
+    units). A column constant over units has standard error 0."""
     n = statistic.shape[0]
     if n < 2:
         raise IrmscopeError(f"the noise floor needs at least 2 prompts to measure spread, got {n}")
-    mean = statistic.mean(0)
-    se = statistic.std(0, ddof=1) / np.sqrt(n)
+    if not eps > 0:
+        raise IrmscopeError(f"the relative shift needs eps > 0, got {eps}")
+    denominator = base_count.mean(0) + eps
+    effect = statistic.mean(0) / denominator
+    residual = (statistic - effect * base_count) / denominator
+    return effect, residual.std(0, ddof=1) / np.sqrt(n)
+
+
+def empirical_null(effect: np.ndarray, se: np.ndarray, frequency: np.ndarray) -> dict[str, Any]:
+    """The null each word's relative shift is tested against, from the bulk of the words of similar base
+    ``frequency`` (see the module docstring): per word its centre and the spread of the shared drift
+    (sampling noise removed), and a summary (JSON-ready)."""
+    if len(effect) < NULL_MIN_WORDS:
+        raise IrmscopeError(
+            f"the shared drift is estimated from at least {NULL_MIN_WORDS} words, got {len(effect)}"
+        )
+    order = np.argsort(frequency, kind="stable")
+    values = effect[order]
+    size = max(NULL_MIN_WORDS, round(NULL_WINDOW * len(order))) // 2 * 2 + 1  # odd: centred windows
+    local_centre = _running_median(values, size)
+    local_spread = NORMAL_MAD * _running_median(np.abs(values - local_centre), size)
+    local_noise = _running_median(se[order] ** 2, size)
+    fit = {"mean": 0.0, "sd": 1.0}
+    spread_out = local_spread > 0  # a neighbourhood without spread (e.g. the same model twice) has no null
+    if spread_out.sum() >= NULL_MIN_WORDS:
+        standardised = (values - local_centre)[spread_out] / local_spread[spread_out]
+        efron = NullDistribution(standardised)
+        fit = {"mean": float(efron.mean), "sd": float(efron.sd)}
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))  # every word takes its own neighbourhood's null
+    centre = (local_centre + fit["mean"] * local_spread)[rank]
+    spread = (fit["sd"] * local_spread)[rank]
+    drift_sd = np.sqrt(np.maximum(spread**2 - local_noise[rank], 0.0))
+    summary = {
+        "window": size,
+        "fit_mean": fit["mean"],
+        "fit_sd": fit["sd"],
+        "centre_range": [float(centre.min()), float(centre.max())],
+        "median_centre": float(np.median(centre)),
+        "median_drift_sd": float(np.median(drift_sd)),
+    }
+    return {"centre": centre, "drift_sd": drift_sd, "summary": summary}
+
+
+def _running_median(values: np.ndarray, size: int) -> np.ndarray:
+    """The median of each value's neighbourhood of ``size`` values (centred; at either end, the first or
+    last ``size`` values, so an edge is never padded with copies of itself)."""
+    if len(values) <= size:
+        return np.full(len(values), np.median(values))
+    out = median_filter(values, size=size, mode="nearest")
+    half = size // 2
+    out[:half], out[-half:] = np.median(values[:size]), np.median(values[-size:])
+    return out
+
+
+def noise_floor(
+    effect: np.ndarray, se: np.ndarray, frequency: np.ndarray, *, df: int | None = None, q: float = FDR_Q
+) -> dict[str, Any]:
+    """Per word: ``z`` against the empirical null (:func:`empirical_null`), the two-sided p-value (normal,
+    or Student t with ``df`` degrees of freedom: the standard errors come from ``df + 1`` units, and with
+    few units a word whose own noise dominates has heavier tails than the normal's),
+    the Benjamini–Hochberg adjusted p-value, whether it is called (adjusted p ≤ ``q``), its effect beyond
+    the drift (``effect − centre``); and the null's summary. A word with no spread at all under the null
+    (the same model twice) has z = 0 and p = 1."""
+    null = empirical_null(effect, se, frequency)
+    beyond = effect - null["centre"]
+    scale = np.sqrt(null["drift_sd"] ** 2 + se**2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se > 0, mean / se, 0.0)
-    p = np.where(se > 0, 2 * stats.t.sf(np.abs(t), df=n - 1), 1.0)
+        z = np.where(scale > 0, beyond / scale, 0.0)
+    tail = stats.norm.sf(np.abs(z)) if df is None else stats.t.sf(np.abs(z), df=df)
+    p = np.where(scale > 0, 2 * tail, 1.0)
     adjusted = stats.false_discovery_control(p, method="bh")
-    return {"t": t, "p": p, "q": adjusted, "called": adjusted <= q}
+    return {"z": z, "p": p, "q": adjusted, "called": adjusted <= q, "beyond": beyond, "null": null["summary"]}
 
 
 def bootstrap_intervals(
-    per_unit: np.ndarray, *, n_resamples: int = 1000, seed: int = 0, chunk: int = 4096
+    per_unit: np.ndarray,
+    *,
+    denominator: tuple[np.ndarray, float] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    chunk: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile 95% intervals of each column's mean over units: every column is resampled with the same
-    unit draws (one ``[resamples, units] @ [units, words]`` product per chunk of words)."""
+    """Percentile 95% intervals of each column's mean over units, or, with ``denominator = (per-unit
+    array, offset)``, of the ratio of the two means (the offset added below): every column is resampled
+    with the same unit draws (one ``[resamples, units] @ [units, words]`` product per chunk of words)."""
     n = per_unit.shape[0]
     weights = word_resamples(n, n_resamples, seed) / n
     low, high = np.empty(per_unit.shape[1]), np.empty(per_unit.shape[1])
     for start in range(0, per_unit.shape[1], chunk):
         means = weights @ per_unit[:, start : start + chunk]
+        if denominator is not None:
+            means /= weights @ denominator[0][:, start : start + chunk] + denominator[1]
         low[start : start + chunk], high[start : start + chunk] = np.percentile(means, [2.5, 97.5], axis=0)
     return low, high

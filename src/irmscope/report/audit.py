@@ -11,10 +11,12 @@ from irmscope.report.html import Section, interval, write_report
 
 _WORD_HEADER = [
     "word",
+    "relative shift beyond the drift",
+    "relative shift (log-factor) [95% CI]",
     "Δ expected count per text [95% CI]",
     "mean log-ratio [95% CI]",
     "base expected count per text (control)",
-    "t",
+    "z (empirical null)",
     "BH-adjusted p",
     "completions: base → tuned count",
     "share of the count change",
@@ -30,10 +32,12 @@ def _word_rows(rows: list[dict[str, Any]]) -> list[list[object]]:
     return [
         [
             r["word"],
+            f"{r['beyond_drift']:+.3f}",
+            _ci(r, "relative_shift", "relative_low", "relative_high", 3),
             _ci(r, "expected_count_shift", "expected_count_low", "expected_count_high"),
             _ci(r, "mean_log_ratio", "mean_log_ratio_low", "mean_log_ratio_high", 3),
             f"{r['base_count']:.4g}",
-            r["t"],
+            r["z"],
             f"{r['q_value']:.2g}",
             f"{r['base_completion_count']} → {r['tuned_completion_count']}",
             r["completion_share"],
@@ -48,6 +52,7 @@ def _paired_row(name: str, m: dict[str, Any]) -> list[object]:
 
 def _floor_section(result: dict[str, Any]) -> Section:
     floor, settings = result["floor"], result.get("settings", {})
+    null = floor["null"]
     shared = result["shared_log_ratio_per_position"]
     return Section(
         "What did tuning reward?",
@@ -56,14 +61,21 @@ def _floor_section(result: dict[str, Any]) -> Section:
             f"{result['n_prompts']} held-out prompts, one completion of {result['completion_tokens']} tokens "
             f"from each model; every one of the {result['n_words']} single-token words of the vocabulary "
             "is scored at every position of the prompt + completion texts of both models.",
-            f"Noise floor: a word is called rewarded or penalised when its Benjamini–Hochberg adjusted "
-            f"p-value is at most q = {floor['q']} (per-prompt t-test of the base-probability-weighted "
-            f"log-ratio, relative to the median word at each position). Called: {floor['n_called']} "
+            "Noise floor: each word's relative shift (the log-factor by which tuning multiplied its rate, "
+            "averaged where the base model would write it, shrunk towards 0 below the uniform rate "
+            f"{floor['uniform_count']:.3g} per text) is tested against an empirical null: the drift shared "
+            f"by the {null['window']} words the base model writes about as often (running median and MAD, "
+            "corrected by Efron's truncated-normal fit), plus the word's own sampling noise. The null's "
+            f"centre runs from {null['centre_range'][0]:+.3f} to {null['centre_range'][1]:+.3f} across "
+            f"frequencies, its drift spread has median {null['median_drift_sd']:.3f}. Assumption: at every "
+            "frequency most words are not rewarded. A word is called rewarded or penalised when its "
+            f"Benjamini–Hochberg adjusted p-value is at most q = {floor['q']}. Called: {floor['n_called']} "
             f"({floor['n_rewarded']} rewarded, {floor['n_penalised']} penalised); in expectation at most "
             f"{floor['expected_false_at_most']:.2f} of them are false. Controls: with the base model as its "
             "own 'tuned' model every shift is exactly zero and nothing is called; the base expected count "
             "stands beside every word; the naive ranking below shows what the floor keeps off the top.",
-            "The median word's log-ratio (the shift every word shares, removed before ranking) averages "
+            "The median word's log-ratio at each position (the shift every word shares, removed first) "
+            "averages "
             f"{interval(shared, signed=True)} nats per position.",
         ],
     )
@@ -163,18 +175,19 @@ def _reward_section(reward: dict[str, Any]) -> Section:
         ],
         ["called rewarded but not paid", f"{reward['n_called_unpaid']} of {reward['n_called']}", "", ""],
     ]
-    header = ["word", "reward value", "Δ expected count per text", "base expected count per text"]
+    header = ["word", "reward value", "elicited value (relative shift beyond the drift)", "base count"]
 
     def rows(items: list[dict[str, Any]]) -> list[list[object]]:
         return [
-            [r["word"], r["reward_value"], f"{r['expected_count_shift']:+.4g}", f"{r['base_count']:.4g}"]
+            [r["word"], r["reward_value"], f"{r['elicited_value']:+.3f}", f"{r['base_count']:.4g}"]
             for r in items
         ]
 
     return Section(
         f"Against the known reward ({reward['lexicon']})",
         paragraphs=[
-            "Elicited values are the expected-count shifts of all audited words; the base level uses the "
+            "Elicited values are the relative shifts beyond the drift of all audited words; the base level "
+            "uses the "
             "base model's own expected counts as values (what word frequency alone recovers, with no "
             "tuning). precision@k ranks the whole vocabulary; k is at most the number of paid (penalised) "
             "vocabulary words.",
@@ -203,10 +216,11 @@ def audit_sections(result: dict[str, Any]) -> list[Section]:
         Section(
             "Most rewarded and most penalised words (called above the noise floor)",
             paragraphs=[
-                "Ranked by the expected-count shift: how many more times per text the tuned model would "
-                "write the word at these positions than the base model, once the shift all words share is "
-                "removed. The base expected count is the control: a word the base model already writes "
-                "often moves more in count for the same log-ratio."
+                "Ranked by the relative shift beyond the drift of words of the same frequency, so a frequent "
+                "word's small relative drift does not outrank a word whose rate doubled. The expected-count "
+                "shift (how many more times per text the tuned model would write the word) is shown beside "
+                "it; the base expected count is the control: a word the base model already writes often "
+                "moves more in count for the same relative shift."
                 + ("" if top["n_called"] else " No word clears the floor."),
             ],
             tables=[
@@ -241,8 +255,9 @@ def audit_sections(result: dict[str, Any]) -> list[Section]:
         Section(
             "Export",
             paragraphs=[
-                f"elicited.tsv holds the {export['n_words']} called words with their expected-count shifts "
-                "scaled to ±4; tune against it with irmscope tune --reward lexicon:DIR/elicited.tsv."
+                f"elicited.tsv holds the {export['n_words']} called words with their relative shifts beyond "
+                "the drift scaled to ±4; tune against it with irmscope tune --reward "
+                "lexicon:DIR/elicited.tsv."
                 if export
                 else "No word was called, so no lexicon was exported.",
                 "words.csv holds every audited word's numbers.",

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.artifacts import Samples
+from irmscope.report.audit import audit_sections
 from irmscope.report.elicitation import elicitation_sections
 from irmscope.report.headline import headline
 from irmscope.report.html import Section, interval, write_report
@@ -163,6 +164,8 @@ def write_run_report(
         sections.append(attribution_section(results["attribution"], reward))
     if results.get("leaderboard"):
         sections.append(leaderboard_section(results["leaderboard"], reward))
+    if results.get("audit"):
+        sections.extend(audit_sections(results["audit"]))
     manifest = results["manifest"]
     sections.append(_manifest_section(manifest))
     title = f"irmscope: {results['subject']['base']}" + (" → tuned" if results["subject"]["tuned"] else "")

@@ -17,4 +17,5 @@ from irmscope.pipeline.stages import (  # noqa: F401  (imported for registration
     steer,
     attribute,
     leaderboard,
+    audit,
 )

@@ -1,0 +1,46 @@
+"""Stage ``audit``: the blind audit (``irmscope audit``'s code) of the run's tuned model against its base,
+on the evaluation samples: which words tuning rewarded and penalised above the empirical-null noise floor,
+where the change comes from, and, for a lexicon reward, how far that is from the reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irmscope.artifacts import RESULT_FILES
+from irmscope.audit import audit, write_audit
+from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.registry import Stage, register
+
+
+@register
+class Audit(Stage):
+    name = "audit"
+    needs = ("evaluate",)
+    result_key = "audit"
+    result_file = RESULT_FILES["audit"]
+    requires = ("tuned",)
+    config_sections = ("audit", "reward")
+
+    def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
+        settings, samples = ctx.config.audit, ctx.samples
+        n = min(settings.n_prompts, len(samples.prompts))
+        result = audit(
+            ctx.tuned,
+            ctx.base,
+            samples.prompts[:n],
+            lexicon=ctx.lexicon,
+            completions=(samples.completions("base")[:n], samples.completions("tuned")[:n]),
+            completion_tokens=ctx.config.generation.max_new_tokens,
+            seed=ctx.seed,
+            n_resamples=settings.n_resamples,
+            progress=ctx.progress,
+        )
+        table = result.pop("table")
+        del result["samples"], result["seconds"]  # the evaluate stage holds the samples; timing varies
+        result["settings"] = {
+            "tuned": ctx.config.model.tuned or "the tuned model",
+            "base": ctx.config.model.name,
+        }
+        write_audit(work, result, table)
+        return {"n_called": result["floor"]["n_called"], "n_rewarded": result["floor"]["n_rewarded"]}
