@@ -53,13 +53,15 @@ def activation_frequency_table(
     active = {site: values > 0 for site, values in latents.items()}
 
     def mean_frequency(rows: np.ndarray, only_related: bool) -> float:
+        if not rows.any():  # no token there: undefined, not a warning about an empty mean
+            return float("nan")
         freqs = []
         for site, on in active.items():
             columns = list(related.get(site, [])) if only_related else slice(None)
             if only_related and not columns:
                 continue
             freqs.append(on[rows][:, columns].mean(axis=0))
-        return float(np.concatenate(freqs).mean()) if freqs and rows.any() else float("nan")
+        return float(np.concatenate(freqs).mean()) if freqs else float("nan")
 
     everything = np.ones(len(X), dtype=bool)
     return {
