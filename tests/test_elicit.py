@@ -15,6 +15,7 @@ from irmscope.elicit.agreement import (
     lexicon_gap,
     tau_distance,
     tau_gap,
+    within_sign_permutations,
 )
 from irmscope.elicit.continuations import continuation_activations, next_token_log_probs, word_token_ids
 from irmscope.elicit.irm import (
@@ -407,3 +408,26 @@ def test_scoring_contexts_are_review_openings_chosen_without_the_lexicon(smollm2
     assert not {t.prefix.rstrip() for t in triples} & set(contexts)  # not the slots rewarded words filled
     with pytest.raises(IrmscopeError, match="9 or more words"):
         scoring_contexts(["too short"], 1)
+
+
+def test_within_sign_null_is_uniform_when_only_the_sign_carries_signal_while_the_plain_null_rejects():
+    """Elicited values that know each word's sign and nothing of its size: the plain null (values permuted
+    over all words) rejects, the within-sign null (true values permuted within each sign) does not."""
+    rng = np.random.default_rng(3)
+    within, plain = [], []
+    for _ in range(100):
+        truth = rng.choice([-1.0, 1.0], 60) * rng.uniform(0.5, 4.0, 60)
+        elicited = np.sign(truth) + rng.normal(0.0, 0.5, 60)
+        result = agreement(elicited, truth, n_resamples=10, seed=int(rng.integers(1 << 30)))
+        within.append(result.within_sign_p)
+        plain.append(result.permutation_p)
+    assert result.n_within_sign_permutations == 200
+    assert stats.kstest(within, "uniform").pvalue > 0.01
+    assert 0.01 <= np.mean(np.array(within) < 0.05) <= 0.11
+    assert max(plain) < 0.01
+    # with the size known too, the within-sign null rejects
+    ranked = agreement(truth + rng.normal(0.0, 0.3, 60), truth)
+    assert ranked.within_sign_p < 0.01
+    kept = within_sign_permutations(truth, 5, seed=0)
+    assert (np.sign(kept) == np.sign(truth)[:, None]).all()
+    assert all(sorted(kept[:, k]) == sorted(truth) for k in range(5))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from irmscope.errors import IrmscopeError
-from irmscope.irl import cross_fitted_irl, fit_irl, identifiability
+from irmscope.irl import PENALTIES, TIE_TOLERANCE, cross_fitted_irl, first_best, fit_irl, identifiability
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.models import load_model
 from irmscope.probes.ccs import fit_ccs
@@ -326,3 +326,17 @@ def test_an_edit_study_moves_the_word_more_than_the_others_and_needs_lexicon_uni
     )
     page = write_edit_report(tmp_path, study).read_text()
     assert "data:image/png;base64," in page and (tmp_path / "edit.json").is_file()
+
+
+def test_max_margin_ties_go_to_the_strongest_penalty_and_the_first_read_out():
+    """Policies so far apart that every penalty separates them on held-out prompts: max-margin's accuracy
+    ties across the whole grid, and the fit takes the smallest C. Two identical read-outs tie in every
+    fold, and the first one given wins, whichever it is."""
+    features, expert, groups, _ = demonstrations()
+    features[expert] += 20 * features[expert].std()
+    assert fit_irl(features, expert, groups, "max-margin").penalty == PENALTIES[0]
+    assert first_best([0.5, 0.9, 0.9 - TIE_TOLERANCE / 2, 0.9 + TIE_TOLERANCE / 2]) == 1
+    assert first_best([float("nan"), 0.1]) == 1
+    for order in (["a", "b"], ["b", "a"]):
+        _, _, chosen = cross_fitted_irl({name: features for name in order}, expert, groups, kind="max-margin")
+        assert chosen == [order[0]] * 5

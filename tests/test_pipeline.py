@@ -73,13 +73,14 @@ def test_smoke_run_writes_results_and_report(smoke_run):
             for result in controls.values():
                 if result["all"]["kendall_tau"] == result["all"]["kendall_tau"]:
                     assert result["all"]["n_permutations"] > 100 and 0 < result["all"]["permutation_p"] <= 1
+                    assert result["all"]["n_within_sign_permutations"] > 100
     gap = elicitation["gap"]
     assert set(gap["irm"]) == set(elicitation["tuned"]["agreement"])
     assert all(set(c) == {"real", "shuffled-labels", "random-features"} for c in gap["irm"].values())
     assert set(gap["policy_shift"]["held_out_words"]) == {"mean-log-ratio", "expected-count"}
     for g in gap["policy_shift"]["every_word"].values():
         assert g["all"]["n"] >= elicitation["tuned"]["n_held_out_words"] and "n_nan_resamples" in g["all"]
-    assert "gap: tuned - base" in page and "perm. p=" in page
+    assert "gap: tuned - base" in page and "perm. p=" in page and "within-sign p=" in page
     board = results["leaderboard"]
     assert all("n_nan_resamples" in row["tuned"]["pearson"] for row in board["rows"])
     interpretation, validation = results["interpretation"], results["validation"]
@@ -100,6 +101,14 @@ def test_smoke_run_writes_results_and_report(smoke_run):
         assert ("gain_removed" in table5[name]) != ("gain_note" in table5)
     assert "reward attribution" in page and "drop / tuning gain" in page
     assert set(validation["table6"]) == {"faithful", "ridge-delta"}
+    # Table 6 reads its own reviews, cached for the tuned model only
+    assert (
+        results["activations"]["tuned"]["table6_rows"] > 0
+        and "table6_rows" not in results["activations"]["base"]
+    )
+    assert all(
+        t["n_tokens"] == results["activations"]["tuned"]["table6_rows"] for t in validation["table6"].values()
+    )
     probes, steering, board = results["probes"], results["steering"], results["leaderboard"]
     for model in ("tuned", "base"):
         for target in ("reward", "ratings"):

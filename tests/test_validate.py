@@ -8,10 +8,13 @@ import torch
 
 from irmscope.activations import ActivationStore
 from irmscope.activations.store import save_manifest, shard_name, write_shard
+from irmscope.config import load_config
+from irmscope.data import load_reviews
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import intervene
+from irmscope.pipeline.stages.activations import sae_corpus
 from irmscope.rewards import VaderReward
 from irmscope.sae import SAE, SAEConfig
 from irmscope.stats import paired_ratio_ci
@@ -270,3 +273,25 @@ def test_paired_ratio_ci_covers_the_ratio_of_means_and_rejects_bad_input():
         paired_ratio_ci(removed, gain[:10])
     with pytest.raises(IrmscopeError, match="zero"):
         paired_ratio_ci([1.0, 2.0], [1.0, -1.0])
+
+
+def test_table6_reviews_differ_in_content_from_the_sae_and_feature_texts_and_from_prompts(tmp_path):
+    """A source that holds every review twice (once with stray whitespace): the reviews past the SAE
+    corpus in the seeded order hold copies of SAE and feature-picking texts; Table 6's set keeps none of
+    them, none that begins with a prompt, repeats none, and is as large as asked."""
+    unique = [f"review number {i} says the film was {'good' if i % 2 else 'bad'}" for i in range(80)]
+    source = tmp_path / "reviews.csv"
+    source.write_text("text\n" + "\n".join(f'"{t}"\n"  {t} "' for t in unique) + "\n")
+    sizes = ["activations.n_texts=20", "activations.n_held_out_texts=10", "activations.n_table6_texts=15"]
+    config = load_config("smoke", overrides=[f"data.source={source}", *sizes])
+    picked = {t.strip() for part in ("train", "held_out") for t in sae_corpus(config)[part]}
+    past = [t.strip() for t in load_reviews(str(source), seed=config.seed)["text"]][30:]
+    assert picked & set(past)  # taken by index alone, Table 6 would repeat SAE and feature-picking texts
+
+    first = sae_corpus(config)["table6"][0]
+    corpus = sae_corpus(config, prompts=[first.strip()[:-3], "unrelated prompt"])
+    table6 = [t.strip() for t in corpus["table6"]]
+    assert len(table6) == len(set(table6)) == 15
+    assert not set(table6) & {t.strip() for t in corpus["train"] + corpus["held_out"]}
+    assert first.strip() not in table6  # it begins with a prompt
+    assert sae_corpus(config, prompts=["review number"])["table6"] == []  # every review begins so

@@ -105,7 +105,15 @@ class ActivationsSection(_Section):
     ] = Field(default_factory=lambda: ["mlp.hook_post"])
     split: Name = Field("train", description="split of data.source the reviews come from")
     n_texts: Int = Field(2000, ge=1, description="reviews whose activations are cached")
-    n_held_out_texts: Int = Field(100, ge=1, description="other reviews the SAEs are measured on")
+    n_held_out_texts: Int = Field(
+        100, ge=1, description="other reviews the SAEs are measured on and features are explained on"
+    )
+    n_table6_texts: Int = Field(
+        100,
+        ge=1,
+        description="a third set of reviews read only by Table 6 (tuned model; none repeats an SAE text or "
+        "begins with a prompt)",
+    )
     max_length: Int = Field(96, ge=2)
     batch_size: Int = Field(16, ge=1)
 
@@ -183,7 +191,11 @@ class ValidationSection(_Section):
     n_ablation_prompts: Int = Field(
         200, ge=1, description="evaluation prompts completed with features ablated (Table 5)"
     )
-    threshold: Float = Field(3.0, description="R's prediction above which a token counts as high-reward")
+    threshold: Float = Field(
+        3.0,
+        description="R's raw output above which a token counts as high-reward (Table 6), in R's training "
+        "units: sentiment deltas scaled so the largest training delta is 4, not the [-4, 4] lexicon",
+    )
     n_attributed_features: Int = Field(
         32,
         ge=0,
@@ -273,7 +285,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "n_train_prompts": 16,
             "save_every": 2,
         },
-        "activations": {"n_layers": 2, "n_texts": 40, "n_held_out_texts": 8, "max_length": 32},
+        "activations": {
+            "n_layers": 2,
+            "n_texts": 40,
+            "n_held_out_texts": 8,
+            "n_table6_texts": 8,
+            "max_length": 32,
+        },
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
         "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
         "interpret": {"top_k": 4, "n_contexts": 3},

@@ -19,6 +19,11 @@ prompt) as evidence about the reward. Max-margin IRL asks for the widest margin 
 alternative of the same prompt: a linear SVM without intercept on the same differences (a ranking SVM).
 Neither sees a known-reward label; both see who wrote each completion.
 
+Ties are broken by rule, not by floating-point accident. Max-margin is scored by cross-validated accuracy,
+which takes few values, so several penalties (or read-outs) often tie: scores within :data:`TIE_TOLERANCE`
+of the best count as tied, and the tie goes to the strongest penalty (the smallest ``C``: for a ranking
+SVM the widest margin) and to the first read-out in the order given. Both solvers run with a fixed seed.
+
 A recovered reward is defined up to a per-prompt constant and a positive scale; the scale depends on the
 penalty, which differs between cross-fitting folds, so :func:`cross_fitted_irl` puts every fold's held-out
 scores in units of that fold's own training scores before they are pooled.
@@ -30,7 +35,7 @@ measures how much recovered rewards agree across resamples of the demonstrations
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
@@ -45,6 +50,8 @@ from irmscope.errors import IrmscopeError
 IrlKind = Literal["max-entropy", "max-margin"]
 #: inverse regularisation strengths tried (by folds of whole prompts) for both kinds
 PENALTIES = np.logspace(-4, 0, 9)
+#: cross-validated scores this close to the best are a tie (broken as the module docstring says)
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -101,18 +108,35 @@ def _model(kind: IrlKind) -> tuple[LogisticRegression | LinearSVC, str]:
     own objective."""
     if kind == "max-entropy":
         # conditional logit; liblinear: the same L2-penalised likelihood as lbfgs, ~10x faster here
-        return LogisticRegression(fit_intercept=False, solver="liblinear", max_iter=5000), "neg_log_loss"
+        model = LogisticRegression(fit_intercept=False, solver="liblinear", max_iter=5000, random_state=0)
+        return model, "neg_log_loss"
     if kind == "max-margin":
         return LinearSVC(fit_intercept=False, max_iter=20000, random_state=0), "accuracy"
     raise IrmscopeError(f"unknown IRL kind {kind!r}; use 'max-entropy' or 'max-margin'")
 
 
+def first_best(scores: Sequence[float]) -> int:
+    """The index of the first score within :data:`TIE_TOLERANCE` of the highest (NaN never wins)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(values).any():
+        return 0
+    best = np.nanmax(values)
+    return int(np.flatnonzero(values >= best - TIE_TOLERANCE)[0])
+
+
+def _strongest_of_the_best(results: Mapping[str, Any]) -> int:
+    """GridSearchCV's choice: among penalties tied on the mean CV score, the smallest ``C``."""
+    order = np.argsort(np.asarray(results["param_C"], dtype=np.float64), kind="stable")
+    return int(order[first_best(np.asarray(results["mean_test_score"])[order])])
+
+
 def penalty_search(kind: IrlKind, groups: np.ndarray, penalties: np.ndarray = PENALTIES) -> GridSearchCV:
     """The IRL model of ``kind`` with its penalty searched over ``penalties`` by 3-fold cross-validation
-    over whole prompts (``groups``, one per row), scored by its own objective."""
+    over whole prompts (``groups``, one per row), scored by its own objective; ties go to the strongest
+    penalty."""
     model, scoring = _model(kind)
     folds = list(GroupKFold(n_splits=3).split(groups, groups, groups))
-    return GridSearchCV(model, {"C": penalties}, cv=folds, scoring=scoring)
+    return GridSearchCV(model, {"C": penalties}, cv=folds, scoring=scoring, refit=_strongest_of_the_best)
 
 
 def fit_irl(
@@ -139,7 +163,8 @@ def fit_irl(
     cv_score = float("nan")
     if penalty is None:
         search = penalty_search(kind, design_groups).fit(design, chosen)
-        model, penalty, cv_score = search.best_estimator_, float(search.best_params_["C"]), search.best_score_
+        model, penalty = search.best_estimator_, float(search.best_params_["C"])
+        cv_score = search.cv_results_["mean_test_score"][search.best_index_]
     else:
         model = _model(kind)[0].set_params(C=penalty).fit(design, chosen)
     return LinearReward(model.coef_[0].copy(), x.mean(0), scale, float(penalty), float(cv_score))
@@ -183,9 +208,10 @@ def cross_fitted_irl(
 
     ``features`` is one read-out or several candidates (e.g. one per layer); with several, each fold picks
     the one whose penalty search on that fold's fitting prompts scores best (nested: neither the read-out
-    nor the penalty sees the rows it predicts). ``subsample < 1`` fits each fold on that fraction of its
-    prompts, drawn with ``seed``: the resamples :func:`identifiability` compares. ``penalty`` fixes the
-    penalty (else searched per fold; a fixed penalty allows one read-out only)."""
+    nor the penalty sees the rows it predicts; a tie goes to the first in the order given).
+    ``subsample < 1`` fits each fold on that fraction of its prompts, drawn with ``seed``: the resamples
+    :func:`identifiability` compares. ``penalty`` fixes the penalty (else searched per fold; a fixed
+    penalty allows one read-out only)."""
     candidates = dict(features) if isinstance(features, Mapping) else {None: features}
     if not candidates:
         raise IrmscopeError("inverse RL needs at least one read-out to fit")
@@ -206,7 +232,8 @@ def cross_fitted_irl(
             name: fit_irl(x[fit_rows], expert[fit_rows], groups[fit_rows], kind, penalty)
             for name, x in candidates.items()
         }
-        best = max(rewards, key=lambda name: rewards[name].cv_score) if len(rewards) > 1 else [*rewards][0]
+        names = list(rewards)  # ties go to the first read-out in the order given
+        best = names[first_best([rewards[name].cv_score for name in names])] if len(names) > 1 else names[0]
         x = candidates[best]
         out[predict_rows] = on_training_scale(rewards[best], x[fit_rows], x[predict_rows])
         fits.append(rewards[best])

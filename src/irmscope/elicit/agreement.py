@@ -14,6 +14,13 @@ does not give (every word is scored by the same fitted ``R``). :func:`agreement`
 *permutation null*: elicited values from refits on permuted lexicon values (the caller refits; for a
 method that fits nothing, permuting the elicited values over words is the null), and reports the
 empirical p-value ``(1 + #{null tau >= observed}) / (1 + n)`` and the null's central 95% range.
+
+A tau can be large because a method separates positive from negative words and nothing more. The
+*within-sign null* asks for more: the true values are permuted within the positive words and within the
+negative words separately (every word keeps its sign), so the null keeps all the sign information and
+only the order within each polarity is random. Its p-value is small only when the elicited values rank
+words beyond their sign. It needs no refit (it conditions on the elicited values), and it is exact for
+the hypothesis that, given the signs, the true values are exchangeable.
 """
 
 from __future__ import annotations
@@ -51,11 +58,16 @@ class Agreement:
     permutation_p: float = math.nan
     permutation_range: tuple[float, float] = (math.nan, math.nan)
     n_permutations: int = 0
+    #: the same for the within-sign null (true values permuted within each sign): ranking beyond sign
+    within_sign_p: float = math.nan
+    within_sign_range: tuple[float, float] = (math.nan, math.nan)
+    n_within_sign_permutations: int = 0
 
     def to_dict(self) -> dict[str, float | int | list[float]]:
         out = asdict(self)
         out["kendall_ci"] = list(self.kendall_ci)
         out["permutation_range"] = list(self.permutation_range)
+        out["within_sign_range"] = list(self.within_sign_range)
         return out
 
 
@@ -84,6 +96,17 @@ def permutation_test(
     return float((1 + (taus >= observed).sum()) / (1 + len(taus))), (float(low), float(high)), int(len(taus))
 
 
+def within_sign_permutations(truth: np.ndarray, n_permutations: int, seed: int) -> np.ndarray:
+    """``[words, permutations]``: ``truth`` permuted within its positive, its negative and its zero values
+    separately (each word keeps its sign), the within-sign null."""
+    rng = np.random.default_rng(seed)
+    out = np.repeat(truth[:, None], n_permutations, axis=1)
+    for members in (np.flatnonzero(truth > 0), np.flatnonzero(truth < 0), np.flatnonzero(truth == 0)):
+        for k in range(n_permutations):
+            out[members, k] = truth[rng.permutation(members)]
+    return out
+
+
 def agreement(
     elicited: Sequence[float] | np.ndarray,
     truth: Sequence[float] | np.ndarray,
@@ -91,8 +114,8 @@ def agreement(
     seed: int = 0,
     null: np.ndarray | None = None,
 ) -> Agreement:
-    """Kendall (with p-value and a bootstrap 95% interval over words), Spearman, sign agreement, and a
-    permutation test of tau.
+    """Kendall (with p-value and a bootstrap 95% interval over words), Spearman, sign agreement, and two
+    permutation tests of tau: against ``null`` and against the within-sign null (see the module docstring).
 
     ``null`` (``[words, permutations]``) holds the elicited values of refits on permuted lexicon values;
     without it the elicited values are permuted over the words :data:`N_PERMUTATIONS` times (the right
@@ -122,6 +145,9 @@ def agreement(
         rng = np.random.default_rng(seed)
         null = np.stack([rng.permutation(x) for _ in range(N_PERMUTATIONS)], axis=1)
     p, null_range, n_null = permutation_test(float(tau.statistic), null, y)
+    # tau is symmetric: permuting the truth against the elicited values is the same test
+    within = within_sign_permutations(y, N_PERMUTATIONS, seed + 1)
+    within_p, within_range, n_within = permutation_test(float(tau.statistic), within, x)
     return Agreement(
         n=n,
         kendall_tau=float(tau.statistic),
@@ -134,6 +160,9 @@ def agreement(
         permutation_p=p,
         permutation_range=null_range,
         n_permutations=n_null,
+        within_sign_p=within_p,
+        within_sign_range=within_range,
+        n_within_sign_permutations=n_within,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from irmscope.elicit.agreement import N_PERMUTATIONS
 from irmscope.elicit.irm import VARIANTS
 from irmscope.report.html import Section
 from irmscope.report.plots import tau_forest
@@ -19,6 +20,8 @@ def _tau(a: dict[str, Any] | None) -> str:
     if a.get("n_permutations"):
         null_low, null_high = a["permutation_range"]
         text += f"; perm. p={a['permutation_p']:.3f}, null [{null_low:+.2f}, {null_high:+.2f}]"
+    if a.get("n_within_sign_permutations"):
+        text += f"; within-sign p={a['within_sign_p']:.3f}"
     return text
 
 
@@ -131,7 +134,11 @@ def _intro(tuned: dict[str, Any], shift: dict[str, Any], reward: str) -> str:
         "the policy shift, which fits nothing, its values are permuted over the words); perm. p is "
         "(1 + #null taus >= tau) / (1 + #null) and the null's central 95% range is beside it. In the "
         "negative-words rows the null still permutes values over all fitting words, so its p-value tests "
-        "any association with the lexicon, not a ranking within negative words. The bootstrap intervals "
+        "any association with the lexicon, not a ranking within negative words. Within-sign p asks whether "
+        "tau reflects more than the sign: the true values are permuted within the positive and within the "
+        f"negative words separately ({N_PERMUTATIONS} times, no refit), so its null keeps every word's "
+        "polarity; it is small only when words are ranked beyond their sign (in the negative-words rows: "
+        "ranked within the negative words). The bootstrap intervals "
         "(of tau and of the gap) resample the evaluated words with the fitted regression held fixed: they "
         "are conditional on that fit and leave out the variation from which words it was fitted on. The gap "
         "column is tau(tuned) - tau(base) with a paired bootstrap interval (the same word resamples for "

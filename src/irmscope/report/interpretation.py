@@ -157,6 +157,8 @@ def _validation_section(validation: dict[str, Any], reward: str, explainer: str)
         )
     ]
     tables += _table5_controls(t5)
+    if "table6_skipped" in validation:
+        paragraphs.append(f"Table 6 skipped: {validation['table6_skipped']}.")
     if "table6" in validation:
         rows6 = [
             [
@@ -172,11 +174,13 @@ def _validation_section(validation: dict[str, Any], reward: str, explainer: str)
         ]
         first = next(iter(validation["table6"].values()))
         paragraphs.append(
-            f"Table 6: on held-out reviews, the tokens where R's raw output exceeds {first['threshold']:g}; "
+            f"Table 6: on a third set of reviews read by nothing else (not the SAEs' training texts, not "
+            "the held-out texts whose top contexts picked the reward-related features, none beginning with "
+            f"a prompt), the tokens where R's raw output exceeds {first['threshold']:g}; "
             "how often the reward-related features fire there, against the average feature, and (control) "
             "the same frequencies over every token. R's output is in the units of its training targets, not "
-            "the rescaled [-4, 4] lexicon: for faithful and ridge-delta, sentiment activation deltas scaled "
-            "so that the largest training delta is 4; for ridge-value, the lexicon's own values."
+            "the rescaled [-4, 4] lexicon: for faithful and ridge-delta (the two rows), sentiment activation "
+            "deltas scaled so that the largest training delta is 4."
         )
         tables.append(
             (

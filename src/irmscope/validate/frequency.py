@@ -1,17 +1,18 @@
 """The paper's Table 6 (§5.2): do the features classified as reward-related fire where R predicts reward?
 
 ``R`` (the IRM regression of :mod:`irmscope.elicit.irm`) is applied to every token of an unseen corpus: the
-concatenated SAE features of the studied sites. On the tokens where its raw output exceeds a threshold
-(3, as the paper) we measure how often each related
-feature is active, averaged over the related features, against the same average over every feature of the
-dictionaries. The same frequencies over *all* tokens sit beside them: a feature that fires everywhere is
-no evidence.
+concatenated SAE features of the studied sites. The pipeline passes a store of reviews read by nothing
+else (the activations stage's ``table6`` part): counted on the texts whose top contexts chose the related
+features, they would fire there by construction. On the tokens where R's raw output exceeds a threshold
+(3, as the paper) we measure how often each related feature is active, averaged over the related
+features, against the same average over every feature of the dictionaries. The same frequencies over
+*all* tokens sit beside them: a feature that fires everywhere is no evidence.
 
 The threshold is in the units ``R`` outputs, those of its training targets (see
-:func:`irmscope.elicit.irm.training_rows`): for ``faithful`` and ``ridge-delta`` the sentiment
-activation deltas scaled so that the largest training delta is 4, for ``ridge-value`` the lexicon's own
-values. It is *not* the [-4, 4] scale of the reconstructed lexicon, which rescales R's predictions on the
-evaluated words afterwards.
+:func:`irmscope.elicit.irm.training_rows`): for ``faithful`` and ``ridge-delta`` (the pipeline's two rows)
+the sentiment activation deltas scaled so that the largest training delta is 4, for ``ridge-value`` the
+lexicon's own values. It is *not* the [-4, 4] scale of the reconstructed lexicon, which rescales R's
+predictions on the evaluated words afterwards.
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ def activation_frequency_table(
     active = {site: values > 0 for site, values in latents.items()}
 
     def mean_frequency(rows: np.ndarray, only_related: bool) -> float:
+        if not rows.any():  # no token there: undefined, not a warning about an empty mean
+            return float("nan")
         freqs = []
         for site, on in active.items():
             columns = list(related.get(site, [])) if only_related else slice(None)
             if only_related and not columns:
                 continue
             freqs.append(on[rows][:, columns].mean(axis=0))
-        return float(np.concatenate(freqs).mean()) if freqs and rows.any() else float("nan")
+        return float(np.concatenate(freqs).mean()) if freqs else float("nan")
 
     everything = np.ones(len(X), dtype=bool)
     return {

@@ -63,21 +63,27 @@ class Validate(Stage):
             "base_mean_reward": bootstrap_ci(samples.scores("base")[:n], seed=ctx.seed).as_dict(),
         }
         if "elicit" in ctx.finished:
-            fitted = Regression.load(ctx.finished["elicit"].dir, "tuned")
-            held_out = ActivationStore(ctx.finished["activations-tuned"].dir / "held_out")
-            result["table6"] = {
-                variant: activation_frequency_table(
-                    tuned_saes,
-                    held_out,
-                    fitted.coef[variant],
-                    fitted.intercept[variant],
-                    related,
-                    settings.threshold,
-                )  # fmt: skip
-                for variant in ("faithful", "ridge-delta")
-            }
+            result.update(table6(ctx, tuned_saes, related))
         write_json(work / self.result_file, result)
         return {"n_ablated": sum(len(f) for f in related.values())}
+
+
+def table6(ctx: RunContext, saes: dict[str, SAE], related: dict[str, list[int]]) -> dict[str, Any]:
+    """Table 6 for the faithful and ridge-delta R on the reviews the activations stage set aside for it
+    (``table6``: never an SAE text, a feature-picking text or a prompt), or why it was skipped."""
+    folder = ctx.finished["activations-tuned"].dir / "table6"
+    if not folder.exists():
+        return {"table6_skipped": "no review was left for Table 6 after the SAE texts and prompts"}
+    fitted, store = Regression.load(ctx.finished["elicit"].dir, "tuned"), ActivationStore(folder)
+    threshold = ctx.config.validation.threshold
+    return {
+        "table6": {
+            variant: activation_frequency_table(
+                saes, store, fitted.coef[variant], fitted.intercept[variant], related, threshold
+            )
+            for variant in ("faithful", "ridge-delta")
+        }
+    }
 
 
 def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
