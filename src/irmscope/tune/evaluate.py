@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from irmscope.models.generation import completion_statistics, generate_completions
+from irmscope.models.generation import Sampling, completion_statistics
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards import Reward
 from irmscope.stats import bootstrap_ci
@@ -39,19 +39,13 @@ def evaluate_policy(
     tuned: LoadedModel,
     prompts: Sequence[str],
     reward: Reward,
-    *,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
+    sampling: Sampling = Sampling(),
 ) -> dict[str, Any]:
-    """Sample one completion per prompt from each model and compare them (see the module docstring)."""
-    base_completions = generate_completions(
-        base, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
-    )
-    tuned_completions = generate_completions(
-        tuned, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
-    )
+    """Sample one completion per prompt from each model and compare them (see the module docstring); the
+    bootstrap intervals use the sampling seed."""
+    base_completions = sampling.complete(base, prompts)
+    tuned_completions = sampling.complete(tuned, prompts)
+    seed = sampling.seed
     base_scores = reward.score_completions(prompts, base_completions)
     tuned_scores = reward.score_completions(prompts, tuned_completions)
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import generate_completions
+from irmscope.models.generation import Sampling
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
@@ -62,23 +62,12 @@ def reward_under_ablation(
     *,
     prompts: Sequence[str],
     reward: Reward,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
+    sampling: Sampling = Sampling(),
 ) -> np.ndarray:
     """The reward of one completion per prompt, sampled with ``features_by_site`` ablated at their sites."""
     edits = {site: feature_ablation(saes[site], f) for site, f in features_by_site.items() if len(f)}
     with intervene(lm.model, edits):
-        completions = generate_completions(
-            lm,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-            desc="ablated sampling",
-        )
+        completions = sampling.complete(lm, prompts, desc="ablated sampling")
     return reward.score_completions(prompts, completions)
 
 
@@ -90,10 +79,7 @@ def ablation_table(
     prompts: Sequence[str],
     reward: Reward,
     before: np.ndarray,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
+    sampling: Sampling = Sampling(),
     attributed: AttributedSelection | None = None,
     base: np.ndarray | None = None,
     n_random_draws: int = 1,
@@ -102,13 +88,13 @@ def ablation_table(
     """Table 5: mean reward before and after ablating the ``related`` features, as many random ones, and
     (optionally) an attributed selection with its controls.
 
-    ``before`` holds the rewards of the unablated model's completions to the same ``prompts``, sampled with
-    the same ``seed``, so each ablated completion is paired with the unablated one of its prompt and the
-    changes are paired differences. With ``attributed`` (:mod:`irmscope.validate.selection`) the table also
-    ablates that selection, its opposite-reward control and as many random features. With ``base`` (the
-    untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the drop in
-    reward as a share of the tuning gain ``mean(before - base)`` (reported only when the gain's interval
-    lies above 0).
+    ``before`` holds the rewards of the unablated model's completions to the same ``prompts``, sampled alike
+    (``sampling``, whose seed also draws the random controls and the intervals), so each ablated completion
+    is paired with the unablated one of its prompt and the changes are paired differences. With
+    ``attributed`` (:mod:`irmscope.validate.selection`) the table also ablates that selection, its
+    opposite-reward control and as many random features. With ``base`` (the untuned model's rewards on the
+    same prompts) each condition also gets ``gain_removed``: the drop in reward as a share of the tuning
+    gain ``mean(before - base)`` (reported only when the gain's interval lies above 0).
 
     Each random control is drawn ``n_random_draws`` times (seeds counted up from the first draw's), since
     one draw's interval covers prompt noise but not the spread between draws: the condition's row keeps the
@@ -121,6 +107,7 @@ def ablation_table(
     for name, values in (("'before'", before), ("'base'", base)):
         if values is not None and len(values) != len(prompts):
             raise IrmscopeError(f"{len(values)} {name} rewards for {len(prompts)} prompts; they must pair up")
+    seed = sampling.seed
     table: dict[str, Any] = {
         "n_prompts": len(prompts),
         "n_features": {site: len(f) for site, f in related.items()},
@@ -130,27 +117,10 @@ def ablation_table(
     gain = _tuning_gain(table, before, base, seed)
 
     def ablated(model: LoadedModel, features: Mapping[str, Sequence[int]]) -> np.ndarray:
-        return reward_under_ablation(
-            model,
-            saes,
-            features,
-            prompts=prompts,
-            reward=reward,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
+        return reward_under_ablation(model, saes, features, prompts=prompts, reward=reward, sampling=sampling)
 
     for name, features in conditions.items():
-        after = ablated(lm, features)
-        table[name] = {
-            "features": {site: [int(i) for i in f] for site, f in features.items()},
-            "after": bootstrap_ci(after, seed=seed).as_dict(),
-            "change": bootstrap_ci(after - before, seed=seed).as_dict(),
-        }
-        if gain is not None:
-            table[name]["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
+        table[name] = _condition_row(features, ablated(lm, features), before, gain, seed)
     random_controls = {"random": (related, seed)}
     if attributed is not None:
         random_controls["attributed_random"] = (attributed.features, seed + 1)
@@ -166,6 +136,25 @@ def ablation_table(
             for name in ("attributed", "attributed_opposite")
         }
     return table
+
+
+def _condition_row(
+    features: Mapping[str, Sequence[int]],
+    after: np.ndarray,
+    before: np.ndarray,
+    gain: np.ndarray | None,
+    seed: int,
+) -> dict[str, Any]:
+    """One condition's row of Table 5: the ablated features, the reward after, the paired change and, with
+    a tuning ``gain`` to compare with, the share of it the ablation removed."""
+    row = {
+        "features": {site: [int(i) for i in f] for site, f in features.items()},
+        "after": bootstrap_ci(after, seed=seed).as_dict(),
+        "change": bootstrap_ci(after - before, seed=seed).as_dict(),
+    }
+    if gain is not None:
+        row["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
+    return row
 
 
 def _conditions(

@@ -33,7 +33,7 @@ class Steer(Stage):
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        probes, generation = ctx.config.probes, ctx.config.generation
+        probes = ctx.config.probes
         directions = steering_directions(
             ctx.finished["probes"].dir, ctx.read_json("interpret", "interpretation.json"), ctx.saes("tuned")
         )
@@ -45,10 +45,7 @@ class Steer(Stage):
             reward=ctx.reward,
             scales=probes.steer_scales,
             n_random=probes.n_random_directions,
-            max_new_tokens=generation.max_new_tokens,
-            batch_size=generation.batch_size,
-            seed=ctx.seed,
-            progress=ctx.progress,
+            sampling=ctx.sampling,
         )
         write_json(work / self.result_file, result)
         return {"directions": list(directions)}
