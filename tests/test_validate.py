@@ -31,6 +31,13 @@ PROMPTS = ["The movie was", "I thought the acting", "Honestly the plot", "What a
 SAMPLING = Sampling(max_new_tokens=8, seed=3, progress=False)
 
 
+def _unablated_rewards(lm) -> tuple[list[str], np.ndarray]:
+    """The model's own SAMPLING completions of PROMPTS and their VADER rewards: the 'before' every ablation
+    pairs with (an ablation samples with the same seed)."""
+    plain = SAMPLING.complete(lm, PROMPTS)
+    return plain, VaderReward().score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+
+
 def _table(lm, saes, related, before, **options):
     """Table 5 on PROMPTS under the VADER reward, sampled with SAMPLING."""
     return ablation_table(
@@ -75,9 +82,7 @@ def _sae_with_bias(lm, site: str, bias: float) -> SAE:
 
 def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_text(lm):
     site = "blocks.1.mlp.hook_post"
-    reward = VaderReward()
-    plain = SAMPLING.complete(lm, PROMPTS)
-    before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+    plain, before = _unablated_rewards(lm)
     silent = {site: _sae_with_bias(lm, site, -1e6)}
     table = _table(lm, silent, {site: [0]}, before)
     assert table["related"]["change"]["value"] == 0.0 and table["random"]["change"]["value"] == 0.0
@@ -90,7 +95,7 @@ def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_
         ablated = SAMPLING.complete(lm, PROMPTS)
     assert ablated != plain
     scores = reward_under_ablation(
-        lm, firing, {site: [0, 1, 2]}, prompts=PROMPTS, reward=reward, sampling=SAMPLING
+        lm, firing, {site: [0, 1, 2]}, prompts=PROMPTS, reward=VaderReward(), sampling=SAMPLING
     )
     assert scores.shape == (len(PROMPTS),)
 
@@ -191,9 +196,7 @@ def test_select_by_attribution_takes_the_top_positive_scores_and_the_bottom_as_t
 
 def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_share_of_gain(lm):
     site = "blocks.1.mlp.hook_post"
-    reward = VaderReward()
-    plain = SAMPLING.complete(lm, PROMPTS)
-    before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+    _, before = _unablated_rewards(lm)
     silent = {site: _sae_with_bias(lm, site, -1e6)}
     selection = AttributedSelection(features={site: [0, 1]}, opposite={site: [2, 3]})
 

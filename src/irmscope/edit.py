@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from irmscope.elicit.continuations import word_token_ids
-from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.elicit.policy_shift import policy_shift
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
 from irmscope.models.generation import Sampling, batches, completion_batch, encoded_batches
@@ -241,7 +241,7 @@ def _calibrate(
     others = [w for w in words if w != word]
     if len(others) < 10:
         raise IrmscopeError("fewer than 10 single-token lexicon words to calibrate and check specificity")
-    shift = policy_shift_lexicon(tuned, base, [*others, word], texts)
+    shift = policy_shift(tuned, base, [*others, word], texts).of()
     x = np.array([shift[w] for w in others])
     y = np.array([lexicon[w] for w in others])
     slope, intercept = np.polyfit(x, y, 1) if x.std() > 0 else (0.0, 0.0)
@@ -305,7 +305,7 @@ def reward_edit_study(
     expected_before = expected_occurrences(tuned, prompts, completions_before, word)
     with edited(tuned, edit):
         expected_after = expected_occurrences(tuned, prompts, completions_before, word)
-        shift_after = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
+        shift_after = policy_shift(tuned, base, [*others, word], measure_texts).of()
         completions_after = sampling.complete(tuned, prompts, desc="after the edit")
     moved = np.array([line.units(shift_after[w]) - line.units(shift_before[w]) for w in others])
     generation = _generation_effect(

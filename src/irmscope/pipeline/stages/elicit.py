@@ -32,7 +32,6 @@ class Elicit(Stage):
     reads = ("saes-tuned", "saes-base", "evaluate")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        settings = ctx.config.elicit
         result = elicit_lexicon_reward(
             ctx.tuned,
             ctx.base,
@@ -40,12 +39,8 @@ class Elicit(Stage):
             base_saes=ctx.saes("base"),
             lexicon=ctx.lexicon,
             texts=list(ctx.reviews("contexts")["text"]),
-            shift_texts=shift_texts(ctx.samples, settings.n_shift_texts),
-            n_triples=settings.n_triples,
-            n_contexts=settings.n_contexts,
-            max_words=settings.max_words,
-            held_out_fraction=settings.held_out_fraction,
-            max_context_tokens=settings.max_context_tokens,
+            shift_texts=shift_texts(ctx.samples, ctx.config.elicit.n_shift_texts),
+            settings=ctx.config.elicit,
             seed=ctx.seed,
         )
         for label in ("tuned", "base"):  # R itself is numpy: kept beside the JSON, for validation
