@@ -13,14 +13,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from irmscope.io import write_json
 from irmscope.models.generation import Sampling, completion_statistics
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards import Reward
 from irmscope.stats import bootstrap_ci
+from irmscope.validation import check_output
 
 
 def distinct_bigram_fraction(texts: Sequence[str]) -> float:
@@ -72,3 +75,34 @@ def evaluate_policy(
             "tuned_scores": tuned_scores.tolist(),
         },
     }
+
+
+def evaluate_models(
+    tuned: str,
+    base: str,
+    *,
+    reward: str,
+    data: str,
+    n_prompts: int,
+    prefix_tokens: int,
+    sampling: Sampling,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """What ``irmscope evaluate`` runs: :func:`evaluate_policy` of the model ``tuned`` against ``base`` on
+    ``n_prompts`` review prefixes of ``data``'s test split (``prefix_tokens`` long, in the sampling seed's
+    order), scored by the reward spec ``reward``. With ``out`` the whole result, samples included, is
+    written there as JSON; ``out`` and ``reward`` are checked before any model is loaded."""
+    from irmscope.data import review_prompts
+    from irmscope.models.loading import load_model
+    from irmscope.rewards import load_reward
+
+    if out is not None:
+        out = check_output(out, overwrite, "file")
+    scorer = load_reward(reward)
+    base_lm, tuned_lm = load_model(base, seed=sampling.seed), load_model(tuned)
+    prompts = review_prompts(data, "test", base_lm.tokenizer, n_prompts, prefix_tokens, sampling.seed)
+    result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, sampling)
+    if out is not None:
+        write_json(out, result)
+    return result

@@ -26,6 +26,7 @@ from irmscope.io import atomic_write_dir, write_json
 from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
+from irmscope.validation import remove
 
 MANIFEST = "irmscope_manifest.json"
 OUTPUTS = ("model", "checkpoints", "preference_pairs.json")  # what tune_model writes under its out_dir
@@ -284,3 +285,28 @@ def tune_model(
 
     atomic_write_dir(final, write)
     return TunedModel(final, manifest)
+
+
+def tune_on_reviews(
+    out_dir: str | Path,
+    *,
+    model: str,
+    reward_spec: str,
+    data: str,
+    settings: TuneSection,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> TunedModel:
+    """What ``irmscope tune`` runs: :func:`tune_model` on the first ``settings.n_train_prompts`` 30-token
+    prefixes of ``data``'s train split (in the seed's order, as the pipeline's prompts stage reads them).
+    The output folder and the reward are checked before the tokenizer or any review is read, and a model
+    tuned differently is deleted (with ``overwrite``) only once the new tuning can start."""
+    from irmscope.data import PROMPT_TOKENS, review_prompts
+    from irmscope.rewards import load_reward
+
+    stale = stale_tune_output(out_dir, model, settings, seed, reward_spec, overwrite)
+    scorer = load_reward(reward_spec)
+    tokenizer = load_tokenizer(model, seed=seed)
+    prompts = review_prompts(data, "train", tokenizer, settings.n_train_prompts, PROMPT_TOKENS, seed)
+    remove(stale)
+    return tune_model(model, scorer, prompts, out_dir, settings=settings, seed=seed, reward_spec=reward_spec)
