@@ -16,13 +16,13 @@ from irmscope.rewards import VaderReward
 from irmscope.sae import SAE, SAEConfig
 from irmscope.stats import paired_ratio_ci
 from irmscope.validate import (
+    AblationRun,
     AttributedSelection,
     ablation_table,
     activation_frequency_table,
     attribute_reward_to_features,
     feature_ablation,
     random_features,
-    reward_under_ablation,
     select_by_attribution,
 )
 
@@ -40,9 +40,8 @@ def _unablated_rewards(lm) -> tuple[list[str], np.ndarray]:
 
 def _table(lm, saes, related, before, **options):
     """Table 5 on PROMPTS under the VADER reward, sampled with SAMPLING."""
-    return ablation_table(
-        lm, saes, related, prompts=PROMPTS, reward=VaderReward(), before=before, sampling=SAMPLING, **options
-    )
+    run = AblationRun(lm, saes, PROMPTS, VaderReward(), SAMPLING)
+    return ablation_table(run, related, before=before, **options)
 
 
 def test_feature_ablation_removes_exactly_the_features_contributions():
@@ -94,9 +93,7 @@ def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_
     with intervene(lm.model, {site: feature_ablation(firing[site], [0, 1, 2])}):
         ablated = SAMPLING.complete(lm, PROMPTS)
     assert ablated != plain
-    scores = reward_under_ablation(
-        lm, firing, {site: [0, 1, 2]}, prompts=PROMPTS, reward=VaderReward(), sampling=SAMPLING
-    )
+    scores = AblationRun(lm, firing, PROMPTS, VaderReward(), SAMPLING).rewards({site: [0, 1, 2]})
     assert scores.shape == (len(PROMPTS),)
 
 

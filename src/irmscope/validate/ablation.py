@@ -12,7 +12,9 @@ beside its own controls; every row then reports the share of the tuning gain it 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,42 +57,42 @@ def random_features(
     return out
 
 
-def reward_under_ablation(
-    lm: LoadedModel,
-    saes: Mapping[str, SAE],
-    features_by_site: Mapping[str, Sequence[int]],
-    *,
-    prompts: Sequence[str],
-    reward: Reward,
-    sampling: Sampling = Sampling(),
-) -> np.ndarray:
-    """The reward of one completion per prompt, sampled with ``features_by_site`` ablated at their sites."""
-    edits = {site: feature_ablation(saes[site], f) for site, f in features_by_site.items() if len(f)}
-    with intervene(lm.model, edits):
-        completions = sampling.complete(lm, prompts, desc="ablated sampling")
-    return reward.score_completions(prompts, completions)
+@dataclass(frozen=True)
+class AblationRun:
+    """A model, its dictionaries, the prompts and how their completions are sampled and scored: what every
+    ablated condition of Table 5 shares, so conditions differ only in the features they remove and each
+    ablated completion pairs with the unablated one of its prompt."""
+
+    lm: LoadedModel
+    saes: Mapping[str, SAE]
+    prompts: Sequence[str]
+    reward: Reward
+    sampling: Sampling = Sampling()
+
+    def rewards(self, features_by_site: Mapping[str, Sequence[int]]) -> np.ndarray:
+        """The reward of one completion per prompt, sampled with ``features_by_site`` ablated."""
+        edits = {site: feature_ablation(self.saes[site], f) for site, f in features_by_site.items() if len(f)}
+        with intervene(self.lm.model, edits):
+            completions = self.sampling.complete(self.lm, self.prompts, desc="ablated sampling")
+        return self.reward.score_completions(self.prompts, completions)
 
 
 def ablation_table(
-    lm: LoadedModel,
-    saes: Mapping[str, SAE],
+    run: AblationRun,
     related: Mapping[str, Sequence[int]],
     *,
-    prompts: Sequence[str],
-    reward: Reward,
     before: np.ndarray,
-    sampling: Sampling = Sampling(),
     attributed: AttributedSelection | None = None,
     base: np.ndarray | None = None,
     n_random_draws: int = 1,
     base_model: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Table 5: mean reward before and after ablating the ``related`` features, as many random ones, and
-    (optionally) an attributed selection with its controls.
+    (optionally) an attributed selection with its controls, each sampled and scored by ``run``.
 
-    ``before`` holds the rewards of the unablated model's completions to the same ``prompts``, sampled alike
-    (``sampling``, whose seed also draws the random controls and the intervals), so each ablated completion
-    is paired with the unablated one of its prompt and the changes are paired differences. With
+    ``before`` holds the rewards of the unablated model's completions to the run's prompts, sampled alike
+    (the run's ``sampling``, whose seed also draws the random controls and the intervals), so each ablated
+    completion is paired with the unablated one of its prompt and the changes are paired differences. With
     ``attributed`` (:mod:`irmscope.validate.selection`) the table also ablates that selection, its
     opposite-reward control and as many random features. With ``base`` (the untuned model's rewards on the
     same prompts) each condition also gets ``gain_removed``: the drop in reward as a share of the tuning
@@ -103,36 +105,33 @@ def ablation_table(
     it, with the tuned model's dictionaries: if they moved its reward as much, the features would not be
     what tuning leans on (``base_model_check``).
     """
-    before = np.asarray(before, dtype=float)
+    before, n, saes = np.asarray(before, dtype=float), len(run.prompts), run.saes
     for name, values in (("'before'", before), ("'base'", base)):
-        if values is not None and len(values) != len(prompts):
-            raise IrmscopeError(f"{len(values)} {name} rewards for {len(prompts)} prompts; they must pair up")
-    seed = sampling.seed
+        if values is not None and len(values) != n:
+            raise IrmscopeError(f"{len(values)} {name} rewards for {n} prompts; they must pair up")
+    seed = run.sampling.seed
     table: dict[str, Any] = {
-        "n_prompts": len(prompts),
+        "n_prompts": n,
         "n_features": {site: len(f) for site, f in related.items()},
         "before": bootstrap_ci(before, seed=seed).as_dict(),
     }
     conditions = _conditions(table, related, attributed, saes, seed)
     gain = _tuning_gain(table, before, base, seed)
 
-    def ablated(model: LoadedModel, features: Mapping[str, Sequence[int]]) -> np.ndarray:
-        return reward_under_ablation(model, saes, features, prompts=prompts, reward=reward, sampling=sampling)
-
     for name, features in conditions.items():
-        table[name] = _condition_row(features, ablated(lm, features), before, gain, seed)
+        table[name] = _condition_row(features, run.rewards(features), before, gain, seed)
     random_controls = {"random": (related, seed)}
     if attributed is not None:
         random_controls["attributed_random"] = (attributed.features, seed + 1)
     for name, (chosen, first_seed) in random_controls.items():
         if name in conditions and n_random_draws >= 2:
             table[name]["draws"] = _random_draws(
-                table[name], chosen, first_seed, n_random_draws, saes, lambda f: before - ablated(lm, f), gain
+                table[name], chosen, first_seed, n_random_draws, saes, lambda f: before - run.rewards(f), gain
             )
     if base_model is not None and "attributed" in conditions and base is not None:
-        base = np.asarray(base, dtype=float)
+        base, in_base = np.asarray(base, dtype=float), dataclasses.replace(run, lm=base_model)
         table["base_model_check"] = {
-            name: {"change": bootstrap_ci(ablated(base_model, conditions[name]) - base, seed=seed).as_dict()}
+            name: {"change": bootstrap_ci(in_base.rewards(conditions[name]) - base, seed=seed).as_dict()}
             for name in ("attributed", "attributed_opposite")
         }
     return table

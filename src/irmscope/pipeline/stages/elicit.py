@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES, Regression, Samples
+from irmscope.artifacts import Regression, Samples
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -26,7 +26,6 @@ class Elicit(Stage):
     version = 3
     needs = ("saes", "evaluate")
     result_key = "elicitation"
-    result_file = RESULT_FILES["elicit"]
     requires = ("tuned", "lexicon")
     config_sections = ("elicit", "reward")
     reads = ("saes-tuned", "saes-base", "evaluate")

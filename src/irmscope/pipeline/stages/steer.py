@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -19,7 +18,6 @@ class Steer(Stage):
     name = "steer"
     needs = ("probes", "interpret", "saes")
     result_key = "steering"
-    result_file = RESULT_FILES["steer"]
     requires = ("tuned", "probes")
     reads = ("probes", "interpret", "saes-tuned")
 

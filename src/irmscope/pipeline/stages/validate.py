@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.activations import ActivationStore
-from irmscope.artifacts import RESULT_FILES, Regression
+from irmscope.artifacts import Regression
 from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
@@ -18,6 +18,7 @@ from irmscope.pipeline.registry import Stage, register
 from irmscope.sae import SAE
 from irmscope.stats import bootstrap_ci
 from irmscope.validate import (
+    AblationRun,
     AttributedSelection,
     ablation_table,
     activation_frequency_table,
@@ -31,7 +32,6 @@ class Validate(Stage):
     name = "validate"
     needs = ("interpret", "evaluate", "elicit")
     result_key = "validation"
-    result_file = RESULT_FILES["validate"]
     requires = ("tuned",)
     config_sections = ("validation", "data", "generation")
 
@@ -45,13 +45,9 @@ class Validate(Stage):
             attributed = attributed_selection(ctx, tuned_saes)
         result: dict[str, Any] = {
             "table5": ablation_table(
-                ctx.tuned,
-                tuned_saes,
+                AblationRun(ctx.tuned, tuned_saes, samples.prompts[:n], ctx.reward, ctx.sampling),
                 related,
-                prompts=samples.prompts[:n],
-                reward=ctx.reward,
                 before=samples.scores("tuned")[:n],
-                sampling=ctx.sampling,
                 attributed=attributed,
                 base=samples.scores("base")[:n],
                 n_random_draws=settings.n_random_draws,
