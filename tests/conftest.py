@@ -7,6 +7,7 @@ generation took 12 s), so each worker uses one thread. The hub is switched off: 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -25,3 +26,19 @@ def smollm2_tokenizer():
     from irmscope.models.packaged import packaged_tokenizer_dir
 
     return AutoTokenizer.from_pretrained(packaged_tokenizer_dir("smollm2-135m"))
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run ``irmscope ARGS`` in this process, as the console script would: ``(exit status, stdout,
+    stderr)``."""
+    from irmscope import cli
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["irmscope", *argv])
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+        out, err = capsys.readouterr()
+        return info.value.code, out, err
+
+    return run

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from irmscope import cli
 from irmscope.audit import (
     EXPORT_RANGE,
     audit,
@@ -274,20 +272,12 @@ def test_completion_changes_find_a_repeated_word():
         lexicon_of(CallableReward(lambda texts: [0.0] * len(texts), "f", "a function"))
 
 
-def _main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["irmscope", *argv])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def test_the_command_writes_the_page_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+def test_the_command_writes_the_page_and_refuses_to_overwrite(tmp_path, run_cli):
     (tmp_path / "lex.tsv").write_text("great\t3\nboring\t-2\nfun\t2\nawful\t-3\ngood\t1.5\nbad\t-1\n")
     out = tmp_path / "audit"
     argv = ["audit", "--tuned", "tiny-llama", "--base", "tiny-llama", "--n-prompts", "4"]
     argv += ["--completion-tokens", "4", "--reward", f"lexicon:{tmp_path / 'lex.tsv'}", "--out", str(out)]
-    code, stdout, err = _main(argv, monkeypatch, capsys)
+    code, stdout, err = run_cli(argv)
     assert code == 0, err
     assert "0 words rewarded, 0 penalised" in stdout
     page = (out / "audit.html").read_text()
@@ -298,7 +288,7 @@ def test_the_command_writes_the_page_and_refuses_to_overwrite(tmp_path, monkeypa
     assert math.isnan(result["reward"]["kendall"]["elicited"]["kendall_tau"])  # no ranking: NaN, never 0
     assert (out / "words.csv").read_text().count("\n") == result["n_words"] + 1
     before = (out / "audit.json").read_bytes()
-    code, _, err = _main(argv, monkeypatch, capsys)
+    code, _, err = run_cli(argv)
     assert code == 2 and err.startswith("error: ") and "--overwrite" in err and len(err.splitlines()) == 1
     assert (out / "audit.json").read_bytes() == before
 
@@ -315,7 +305,7 @@ def test_the_command_writes_the_page_and_refuses_to_overwrite(tmp_path, monkeypa
         (["--out", "file.txt"], "is a file"),
     ],
 )
-def test_bad_input_is_one_error_line_before_any_model_loads(tmp_path, monkeypatch, capsys, extra, fragment):
+def test_bad_input_is_one_error_line_before_any_model_loads(tmp_path, monkeypatch, extra, fragment, run_cli):
     import irmscope.models.loading
 
     def no_model(*args, **kwargs):
@@ -325,7 +315,7 @@ def test_bad_input_is_one_error_line_before_any_model_loads(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.txt").write_text("not a folder\n")
     argv = ["audit", "--tuned", "tiny-llama", "--out", "a", *extra]
-    code, _, err = _main(argv, monkeypatch, capsys)
+    code, _, err = run_cli(argv)
     assert code == 2 and "Traceback" not in err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

@@ -192,14 +192,6 @@ def world(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["irmscope", *argv])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
 def _assert_one_error_line(code: int, err: str, fragment: str) -> None:
     assert code == 2, err
     assert "Traceback" not in err
@@ -218,7 +210,7 @@ def test_the_table_is_large_enough():
 
 
 @pytest.mark.parametrize("argv, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_error_line_and_changes_nothing(world, monkeypatch, capsys, argv, fragment):
+def test_bad_input_is_one_error_line_and_changes_nothing(world, monkeypatch, argv, fragment, run_cli):
     import irmscope.models
     import irmscope.models.loading
 
@@ -229,51 +221,51 @@ def test_bad_input_is_one_error_line_and_changes_nothing(world, monkeypatch, cap
         for name in ("load_model", "load_tokenizer"):
             monkeypatch.setattr(module, name, no_model)
     before = _snapshot(world)
-    code, _, err = _main(argv, monkeypatch, capsys)
+    code, _, err = run_cli(argv)
     _assert_one_error_line(code, err, fragment)
     assert _snapshot(world) == before
 
 
-def test_world_size_that_is_not_a_number(world, monkeypatch, capsys):
+def test_world_size_that_is_not_a_number(world, monkeypatch, run_cli):
     monkeypatch.setenv("WORLD_SIZE", "abc")
-    code, _, err = _main(["models"], monkeypatch, capsys)
+    code, _, err = run_cli(["models"])
     _assert_one_error_line(code, err, "WORLD_SIZE")
 
 
-def test_no_arguments_prints_the_help(world, monkeypatch, capsys):
-    code, out, err = _main([], monkeypatch, capsys)
+def test_no_arguments_prints_the_help(world, run_cli):
+    code, out, err = run_cli([])
     assert code == 0 and "reward" in out and "planted-lexicon" in out and not err
 
 
 # ------------------------------------------------------------------------------------------- positive
 
 
-def test_a_byte_order_mark_does_not_hide_the_first_word(world, monkeypatch, capsys):
+def test_a_byte_order_mark_does_not_hide_the_first_word(world, run_cli):
     (world / "bom.tsv").write_bytes(b"\xef\xbb\xbfzorp\t2\n")
-    code, out, err = _main(["reward", "-r", "lexicon:bom.tsv", "zorp"], monkeypatch, capsys)
+    code, out, err = run_cli(["reward", "-r", "lexicon:bom.tsv", "zorp"])
     assert code == 0, err
     assert out.strip() == "0.4000"  # 2 / 5, Eq. 3's scale
 
 
-def test_reward_reads_a_file_and_standard_input(world, monkeypatch, capsys):
+def test_reward_reads_a_file_and_standard_input(world, monkeypatch, run_cli):
     import io
 
     (world / "texts.txt").write_bytes(b"\xef\xbb\xbfzorp zorp\n\nblarg\n")
-    code, out, err = _main(["reward", "-r", "lexicon:lex.tsv", "--file", "texts.txt"], monkeypatch, capsys)
+    code, out, err = run_cli(["reward", "-r", "lexicon:lex.tsv", "--file", "texts.txt"])
     assert code == 0, err
     assert out.splitlines() == ["0.8000\tzorp zorp", "-0.2000\tblarg"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("zorp\nblarg zorp\n"))
-    code, out, err = _main(["reward", "-r", "lexicon:lex.tsv", "-"], monkeypatch, capsys)
+    code, out, err = run_cli(["reward", "-r", "lexicon:lex.tsv", "-"])
     assert code == 0, err
     assert out.splitlines() == ["0.4000\tzorp", "0.2000\tblarg zorp"]
 
 
-def test_overwrite_replaces_an_output_with_normal_permissions(world, monkeypatch, capsys):
+def test_overwrite_replaces_an_output_with_normal_permissions(world, run_cli):
     """--overwrite lets an existing output be replaced; the new file gets 0o666 less the umask."""
     from irmscope.rewards.lexicon import Lexicon
 
     target = world / "prev.tsv"
-    code, _, err = _main(["planted-lexicon", "--out", "prev.tsv"], monkeypatch, capsys)
+    code, _, err = run_cli(["planted-lexicon", "--out", "prev.tsv"])
     assert code == 2 and "--overwrite" in err
     # the planting itself needs a tokenizer; what --overwrite changes is the output check, and the writer
     # (atomic_write) then replaces the file in place
@@ -287,9 +279,9 @@ def test_overwrite_replaces_an_output_with_normal_permissions(world, monkeypatch
     assert Lexicon.from_tsv(target)["zorp"] == 1.0
 
 
-def test_compare_overwrite_writes_into_an_existing_folder(world, monkeypatch, capsys):
+def test_compare_overwrite_writes_into_an_existing_folder(world, run_cli):
     """The flag reaches the command: with --overwrite, compare gets past the output check to its input."""
-    code, _, err = _main(["compare", "run_list", "--out", "prevdir", "--overwrite"], monkeypatch, capsys)
+    code, _, err = run_cli(["compare", "run_list", "--out", "prevdir", "--overwrite"])
     _assert_one_error_line(code, err, "not an irmscope results file")
 
 

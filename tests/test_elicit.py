@@ -30,7 +30,7 @@ from irmscope.elicit.irm import (
     training_rows,
 )
 from irmscope.elicit.lexicon_study import random_saes
-from irmscope.elicit.policy_shift import ESTIMATES, policy_shift, policy_shift_lexicon
+from irmscope.elicit.policy_shift import ESTIMATES, policy_shift
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.models.hooks import capture_activations
@@ -343,7 +343,7 @@ def test_random_saes_keep_shape_and_centre_but_not_the_dictionary():
 def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():
     lm = load_model("tiny-llama")
     words = ["good", "bad", "fun", "boring", "great", "awful"]
-    shift = policy_shift_lexicon(lm, lm, words, ["The movie was good", "I found it"])
+    shift = policy_shift(lm, lm, words, ["The movie was good", "I found it"]).of()
     assert set(shift.values()) == {0.0}
     truth = dict(zip(words, [1.9, -2.5, 2.3, -1.3, 3.1, -2.0], strict=True))
     assert math.isnan(lexicon_agreement(shift, truth)["all"]["kendall_tau"])
@@ -369,7 +369,7 @@ def test_a_word_whose_logit_tuning_raised_ranks_first_in_both_policy_shift_estim
     for estimate, shift in shifts.items():
         ranked = sorted(shift, key=shift.get)
         assert ranked[-1] == "fun" and ranked[0] == "awful", estimate
-        assert shift == policy_shift_lexicon(tuned, base, words, texts, estimate=estimate)
+        assert shift == estimates.of(estimate)
     # the expected-count estimate is the log-ratio of summed probabilities, exactly
     lp_tuned = next_token_log_probs(tuned, texts, [ids["fun"]]).double()
     lp_base = next_token_log_probs(base, texts, [ids["fun"]]).double()
@@ -379,7 +379,7 @@ def test_a_word_whose_logit_tuning_raised_ranks_first_in_both_policy_shift_estim
         math.log(lp_base.exp().sum()), rel=1e-6
     )
     with pytest.raises(IrmscopeError, match="expected-count"):
-        policy_shift_lexicon(tuned, base, words, texts, estimate="expected")
+        estimates.of("expected")
 
 
 def test_next_token_log_probs_cover_every_real_position():

@@ -7,6 +7,7 @@ folders, issue notes as sources, and papers cited by an internal seed number.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,46 @@ FORBIDDEN = ("/work/", "/tmp/", "closing note")
 
 
 def test_there_are_experiments() -> None:
-    assert {p.name for p in EXPERIMENTS} >= {"vader.yaml", "planted.yaml"}
+    """One config per finding: the VADER run, the planted run, the DPO model and the paper preset (the edit
+    and the comparison are commands on finished runs, given in the headers, see below)."""
+    assert {p.name for p in EXPERIMENTS} >= {"vader.yaml", "planted.yaml", "dpo.yaml", "paper.yaml"}
+
+
+def _run_command(path: Path) -> re.Match[str]:
+    """The header's ``irmscope run`` command for this file (with the preset it names, if any)."""
+    found = re.search(
+        rf"irmscope run (?:--preset (\w+) )?--config experiments/{re.escape(path.name)}\b", path.read_text()
+    )
+    assert found, f"{path.name}'s header must give the command that runs it"
+    return found
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_each_experiment_loads(path: Path) -> None:
-    config = load_config("demo", path)
-    assert isinstance(config, RunConfig)
+    """Each file loads with the preset its header's command names (demo when it names none)."""
+    preset = _run_command(path).group(1) or "demo"
+    config = load_config(preset, path)
+    assert isinstance(config, RunConfig) and config.preset == preset
     assert not Path(config.out_dir).is_absolute(), "runs go under a relative folder such as runs/NAME"
     if config.model.tuned is not None:
         assert not Path(config.model.tuned).is_absolute()
+
+
+def test_the_paper_experiment_has_the_paper_sizes() -> None:
+    config = load_config("paper", ROOT / "experiments" / "paper.yaml")
+    assert config.data.n_prompts == 1000 and config.probes.n_rating_texts == 2000
+    assert not config.model.tuned and config.tune.algorithm == "grpo"  # the run tunes its own model
+
+
+def test_the_dpo_experiment_studies_the_model_the_vader_leaderboard_reads() -> None:
+    dpo, vader = (load_config("demo", ROOT / "experiments" / name) for name in ("dpo.yaml", "vader.yaml"))
+    assert dpo.model.tuned == vader.probes.dpo_model and dpo.data.source == vader.data.source
+    assert "irmscope tune --out runs/dpo --algorithm dpo" in (ROOT / "experiments" / "dpo.yaml").read_text()
+
+
+def test_the_edit_and_the_comparison_are_given_on_finished_runs() -> None:
+    headers = "".join(path.read_text() for path in EXPERIMENTS)
+    assert "irmscope edit runs/vader " in headers and "irmscope compare runs/vader runs/planted " in headers
 
 
 @pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: str(p.relative_to(ROOT)))

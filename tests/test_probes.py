@@ -10,7 +10,7 @@ from irmscope.artifacts import Samples
 from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.leaderboard.methods.dpo_implicit import log_likelihood
-from irmscope.models import load_model
+from irmscope.models import Sampling, load_model
 from irmscope.probes import (
     cross_fitted,
     fit_probe,
@@ -143,9 +143,7 @@ def test_steering_pairs_every_scale_with_the_unsteered_completions(lm):
         reward=LexiconReward(LEXICON),
         scales=[0.0, 8.0],
         n_random=1,
-        max_new_tokens=6,
-        batch_size=3,
-        progress=False,
+        sampling=Sampling(max_new_tokens=6, batch_size=3, progress=False),
     )
     assert set(result["curves"]) == {"test", "random 1 (test)"}
     points = result["curves"]["test"]["points"]

@@ -8,7 +8,7 @@ import torch
 
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
-from irmscope.models import load_model
+from irmscope.models import Sampling, load_model
 from irmscope.models.generation import generate_amplified, generate_completions
 from irmscope.rewards import CallableReward, VaderReward
 from irmscope.tune import (
@@ -103,7 +103,7 @@ def test_guard_stops_on_nan_loss():
 
 def test_evaluation_of_a_model_against_itself():
     lm = load_model("tiny-llama")
-    result = evaluate_policy(lm, lm, PROMPTS[:4], VaderReward(), max_new_tokens=4, progress=False)
+    result = evaluate_policy(lm, lm, PROMPTS[:4], VaderReward(), Sampling(max_new_tokens=4, progress=False))
     assert result["reward_gain"]["value"] == pytest.approx(0.0)
     assert result["kl_tuned_to_base_per_token"]["value"] == pytest.approx(0.0, abs=1e-5)
     assert result["perplexity_ratio"] == pytest.approx(1.0)

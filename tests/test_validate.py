@@ -12,24 +12,39 @@ from irmscope.config import load_config
 from irmscope.data import load_reviews
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
-from irmscope.models.generation import generate_completions
+from irmscope.models.generation import Sampling
 from irmscope.models.hooks import intervene
 from irmscope.pipeline.stages.activations import sae_corpus
 from irmscope.rewards import VaderReward
 from irmscope.sae import SAE, SAEConfig
 from irmscope.stats import paired_ratio_ci
 from irmscope.validate import (
+    AblationRun,
     AttributedSelection,
     ablation_table,
     activation_frequency_table,
     attribute_reward_to_features,
     feature_ablation,
     random_features,
-    reward_under_ablation,
     select_by_attribution,
 )
 
 PROMPTS = ["The movie was", "I thought the acting", "Honestly the plot", "What a film"]
+#: every completion in these tests: 8 tokens, seed 3, no bar
+SAMPLING = Sampling(max_new_tokens=8, seed=3, progress=False)
+
+
+def _unablated_rewards(lm) -> tuple[list[str], np.ndarray]:
+    """The model's own SAMPLING completions of PROMPTS and their VADER rewards: the 'before' every ablation
+    pairs with (an ablation samples with the same seed)."""
+    plain = SAMPLING.complete(lm, PROMPTS)
+    return plain, VaderReward().score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+
+
+def _table(lm, saes, related, before, **options):
+    """Table 5 on PROMPTS under the VADER reward, sampled with SAMPLING."""
+    run = AblationRun(lm, saes, PROMPTS, VaderReward(), SAMPLING)
+    return ablation_table(run, related, before=before, **options)
 
 
 def test_feature_ablation_removes_exactly_the_features_contributions():
@@ -69,21 +84,9 @@ def _sae_with_bias(lm, site: str, bias: float) -> SAE:
 
 def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_text(lm):
     site = "blocks.1.mlp.hook_post"
-    reward = VaderReward()
-    plain = generate_completions(lm, PROMPTS, max_new_tokens=8, seed=3, progress=False)
-    before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+    plain, before = _unablated_rewards(lm)
     silent = {site: _sae_with_bias(lm, site, -1e6)}
-    table = ablation_table(
-        lm,
-        silent,
-        {site: [0]},
-        prompts=PROMPTS,
-        reward=reward,
-        before=before,
-        max_new_tokens=8,
-        seed=3,
-        progress=False,
-    )
+    table = _table(lm, silent, {site: [0]}, before)
     assert table["related"]["change"]["value"] == 0.0 and table["random"]["change"]["value"] == 0.0
     assert table["n_features"] == {site: 1} and table["before"]["n"] == len(PROMPTS)
     firing = {site: _sae_with_bias(lm, site, 50.0)}
@@ -91,47 +94,19 @@ def test_ablating_a_silent_feature_changes_nothing_and_a_firing_one_changes_the_
         firing[site].W_enc.zero_()  # every latent at 50: a large, fixed edit of the site
 
     with intervene(lm.model, {site: feature_ablation(firing[site], [0, 1, 2])}):
-        ablated = generate_completions(lm, PROMPTS, max_new_tokens=8, seed=3, progress=False)
+        ablated = SAMPLING.complete(lm, PROMPTS)
     assert ablated != plain
-    scores = reward_under_ablation(
-        lm,
-        firing,
-        {site: [0, 1, 2]},
-        prompts=PROMPTS,
-        reward=reward,
-        max_new_tokens=8,
-        seed=3,
-        progress=False,
-    )
+    scores = AblationRun(lm, firing, PROMPTS, VaderReward(), SAMPLING).rewards({site: [0, 1, 2]})
     assert scores.shape == (len(PROMPTS),)
 
 
 def test_ablation_table_without_related_features_says_so_and_checks_pairing(lm):
-    reward = VaderReward()
     site = "blocks.1.mlp.hook_post"
     saes = {site: _sae_with_bias(lm, site, 0.0)}
-    table = ablation_table(
-        lm,
-        saes,
-        {site: []},
-        prompts=PROMPTS,
-        reward=reward,
-        before=np.zeros(4),
-        max_new_tokens=8,
-        progress=False,
-    )
+    table = _table(lm, saes, {site: []}, np.zeros(4))
     assert "no feature was classified" in table["note"] and "related" not in table
     with pytest.raises(IrmscopeError, match="pair up"):
-        ablation_table(
-            lm,
-            saes,
-            {site: [1]},
-            prompts=PROMPTS,
-            reward=reward,
-            before=np.zeros(3),
-            max_new_tokens=8,
-            progress=False,
-        )
+        _table(lm, saes, {site: [1]}, np.zeros(3))
 
 
 def test_activation_frequency_table_on_hand_made_features(tmp_path):
@@ -221,17 +196,12 @@ def test_select_by_attribution_takes_the_top_positive_scores_and_the_bottom_as_t
 
 def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_share_of_gain(lm):
     site = "blocks.1.mlp.hook_post"
-    reward = VaderReward()
-    plain = generate_completions(lm, PROMPTS, max_new_tokens=8, seed=3, progress=False)
-    before = reward.score([p + c for p, c in zip(PROMPTS, plain, strict=True)])
+    _, before = _unablated_rewards(lm)
     silent = {site: _sae_with_bias(lm, site, -1e6)}
     selection = AttributedSelection(features={site: [0, 1]}, opposite={site: [2, 3]})
 
     def table_for(saes, base):  # every call ablates the same selection on the same prompts
-        return ablation_table(
-            lm, saes, {site: []}, prompts=PROMPTS, reward=reward, before=before, max_new_tokens=8, seed=3,
-            progress=False, attributed=selection, base=base,
-        )  # fmt: skip
+        return _table(lm, saes, {site: []}, before, attributed=selection, base=base)
 
     table = table_for(silent, before - 1.0)
     assert "related" not in table and table["attributed"]["features"] == {site: [0, 1]}
@@ -249,17 +219,7 @@ def test_ablation_table_reports_the_attributed_selection_its_controls_and_the_sh
     table = table_for(silent, noisy_base)
     assert "not above 0" in table["gain_note"] and "gain_removed" not in table["attributed"]
     with pytest.raises(IrmscopeError, match="'base' rewards"):
-        ablation_table(
-            lm,
-            silent,
-            {site: [0]},
-            prompts=PROMPTS,
-            reward=reward,
-            before=before,
-            max_new_tokens=8,
-            progress=False,
-            base=before[:2],
-        )
+        _table(lm, silent, {site: [0]}, before, base=before[:2])
 
 
 def test_paired_ratio_ci_covers_the_ratio_of_means_and_rejects_bad_input():

@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from irmscope.errors import IrmscopeError
-from irmscope.validation import check_output, check_utf8, env_int, finite, read_text_file, remove
+from irmscope.validation import check_output, check_utf8, env_int, finite, read_text_file
 
 app = typer.Typer(
     add_completion=False,
@@ -134,18 +134,13 @@ def train_classifier(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the Appendix F classifier reward (TF-IDF + logistic regression), saved without pickle."""
-    from irmscope.data import load_reviews
-    from irmscope.rewards import ClassifierReward, default_classifier_dir
+    from irmscope.rewards import default_classifier_dir
+    from irmscope.rewards.classifier import train_on_reviews
 
     out = check_output(out or default_classifier_dir(), overwrite, "folder")
-    train = load_reviews(data, split="train", limit=limit)
-    test = load_reviews(data, split="test", limit=limit)
-    if "label" not in train:
-        raise IrmscopeError(f"{data} has no 'label' column; the classifier needs 0/1 sentiment labels")
-    clf = ClassifierReward.train(list(train["text"]), list(train["label"]))
-    target = clf.save(out)
-    accuracy = clf.accuracy(list(test["text"]), list(test["label"])) if "label" in test else float("nan")
-    typer.echo(f"saved to {target}; held-out accuracy {accuracy:.3f} on {len(test)} reviews")
+    trained = train_on_reviews(data, out, limit)
+    accuracy, n_test = trained["accuracy"], trained["n_test"]
+    typer.echo(f"saved to {trained['path']}; held-out accuracy {accuracy:.3f} on {n_test} reviews")
 
 
 @app.command("planted-lexicon")
@@ -163,13 +158,13 @@ def planted_lexicon_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a reward the base model cannot know: random values on frequent sentiment-neutral words."""
-    from irmscope.data import load_reviews
     from irmscope.models import load_tokenizer
-    from irmscope.rewards.planted import planted_lexicon
+    from irmscope.rewards.planted import planted_lexicon_of_reviews
 
     check_output(out, overwrite, "file")
-    texts = list(load_reviews(data, split="train", limit=n_texts, seed=seed)["text"])
-    lexicon = planted_lexicon(texts, load_tokenizer(model), n_words=n_words, seed=seed)
+    lexicon = planted_lexicon_of_reviews(
+        data, load_tokenizer(model), n_words=n_words, seed=seed, n_texts=n_texts
+    )
     lexicon.to_tsv(out)
     shown = ", ".join(f"{w} {v:+.1f}" for w, v in list(lexicon.items())[:8])
     typer.echo(f"wrote {len(lexicon)} words to {out} ({shown}, ...); tune with --reward lexicon:{out}")
@@ -283,16 +278,6 @@ def train_sae_cmd(
     typer.echo(json.dumps(report, indent=2))
 
 
-def _prompts(data: str, split: str, tokenizer, n: int, prefix_tokens: int, seed: int) -> list[str]:
-    from irmscope.data import load_reviews, truncate_to_prefixes
-
-    texts = list(load_reviews(data, split=split, seed=seed)["text"])
-    prompts = truncate_to_prefixes(texts, tokenizer, prefix_tokens)[:n]
-    if not prompts:
-        raise IrmscopeError(f"no {split} text of {data} has {prefix_tokens} tokens; lower --prefix-tokens")
-    return prompts
-
-
 @app.command()
 def tune(
     out: Annotated[Path, typer.Option(help="output folder: model/ (checkpoint + manifest) and checkpoints/")],
@@ -312,21 +297,21 @@ def tune(
     """Fine-tune a base model against a known reward (TRL); --set takes the config's tune-section keys.
     A rerun with the same --out resumes from its last checkpoint."""
     from irmscope.config import load_config
-    from irmscope.models import load_tokenizer
-    from irmscope.rewards import load_reward
-    from irmscope.tune import tune_model
-    from irmscope.tune.trainer import stale_tune_output
+    from irmscope.tune import tune_on_reviews
 
     overrides = [f"tune.algorithm={algorithm}"] + [
         s if s.startswith("tune.") else f"tune.{s}" for s in set_ or []
     ]
     settings = load_config("demo", overrides=overrides).tune
-    stale = stale_tune_output(out, model, settings, seed, reward_spec, overwrite)
-    scorer = load_reward(reward_spec)
-    tokenizer = load_tokenizer(model, seed=seed)
-    prompts = _prompts(data, "train", tokenizer, settings.n_train_prompts, 30, seed)
-    remove(stale)
-    tuned = tune_model(model, scorer, prompts, out, settings=settings, seed=seed, reward_spec=reward_spec)
+    tuned = tune_on_reviews(
+        out,
+        model=model,
+        reward_spec=reward_spec,
+        data=data,
+        settings=settings,
+        seed=seed,
+        overwrite=overwrite,
+    )
     typer.echo(
         f"tuned model: {tuned.path} ({tuned.manifest['steps_done']} steps, "
         f"{tuned.manifest['train_seconds']:.0f} s)"
@@ -348,19 +333,13 @@ def evaluate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Mean reward of base vs tuned completions (Table 7) with CIs, KL to the base, and a fluency control."""
-    from irmscope.io import write_json
-    from irmscope.models import load_model
-    from irmscope.rewards import load_reward
-    from irmscope.tune import evaluate_policy
+    from irmscope.models import Sampling
+    from irmscope.tune import evaluate_models
 
-    if out:
-        check_output(out, overwrite, "file")
-    scorer = load_reward(reward_spec)
-    base_lm, tuned_lm = load_model(base, seed=seed), load_model(tuned)
-    prompts = _prompts(data, "test", base_lm.tokenizer, n, prefix_tokens, seed)
-    result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, max_new_tokens=completion_tokens, seed=seed)
-    if out:
-        write_json(out, result)
+    result = evaluate_models(
+        tuned, base, reward=reward_spec, data=data, n_prompts=n, prefix_tokens=prefix_tokens,
+        sampling=Sampling(max_new_tokens=completion_tokens, seed=seed), out=out, overwrite=overwrite,
+    )  # fmt: skip
     for key in ("base_mean_reward", "tuned_mean_reward", "reward_gain", "kl_tuned_to_base_per_token"):
         est = result[key]
         typer.echo(f"{key:28s} {est['value']:8.3f}  [{est['low']:.3f}, {est['high']:.3f}]")
@@ -397,11 +376,9 @@ def divergence(
         typer.echo(f"{key:10s} {value:10.4f}{'  *' if key in marked else ''}")
     typer.echo(f"top {top} layers: {best}")
     if plot:
-        from irmscope.io import atomic_write
-        from irmscope.report.plots import divergence_bars
+        from irmscope.report.plots import write_divergence_bars
 
-        png = divergence_bars(per_layer, best)
-        atomic_write(plot, lambda tmp: tmp.write_bytes(png))
+        write_divergence_bars(plot, per_layer, best)
 
 
 @app.command()

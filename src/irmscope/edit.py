@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from irmscope.elicit.continuations import word_token_ids
-from irmscope.elicit.policy_shift import policy_shift_lexicon
+from irmscope.elicit.policy_shift import policy_shift
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
-from irmscope.models.generation import batches, completion_batch, encoded_batches, generate_completions
+from irmscope.models.generation import Sampling, batches, completion_batch, encoded_batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
@@ -218,6 +218,64 @@ def expected_occurrences(
     return torch.cat(counts).double().numpy()
 
 
+@dataclass(frozen=True)
+class _Calibration:
+    """The line from policy shift to lexicon value, fitted over the words other than the edited one before
+    the edit, which puts every elicited reward in lexicon units."""
+
+    others: list[str]
+    slope: float
+    intercept: float
+    pearson: float
+
+    def units(self, shift: float) -> float:
+        return self.slope * shift + self.intercept
+
+
+def _calibrate(
+    tuned: LoadedModel, base: LoadedModel, word: str, lexicon: Mapping[str, float], texts: Sequence[str]
+) -> tuple[_Calibration, dict[str, float]]:
+    """The calibration line and the policy shift of every word before the edit; an error when there are too
+    few words or the shift does not rise with the lexicon value (then it has no lexicon units)."""
+    words = [w for w in word_token_ids(tuned.tokenizer, list(lexicon)) if w.isalpha()]
+    others = [w for w in words if w != word]
+    if len(others) < 10:
+        raise IrmscopeError("fewer than 10 single-token lexicon words to calibrate and check specificity")
+    shift = policy_shift(tuned, base, [*others, word], texts).of()
+    x = np.array([shift[w] for w in others])
+    y = np.array([lexicon[w] for w in others])
+    slope, intercept = np.polyfit(x, y, 1) if x.std() > 0 else (0.0, 0.0)
+    if slope <= 0:
+        raise IrmscopeError("the policy shift does not rise with the lexicon value; it has no lexicon units")
+    pearson = float(np.corrcoef(x, y)[0, 1])
+    return _Calibration(others, float(slope), float(intercept), pearson), shift
+
+
+def _generation_effect(
+    before: list[str], after: list[str], expected: tuple[np.ndarray, np.ndarray], word: str, reward: Reward,
+    prompts: Sequence[str], seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """What the edited model writes against what it wrote before, on the same prompts with the same seed:
+    how often the word appears (counted, and expected on the same completions, as a geometric mean ratio
+    per prompt with a bootstrap interval) and the known reward."""
+    expected_before, expected_after = expected
+    reward_before = np.asarray(reward.score_completions(prompts, before))
+    reward_after = np.asarray(reward.score_completions(prompts, after))
+    log_ratio = bootstrap_ci(np.log(expected_after / expected_before), seed=seed)
+    ratio = Estimate(*np.exp([log_ratio.value, log_ratio.low, log_ratio.high]).tolist(), n=log_ratio.n)
+    return {
+        "occurrences_before": _occurrences(before, word),
+        "occurrences_after": _occurrences(after, word),
+        "expected_occurrences_before": float(expected_before.mean()),
+        "expected_occurrences_after": float(expected_after.mean()),
+        "expected_occurrences_ratio": ratio.as_dict(),
+        "reward_before": float(np.mean(reward_before)),
+        "reward_after": float(np.mean(reward_after)),
+        "reward_change": bootstrap_ci(reward_after - reward_before, seed=seed).as_dict(),
+        "examples_after": after[:5],
+    }
+
+
 def reward_edit_study(
     tuned: LoadedModel,
     base: LoadedModel,
@@ -230,9 +288,7 @@ def reward_edit_study(
     reward: Reward,
     layer: int,
     gain_units: float = 2.0,
-    max_new_tokens: int = 32,
-    seed: int = 0,
-    progress: bool = True,
+    sampling: Sampling = Sampling(),
 ) -> dict[str, Any]:
     """Edit ``tuned`` so that ``word`` is rewarded and measure the edit (see the module docstring).
 
@@ -240,47 +296,33 @@ def reward_edit_study(
     reward is the policy shift against ``base`` over every position of them, for ``word`` and every other
     single-token lexicon word, put in lexicon units by a least-squares line from shift to lexicon value
     over the other words before the edit. The edit asks for ``gain_units`` of that scale. Generation:
-    ``prompts`` completed by the tuned model before and after (same seed): how often the word appears,
-    and the known reward."""
-    words = [w for w in word_token_ids(tuned.tokenizer, list(lexicon)) if w.isalpha()]
-    others = [w for w in words if w != word]
-    if len(others) < 10:
-        raise IrmscopeError("fewer than 10 single-token lexicon words to calibrate and check specificity")
-    shift_before = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
-    x = np.array([shift_before[w] for w in others])
-    y = np.array([lexicon[w] for w in others])
-    slope, intercept = np.polyfit(x, y, 1) if x.std() > 0 else (0.0, 0.0)
-    if slope <= 0:
-        raise IrmscopeError("the policy shift does not rise with the lexicon value; it has no lexicon units")
-    edit = rank_one_edit(tuned, layer, word, edit_texts, gain=gain_units / slope)
-    completions_before = generate_completions(
-        tuned, prompts, max_new_tokens=max_new_tokens, seed=seed, progress=progress, desc="before the edit"
-    )
+    ``prompts`` completed by the tuned model before and after (same ``sampling``): how often the word
+    appears, and the known reward."""
+    line, shift_before = _calibrate(tuned, base, word, lexicon, measure_texts)
+    others = line.others
+    edit = rank_one_edit(tuned, layer, word, edit_texts, gain=gain_units / line.slope)
+    completions_before = sampling.complete(tuned, prompts, desc="before the edit")
     expected_before = expected_occurrences(tuned, prompts, completions_before, word)
     with edited(tuned, edit):
         expected_after = expected_occurrences(tuned, prompts, completions_before, word)
-        shift_after = policy_shift_lexicon(tuned, base, [*others, word], measure_texts)
-        completions_after = generate_completions(
-            tuned, prompts, max_new_tokens=max_new_tokens, seed=seed, progress=progress, desc="after the edit"
-        )
-    units = lambda shift: slope * shift + intercept  # noqa: E731
-    moved = np.array([units(shift_after[w]) - units(shift_before[w]) for w in others])
-    reward_before = np.asarray(reward.score_completions(prompts, completions_before))
-    reward_after = np.asarray(reward.score_completions(prompts, completions_after))
-    # after / before per prompt, on the same completions: a geometric mean with a bootstrap interval
-    log_ratio = bootstrap_ci(np.log(expected_after / expected_before), seed=seed)
-    ratio = Estimate(*np.exp([log_ratio.value, log_ratio.low, log_ratio.high]).tolist(), n=log_ratio.n)
+        shift_after = policy_shift(tuned, base, [*others, word], measure_texts).of()
+        completions_after = sampling.complete(tuned, prompts, desc="after the edit")
+    moved = np.array([line.units(shift_after[w]) - line.units(shift_before[w]) for w in others])
+    generation = _generation_effect(
+        completions_before, completions_after, (expected_before, expected_after), word, reward, prompts,
+        sampling.seed,
+    )  # fmt: skip
     return {
         "word": word,
         "layer": layer,
         "lexicon_value": lexicon.get(word),
-        "units_per_nat": float(slope),
-        "calibration_pearson": float(np.corrcoef(x, y)[0, 1]),
-        "gain_asked_nats": float(gain_units / slope),
+        "units_per_nat": line.slope,
+        "calibration_pearson": line.pearson,
+        "gain_asked_nats": float(gain_units / line.slope),
         "gain_reached_nats": edit.gain,
-        "target_before": float(units(shift_before[word])),
-        "target_after": float(units(shift_after[word])),
-        "target_change": float(units(shift_after[word]) - units(shift_before[word])),
+        "target_before": float(line.units(shift_before[word])),
+        "target_after": float(line.units(shift_after[word])),
+        "target_change": float(line.units(shift_after[word]) - line.units(shift_before[word])),
         "unrelated_mean_abs_change": float(np.abs(moved).mean()),
         "unrelated_max_abs_change": float(np.abs(moved).max()),
         # the others tend to move together (a shared offset); their spread about it is the specificity
@@ -288,17 +330,7 @@ def reward_edit_study(
         "unrelated_mean_abs_deviation": float(np.abs(moved - np.median(moved)).mean()),
         "n_unrelated": len(others),
         "unrelated_changes": dict(zip(others, moved.round(4).tolist(), strict=True)),
-        "generation": {
-            "occurrences_before": _occurrences(completions_before, word),
-            "occurrences_after": _occurrences(completions_after, word),
-            "expected_occurrences_before": float(expected_before.mean()),
-            "expected_occurrences_after": float(expected_after.mean()),
-            "expected_occurrences_ratio": ratio.as_dict(),
-            "reward_before": float(np.mean(reward_before)),
-            "reward_after": float(np.mean(reward_after)),
-            "reward_change": bootstrap_ci(reward_after - reward_before, seed=seed).as_dict(),
-            "examples_after": completions_after[:5],
-        },
+        "generation": generation,
     }
 
 
@@ -376,8 +408,7 @@ def edit_run_study(
         reward=reward,
         layer=layer,
         gain_units=gain_units,
-        seed=seed,
-        progress=progress,
+        sampling=Sampling(seed=seed, progress=progress),
     )
     study.update(
         run=str(run_dir),

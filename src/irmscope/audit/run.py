@@ -30,7 +30,7 @@ from irmscope.audit.shift import (
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write, write_json
 from irmscope.locking import output_lock
-from irmscope.models.generation import generate_completions
+from irmscope.models.generation import Sampling
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.lexicon import Lexicon
 from irmscope.stats import bootstrap_ci
@@ -64,10 +64,10 @@ def audit(
     _check_pair(tuned, base, prompts)
     clock = {"start": time.perf_counter()}
     # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
-    common = dict(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
     if completions is None:
-        base_completions = generate_completions(base, prompts, desc="base completions", **common)
-        tuned_completions = generate_completions(tuned, prompts, desc="tuned completions", **common)
+        sampling = Sampling(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
+        base_completions = sampling.complete(base, prompts, desc="base completions")
+        tuned_completions = sampling.complete(tuned, prompts, desc="tuned completions")
     else:
         base_completions, tuned_completions = (list(c) for c in completions)
         if not len(base_completions) == len(tuned_completions) == len(prompts):

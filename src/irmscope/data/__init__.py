@@ -8,7 +8,7 @@
 """
 
 from irmscope.data.preferences import PREFERENCE_COLUMNS, build_preference_pairs
-from irmscope.data.prompts import PROMPT_TOKENS, truncate_to_prefixes
+from irmscope.data.prompts import PROMPT_TOKENS, review_prompts, truncate_to_prefixes
 from irmscope.data.reviews import ROTTEN_TOMATOES, load_reviews, strip_html_breaks
 from irmscope.data.triples import (
     MIN_VALUE,
@@ -32,6 +32,7 @@ __all__ = [
     "build_preference_pairs",
     "load_reviews",
     "match_case",
+    "review_prompts",
     "strip_html_breaks",
     "triples_to_frame",
     "truncate_to_prefixes",

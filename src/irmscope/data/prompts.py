@@ -57,3 +57,18 @@ def truncate_to_prefixes(
         for prefix, ids, back in zip(prefixes, candidates, again, strict=True)
         if list(ids) == list(back)
     ]
+
+
+def review_prompts(
+    source: str, split: str, tokenizer: PreTrainedTokenizerBase, n: int, n_tokens: int, seed: int
+) -> list[str]:
+    """The first ``n`` reviews of ``source``'s ``split`` (in the ``seed`` order) long enough for
+    ``n_tokens`` tokens, cut to them: the prompts the commands that tune and evaluate a model complete, read
+    the way the pipeline's prompts stage reads them."""
+    from irmscope.data.reviews import load_reviews
+
+    texts = list(load_reviews(source, split=split, seed=seed)["text"])
+    prompts = truncate_to_prefixes(texts, tokenizer, n_tokens)[:n]
+    if not prompts:
+        raise IrmscopeError(f"no {split} text of {source} has {n_tokens} tokens; lower --prefix-tokens")
+    return prompts

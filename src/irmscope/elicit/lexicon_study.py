@@ -25,7 +25,8 @@ not computed. The permutation null does refit, and is the test to read.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,52 +84,92 @@ def evaluation_words(
     return words
 
 
-def _elicit(
-    triples: Sequence[ContrastiveTriple],
-    features: TripleFeatures,
-    words: list[str],
-    word_matrix: np.ndarray,
-    held_out: set[str],
-    variant: str,
-    shuffle_seed: int | None,
-) -> tuple[dict[str, float], Any]:
-    """The reconstructed lexicon of ``words`` and the fitted regression R."""
-    X, y, row_words = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class StudyInputs:
+    """What the tuned and the base model's studies share, so their gap compares like with like: the
+    lexicon's values (words lowercased), the contrastive triples, the contexts each evaluated word is placed
+    after (cut to their last ``max_context_tokens`` tokens), and the seeded choice of held-out words."""
+
+    truth: Mapping[str, float]
+    triples: Sequence[ContrastiveTriple]
+    contexts: Sequence[str]
+    held_out_fraction: float = 0.3
+    max_words: int = 600
+    max_context_tokens: int = 48
+    seed: int = 0
+
+    def held_out(self) -> set[str]:
+        """The lexicon words no regression is fitted on."""
+        return {w for w in self.truth if is_held_out(w, self.held_out_fraction, self.seed)}
+
+
+@dataclass(frozen=True)
+class _FeatureSet:
+    """One set of SAE features (the trained ones, or the random-feature control) read on the triples and
+    on the evaluated words: what every variant's fit and its permutation null start from."""
+
+    triples: Sequence[ContrastiveTriple]
+    features: TripleFeatures
+    words: list[str]
+    word_matrix: np.ndarray
+    held_out: set[str]
+
+    def rows(self, variant: str):
+        """The variant's training rows ``(X, y, row_words)``, held-out words left out."""
+        return training_rows(self.triples, self.features, variant, self.held_out)  # type: ignore[arg-type]
+
+
+def _elicit(fit: _FeatureSet, variant: str, shuffle_seed: int | None) -> tuple[dict[str, float], Any]:
+    """The reconstructed lexicon of the evaluated words and the fitted regression R."""
+    X, y, row_words = fit.rows(variant)
     if shuffle_seed is not None:
         y = shuffled(y, shuffle_seed)
     regression = fit_regression(X, y, variant, row_words)  # type: ignore[arg-type]
-    return reconstruct_lexicon(regression, words, word_matrix), regression
+    return reconstruct_lexicon(regression, fit.words, fit.word_matrix), regression
 
 
 def _null(
-    triples: Sequence[ContrastiveTriple],
-    features: TripleFeatures,
-    *,
-    words: list[str],
-    word_matrix: np.ndarray,
-    held_out: set[str],
-    variant: str,
-    truth: Mapping[str, float],
-    n_permutations: int,
-    seed: int,
+    fit: _FeatureSet, variant: str, truth: Mapping[str, float], n_permutations: int, seed: int
 ) -> dict[str, np.ndarray]:
-    """Each evaluated word's values under :data:`N_PERMUTATIONS` refits on permuted lexicon values."""
-    X, y, row_words = training_rows(triples, features, variant, held_out)  # type: ignore[arg-type]
+    """Each evaluated word's values under ``n_permutations`` refits on permuted lexicon values."""
+    X, y, row_words = fit.rows(variant)
     targets = permuted_targets(y, row_words, truth, variant, n_permutations, seed)  # type: ignore[arg-type]
-    values = null_reconstructions(X, targets, row_words, variant, word_matrix)  # type: ignore[arg-type]
-    return dict(zip(words, values, strict=True))
+    values = null_reconstructions(X, targets, row_words, variant, fit.word_matrix)  # type: ignore[arg-type]
+    return dict(zip(fit.words, values, strict=True))
+
+
+def _feature_sets(
+    lm: LoadedModel, saes: Mapping[str, SAE], inputs: StudyInputs, words: list[str]
+) -> Iterator[tuple[str, _FeatureSet]]:
+    """The trained SAEs' features (``real``), then the random-feature control's, on the same triples and
+    words: the control shows what an untrained dictionary of the same shape already recovers. One at a
+    time, so only one set of features is held in memory."""
+    held_out, tokens = inputs.held_out(), inputs.max_context_tokens
+    for setup, setup_saes in {"real": dict(saes), "random-features": random_saes(saes, inputs.seed)}.items():
+        features = triple_features(lm, inputs.triples, setup_saes, max_context_tokens=tokens)
+        kept, matrix = word_features(lm, words, inputs.contexts, setup_saes, max_context_tokens=tokens)
+        yield setup, _FeatureSet(inputs.triples, features, kept, matrix, held_out)
+
+
+def _word_tables(
+    reconstructed: Mapping[str, Mapping[str, float]], truth: Mapping[str, float], kept: list[str], seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The paper's word tables (Tables 3 and 10): a seeded sample of held-out words, true value beside
+    each variant's reconstruction."""
+    rng = random.Random(seed)
+    return {
+        name: [
+            {"word": w, "true": truth[w], **{v: round(reconstructed[v][w], 2) for v in VARIANTS}}
+            for w in sorted(rng.sample(kept, min(size, len(kept))))
+        ]
+        for name, size in TABLE_SIZES.items()
+    }
 
 
 def lexicon_study(
     lm: LoadedModel,
     saes: Mapping[str, SAE],
-    lexicon: Mapping[str, float],
-    *,
-    triples: Sequence[ContrastiveTriple],
-    contexts: Sequence[str],
-    held_out_fraction: float = 0.3,
-    max_words: int = 600,
-    seed: int = 0,
+    inputs: StudyInputs,
     n_permutations: int = N_PERMUTATIONS,
 ) -> dict[str, Any]:
     """Every variant × {real, shuffled labels, random features}, scored on held-out words, each tau with
@@ -140,63 +181,39 @@ def lexicon_study(
     variant's fitted R on the real features (``{"coef": array, "intercept": float}``, features of the sites
     concatenated in ``saes`` order; numpy, so a caller saves it apart from the JSON-ready rest).
     """
-    truth = {w.lower(): v for w, v in lexicon.items()}
-    words = evaluation_words(truth, lm, held_out_fraction, seed, max_words)
-    held_out = {w for w in truth if is_held_out(w, held_out_fraction, seed)}
-    setups = {"real": dict(saes), "random-features": random_saes(saes, seed)}
+    truth, seed = inputs.truth, inputs.seed
+    words = evaluation_words(truth, lm, inputs.held_out_fraction, seed, inputs.max_words)
     agreements: dict[str, dict[str, Any]] = {variant: {} for variant in VARIANTS}
-    reconstructed: dict[str, dict[str, float]] = {}
     every: dict[str, dict[str, dict[str, float]]] = {variant: {} for variant in VARIANTS}
     regressions: dict[str, dict[str, Any]] = {}
-    n_rows = 0
-    for setup, setup_saes in setups.items():
-        features = triple_features(lm, triples, setup_saes)
-        kept, matrix = word_features(lm, words, contexts, setup_saes)
+    for setup, fit in _feature_sets(lm, saes, inputs, words):
+        if setup == "real":
+            kept, n_rows = fit.words, len(fit.rows("faithful")[0])
         for variant in VARIANTS:
-            null = _null(
-                triples,
-                features,
-                words=kept,
-                word_matrix=matrix,
-                held_out=held_out,
-                variant=variant,
-                truth=truth,
-                n_permutations=n_permutations,
-                seed=seed + 2,
-            )
+            null = _null(fit, variant, truth, n_permutations, seed + 2)
             runs = {setup: None} if setup != "real" else {"real": None, "shuffled-labels": seed + 1}
             for control, shuffle_seed in runs.items():
-                elicited, regression = _elicit(
-                    triples, features, kept, matrix, held_out, variant, shuffle_seed
+                elicited, regression = _elicit(fit, variant, shuffle_seed)
+                agreements[variant][control] = lexicon_agreement(
+                    elicited, truth, fit.words, seed=seed, null=null
                 )
-                agreements[variant][control] = lexicon_agreement(elicited, truth, kept, seed=seed, null=null)
                 every[variant][control] = elicited
                 if control == "real":
-                    reconstructed[variant] = elicited
                     regressions[variant] = {
                         "coef": np.asarray(regression.coef_, dtype=np.float64),
                         "intercept": float(regression.intercept_),
                     }
-        if setup == "real":
-            n_rows = len(training_rows(triples, features, "faithful", held_out)[0])
-    rng = random.Random(seed)
-    tables = {
-        name: [
-            {"word": w, "true": truth[w], **{v: round(reconstructed[v][w], 2) for v in VARIANTS}}
-            for w in sorted(rng.sample(kept, min(size, len(kept))))
-        ]
-        for name, size in TABLE_SIZES.items()
-    }
+    reconstructed = {variant: every[variant]["real"] for variant in VARIANTS}
     return {
-        "n_triples": len(triples),
+        "n_triples": len(inputs.triples),
         "n_training_rows": n_rows,
         "n_held_out_words": len(kept),
-        "n_contexts": len(contexts),
+        "n_contexts": len(inputs.contexts),
         "sites": list(saes),
         "agreement": agreements,
         "reconstructed": reconstructed,
         "elicited": every,
         "n_permutations": n_permutations,
-        "tables": tables,
+        "tables": _word_tables(reconstructed, truth, kept, seed),
         "regressions": regressions,
     }

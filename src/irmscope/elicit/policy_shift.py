@@ -54,6 +54,14 @@ class PolicyShift:
     shift: dict[str, dict[str, float]]
     reference_level: dict[str, dict[str, float]]
 
+    def of(self, estimate: str = "mean-log-ratio") -> dict[str, float]:
+        """One estimate's shift as ``{word: shift}``: what a caller that needs one number per word reads."""
+        if estimate not in ESTIMATES:
+            raise IrmscopeError(
+                f"unknown policy-shift estimate {estimate!r}; choose one of {', '.join(ESTIMATES)}"
+            )
+        return self.shift[estimate]
+
 
 def _levels(log_probs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per word (column), the level each estimate differences: ``[n_contexts, n_words]`` → ``[n_words]``."""
@@ -88,20 +96,3 @@ def policy_shift(
         shift={name: by_word(beta * (tuned_levels[name] - ref_levels[name])) for name in ESTIMATES},
         reference_level={name: by_word(ref_levels[name]) for name in ESTIMATES},
     )
-
-
-def policy_shift_lexicon(
-    tuned: LoadedModel,
-    reference: LoadedModel,
-    words: Sequence[str],
-    texts: Sequence[str],
-    beta: float = 1.0,
-    max_length: int = 64,
-    estimate: str = "mean-log-ratio",
-) -> dict[str, float]:
-    """One estimate of :func:`policy_shift` (``mean-log-ratio`` by default) as ``{word: shift}``."""
-    if estimate not in ESTIMATES:
-        raise IrmscopeError(
-            f"unknown policy-shift estimate {estimate!r}; choose one of {', '.join(ESTIMATES)}"
-        )
-    return policy_shift(tuned, reference, words, texts, beta, max_length).shift[estimate]

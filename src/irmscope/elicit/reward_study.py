@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from irmscope.config import ElicitSection
 from irmscope.data.triples import build_contrastive_triples
 from irmscope.elicit.agreement import lexicon_agreement, lexicon_gap
-from irmscope.elicit.lexicon_study import evaluation_words, lexicon_study
+from irmscope.elicit.lexicon_study import StudyInputs, evaluation_words, lexicon_study
 from irmscope.elicit.policy_shift import policy_shift
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
@@ -58,54 +59,44 @@ def elicit_lexicon_reward(
     lexicon: Mapping[str, float],
     texts: Sequence[str],
     shift_texts: Sequence[str],
-    n_triples: int = 600,
-    n_contexts: int = 8,
-    max_words: int = 600,
-    held_out_fraction: float = 0.3,
-    max_context_tokens: int = 48,
+    settings: ElicitSection,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The IRM regression (all variants and controls) on ``tuned`` and ``base``, plus the policy shift.
 
     ``texts`` are reviews to cut contrastive triples from; the policy-shift estimates average over every
-    position of ``shift_texts``.
+    position of ``shift_texts``. ``settings`` (the config's ``elicit`` section) sizes the study.
     """
-    triples = build_contrastive_triples(texts, lexicon, base.tokenizer, seed=seed, max_triples=n_triples)
+    triples = build_contrastive_triples(
+        texts, lexicon, base.tokenizer, seed=seed, max_triples=settings.n_triples
+    )
     if len(triples) < 2:
         raise IrmscopeError(
             f"only {len(triples)} contrastive triples could be built from {len(texts)} texts; give more "
             "texts or a lexicon with more words that occur in them"
         )
-    contexts = scoring_contexts(texts, n_contexts, seed)
-    common = dict(
-        lexicon=lexicon,
-        triples=triples,
-        contexts=contexts,
-        held_out_fraction=held_out_fraction,
-        max_words=max_words,
-        seed=seed,
-    )
     truth = {w.lower(): v for w, v in lexicon.items()}
-    words = evaluation_words(truth, tuned, held_out_fraction, seed, max_words)
-    # the policy shift fits nothing, so every lexicon word is held out from it: scored on the regression's
-    # held-out words (to compare) and on up to max_words of all words (more words, tighter intervals)
-    every_word = evaluation_words(truth, tuned, 1.0, seed, max_words)
-    estimates = policy_shift(tuned, base, sorted(set(words) | set(every_word)), shift_texts)
-
-    def scored(values: dict[str, dict[str, float]], on: list[str]) -> dict[str, Any]:
-        return {name: lexicon_agreement(v, truth, on, seed=seed) for name, v in values.items()}
-
-    def shift_gap(on: list[str]) -> dict[str, Any]:
-        return {
-            name: lexicon_gap(estimates.shift[name], estimates.reference_level[name], truth, on, seed)
-            for name in estimates.shift
-        }
-
+    contexts = scoring_contexts(texts, settings.n_contexts, seed)
+    inputs = StudyInputs(
+        truth, triples, contexts, settings.held_out_fraction, settings.max_words, settings.max_context_tokens,
+        seed,
+    )  # fmt: skip
     studies = {
-        "tuned": lexicon_study(tuned, tuned_saes, **common),
-        "base": lexicon_study(base, base_saes, **common),
+        "tuned": lexicon_study(tuned, tuned_saes, inputs),
+        "base": lexicon_study(base, base_saes, inputs),
     }
-    irm_gap = {
+    shift, shift_gap = _policy_shift_study(tuned, base, inputs, shift_texts)
+    return {
+        **studies,
+        "gap": {"irm": _irm_gap(studies, inputs.truth, seed), "policy_shift": shift_gap},
+        "policy_shift": shift,
+    }
+
+
+def _irm_gap(studies: Mapping[str, Any], truth: Mapping[str, float], seed: int) -> dict[str, Any]:
+    """``tau(tuned) - tau(base)`` for every regression variant and control, paired over the words: only
+    this gap is evidence that tuning installed the reward."""
+    return {
         variant: {
             control: lexicon_gap(
                 values, studies["base"]["elicited"][variant][control], truth, sorted(values), seed
@@ -114,21 +105,42 @@ def elicit_lexicon_reward(
         }
         for variant, controls in studies["tuned"]["elicited"].items()
     }
-    return {
-        **studies,
-        "gap": {
-            "irm": irm_gap,
-            "policy_shift": {"held_out_words": shift_gap(words), "every_word": shift_gap(every_word)},
-        },
-        "policy_shift": {
-            "held_out_words": scored(estimates.shift, words),
-            "every_word": scored(estimates.shift, every_word),
-            # the base model's shift is zero by construction; its control is its own level alone
-            "base_level": {
-                "held_out_words": scored(estimates.reference_level, words),
-                "every_word": scored(estimates.reference_level, every_word),
-            },
-            "n_texts": len(shift_texts),
-            "values": estimates.shift,
-        },
+
+
+def _policy_shift_study(
+    tuned: LoadedModel, base: LoadedModel, inputs: StudyInputs, shift_texts: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token-level implicit reward scored against the lexicon, and its tuned-minus-base gap.
+
+    The policy shift fits nothing, so every lexicon word is held out from it: it is scored on the
+    regression's held-out words (to compare) and on up to ``max_words`` of all words (more words, tighter
+    intervals). The base model's shift is zero by construction; its control is its own level alone."""
+    truth, seed = inputs.truth, inputs.seed
+    on = {
+        "held_out_words": evaluation_words(truth, tuned, inputs.held_out_fraction, seed, inputs.max_words),
+        "every_word": evaluation_words(truth, tuned, 1.0, seed, inputs.max_words),
     }
+    estimates = policy_shift(
+        tuned, base, sorted(set(on["held_out_words"]) | set(on["every_word"])), shift_texts
+    )
+
+    def scored(values: dict[str, dict[str, float]]) -> dict[str, Any]:
+        return {
+            where: {name: lexicon_agreement(v, truth, words, seed=seed) for name, v in values.items()}
+            for where, words in on.items()
+        }
+
+    gap = {
+        where: {
+            name: lexicon_gap(estimates.shift[name], estimates.reference_level[name], truth, words, seed)
+            for name in estimates.shift
+        }
+        for where, words in on.items()
+    }
+    shift = {
+        **scored(estimates.shift),
+        "base_level": scored(estimates.reference_level),
+        "n_texts": len(shift_texts),
+        "values": estimates.shift,
+    }
+    return shift, gap

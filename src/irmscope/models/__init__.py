@@ -10,6 +10,7 @@ from irmscope.models.adapters import (
     site_name,
 )
 from irmscope.models.generation import (
+    Sampling,
     batches,
     completion_statistics,
     generate_amplified,
@@ -34,6 +35,7 @@ __all__ = [
     "Capture",
     "DEFAULT_MODEL",
     "LoadedModel",
+    "Sampling",
     "ablate",
     "adapter_for",
     "available_models",

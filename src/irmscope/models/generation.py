@@ -7,6 +7,7 @@ of :func:`generate_completions`) are the same everywhere.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,34 @@ def generate_completions(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
         )
     return completions
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a study samples completions: tokens per completion, prompts per batch, the seed and whether to
+    show a bar.
+
+    The studies that compare completions (tuned against base, before and after an ablation, an edit or a
+    steering scale) take one ``Sampling`` and sample every side with it, so each side is drawn alike and
+    pairs up by prompt; the four settings travel together instead of as four parameters of every study.
+    """
+
+    max_new_tokens: int = 32
+    batch_size: int = 16
+    seed: int = 0
+    progress: bool = True
+
+    def complete(self, lm: LoadedModel, prompts: Sequence[str], desc: str = "generating") -> list[str]:
+        """One completion per prompt, by :func:`generate_completions` with these settings."""
+        return generate_completions(
+            lm,
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            progress=self.progress,
+            desc=desc,
+        )
 
 
 class _AmplifiedLogits:

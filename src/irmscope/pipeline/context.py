@@ -13,7 +13,7 @@ import pandas as pd
 from irmscope.artifacts import PLANTED_LEXICON, TUNED_MODEL, Prompts, Samples
 from irmscope.config import RunConfig
 from irmscope.data import load_reviews
-from irmscope.models import load_model
+from irmscope.models import Sampling, load_model
 from irmscope.rewards import LexiconReward, Reward, load_reward
 from irmscope.sae import SAE, load_sae
 from irmscope.stages import StageResult
@@ -80,6 +80,18 @@ class RunContext:
         if self.tuned_spec is None:
             raise RuntimeError("this run has no tuned model")
         return load_model(self.tuned_spec)
+
+    @property
+    def sampling(self) -> Sampling:
+        """How every stage samples completions: the config's generation settings and the run's seed, so
+        completions of the same prompts by the same model are the same in every stage."""
+        generation = self.config.generation
+        return Sampling(
+            max_new_tokens=generation.max_new_tokens,
+            batch_size=generation.batch_size,
+            seed=self.seed,
+            progress=self.progress,
+        )
 
     def model(self, label: str):
         """The model called ``label`` ("tuned" or "base")."""

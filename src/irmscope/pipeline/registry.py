@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from irmscope.artifacts import RESULT_FILES
 from irmscope.stages import StageResult
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class Stage:
     per_model: ClassVar[bool] = False
     #: the section of results.json the stage fills (None: none) ...
     result_key: ClassVar[str | None] = None
-    #: ... with this JSON file of its folder, or (None) with its summary
+    #: ... with this JSON file of its folder, or (None) with its summary; a stage named in
+    #: :data:`~irmscope.artifacts.RESULT_FILES` gets its file from there unless it sets one
     result_file: ClassVar[str | None] = None
     #: what a run must have for the stage to run: names of :data:`REQUIREMENTS`
     requires: ClassVar[tuple[str, ...]] = ()
@@ -65,6 +67,13 @@ class Stage:
     #: the finished stage folders (e.g. ``saes-tuned``) whose keys enter this one's, all required; None:
     #: every present ``needs``
     reads: ClassVar[tuple[str, ...] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A stage's result file is named once, in ``RESULT_FILES`` under the stage's name (where later
+        readers such as :class:`irmscope.runs.Run` find it too), not again in the stage."""
+        super().__init_subclass__(**kwargs)
+        if "result_file" not in cls.__dict__ and "name" in cls.__dict__:
+            cls.result_file = RESULT_FILES.get(cls.name)
 
     def applies(self, ctx: RunContext) -> bool:
         """Whether this run has this stage (e.g. only runs with a tuned model have an elicitation): by

@@ -11,6 +11,7 @@ site are the control: any direction perturbs the text; only a reward direction s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import batches, completion_statistics, generate_completions
+from irmscope.models.generation import Sampling, batches, completion_statistics
 from irmscope.models.hooks import capture, steer
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
@@ -58,27 +59,12 @@ def random_directions(width: int, n: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def steering_curves(
-    lm: LoadedModel,
-    fluency_judge: LoadedModel,
-    *,
-    directions: Mapping[str, tuple[str, np.ndarray]],
-    prompts: Sequence[str],
-    reward: Reward,
-    scales: Sequence[float] = DEFAULT_SCALES,
-    n_random: int = 2,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Reward and fluency against scale for each named ``(site, direction)``, and for ``n_random`` random
-    directions at each direction's site (see the module docstring). Every condition samples the same
-    prompts with the same seed, so changes against scale 0 are paired per prompt."""
-    if not directions:
-        raise IrmscopeError("no steering direction given; pass at least one (site, vector)")
-    if not prompts:
-        raise IrmscopeError("no prompts to steer; check the prompt set is not empty")
+def _conditions(
+    directions: Mapping[str, tuple[str, np.ndarray]], n_random: int, seed: int
+) -> dict[str, tuple[str, np.ndarray, str]]:
+    """Every steered condition as ``(site, unit vector, kind)``: each named direction, normalised, and its
+    ``n_random`` random controls at the same site (seeded apart per direction, so adding a direction does
+    not change another's controls)."""
     conditions: dict[str, tuple[str, np.ndarray, str]] = {}
     for number, (name, (site, vector)) in enumerate(directions.items()):
         vector = np.asarray(vector, dtype=np.float64)
@@ -89,24 +75,40 @@ def steering_curves(
         conditions[name] = (site, vector / np.linalg.norm(vector), "reward direction")
         for i, v in enumerate(random_directions(len(vector), n_random, seed + 1000 * (number + 1))):
             conditions[f"random {i + 1} ({name})"] = (site, v, "random control")
+    return conditions
+
+
+def steering_curves(
+    lm: LoadedModel,
+    fluency_judge: LoadedModel,
+    *,
+    directions: Mapping[str, tuple[str, np.ndarray]],
+    prompts: Sequence[str],
+    reward: Reward,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    n_random: int = 2,
+    sampling: Sampling = Sampling(),
+) -> dict[str, Any]:
+    """Reward and fluency against scale for each named ``(site, direction)``, and for ``n_random`` random
+    directions at each direction's site (see the module docstring). Every condition samples the same
+    prompts with the same ``sampling`` (its bar is one over all conditions), so changes against scale 0 are
+    paired per prompt."""
+    if not directions:
+        raise IrmscopeError("no steering direction given; pass at least one (site, vector)")
+    if not prompts:
+        raise IrmscopeError("no prompts to steer; check the prompt set is not empty")
+    seed, batch_size = sampling.seed, sampling.batch_size
+    conditions = _conditions(directions, n_random, seed)
+    quiet = dataclasses.replace(sampling, progress=False)
     norms = {site: typical_norm(lm, site, prompts, batch_size) for site, _, _ in conditions.values()}
 
     def sample(site: str | None, vector: np.ndarray | None, scale: float) -> dict[str, Any]:
         if site is None or scale == 0:
-            completions = generate_completions(
-                lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=False
-            )
+            completions = quiet.complete(lm, prompts)
         else:
             step = torch.as_tensor(vector * norms[site], dtype=torch.float32)
             with steer(lm.model, site, step, scale):
-                completions = generate_completions(
-                    lm,
-                    prompts,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=batch_size,
-                    seed=seed,
-                    progress=False,
-                )
+                completions = quiet.complete(lm, prompts)
         scores = reward.score_completions(prompts, completions)
         nll = completion_statistics(fluency_judge, None, prompts, completions, batch_size)["nll"]
         return {
@@ -120,7 +122,7 @@ def steering_curves(
     unsteered = sample(None, None, 0.0)
     curves: dict[str, Any] = {}
     todo = [(name, s) for name in conditions for s in scales if s != 0]
-    bar = tqdm(total=len(todo), desc="steering", disable=not progress)
+    bar = tqdm(total=len(todo), desc="steering", disable=not sampling.progress)
     for name, (site, vector, kind) in conditions.items():
         points = []
         for scale in scales:

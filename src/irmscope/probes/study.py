@@ -88,6 +88,34 @@ def position_curve(
     return curve
 
 
+def _layer_scores(
+    kinds: dict[str, np.ndarray],
+    layers: Sequence[int],
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+) -> tuple[dict[str, list[dict[str, Any]]], tuple[float, str, int, dict[str, Any]], int]:
+    """Every (position kind, layer) probe scored on the held-out texts; the best by cross-validated error
+    on the training texts alone (``(error, kind, layer index, score)``), so the held-out scores stay
+    honest; and the layer index best read from the last token, where the position curve is measured."""
+    per_layer: dict[str, list[dict[str, Any]]] = {}
+    best: tuple[float, str, int, dict[str, Any]] | None = None
+    single: tuple[float, int] | None = None
+    for kind, acts in kinds.items():
+        per_layer[kind] = []
+        for index, layer in enumerate(layers):
+            score = held_out_score(acts[:, index], y, train, test, groups, seed=seed)
+            per_layer[kind].append(_row(layer, score))
+            if best is None or score["train_cv_mse"] < best[0]:
+                best = (score["train_cv_mse"], kind, index, score)
+            if kind == "last_token" and (single is None or score["train_cv_mse"] < single[0]):
+                single = (score["train_cv_mse"], index)
+    assert best is not None and single is not None
+    return per_layer, best, single[1]
+
+
 def probe_study(
     lm: LoadedModel,
     prompts: Sequence[str],
@@ -120,23 +148,10 @@ def probe_study(
         lm, prompts, continuations, max_length=max_length, batch_size=batch_size, progress=progress
     )
     kinds = residuals.by_position()
-    per_layer: dict[str, list[dict[str, Any]]] = {}
-    best: tuple[float, str, int, dict[str, Any]] | None = None
-    single: tuple[float, int] | None = None  # the best layer for reading one token (the position curve)
-    for kind, acts in kinds.items():
-        per_layer[kind] = []
-        for index, layer in enumerate(residuals.layers):
-            score = held_out_score(acts[:, index], y, train, test, groups, seed=seed)
-            per_layer[kind].append(_row(layer, score))
-            if best is None or score["train_cv_mse"] < best[0]:
-                best = (score["train_cv_mse"], kind, index, score)
-            if kind == "last_token" and (single is None or score["train_cv_mse"] < single[0]):
-                single = (score["train_cv_mse"], index)
-    assert best is not None
-    _, kind, index, score = best
-    layer = residuals.layers[index]
-    assert single is not None
-    position_layer = residuals.layers[single[1]]
+    per_layer, (_, kind, index, score), single = _layer_scores(
+        kinds, residuals.layers, y, train, test, groups, seed
+    )
+    layer, position_layer = residuals.layers[index], residuals.layers[single]
     chosen = kinds[kind][:, index]
     curve = (
         position_curve(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from irmscope.io import atomic_write  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -67,6 +70,12 @@ def divergence_bars(per_layer: Mapping[str, float], highlight: list[int]) -> byt
 
 
 _MODEL_STYLES = {"tuned": ("#c0392b", -0.15), "base": ("#7f8c8d", 0.15)}
+
+
+def write_divergence_bars(path: str | Path, per_layer: Mapping[str, float], highlight: list[int]) -> Path:
+    """:func:`divergence_bars` written to ``path`` as a PNG (atomically: a kill leaves no half image)."""
+    png = divergence_bars(per_layer, highlight)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(png))
 
 
 def _forest_on(ax, rows: list[tuple[str, Mapping[str, dict | None]]], reference: float = 0.0) -> None:

@@ -315,6 +315,22 @@ class ClassifierReward(Reward):
         )
 
 
+def train_on_reviews(data: str, out: str | Path, limit: int | None = None) -> dict[str, Any]:
+    """What ``irmscope train-classifier`` runs: the classifier trained on ``data``'s labelled train split
+    (at most ``limit`` reviews) and saved to ``out``, with its accuracy on the test split beside it (NaN
+    when that split has no labels): ``{"path", "accuracy", "n_test"}``."""
+    from irmscope.data import load_reviews
+
+    train = load_reviews(data, split="train", limit=limit)
+    test = load_reviews(data, split="test", limit=limit)
+    if "label" not in train:
+        raise IrmscopeError(f"{data} has no 'label' column; the classifier needs 0/1 sentiment labels")
+    clf = ClassifierReward.train(list(train["text"]), list(train["label"]))
+    path = clf.save(out)
+    accuracy = clf.accuracy(list(test["text"]), list(test["label"])) if "label" in test else float("nan")
+    return {"path": path, "accuracy": accuracy, "n_test": len(test)}
+
+
 def _check_labels(labels: Sequence[int], n: int, need_both: bool = True) -> np.ndarray:
     """Labels as an int array of 0/1 with one label per text (and, for training, both classes present)."""
     try:

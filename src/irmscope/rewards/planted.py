@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 MIN_LETTERS = 3
+#: training reviews whose word frequencies a planted lexicon is drawn from, by default
+PLANTED_TEXTS = 5000
 
 
 def planted_lexicon(
@@ -76,3 +78,23 @@ def planted_lexicon(
     rng = random.Random(seed)
     values = [round(rng.uniform(-max_value, max_value), 1) for _ in words]
     return Lexicon(zip(words, values, strict=True), source=f"planted(seed={seed}, n={n_words})")
+
+
+def planted_lexicon_of_reviews(
+    source: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    n_words: int,
+    seed: int,
+    n_texts: int = PLANTED_TEXTS,
+    reviews_seed: int | None = None,
+) -> Lexicon:
+    """:func:`planted_lexicon` on the frequent words of the first ``n_texts`` training reviews of
+    ``source`` in the ``reviews_seed`` order (default ``seed``): what ``irmscope planted-lexicon`` writes and
+    the pipeline's ``planted-lexicon`` stage draws (with the run's seed for the order and the reward's
+    ``planted_seed`` for the values)."""
+    from irmscope.data.reviews import load_reviews
+
+    order = seed if reviews_seed is None else reviews_seed
+    texts = list(load_reviews(source, split="train", limit=n_texts, seed=order)["text"])
+    return planted_lexicon(texts, tokenizer, n_words=n_words, seed=seed)

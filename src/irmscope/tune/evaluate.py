@@ -13,14 +13,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from irmscope.models.generation import completion_statistics, generate_completions
+from irmscope.io import write_json
+from irmscope.models.generation import Sampling, completion_statistics
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards import Reward
 from irmscope.stats import bootstrap_ci
+from irmscope.validation import check_output
 
 
 def distinct_bigram_fraction(texts: Sequence[str]) -> float:
@@ -39,19 +42,13 @@ def evaluate_policy(
     tuned: LoadedModel,
     prompts: Sequence[str],
     reward: Reward,
-    *,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
+    sampling: Sampling = Sampling(),
 ) -> dict[str, Any]:
-    """Sample one completion per prompt from each model and compare them (see the module docstring)."""
-    base_completions = generate_completions(
-        base, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
-    )
-    tuned_completions = generate_completions(
-        tuned, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
-    )
+    """Sample one completion per prompt from each model and compare them (see the module docstring); the
+    bootstrap intervals use the sampling seed."""
+    base_completions = sampling.complete(base, prompts)
+    tuned_completions = sampling.complete(tuned, prompts)
+    seed = sampling.seed
     base_scores = reward.score_completions(prompts, base_completions)
     tuned_scores = reward.score_completions(prompts, tuned_completions)
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
@@ -78,3 +75,34 @@ def evaluate_policy(
             "tuned_scores": tuned_scores.tolist(),
         },
     }
+
+
+def evaluate_models(
+    tuned: str,
+    base: str,
+    *,
+    reward: str,
+    data: str,
+    n_prompts: int,
+    prefix_tokens: int,
+    sampling: Sampling,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """What ``irmscope evaluate`` runs: :func:`evaluate_policy` of the model ``tuned`` against ``base`` on
+    ``n_prompts`` review prefixes of ``data``'s test split (``prefix_tokens`` long, in the sampling seed's
+    order), scored by the reward spec ``reward``. With ``out`` the whole result, samples included, is
+    written there as JSON; ``out`` and ``reward`` are checked before any model is loaded."""
+    from irmscope.data import review_prompts
+    from irmscope.models.loading import load_model
+    from irmscope.rewards import load_reward
+
+    if out is not None:
+        out = check_output(out, overwrite, "file")
+    scorer = load_reward(reward)
+    base_lm, tuned_lm = load_model(base, seed=sampling.seed), load_model(tuned)
+    prompts = review_prompts(data, "test", base_lm.tokenizer, n_prompts, prefix_tokens, sampling.seed)
+    result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, sampling)
+    if out is not None:
+        write_json(out, result)
+    return result

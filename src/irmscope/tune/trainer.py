@@ -27,6 +27,7 @@ from irmscope.models.accounting import count_tokens
 from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
+from irmscope.validation import remove
 
 MANIFEST = "irmscope_manifest.json"
 OUTPUTS = ("model", "checkpoints", "preference_pairs.json")  # what tune_model writes under its out_dir
@@ -38,10 +39,27 @@ class TunedModel:
     manifest: dict[str, Any]
 
 
-def _common_args(settings: TuneSection, work: Path, seed: int, progress: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _TuningJob:
+    """One tuning, as both trainer builders (online RL and DPO) read it: the base model's folder, the
+    reward, the training prompts, the tune settings, the output folder, the seed, whether to show bars, and
+    the guard that stops a run going bad."""
+
+    base_path: str
+    reward: Reward
+    prompts: list[str]
+    settings: TuneSection
+    work: Path
+    seed: int
+    progress: bool
+    guard: TrainingGuard
+
+
+def _common_args(job: _TuningJob) -> dict[str, Any]:
     # CPU-friendly settings: fp32, no gradient checkpointing (1.2-1.6x slower on CPU), no external loggers.
+    settings, seed = job.settings, job.seed
     return dict(
-        output_dir=str(work / "checkpoints"),
+        output_dir=str(job.work / "checkpoints"),
         use_cpu=not torch.cuda.is_available(),
         bf16=False,
         gradient_checkpointing=False,
@@ -57,7 +75,7 @@ def _common_args(settings: TuneSection, work: Path, seed: int, progress: bool) -
         save_steps=settings.save_every,
         save_total_limit=1,
         save_only_model=False,
-        disable_tqdm=not progress,
+        disable_tqdm=not job.progress,
     )
 
 
@@ -74,19 +92,11 @@ def _peft_config(settings: TuneSection):
     )
 
 
-def _build_rl_trainer(
-    base_path: str,
-    reward: Reward,
-    prompts: list[str],
-    *,
-    settings: TuneSection,
-    work: Path,
-    seed: int,
-    progress: bool,
-    guard: TrainingGuard,
-):
+def _build_rl_trainer(job: _TuningJob):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    settings = job.settings
 
     if settings.batch_size % settings.group_size:
         raise IrmscopeError(
@@ -97,7 +107,7 @@ def _build_rl_trainer(
         (GRPOConfig, GRPOTrainer) if settings.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     )
     args = config_cls(
-        **_common_args(settings, work, seed, progress),
+        **_common_args(job),
         max_steps=settings.steps,
         per_device_train_batch_size=settings.batch_size,
         num_generations=settings.group_size,
@@ -110,36 +120,27 @@ def _build_rl_trainer(
         # fixed-length completions: Eq. 3 sums over tokens, so equal lengths keep rewards comparable
         generation_kwargs={"min_new_tokens": settings.max_completion_tokens},
     )
-    tokenizer = load_tokenizer(base_path)  # TRL pads prompts on the left itself
+    tokenizer = load_tokenizer(job.base_path)  # TRL pads prompts on the left itself
     return trainer_cls(
-        model=base_path,
-        reward_funcs=reward.as_trl_reward_func(),
+        model=job.base_path,
+        reward_funcs=job.reward.as_trl_reward_func(),
         args=args,
-        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        train_dataset=Dataset.from_dict({"prompt": job.prompts}),
         processing_class=tokenizer,
-        callbacks=[guard],
+        callbacks=[job.guard],
         peft_config=_peft_config(settings),
     )
 
 
-def _build_dpo_trainer(
-    base_path: str,
-    reward: Reward,
-    prompts: list[str],
-    *,
-    settings: TuneSection,
-    work: Path,
-    seed: int,
-    progress: bool,
-    guard: TrainingGuard,
-):
+def _build_dpo_trainer(job: _TuningJob):
     from trl import DPOConfig, DPOTrainer
 
     from irmscope.data import build_preference_pairs
     from irmscope.models.generation import generate_completions
 
-    lm = load_model(base_path)
-    pairs_file = work / "preference_pairs.json"
+    settings, prompts = job.settings, job.prompts
+    lm = load_model(job.base_path)
+    pairs_file = job.work / "preference_pairs.json"
     if pairs_file.is_file():  # sampled already by an earlier, interrupted run
         rows = json.loads(pairs_file.read_text())
     else:
@@ -147,9 +148,9 @@ def _build_dpo_trainer(
         chosen_prompts = prompts[: settings.dpo_pairs]
         repeated = [p for p in chosen_prompts for _ in range(k)]
         completions = generate_completions(
-            lm, repeated, max_new_tokens=settings.max_completion_tokens, seed=seed, progress=progress
+            lm, repeated, max_new_tokens=settings.max_completion_tokens, seed=job.seed, progress=job.progress
         )
-        scores = reward.score_completions(repeated, completions)
+        scores = job.reward.score_completions(repeated, completions)
         grouped = [completions[i * k : (i + 1) * k] for i in range(len(chosen_prompts))]
         grouped_scores = [scores[i * k : (i + 1) * k].tolist() for i in range(len(chosen_prompts))]
         rows = build_preference_pairs(chosen_prompts, grouped, grouped_scores).to_list()
@@ -159,7 +160,7 @@ def _build_dpo_trainer(
     dataset = Dataset.from_list(rows)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
     args = DPOConfig(
-        **_common_args(settings, work, seed, progress),
+        **_common_args(job),
         per_device_train_batch_size=settings.batch_size,
         num_train_epochs=settings.dpo_epochs,
         max_steps=min(settings.steps, steps_per_epoch * settings.dpo_epochs),
@@ -167,11 +168,11 @@ def _build_dpo_trainer(
         disable_dropout=True,
     )
     return DPOTrainer(
-        model=base_path,
+        model=job.base_path,
         args=args,
         train_dataset=dataset,
         processing_class=lm.tokenizer,
-        callbacks=[guard],
+        callbacks=[job.guard],
         peft_config=_peft_config(settings),
     )
 
@@ -249,9 +250,7 @@ def tune_model(
     base_path = model_path(base, seed=seed)
     guard = TrainingGuard(collapse_drop=settings.collapse_drop)
     build = _build_dpo_trainer if settings.algorithm == "dpo" else _build_rl_trainer
-    trainer = build(
-        base_path, reward, prompts, settings=settings, work=out_dir, seed=seed, progress=progress, guard=guard
-    )
+    trainer = build(_TuningJob(base_path, reward, prompts, settings, out_dir, seed, progress, guard))
     for loaded in (trainer.model, getattr(trainer, "ref_model", None)):  # TRL loads these itself
         if loaded is not None:
             count_tokens(loaded)
@@ -290,3 +289,28 @@ def tune_model(
 
     atomic_write_dir(final, write)
     return TunedModel(final, manifest)
+
+
+def tune_on_reviews(
+    out_dir: str | Path,
+    *,
+    model: str,
+    reward_spec: str,
+    data: str,
+    settings: TuneSection,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> TunedModel:
+    """What ``irmscope tune`` runs: :func:`tune_model` on the first ``settings.n_train_prompts`` 30-token
+    prefixes of ``data``'s train split (in the seed's order, as the pipeline's prompts stage reads them).
+    The output folder and the reward are checked before the tokenizer or any review is read, and a model
+    tuned differently is deleted (with ``overwrite``) only once the new tuning can start."""
+    from irmscope.data import PROMPT_TOKENS, review_prompts
+    from irmscope.rewards import load_reward
+
+    stale = stale_tune_output(out_dir, model, settings, seed, reward_spec, overwrite)
+    scorer = load_reward(reward_spec)
+    tokenizer = load_tokenizer(model, seed=seed)
+    prompts = review_prompts(data, "train", tokenizer, settings.n_train_prompts, PROMPT_TOKENS, seed)
+    remove(stale)
+    return tune_model(model, scorer, prompts, out_dir, settings=settings, seed=seed, reward_spec=reward_spec)

@@ -12,14 +12,16 @@ beside its own controls; every row then reports the share of the tuning gain it 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import generate_completions
+from irmscope.models.generation import Sampling
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.base import Reward
@@ -55,60 +57,46 @@ def random_features(
     return out
 
 
-def reward_under_ablation(
-    lm: LoadedModel,
-    saes: Mapping[str, SAE],
-    features_by_site: Mapping[str, Sequence[int]],
-    *,
-    prompts: Sequence[str],
-    reward: Reward,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
-) -> np.ndarray:
-    """The reward of one completion per prompt, sampled with ``features_by_site`` ablated at their sites."""
-    edits = {site: feature_ablation(saes[site], f) for site, f in features_by_site.items() if len(f)}
-    with intervene(lm.model, edits):
-        completions = generate_completions(
-            lm,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-            desc="ablated sampling",
-        )
-    return reward.score_completions(prompts, completions)
+@dataclass(frozen=True)
+class AblationRun:
+    """A model, its dictionaries, the prompts and how their completions are sampled and scored: what every
+    ablated condition of Table 5 shares, so conditions differ only in the features they remove and each
+    ablated completion pairs with the unablated one of its prompt."""
+
+    lm: LoadedModel
+    saes: Mapping[str, SAE]
+    prompts: Sequence[str]
+    reward: Reward
+    sampling: Sampling = Sampling()
+
+    def rewards(self, features_by_site: Mapping[str, Sequence[int]]) -> np.ndarray:
+        """The reward of one completion per prompt, sampled with ``features_by_site`` ablated."""
+        edits = {site: feature_ablation(self.saes[site], f) for site, f in features_by_site.items() if len(f)}
+        with intervene(self.lm.model, edits):
+            completions = self.sampling.complete(self.lm, self.prompts, desc="ablated sampling")
+        return self.reward.score_completions(self.prompts, completions)
 
 
 def ablation_table(
-    lm: LoadedModel,
-    saes: Mapping[str, SAE],
+    run: AblationRun,
     related: Mapping[str, Sequence[int]],
     *,
-    prompts: Sequence[str],
-    reward: Reward,
     before: np.ndarray,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
     attributed: AttributedSelection | None = None,
     base: np.ndarray | None = None,
     n_random_draws: int = 1,
     base_model: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Table 5: mean reward before and after ablating the ``related`` features, as many random ones, and
-    (optionally) an attributed selection with its controls.
+    (optionally) an attributed selection with its controls, each sampled and scored by ``run``.
 
-    ``before`` holds the rewards of the unablated model's completions to the same ``prompts``, sampled with
-    the same ``seed``, so each ablated completion is paired with the unablated one of its prompt and the
-    changes are paired differences. With ``attributed`` (:mod:`irmscope.validate.selection`) the table also
-    ablates that selection, its opposite-reward control and as many random features. With ``base`` (the
-    untuned model's rewards on the same prompts) each condition also gets ``gain_removed``: the drop in
-    reward as a share of the tuning gain ``mean(before - base)`` (reported only when the gain's interval
-    lies above 0).
+    ``before`` holds the rewards of the unablated model's completions to the run's prompts, sampled alike
+    (the run's ``sampling``, whose seed also draws the random controls and the intervals), so each ablated
+    completion is paired with the unablated one of its prompt and the changes are paired differences. With
+    ``attributed`` (:mod:`irmscope.validate.selection`) the table also ablates that selection, its
+    opposite-reward control and as many random features. With ``base`` (the untuned model's rewards on the
+    same prompts) each condition also gets ``gain_removed``: the drop in reward as a share of the tuning
+    gain ``mean(before - base)`` (reported only when the gain's interval lies above 0).
 
     Each random control is drawn ``n_random_draws`` times (seeds counted up from the first draw's), since
     one draw's interval covers prompt noise but not the spread between draws: the condition's row keeps the
@@ -117,55 +105,55 @@ def ablation_table(
     it, with the tuned model's dictionaries: if they moved its reward as much, the features would not be
     what tuning leans on (``base_model_check``).
     """
-    before = np.asarray(before, dtype=float)
+    before, n, saes = np.asarray(before, dtype=float), len(run.prompts), run.saes
     for name, values in (("'before'", before), ("'base'", base)):
-        if values is not None and len(values) != len(prompts):
-            raise IrmscopeError(f"{len(values)} {name} rewards for {len(prompts)} prompts; they must pair up")
+        if values is not None and len(values) != n:
+            raise IrmscopeError(f"{len(values)} {name} rewards for {n} prompts; they must pair up")
+    seed = run.sampling.seed
     table: dict[str, Any] = {
-        "n_prompts": len(prompts),
+        "n_prompts": n,
         "n_features": {site: len(f) for site, f in related.items()},
         "before": bootstrap_ci(before, seed=seed).as_dict(),
     }
     conditions = _conditions(table, related, attributed, saes, seed)
     gain = _tuning_gain(table, before, base, seed)
 
-    def ablated(model: LoadedModel, features: Mapping[str, Sequence[int]]) -> np.ndarray:
-        return reward_under_ablation(
-            model,
-            saes,
-            features,
-            prompts=prompts,
-            reward=reward,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
-
     for name, features in conditions.items():
-        after = ablated(lm, features)
-        table[name] = {
-            "features": {site: [int(i) for i in f] for site, f in features.items()},
-            "after": bootstrap_ci(after, seed=seed).as_dict(),
-            "change": bootstrap_ci(after - before, seed=seed).as_dict(),
-        }
-        if gain is not None:
-            table[name]["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
+        table[name] = _condition_row(features, run.rewards(features), before, gain, seed)
     random_controls = {"random": (related, seed)}
     if attributed is not None:
         random_controls["attributed_random"] = (attributed.features, seed + 1)
     for name, (chosen, first_seed) in random_controls.items():
         if name in conditions and n_random_draws >= 2:
             table[name]["draws"] = _random_draws(
-                table[name], chosen, first_seed, n_random_draws, saes, lambda f: before - ablated(lm, f), gain
+                table[name], chosen, first_seed, n_random_draws, saes, lambda f: before - run.rewards(f), gain
             )
     if base_model is not None and "attributed" in conditions and base is not None:
-        base = np.asarray(base, dtype=float)
+        base, in_base = np.asarray(base, dtype=float), dataclasses.replace(run, lm=base_model)
         table["base_model_check"] = {
-            name: {"change": bootstrap_ci(ablated(base_model, conditions[name]) - base, seed=seed).as_dict()}
+            name: {"change": bootstrap_ci(in_base.rewards(conditions[name]) - base, seed=seed).as_dict()}
             for name in ("attributed", "attributed_opposite")
         }
     return table
+
+
+def _condition_row(
+    features: Mapping[str, Sequence[int]],
+    after: np.ndarray,
+    before: np.ndarray,
+    gain: np.ndarray | None,
+    seed: int,
+) -> dict[str, Any]:
+    """One condition's row of Table 5: the ablated features, the reward after, the paired change and, with
+    a tuning ``gain`` to compare with, the share of it the ablation removed."""
+    row = {
+        "features": {site: [int(i) for i in f] for site, f in features.items()},
+        "after": bootstrap_ci(after, seed=seed).as_dict(),
+        "change": bootstrap_ci(after - before, seed=seed).as_dict(),
+    }
+    if gain is not None:
+        row["gain_removed"] = paired_ratio_ci(before - after, gain, seed=seed).as_dict()
+    return row
 
 
 def _conditions(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES, coverage_residuals_file
+from irmscope.artifacts import coverage_residuals_file
 from irmscope.data.triples import short_contrastive_triples
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -21,7 +21,6 @@ class Attribute(Stage):
     name = "attribute"
     needs = ("probes", "evaluate")
     result_key = "attribution"
-    result_file = RESULT_FILES["attribute"]
     requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:

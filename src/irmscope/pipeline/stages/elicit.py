@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES, Regression, Samples
+from irmscope.artifacts import Regression, Samples
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -26,13 +26,11 @@ class Elicit(Stage):
     version = 3
     needs = ("saes", "evaluate")
     result_key = "elicitation"
-    result_file = RESULT_FILES["elicit"]
     requires = ("tuned", "lexicon")
     config_sections = ("elicit", "reward")
     reads = ("saes-tuned", "saes-base", "evaluate")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        settings = ctx.config.elicit
         result = elicit_lexicon_reward(
             ctx.tuned,
             ctx.base,
@@ -40,12 +38,8 @@ class Elicit(Stage):
             base_saes=ctx.saes("base"),
             lexicon=ctx.lexicon,
             texts=list(ctx.reviews("contexts")["text"]),
-            shift_texts=shift_texts(ctx.samples, settings.n_shift_texts),
-            n_triples=settings.n_triples,
-            n_contexts=settings.n_contexts,
-            max_words=settings.max_words,
-            held_out_fraction=settings.held_out_fraction,
-            max_context_tokens=settings.max_context_tokens,
+            shift_texts=shift_texts(ctx.samples, ctx.config.elicit.n_shift_texts),
+            settings=ctx.config.elicit,
             seed=ctx.seed,
         )
         for label in ("tuned", "base"):  # R itself is numpy: kept beside the JSON, for validation

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.artifacts import Samples
-from irmscope.models.generation import generate_completions
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.report.headline import gain_warning
@@ -52,32 +51,15 @@ class Evaluate(Stage):
         return model_upstream(ctx)
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        config, prompts = ctx.config, ctx.evaluation_prompts
-        generation = config.generation
+        prompts = ctx.evaluation_prompts
         if not ctx.tuned_spec:
-            completions = generate_completions(
-                ctx.base,
-                prompts,
-                max_new_tokens=generation.max_new_tokens,
-                batch_size=generation.batch_size,
-                seed=ctx.seed,
-                progress=ctx.progress,
-            )
+            completions = ctx.sampling.complete(ctx.base, prompts)
             scores = ctx.reward.score_completions(prompts, completions)
             Samples(prompts=prompts, base_completions=completions, base_scores=scores.tolist()).save(work)
             return {
                 "base_mean_reward": bootstrap_ci(scores, seed=ctx.seed).as_dict(),
                 "n_prompts": len(prompts),
             }
-        result = evaluate_policy(
-            ctx.base,
-            ctx.tuned,
-            prompts,
-            ctx.reward,
-            max_new_tokens=generation.max_new_tokens,
-            batch_size=generation.batch_size,
-            seed=ctx.seed,
-            progress=ctx.progress,
-        )
+        result = evaluate_policy(ctx.base, ctx.tuned, prompts, ctx.reward, ctx.sampling)
         Samples(**result.pop("samples")).save(work)
         return result

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.activations import ActivationStore
-from irmscope.artifacts import RESULT_FILES
 from irmscope.interpret import build_explainer, interpret_features
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -24,7 +23,6 @@ class Interpret(Stage):
     version = 2  # 2: the offline explainer is labelled an offline lexicon heuristic
     needs = ("saes",)
     result_key = "interpretation"
-    result_file = RESULT_FILES["interpret"]
     requires = ("tuned",)
     config_sections = ("interpret", "sae", "reward")
     reads = ("saes-tuned",)

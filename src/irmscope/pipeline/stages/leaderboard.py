@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
@@ -21,7 +20,6 @@ class Leaderboard(Stage):
     version = 2  # 2: inverse RL fitted within prompts, CCS normalised once, NaN resamples counted
     needs = ("probes", "evaluate", "elicit")
     result_key = "leaderboard"
-    result_file = RESULT_FILES["leaderboard"]
     requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:

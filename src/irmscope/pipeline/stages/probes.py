@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES
 from irmscope.data.samples import Coverage
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
@@ -24,7 +23,6 @@ class Probes(Stage):
     name = "probes"
     needs = ("evaluate",)
     result_key = "probes"
-    result_file = RESULT_FILES["probes"]
     requires = ("tuned", "probes")
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import RESULT_FILES
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -19,7 +18,6 @@ class Steer(Stage):
     name = "steer"
     needs = ("probes", "interpret", "saes")
     result_key = "steering"
-    result_file = RESULT_FILES["steer"]
     requires = ("tuned", "probes")
     reads = ("probes", "interpret", "saes-tuned")
 
@@ -33,7 +31,7 @@ class Steer(Stage):
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        probes, generation = ctx.config.probes, ctx.config.generation
+        probes = ctx.config.probes
         directions = steering_directions(
             ctx.finished["probes"].dir, ctx.read_json("interpret", "interpretation.json"), ctx.saes("tuned")
         )
@@ -45,10 +43,7 @@ class Steer(Stage):
             reward=ctx.reward,
             scales=probes.steer_scales,
             n_random=probes.n_random_directions,
-            max_new_tokens=generation.max_new_tokens,
-            batch_size=generation.batch_size,
-            seed=ctx.seed,
-            progress=ctx.progress,
+            sampling=ctx.sampling,
         )
         write_json(work / self.result_file, result)
         return {"directions": list(directions)}

@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.activations import ActivationStore
-from irmscope.artifacts import RESULT_FILES, Regression
+from irmscope.artifacts import Regression
 from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
 from irmscope.io import write_json
-from irmscope.models.generation import batches, generate_completions
+from irmscope.models.generation import batches
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.sae import SAE
 from irmscope.stats import bootstrap_ci
 from irmscope.validate import (
+    AblationRun,
     AttributedSelection,
     ablation_table,
     activation_frequency_table,
@@ -31,7 +32,6 @@ class Validate(Stage):
     name = "validate"
     needs = ("interpret", "evaluate", "elicit")
     result_key = "validation"
-    result_file = RESULT_FILES["validate"]
     requires = ("tuned",)
     config_sections = ("validation", "data", "generation")
 
@@ -45,16 +45,9 @@ class Validate(Stage):
             attributed = attributed_selection(ctx, tuned_saes)
         result: dict[str, Any] = {
             "table5": ablation_table(
-                ctx.tuned,
-                tuned_saes,
+                AblationRun(ctx.tuned, tuned_saes, samples.prompts[:n], ctx.reward, ctx.sampling),
                 related,
-                prompts=samples.prompts[:n],
-                reward=ctx.reward,
                 before=samples.scores("tuned")[:n],
-                max_new_tokens=ctx.config.generation.max_new_tokens,
-                batch_size=ctx.config.generation.batch_size,
-                seed=ctx.seed,
-                progress=ctx.progress,
                 attributed=attributed,
                 base=samples.scores("base")[:n],
                 n_random_draws=settings.n_random_draws,
@@ -108,17 +101,9 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
 def attributed_selection(ctx: RunContext, saes: dict[str, SAE]) -> AttributedSelection:
     """Table 5's attributed selection, summed over the tuned model's completions to review prefixes that
     are not evaluation prompts, so the selection never sees the completions the ablation is measured on."""
-    settings, generation = ctx.config.validation, ctx.config.generation
+    settings = ctx.config.validation
     prompts = attribution_prompts(ctx, settings.n_attribution_prompts)
-    completions = generate_completions(
-        ctx.tuned,
-        prompts,
-        max_new_tokens=generation.max_new_tokens,
-        batch_size=generation.batch_size,
-        seed=ctx.seed,
-        progress=ctx.progress,
-        desc="completions to attribute",
-    )
+    completions = ctx.sampling.complete(ctx.tuned, prompts, desc="completions to attribute")
     scores = attribute_reward_to_features(
         ctx.tuned, saes, prompts, completions, token_values(ctx.tuned.tokenizer, ctx.lexicon),
         progress=ctx.progress,
