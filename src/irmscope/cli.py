@@ -324,9 +324,20 @@ def tune(
     stale = stale_tune_output(out, model, settings, seed, reward_spec, overwrite)
     scorer = load_reward(reward_spec)
     tokenizer = load_tokenizer(model, seed=seed)
-    prompts = _prompts(data, "train", tokenizer, settings.n_train_prompts, 30, seed)
+    n_train = settings.n_train_prompts
+    n_check = 0 if settings.target_gain is None else settings.eval_prompts
+    prompts = _prompts(data, "train", tokenizer, n_train + n_check, 30, seed)  # held-out checks come after
     remove(stale)
-    tuned = tune_model(model, scorer, prompts, out, settings=settings, seed=seed, reward_spec=reward_spec)
+    tuned = tune_model(
+        model,
+        scorer,
+        prompts[:n_train],
+        out,
+        settings=settings,
+        seed=seed,
+        reward_spec=reward_spec,
+        check_prompts=prompts[n_train:],
+    )
     typer.echo(
         f"tuned model: {tuned.path} ({tuned.manifest['steps_done']} steps, "
         f"{tuned.manifest['train_seconds']:.0f} s)"

@@ -20,7 +20,7 @@ import numpy as np
 from irmscope.models.generation import completion_statistics, generate_completions
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards import Reward
-from irmscope.stats import bootstrap_ci
+from irmscope.stats import Estimate, bootstrap_ci
 
 
 def distinct_bigram_fraction(texts: Sequence[str]) -> float:
@@ -32,6 +32,29 @@ def distinct_bigram_fraction(texts: Sequence[str]) -> float:
         for i in range(len(words) - 1)
     ]
     return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
+
+
+def sampled_rewards(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    reward: Reward,
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """One sampled completion per prompt from ``lm``, and the reward of each."""
+    completions = generate_completions(
+        lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
+    )
+    return completions, reward.score_completions(prompts, completions)
+
+
+def paired_gain(tuned_scores: np.ndarray, base_scores: np.ndarray, seed: int = 0) -> Estimate:
+    """The gain in mean reward with a bootstrap interval, paired over prompts (both models complete the same
+    prompts with the same sampling seed, so the prompt-to-prompt spread cancels)."""
+    return bootstrap_ci(np.asarray(tuned_scores) - np.asarray(base_scores), seed=seed)
 
 
 def evaluate_policy(
@@ -46,14 +69,9 @@ def evaluate_policy(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Sample one completion per prompt from each model and compare them (see the module docstring)."""
-    base_completions = generate_completions(
-        base, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
-    )
-    tuned_completions = generate_completions(
-        tuned, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
-    )
-    base_scores = reward.score_completions(prompts, base_completions)
-    tuned_scores = reward.score_completions(prompts, tuned_completions)
+    sampling = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress)
+    base_completions, base_scores = sampled_rewards(base, prompts, reward, **sampling)
+    tuned_completions, tuned_scores = sampled_rewards(tuned, prompts, reward, **sampling)
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
     base_on_tuned = completion_statistics(base, None, prompts, tuned_completions)["nll"]
     base_on_own = completion_statistics(base, None, prompts, base_completions)["nll"]
@@ -63,7 +81,7 @@ def evaluate_policy(
         "reward": reward.name,
         "base_mean_reward": bootstrap_ci(base_scores, seed=seed).as_dict(),
         "tuned_mean_reward": bootstrap_ci(tuned_scores, seed=seed).as_dict(),
-        "reward_gain": bootstrap_ci(tuned_scores - base_scores, seed=seed).as_dict(),
+        "reward_gain": paired_gain(tuned_scores, base_scores, seed=seed).as_dict(),
         "kl_tuned_to_base_per_token": bootstrap_ci(on_tuned["kl"], seed=seed).as_dict(),
         "base_perplexity_on_tuned_completions": ppl_tuned,
         "base_perplexity_on_base_completions": ppl_own,
