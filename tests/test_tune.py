@@ -194,6 +194,11 @@ def test_an_unreachable_target_stops_at_a_plateau_or_the_cap(tmp_path):
     else:
         assert len(steps) > PLATEAU_CHECKS and tuned.manifest["steps_done"] < 10
     assert all(check["gain"]["low"] <= 100.0 for check in stopping["checks"])
+    # the checks sample with their own random state: training took the steps a fixed-steps run takes
+    fixed = TuneSection(algorithm="grpo", **{**FAST, "steps": tuned.manifest["steps_done"]})
+    plain = tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path / "fixed", settings=fixed, progress=False)
+    weights, plain_weights = (load_model(str(t.path)).model.state_dict() for t in (tuned, plain))
+    assert all(torch.equal(weights[name], plain_weights[name]) for name in weights)
 
 
 def test_stop_reason_target_plateau_or_go_on():

@@ -1,10 +1,10 @@
 """Tuning against a target: check the held-out gain every few steps and stop once it is clear, or stalled.
 
-A fixed number of steps can end with a subject that has not learned its reward (a planted lexicon gave
-+0.04 [−0.02, +0.10] after the demo's 28 steps). With ``tune.target_gain`` set, every ``tune.eval_every``
-steps the current policy and the base model each complete the same held-out prompts with the same sampling
-seed, and :func:`~irmscope.tune.evaluate.paired_gain` gives the gain in mean reward with its bootstrap 95%
-interval. Training stops (:func:`stop_reason`)
+A fixed number of steps can end with a subject that has not learned its reward (a reward the base model knows
+nothing of, such as a planted lexicon, may need more steps). With ``tune.target_gain`` set, every
+``tune.eval_every`` steps the current policy and the base model each complete the same held-out prompts with
+the same sampling seed, and :func:`~irmscope.tune.evaluate.paired_gain` gives the gain in mean reward with its
+bootstrap 95% interval. Training stops (:func:`stop_reason`)
 
 - ``target``: once the interval's lower bound exceeds ``target_gain``;
 - ``plateau`` (a heuristic): once the gain's point estimate has not beaten the best earlier check for
