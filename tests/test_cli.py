@@ -57,6 +57,17 @@ def test_config_show_is_json():
     assert json.loads(result.stdout)["model"]["name"] == "tiny-llama"
 
 
+def test_tune_against_a_target_says_why_it_stopped(tmp_path):
+    settings = ["target_gain=-100", "max_steps=4", "eval_every=2", "eval_prompts=3", "batch_size=2"]
+    settings += ["group_size=2", "max_completion_tokens=3", "n_train_prompts=4"]
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    tuned = run("tune", "--model", "tiny-llama", "--out", str(tmp_path / "t"), *args)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "(2 steps, " in tuned.stdout and "stopped: the held-out gain's 95% lower bound" in tuned.stdout
+    manifest = json.loads((tmp_path / "t" / "model" / "irmscope_manifest.json").read_text())
+    assert manifest["stopping"]["checks"][0]["gain"]["n"] == 3 and manifest["n_train_prompts"] == 4
+
+
 def test_tune_evaluate_divergence_on_a_tiny_model(tmp_path):
     tuned = run(
         "tune",

@@ -55,3 +55,21 @@ def test_overrides_never_change_the_preset_for_later_loads():
     load_config("smoke", overrides=["tune.algorithm=none", "sae.k=3"])
     again = load_config("smoke")
     assert again.tune.algorithm == "grpo" and again.sae.k == load_config("smoke").sae.k != 3
+
+
+def test_tuning_against_a_target_needs_its_settings_together():
+    config = load_config("demo", overrides=["tune.target_gain=0.5", "tune.max_steps=84", "tune.eval_every=7"])
+    assert config.tune.step_cap == 84 and config.tune.eval_prompts == 32
+    assert load_config("demo").tune.step_cap == load_config("demo").tune.steps  # fixed steps by default
+    cases = [
+        (["tune.target_gain=0.5"], r"tune.target_gain needs tune.max_steps .* and tune.eval_every"),
+        (["tune.max_steps=40"], r"tune.max_steps is used only with tune.target_gain"),
+        (["tune.target_gain=0.5", "tune.max_steps=5", "tune.eval_every=6"], r"eval_every \(6\) exceeds"),
+        (["tune.eval_prompts=1"], r"config value 'tune.eval_prompts'"),
+        (["tune.target_gain=nan"], r"config value 'tune.target_gain'"),
+        (["tune.eval_every=0"], r"config value 'tune.eval_every'"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(IrmscopeError, match=message) as err:
+            load_config("demo", overrides=overrides)
+        assert "\n" not in str(err.value) and "(got {" not in str(err.value)

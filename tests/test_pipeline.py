@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,12 +16,14 @@ import pytest
 from PIL import Image
 
 from irmscope.config import load_config
-from irmscope.pipeline import run_pipeline, stage_names
+from irmscope.pipeline import progress, run_pipeline, stage_names
 from irmscope.rewards import Lexicon
 from irmscope.runs import Run
 
 #: the stage folders of a run with a tuned model and a fixed reward (no planted lexicon), from the registry
 STAGES = tuple(name for name in stage_names() if name != "planted-lexicon")
+#: the line the runner prints for the k-th of the STAGES (a run with a tuned model), up to its outcome
+LINE = {name: f"[irmscope] stage {k}/{len(STAGES)} {name}: " for k, name in enumerate(STAGES, start=1)}
 #: results.json of the smoke preset, as the pipeline wrote it before the stage registry (see the test)
 REFERENCE = Path(__file__).parent / "data" / "smoke_results.json"
 
@@ -213,6 +216,7 @@ def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     again = run_pipeline(config, progress=False)
     printed = capsys.readouterr().out
     assert printed.count(": cached") == len(STAGES) and ": running" not in printed
+    assert all(f"{LINE[name]}cached\n" in printed for name in STAGES)
     assert again["evaluation"] == results["evaluation"]
     assert all(f"[irmscope] {line}\n" in printed for line in again["headline"]) and again["headline"]
 
@@ -224,10 +228,63 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     printed = capsys.readouterr().out
     recomputed = {"elicit", "validate", "leaderboard"}  # both read the elicitation (R, its lexicon)
     for name in STAGES:
-        assert f"stage {name}: {'done' if name in recomputed else 'cached'}" in printed, name
+        assert f"{LINE[name]}{'done in' if name in recomputed else 'cached'}" in printed, name
+    assert re.search(rf"{re.escape(LINE['elicit'])}running \(.+ left in the run, estimate\)\n", printed)
 
 
-def test_base_only_run_with_a_planted_reward(tmp_path):
+def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_path):
+    config = load_config("demo", overrides=[f"out_dir={tmp_path}"])
+    stages = tmp_path / "stages"
+    for name, key, seconds in [
+        ("saes-tuned", "0" * 16, 50.0),
+        ("saes-tuned", "1" * 16, 7.0),
+        ("saes", "2" * 16, 99),
+    ]:
+        (stages / f"{name}-{key}").mkdir(parents=True)
+        (stages / f"{name}-{key}" / "done.json").write_text(json.dumps({"stage_seconds": seconds}))
+        time.sleep(0.01)  # the later folder is the more recent one
+    (stages / ".saes-base-3333333333333333.work").mkdir()  # unfinished: no time recorded
+    assert progress.recorded_seconds(tmp_path, "saes-tuned") == 7.0
+    assert progress.recorded_seconds(tmp_path, "saes-base") is None
+    prior = progress.prior_seconds(config, "saes")
+    assert progress.seconds_left(config, [("saes-tuned", "saes"), ("saes-base", "saes")]) == 7.0 + prior
+    doubled = load_config("demo", overrides=[f"out_dir={tmp_path}", "tune.steps=56"])
+    assert progress.prior_seconds(doubled, "tune") == 2 * progress.prior_seconds(config, "tune")
+    assert progress.prior_seconds(config, "a-user-stage") == progress.UNKNOWN_STAGE_SECONDS
+    assert [progress.duration(s) for s in (4, 44, 400, 4000)] == [
+        "a few seconds",
+        "about 40 s",
+        "about 7 min",
+        "about 1 h 7 min",
+    ]
+
+
+def test_tuning_against_a_target_checks_unseen_prompts_and_says_why_it_stopped(tmp_path):
+    from irmscope.pipeline.context import RunContext
+    from irmscope.pipeline.stages.prompts import review_prefixes
+    from irmscope.pipeline.stages.tune import Tune, check_prompts
+    from irmscope.stages import StageResult
+
+    target = ["tune.target_gain=0.5", "tune.max_steps=8", "tune.eval_every=2", "tune.eval_prompts=5"]
+    ctx = RunContext(load_config("smoke", overrides=[f"out_dir={tmp_path}", *target]), progress=False)
+    held_out = check_prompts(ctx)
+    trained = review_prefixes(ctx, "train")[: ctx.config.tune.n_train_prompts]
+    evaluated = review_prefixes(ctx, None)[: ctx.config.data.n_prompts]
+    assert len(set(held_out)) == 5 and not set(held_out) & (set(trained) | set(evaluated))
+    assert check_prompts(RunContext(load_config("smoke"), progress=False)) == []  # fixed steps: none
+
+    gain = {"value": 0.7, "low": 0.55, "high": 0.9, "level": 0.95, "n": 5}
+    stopping = {"target_gain": 0.5, "reason": "target", "explanation": "its bound exceeded the target"}
+    manifest = {"steps_done": 4, "stopping": {**stopping, "checks": [{"step": 4, "gain": gain}]}}
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "irmscope_manifest.json").write_text(json.dumps(manifest))
+    ctx.finished["tune"] = StageResult("tune", "0" * 16, tmp_path)
+    [line] = Tune().announce(ctx)
+    assert line.startswith("tuning stopped after 4 steps (target: its bound exceeded the target, target 0.5)")
+    assert line.endswith("last check (step 4): held-out gain 0.700 [0.550, 0.900] on 5 prompts")
+
+
+def test_base_only_run_with_a_planted_reward(tmp_path, capsys):
     overrides = [
         f"out_dir={tmp_path}",
         "tune.algorithm=none",
@@ -243,6 +300,10 @@ def test_base_only_run_with_a_planted_reward(tmp_path):
     assert results["subject"]["reward"] == "planted" and "planted-lexicon" in results["manifest"]["stages"]
     planted = next((tmp_path / "stages").glob("planted-lexicon-*")) / "planted.tsv"
     assert len(Lexicon.from_tsv(planted)) == 20
+    # the stage count, forecast before the planted lexicon exists, is right from the first stage on
+    counts = re.findall(r"\[irmscope\] stage (\d+)/(\d+) \S+: (?:done|cached)", capsys.readouterr().out)
+    n = len(results["manifest"]["stages"])
+    assert [(int(k), int(total)) for k, total in counts] == [(k, n) for k in range(1, n + 1)]
 
 
 def test_the_documented_example_stage_runs(smoke_run, capsys):
@@ -261,7 +322,8 @@ def test_the_documented_example_stage_runs(smoke_run, capsys):
     finally:
         unregister("completion-length")
     printed = capsys.readouterr().out
-    assert printed.count(": cached") == len(STAGES) and "stage completion-length: done" in printed
+    n = len(STAGES) + 1
+    assert printed.count(": cached") == len(STAGES) and f"stage {n}/{n} completion-length: done" in printed
     samples = json.loads(next(out.glob("stages/evaluate-*/samples.json")).read_text())
     tuned_words = np.mean([len(text.split()) for text in samples["tuned_completions"]])
     assert results["completion_length"]["tuned"] == pytest.approx(tuned_words)
@@ -334,8 +396,8 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
     resumed = run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
     printed = capsys.readouterr().out
     for name in STAGES[: STAGES.index("saes-tuned")]:
-        assert f"stage {name}: cached" in printed
-    assert "stage saes-tuned: running" in printed
+        assert f"{LINE[name]}cached" in printed
+    assert f"{LINE['saes-tuned']}running (" in printed
     final_sae = next(out.glob(f"stages/saes-tuned-*/{first_sae.parent.name}/sae_weights.safetensors"))
     assert final_sae.stat().st_mtime_ns == trained_at
     assert _comparable(resumed) == _comparable(reference)

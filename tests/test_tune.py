@@ -1,7 +1,9 @@
-"""Fine-tuning through TRL (GRPO, RLOO, DPO, LoRA) on a tiny model, the run guard, evaluation, divergence."""
+"""Fine-tuning through TRL (GRPO, RLOO, DPO, LoRA) on a tiny model, the run guard, tuning against a target,
+evaluation, divergence."""
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ from irmscope.tune import (
     tune_model,
 )
 from irmscope.tune.guard import TrainingGuard
+from irmscope.tune.target import PLATEAU_CHECKS, REASONS, stop_reason
 
 PROMPTS = [f"Review {i}: this film was" for i in range(16)]
 # random-weight models write gibberish that VADER scores 0; a reward with variance makes the weights move
@@ -38,6 +41,12 @@ def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
     assert manifest["algorithm"] == algorithm and manifest["base_model"] == "tiny-llama"
     assert manifest["reward"]["name"] == "letter_e" and manifest["steps_done"] == 2
     assert len(manifest["curves"]["loss"]) == 2
+    assert manifest["stopping"] == {
+        "target_gain": None,
+        "reason": "steps",
+        "explanation": REASONS["steps"],
+        "checks": [],
+    }
     if algorithm != "dpo":
         assert len(manifest["curves"]["reward"]) == 2 and "kl" in manifest["curves"]
     divergence = layer_divergence(load_model("tiny-llama"), load_model(str(tuned.path)))
@@ -136,3 +145,75 @@ def test_distinct_bigrams_expose_repetition():
     assert distinct_bigram_fraction(["love love love love"]) == pytest.approx(1 / 3)
     assert distinct_bigram_fraction(["a fine film with a fine cast"]) == pytest.approx(5 / 6)
     assert distinct_bigram_fraction(["one"]) == 1.0
+
+
+CHECK_PROMPTS = [f"Held-out review {i}: the acting was" for i in range(6)]
+
+
+def _tune_against(target: float, out, **extra):
+    settings = TuneSection(
+        algorithm="grpo", target_gain=target, eval_every=2, eval_prompts=6, **{**FAST, "steps": 1, **extra}
+    )
+    return tune_model(
+        "tiny-llama", LETTER_E, PROMPTS, out, settings=settings, progress=True, check_prompts=CHECK_PROMPTS
+    )
+
+
+def test_a_reached_target_stops_early_records_why_and_resumes_without_training_on(tmp_path, capsys):
+    # a gain's lower bound always exceeds -100 (the letter count is at most a few per completion)
+    tuned = _tune_against(-100.0, tmp_path, max_steps=6, lora=True, lora_rank=2)
+    stopping = tuned.manifest["stopping"]
+    assert tuned.manifest["steps_done"] == 2 and stopping["reason"] == "target"
+    assert stopping["target_gain"] == -100.0 and stopping["eval_every"] == 2 and stopping["eval_prompts"] == 6
+    [check] = stopping["checks"]
+    assert check["step"] == 2 and check["gain"]["n"] == 6
+    assert check["gain"]["low"] <= check["gain"]["value"] <= check["gain"]["high"]
+    printed = capsys.readouterr()
+    assert "check at step 2: held-out gain" in printed.out and "stopping: target" in printed.out
+    assert "tuning (grpo)" in printed.err and "{'loss'" not in printed.out + printed.err  # a bar, no dicts
+    weights = load_model(str(tuned.path)).model.state_dict()
+    # killed after deciding to stop but before the model was saved: the rerun takes up the checkpoint of
+    # the stopping step and trains no further
+    shutil.rmtree(tuned.path)
+    again = _tune_against(-100.0, tmp_path, max_steps=6, lora=True, lora_rank=2)
+    assert again.manifest["resumed_from"].endswith("checkpoint-2") and again.manifest["steps_done"] == 2
+    assert again.manifest["stopping"] == stopping
+    assert len(again.manifest["curves"]["reward"]) == 2  # the curves logged before the checkpoint
+    resumed = load_model(str(again.path)).model.state_dict()
+    assert all(torch.equal(weights[name], resumed[name]) for name in weights)
+
+
+def test_an_unreachable_target_stops_at_a_plateau_or_the_cap(tmp_path):
+    tuned = _tune_against(100.0, tmp_path, max_steps=10)
+    stopping = tuned.manifest["stopping"]
+    assert stopping["reason"] in {"plateau", "max_steps"} and stopping["explanation"]
+    steps = [check["step"] for check in stopping["checks"]]
+    assert steps == list(range(2, tuned.manifest["steps_done"] + 1, 2))
+    if stopping["reason"] == "max_steps":
+        assert tuned.manifest["steps_done"] == 10
+    else:
+        assert len(steps) > PLATEAU_CHECKS and tuned.manifest["steps_done"] < 10
+    assert all(check["gain"]["low"] <= 100.0 for check in stopping["checks"])
+    # the checks sample with their own random state: training took the steps a fixed-steps run takes
+    fixed = TuneSection(algorithm="grpo", **{**FAST, "steps": tuned.manifest["steps_done"]})
+    plain = tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path / "fixed", settings=fixed, progress=False)
+    weights, plain_weights = (load_model(str(t.path)).model.state_dict() for t in (tuned, plain))
+    assert all(torch.equal(weights[name], plain_weights[name]) for name in weights)
+
+
+def test_stop_reason_target_plateau_or_go_on():
+    def checks(*gains):
+        return [{"step": i, "gain": {"value": v, "low": low}} for i, (v, low) in enumerate(gains)]
+
+    assert stop_reason([], 0.5) is None
+    assert stop_reason(checks((0.4, 0.1), (0.9, 0.6)), 0.5) == "target"
+    assert stop_reason(checks((0.4, 0.1), (0.9, 0.5)), 0.5) is None  # the bound must exceed the target
+    stalled = checks((0.2, 0.0), (0.4, 0.1), (0.3, 0.0), (0.4, 0.1), (0.1, -0.2))
+    assert stop_reason(stalled[:4], 0.5) is None and stop_reason(stalled, 0.5) == "plateau"
+    assert stop_reason(checks((0.2, 0.0), (0.1, 0.0), (0.1, 0.0), (0.3, 0.0)), 0.5) is None
+
+
+def test_a_target_needs_held_out_prompts(tmp_path):
+    settings = TuneSection(target_gain=0.5, max_steps=4, eval_every=2, **{**FAST, "steps": 1})
+    with pytest.raises(IrmscopeError, match="needs at least 2 held-out prompts"):
+        tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, progress=False)

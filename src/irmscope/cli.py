@@ -312,9 +312,11 @@ def tune(
         seed=seed,
         overwrite=overwrite,
     )
+    stopping = tuned.manifest.get("stopping") or {}
+    why = f"; stopped: {stopping['explanation']}" if stopping.get("target_gain") is not None else ""
     typer.echo(
         f"tuned model: {tuned.path} ({tuned.manifest['steps_done']} steps, "
-        f"{tuned.manifest['train_seconds']:.0f} s)"
+        f"{tuned.manifest['train_seconds']:.0f} s){why}"
     )
 
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
     from irmscope.sae.train import TrainConfig
@@ -71,6 +71,14 @@ class TuneSection(_Section):
     32 completions (4 prompts x 8) with a rank-16 LoRA at learning rate 5e-4 and KL coefficient 0.1 take
     about 17 minutes and raise the held-out reward by about +2.6 with fluent text. Longer runs hack the
     lexicon by repeating "love" (the evaluation's distinct-bigram control shows it).
+
+    By default tuning runs a fixed ``steps``. With ``target_gain`` set it runs against a target instead
+    (``steps`` is then unused): every ``eval_every`` steps the current policy and the base model each complete
+    ``eval_prompts`` held-out prompts (training-split reviews after the training prompts, so neither trained
+    on nor evaluated on), and the paired gain in mean reward gets a bootstrap 95% interval. Tuning stops once
+    the interval's lower bound exceeds ``target_gain``, or once the gain has *plateaued* (a heuristic: its
+    point estimate has not beaten the best earlier check for 3 checks in a row), or at ``max_steps``. The
+    tuned model's manifest records why it stopped and every check's gain with its interval.
     """
 
     algorithm: Literal["grpo", "rloo", "dpo", "none"] = "grpo"
@@ -90,6 +98,39 @@ class TuneSection(_Section):
     dpo_completions_per_prompt: Int = Field(4, ge=2, description="base-model samples scored to build pairs")
     dpo_pairs: Int = Field(256, ge=1)
     dpo_epochs: Int = Field(2, ge=1)
+    target_gain: Float | None = Field(
+        None,
+        description="tune until the held-out gain's 95% lower bound exceeds this (None: run tune.steps)",
+    )
+    max_steps: Int | None = Field(None, ge=1, description="the cap on steps when tuning against target_gain")
+    eval_every: Int | None = Field(None, ge=1, description="steps between held-out checks (target_gain)")
+    eval_prompts: Int = Field(32, ge=2, description="held-out prompts each check samples (target_gain)")
+
+    @model_validator(mode="after")
+    def _target_settings_go_together(self) -> TuneSection:
+        if self.target_gain is None:
+            unused = [name for name in ("max_steps", "eval_every") if getattr(self, name) is not None]
+            if unused:
+                raise ValueError(
+                    f"tune.{unused[0]} is used only with tune.target_gain; set tune.target_gain too, or use "
+                    "tune.steps for a fixed number of steps"
+                )
+        elif self.max_steps is None or self.eval_every is None:
+            raise ValueError(
+                "tune.target_gain needs tune.max_steps (the cap) and tune.eval_every (steps between "
+                "checks), e.g. --set tune.max_steps=84 --set tune.eval_every=7"
+            )
+        elif self.eval_every > self.max_steps:
+            raise ValueError(
+                f"tune.eval_every ({self.eval_every}) exceeds tune.max_steps ({self.max_steps}): no check "
+                "would run; lower tune.eval_every"
+            )
+        return self
+
+    @property
+    def step_cap(self) -> int:
+        """The most optimizer steps the run may take: ``max_steps`` against a target, else ``steps``."""
+        return self.steps if self.target_gain is None else int(self.max_steps or self.steps)
 
 
 class ActivationsSection(_Section):
@@ -382,6 +423,8 @@ def validate(tree: dict[str, Any]) -> RunConfig:
                 f"unknown config key {where!r}; valid keys here: {', '.join(section.model_fields)}"
             ) from None
         message = first["msg"].removeprefix("Value error, ")
+        if isinstance(first.get("input"), dict):  # a rule across a section's keys: the message names them
+            raise IrmscopeError(message) from None
         if first["type"] == "string_pattern_mismatch":
             message = "must not be empty or blank"
         raise IrmscopeError(f"config value {where!r}: {message} (got {first.get('input')!r})") from None

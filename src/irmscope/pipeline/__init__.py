@@ -8,6 +8,9 @@ Each stage is one module under :mod:`irmscope.pipeline.stages`, registered in
 through :func:`irmscope.stages.run_stage`, so a killed run resumes at the stage it was in, and changing one
 setting recomputes only the stages that depend on it. With ``model.tuned`` set, the given model is studied
 instead of tuning one; with ``tune.algorithm: none`` only the base model is studied.
+
+While it runs it prints ``stage k/n NAME: cached``, ``running`` (with an estimate of the time the whole run
+has left: :mod:`irmscope.pipeline.progress`) and ``done in S s``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from irmscope.io import write_json
 from irmscope.locking import folder_lock
 from irmscope.models.accounting import counted
 from irmscope.pipeline.context import RunContext
+from irmscope.pipeline.progress import duration, seconds_left
 from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
 from irmscope.report.headline import headline
@@ -45,10 +49,18 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     with folder_lock(config.out_dir, "run folder"):
         ctx = RunContext(config, progress)
         timings: dict[str, float] = {}
-        for stage in STAGES.values():
-            if stage.applies(ctx):
-                for name, model in stage.instance_names(ctx):
-                    timings[name] = run_one(ctx, stage, name, model)
+        stages = list(STAGES.values())
+        for index, stage in enumerate(stages):
+            if not stage.applies(ctx):
+                continue
+            instances = stage.instance_names(ctx)
+            for position, (name, model) in enumerate(instances):
+                later = [(other, stage.name) for other, _ in instances[position + 1 :]] + [
+                    (other, following.name)
+                    for following in stages[index + 1 :]
+                    for other in following.expected_instances(ctx)
+                ]
+                timings[name] = run_one(ctx, stage, name, model, done_before=len(timings), later=later)
         results = collect_results(ctx, timings)
         results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)
@@ -61,11 +73,25 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         return results
 
 
-def run_one(ctx: RunContext, stage: Stage, name: str, model: str | None) -> float:
-    """Run (or reuse) one stage instance, record it in ``ctx.finished``, and return its wall time."""
+def run_one(
+    ctx: RunContext,
+    stage: Stage,
+    name: str,
+    model: str | None,
+    done_before: int = 0,
+    later: list[tuple[str, str]] | None = None,
+) -> float:
+    """Run (or reuse) one stage instance, record it in ``ctx.finished``, and return its wall time.
+
+    ``done_before`` stage folders of this run came before it, and ``later`` are ``(folder, stage name)`` of
+    those expected after it: they make the ``stage k/n`` count and the estimate of the time left.
+    """
+    later = later or []
+    label = f"stage {done_before + 1}/{done_before + 1 + len(later)} {name}"
 
     def announced(work) -> dict[str, Any]:
-        print(f"[irmscope] stage {name}: running", flush=True)
+        left = duration(seconds_left(ctx.config, [(name, stage.name), *later]))
+        print(f"[irmscope] {label}: running ({left} left in the run, estimate)", flush=True)
         with counted() as tokens:  # the model tokens the stage processed, for benchmarks/bench_pipeline.py
             summary = stage.compute(ctx, work, model)
         return {**summary, "tokens": tokens.to_dict()}
@@ -74,7 +100,7 @@ def run_one(ctx: RunContext, stage: Stage, name: str, model: str | None) -> floa
     settings = {**stage.settings(ctx, model), "stage_version": stage.version}
     result = run_stage(ctx.root, name, settings, stage.upstream(ctx, model), announced)
     seconds = round(time.perf_counter() - start, 2)
-    print(f"[irmscope] stage {name}: {'cached' if result.cached else f'done in {seconds:.1f} s'}", flush=True)
+    print(f"[irmscope] {label}: {'cached' if result.cached else f'done in {seconds:.1f} s'}", flush=True)
     ctx.finished[name] = result
     for line in stage.announce(ctx):
         print(f"[irmscope] {line}", flush=True)

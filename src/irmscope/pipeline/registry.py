@@ -38,6 +38,15 @@ REQUIREMENTS: dict[str, Callable[[RunContext], bool]] = {
     "probes": lambda ctx: ctx.config.probes.enabled,  # the probe family switched on
 }
 
+#: each requirement as it will be once the stages before it have run, judged from the config alone (for
+#: the runner's ``stage k/n`` count, printed before, e.g., the tune stage has made the tuned model)
+FORECASTS: dict[str, Callable[[RunContext], bool]] = {
+    "tuned": lambda ctx: ctx.config.model.tuned is not None or ctx.tunes_a_model,
+    # a planted reward is a lexicon, made by its stage; any other reward can be loaded now
+    "lexicon": lambda ctx: ctx.config.reward.spec.strip().lower() == "planted" or ctx.lexicon is not None,
+    "probes": REQUIREMENTS["probes"],
+}
+
 
 def section_settings(ctx: RunContext, *sections: str) -> dict[str, Any]:
     """Whole config ``sections`` and the run's seed: the settings of most stages."""
@@ -112,6 +121,18 @@ class Stage:
     def announce(self, ctx: RunContext) -> list[str]:
         """Lines to print as soon as the stage has finished (a warning the user must not miss)."""
         return []
+
+    def expected_instances(self, ctx: RunContext) -> list[str]:
+        """The stage folder names this stage will run as, judged before the stages it needs have finished
+        (only for counting a run's stages): ``requires`` as :data:`FORECASTS` judges them; a stage with
+        its own :meth:`applies` is asked that instead."""
+        own_rule = type(self).applies is not Stage.applies
+        if not (self.applies(ctx) if own_rule else all(FORECASTS[name](ctx) for name in self.requires)):
+            return []
+        if not self.per_model:
+            return [self.name]
+        labels = ("tuned", "base") if FORECASTS["tuned"](ctx) else ("base",)
+        return [f"{self.name}-{label}" for label in labels]
 
     def instance_names(self, ctx: RunContext) -> list[tuple[str, str | None]]:
         """``(stage folder name, model label)`` for each time the stage runs in this run."""

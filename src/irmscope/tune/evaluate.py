@@ -22,7 +22,7 @@ from irmscope.io import write_json
 from irmscope.models.generation import Sampling, completion_statistics
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards import Reward
-from irmscope.stats import bootstrap_ci
+from irmscope.stats import Estimate, bootstrap_ci
 from irmscope.validation import check_output
 
 
@@ -37,6 +37,20 @@ def distinct_bigram_fraction(texts: Sequence[str]) -> float:
     return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
 
 
+def sampled_rewards(
+    lm: LoadedModel, prompts: Sequence[str], reward: Reward, sampling: Sampling
+) -> tuple[list[str], np.ndarray]:
+    """One sampled completion per prompt from ``lm``, and the reward of each."""
+    completions = sampling.complete(lm, prompts)
+    return completions, reward.score_completions(prompts, completions)
+
+
+def paired_gain(tuned_scores: np.ndarray, base_scores: np.ndarray, seed: int = 0) -> Estimate:
+    """The gain in mean reward with a bootstrap interval, paired over prompts (both models complete the same
+    prompts with the same sampling seed, so the prompt-to-prompt spread cancels)."""
+    return bootstrap_ci(np.asarray(tuned_scores) - np.asarray(base_scores), seed=seed)
+
+
 def evaluate_policy(
     base: LoadedModel,
     tuned: LoadedModel,
@@ -46,11 +60,9 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Sample one completion per prompt from each model and compare them (see the module docstring); the
     bootstrap intervals use the sampling seed."""
-    base_completions = sampling.complete(base, prompts)
-    tuned_completions = sampling.complete(tuned, prompts)
+    base_completions, base_scores = sampled_rewards(base, prompts, reward, sampling)
+    tuned_completions, tuned_scores = sampled_rewards(tuned, prompts, reward, sampling)
     seed = sampling.seed
-    base_scores = reward.score_completions(prompts, base_completions)
-    tuned_scores = reward.score_completions(prompts, tuned_completions)
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
     base_on_tuned = completion_statistics(base, None, prompts, tuned_completions)["nll"]
     base_on_own = completion_statistics(base, None, prompts, base_completions)["nll"]
@@ -60,7 +72,7 @@ def evaluate_policy(
         "reward": reward.name,
         "base_mean_reward": bootstrap_ci(base_scores, seed=seed).as_dict(),
         "tuned_mean_reward": bootstrap_ci(tuned_scores, seed=seed).as_dict(),
-        "reward_gain": bootstrap_ci(tuned_scores - base_scores, seed=seed).as_dict(),
+        "reward_gain": paired_gain(tuned_scores, base_scores, seed=seed).as_dict(),
         "kl_tuned_to_base_per_token": bootstrap_ci(on_tuned["kl"], seed=seed).as_dict(),
         "base_perplexity_on_tuned_completions": ppl_tuned,
         "base_perplexity_on_base_completions": ppl_own,

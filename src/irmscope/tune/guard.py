@@ -3,7 +3,7 @@
 A run stops (and irmscope keeps the last good checkpoint) when the loss or the gradient norm turns NaN/inf,
 or when the reward *collapses*: its running mean over the last ``window`` logged steps falls more than
 ``collapse_drop`` below the mean of the first ``window`` steps. The curves (reward, KL, loss per step) go
-into the tuned model's manifest.
+into the tuned model's manifest; a resumed run takes up those its checkpoint logged.
 """
 
 from __future__ import annotations
@@ -34,13 +34,17 @@ class TrainingGuard(TrainerCallback):
     failure: str | None = None
     last_good_step: int = 0
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed run starts with the curves its checkpoint's log history holds."""
+        self.curves = {}
+        for logs in state.log_history:
+            self._record(logs.get("step", 0), logs)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
         step = state.global_step
-        for name, key in _CURVE_KEYS.items():
-            if key in logs:
-                self.curves.setdefault(name, []).append((step, float(logs[key])))
+        self._record(step, logs)
         for key in ("loss", "grad_norm"):
             if key in logs and not math.isfinite(float(logs[key])):
                 self._fail(control, f"the {key.replace('_', ' ')} became {logs[key]} at step {step}")
@@ -57,6 +61,11 @@ class TrainingGuard(TrainerCallback):
                 )
                 return
         self.last_good_step = step
+
+    def _record(self, step: int, logs: dict) -> None:
+        for name, key in _CURVE_KEYS.items():
+            if key in logs:
+                self.curves.setdefault(name, []).append((step, float(logs[key])))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.failure:  # never save a checkpoint after the run went bad

@@ -7,6 +7,10 @@ The tuned model is saved as an ordinary Hugging Face checkpoint (LoRA adapters a
 curves. Training checkpoints are kept while the run is healthy, so a killed run resumes from the last one;
 a run whose loss turns NaN or whose reward collapses stops with a one-line error that names the last good
 checkpoint.
+
+The run takes ``tune.steps`` steps, or with ``tune.target_gain`` set runs against that target on held-out
+prompts (:mod:`irmscope.tune.target`); the manifest's ``stopping`` says which, and why it stopped. Progress
+is one bar (:mod:`irmscope.tune.progress`) instead of transformers' printed dictionaries.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +32,13 @@ from irmscope.models.accounting import count_tokens
 from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
+from irmscope.tune.progress import quiet_trainer
+from irmscope.tune.target import CHECKS_FILE, REASONS, GainMeter, TargetStop, recorded_checks
 from irmscope.validation import remove
 
 MANIFEST = "irmscope_manifest.json"
-OUTPUTS = ("model", "checkpoints", "preference_pairs.json")  # what tune_model writes under its out_dir
+# what tune_model writes under its out_dir
+OUTPUTS = ("model", "checkpoints", "preference_pairs.json", CHECKS_FILE)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class TunedModel:
 class _TuningJob:
     """One tuning, as both trainer builders (online RL and DPO) read it: the base model's folder, the
     reward, the training prompts, the tune settings, the output folder, the seed, whether to show bars, and
-    the guard that stops a run going bad."""
+    the guard that stops a run going bad, the step cap, and the trainer's callbacks (guard first)."""
 
     base_path: str
     reward: Reward
@@ -53,10 +61,13 @@ class _TuningJob:
     seed: int
     progress: bool
     guard: TrainingGuard
+    max_steps: int
+    callbacks: list
 
 
 def _common_args(job: _TuningJob) -> dict[str, Any]:
     # CPU-friendly settings: fp32, no gradient checkpointing (1.2-1.6x slower on CPU), no external loggers.
+    # transformers' own bar and printed logs are replaced by irmscope's bar (quiet_trainer).
     settings, seed = job.settings, job.seed
     return dict(
         output_dir=str(job.work / "checkpoints"),
@@ -75,7 +86,7 @@ def _common_args(job: _TuningJob) -> dict[str, Any]:
         save_steps=settings.save_every,
         save_total_limit=1,
         save_only_model=False,
-        disable_tqdm=not job.progress,
+        disable_tqdm=True,
     )
 
 
@@ -108,7 +119,7 @@ def _build_rl_trainer(job: _TuningJob):
     )
     args = config_cls(
         **_common_args(job),
-        max_steps=settings.steps,
+        max_steps=job.max_steps,
         per_device_train_batch_size=settings.batch_size,
         num_generations=settings.group_size,
         beta=settings.beta,
@@ -127,7 +138,7 @@ def _build_rl_trainer(job: _TuningJob):
         args=args,
         train_dataset=Dataset.from_dict({"prompt": job.prompts}),
         processing_class=tokenizer,
-        callbacks=[job.guard],
+        callbacks=job.callbacks,
         peft_config=_peft_config(settings),
     )
 
@@ -163,7 +174,7 @@ def _build_dpo_trainer(job: _TuningJob):
         **_common_args(job),
         per_device_train_batch_size=settings.batch_size,
         num_train_epochs=settings.dpo_epochs,
-        max_steps=min(settings.steps, steps_per_epoch * settings.dpo_epochs),
+        max_steps=min(job.max_steps, steps_per_epoch * settings.dpo_epochs),
         beta=max(settings.beta, 1e-3),
         disable_dropout=True,
     )
@@ -172,7 +183,7 @@ def _build_dpo_trainer(job: _TuningJob):
         args=args,
         train_dataset=dataset,
         processing_class=lm.tokenizer,
-        callbacks=[job.guard],
+        callbacks=job.callbacks,
         peft_config=_peft_config(settings),
     )
 
@@ -222,6 +233,19 @@ def stale_tune_output(
     return [out_dir / name for name in OUTPUTS if (out_dir / name).exists()]
 
 
+def _finish_at_checkpoint(trainer, checkpoint: str) -> None:
+    """Take up a run that had decided to stop at ``checkpoint`` (killed before its model was saved): load
+    the checkpoint's weights and state and let the callbacks see a run of no further steps. ``train()``
+    cannot do this: it always takes one more step before it looks at ``max_steps`` or a stop."""
+    from transformers import TrainerState
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    trainer._load_from_checkpoint(checkpoint)  # the Trainer's own loader: full weights or LoRA adapters
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
+    trainer.callback_handler.on_train_begin(trainer.args, trainer.state, trainer.control)
+    trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
+
+
 def tune_model(
     base: str,
     reward: Reward,
@@ -232,32 +256,65 @@ def tune_model(
     seed: int = 0,
     reward_spec: str | None = None,
     progress: bool = True,
+    check_prompts: Sequence[str] | None = None,
 ) -> TunedModel:
     """Fine-tune ``base`` against ``reward`` on ``prompts``; the tuned checkpoint goes to ``out_dir/model``.
 
-    Re-running with the same ``out_dir`` after a kill resumes from the last training checkpoint.
+    With ``settings.target_gain`` set, ``check_prompts`` are the held-out prompts the gain is checked on
+    (none of them a training prompt). Re-running with the same ``out_dir`` after a kill resumes from the last
+    training checkpoint.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
     if settings.algorithm == "none":
         raise IrmscopeError("tune.algorithm is 'none': nothing to tune; choose grpo, rloo or dpo")
     if not prompts:
         raise IrmscopeError("no training prompts; check the prompt dataset is not empty")
+    if settings.target_gain is not None and len(check_prompts or []) < 2:
+        raise IrmscopeError(
+            f"tune.target_gain needs at least 2 held-out prompts to check the gain on, got "
+            f"{len(check_prompts or [])}; add training-split reviews or lower tune.eval_prompts"
+        )
     out_dir = Path(out_dir)
     final = out_dir / "model"
     if (final / MANIFEST).is_file():
         return TunedModel(final, json.loads((final / MANIFEST).read_text()))
     base_path = model_path(base, seed=seed)
+    checkpoints = out_dir / "checkpoints"
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resumed_step = int(Path(resume).name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")) if resume else 0
     guard = TrainingGuard(collapse_drop=settings.collapse_drop)
+    callbacks: list = [guard]
+    target = None
+    stopped_at_checkpoint = False
+    if settings.target_gain is not None:
+        _, stop = recorded_checks(out_dir, resumed_step)
+        stopped_at_checkpoint = stop is not None  # (its step is always checkpointed: see TargetStop)
+        meter = GainMeter(
+            load_model(base_path),
+            reward,
+            list(check_prompts or []),
+            max_new_tokens=settings.max_completion_tokens,
+            seed=seed,
+        )
+        target = TargetStop(meter, settings, out_dir)
+        callbacks.insert(0, target)
     build = _build_dpo_trainer if settings.algorithm == "dpo" else _build_rl_trainer
-    trainer = build(_TuningJob(base_path, reward, prompts, settings, out_dir, seed, progress, guard))
+    job = _TuningJob(
+        base_path, reward, prompts, settings, out_dir, seed, progress, guard, settings.step_cap, callbacks
+    )
+    trainer = build(job)
     for loaded in (trainer.model, getattr(trainer, "ref_model", None)):  # TRL loads these itself
         if loaded is not None:
             count_tokens(loaded)
-    checkpoints = out_dir / "checkpoints"
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    bar = quiet_trainer(trainer, f"tuning ({settings.algorithm})" if progress else None)
+    if target is not None and bar is not None:
+        target.report = bar.write
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    if stopped_at_checkpoint and resume:
+        _finish_at_checkpoint(trainer, resume)
+    else:
+        trainer.train(resume_from_checkpoint=resume)
     if guard.failure:
         last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
         keep = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
@@ -267,6 +324,11 @@ def tune_model(
     model = trainer.model
     if settings.lora:
         model = model.merge_and_unload()
+    stopping = (
+        target.stopping()
+        if target is not None
+        else {"target_gain": None, "reason": "steps", "explanation": REASONS["steps"], "checks": []}
+    )
     manifest = {
         "base_model": base,
         "base_path": base_path,
@@ -276,6 +338,7 @@ def tune_model(
         "seed": seed,
         "n_train_prompts": len(prompts),
         "steps_done": trainer.state.global_step,
+        "stopping": stopping,
         "train_seconds": round(time.perf_counter() - start, 1),
         "resumed_from": resume,
         "curves": guard.curves,
@@ -302,7 +365,8 @@ def tune_on_reviews(
     overwrite: bool = False,
 ) -> TunedModel:
     """What ``irmscope tune`` runs: :func:`tune_model` on the first ``settings.n_train_prompts`` 30-token
-    prefixes of ``data``'s train split (in the seed's order, as the pipeline's prompts stage reads them).
+    prefixes of ``data``'s train split (in the seed's order, as the pipeline's prompts stage reads them);
+    with a ``target_gain``, the next ``settings.eval_prompts`` prefixes are the held-out checks' prompts.
     The output folder and the reward are checked before the tokenizer or any review is read, and a model
     tuned differently is deleted (with ``overwrite``) only once the new tuning can start."""
     from irmscope.data import PROMPT_TOKENS, review_prompts
@@ -311,6 +375,18 @@ def tune_on_reviews(
     stale = stale_tune_output(out_dir, model, settings, seed, reward_spec, overwrite)
     scorer = load_reward(reward_spec)
     tokenizer = load_tokenizer(model, seed=seed)
-    prompts = review_prompts(data, "train", tokenizer, settings.n_train_prompts, PROMPT_TOKENS, seed)
+    n_train = settings.n_train_prompts
+    n_check = 0 if settings.target_gain is None else settings.eval_prompts
+    # the target's held-out checks read the prompts right after the training prompts: none is trained on
+    prompts = review_prompts(data, "train", tokenizer, n_train + n_check, PROMPT_TOKENS, seed)
     remove(stale)
-    return tune_model(model, scorer, prompts, out_dir, settings=settings, seed=seed, reward_spec=reward_spec)
+    return tune_model(
+        model,
+        scorer,
+        prompts[:n_train],
+        out_dir,
+        settings=settings,
+        seed=seed,
+        reward_spec=reward_spec,
+        check_prompts=prompts[n_train:],
+    )

@@ -8,6 +8,7 @@ from typing import Any
 
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.stages.prompts import review_prefixes
 from irmscope.tune import tune_model
 
 
@@ -38,13 +39,42 @@ class Tune(Stage):
             seed=ctx.seed,
             reward_spec=ctx.reward_spec,
             progress=ctx.progress,
+            check_prompts=check_prompts(ctx),
         )
         return {key: tuned.manifest[key] for key in ("algorithm", "steps_done", "train_seconds")}
+
+    def announce(self, ctx: RunContext) -> list[str]:
+        """Why tuning against a target stopped, with the last check's gain (nothing for fixed steps)."""
+        manifest = tuning_manifest(ctx)
+        stopping = (manifest or {}).get("stopping") or {}
+        if stopping.get("target_gain") is None:
+            return []
+        last = stopping["checks"][-1] if stopping["checks"] else None
+        gain = (
+            f"; last check (step {last['step']}): held-out gain {last['gain']['value']:.3f} "
+            f"[{last['gain']['low']:.3f}, {last['gain']['high']:.3f}] on {last['gain']['n']} prompts"
+            if last
+            else ""
+        )
+        return [
+            f"tuning stopped after {manifest['steps_done']} steps ({stopping['reason']}: "
+            f"{stopping['explanation']}, target {stopping['target_gain']:g}){gain}"
+        ]
 
     def result(self, ctx: RunContext) -> dict[str, Any]:
         """The tuning manifest without its curves, for a model this run tuned or was given."""
         manifest = tuning_manifest(ctx)
         return {"tune": {k: v for k, v in manifest.items() if k != "curves"}} if manifest else {}
+
+
+def check_prompts(ctx: RunContext) -> list[str]:
+    """The held-out prompts tuning against ``tune.target_gain`` checks its gain on: the train split's prompts
+    right after the training prompts (so none is trained on, and none is an evaluation prompt); none when
+    tuning runs a fixed number of steps."""
+    tune = ctx.config.tune
+    if tune.target_gain is None:
+        return []
+    return review_prefixes(ctx, "train")[tune.n_train_prompts : tune.n_train_prompts + tune.eval_prompts]
 
 
 def tuning_manifest(ctx: RunContext) -> dict[str, Any] | None:

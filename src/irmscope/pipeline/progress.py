@@ -1,0 +1,128 @@
+"""What the runner says while a run goes: ``stage k/n NAME`` and an estimate of the time the run has left.
+
+``n`` counts the stage folders the run will have. Stages that are still to come are forecast from the
+config (:meth:`irmscope.pipeline.registry.Stage.expected_instances`), and the count is redone at every stage,
+so a wrong forecast corrects itself as the run goes.
+
+The time left is an **estimate**, the sum over the stages still to run of
+
+- the time the stage last took in this run folder (``stage_seconds`` in the ``done.json`` of its most
+  recently finished folder, whatever its settings were), or else
+- a rough prior: the stage's time in one clean run of the demo preset on the idle 2-core development
+  machine, scaled by the config sizes that drive its work (:data:`PRIORS`). It knows nothing of the model's
+  size, so it overestimates tiny models and underestimates larger ones.
+
+It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from irmscope.config import RunConfig
+from irmscope.stages import DONE
+
+#: seconds of one stage folder in the demo preset (per model for per-model stages), and the config's size
+#: relative to the demo's; a stage named here by its registry name
+PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
+    "planted-lexicon": (2, lambda c: 1.0),
+    "prompts": (5, lambda c: 1.0),
+    "tune": (
+        577,
+        lambda c: c.tune.step_cap * c.tune.batch_size * c.tune.max_completion_tokens / (28 * 32 * 32),
+    ),
+    "evaluate": (171, lambda c: c.data.n_prompts * c.generation.max_new_tokens / (200 * 32)),
+    "divergence": (5, lambda c: 1.0),
+    "sites": (1, lambda c: 1.0),
+    "activations": (112, lambda c: c.activations.n_texts * c.activations.max_length / (2000 * 96)),
+    "saes": (
+        40,
+        lambda c: (
+            (c.activations.n_texts * c.activations.max_length * c.activations.n_layers * c.sae.epochs)
+            / (2000 * 96 * 3 * 2)
+        ),
+    ),
+    "elicit": (
+        234,
+        lambda c: (
+            (c.elicit.n_triples + c.elicit.max_words * c.elicit.n_contexts + c.elicit.n_shift_texts)
+            / (600 + 600 * 8 + 200)
+        ),
+    ),
+    "interpret": (66, lambda c: c.activations.n_texts * c.activations.n_layers / (2000 * 3)),
+    "validate": (
+        170,
+        lambda c: c.validation.n_ablation_prompts * c.generation.max_new_tokens / (200 * 32),
+    ),
+    "probes": (
+        299,
+        lambda c: (
+            (c.probes.n_rating_texts * c.probes.max_length + c.data.n_prompts * 64) / (600 * 128 + 200 * 64)
+        ),
+    ),
+    "steer": (
+        252,
+        lambda c: (
+            c.probes.n_steer_prompts
+            * len(c.probes.steer_scales)
+            * (1 + c.probes.n_random_directions)
+            / (32 * 5 * 3)
+        ),
+    ),
+    "attribute": (41, lambda c: (1 + c.probes.n_patch_pairs) / 25),
+    "leaderboard": (324, lambda c: c.data.n_prompts / 200),
+    # not in that demo run (the stage came later): a guess, one scoring pass of both models over the
+    # evaluation samples, which the audit reads instead of sampling its own
+    "audit": (120, lambda c: c.audit.n_prompts / 200),
+}
+#: the prior of a stage :data:`PRIORS` does not know (a stage added by a user)
+UNKNOWN_STAGE_SECONDS = 30.0
+
+
+def recorded_seconds(root: Path, name: str) -> float | None:
+    """How long the stage folder ``name`` (e.g. ``saes-tuned``) last took in the run folder ``root``."""
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")
+    finished = [
+        folder / DONE
+        for folder in (root / "stages").glob(f"{name}-*")
+        if pattern.fullmatch(folder.name) and (folder / DONE).is_file()
+    ]
+    for done in sorted(finished, key=lambda path: path.stat().st_mtime, reverse=True):
+        try:
+            seconds = json.loads(done.read_text()).get("stage_seconds")
+        except (OSError, ValueError):
+            continue
+        if isinstance(seconds, (int, float)):
+            return float(seconds)
+    return None
+
+
+def prior_seconds(config: RunConfig, stage: str) -> float:
+    """The rough prior of one folder of the registered stage ``stage`` under ``config``."""
+    if stage not in PRIORS:
+        return UNKNOWN_STAGE_SECONDS
+    seconds, scale = PRIORS[stage]
+    return seconds * scale(config)
+
+
+def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]]) -> float:
+    """The estimated time of the stage folders still to run, each given as ``(folder name, stage name)``."""
+    root = Path(config.out_dir)
+    total = 0.0
+    for name, stage in folders:
+        recorded = recorded_seconds(root, name)
+        total += prior_seconds(config, stage) if recorded is None else recorded
+    return total
+
+
+def duration(seconds: float) -> str:
+    """``about 40 s``, ``about 6 min``, ``about 1 h 5 min``: a rough time, said as rough."""
+    if seconds < 90:
+        return f"about {max(10, round(seconds / 10) * 10)} s" if seconds >= 10 else "a few seconds"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min"
