@@ -24,6 +24,7 @@ from irmscope.audit import (
 )
 from irmscope.audit.compare import lexicon_of, reward_comparison
 from irmscope.audit.completions import completion_changes, longest_run
+from irmscope.audit.run import write_audit
 from irmscope.data import load_reviews, truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
@@ -255,6 +256,21 @@ def test_the_export_is_a_lexicon_reward_on_the_called_words(tilted_audit, tmp_pa
     assert set(lexicon) <= set(np.array(tilted_audit["table"]["word"])[tilted_audit["table"]["called"]])
     top = tilted_audit["rewarded"][0]["word"]
     assert lexicon[top] == EXPORT_RANGE and reward.score_one(f"a {top} day") == EXPORT_RANGE / 5
+
+
+def test_the_audit_writes_the_export_and_its_shuffled_control_and_removes_stale_ones(tilted_audit, tmp_path):
+    table = tilted_audit["table"]
+    result: dict = {}
+    write_audit(tmp_path, result, table, seed=3)
+    exported = Lexicon.from_tsv(tmp_path / "elicited.tsv")
+    control = Lexicon.from_tsv(tmp_path / "elicited-shuffled.tsv")
+    assert result["export"]["n_words"] == len(exported) == len(control) >= 2
+    assert control.words() == exported.words() and sorted(control.values()) == sorted(exported.values())
+    assert list(control.values()) != list(exported.values())  # the values moved to other words
+    assert list(exported.shuffled(3).values()) == list(control.values())  # the seed fixes the control
+    nothing = {**table, "called": np.zeros_like(table["called"])}
+    write_audit(tmp_path, {}, nothing, seed=3)
+    assert not (tmp_path / "elicited.tsv").exists() and not (tmp_path / "elicited-shuffled.tsv").exists()
 
 
 def test_completion_changes_find_a_repeated_word():

@@ -240,17 +240,22 @@ def _table_csv(table: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def write_audit(out: Path, result: dict[str, Any], table: dict[str, Any]) -> None:
-    """Write ``elicited.tsv`` (or remove an earlier one when no word is called), ``words.csv`` and
-    ``audit.json`` into ``out``, recording the export in ``result``."""
+def write_audit(out: Path, result: dict[str, Any], table: dict[str, Any], *, seed: int = 0) -> None:
+    """Write ``elicited.tsv`` and its control ``elicited-shuffled.tsv`` (the same words with their values
+    shuffled by ``seed``: tuning against it shows what any reward on these words gives), or remove earlier
+    ones when no word is called; then ``words.csv`` and ``audit.json`` into ``out``, recording the export
+    in ``result``."""
     out.mkdir(parents=True, exist_ok=True)
     exported = elicited_lexicon(table)
-    tsv = out / "elicited.tsv"
-    if exported is not None:
-        exported.to_tsv(tsv)
-    elif tsv.exists():
-        tsv.unlink()  # an earlier audit's export must not pass for this one's
-    result["export"] = None if exported is None else {"path": str(tsv), "n_words": len(exported)}
+    files = {"path": out / "elicited.tsv", "shuffled_path": out / "elicited-shuffled.tsv"}
+    for key, path in files.items():
+        if exported is not None:
+            (exported if key == "path" else exported.shuffled(seed)).to_tsv(path)
+        elif path.exists():
+            path.unlink()  # an earlier audit's export must not pass for this one's
+    result["export"] = (
+        None if exported is None else {**{k: str(p) for k, p in files.items()}, "n_words": len(exported)}
+    )
     text = _table_csv(table)
     atomic_write(out / "words.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     write_json(out / "audit.json", result)
@@ -311,7 +316,7 @@ def run_audit(
             "prefix_tokens": prefix_tokens,
             "seed": seed,
         }
-        write_audit(out, result, table)
+        write_audit(out, result, table, seed=seed)
         if page_writer is not None:
             result["page"] = str(page_writer(out, result))
     return result

@@ -164,6 +164,13 @@ class Lexicon(Mapping[str, float]):
         """Case-insensitive lookup used by the reward (see the module docstring for the rule)."""
         return self._folded.get(token.lower(), default)
 
+    def shuffled(self, seed: int) -> Lexicon:
+        """The same words with their values in a seeded random order: the control for any use of this
+        lexicon's values (e.g. tuning against an exported reward), which keeps its words and its spread of
+        values but breaks which word gets which."""
+        values = np.random.default_rng(seed).permutation(np.array(list(self._entries.values()), dtype=float))
+        return Lexicon(zip(self._entries, values.tolist(), strict=True), source=f"{self.source} (shuffled)")
+
     def subset(self, words: Iterable[str]) -> Lexicon:
         """A new lexicon holding only the given words that are entries here (exact match), in the given order.
 

@@ -42,5 +42,5 @@ class Audit(Stage):
             "tuned": ctx.config.model.tuned or "the tuned model",
             "base": ctx.config.model.name,
         }
-        write_audit(work, result, table)
+        write_audit(work, result, table, seed=ctx.seed)
         return {"n_called": result["floor"]["n_called"], "n_rewarded": result["floor"]["n_rewarded"]}
