@@ -423,7 +423,8 @@ def validate(tree: dict[str, Any]) -> RunConfig:
                 f"unknown config key {where!r}; valid keys here: {', '.join(section.model_fields)}"
             ) from None
         message = first["msg"].removeprefix("Value error, ")
-        if isinstance(first.get("input"), dict):  # a rule across a section's keys: the message names them
+        if first["type"] == "value_error" and isinstance(first.get("input"), dict):
+            # a rule across a section's keys (a model validator): its message names the keys
             raise IrmscopeError(message) from None
         if first["type"] == "string_pattern_mismatch":
             message = "must not be empty or blank"
