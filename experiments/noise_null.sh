@@ -9,17 +9,12 @@
 # Writes runs/noise-null/seed<N>/{tuned/,audit/}; reruns resume or skip finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IRMSCOPE=${IRMSCOPE:-.venv/bin/irmscope}
-DATA=${DATA:-../shared/data/imdb}
+source experiments/recipe.sh  # IRMSCOPE, DATA, TUNE_SETTINGS: shared with experiments/planted_replicates.sh
 OUT=${OUT:-runs/noise-null}
-source experiments/recipe.sh  # TUNE_SETTINGS, shared with experiments/planted_replicates.sh
-export HF_HUB_OFFLINE=1
-[ $# -gt 0 ] || { echo "error: give one or more noise seeds, e.g. bash $0 1" >&2; exit 2; }
-for seed in "$@"; do
-  dir="$OUT/seed$seed"
-  mkdir -p "$dir"
-  echo "== noise seed $seed -> $dir ($(date -u +%H:%M:%S))"
+tune_and_audit() {
+  local seed=$1 dir=$2
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${TUNE_SETTINGS[@]}"
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --seed "$seed" --out "$dir/audit"
-done
+}
+for_each_seed tune_and_audit noise "$@"

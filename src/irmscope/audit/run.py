@@ -64,35 +64,23 @@ def audit(
     _check_pair(tuned, base, prompts)
     clock = {"start": time.perf_counter()}
     # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
-    if completions is None:
-        sampling = Sampling(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
-        base_completions = sampling.complete(base, prompts, desc="base completions")
-        tuned_completions = sampling.complete(tuned, prompts, desc="tuned completions")
-    else:
-        base_completions, tuned_completions = (list(c) for c in completions)
-        if not len(base_completions) == len(tuned_completions) == len(prompts):
-            raise IrmscopeError("give one base and one tuned completion per prompt")
+    sampling = Sampling(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
+    base_completions, tuned_completions = _completion_pair(tuned, base, prompts, completions, sampling)
     clock["sampled"] = time.perf_counter()
-    vocabulary = vocabulary_words(base.tokenizer)
-    words = list(vocabulary)
-    units = [(p + b, p + t) for p, b, t in zip(prompts, base_completions, tuned_completions, strict=True)]
-    max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
-    shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
+    words, shifts = _word_shifts(
+        tuned, base, prompts, (base_completions, tuned_completions), completion_tokens
+    )
     clock["scored"] = time.perf_counter()
     eps = shifts.uniform_count
     effect, se = relative_shift(shifts.statistic, shifts.base_count, eps)
     frequency = shifts.base_count.mean(0)
-    floor = noise_floor(effect, se, frequency, df=len(units) - 1, q=q)
+    floor = noise_floor(effect, se, frequency, df=len(prompts) - 1, q=q)
     table = _word_table(words, shifts, effect, floor, n_resamples=n_resamples, seed=seed)
     direction = np.sign(table["z"])
     rewarded, penalised = floor["called"] & (direction > 0), floor["called"] & (direction < 0)
     changes = completion_changes(base_completions, tuned_completions, seed=seed)
     rows = _Rows(words, table, changes.pop("counts"), changes["total_abs_change"])
-    # ranked by the relative shift beyond the drift, so a frequent word's small relative drift does not lead
-    beyond = floor["beyond"]
-    order = np.argsort(-beyond, kind="stable")
-    top_rewarded = [i for i in order if rewarded[i]][:top]
-    top_penalised = [i for i in order[::-1] if penalised[i]][:top]
+    top_rewarded, top_penalised = _top_called(floor["beyond"], rewarded, penalised, top)
     naive = np.argsort(-table["mean_log_ratio"], kind="stable")[:top]
     result: dict[str, Any] = {
         "n_prompts": len(prompts),
@@ -114,7 +102,7 @@ def audit(
     }
     if lexicon is not None:
         result["reward"] = reward_comparison(
-            words, beyond, table["base_count"], rewarded, lexicon, penalised=penalised, seed=seed
+            words, floor["beyond"], table["base_count"], rewarded, lexicon, penalised=penalised, seed=seed
         )
     clock["done"] = time.perf_counter()
     result["seconds"] = {
@@ -124,6 +112,51 @@ def audit(
     }
     result["table"] = table
     return result
+
+
+def _completion_pair(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    prompts: Sequence[str],
+    completions: tuple[Sequence[str], Sequence[str]] | None,
+    sampling: Sampling,
+) -> tuple[list[str], list[str]]:
+    """The base and tuned completions of every prompt: the ``completions`` given (checked to be one of
+    each per prompt, since the audit pairs them by prompt), or sampled from both models with ``sampling``."""
+    if completions is None:
+        return (
+            sampling.complete(base, prompts, desc="base completions"),
+            sampling.complete(tuned, prompts, desc="tuned completions"),
+        )
+    base_completions, tuned_completions = (list(c) for c in completions)
+    if not len(base_completions) == len(tuned_completions) == len(prompts):
+        raise IrmscopeError("give one base and one tuned completion per prompt")
+    return base_completions, tuned_completions
+
+
+def _word_shifts(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    prompts: Sequence[str],
+    completions: tuple[list[str], list[str]],
+    completion_tokens: int,
+) -> tuple[list[str], Any]:
+    """Every vocabulary word, and how each model's probability of it shifts over the prompt-plus-completion
+    texts of both models (one unit a prompt, so the noise floor can treat prompts as independent)."""
+    vocabulary = vocabulary_words(base.tokenizer)
+    units = [(p + b, p + t) for p, b, t in zip(prompts, *completions, strict=True)]
+    max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
+    shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
+    return list(vocabulary), shifts
+
+
+def _top_called(
+    beyond: np.ndarray, rewarded: np.ndarray, penalised: np.ndarray, top: int
+) -> tuple[list, list]:
+    """The ``top`` rewarded and ``top`` penalised words' indices, ranked by the relative shift beyond the
+    drift of words of their frequency, so a frequent word's small relative drift does not lead."""
+    order = np.argsort(-beyond, kind="stable")
+    return [i for i in order if rewarded[i]][:top], [i for i in order[::-1] if penalised[i]][:top]
 
 
 def _check_pair(tuned: LoadedModel, base: LoadedModel, prompts: Sequence[str]) -> None:

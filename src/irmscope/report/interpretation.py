@@ -110,6 +110,18 @@ ABLATED = {
 
 def _validation_section(validation: dict[str, Any], reward: str, explainer: str) -> Section:
     t5 = validation["table5"]
+    table6_paragraphs, table6_tables = _table6(validation)
+    return Section(
+        "Validation by ablation (§5.2)",
+        paragraphs=_table5_paragraphs(t5, reward, explainer) + table6_paragraphs,
+        tables=[_table5(validation, explainer), *_table5_controls(t5), *table6_tables],
+    )
+
+
+def _table5(validation: dict[str, Any], explainer: str) -> tuple[str, list[str], list[list[Any]]]:
+    """Table 5: the base and tuned models' mean reward, then each ablated feature set's, with its paired
+    change and its drop as a share of the tuning gain, so every ablation reads beside its random control."""
+    t5 = validation["table5"]
     rows = [
         ["base model (no tuning)", interval(validation["base_mean_reward"], signed=True), "", "", ""],
         ["tuned model", interval(t5["before"], signed=True), "", "", ""],
@@ -127,6 +139,16 @@ def _validation_section(validation: dict[str, Any], reward: str, explainer: str)
                     n,
                 ]
             )
+    return (
+        "Table 5: reward before and after ablation",
+        ["model", "mean reward", "change", "drop / tuning gain", "features"],
+        rows,
+    )
+
+
+def _table5_paragraphs(t5: dict[str, Any], reward: str, explainer: str) -> list[str]:
+    """What Table 5 measures and what its controls are, plus the notes the validation stage left on it
+    (why a set is missing, why the gain share is blank)."""
     paragraphs = [
         f"Mean '{reward}' reward of completions to the same {t5['n_prompts']} held-out prompts (Table 5), "
         "with each ablated completion sampled with the same random numbers as the unablated one, so the "
@@ -149,48 +171,47 @@ def _validation_section(validation: dict[str, Any], reward: str, explainer: str)
     for key in ("note", "gain_note"):
         if key in t5:
             paragraphs.append(t5[key])
-    tables = [
-        (
-            "Table 5: reward before and after ablation",
-            ["model", "mean reward", "change", "drop / tuning gain", "features"],
-            rows,
-        )
-    ]
-    tables += _table5_controls(t5)
+    return paragraphs
+
+
+def _table6(validation: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str], list[list[Any]]]]]:
+    """Table 6 with the paragraph that says what it counts (or why it was skipped): how often the
+    reward-related features fire where R predicts high reward, beside the average feature and (control)
+    every token, so a high frequency is not read without its baseline."""
+    paragraphs = []
     if "table6_skipped" in validation:
         paragraphs.append(f"Table 6 skipped: {validation['table6_skipped']}.")
-    if "table6" in validation:
-        rows6 = [
-            [
-                variant,
-                t["n_tokens_above_threshold"],
-                t["n_tokens"],
-                t["frequency_related_above"],
-                t["frequency_all_above"],
-                t["frequency_related_everywhere"],
-                t["frequency_all_everywhere"],
-            ]
-            for variant, t in validation["table6"].items()
+    if "table6" not in validation:
+        return paragraphs, []
+    rows6 = [
+        [
+            variant,
+            t["n_tokens_above_threshold"],
+            t["n_tokens"],
+            t["frequency_related_above"],
+            t["frequency_all_above"],
+            t["frequency_related_everywhere"],
+            t["frequency_all_everywhere"],
         ]
-        first = next(iter(validation["table6"].values()))
-        paragraphs.append(
-            f"Table 6: on a third set of reviews read by nothing else (not the SAEs' training texts, not "
-            "the held-out texts whose top contexts picked the reward-related features, none beginning with "
-            f"a prompt), the tokens where R's raw output exceeds {first['threshold']:g}; "
-            "how often the reward-related features fire there, against the average feature, and (control) "
-            "the same frequencies over every token. R's output is in the units of its training targets, not "
-            "the rescaled [-4, 4] lexicon: for faithful and ridge-delta (the two rows), sentiment activation "
-            "deltas scaled so that the largest training delta is 4."
-        )
-        tables.append(
-            (
-                "Table 6: activation frequency where R predicts high reward",
-                ["R", "tokens above threshold", "tokens", "related features there", "all features there",
-                 "related features everywhere", "all features everywhere"],
-                rows6,
-            )
-        )  # fmt: skip
-    return Section("Validation by ablation (§5.2)", paragraphs=paragraphs, tables=tables)
+        for variant, t in validation["table6"].items()
+    ]
+    first = next(iter(validation["table6"].values()))
+    paragraphs.append(
+        f"Table 6: on a third set of reviews read by nothing else (not the SAEs' training texts, not "
+        "the held-out texts whose top contexts picked the reward-related features, none beginning with "
+        f"a prompt), the tokens where R's raw output exceeds {first['threshold']:g}; "
+        "how often the reward-related features fire there, against the average feature, and (control) "
+        "the same frequencies over every token. R's output is in the units of its training targets, not "
+        "the rescaled [-4, 4] lexicon: for faithful and ridge-delta (the two rows), sentiment activation "
+        "deltas scaled so that the largest training delta is 4."
+    )
+    table = (
+        "Table 6: activation frequency where R predicts high reward",
+        ["R", "tokens above threshold", "tokens", "related features there", "all features there",
+         "related features everywhere", "all features everywhere"],
+        rows6,
+    )  # fmt: skip
+    return paragraphs, [table]
 
 
 def _table5_controls(t5: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:

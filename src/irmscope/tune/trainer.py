@@ -246,6 +246,107 @@ def _finish_at_checkpoint(trainer, checkpoint: str) -> None:
     trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
 
 
+def _check_tune_inputs(
+    settings: TuneSection, prompts: list[str], check_prompts: Sequence[str] | None
+) -> None:
+    """Refuse, before any model is loaded, a tuning that could not run or could not honour its target."""
+    if settings.algorithm == "none":
+        raise IrmscopeError("tune.algorithm is 'none': nothing to tune; choose grpo, rloo or dpo")
+    if not prompts:
+        raise IrmscopeError("no training prompts; check the prompt dataset is not empty")
+    if settings.target_gain is not None and len(check_prompts or []) < 2:
+        raise IrmscopeError(
+            f"tune.target_gain needs at least 2 held-out prompts to check the gain on, got "
+            f"{len(check_prompts or [])}; add training-split reviews or lower tune.eval_prompts"
+        )
+
+
+def _last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest training checkpoint under ``checkpoints``, or None: what a killed run resumes from, and
+    what a failed run names as its last good state."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint folder (``checkpoint-<step>``) was saved at; 0 for a fresh run."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return int(Path(checkpoint).name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")) if checkpoint else 0
+
+
+def _target_stop(
+    base_path: str,
+    reward: Reward,
+    check_prompts: Sequence[str],
+    settings: TuneSection,
+    *,
+    out_dir: Path,
+    seed: int,
+    resumed_step: int,
+) -> tuple[TargetStop, bool]:
+    """The callback that tunes against ``settings.target_gain``, and whether the run being resumed had
+    already decided to stop at its last checkpoint (then no further step may be trained: see
+    :func:`_finish_at_checkpoint`). The gain meter holds its own copy of the base model, as the reference
+    the tuned policy's held-out gain is measured against."""
+    _, stop = recorded_checks(out_dir, resumed_step)
+    meter = GainMeter(
+        load_model(base_path),
+        reward,
+        list(check_prompts),
+        max_new_tokens=settings.max_completion_tokens,
+        seed=seed,
+    )
+    # the stopping step is always checkpointed (see TargetStop)
+    return TargetStop(meter, settings, out_dir), stop is not None
+
+
+def _count_loaded_tokens(trainer) -> None:
+    """Register the models TRL loaded itself (policy and, where there is one, reference) with the token
+    accounting, which otherwise sees only models loaded through irmscope."""
+    for loaded in (trainer.model, getattr(trainer, "ref_model", None)):
+        if loaded is not None:
+            count_tokens(loaded)
+
+
+def _raise_if_failed(guard: TrainingGuard, checkpoints: Path) -> None:
+    """Turn a run the guard stopped (NaN loss, collapsed reward) into a one-line error naming the last good
+    checkpoint, so a bad run is never saved as a tuned model."""
+    if not guard.failure:
+        return
+    last = _last_checkpoint(checkpoints)
+    keep = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+    raise IrmscopeError(
+        f"training stopped: {guard.failure}; {keep}; try a lower tune.learning_rate or a larger tune.beta"
+    )
+
+
+def _stopping(target: TargetStop | None) -> dict[str, Any]:
+    """The manifest's ``stopping`` section: the target's account of why it stopped, or, for a run without a
+    target, that it took its ``tune.steps``."""
+    if target is not None:
+        return target.stopping()
+    return {"target_gain": None, "reason": "steps", "explanation": REASONS["steps"], "checks": []}
+
+
+def _save_tuned(final: Path, trainer, settings: TuneSection, manifest: dict[str, Any]) -> TunedModel:
+    """Write the trained policy (LoRA adapters merged, so it loads as an ordinary checkpoint), its tokenizer
+    and the manifest to ``final`` in one atomic step: a folder with a manifest is always a finished run."""
+    model = trainer.model
+    if settings.lora:
+        model = model.merge_and_unload()
+    tokenizer = trainer.processing_class
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / MANIFEST, manifest)
+
+    atomic_write_dir(final, write)
+    return TunedModel(final, manifest)
+
+
 def tune_model(
     base: str,
     reward: Reward,
@@ -264,49 +365,34 @@ def tune_model(
     (none of them a training prompt). Re-running with the same ``out_dir`` after a kill resumes from the last
     training checkpoint.
     """
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
-
-    if settings.algorithm == "none":
-        raise IrmscopeError("tune.algorithm is 'none': nothing to tune; choose grpo, rloo or dpo")
-    if not prompts:
-        raise IrmscopeError("no training prompts; check the prompt dataset is not empty")
-    if settings.target_gain is not None and len(check_prompts or []) < 2:
-        raise IrmscopeError(
-            f"tune.target_gain needs at least 2 held-out prompts to check the gain on, got "
-            f"{len(check_prompts or [])}; add training-split reviews or lower tune.eval_prompts"
-        )
+    _check_tune_inputs(settings, prompts, check_prompts)
     out_dir = Path(out_dir)
     final = out_dir / "model"
     if (final / MANIFEST).is_file():
         return TunedModel(final, json.loads((final / MANIFEST).read_text()))
     base_path = model_path(base, seed=seed)
     checkpoints = out_dir / "checkpoints"
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    resumed_step = int(Path(resume).name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")) if resume else 0
+    resume = _last_checkpoint(checkpoints)
     guard = TrainingGuard(collapse_drop=settings.collapse_drop)
     callbacks: list = [guard]
-    target = None
-    stopped_at_checkpoint = False
+    target, stopped_at_checkpoint = None, False
     if settings.target_gain is not None:
-        _, stop = recorded_checks(out_dir, resumed_step)
-        stopped_at_checkpoint = stop is not None  # (its step is always checkpointed: see TargetStop)
-        meter = GainMeter(
-            load_model(base_path),
+        target, stopped_at_checkpoint = _target_stop(
+            base_path,
             reward,
-            list(check_prompts or []),
-            max_new_tokens=settings.max_completion_tokens,
+            check_prompts or [],
+            settings,
+            out_dir=out_dir,
             seed=seed,
+            resumed_step=_checkpoint_step(resume),
         )
-        target = TargetStop(meter, settings, out_dir)
         callbacks.insert(0, target)
     build = _build_dpo_trainer if settings.algorithm == "dpo" else _build_rl_trainer
     job = _TuningJob(
         base_path, reward, prompts, settings, out_dir, seed, progress, guard, settings.step_cap, callbacks
     )
     trainer = build(job)
-    for loaded in (trainer.model, getattr(trainer, "ref_model", None)):  # TRL loads these itself
-        if loaded is not None:
-            count_tokens(loaded)
+    _count_loaded_tokens(trainer)
     bar = quiet_trainer(trainer, f"tuning ({settings.algorithm})" if progress else None)
     if target is not None and bar is not None:
         target.report = bar.write
@@ -315,20 +401,7 @@ def tune_model(
         _finish_at_checkpoint(trainer, resume)
     else:
         trainer.train(resume_from_checkpoint=resume)
-    if guard.failure:
-        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-        keep = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
-        raise IrmscopeError(
-            f"training stopped: {guard.failure}; {keep}; try a lower tune.learning_rate or a larger tune.beta"
-        )
-    model = trainer.model
-    if settings.lora:
-        model = model.merge_and_unload()
-    stopping = (
-        target.stopping()
-        if target is not None
-        else {"target_gain": None, "reason": "steps", "explanation": REASONS["steps"], "checks": []}
-    )
+    _raise_if_failed(guard, checkpoints)
     manifest = {
         "base_model": base,
         "base_path": base_path,
@@ -338,20 +411,12 @@ def tune_model(
         "seed": seed,
         "n_train_prompts": len(prompts),
         "steps_done": trainer.state.global_step,
-        "stopping": stopping,
+        "stopping": _stopping(target),
         "train_seconds": round(time.perf_counter() - start, 1),
         "resumed_from": resume,
         "curves": guard.curves,
     }
-    tokenizer = trainer.processing_class
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / MANIFEST, manifest)
-
-    atomic_write_dir(final, write)
-    return TunedModel(final, manifest)
+    return _save_tuned(final, trainer, settings, manifest)
 
 
 def tune_on_reviews(
