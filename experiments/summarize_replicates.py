@@ -1,0 +1,176 @@
+"""Per-seed table, mean and spread of the planted replicates (experiments/planted_replicates.sh) and of the
+noise null (experiments/noise_null.sh), read from their run folders. Prints markdown; ``--json`` also writes
+the numbers.
+
+    .venv/bin/python experiments/summarize_replicates.py runs/planted-replicates/seed* \
+        [--noise runs/noise-null/seed*] [--json runs/replicates.json]
+
+Each planted row: the lexicon's size, the steps tuned and why tuning stopped, the held-out tuning gain in the
+planted reward with its bootstrap interval (``irmscope evaluate``), and from the audit (``irmscope audit
+--reward``): the expected-count policy shift's Kendall tau against the planted values over all planted words
+with its permutation p-value, the base model's own tau (the control) and the paired tuned-minus-base gap,
+precision@20 of the most rewarded called words against the planted positive words (beside the base level
+and chance), how many words the noise floor called, and the word that carries the largest share of the
+change in the completions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def planted_row(folder: Path) -> dict[str, Any]:
+    """One planted seed's numbers (see the module docstring), from its run folder."""
+    manifest = _read(folder / "tuned" / "model" / "irmscope_manifest.json")
+    gain = _read(folder / "evaluation.json")["reward_gain"]
+    audit = _read(folder / "audit" / "audit.json")
+    comparison = audit["reward"]
+    tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
+    precision = comparison["precision_rewarded"]
+    gained = audit["completions"]["gained"]
+    n_words = sum(1 for line in (folder / "lexicon.tsv").read_text(encoding="utf-8").splitlines() if line)
+    return {
+        "seed": folder.name,
+        "lexicon_words": n_words,
+        "steps": manifest["steps_done"],
+        "stop_reason": manifest.get("stop_reason", "fixed step count"),
+        "gain": gain["value"],
+        "gain_interval": [gain["low"], gain["high"]],
+        "tau": tuned["kendall_tau"],
+        "tau_permutation_p": tuned["permutation_p"],
+        "tau_words": tuned["n"],
+        "base_tau": base["kendall_tau"],
+        "tau_gap": comparison["tau_gap"]["value"],
+        "tau_gap_interval": [comparison["tau_gap"]["low"], comparison["tau_gap"]["high"]],
+        "precision_at_20": precision["elicited"]["value"],
+        "base_precision_at_20": precision["base_level"]["value"],
+        "chance_precision": precision["chance"],
+        "n_called": audit["floor"]["n_called"],
+        "top_gained_word": gained[0]["word"] if gained else None,
+        "top_gained_share": gained[0]["share"] if gained else None,
+        "retune_elicited": retune_share(folder, "elicited"),
+        "retune_shuffled": retune_share(folder, "shuffled"),
+    }
+
+
+def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
+    """The gain of the model retuned against the audit's export (``kind`` "elicited" or its control
+    "shuffled", experiments/retune_export.sh), in the original reward, as a share of the original tuning's
+    gain: the ratio of the two mean gains over the same prompts, with a paired percentile bootstrap over
+    prompts. Both evaluations sample the same base completions (same prompts, seed and base model)."""
+    path = folder / f"retune-{kind}.json"
+    if not path.is_file():
+        return None
+    original, retuned = _read(folder / "evaluation.json")["samples"], _read(path)["samples"]
+    base = np.asarray(original["base_scores"])
+    if not np.allclose(base, retuned["base_scores"]):
+        raise SystemExit(f"error: {path} did not sample the original evaluation's base completions")
+    gained = np.asarray(original["tuned_scores"]) - base
+    regained = np.asarray(retuned["tuned_scores"]) - base
+    ratio = lambda a, b, axis=-1: b.mean(axis) / a.mean(axis)  # noqa: E731
+    ci = stats.bootstrap(
+        (gained, regained), ratio, paired=True, method="percentile", rng=0
+    ).confidence_interval
+    return {"share": float(ratio(gained, regained)), "interval": [float(ci.low), float(ci.high)]}
+
+
+def noise_row(folder: Path) -> dict[str, Any]:
+    """One noise-tuned model's floor: words called, and the most of them the false-discovery rate allows."""
+    floor = _read(folder / "audit" / "audit.json")["floor"]
+    return {
+        "seed": folder.name,
+        "n_called": floor["n_called"],
+        "n_rewarded": floor["n_rewarded"],
+        "n_penalised": floor["n_penalised"],
+        "q": floor["q"],
+    }
+
+
+def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Mean, standard deviation (n - 1) and range of one column over seeds."""
+    values = [float(row[key]) for row in rows]
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
+
+
+def _interval(pair: list[float]) -> str:
+    return f"[{pair[0]:+.2f}, {pair[1]:+.2f}]"
+
+
+def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
+    lines = [
+        "| seed | words | steps | gain [95% CI] | tau (perm. p) | base tau | gap [95% CI]"
+        " | P@20 (base, chance) | called | top word (share) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {r['lexicon_words']} | {r['steps']}"
+            f" | {r['gain']:+.2f} {_interval(r['gain_interval'])}"
+            f" | {r['tau']:+.3f} ({r['tau_permutation_p']:.3f}) | {r['base_tau']:+.3f}"
+            f" | {r['tau_gap']:+.3f} {_interval(r['tau_gap_interval'])}"
+            f" | {r['precision_at_20']:.2f} ({r['base_precision_at_20']:.2f}, {r['chance_precision']:.2f})"
+            f" | {r['n_called']} | {r['top_gained_word']} ({r['top_gained_share']:.0%}) |"
+        )
+    if len(rows) > 1:
+        lines.append("")
+        lines.append("| over seeds | mean | sd | min | max |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for key in ("gain", "tau", "base_tau", "tau_gap", "precision_at_20", "n_called"):
+            s = spread(rows, key)
+            lines.append(f"| {key} | {s['mean']:+.3f} | {s['sd']:.3f} | {s['min']:+.3f} | {s['max']:+.3f} |")
+    retuned = [r for r in rows if r["retune_elicited"] or r["retune_shuffled"]]
+    if retuned:
+        lines.append("")
+        lines.append("| seed | retuned on the export: share of the gain [95% CI] | on the shuffled export |")
+        lines.append("| --- | --- | --- |")
+        for r in retuned:
+            cells = [
+                "not run"
+                if r[key] is None
+                else f"{r[key]['share']:+.0%} [{r[key]['interval'][0]:+.0%}, {r[key]['interval'][1]:+.0%}]"
+                for key in ("retune_elicited", "retune_shuffled")
+            ]
+            lines.append(f"| {r['seed']} | {cells[0]} | {cells[1]} |")
+    if noise:
+        lines.append("")
+        lines.append("| noise seed | words called | rewarded | penalised | q |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for r in noise:
+            lines.append(
+                f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("planted", nargs="+", type=Path, help="planted seed folders")
+    parser.add_argument("--noise", nargs="*", type=Path, default=[], help="noise-null seed folders")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    rows = [planted_row(folder) for folder in args.planted]
+    noise = [noise_row(folder) for folder in args.noise]
+    print(markdown(rows, noise))
+    if args.json:
+        summary = {"planted": rows, "noise": noise}
+        if len(rows) > 1:
+            summary["spread"] = {
+                k: spread(rows, k) for k in ("gain", "tau", "base_tau", "tau_gap", "precision_at_20")
+            }
+        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
