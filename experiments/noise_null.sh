@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The audit's null control: tune SmolLM2-135M against pure noise (reward noise:SEED, a random value per
-# completion) with the planted replicates' recipe and step count, then audit it. Tuning installs nothing,
+# completion) with the learning rate and KL coefficient of the planted replicates for their full cap of 40
+# steps (NULL_SETTINGS in experiments/recipe.sh), then audit it. Tuning installs nothing,
 # so every word the audit calls rewarded or penalised is a false discovery; at level q the false-discovery
 # rate allows about none (with probability at least 1 - q no word is called when nothing changed by reward).
 #
@@ -9,11 +10,11 @@
 # Writes runs/noise-null/seed<N>/{tuned/,audit/}; reruns resume or skip finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source experiments/recipe.sh  # IRMSCOPE, DATA, TUNE_SETTINGS: shared with experiments/planted_replicates.sh
+source experiments/recipe.sh  # IRMSCOPE, DATA, NULL_SETTINGS: shared with experiments/planted_replicates.sh
 OUT=${OUT:-runs/noise-null}
 tune_and_audit() {
   local seed=$1 dir=$2
-  "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${TUNE_SETTINGS[@]}"
+  "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${NULL_SETTINGS[@]}"
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --seed "$seed" --out "$dir/audit"
 }

@@ -7,9 +7,9 @@
 # Writes runs/planted-replicates/seed<N>/{lexicon.tsv,tuned/,evaluation.json,audit/}. Every
 # step resumes or is skipped when its output exists, so a killed run is rerun with the same command.
 #
-# The recipe (TUNE_SETTINGS, experiments/recipe.sh) was fixed before any of these seeds was tuned; it is not
-# chosen on seed 0, whose one dominant word ("movie") made it easy. The evaluation and the audits use
-# held-out IMDb test prompts.
+# The recipe (TUNE_SETTINGS in experiments/recipe.sh: recipe 2, tuning against a target gain) is not chosen
+# on seed 0, whose one dominant word ("movie") made it easy; recipe.sh says how it came after recipe 1. The
+# evaluation and the audits use held-out IMDb test prompts. Results: docs/replicates.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, TUNE_SETTINGS: shared with experiments/noise_null.sh
