@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from irmscope.rewards import Lexicon
+
 
 def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
@@ -39,7 +41,7 @@ def planted_row(folder: Path) -> dict[str, Any]:
     tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
     precision = comparison["precision_rewarded"]
     gained = audit["completions"]["gained"]
-    n_words = sum(1 for line in (folder / "lexicon.tsv").read_text(encoding="utf-8").splitlines() if line)
+    n_words = len(Lexicon.from_tsv(folder / "lexicon.tsv"))
     return {
         "seed": folder.name,
         "lexicon_words": n_words,
