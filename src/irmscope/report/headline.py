@@ -23,8 +23,8 @@ def gain_warning(evaluation: dict[str, Any], reward: str) -> str | None:
     return (
         f"WARNING: the tuning gain in {reward} reward, {_interval(gain)}, has a 95% interval that "
         "includes 0: the sampled completions do not show that the tuned model learned its reward (see the "
-        "policy-shift test for whether it was installed in the logits; more steps, or tuning against a target "
-        "with tune.target_gain, may install it)"
+        "policy-shift test for whether it was installed in the logits; more steps, or tuning against a "
+        "target with tune.target_gain, may install it)"
     )
 
 
