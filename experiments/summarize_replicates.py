@@ -46,7 +46,9 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "seed": folder.name,
         "lexicon_words": n_words,
         "steps": manifest["steps_done"],
-        "stop_reason": manifest.get("stop_reason", "fixed step count"),
+        "stop_reason": (manifest.get("stopping") or {}).get(
+            "reason", "steps"
+        ),  # older manifests: fixed steps
         "gain": gain["value"],
         "gain_interval": [gain["low"], gain["high"]],
         "tau": tuned["kendall_tau"],

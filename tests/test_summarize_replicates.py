@@ -1,0 +1,97 @@
+"""experiments/summarize_replicates.py: the per-seed table and the retune shares read the right fields."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "summarize_replicates.py"
+
+
+@pytest.fixture(scope="module")
+def summarize():
+    spec = importlib.util.spec_from_file_location("summarize_replicates", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _evaluation(base: np.ndarray, tuned: np.ndarray) -> dict:
+    gain = float((tuned - base).mean())
+    return {
+        "reward_gain": {"value": gain, "low": gain - 0.1, "high": gain + 0.1},
+        "samples": {"base_scores": base.tolist(), "tuned_scores": tuned.tolist()},
+    }
+
+
+def _seed_folder(root: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
+    folder = root / "seed4"
+    (folder).mkdir(parents=True)
+    (folder / "lexicon.tsv").write_text(
+        "# irmscope lexicon: word<TAB>value\nfilm\t2.8\nplot\t-4.0\ntime\t1.0\n"
+    )
+    _write(
+        folder / "tuned" / "model" / "irmscope_manifest.json",
+        {"steps_done": 12, "stopping": {"reason": "target"}},
+    )
+    base = rng.normal(size=200)
+    _write(folder / "evaluation.json", _evaluation(base, base + 2.0 + rng.normal(scale=0.5, size=200)))
+    agreement = {"kendall_tau": 0.3, "permutation_p": 0.005, "n": 3}
+    _write(
+        folder / "audit" / "audit.json",
+        {
+            "floor": {"n_called": 4, "n_rewarded": 4, "n_penalised": 0, "q": 0.05},
+            "completions": {"gained": [{"word": "film", "share": 0.5}]},
+            "reward": {
+                "kendall": {"elicited": agreement, "base_level": {**agreement, "kendall_tau": 0.01}},
+                "tau_gap": {"value": 0.29, "low": 0.1, "high": 0.4},
+                "precision_rewarded": {
+                    "elicited": {"k": 2, "value": 0.5},
+                    "base_level": {"k": 2, "value": 0.0},
+                    "chance": 0.01,
+                },
+            },
+        },
+    )
+    return folder, base
+
+
+def test_planted_row_and_retune_shares(summarize, tmp_path):
+    rng = np.random.default_rng(0)
+    folder, base = _seed_folder(tmp_path, rng)
+    assert summarize.planted_row(folder)["retune_elicited"] is None  # not run: no share invented
+    _write(folder / "retune-elicited.json", _evaluation(base, base + 1.0 + rng.normal(scale=0.5, size=200)))
+    _write(folder / "retune-shuffled.json", _evaluation(base, base + rng.normal(scale=0.5, size=200)))
+    row = summarize.planted_row(folder)
+    assert row["lexicon_words"] == 3 and row["steps"] == 12 and row["stop_reason"] == "target"
+    assert row["tau"] == 0.3 and row["base_tau"] == 0.01 and row["top_gained_word"] == "film"
+    elicited, shuffled = row["retune_elicited"], row["retune_shuffled"]
+    assert elicited["share"] == pytest.approx(0.5, abs=0.05)
+    assert elicited["interval"][0] < elicited["share"] < elicited["interval"][1]
+    assert abs(shuffled["share"]) < 0.1 and shuffled["interval"][0] < 0 < shuffled["interval"][1]
+    table = summarize.markdown([row], [summarize.noise_row(folder)])
+    assert f"| seed4 | 3 | 12 | {row['gain']:+.2f} [" in table
+    assert re.search(r"\| seed4 \| \+(49|50|51)% \[", table)
+
+
+def test_a_retune_on_other_base_samples_is_refused(summarize, tmp_path):
+    rng = np.random.default_rng(1)
+    folder, base = _seed_folder(tmp_path, rng)
+    _write(folder / "retune-elicited.json", _evaluation(base + 1.0, base + 2.0))
+    with pytest.raises(SystemExit, match="base completions"):
+        summarize.planted_row(folder)
+
+
+def test_spread_over_seeds(summarize):
+    rows = [{"tau": 0.2}, {"tau": 0.4}, {"tau": 0.3}]
+    assert summarize.spread(rows, "tau") == pytest.approx({"mean": 0.3, "sd": 0.1, "min": 0.2, "max": 0.4})
