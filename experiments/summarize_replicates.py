@@ -7,11 +7,12 @@ the numbers.
 
 Each planted row: the lexicon's size, the steps tuned and why tuning stopped, the held-out tuning gain in the
 planted reward with its bootstrap interval (``irmscope evaluate``), and from the audit (``irmscope audit
---reward``): the expected-count policy shift's Kendall tau against the planted values over all planted words
-with its permutation p-value, the base model's own tau (the control) and the paired tuned-minus-base gap,
-precision@20 of the most rewarded called words against the planted positive words (beside the base level
-and chance), how many words the noise floor called, and the word that carries the largest share of the
-change in the completions.
+--reward``): Kendall tau between the audit's word values (relative shift beyond the drift of words of
+similar frequency) and the planted values over all planted words, with its permutation p-value, the base
+model's own tau (the control) and the paired tuned-minus-base gap; precision@20 of the most rewarded words
+(called words first, then by shift beyond the drift) against the planted positive words, beside the base
+level and chance; how many words the noise floor called; and the word that carries the largest share of
+the change in the completions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from irmscope.rewards import Lexicon
+from irmscope.stats import bootstrap_ci
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -70,27 +72,37 @@ def planted_row(folder: Path) -> dict[str, Any]:
 
 def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
     """The gain of the model retuned against the audit's export (``kind`` "elicited" or its control
-    "shuffled", experiments/retune_export.sh), in the original reward, as a share of the original tuning's
-    gain: the ratio of the two mean gains over the same prompts, with a paired percentile bootstrap over
-    prompts. Both evaluations sample the same base completions (same prompts, seed and base model)."""
+    "shuffled", experiments/retune_export.sh) in the original reward, beside the original tuning's gain.
+
+    Always: the paired difference (retuned gain - original gain) per prompt with its bootstrap interval.
+    When the original gain's interval lies above 0, also the share: the ratio of the two mean gains with a
+    paired percentile bootstrap over prompts (a ratio whose denominator may cross 0 has no interval).
+    Both evaluations sample the same base completions (same prompts, seed and base model)."""
     path = folder / f"retune-{kind}.json"
     if not path.is_file():
         return None
-    original, retuned = _read(folder / "evaluation.json")["samples"], _read(path)["samples"]
-    base = np.asarray(original["base_scores"])
-    if not np.allclose(base, retuned["base_scores"]):
+    original, retuned = _read(folder / "evaluation.json"), _read(path)
+    base = np.asarray(original["samples"]["base_scores"])
+    if not np.allclose(base, retuned["samples"]["base_scores"]):
         raise SystemExit(f"error: {path} did not sample the original evaluation's base completions")
-    gained = np.asarray(original["tuned_scores"]) - base
-    regained = np.asarray(retuned["tuned_scores"]) - base
-    ratio = lambda a, b, axis=-1: b.mean(axis) / a.mean(axis)  # noqa: E731
-    ci = stats.bootstrap(
-        (gained, regained), ratio, paired=True, method="percentile", rng=0
-    ).confidence_interval
-    return {"share": float(ratio(gained, regained)), "interval": [float(ci.low), float(ci.high)]}
+    gained = np.asarray(original["samples"]["tuned_scores"]) - base
+    regained = np.asarray(retuned["samples"]["tuned_scores"]) - base
+    out: dict[str, Any] = {
+        "gain": retuned["reward_gain"],
+        "difference": bootstrap_ci(regained - gained).as_dict(),
+        "share": None,
+        "interval": None,
+    }
+    if original["reward_gain"]["low"] > 0:
+        ratio = lambda a, b, axis=-1: b.mean(axis) / a.mean(axis)  # noqa: E731
+        ci = stats.bootstrap((gained, regained), ratio, paired=True, method="percentile", rng=0)
+        out["share"] = float(ratio(gained, regained))
+        out["interval"] = [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
+    return out
 
 
 def noise_row(folder: Path) -> dict[str, Any]:
-    """One noise-tuned model's floor: words called, and the most of them the false-discovery rate allows."""
+    """One noise-tuned model's floor: how many words it called (every one a false discovery)."""
     floor = _read(folder / "audit" / "audit.json")["floor"]
     return {
         "seed": folder.name,
@@ -110,6 +122,17 @@ def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 def _interval(pair: list[float]) -> str:
     return f"[{pair[0]:+.2f}, {pair[1]:+.2f}]"
+
+
+def _retune_cell(retune: dict[str, Any] | None) -> str:
+    if retune is None:
+        return "not run"
+    gain = retune["gain"]
+    text = f"{gain['value']:+.2f} [{gain['low']:+.2f}, {gain['high']:+.2f}]"
+    if retune["share"] is None:
+        return f"{text}; no share (the original gain's interval includes 0)"
+    low, high = retune["interval"]
+    return f"{text}; {retune['share']:.0%} [{low:.0%}, {high:.0%}]"
 
 
 def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
@@ -137,16 +160,14 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
     retuned = [r for r in rows if r["retune_elicited"] or r["retune_shuffled"]]
     if retuned:
         lines.append("")
-        lines.append("| seed | retuned on the export: share of the gain [95% CI] | on the shuffled export |")
-        lines.append("| --- | --- | --- |")
+        lines.append(
+            "| seed | original gain | retuned on the export: gain; share of the original [95% CI] "
+            "| on the shuffled export |"
+        )
+        lines.append("| --- | --- | --- | --- |")
         for r in retuned:
-            cells = [
-                "not run"
-                if r[key] is None
-                else f"{r[key]['share']:+.0%} [{r[key]['interval'][0]:+.0%}, {r[key]['interval'][1]:+.0%}]"
-                for key in ("retune_elicited", "retune_shuffled")
-            ]
-            lines.append(f"| {r['seed']} | {cells[0]} | {cells[1]} |")
+            cells = [_retune_cell(r[key]) for key in ("retune_elicited", "retune_shuffled")]
+            lines.append(f"| {r['seed']} | {r['gain']:+.2f} | {cells[0]} | {cells[1]} |")
     if noise:
         lines.append("")
         lines.append("| noise seed | words called | rewarded | penalised | q |")

@@ -78,10 +78,28 @@ def test_planted_row_and_retune_shares(summarize, tmp_path):
     elicited, shuffled = row["retune_elicited"], row["retune_shuffled"]
     assert elicited["share"] == pytest.approx(0.5, abs=0.05)
     assert elicited["interval"][0] < elicited["share"] < elicited["interval"][1]
+    assert elicited["difference"]["high"] < 0 < elicited["gain"]["low"]  # below the original, above 0
     assert abs(shuffled["share"]) < 0.1 and shuffled["interval"][0] < 0 < shuffled["interval"][1]
     table = summarize.markdown([row], [summarize.noise_row(folder)])
     assert f"| seed4 | 3 | 12 | {row['gain']:+.2f} [" in table
-    assert re.search(r"\| seed4 \| \+(49|50|51)% \[", table)
+    retune_line = next(
+        line for line in table.splitlines() if line.startswith(f"| seed4 | {row['gain']:+.2f} |")
+    )
+    _, _, elicited_cell, shuffled_cell = retune_line.strip("| ").split(" | ")
+    assert re.search(r"; (49|50|51)% \[", elicited_cell) and re.search(r"; -?\d% \[", shuffled_cell)
+
+
+def test_no_share_when_the_original_gain_may_be_zero(summarize, tmp_path):
+    rng = np.random.default_rng(2)
+    folder, base = _seed_folder(tmp_path, rng)
+    _write(folder / "evaluation.json", _evaluation(base, base + rng.normal(scale=0.5, size=200)))
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    evaluation["reward_gain"]["low"] = -0.05
+    _write(folder / "evaluation.json", evaluation)
+    _write(folder / "retune-elicited.json", _evaluation(base, base + 0.3 + rng.normal(scale=0.5, size=200)))
+    retune = summarize.planted_row(folder)["retune_elicited"]
+    assert retune["share"] is None and retune["interval"] is None and retune["difference"]["low"] > 0
+    assert "no share" in summarize._retune_cell(retune)
 
 
 def test_a_retune_on_other_base_samples_is_refused(summarize, tmp_path):
