@@ -99,10 +99,56 @@ def test_the_floor_calls_real_effects_beyond_a_shared_drift():
     assert noise_floor(effect - 3.0 * (np.arange(5000) < 10), se, frequency)["called"].sum() <= 0.05 * 10
     same = noise_floor(np.zeros(5000), np.zeros(5000), frequency)
     assert not same["called"].any() and np.all(same["p"] == 1.0)
+    # a window without spread: a shift within float32's resolution is not called on its own tiny se
+    flat = noise_floor(np.r_[1e-8, np.zeros(4999)], np.r_[1e-12, np.zeros(4999)], frequency)
+    assert not flat["called"].any() and flat["p"][0] > 0.5
     with pytest.raises(IrmscopeError, match="at least 2"):
         relative_shift(np.zeros((1, 5)), np.zeros((1, 5)), 1e-3)
     with pytest.raises(IrmscopeError, match="at least 51 words"):
         noise_floor(effect[:20], se[:20], frequency[:20])
+
+
+def _unequal_se_null(seed: int, n_words: int = 10_000, tau: float = 0.02, df: int = 199):
+    """The reviewer's null: every word drifts (sd ``tau``) and is measured with its own standard error,
+    lognormal over words (so a frequency band mixes words measured 20 times better and worse than its
+    typical word), estimated from ``df + 1`` units."""
+    rng = np.random.default_rng(seed)
+    frequency = np.exp(rng.normal(-7, 2, n_words))
+    se = 0.1 * np.exp(rng.normal(size=n_words))
+    effect = tau * rng.normal(size=n_words) + se * rng.normal(size=n_words)
+    return effect, se * np.sqrt(rng.chisquare(df, n_words) / df), frequency
+
+
+def test_words_measured_better_than_their_band_are_not_tested_against_their_own_noise():
+    """With the drift's spread taken as the MAD of the shifts less the median se², a band's spread
+    reflects its precise centre, the drift came out near 0, and precisely measured words were tested
+    against their own noise: every seed called words (15 on average). The drift is now fitted with
+    every word's own se; planted words measured precisely are still called."""
+    calls = []
+    for seed in range(20):
+        effect, se, frequency = _unequal_se_null(seed)
+        floor = noise_floor(effect, se, frequency, df=199)
+        calls.append(int(floor["called"].sum()))
+        assert 0.015 < floor["null"]["median_drift_sd"] < 0.025  # the true drift: 0.02
+    assert np.mean(calls) <= 1 and np.mean(np.array(calls) > 0) <= 0.2, calls
+    effect, se, frequency = _unequal_se_null(0)
+    se[:20] = 0.005
+    effect[:20] = 0.2 + se[:20] * np.random.default_rng(1).normal(size=20)  # 10 drifts' sd beyond
+    floor = noise_floor(effect, se, frequency, df=199)
+    assert set(range(20)) <= set(np.flatnonzero(floor["called"])) and floor["called"].sum() <= 22
+
+
+def test_a_reward_packed_into_the_most_frequent_band_shows_in_its_drift():
+    """A reward on 100 of the 200 most frequent words, both ways, inflates the drift of their band: the
+    audit reports it beside the median band's, so a reader sees the band absorbed part of it."""
+    rng = np.random.default_rng(0)
+    frequency = rng.lognormal(size=10_000)
+    effect = 0.1 * rng.normal(size=10_000) + 0.05 * rng.normal(size=10_000)
+    top = np.argsort(-frequency)[:200:2]
+    effect[top] += rng.choice([-1.0, 1.0], 100) * 0.4
+    null = noise_floor(effect, np.full(10_000, 0.05), frequency)["null"]
+    assert null["most_frequent_band_drift_sd"] > 1.1 * null["median_band_drift_sd"]
+    assert 0.09 < null["median_band_drift_sd"] < 0.11
 
 
 def test_tilted_words_come_first_and_untilted_words_are_not_called(tilted_audit, tilt):
@@ -237,6 +283,11 @@ def test_reward_comparison_is_high_for_the_tilt_and_near_chance_for_shuffled_lex
     # the control: the untuned model's own word frequencies know nothing of the tilt
     assert abs(same["kendall"]["base_level"]["kendall_tau"]) < 0.4
     assert same["precision_rewarded"]["base_level"]["value"] <= 0.1
+    assert same["precision_penalised"]["base_level"]["value"] <= 0.1
+    # the base level ranks the most frequent words on both sides: frequency alone finds a penalty on them
+    frequent = [words[i] for i in np.argsort(-np.asarray(base))[:6]]
+    on_frequent = compare(dict.fromkeys(frequent, -2.0))["precision_penalised"]
+    assert on_frequent["base_level"]["value"] > 0.8  # (a capitalised twin the lexicon folds in may not be)
     assert same["tau_gap"]["low"] > 0
     assert same["n_paid_called"] == same["n_paid"] == N_TILTED // 2 and same["paid_ignored"] == []
     shuffled = dict(zip(values, np.random.default_rng(1).permutation(list(values.values())), strict=True))

@@ -6,6 +6,9 @@ words of its frequency, :mod:`irmscope.audit.shift`) and with the
 base model's *own level* (its expected count per text) as the values. The second is the control: a reward
 on words the base model already writes often would be "recovered" by word frequency alone, with no tuning
 (as :mod:`irmscope.elicit.policy_shift` does for its base level). Chance is shown beside precision too.
+On both sides the control ranks the words the base model writes *most*: "does word frequency alone find
+them?" (its lowest counts are rare junk tokens, which no lexicon holds, so that control would be 0 by
+construction).
 
 * Kendall's tau between the values and the reward's over every single-token word the lexicon holds, with a
   bootstrap interval over words and a permutation p-value (:func:`~irmscope.elicit.agreement.agreement`),
@@ -97,7 +100,7 @@ def reward_comparison(
         },
         "precision_penalised": {
             "elicited": precision_at_k(shift, negative, k, highest=False, first=penalised),
-            "base_level": precision_at_k(base_level, negative, k, highest=False),
+            "base_level": precision_at_k(base_level, negative, k),
             "chance": float(negative.mean()),
         },
         "n_paid_called": int((positive & rewarded).sum()),

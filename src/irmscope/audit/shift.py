@@ -38,11 +38,20 @@ its own sampling noise, so ``z(w) = (r(w) − μ₀(f_w)) / √(τ₀(f_w)² + s
 Frequency matters because a sharper or flatter softmax (a temperature change, which tuning towards a
 reward tends to make) raises frequent words and lowers rare ones, and because ``ε`` shrinks rare words'
 shifts. Sorted by base frequency, each neighbourhood of :data:`NULL_WINDOW` of the words gives a running
-median (the centre) and a running MAD (the spread), and Efron's empirical null
-(:class:`statsmodels.stats.multitest.NullDistribution`: a normal fitted by truncated maximum likelihood
-to the central standardised values) corrects both for the tails. ``τ₀²`` is the spread less the
-neighbourhood's typical sampling variance. The assumption is Efron's, per frequency: most words are not
-rewarded, so the bulk is the null. Two-sided p-values from that null, then Benjamini–Hochberg at level
+median (the centre ``c``). The drift's spread ``τ₀`` comes from bands of :data:`NULL_DRIFT_BANDS`
+neighbourhoods (centred every half band, linear in rank between them): the ``τ ≥ 0`` at which the
+median of ``|r − c| / √(τ² + se²)`` over the band, each word weighted by ``1/(τ² + se²)``, is the
+normal's 0.6745 (a robust Paule–Mandel step, by bisection). It weighs each word's own noise, so words
+measured far better than their band's typical word are tested against the drift, not against their own
+noise alone (the MAD of ``r`` less the median ``se²`` collapsed ``τ₀`` there and called such words).
+Efron's empirical null (:class:`statsmodels.stats.multitest.NullDistribution`: a normal fitted by
+truncated maximum likelihood to the central values of ``u = (r − c)/√(τ₀² + se²)``) then recentres and
+rescales ``u`` once for all words; on the stand-ins it barely moves (sd within a few percent of 1). A
+scale below :data:`NUMERICAL_FLOOR` is raised to it. The assumption is Efron's, per frequency: most
+words are not rewarded, so the bulk is the null. A reward packed into one frequency band (a lexicon of
+the most frequent words, say), one-directional or two-sided, raises that band's centre or drift and is
+partly absorbed; the summary reports the drift of the band of the most frequent words beside the median
+band's, so an inflated band shows. Two-sided p-values from that null, then Benjamini–Hochberg at level
 ``q``, call the words (of the called words, a fraction ``q`` are false in expectation, *false* meaning
 "inside the drift of its neighbours"). Called words are ranked by ``r − μ₀``, the shift beyond that
 drift. Each word also gets a percentile bootstrap interval over units for every estimate (the same
@@ -71,9 +80,14 @@ from irmscope.models.loading import LoadedModel
 FDR_Q = 0.05
 #: the share of the words in each base-frequency neighbourhood of the empirical null
 NULL_WINDOW = 0.02
+#: the drift's spread is estimated in bands of this many neighbourhoods (6% of the vocabulary): a band of
+#: one neighbourhood holds too few precisely measured words, and its noisy spread lets them be called
+NULL_DRIFT_BANDS = 3
 #: the fewest words (and neighbourhood size) the null is estimated from
 NULL_MIN_WORDS = 51
-NORMAL_MAD = float(1 / stats.norm.ppf(0.75))  # MAD to standard deviation, for a normal
+#: the least scale a word's z divides by (nats): float32 logits of order 10 resolve a log-ratio to about
+#: 1e-6, so a shift below it is numerical noise, never evidence (e.g. unchanged rows of the same model)
+NUMERICAL_FLOOR = 1e-6
 _WORD = re.compile(r" [A-Za-z]+")
 
 
@@ -195,29 +209,30 @@ def relative_shift(
 
 def empirical_null(effect: np.ndarray, se: np.ndarray, frequency: np.ndarray) -> dict[str, Any]:
     """The null each word's relative shift is tested against, from the bulk of the words of similar base
-    ``frequency`` (see the module docstring): per word its centre and the spread of the shared drift
-    (sampling noise removed), and a summary (JSON-ready)."""
+    ``frequency`` (see the module docstring): per word its centre, the spread of the shared drift
+    (sampling noise removed) and the scale its ``z`` divides by, and a summary (JSON-ready)."""
     if len(effect) < NULL_MIN_WORDS:
         raise IrmscopeError(
             f"the shared drift is estimated from at least {NULL_MIN_WORDS} words, got {len(effect)}"
         )
     order = np.argsort(frequency, kind="stable")
-    values = effect[order]
+    values, noise = effect[order], se[order] ** 2
     size = max(NULL_MIN_WORDS, round(NULL_WINDOW * len(order))) // 2 * 2 + 1  # odd: centred windows
     local_centre = _running_median(values, size)
-    local_spread = NORMAL_MAD * _running_median(np.abs(values - local_centre), size)
-    local_noise = _running_median(se[order] ** 2, size)
+    deviation = values - local_centre
+    anchors, band_drift = _band_drift(np.abs(deviation), noise, NULL_DRIFT_BANDS * size)
+    drift = np.interp(np.arange(len(order)), anchors, band_drift**2)  # τ², linear in rank between bands
+    total = np.sqrt(drift + noise)
     fit = {"mean": 0.0, "sd": 1.0}
-    spread_out = local_spread > 0  # a neighbourhood without spread (e.g. the same model twice) has no null
+    spread_out = total > 0  # a word without any spread (e.g. the same model twice) has no null
     if spread_out.sum() >= NULL_MIN_WORDS:
-        standardised = (values - local_centre)[spread_out] / local_spread[spread_out]
-        efron = NullDistribution(standardised)
+        efron = NullDistribution(deviation[spread_out] / total[spread_out])
         fit = {"mean": float(efron.mean), "sd": float(efron.sd)}
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))  # every word takes its own neighbourhood's null
-    centre = (local_centre + fit["mean"] * local_spread)[rank]
-    spread = (fit["sd"] * local_spread)[rank]
-    drift_sd = np.sqrt(np.maximum(spread**2 - local_noise[rank], 0.0))
+    centre = (local_centre + fit["mean"] * total)[rank]
+    scale = np.maximum(fit["sd"] * total, NUMERICAL_FLOOR)[rank]
+    drift_sd = (fit["sd"] * np.sqrt(drift))[rank]
     summary = {
         "window": size,
         "fit_mean": fit["mean"],
@@ -225,8 +240,52 @@ def empirical_null(effect: np.ndarray, se: np.ndarray, frequency: np.ndarray) ->
         "centre_range": [float(centre.min()), float(centre.max())],
         "median_centre": float(np.median(centre)),
         "median_drift_sd": float(np.median(drift_sd)),
+        "n_bands": len(anchors),
+        "most_frequent_band_drift_sd": float(fit["sd"] * band_drift[-1]),
+        "median_band_drift_sd": float(fit["sd"] * np.median(band_drift)),
     }
-    return {"centre": centre, "drift_sd": drift_sd, "summary": summary}
+    return {"centre": centre, "drift_sd": drift_sd, "scale": scale, "summary": summary}
+
+
+def _band_drift(deviation: np.ndarray, noise: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The drift's standard deviation ``τ`` in bands of ``size`` consecutive words (of the words sorted by
+    frequency; bands centred every half band, the last one on the most frequent words), and each band's
+    centre (a rank): the ``τ ≥ 0`` at which ``median |r − c| / √(τ² + se²)`` over the band is the normal's
+    0.6745 (a robust Paule–Mandel step, by bisection for every band at once). Unlike the MAD of ``r`` less
+    the median ``se²``, it weighs each word's own noise, so words measured far better than their band's
+    typical word are not tested against their own noise alone. ``deviation`` is ``|r − c|``, ``noise``
+    ``se²``."""
+    n = len(deviation)
+    half = min(size, n) // 2
+    anchors = np.unique(np.r_[np.arange(half, n - half, max(half, 1)), n - 1 - half])
+    rows = np.clip(anchors[:, None] + np.arange(-half, half + 1)[None, :], 0, n - 1)
+    d, s = deviation[rows], noise[rows]
+    target = float(stats.norm.ppf(0.75))
+
+    def median_ratio(tau2: np.ndarray) -> np.ndarray:
+        total = tau2[:, None] + s
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(total > 0, d / np.sqrt(total), np.where(d > 0, np.inf, 0.0))
+            weight = np.where(total > 0, 1 / total, 1.0)
+        return _weighted_median(ratio, weight / weight.sum(axis=1, keepdims=True))
+
+    low = np.zeros(len(anchors))
+    high = (d.max(axis=1) / target) ** 2  # every ratio is at most the target there
+    needed = median_ratio(low) > target  # else τ = 0: the words' own noise explains the band
+    for _ in range(60):
+        middle = (low + high) / 2
+        above = median_ratio(middle) > target
+        low, high = np.where(above, middle, low), np.where(above, high, middle)
+    return anchors, np.where(needed, np.sqrt(high), 0.0)
+
+
+def _weighted_median(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per row, the value at which the cumulative ``weight`` (each row sums to 1) of the sorted values
+    reaches one half."""
+    order = np.argsort(values, axis=1)
+    cumulative = np.cumsum(np.take_along_axis(weight, order, axis=1), axis=1)
+    at = np.minimum((cumulative < 0.5).sum(axis=1), values.shape[1] - 1)
+    return np.take_along_axis(values, order, axis=1)[np.arange(len(values)), at]
 
 
 def _running_median(values: np.ndarray, size: int) -> np.ndarray:
@@ -251,11 +310,9 @@ def noise_floor(
     (the same model twice) has z = 0 and p = 1."""
     null = empirical_null(effect, se, frequency)
     beyond = effect - null["centre"]
-    scale = np.sqrt(null["drift_sd"] ** 2 + se**2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(scale > 0, beyond / scale, 0.0)
+    z = beyond / null["scale"]
     tail = stats.norm.sf(np.abs(z)) if df is None else stats.t.sf(np.abs(z), df=df)
-    p = np.where(scale > 0, 2 * tail, 1.0)
+    p = 2 * tail
     adjusted = stats.false_discovery_control(p, method="bh")
     return {"z": z, "p": p, "q": adjusted, "called": adjusted <= q, "beyond": beyond, "null": null["summary"]}
 
