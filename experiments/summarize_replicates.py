@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from irmscope.rewards import Lexicon
-from irmscope.stats import bootstrap_ci
+from irmscope.stats import bootstrap_ci, paired_ratio_ci
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -76,7 +75,8 @@ def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
 
     Always: the paired difference (retuned gain - original gain) per prompt with its bootstrap interval.
     When the original gain's interval lies above 0, also the share: the ratio of the two mean gains with a
-    paired percentile bootstrap over prompts (a ratio whose denominator may cross 0 has no interval).
+    paired percentile bootstrap over prompts (:func:`irmscope.stats.paired_ratio_ci`; a ratio whose
+    denominator may cross 0 has no interval).
     Both evaluations sample the same base completions (same prompts, seed and base model)."""
     path = folder / f"retune-{kind}.json"
     if not path.is_file():
@@ -94,10 +94,8 @@ def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
         "interval": None,
     }
     if original["reward_gain"]["low"] > 0:
-        ratio = lambda a, b, axis=-1: b.mean(axis) / a.mean(axis)  # noqa: E731
-        ci = stats.bootstrap((gained, regained), ratio, paired=True, method="percentile", rng=0)
-        out["share"] = float(ratio(gained, regained))
-        out["interval"] = [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
+        share = paired_ratio_ci(regained, gained)
+        out["share"], out["interval"] = share.value, [share.low, share.high]
     return out
 
 

@@ -6,8 +6,11 @@ generation took 12 s), so each worker uses one thread. The hub is switched off: 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -42,3 +45,17 @@ def run_cli(monkeypatch, capsys):
         return info.value.code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a script that is not part of the package (benchmarks/, experiments/) as a module, so its
+    functions can be tested: ``load_script(path)``."""
+
+    def load(path: Path) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

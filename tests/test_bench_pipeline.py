@@ -1,7 +1,6 @@
 """benchmarks/bench_pipeline.py: the table's arithmetic on fabricated timings, and the script end to end on
 a run folder of the smoke preset's config (tiny model, so the prices are measured in seconds)."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,11 +13,8 @@ SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench_pipeline.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script(SCRIPT)
 
 
 def _tokens(forward=0, backward=0, sampled=0):

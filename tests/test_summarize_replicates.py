@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -14,11 +13,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "summarize_replic
 
 
 @pytest.fixture(scope="module")
-def summarize():
-    spec = importlib.util.spec_from_file_location("summarize_replicates", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def summarize(load_script):
+    return load_script(SCRIPT)
 
 
 def _write(path: Path, data: dict) -> None:
