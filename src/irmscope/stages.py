@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -49,6 +50,17 @@ class StageResult:
 def stage_folder(root: str | Path, name: str, key: str) -> Path:
     """Where the finished stage ``name`` with cache key ``key`` lives in the run folder ``root``."""
     return Path(root) / "stages" / f"{name}-{key}"
+
+
+def finished_stage_folders(root: str | Path, name: str) -> list[Path]:
+    """Every finished folder of the stage ``name`` in the run folder ``root``, whatever its key (exactly
+    ``name`` followed by a key: ``saes`` does not match ``saes-tuned-KEY``)."""
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")  # keys: io.fingerprint
+    return [
+        folder
+        for folder in stage_folder(root, name, "*").parent.glob(f"{name}-*")
+        if pattern.fullmatch(folder.name) and (folder / DONE).is_file()
+    ]
 
 
 def output_digests(folder: Path) -> dict[str, dict[str, Any]]:

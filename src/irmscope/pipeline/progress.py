@@ -18,12 +18,11 @@ It assumes that every stage still to come computes: a stage that turns out to be
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from irmscope.config import RunConfig
-from irmscope.stages import DONE
+from irmscope.stages import DONE, finished_stage_folders
 
 #: seconds of one stage folder in the demo preset (per model for per-model stages), and the config's size
 #: relative to the demo's; a stage named here by its registry name
@@ -84,12 +83,7 @@ UNKNOWN_STAGE_SECONDS = 30.0
 
 def recorded_seconds(root: Path, name: str) -> float | None:
     """How long the stage folder ``name`` (e.g. ``saes-tuned``) last took in the run folder ``root``."""
-    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")
-    finished = [
-        folder / DONE
-        for folder in (root / "stages").glob(f"{name}-*")
-        if pattern.fullmatch(folder.name) and (folder / DONE).is_file()
-    ]
+    finished = [folder / DONE for folder in finished_stage_folders(root, name)]
     for done in sorted(finished, key=lambda path: path.stat().st_mtime, reverse=True):
         try:
             seconds = json.loads(done.read_text()).get("stage_seconds")
