@@ -69,6 +69,43 @@ def test_irl_is_a_conditional_logit_that_per_prompt_offsets_do_not_fool():
     assert ((old_estimate[n:] > old_estimate[:n]) == (true[n:] > true[:n])).mean() < same_order.mean() - 0.1
 
 
+@pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
+def test_irl_fits_in_the_row_space_of_its_differences_with_the_weights_of_a_full_fit(kind):
+    """With fewer pairs (30) than features (80), fit_irl fits coordinates in the span of the differences;
+    the weights (mapped back) and the searched penalty must be those of sklearn's fit on every feature."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(4)
+    n, width = 30, 80
+    groups, expert = np.tile(np.arange(n), 2), np.arange(2 * n) >= n
+    features = rng.standard_normal((2 * n, width)) + np.outer(expert, rng.standard_normal(width) * 0.3)
+    fitted = fit_irl(features, expert, groups, kind, penalty=0.01)
+    diffs = features[n:] - features[:n]
+    scale = np.sqrt((diffs**2).mean(0))
+    design, labels = np.concatenate([diffs, -diffs]) / scale, np.repeat([True, False], n)
+    model = (
+        LogisticRegression(fit_intercept=False, solver="liblinear", C=0.01, tol=1e-10, max_iter=100000)
+        if kind == "max-entropy"
+        else LinearSVC(fit_intercept=False, C=0.01, tol=1e-10, max_iter=100000)
+    )
+    full = model.fit(design, labels).coef_[0]
+    assert fitted.weights.shape == (width,)
+    assert fitted.weights @ full / np.linalg.norm(fitted.weights) / np.linalg.norm(full) > 0.9999
+    assert np.allclose(np.linalg.norm(fitted.weights), np.linalg.norm(full), rtol=1e-3)
+
+
+def test_cross_fitted_irl_gives_the_same_estimate_in_threads_as_alone():
+    from joblib import parallel_config
+
+    features, expert, groups, _ = demonstrations()
+    candidates = {"a": features, "b": features[:, ::-1] + 0.1}
+    alone = cross_fitted_irl(candidates, expert, groups, kind="max-margin")
+    with parallel_config(n_jobs=2):
+        threaded = cross_fitted_irl(candidates, expert, groups, kind="max-margin")
+    assert np.array_equal(alone[0], threaded[0]) and alone[2] == threaded[2]
+
+
 def test_cross_fitted_irl_chooses_the_read_out_inside_each_fold_and_pools_on_one_scale():
     features, expert, groups, true = demonstrations()
     noise = np.random.default_rng(9).standard_normal(features.shape)

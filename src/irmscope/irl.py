@@ -24,6 +24,14 @@ which takes few values, so several penalties (or read-outs) often tie: scores wi
 of the best count as tied, and the tie goes to the strongest penalty (the smallest ``C``: for a ranking
 SVM the widest margin) and to the first read-out in the order given. Both solvers run with a fixed seed.
 
+Every fit runs in the row space of its differences (:func:`row_space_basis`). With fewer pairs than
+features (200 prompts against a 576-wide residual stream) the differences span far fewer dimensions than
+the read-out has, and an L2-penalised linear model without intercept has its weights in that span (the
+representer theorem), so fitting the coordinates in an orthonormal basis of the span gives the same
+weights and the same penalty as fitting all the features, at a fraction of the cost (about 3x for the
+ranking SVM on the demo). The read-outs of one fold are fitted in parallel threads when the caller allows
+it with ``joblib.parallel_config(n_jobs=...)`` (liblinear releases the GIL); alone they run one by one.
+
 A recovered reward is defined up to a per-prompt constant and a positive scale; the scale depends on the
 penalty, which differs between cross-fitting folds, so :func:`cross_fitted_irl` puts every fold's held-out
 scores in units of that fold's own training scores before they are pooled.
@@ -41,6 +49,7 @@ from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.svm import LinearSVC
@@ -139,6 +148,14 @@ def penalty_search(kind: IrlKind, groups: np.ndarray, penalties: np.ndarray = PE
     return GridSearchCV(model, {"C": penalties}, cv=folds, scoring=scoring, refit=_strongest_of_the_best)
 
 
+def row_space_basis(rows: np.ndarray) -> np.ndarray:
+    """``[features, rank]``: an orthonormal basis of the span of ``rows`` (directions whose singular value
+    is below 1e-10 of the largest are numerically absent and left out)."""
+    _, singular, right = np.linalg.svd(rows, full_matrices=False)
+    keep = singular > singular[0] * 1e-10 if singular.size and singular[0] > 0 else np.zeros(0, dtype=bool)
+    return right[keep].T
+
+
 def fit_irl(
     features: np.ndarray, expert: np.ndarray, groups: np.ndarray, kind: IrlKind, penalty: float | None = None
 ) -> LinearReward:
@@ -157,7 +174,11 @@ def fit_irl(
     diffs, pair_groups = within_prompt_differences(x, expert, groups)
     scale = np.sqrt((diffs**2).mean(0))
     scale[scale == 0] = 1.0
-    design = np.concatenate([diffs, -diffs]) / scale
+    basis = row_space_basis(diffs / scale)  # exact: see the module docstring
+    if basis.shape[1] == 0:  # every difference is zero (both policies wrote the same): nothing to rotate
+        basis = np.eye(x.shape[1])
+    coordinates = diffs / scale @ basis
+    design = np.concatenate([coordinates, -coordinates])
     chosen = np.repeat([True, False], len(diffs))
     design_groups = np.tile(pair_groups, 2)  # a pair's +d and -d rows stay in one fold
     cv_score = float("nan")
@@ -167,7 +188,7 @@ def fit_irl(
         cv_score = search.cv_results_["mean_test_score"][search.best_index_]
     else:
         model = _model(kind)[0].set_params(C=penalty).fit(design, chosen)
-    return LinearReward(model.coef_[0].copy(), x.mean(0), scale, float(penalty), float(cv_score))
+    return LinearReward(basis @ model.coef_[0], x.mean(0), scale, float(penalty), float(cv_score))
 
 
 def _folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -228,10 +249,11 @@ def cross_fitted_irl(
             prompts = np.unique(groups[fit_rows])
             kept = rng.choice(prompts, round(subsample * len(prompts)), replace=False)
             fit_rows = fit_rows[np.isin(groups[fit_rows], kept)]
-        rewards = {
-            name: fit_irl(x[fit_rows], expert[fit_rows], groups[fit_rows], kind, penalty)
-            for name, x in candidates.items()
-        }
+        fitted = Parallel(prefer="threads")(
+            delayed(fit_irl)(x[fit_rows], expert[fit_rows], groups[fit_rows], kind, penalty)
+            for x in candidates.values()
+        )
+        rewards = dict(zip(candidates, fitted, strict=True))
         names = list(rewards)  # ties go to the first read-out in the order given
         best = names[first_best([rewards[name].cv_score for name in names])] if len(names) > 1 else names[0]
         x = candidates[best]

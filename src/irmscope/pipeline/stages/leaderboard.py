@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from joblib import parallel_config
+
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
@@ -48,6 +51,7 @@ class Leaderboard(Stage):
             lexicon=ctx.lexicon,
             review_texts=list(ctx.reviews("contexts")["text"]),
         )
-        result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
+        with parallel_config(n_jobs=torch.get_num_threads()):  # inverse RL fits its read-outs in threads
+            result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
         write_json(work / self.result_file, result)
         return {"methods": [row["method"] for row in result["rows"]]}
