@@ -64,7 +64,7 @@ def generate_completions(
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 32,
-    batch_size: int = 16,
+    batch_size: int = 128,
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
@@ -119,7 +119,7 @@ class Sampling:
     """
 
     max_new_tokens: int = 32
-    batch_size: int = 16
+    batch_size: int = 128  # the fastest on the 2-core machine: see config.GenerationSection
     seed: int = 0
     progress: bool = True
 
@@ -223,8 +223,9 @@ def completion_statistics(
     batch_size: int = 8,
 ) -> dict[str, np.ndarray]:
     """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
-    ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary."""
-    nll, kl, n_tokens = [], [], []
+    ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary and
+    the mean negative log-likelihood under the reference (``reference_nll``: the same forward pass)."""
+    nll, kl, n_tokens, reference_nll = [], [], [], []
     for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
         ids, attention, completion = completion_batch(policy, prompt_chunk, completion_chunk)
         # the token at position t is predicted by the logits at t - 1
@@ -240,7 +241,9 @@ def completion_statistics(
             )
             per_token = (logp.exp() * (logp - ref_logp)).sum(-1)
             kl.append(((per_token * target_mask).sum(dim=1) / counts).numpy())
+            ref_token_logp = ref_logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            reference_nll.append((-(ref_token_logp * target_mask).sum(dim=1) / counts).numpy())
     out = {"nll": np.concatenate(nll), "n_tokens": np.concatenate(n_tokens)}
     if kl:
-        out["kl"] = np.concatenate(kl)
+        out["kl"], out["reference_nll"] = np.concatenate(kl), np.concatenate(reference_nll)
     return out

@@ -64,7 +64,7 @@ def evaluate_policy(
     tuned_completions, tuned_scores = sampled_rewards(tuned, prompts, reward, sampling)
     seed = sampling.seed
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
-    base_on_tuned = completion_statistics(base, None, prompts, tuned_completions)["nll"]
+    base_on_tuned = on_tuned["reference_nll"]
     base_on_own = completion_statistics(base, None, prompts, base_completions)["nll"]
     ppl_tuned, ppl_own = float(np.exp(base_on_tuned.mean())), float(np.exp(base_on_own.mean()))
     return {
