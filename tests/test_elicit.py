@@ -431,3 +431,17 @@ def test_within_sign_null_is_uniform_when_only_the_sign_carries_signal_while_the
     kept = within_sign_permutations(truth, 5, seed=0)
     assert (np.sign(kept) == np.sign(truth)[:, None]).all()
     assert all(sorted(kept[:, k]) == sorted(truth) for k in range(5))
+
+
+@pytest.mark.parametrize("n_words", [12, 150, 151, 400])
+def test_column_taus_is_scipys_tau_b_on_either_side_of_the_switch(n_words):
+    from scipy import stats
+
+    from irmscope.elicit.agreement import column_taus
+
+    rng = np.random.default_rng(n_words)
+    y = rng.integers(-3, 4, n_words).astype(float)  # ties in y
+    columns = rng.integers(-2, 3, (n_words, 6)).astype(float)  # ties in the columns
+    columns[:, 0] = 1.0  # no ranking: NaN, as scipy gives
+    expected = [stats.kendalltau(c, y).statistic for c in columns.T]
+    assert np.allclose(column_taus(columns, y), expected, equal_nan=True, atol=1e-12)

@@ -39,6 +39,7 @@ Variants (the faithful one is always reported; the others sit beside it, never i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ _SUFFIXES = (
 _STEMMER = snowballstemmer.stemmer("english")
 
 
+@functools.cache  # called for every word of every fitting set and null refit; the stemmer is slow
 def lemma_key(word: str) -> str:
     """A grouping key for the inflections of a word: the Snowball (Porter2) English stem, a final "i" read
     as "y", then one suffix Snowball keeps stripped, a doubled final consonant undoubled and a final "e"
