@@ -63,7 +63,8 @@ def audit(
     """
     _check_pair(tuned, base, prompts)
     clock = {"start": time.perf_counter()}
-    # batches of 64: on CPU a step costs about the same for 16 rows as for 64 (weights are read once)
+    # batches of 64, fixed: sampling is seeded per batch, so the audits in docs/replicates.md rerun exactly
+    # (the default 128 is ~10% faster here)
     sampling = Sampling(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
     base_completions, tuned_completions = _completion_pair(tuned, base, prompts, completions, sampling)
     clock["sampled"] = time.perf_counter()
