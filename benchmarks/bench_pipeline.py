@@ -1,7 +1,7 @@
 """Where a pipeline run's time goes: each stage's wall time over its compute floor, measured in one run.
 
     .venv/bin/python benchmarks/bench_pipeline.py --run RUN_FOLDER [--model smollm2-135m]
-        [--out benchmarks/results/pipeline.json] [--repeats 3] [--sampling-batches 1,4,8,16,32,64]
+        [--out benchmarks/results/pipeline.json] [--repeats 3] [--sampling-batches 1,4,8,16,32,64,128]
 
 Every stage of a finished run records its wall time and the tokens its model passes processed, by kind
 (``done.json`` and the manifest of ``results.json``; see ``irmscope.models.accounting``): plain forward
@@ -252,7 +252,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--run", required=True, help="a finished run folder (holding results.json)")
     parser.add_argument("--model", default=None, help="model to price tokens with (default: the run's)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sampling-batches", default="1,4,8,16,32,64")
+    parser.add_argument("--sampling-batches", default="1,4,8,16,32,64,128")
     parser.add_argument("--out", default="benchmarks/results/pipeline.json")
     return parser.parse_args()
 

@@ -7,6 +7,7 @@ folders, issue notes as sources, and papers cited by an internal seed number.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -80,3 +81,39 @@ def test_findings_name_each_experiment() -> None:
     findings = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
     for path in EXPERIMENTS:
         assert f"experiments/{path.name}" in findings
+
+
+def test_the_planted_pipeline_script_runs_planted_yaml_on_each_replicate(tmp_path: Path) -> None:
+    """experiments/planted_pipeline.sh: a seed without its replicate is refused in one line (exit 2); with
+    one, the command it runs loads as the planted config pointed at that replicate's model and lexicon."""
+    import shlex
+    import subprocess
+
+    script, fake = ROOT / "experiments" / "planted_pipeline.sh", tmp_path / "irmscope"
+    fake.write_text('#!/usr/bin/env bash\nprintf "%q " "$@" > "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "IRMSCOPE": str(fake),
+        "OUT": str(tmp_path / "reps"),
+        "ARGS_OUT": str(tmp_path / "args"),
+    }
+    missing = subprocess.run(["bash", str(script), "7"], env=env, capture_output=True, text=True)
+    assert (
+        missing.returncode == 2
+        and missing.stderr.startswith("error:")
+        and "planted_replicates.sh 7" in missing.stderr
+    )
+    replicate = tmp_path / "reps" / "seed7"
+    (replicate / "tuned" / "model").mkdir(parents=True)
+    (replicate / "tuned" / "model" / "config.json").write_text("{}")
+    (replicate / "lexicon.tsv").write_text("film\t1.0\n")
+    subprocess.run(["bash", str(script), "7"], env=env, check=True, capture_output=True)
+    args = shlex.split((tmp_path / "args").read_text())
+    assert args[:3] == ["run", "--config", "experiments/planted.yaml"]
+    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    config = load_config("demo", ROOT / "experiments" / "planted.yaml", overrides)
+    assert config.seed == 7 and config.model.tuned == f"{replicate}/tuned/model"
+    assert (
+        config.reward.spec == f"lexicon:{replicate}/lexicon.tsv" and config.out_dir == f"{replicate}/pipeline"
+    )
