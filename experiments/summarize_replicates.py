@@ -13,6 +13,13 @@ model's own tau (the control) and the paired tuned-minus-base gap; precision@20 
 (called words first, then by shift beyond the drift) against the planted positive words, beside the base
 level and chance; how many words the noise floor called; and the word that carries the largest share of
 the change in the completions.
+
+Where a seed's folder also holds the whole pipeline's run (``pipeline/results.json``, from
+experiments/planted_pipeline.sh), a second table gives the pipeline's headline numbers for that seed, on
+the held-out planted words (split by lemma, with the pipeline's seed): the expected-count policy shift's
+Kendall tau with its permutation p-value, the base model's level and the paired tuned-minus-base gap; the
+IRM regression's tau (faithful variant) with its base level; and the share of the tuning gain that
+ablating the attributed features removes (Table 5).
 """
 
 from __future__ import annotations
@@ -97,6 +104,53 @@ def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
         share = paired_ratio_ci(regained, gained)
         out["share"], out["interval"] = share.value, [share.low, share.high]
     return out
+
+
+def pipeline_row(folder: Path) -> dict[str, Any] | None:
+    """One seed's pipeline numbers (see the module docstring), or None when the pipeline has not run."""
+    path = folder / "pipeline" / "results.json"
+    if not path.exists():
+        return None
+    results = _read(path)
+    elicitation = results["elicitation"]
+    shift = elicitation["policy_shift"]
+    tuned_shift = shift["held_out_words"]["expected-count"]["all"]
+    gap = elicitation["gap"]["policy_shift"]["held_out_words"]["expected-count"]["all"]
+    irm = {model: elicitation[model]["agreement"]["faithful"]["real"]["all"] for model in ("tuned", "base")}
+    attributed = results.get("validation", {}).get("table5", {}).get("attributed", {})
+    removed = attributed.get("gain_removed")
+    return {
+        "seed": folder.name,
+        "gain": results["evaluation"]["reward_gain"],
+        "shift_tau": tuned_shift["kendall_tau"],
+        "shift_permutation_p": tuned_shift["permutation_p"],
+        "shift_words": tuned_shift["n"],
+        "shift_base_tau": shift["base_level"]["held_out_words"]["expected-count"]["all"]["kendall_tau"],
+        "shift_gap": [gap["value"], gap["low"], gap["high"]],
+        "irm_tau": irm["tuned"]["kendall_tau"],
+        "irm_base_tau": irm["base"]["kendall_tau"],
+        "gain_removed": None if removed is None else [removed["value"], removed["low"], removed["high"]],
+    }
+
+
+def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| seed | gain [95% CI] | policy shift tau (perm. p, words) | base tau | gap [95% CI]"
+        " | IRM regression tau (base) | attributed ablation: gain removed [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        gain, gap, removed = r["gain"], r["shift_gap"], r["gain_removed"]
+        removed_cell = (
+            "not reported" if removed is None else f"{removed[0]:.0%} [{removed[1]:.0%}, {removed[2]:.0%}]"
+        )
+        lines.append(
+            f"| {r['seed']} | {gain['value']:+.2f} [{gain['low']:+.2f}, {gain['high']:+.2f}]"
+            f" | {r['shift_tau']:+.3f} ({r['shift_permutation_p']:.3f}, {r['shift_words']})"
+            f" | {r['shift_base_tau']:+.3f} | {gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]"
+            f" | {r['irm_tau']:+.3f} ({r['irm_base_tau']:+.3f}) | {removed_cell} |"
+        )
+    return "\n".join(lines)
 
 
 def noise_row(folder: Path) -> dict[str, Any]:
@@ -185,9 +239,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = [planted_row(folder) for folder in args.planted]
     noise = [noise_row(folder) for folder in args.noise]
+    pipelines = [row for row in map(pipeline_row, args.planted) if row is not None]
     print(markdown(rows, noise))
+    if pipelines:
+        print("\n" + pipeline_markdown(pipelines))
     if args.json:
-        summary = {"planted": rows, "noise": noise}
+        summary = {"planted": rows, "noise": noise, "pipeline": pipelines}
         if len(rows) > 1:
             summary["spread"] = {
                 k: spread(rows, k) for k in ("gain", "tau", "base_tau", "tau_gap", "precision_at_20")

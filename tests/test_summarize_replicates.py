@@ -109,3 +109,22 @@ def test_a_retune_on_other_base_samples_is_refused(summarize, tmp_path):
 def test_spread_over_seeds(summarize):
     rows = [{"tau": 0.2}, {"tau": 0.4}, {"tau": 0.3}]
     assert summarize.spread(rows, "tau") == pytest.approx({"mean": 0.3, "sd": 0.1, "min": 0.2, "max": 0.4})
+
+
+def test_pipeline_row_reads_a_real_results_json(summarize, tmp_path):
+    """The pipeline table reads the smoke run's stored results.json (the real keys), and a seed without a
+    pipeline run gets no row."""
+    reference = Path(__file__).parent / "data" / "smoke_results.json"
+    assert summarize.pipeline_row(tmp_path / "seed5") is None
+    results = json.loads(reference.read_text())
+    _write(tmp_path / "seed5" / "pipeline" / "results.json", results)
+    row = summarize.pipeline_row(tmp_path / "seed5")
+    shift = results["elicitation"]["policy_shift"]["held_out_words"]["expected-count"]["all"]
+    assert row["shift_tau"] == shift["kendall_tau"] and row["shift_words"] == shift["n"]
+    assert (
+        row["irm_tau"]
+        == results["elicitation"]["tuned"]["agreement"]["faithful"]["real"]["all"]["kendall_tau"]
+    )
+    assert row["gain"] == results["evaluation"]["reward_gain"]
+    table = summarize.pipeline_markdown([row])
+    assert table.count("\n") == 2 and f"{row['shift_tau']:+.3f}" in table
