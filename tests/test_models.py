@@ -198,3 +198,21 @@ def test_local_folder_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again.model(ids).logits, lm.model(ids).logits)
     assert again.adapter.family == "gpt_neox"
+
+
+def test_the_configured_temperature_and_top_p_reach_sampling(tmp_path):
+    """generation.temperature and generation.top_p travel through the run's Sampling into generate: near
+    zero temperature every seed draws the greedy completion, at temperature 1 seeds differ."""
+    from dataclasses import replace
+
+    from irmscope.config import load_config
+    from irmscope.models.generation import Sampling
+    from irmscope.pipeline.context import RunContext
+
+    overrides = [f"out_dir={tmp_path}", "generation.temperature=0.001", "generation.top_p=0.5"]
+    sampling = RunContext(load_config("smoke", overrides=overrides), progress=False).sampling
+    assert (sampling.temperature, sampling.top_p) == (0.001, 0.5)
+    lm = load_model("tiny-llama")
+    cold = {replace(sampling, seed=s, max_new_tokens=6).complete(lm, TEXTS)[0] for s in range(4)}
+    warm = {Sampling(max_new_tokens=6, seed=s, progress=False).complete(lm, TEXTS)[0] for s in range(4)}
+    assert len(cold) == 1 and len(warm) > 1

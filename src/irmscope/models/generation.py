@@ -110,16 +110,19 @@ def generate_completions(
 
 @dataclass(frozen=True)
 class Sampling:
-    """How a study samples completions: tokens per completion, prompts per batch, the seed and whether to
-    show a bar.
+    """How a study samples completions: tokens per completion, prompts per batch, temperature and top-p,
+    the seed and whether to show a bar.
 
     The studies that compare completions (tuned against base, before and after an ablation, an edit or a
     steering scale) take one ``Sampling`` and sample every side with it, so each side is drawn alike and
-    pairs up by prompt; the four settings travel together instead of as four parameters of every study.
+    pairs up by prompt; the settings travel together instead of as loose parameters of every study.
     """
 
     max_new_tokens: int = 32
     batch_size: int = 128  # the fastest on the 2-core machine: see config.GenerationSection
+    #: ancestral sampling (1.0, no nucleus) is the policy as RL tuned it; other values study a variant
+    temperature: float = 1.0
+    top_p: float = 1.0
     seed: int = 0
     progress: bool = True
 
@@ -130,6 +133,8 @@ class Sampling:
             prompts,
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
+            temperature=self.temperature,
+            top_p=self.top_p,
             seed=self.seed,
             progress=self.progress,
             desc=desc,

@@ -89,6 +89,8 @@ class RunContext:
         return Sampling(
             max_new_tokens=generation.max_new_tokens,
             batch_size=generation.batch_size,
+            temperature=generation.temperature,
+            top_p=generation.top_p,
             seed=self.seed,
             progress=self.progress,
         )
