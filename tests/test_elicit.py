@@ -445,3 +445,19 @@ def test_column_taus_is_scipys_tau_b_on_either_side_of_the_switch(n_words):
     columns[:, 0] = 1.0  # no ranking: NaN, as scipy gives
     expected = [stats.kendalltau(c, y).statistic for c in columns.T]
     assert np.allclose(column_taus(columns, y), expected, equal_nan=True, atol=1e-12)
+
+
+def test_a_null_tau_equal_to_the_observed_counts_whatever_the_rounding():
+    """The permutation p counts null taus at least as large as the observed one; a null column ranked
+    exactly like the observed one must count, even when the two taus differ in the last bits (the null's
+    come from the sign-matrix form, the observed one from scipy)."""
+    from scipy import stats
+
+    from irmscope.elicit.agreement import permutation_test
+
+    y = np.array([3.0, 1.0, 2.0, 5.0, 4.0, 0.5])
+    x = np.array([2.0, 1.0, 3.0, 6.0, 4.0, 0.0])
+    observed = float(stats.kendalltau(x, y).statistic)
+    null = np.stack([x, x[::-1]], axis=1)  # one column equal to x: tau equal to the observed
+    p, _, n = permutation_test(observed + 1e-15, null, y)
+    assert n == 2 and p == (1 + 1) / (1 + 2)
