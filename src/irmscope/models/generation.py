@@ -7,7 +7,7 @@ of :func:`generate_completions`) are the same everywhere.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -127,18 +127,9 @@ class Sampling:
     progress: bool = True
 
     def complete(self, lm: LoadedModel, prompts: Sequence[str], desc: str = "generating") -> list[str]:
-        """One completion per prompt, by :func:`generate_completions` with these settings."""
-        return generate_completions(
-            lm,
-            prompts,
-            max_new_tokens=self.max_new_tokens,
-            batch_size=self.batch_size,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            progress=self.progress,
-            desc=desc,
-        )
+        """One completion per prompt, by :func:`generate_completions` with these settings (every field is
+        one of its keyword arguments)."""
+        return generate_completions(lm, prompts, desc=desc, **asdict(self))
 
 
 class _AmplifiedLogits:

@@ -85,15 +85,7 @@ class RunContext:
     def sampling(self) -> Sampling:
         """How every stage samples completions: the config's generation settings and the run's seed, so
         completions of the same prompts by the same model are the same in every stage."""
-        generation = self.config.generation
-        return Sampling(
-            max_new_tokens=generation.max_new_tokens,
-            batch_size=generation.batch_size,
-            temperature=generation.temperature,
-            top_p=generation.top_p,
-            seed=self.seed,
-            progress=self.progress,
-        )
+        return Sampling(**self.config.generation.model_dump(), seed=self.seed, progress=self.progress)
 
     def model(self, label: str):
         """The model called ``label`` ("tuned" or "base")."""
