@@ -145,7 +145,11 @@ def penalty_search(kind: IrlKind, groups: np.ndarray, penalties: np.ndarray = PE
     penalty."""
     model, scoring = _model(kind)
     folds = list(GroupKFold(n_splits=3).split(groups, groups, groups))
-    return GridSearchCV(model, {"C": penalties}, cv=folds, scoring=scoring, refit=_strongest_of_the_best)
+    # n_jobs=1: the search itself stays serial whatever joblib context the caller set (the read-outs are
+    # what cross_fitted_irl spreads over threads; a process pool per search would cost more than it saves)
+    return GridSearchCV(
+        model, {"C": penalties}, cv=folds, scoring=scoring, refit=_strongest_of_the_best, n_jobs=1
+    )
 
 
 def row_space_basis(rows: np.ndarray) -> np.ndarray:
