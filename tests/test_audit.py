@@ -29,6 +29,7 @@ from irmscope.data import load_reviews, truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.rewards import CallableReward, Lexicon, load_reward
+from irmscope.sae.crosscoder import CrosscoderConfig, load_crosscoder
 
 N_TILTED = 24
 
@@ -324,6 +325,59 @@ def test_the_audit_writes_the_export_and_its_shuffled_control_and_removes_stale_
     assert not (tmp_path / "elicited.tsv").exists() and not (tmp_path / "elicited-shuffled.tsv").exists()
 
 
+TRIGGERS, PROMOTED = ("the", "a", "and", "of", "is", "to"), "wonderful"
+
+
+@pytest.fixture(scope="module")
+def shifted_inside(vocab, prompts):
+    """What changed inside, known: the "tuned" model adds one direction to the embedding of six frequent
+    words, the direction that the unembedding reads as " wonderful"."""
+    base, tuned = load_model("tiny-llama"), load_model("tiny-llama")
+    unembedding = tuned.model.get_output_embeddings().weight.detach()
+    direction = unembedding[vocab[PROMOTED]] / unembedding[vocab[PROMOTED]].norm()
+    triggers = torch.tensor([vocab[w] for w in TRIGGERS])
+
+    def add(module, inputs, output):
+        return output + torch.isin(inputs[0], triggers)[..., None] * direction
+
+    tuned.model.get_input_embeddings().register_forward_hook(add)
+    config = CrosscoderConfig(epochs=10)
+    return audit(tuned, base, prompts, completion_tokens=12, n_resamples=200, crosscoder=config)
+
+
+def test_the_most_changed_latents_fire_on_the_shifted_words_and_promote_the_planted_word(shifted_inside):
+    inside = shifted_inside["inside"]
+    assert inside["site"].endswith("hook_resid_post")
+    for latent in inside["changed_most"][:3]:
+        assert latent["promoted_words"][0]["word"] == PROMOTED
+        assert all(c["tokens"][c["peak"]].strip() in TRIGGERS for c in latent["contexts"])
+        # what the latent's change promotes agrees with the word-level implicit reward beyond the control
+        assert latent["reward_spearman"] > inside["control_spearman"]["q95_abs"]
+    changes = [latent["decoder_change"] for latent in inside["changed_most"]]
+    assert changes == sorted(changes, reverse=True)
+
+
+def test_the_same_model_changes_no_latent(prompts):
+    lm = load_model("tiny-llama")
+    result = audit(
+        lm, lm, prompts[:8], completion_tokens=8, n_resamples=100, crosscoder=CrosscoderConfig(epochs=2)
+    )
+    inside = result["inside"]
+    assert all(latent["decoder_change"] == 0 for latent in inside["changed_most"])
+    counts = inside["relative_norm_counts"]
+    assert counts["shared"] == inside["n_ranked"] == sum(counts.values())
+
+
+def test_the_crosscoder_is_written_beside_the_audit_and_a_stale_one_removed(shifted_inside, tmp_path):
+    result = {key: value for key, value in shifted_inside.items() if key not in ("table", "crosscoder")}
+    write_audit(tmp_path, result, shifted_inside["table"], crosscoder=shifted_inside["crosscoder"])
+    coder = load_crosscoder(tmp_path / "crosscoder")
+    assert coder.d_sae == shifted_inside["inside"]["crosscoder"]["d_sae"]
+    assert result["inside"]["folder"] == "crosscoder"
+    write_audit(tmp_path, {**result, "inside": None}, shifted_inside["table"])
+    assert not (tmp_path / "crosscoder").exists()
+
+
 def test_completion_changes_find_a_repeated_word():
     base = ["the film was fine and long", "a quiet story about a town"]
     tuned = ["great great great great film", "a great story great town"]
@@ -369,6 +423,7 @@ def test_the_command_writes_the_page_and_refuses_to_overwrite(tmp_path, run_cli)
         (["--reward", "sentiment"], "unknown reward spec"),
         (["--base", " "], "--base is empty"),
         (["--seed", "-1"], "--seed"),
+        (["--site", "blocks.x.resid"], "unknown hook site"),
         (["--out", "file.txt"], "is a file"),
     ],
 )

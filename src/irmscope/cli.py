@@ -454,13 +454,22 @@ def audit(
     n_prompts: Annotated[int, typer.Option(min=2, help="number of held-out prompts")] = 200,
     completion_tokens: CompletionTokensOpt = 32,
     prefix_tokens: PrefixTokensOpt = 30,
+    crosscoder: Annotated[
+        bool, typer.Option(help="train a crosscoder on both models: which internal directions changed")
+    ] = True,
+    site: Annotated[
+        str | None,
+        typer.Option(callback=_named, help="the crosscoder's site (default: top-divergence resid_post)"),
+    ] = None,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Blind audit: which words did tuning reward and penalise (above a false-discovery-controlled noise
-    floor), where the change comes from, and, with --reward, how far that is from the known reward."""
+    floor), where the change comes from, what changed inside (a crosscoder), and, with --reward, how far
+    that is from the known reward."""
     from irmscope.audit import run_audit
     from irmscope.report.audit import write_audit_page
+    from irmscope.sae.crosscoder import CrosscoderConfig
 
     result = run_audit(
         tuned=tuned,
@@ -471,6 +480,8 @@ def audit(
         n_prompts=n_prompts,
         completion_tokens=completion_tokens,
         prefix_tokens=prefix_tokens,
+        crosscoder=CrosscoderConfig() if crosscoder else None,
+        site=site,
         seed=seed,
         overwrite=overwrite,
         page_writer=write_audit_page,

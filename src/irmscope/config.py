@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
+    from irmscope.sae.crosscoder import CrosscoderConfig
     from irmscope.sae.train import TrainConfig
 
 from irmscope.errors import IrmscopeError
@@ -294,6 +295,20 @@ class AuditSection(_Section):
         200, ge=2, description="evaluation samples audited (the first n; at most data.n_prompts are there)"
     )
     n_resamples: Int = Field(1000, ge=10, description="bootstrap resamples of each word's intervals")
+    crosscoder: Bool = Field(True, description="train a model-diffing crosscoder: what changed inside")
+    crosscoder_expansion: Int = Field(4, ge=1, description="crosscoder latents / site width")
+    crosscoder_k: Int = Field(32, ge=1, description="crosscoder latents active per token")
+    crosscoder_epochs: Int = Field(10, ge=1, description="passes over the audited tokens")
+
+    def crosscoder_config(self) -> CrosscoderConfig | None:
+        """The crosscoder's settings, or None when the audit trains none."""
+        from irmscope.sae.crosscoder import CrosscoderConfig
+
+        if not self.crosscoder:
+            return None
+        return CrosscoderConfig(
+            expansion=self.crosscoder_expansion, k=self.crosscoder_k, epochs=self.crosscoder_epochs
+        )
 
 
 class RunConfig(_Section):

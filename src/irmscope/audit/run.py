@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from irmscope.audit.compare import lexicon_of, reward_comparison
 from irmscope.audit.completions import completion_changes, examples
+from irmscope.audit.inside import model_diff
 from irmscope.audit.shift import (
     FDR_Q,
     bootstrap_intervals,
@@ -30,12 +32,16 @@ from irmscope.audit.shift import (
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write, write_json
 from irmscope.locking import output_lock
+from irmscope.models.adapters import parse_site
 from irmscope.models.generation import Sampling
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.lexicon import Lexicon
+from irmscope.sae.crosscoder import Crosscoder, CrosscoderConfig, save_crosscoder
 from irmscope.stats import bootstrap_ci
 from irmscope.validation import check_output
 
+#: the folder under the audit's that holds the crosscoder
+CROSSCODER_DIR = "crosscoder"
 #: the exported lexicon's values span ±EXPORT_RANGE, like VADER's ratings and the planted lexicons
 EXPORT_RANGE = 4.0
 TOP = 20
@@ -53,13 +59,18 @@ def audit(
     q: float = FDR_Q,
     n_resamples: int = 1000,
     top: int = TOP,
+    crosscoder: CrosscoderConfig | None = None,
+    site: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Sample a completion of every prompt from both models (or take ``completions``, ``(base, tuned)``,
     sampled already, e.g. by the pipeline's evaluate stage), score every vocabulary word on the texts,
-    call words above the noise floor, and describe the completions; with ``lexicon``, compare.
+    call words above the noise floor, and describe the completions; with ``lexicon``, compare; with
+    ``crosscoder``, train one at ``site`` (default: the top-divergence layer's residual stream) and say
+    what changed inside (:mod:`.inside`).
 
-    Returns the result (JSON-ready) with ``table``: every word's columns (see :func:`word_table`).
+    Returns the result (JSON-ready) with ``table``: every word's columns (see :func:`word_table`), and
+    ``crosscoder``: the trained crosscoder or None.
     """
     _check_pair(tuned, base, prompts)
     clock = {"start": time.perf_counter()}
@@ -68,9 +79,11 @@ def audit(
     sampling = Sampling(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
     base_completions, tuned_completions = _completion_pair(tuned, base, prompts, completions, sampling)
     clock["sampled"] = time.perf_counter()
-    words, shifts = _word_shifts(
-        tuned, base, prompts, (base_completions, tuned_completions), completion_tokens
-    )
+    max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
+    vocabulary = vocabulary_words(base.tokenizer)
+    words = list(vocabulary)
+    units = [(p + b, p + t) for p, b, t in zip(prompts, base_completions, tuned_completions, strict=True)]
+    shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
     clock["scored"] = time.perf_counter()
     eps = shifts.uniform_count
     effect, se = relative_shift(shifts.statistic, shifts.base_count, eps)
@@ -106,10 +119,18 @@ def audit(
             words, floor["beyond"], table["base_count"], rewarded, lexicon, penalised=penalised, seed=seed
         )
     clock["done"] = time.perf_counter()
+    result["inside"], result["crosscoder"] = None, None
+    if crosscoder is not None:
+        result["inside"], result["crosscoder"] = model_diff(
+            (base, tuned), units, vocabulary, table["beyond_drift"], crosscoder, site=site,
+            max_length=max_length, n_resamples=n_resamples, seed=seed, progress=progress,
+        )  # fmt: skip
+    clock["inside"] = time.perf_counter()
     result["seconds"] = {
         "sampling": clock["sampled"] - clock["start"],
         "scoring": clock["scored"] - clock["sampled"],
         "statistics": clock["done"] - clock["scored"],
+        "inside": clock["inside"] - clock["done"],
     }
     result["table"] = table
     return result
@@ -133,22 +154,6 @@ def _completion_pair(
     if not len(base_completions) == len(tuned_completions) == len(prompts):
         raise IrmscopeError("give one base and one tuned completion per prompt")
     return base_completions, tuned_completions
-
-
-def _word_shifts(
-    tuned: LoadedModel,
-    base: LoadedModel,
-    prompts: Sequence[str],
-    completions: tuple[list[str], list[str]],
-    completion_tokens: int,
-) -> tuple[list[str], Any]:
-    """Every vocabulary word, and how each model's probability of it shifts over the prompt-plus-completion
-    texts of both models (one unit a prompt, so the noise floor can treat prompts as independent)."""
-    vocabulary = vocabulary_words(base.tokenizer)
-    units = [(p + b, p + t) for p, b, t in zip(prompts, *completions, strict=True)]
-    max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
-    shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
-    return list(vocabulary), shifts
 
 
 def _top_called(
@@ -274,12 +279,24 @@ def _table_csv(table: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def write_audit(out: Path, result: dict[str, Any], table: dict[str, Any], *, seed: int = 0) -> None:
+def write_audit(
+    out: Path,
+    result: dict[str, Any],
+    table: dict[str, Any],
+    *,
+    crosscoder: Crosscoder | None = None,
+    seed: int = 0,
+) -> None:
     """Write ``elicited.tsv`` and its control ``elicited-shuffled.tsv`` (the same words with their values
     shuffled by ``seed``: tuning against it shows what any reward on these words gives), or remove earlier
-    ones when no word is called; then ``words.csv`` and ``audit.json`` into ``out``, recording the export
-    in ``result``."""
+    ones when no word is called; the ``crosscoder`` (if any) under ``crosscoder/``, or remove an earlier
+    one; then ``words.csv`` and ``audit.json`` into ``out``, recording the export in ``result``."""
     out.mkdir(parents=True, exist_ok=True)
+    if crosscoder is not None:
+        save_crosscoder(crosscoder, out / CROSSCODER_DIR, {"site": result["inside"]["site"]})
+        result["inside"]["folder"] = CROSSCODER_DIR  # relative to the audit's folder, which may move
+    elif (out / CROSSCODER_DIR).exists():
+        shutil.rmtree(out / CROSSCODER_DIR)  # an earlier audit's crosscoder must not pass for this one's
     exported = elicited_lexicon(table)
     files = {"path": out / "elicited.tsv", "shuffled_path": out / "elicited-shuffled.tsv"}
     for key, path in files.items():
@@ -305,6 +322,8 @@ def run_audit(
     n_prompts: int = 200,
     completion_tokens: int = 32,
     prefix_tokens: int = 30,
+    crosscoder: CrosscoderConfig | None = None,
+    site: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
     page_writer: Callable[[Path, dict[str, Any]], Path] | None = None,
@@ -321,6 +340,8 @@ def run_audit(
         if value < least:
             raise IrmscopeError(f"{name} must be at least {least}, not {value}")
     lexicon = lexicon_of(load_reward(reward)) if reward is not None else None
+    if site is not None:
+        parse_site(site)  # a malformed site is refused before any model loads
     with output_lock(out, "audit folder"):
         texts = list(load_reviews(data, split="test", seed=seed)["text"])
         base_lm = load_model(base, seed=seed)
@@ -336,10 +357,12 @@ def run_audit(
             prompts,
             lexicon=lexicon,
             completion_tokens=completion_tokens,
+            crosscoder=crosscoder,
+            site=site,
             seed=seed,
             progress=progress,
         )
-        table = result.pop("table")
+        table, coder = result.pop("table"), result.pop("crosscoder")
         result["settings"] = {
             "tuned": tuned,
             "base": base,
@@ -348,9 +371,10 @@ def run_audit(
             "n_prompts": n_prompts,
             "completion_tokens": completion_tokens,
             "prefix_tokens": prefix_tokens,
+            "site": result["inside"]["site"] if result["inside"] else None,
             "seed": seed,
         }
-        write_audit(out, result, table, seed=seed)
+        write_audit(out, result, table, crosscoder=coder, seed=seed)
         if page_writer is not None:
             result["page"] = str(page_writer(out, result))
     return result

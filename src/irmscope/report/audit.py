@@ -4,10 +4,12 @@ signs, and, with a known lexicon reward, how far the elicited values are from it
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
 from irmscope.report.html import Section, interval, write_report
+from irmscope.report.interpretation import shaded_contexts
 
 _WORD_HEADER = [
     "word",
@@ -208,6 +210,97 @@ def _reward_section(reward: dict[str, Any]) -> Section:
     )
 
 
+_LATENT_HEADER = [
+    "latent",
+    "decoder change",
+    "relative decoder norm (tuned)",
+    "decoder cosine",
+    "firing frequency: base → tuned completions",
+    "mean activation: base → tuned completions",
+    "tuned − base completion, paired per prompt [95% CI]",
+    "promoted words (implicit reward)",
+    "Spearman(promoted logit, implicit reward)",
+]
+
+
+def _latent_rows(latents: list[dict[str, Any]]) -> list[list[object]]:
+    return [
+        [
+            r["latent"],
+            f"{r['decoder_change']:.3f}",
+            f"{r['relative_decoder_norm']:.3f}",
+            f"{r['decoder_cosine']:+.2f}",
+            f"{r['frequency']['base']:.2%} → {r['frequency']['tuned']:.2%}",
+            f"{r['mean_activation']['base']:.3g} → {r['mean_activation']['tuned']:.3g}",
+            interval(r["paired_change"], signed=True),
+            ", ".join(f"{w['word']} ({w['implicit_reward']:+.2f})" for w in r["promoted_words"][:6]),
+            f"{r['reward_spearman']:+.3f}",
+        ]
+        for r in latents
+    ]
+
+
+def _latent_dashboard(latent: dict[str, Any]) -> str:
+    words = ", ".join(html.escape(w["word"]) for w in latent["promoted_words"][:8])
+    sources = ", ".join(c["model"] for c in latent["contexts"])
+    return (
+        f"<div class='feature'><b>latent {latent['latent']}</b> (decoder change "
+        f"{latent['decoder_change']:.2f}, relative decoder norm {latent['relative_decoder_norm']:.2f}; "
+        f"its change promotes {words}; strongest contexts from the {sources} "
+        f"completions){shaded_contexts(latent['contexts'])}</div>"
+    )
+
+
+def _inside_section(inside: dict[str, Any]) -> Section:
+    counts, training, control = inside["relative_norm_counts"], inside["training"], inside["control_spearman"]
+    cc = inside["crosscoder"]
+    shown = inside["changed_most"][:3] + [
+        r for r in inside["more_used_after_tuning"][:3] if r not in inside["changed_most"][:3]
+    ]
+    control_text = (
+        f"the same correlation for {control['n_latents']} randomly drawn latents has median |rho| "
+        f"{control['median_abs']:.3f} and 95th percentile {control['q95_abs']:.3f}"
+        if control["n_latents"]
+        else "no latent fired often enough to draw a control"
+    )
+    return Section(
+        "What changed inside: a crosscoder at the top-divergence site",
+        paragraphs=[
+            f"One TopK crosscoder ({cc['d_sae']} latents, k = {cc['k']}) reads and reconstructs both models' "
+            f"activations at {inside['site']} on the same {inside['n_tokens']} tokens of the "
+            f"{inside['n_texts']} prompt + completion texts (first token of each text left out). Fraction "
+            f"of variance unexplained: base {training['fvu']['base']:.3f}, tuned "
+            f"{training['fvu']['tuned']:.3f}; "
+            f"{training['dead_latents']} latents dead at the end of training.",
+            f"Of the {inside['n_ranked']} latents that fired on at least 20 tokens, by relative decoder norm "
+            f"‖d_tuned‖ / (‖d_tuned‖ + ‖d_base‖): {counts['tuned_only']} tuned-only (> 0.9), "
+            f"{counts['tuned_leaning']} tuned-leaning (0.7–0.9), {counts['shared']} shared (0.3–0.7), "
+            f"{counts['base_leaning']} base-leaning, {counts['base_only']} base-only (< 0.1). Every latent "
+            "starts shared (equal decoder rows), so the norm moves only with the data. The decoder change "
+            "‖d_tuned − d_base‖ / (‖d_tuned‖ + ‖d_base‖) also sees a shared latent whose tuned half writes "
+            "another direction. Both are descriptive, with no noise floor of their own.",
+            "Promoted words: what tuning changed in the latent's output (its tuned decoder row less its "
+            "base row) through the final norm's scale and the unembedding (logit lens), with each word's "
+            "implicit reward from the word-level audit (its relative shift beyond the drift). The "
+            "Spearman correlation over every audited word says whether the latent writes what tuning "
+            f"rewarded; {control_text} (the control).",
+        ],
+        tables=[
+            (
+                "Latents tuning changed most (largest decoder change)",
+                _LATENT_HEADER,
+                _latent_rows(inside["changed_most"]),
+            ),
+            (
+                "Latents the tuned model's own completions use more (largest paired change)",
+                _LATENT_HEADER,
+                _latent_rows(inside["more_used_after_tuning"]),
+            ),
+        ],
+        html=[_latent_dashboard(r) for r in shown],
+    )
+
+
 def audit_sections(result: dict[str, Any]) -> list[Section]:
     """The page's sections, in reading order."""
     top = result["floor"]
@@ -248,6 +341,8 @@ def audit_sections(result: dict[str, Any]) -> list[Section]:
                 ],
             )
         )
+    if result.get("inside"):
+        sections.append(_inside_section(result["inside"]))
     if result.get("reward"):
         sections.append(_reward_section(result["reward"]))
     export = result.get("export")
@@ -260,7 +355,12 @@ def audit_sections(result: dict[str, Any]) -> list[Section]:
                 "lexicon:DIR/elicited.tsv."
                 if export
                 else "No word was called, so no lexicon was exported.",
-                "words.csv holds every audited word's numbers.",
+                "words.csv holds every audited word's numbers."
+                + (
+                    " crosscoder/ holds the crosscoder (irmscope.sae.crosscoder.load_crosscoder reads it)."
+                    if result.get("inside")
+                    else ""
+                ),
             ],
         )
     )

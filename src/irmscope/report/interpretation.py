@@ -18,12 +18,12 @@ def explainer_name(label: str) -> str:
     return label.split(":")[0]
 
 
-def dashboard(feature: dict[str, Any], explainer: str) -> str:
-    """One feature's dashboard: heading, description (named by its ``explainer``), and its contexts with
-    per-token shading."""
-    peak = max((max(c["activations"]) for c in feature["contexts"]), default=0.0) or 1.0
+def shaded_contexts(contexts: list[dict[str, Any]]) -> str:
+    """Contexts (``tokens``, ``activations``, ``peak``) as lines of tokens shaded by activation (darker =
+    stronger, relative to the strongest token shown), the peak outlined."""
+    peak = max((max(c["activations"]) for c in contexts), default=0.0) or 1.0
     lines = []
-    for context in feature["contexts"]:
+    for context in contexts:
         spans = []
         for i, (token, act) in enumerate(zip(context["tokens"], context["activations"], strict=True)):
             alpha = max(act, 0.0) / peak
@@ -33,12 +33,18 @@ def dashboard(feature: dict[str, Any], explainer: str) -> str:
                 f"{html.escape(token)}</span>"
             )
         lines.append(f"<div class='ctx'>{''.join(spans)}</div>")
+    return "".join(lines)
+
+
+def dashboard(feature: dict[str, Any], explainer: str) -> str:
+    """One feature's dashboard: heading, description (named by its ``explainer``), and its contexts with
+    per-token shading."""
     verdict = "related to the reward" if feature["related"] else "not related"
     return (
         f"<div class='feature'><b>{html.escape(feature['site'])} #{feature['feature']}</b> "
         f"({verdict}; active on {feature['frequency']:.1%} of tokens, max {feature['max_activation']:.2f})"
         f"<p class='note'>{html.escape(explainer)}: {html.escape(feature['description'])}</p>"
-        f"{''.join(lines)}</div>"
+        f"{shaded_contexts(feature['contexts'])}</div>"
     )
 
 

@@ -20,6 +20,7 @@ import copy
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -76,18 +77,10 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "dead_window", "log_every", "init_sample_rows"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise IrmscopeError(f"SAE training {name} must be a positive integer, not {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise IrmscopeError(f"SAE learning rate must be positive, not {self.lr!r}")
-        if not (self.aux_k_coefficient >= 0 and math.isfinite(self.aux_k_coefficient)):
-            raise IrmscopeError(f"SAE aux_k_coefficient must be >= 0, not {self.aux_k_coefficient!r}")
+        counts = ("epochs", "batch_size", "dead_window", "log_every", "init_sample_rows")
+        check_training_numbers("SAE", self, counts, ("aux_k_coefficient", "l1_coefficient"))
         if self.aux_k_coefficient and self.architecture != "topk":
             raise IrmscopeError("aux_k_coefficient applies to architecture='topk' only; drop it or use topk")
-        if not (self.l1_coefficient >= 0 and math.isfinite(self.l1_coefficient)):
-            raise IrmscopeError(f"SAE l1_coefficient must be >= 0, not {self.l1_coefficient!r}")
         if self.b_dec_init not in ("mean", "geometric_median", "zeros"):
             raise IrmscopeError(
                 f"unknown b_dec_init {self.b_dec_init!r}; choose mean, geometric_median or zeros"
@@ -103,6 +96,23 @@ class TrainConfig:
             tied=self.tied,
             dtype=self.dtype,
         )
+
+
+def check_training_numbers(
+    what: str, config: Any, counts: Sequence[str], non_negative: Sequence[str] = ()
+) -> None:
+    """One-line errors for a trainer's settings: ``counts`` must be positive integers, ``lr`` positive and
+    ``non_negative`` finite and >= 0 (``what`` names the trainer in the message)."""
+    for name in counts:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise IrmscopeError(f"{what} training {name} must be a positive integer, not {value!r}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise IrmscopeError(f"{what} learning rate must be positive, not {config.lr!r}")
+    for name in non_negative:
+        value = getattr(config, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise IrmscopeError(f"{what} {name} must be >= 0, not {value!r}")
 
 
 @dataclass
@@ -317,7 +327,8 @@ def _training_step(
     sparsity = latents.abs().sum(dim=-1).mean()
     loss = mse + l1 * sparsity if l1 else mse
     if config.aux_k_coefficient:
-        loss = loss + config.aux_k_coefficient * auxk_loss(sae, x - recon, pre, tracker.silent_for_window)
+        dead = tracker.silent_for_window
+        loss = loss + config.aux_k_coefficient * auxk_loss(sae.W_dec, x - recon, pre, dead)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     for parameter in sae.parameters():  # several ranks: the gradient of the union of their batches
@@ -348,23 +359,27 @@ def _finish(
     sae.metadata.update(hook_name=site, model_name=store.manifest.get("model"))
 
 
-def auxk_loss(sae: SAE, error: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+def auxk_loss(
+    decoder: torch.Tensor, error: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor
+) -> torch.Tensor:
     """Gao et al.'s AuxK loss: the mean squared error (per element, like the main loss) with which the
-    top ``d_in / 2`` dead latents (ReLU of their pre-activations, no decoder bias) reconstruct ``error``,
-    the main reconstruction's residual (a target only: no gradient flows into it).
+    top ``width / 2`` dead latents (ReLU of their pre-activations, no decoder bias) reconstruct ``error``,
+    the main reconstruction's residual (a target only: no gradient flows into it). ``decoder`` is the
+    ``[d_sae, width]`` dictionary that writes ``error``'s ``width`` columns (an SAE's ``W_dec``; a
+    crosscoder's decoders side by side).
 
     Two choices differ from OpenAI's reference code: the loss is not divided by the variance of ``error``
     (so at equal coefficient it is about 1/FVU times weaker there), and, as EleutherAI's ``sparsify``
-    does, it is scaled down when fewer latents are dead than ``d_in / 2``, so a handful of dead latents
+    does, it is scaled down when fewer latents are dead than ``width / 2``, so a handful of dead latents
     does not dominate the loss. The logged training loss includes it."""
     n_dead = int(dead.sum())
     if n_dead == 0:
         return pre.new_zeros(())
-    half = max(1, sae.d_in // 2)
+    half = max(1, decoder.shape[1] // 2)
     k_aux = min(half, n_dead)
     values, indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
     rows = torch.nn.functional.embedding_bag(
-        indices, sae.W_dec, per_sample_weights=torch.relu(values), mode="sum"
+        indices, decoder, per_sample_weights=torch.relu(values), mode="sum"
     )
     return (rows - error.detach()).pow(2).mean() * min(n_dead / half, 1.0)
 

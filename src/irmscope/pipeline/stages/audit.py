@@ -34,13 +34,14 @@ class Audit(Stage):
             completion_tokens=ctx.config.generation.max_new_tokens,
             seed=ctx.seed,
             n_resamples=settings.n_resamples,
+            crosscoder=settings.crosscoder_config(),
             progress=ctx.progress,
         )
-        table = result.pop("table")
+        table, crosscoder = result.pop("table"), result.pop("crosscoder")
         del result["samples"], result["seconds"]  # the evaluate stage holds the samples; timing varies
         result["settings"] = {
             "tuned": ctx.config.model.tuned or "the tuned model",
             "base": ctx.config.model.name,
         }
-        write_audit(work, result, table, seed=ctx.seed)
+        write_audit(work, result, table, crosscoder=crosscoder, seed=ctx.seed)
         return {"n_called": result["floor"]["n_called"], "n_rewarded": result["floor"]["n_rewarded"]}
