@@ -127,6 +127,7 @@ def pipeline_row(folder: Path) -> dict[str, Any] | None:
         "shift_words": tuned_shift["n"],
         "shift_base_tau": shift["base_level"]["held_out_words"]["expected-count"]["all"]["kendall_tau"],
         "shift_gap": [gap["value"], gap["low"], gap["high"]],
+        "shift_gap_value": gap["value"],
         "irm_tau": irm["tuned"]["kendall_tau"],
         "irm_base_tau": irm["base"]["kendall_tau"],
         "gain_removed": None if removed is None else [removed["value"], removed["low"], removed["high"]],
@@ -150,6 +151,8 @@ def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
             f" | {r['shift_base_tau']:+.3f} | {gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]"
             f" | {r['irm_tau']:+.3f} ({r['irm_base_tau']:+.3f}) | {removed_cell} |"
         )
+    if len(rows) > 1:
+        lines += ["", *spread_table(rows, PIPELINE_SPREAD)]
     return "\n".join(lines)
 
 
@@ -170,6 +173,19 @@ def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     values = [float(row[key]) for row in rows]
     sd = statistics.stdev(values) if len(values) > 1 else float("nan")
     return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
+
+
+#: the pipeline columns summarised over seeds
+PIPELINE_SPREAD = ("shift_tau", "shift_base_tau", "shift_gap_value", "irm_tau", "irm_base_tau")
+
+
+def spread_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[str]:
+    """Markdown lines: mean, sd, min and max of each of ``keys`` over the rows (seeds)."""
+    lines = ["| over seeds | mean | sd | min | max |", "| --- | --- | --- | --- | --- |"]
+    for key in keys:
+        s = spread(rows, key)
+        lines.append(f"| {key} | {s['mean']:+.3f} | {s['sd']:.3f} | {s['min']:+.3f} | {s['max']:+.3f} |")
+    return lines
 
 
 def _interval(pair: list[float]) -> str:
@@ -203,12 +219,10 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             f" | {r['n_called']} | {r['top_gained_word']} ({r['top_gained_share']:.0%}) |"
         )
     if len(rows) > 1:
-        lines.append("")
-        lines.append("| over seeds | mean | sd | min | max |")
-        lines.append("| --- | --- | --- | --- | --- |")
-        for key in ("gain", "tau", "base_tau", "tau_gap", "precision_at_20", "n_called"):
-            s = spread(rows, key)
-            lines.append(f"| {key} | {s['mean']:+.3f} | {s['sd']:.3f} | {s['min']:+.3f} | {s['max']:+.3f} |")
+        lines += [
+            "",
+            *spread_table(rows, ("gain", "tau", "base_tau", "tau_gap", "precision_at_20", "n_called")),
+        ]
     retuned = [r for r in rows if r["retune_elicited"] or r["retune_shuffled"]]
     if retuned:
         lines.append("")
@@ -245,6 +259,8 @@ def main() -> None:
         print("\n" + pipeline_markdown(pipelines))
     if args.json:
         summary = {"planted": rows, "noise": noise, "pipeline": pipelines}
+        if len(pipelines) > 1:
+            summary["pipeline_spread"] = {k: spread(pipelines, k) for k in PIPELINE_SPREAD}
         if len(rows) > 1:
             summary["spread"] = {
                 k: spread(rows, k) for k in ("gain", "tau", "base_tau", "tau_gap", "precision_at_20")

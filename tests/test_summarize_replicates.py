@@ -128,3 +128,16 @@ def test_pipeline_row_reads_a_real_results_json(summarize, tmp_path):
     assert row["gain"] == results["evaluation"]["reward_gain"]
     table = summarize.pipeline_markdown([row])
     assert table.count("\n") == 2 and f"{row['shift_tau']:+.3f}" in table
+
+
+def test_the_pipeline_table_of_several_seeds_ends_with_their_spread(summarize, tmp_path):
+    reference = json.loads((Path(__file__).parent / "data" / "smoke_results.json").read_text())
+    rows = []
+    for seed, tau in ((1, 0.2), (2, 0.4)):
+        results = json.loads(json.dumps(reference))
+        results["elicitation"]["policy_shift"]["held_out_words"]["expected-count"]["all"]["kendall_tau"] = tau
+        _write(tmp_path / f"seed{seed}" / "pipeline" / "results.json", results)
+        rows.append(summarize.pipeline_row(tmp_path / f"seed{seed}"))
+    table = summarize.pipeline_markdown(rows)
+    assert "| shift_tau | +0.300 | 0.141 | +0.200 | +0.400 |" in table
+    assert table.count("| over seeds |") == 1

@@ -3,7 +3,8 @@ changed them, each put beside the token-level implicit reward of the words it pr
 
 The word-level audit (:mod:`.shift`) says *which words* tuning rewarded; this says *which internal
 directions* carry the change. Both models run over the same texts (the prompt + completion texts of both
-models, the audit's units); at one site their activations on each token form a pair, and a crosscoder
+models, the audit's units); at one site their activations on each token form a pair (read on the word
+scoring's own forward passes, :func:`~irmscope.audit.shift.unit_shifts`), and a crosscoder
 (:mod:`irmscope.sae.crosscoder`) learns one sparse code that reconstructs both. For every latent:
 
 * the **decoder change** ``‖d_tuned − d_base‖ / (‖d_tuned‖ + ‖d_base‖)``, what the first ranking sorts by:
@@ -22,8 +23,7 @@ models, the audit's units); at one site their activations on each token form a p
 
 The site is the residual stream after the block whose parameters tuning moved most
 (:func:`~irmscope.tune.layer_divergence`, the paper's §4.2 criterion), unless one is given. The first
-token of every text is left out: its activations are an attention sink's, orders of magnitude larger than
-the rest, and would own the reconstruction.
+token of every text is left out (an attention sink's activations would own the reconstruction).
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
+from irmscope.audit.shift import PairedActivations
 from irmscope.models.adapters import site_name
-from irmscope.models.generation import encoded_batches
-from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.crosscoder import MODELS, Crosscoder, CrosscoderConfig, train_crosscoder
 from irmscope.stats import bootstrap_ci
@@ -53,45 +52,9 @@ TOP_LATENTS = 10
 CONTROL_LATENTS = 100
 
 
-@dataclass
-class PairedActivations:
-    """Both models' activations at ``site`` on the same tokens: ``pairs`` is ``[n_tokens, 2, width]`` in
-    the order of :data:`~irmscope.sae.crosscoder.MODELS` (base, tuned); ``text`` and ``position`` say where
-    each token is, ``token_id`` what it is."""
-
-    site: str
-    pairs: torch.Tensor
-    text: np.ndarray
-    position: np.ndarray
-    token_id: np.ndarray
-
-
 def divergence_site(tuned: LoadedModel, base: LoadedModel, kind: str = "hook_resid_post") -> str:
     """The ``kind`` site of the block whose parameters tuning moved most."""
     return site_name(top_layers(layer_divergence(base, tuned), 1)[0], kind)
-
-
-@torch.no_grad()
-def paired_activations(
-    models: tuple[LoadedModel, LoadedModel], texts: Sequence[str], site: str, max_length: int = 96
-) -> PairedActivations:
-    """Run both ``models`` (base, tuned) over ``texts`` and keep ``site``'s activations on every real token
-    but the first."""
-    pairs, text, position, token_id = [], [], [], []
-    for start, enc in encoded_batches(models[0], texts, 16, max_length):
-        mask = enc["attention_mask"].bool()
-        positions = mask.long().cumsum(1) - 1
-        keep = mask & (positions > 0)
-        acts = [
-            capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site][keep]
-            for lm in models
-        ]
-        pairs.append(torch.stack([a.float() for a in acts], 1))
-        rows = torch.nonzero(keep)
-        text.append(rows[:, 0].numpy() + start)
-        position.append(positions[keep].numpy())
-        token_id.append(enc["input_ids"][keep].numpy())
-    return PairedActivations(site, torch.cat(pairs), *(np.concatenate(x) for x in (text, position, token_id)))
 
 
 @dataclass
@@ -145,32 +108,28 @@ def promoted_logits(coder: Crosscoder, tuned: LoadedModel, latents: Sequence[int
 
 
 def model_diff(
-    models: tuple[LoadedModel, LoadedModel],
-    units: Sequence[tuple[str, str]],
+    tuned: LoadedModel,
+    paired: PairedActivations,
     vocabulary: Mapping[str, int],
     implicit_reward: np.ndarray,
     config: CrosscoderConfig,
     *,
-    site: str | None = None,
-    max_length: int = 96,
     n_resamples: int = 1000,
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[dict[str, Any], Crosscoder]:
-    """Train the crosscoder on both ``models`` (base, tuned) over the audit's ``units`` (per prompt: its
-    text with the base model's completion, then with the tuned model's) and describe its latents (see the
-    module docstring). ``vocabulary`` maps the audited words to their token ids, ``implicit_reward`` is
-    their value from the word-level audit (relative shift beyond the drift), in the same order.
+    """Train the crosscoder on ``paired``, both models' activations over the audit's units (per prompt:
+    its text with the base model's completion, then with the tuned model's; read by
+    :func:`~irmscope.audit.shift.unit_shifts`), and describe its latents (see the module docstring).
+    ``vocabulary`` maps the audited words to their token ids, ``implicit_reward`` is their value from the
+    word-level audit (relative shift beyond the drift), in the same order; ``tuned`` gives the unembedding.
 
     Returns the JSON-ready description and the crosscoder."""
-    base, tuned = models
-    site = site or divergence_site(tuned, base)
-    n = len(units)
-    texts = [text for text, _ in units] + [text for _, text in units]
-    paired = paired_activations(models, texts, site, max_length=max_length)
+    n = int(paired.unit.max()) + 1
+    text = paired.text * n + paired.unit  # the base completions' texts first, then the tuned ones'
     coder, log = train_crosscoder(paired.pairs, config, seed=seed, progress=progress)
     codes = _encode(coder, paired.pairs)
-    means, shares = _per_text_means(codes, paired.text, 2 * n, coder.d_sae)
+    means, shares = _per_text_means(codes, text, 2 * n, coder.d_sae)
     fired = np.bincount(codes.indices[codes.values > 0].numpy(), minlength=coder.d_sae)
     relative = coder.relative_decoder_norm(MODELS.index("tuned"))
     changed = coder.decoder_change(MODELS.index("tuned"), MODELS.index("base"))
@@ -212,12 +171,12 @@ def model_diff(
                 for i in order
             ],
             "reward_spearman": float(link[latent]),
-            "contexts": _contexts(codes.column(latent), paired, tuned.tokenizer, n),
+            "contexts": _contexts(codes.column(latent), paired, text, tuned.tokenizer),
         }
 
     rows = {latent: describe(latent, logits[j]) for j, latent in enumerate(studied)}
     summary = {
-        "site": site,
+        "site": paired.site,
         "crosscoder": {**asdict(config), "d_in": coder.d_in, "d_sae": coder.d_sae},
         "training": {k: v for k, v in log.to_dict().items() if k != "wall_seconds"},  # timing varies
         "n_texts": 2 * n,
@@ -251,22 +210,20 @@ def _norm_counts(relative: np.ndarray) -> dict[str, int]:
 
 
 def _contexts(
-    activation: np.ndarray, paired: PairedActivations, tokenizer: Any, n_prompts: int, n: int = 4
+    activation: np.ndarray, paired: PairedActivations, text: np.ndarray, tokenizer: Any, n: int = 4
 ) -> list[dict[str, Any]]:
-    """The latent's ``n`` strongest tokens, each with the 12 tokens before it and 2 after in its text, their
-    activations, and whose completion the text holds."""
+    """The latent's ``n`` strongest tokens, each with the 12 tokens before it and 2 after in its ``text``,
+    their activations, and whose completion the text holds."""
     out = []
     for token in np.argsort(-activation, kind="stable")[:n]:
         if activation[token] <= 0:
             break
-        same = np.flatnonzero(paired.text == paired.text[token])
-        window = same[
-            (paired.position[same] >= paired.position[token] - 12)
-            & (paired.position[same] <= paired.position[token] + 2)
-        ]
+        same = np.flatnonzero(text == text[token])
+        offset = paired.position[same] - paired.position[token]
+        window = same[(offset >= -12) & (offset <= 2)]
         out.append(
             {
-                "model": MODELS[int(paired.text[token] >= n_prompts)],
+                "model": MODELS[int(paired.text[token])],
                 "tokens": [tokenizer.decode([int(paired.token_id[i])]) for i in window],
                 "activations": [float(activation[i]) for i in window],
                 "peak": int(np.flatnonzero(window == token)[0]),

@@ -20,7 +20,7 @@ import numpy as np
 
 from irmscope.audit.compare import lexicon_of, reward_comparison
 from irmscope.audit.completions import completion_changes, examples
-from irmscope.audit.inside import model_diff
+from irmscope.audit.inside import divergence_site, model_diff
 from irmscope.audit.shift import (
     FDR_Q,
     bootstrap_intervals,
@@ -83,7 +83,12 @@ def audit(
     vocabulary = vocabulary_words(base.tokenizer)
     words = list(vocabulary)
     units = [(p + b, p + t) for p, b, t in zip(prompts, base_completions, tuned_completions, strict=True)]
-    shifts = unit_shifts(tuned, base, units, list(vocabulary.values()), max_length=max_length)
+    if crosscoder is not None:
+        site = site or divergence_site(tuned, base)
+    word_ids = list(vocabulary.values())
+    shifts = unit_shifts(
+        tuned, base, units, word_ids, max_length=max_length, site=site if crosscoder else None
+    )
     clock["scored"] = time.perf_counter()
     eps = shifts.uniform_count
     effect, se = relative_shift(shifts.statistic, shifts.base_count, eps)
@@ -122,8 +127,8 @@ def audit(
     result["inside"], result["crosscoder"] = None, None
     if crosscoder is not None:
         result["inside"], result["crosscoder"] = model_diff(
-            (base, tuned), units, vocabulary, table["beyond_drift"], crosscoder, site=site,
-            max_length=max_length, n_resamples=n_resamples, seed=seed, progress=progress,
+            tuned, shifts.activations, vocabulary, table["beyond_drift"], crosscoder,
+            n_resamples=n_resamples, seed=seed, progress=progress,
         )  # fmt: skip
     clock["inside"] = time.perf_counter()
     result["seconds"] = {

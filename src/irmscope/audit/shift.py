@@ -74,6 +74,7 @@ from statsmodels.stats.multitest import NullDistribution
 from irmscope.elicit.agreement import word_resamples
 from irmscope.elicit.continuations import word_token_ids
 from irmscope.errors import IrmscopeError
+from irmscope.models.hooks import capture
 from irmscope.models.loading import LoadedModel
 
 #: false-discovery rate of the floor
@@ -102,6 +103,22 @@ def vocabulary_words(tokenizer) -> dict[str, int]:
 
 
 @dataclass
+class PairedActivations:
+    """Both models' activations at ``site`` on the same tokens, read during :func:`unit_shifts`'s forward
+    passes: ``pairs`` is ``[n_tokens, 2, width]`` (base, tuned); ``unit`` and ``text`` say which unit and
+    which of its texts each token is from, ``position`` where in the text, ``token_id`` what it is. The
+    first token of every text is left out: its activations are an attention sink's, orders of magnitude
+    larger than the rest."""
+
+    site: str
+    pairs: torch.Tensor
+    unit: np.ndarray
+    text: np.ndarray
+    position: np.ndarray
+    token_id: np.ndarray
+
+
+@dataclass
 class UnitShifts:
     """Per unit (row) and word (column) of :func:`unit_shifts`: ``[n_units, n_words]`` arrays."""
 
@@ -112,6 +129,7 @@ class UnitShifts:
     baseline: np.ndarray  #: ``[n_units]``: mean over positions of the shared median log-ratio ``m_c``
     positions: np.ndarray  #: ``[n_units]``: positions per text
     vocab_size: int  #: the models' number of next tokens
+    activations: PairedActivations | None = None  #: the ``site`` asked for, read on the same passes
 
     @property
     def uniform_count(self) -> float:
@@ -129,16 +147,21 @@ def unit_shifts(
     *,
     max_length: int = 96,
     batch_size: int = 8,
+    site: str | None = None,
 ) -> UnitShifts:
     """One forward pass per model over every text of every unit; per-unit sums of the per-position
-    quantities in the module docstring, divided by the unit's number of texts (so "per text")."""
+    quantities in the module docstring, divided by the unit's number of texts (so "per text"). With
+    ``site``, the same passes also read both models' activations there (:class:`PairedActivations`), so
+    a crosscoder on them costs no further pass."""
     texts = [text for unit in units for text in unit]
     owner = np.repeat(np.arange(len(units)), [len(unit) for unit in units])
+    within = np.concatenate([np.arange(len(unit)) for unit in units]) if units else np.zeros(0, int)
     if not texts:
         raise IrmscopeError("no texts to score; give at least one prompt")
     device = next(base.model.parameters()).device
     words = torch.tensor(list(word_ids), device=device)
     per_text: dict[str, list[torch.Tensor]] = {k: [] for k in ("ec", "lr", "s", "base", "m", "n")}
+    read: dict[str, list] = {k: [] for k in ("pairs", "text", "position", "token_id")}
     vocab_size = 0
     for start in range(0, len(texts), batch_size):
         enc = base.tokenizer(
@@ -150,8 +173,16 @@ def unit_shifts(
         ).to(device)
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         mask = enc["attention_mask"].float()
-        logits_t = tuned.model(**enc, position_ids=positions, use_cache=False).logits.float()
-        logits_b = base.model(**enc, position_ids=positions, use_cache=False).logits.float()
+        sites = [site] if site else []
+        with capture(tuned.model, sites) as read_t, capture(base.model, sites) as read_b:
+            logits_t = tuned.model(**enc, position_ids=positions, use_cache=False).logits.float()
+            logits_b = base.model(**enc, position_ids=positions, use_cache=False).logits.float()
+        if site:
+            keep = enc["attention_mask"].bool() & (positions > 0)
+            read["pairs"].append(torch.stack([read_b[site][keep], read_t[site][keep]], 1).float().cpu())
+            read["text"].append(torch.nonzero(keep)[:, 0].cpu().numpy() + start)
+            read["position"].append(positions[keep].cpu().numpy())
+            read["token_id"].append(enc["input_ids"][keep].cpu().numpy())
         vocab_size = logits_b.shape[-1]
         # Δ as a difference of logits less a difference of normalisers: a word whose logit tuning left
         # alone gets exactly the same Δ as every other such word at that position, so the median removes
@@ -179,7 +210,19 @@ def unit_shifts(
         np.add.at(out, owner, values)
         return out / sizes[:, None]
 
+    activations = None
+    if site:
+        text = np.concatenate(read["text"])
+        activations = PairedActivations(
+            site,
+            torch.cat(read["pairs"]),
+            owner[text],
+            within[text],
+            np.concatenate(read["position"]),
+            np.concatenate(read["token_id"]),
+        )
     return UnitShifts(
+        activations=activations,
         expected_count=by_unit("ec"),
         log_ratio=by_unit("lr"),
         statistic=by_unit("s"),
