@@ -119,6 +119,7 @@ def pipeline_row(folder: Path) -> dict[str, Any] | None:
     irm = {model: elicitation[model]["agreement"]["faithful"]["real"]["all"] for model in ("tuned", "base")}
     attributed = results.get("validation", {}).get("table5", {}).get("attributed", {})
     removed = attributed.get("gain_removed")
+    inside = (results.get("audit") or {}).get("inside")
     return {
         "seed": folder.name,
         "gain": results["evaluation"]["reward_gain"],
@@ -131,6 +132,33 @@ def pipeline_row(folder: Path) -> dict[str, Any] | None:
         "irm_tau": irm["tuned"]["kendall_tau"],
         "irm_base_tau": irm["base"]["kendall_tau"],
         "gain_removed": None if removed is None else [removed["value"], removed["low"], removed["high"]],
+        "inside": None
+        if inside is None
+        else inside_row(results["audit"], Lexicon.from_tsv(folder / "lexicon.tsv")),
+    }
+
+
+def inside_row(audit: dict[str, Any], lexicon: Lexicon) -> dict[str, Any]:
+    """The audit's crosscoder on one seed: its site and fit, how many of the 10 most changed latents write
+    what tuning rewarded (their promoted logits' Spearman correlation with the word-level implicit reward
+    above the 95th percentile of random latents'), and how many of those latents' top-10 promoted words
+    the planted lexicon pays, beside chance (the share of audited words it pays)."""
+    inside = audit["inside"]
+    control = inside["control_spearman"]["q95_abs"]
+    latents = inside["changed_most"]
+    paid = {word.lower() for word, value in lexicon.items() if value > 0}
+    promoted = [w["word"] for latent in latents for w in latent["promoted_words"]]
+    return {
+        "site": inside["site"],
+        "fvu": inside["training"]["fvu"],
+        "control_q95": control,
+        "above_control": sum(latent["reward_spearman"] > control for latent in latents),
+        "n_latents": len(latents),
+        "top_spearman": latents[0]["reward_spearman"] if latents else None,
+        "top_words": [w["word"] for w in latents[0]["promoted_words"][:5]] if latents else [],
+        "promoted_paid": sum(word.lower() in paid for word in promoted),
+        "n_promoted": len(promoted),
+        "chance_paid": audit["reward"]["n_paid"] / audit["n_words"] if audit.get("reward") else None,
     }
 
 
@@ -153,6 +181,22 @@ def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
         )
     if len(rows) > 1:
         lines += ["", *spread_table(rows, PIPELINE_SPREAD)]
+    inside = [r for r in rows if r["inside"]]
+    if inside:
+        lines += [
+            "",
+            "| seed | crosscoder site | FVU base / tuned | most changed latents above the random-latent "
+            "control (q95 of abs rho) | top latent: rho, promoted words | promoted words paid (chance) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in inside:
+            i = r["inside"]
+            lines.append(
+                f"| {r['seed']} | {i['site']} | {i['fvu']['base']:.2f} / {i['fvu']['tuned']:.2f}"
+                f" | {i['above_control']} of {i['n_latents']} ({i['control_q95']:.3f})"
+                f" | {i['top_spearman']:+.3f}: {', '.join(i['top_words'])}"
+                f" | {i['promoted_paid']} of {i['n_promoted']} ({i['chance_paid'] or 0:.3f}) |"
+            )
     return "\n".join(lines)
 
 

@@ -116,15 +116,31 @@ CASES: list[tuple[str, list[str], str]] = [
     ("cache-empty-split", ["cache-activations", "--out", "c", "--split", ""], "--split is empty"),
     # train-sae
     ("sae-missing-site", ["train-sae", "--cache", "cache", "--site", "blocks.9.x", "--out", "s"], "not in"),
-    ("sae-no-cache", ["train-sae", "--cache", "prevdir", "--site", SITE, "--out", "s"], "no activation cache"),
+    (
+        "sae-no-cache",
+        ["train-sae", "--cache", "prevdir", "--site", SITE, "--out", "s"],
+        "no activation cache",
+    ),
     ("sae-out-exists", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "prevdir"], "--overwrite"),
     ("sae-out-is-file", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "file.txt"], "is a file"),
     ("sae-lr-nan", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--lr", "nan"], "--lr"),
     ("sae-lr-zero", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--lr", "0"], "--lr"),
-    ("sae-l1-inf", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--l1-coefficient", "inf"], "finite"),
+    (
+        "sae-l1-inf",
+        ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--l1-coefficient", "inf"],
+        "finite",
+    ),
     ("sae-k-zero", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--k", "0"], "--k"),
-    ("sae-architecture", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--architecture", "gated"], "sae.architecture"),
-    ("sae-aux-negative", ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--aux-k-coefficient", "-1"], "--aux-k"),
+    (
+        "sae-architecture",
+        ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--architecture", "gated"],
+        "sae.architecture",
+    ),
+    (
+        "sae-aux-negative",
+        ["train-sae", "--cache", "cache", "--site", SITE, "--out", "s", "--aux-k-coefficient", "-1"],
+        "--aux-k",
+    ),
     # tune
     ("tune-set-typo", ["tune", "--out", "t", "--set", "stepz=3"], "unknown config key 'tune.stepz'"),
     ("tune-set-no-equals", ["tune", "--out", "t", "--set", "steps"], "has no '='"),
@@ -134,7 +150,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tune-seed-negative", ["tune", "--out", "t", "--seed", "-3"], "--seed"),
     ("tune-out-is-file", ["tune", "--out", "file.txt"], "is a file"),
     ("tune-out-holds-other", ["tune", "--out", "prevdir"], "holds other files"),
-    ("tune-different-finished", ["tune", "--out", "tuned", "--model", "tiny-llama"], "tuned with other settings"),
+    (
+        "tune-different-finished",
+        ["tune", "--out", "tuned", "--model", "tiny-llama"],
+        "tuned with other settings",
+    ),
     ("tune-unknown-reward", ["tune", "--out", "t", "-r", "lexicon:nosuch.tsv"], "does not exist"),
     # evaluate
     ("evaluate-missing-tuned", ["evaluate"], "--tuned"),
@@ -330,7 +350,11 @@ def _subprocess(args: list[str | bytes], cwd: Path, **env: str) -> subprocess.Co
     src = str(Path(cli.__file__).resolve().parents[1])
     environment["PYTHONPATH"] = os.pathsep.join([src, environment.get("PYTHONPATH", "")])
     return subprocess.run(
-        [sys.executable, "-m", "irmscope.cli", *args], capture_output=True, cwd=cwd, env=environment, timeout=60
+        [sys.executable, "-m", "irmscope.cli", *args],
+        capture_output=True,
+        cwd=cwd,
+        env=environment,
+        timeout=60,
     )
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from irmscope.config import load_config
 from irmscope.pipeline import progress, run_pipeline, stage_names
-from irmscope.rewards import Lexicon
+from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run
 
 #: the stage folders of a run with a tuned model and a fixed reward (no planted lexicon), from the registry
@@ -211,6 +211,19 @@ def test_a_finished_run_reads_through_typed_artifacts(smoke_run, tmp_path):
     assert run.tuned_model.startswith(str(moved)) and run.reward.name == results["subject"]["reward"]
 
 
+def test_the_inverse_rl_reward_is_exported_as_a_reward_one_can_tune_with(smoke_run):
+    _, results, out = smoke_run
+    export = results["irl_reward"]
+    board = next(r for r in results["leaderboard"]["rows"] if r["method"] == export["method"])
+    assert export["layer"] == board["details"]["layer"]["tuned"]
+    (stage,) = out.glob("stages/irl-reward-*/")
+    reward = load_reward(f"readout:{stage / export['folder']}")
+    assert reward.layer == export["layer"] and Path(reward.model).is_dir()  # the run's tuned model
+    assert np.isfinite(reward.score(["a quiet film", "a loud one"])).all()
+    # the saved reward computes the fitted function (texts tokenised whole differ only at the seam)
+    assert export["rescoring_pearson"] > 0.9
+
+
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     config, results, out = smoke_run
     again = run_pipeline(config, progress=False)
@@ -226,7 +239,8 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     changed = load_config("smoke", overrides=[f"out_dir={out}", "elicit.n_contexts=3"])
     run_pipeline(changed, progress=False)
     printed = capsys.readouterr().out
-    recomputed = {"elicit", "validate", "leaderboard"}  # both read the elicitation (R, its lexicon)
+    # validate and the leaderboard read the elicitation (R, its lexicon); irl-reward reads the leaderboard
+    recomputed = {"elicit", "validate", "leaderboard", "irl-reward"}
     for name in STAGES:
         assert f"{LINE[name]}{'done in' if name in recomputed else 'cached'}" in printed, name
     assert re.search(rf"{re.escape(LINE['elicit'])}running \(.+ left in the run, estimate\)\n", printed)

@@ -410,3 +410,31 @@ def test_noise_reward_is_reproducible_per_text_and_unrelated_to_words():
     for spec in ("noise:", "noise:x", "noise:-1"):
         with pytest.raises(IrmscopeError, match="whole-number seed"):
             load_reward(spec)
+
+
+def test_a_readout_reward_scores_the_mean_pooled_residual_and_round_trips(tmp_path):
+    """The exported inverse-RL reward reads the same features the probes stored: for a text given as a
+    continuation with no prompt, the read-out reward's features equal read_residuals' mean-pooled row."""
+    from irmscope.models import load_model
+    from irmscope.probes.residuals import read_residuals
+    from irmscope.rewards import ReadoutReward
+
+    lm = load_model("tiny-llama")
+    texts = ["a quiet film, and a good one", "bad", "the plot drags on and on and on"]
+    stored = read_residuals(lm, [""] * 3, texts, layers=[2], progress=False).at("mean_pooled", 2)
+    rng = np.random.default_rng(0)
+    width = stored.shape[1]
+    reward = ReadoutReward(
+        "tiny-llama", 2, rng.normal(size=width), rng.normal(size=width), rng.uniform(1, 2, width), lm=lm
+    )
+    assert np.allclose(reward.features(texts), stored, atol=1e-5)
+    scores = reward.score(texts)
+    assert np.allclose(scores, ((stored - reward.mean) / reward.scale) @ reward.weights, atol=1e-4)
+    reward.save(tmp_path / "irl")
+    again = load_reward(f"readout:{tmp_path / 'irl'}")  # loads tiny-llama itself
+    assert isinstance(again, ReadoutReward) and again.layer == 2
+    assert np.allclose(again.score(texts), scores, atol=1e-5)
+    with pytest.raises(IrmscopeError, match="holds no read-out reward"):
+        load_reward(f"readout:{tmp_path}")
+    with pytest.raises(IrmscopeError, match="one width"):
+        ReadoutReward("tiny-llama", 2, np.ones(3), np.ones(4), np.ones(3))

@@ -118,6 +118,7 @@ def test_pipeline_row_reads_a_real_results_json(summarize, tmp_path):
     assert summarize.pipeline_row(tmp_path / "seed5") is None
     results = json.loads(reference.read_text())
     _write(tmp_path / "seed5" / "pipeline" / "results.json", results)
+    (tmp_path / "seed5" / "lexicon.tsv").write_text("good\t2\nbad\t-2\n")
     row = summarize.pipeline_row(tmp_path / "seed5")
     shift = results["elicitation"]["policy_shift"]["held_out_words"]["expected-count"]["all"]
     assert row["shift_tau"] == shift["kendall_tau"] and row["shift_words"] == shift["n"]
@@ -126,8 +127,13 @@ def test_pipeline_row_reads_a_real_results_json(summarize, tmp_path):
         == results["elicitation"]["tuned"]["agreement"]["faithful"]["real"]["all"]["kendall_tau"]
     )
     assert row["gain"] == results["evaluation"]["reward_gain"]
+    inside = results["audit"]["inside"]
+    assert row["inside"]["site"] == inside["site"] and row["inside"]["n_latents"] == len(
+        inside["changed_most"]
+    )
+    assert row["inside"]["n_promoted"] == 10 * len(inside["changed_most"])
     table = summarize.pipeline_markdown([row])
-    assert table.count("\n") == 2 and f"{row['shift_tau']:+.3f}" in table
+    assert f"{row['shift_tau']:+.3f}" in table and f"| seed5 | {inside['site']} |" in table
 
 
 def test_the_pipeline_table_of_several_seeds_ends_with_their_spread(summarize, tmp_path):
@@ -137,6 +143,7 @@ def test_the_pipeline_table_of_several_seeds_ends_with_their_spread(summarize, t
         results = json.loads(json.dumps(reference))
         results["elicitation"]["policy_shift"]["held_out_words"]["expected-count"]["all"]["kendall_tau"] = tau
         _write(tmp_path / f"seed{seed}" / "pipeline" / "results.json", results)
+        (tmp_path / f"seed{seed}" / "lexicon.tsv").write_text("good\t2\n")
         rows.append(summarize.pipeline_row(tmp_path / f"seed{seed}"))
     table = summarize.pipeline_markdown(rows)
     assert "| shift_tau | +0.300 | 0.141 | +0.200 | +0.400 |" in table

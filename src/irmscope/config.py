@@ -60,7 +60,7 @@ class GenerationSection(_Section):
 class RewardSection(_Section):
     spec: Name = Field(
         "vader",
-        description="vader, lexicon:PATH.tsv, classifier:DIR, noise:SEED (a null control), "
+        description="vader, lexicon:PATH.tsv, classifier:DIR, noise:SEED (a null control), readout:DIR, "
         "or planted (a random planted lexicon)",
     )
     planted_seed: Seed = Field(0, description="seed of the planted lexicon's words' values (spec: planted)")

@@ -73,9 +73,11 @@ PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
     ),
     "attribute": (41, lambda c: (1 + c.probes.n_patch_pairs) / 25),
     "leaderboard": (324, lambda c: c.data.n_prompts / 200),
-    # not in that demo run (the stage came later): a guess, one scoring pass of both models over the
-    # evaluation samples, which the audit reads instead of sampling its own
-    "audit": (120, lambda c: c.audit.n_prompts / 200),
+    # not in that demo run (the stages came later): guesses. The audit is one scoring pass of both
+    # models over the evaluation samples (77 s in the timed demo at 34df0cd) and, by default, a crosscoder
+    # on the activations that pass reads; the IRL export is one fit and one pass of the tuned model
+    "irl-reward": (30, lambda c: c.data.n_prompts / 200),
+    "audit": (170, lambda c: c.audit.n_prompts / 200 * (1.0 if c.audit.crosscoder else 0.45)),
 }
 #: the prior of a stage :data:`PRIORS` does not know (a stage added by a user)
 UNKNOWN_STAGE_SECONDS = 30.0

@@ -24,6 +24,7 @@ from irmscope.models.adapters import site_name
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
+from irmscope.models.readout import pooling_weights
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,7 @@ def read_residuals(
         rows = torch.arange(len(ids))
         last.append(stacked[rows, :, mask.sum(1) - 1].numpy())
         prompt_end.append(stacked[rows, :, (n_prompt - 1).clamp(min=0)].numpy())
-        pooled = mask.clone().float()
-        pooled[:, 0] = pooled[:, 0] * (mask.sum(1) == 1)  # keep the first token only if it is the only one
-        pooled = pooled / pooled.sum(1, keepdim=True)
-        mean.append(torch.einsum("blsd,bs->bld", stacked, pooled).numpy())
+        mean.append(torch.einsum("blsd,bs->bld", stacked, pooling_weights(mask)).numpy())
     has_prompt = any(prompts)
     return Residuals(
         layers,

@@ -281,3 +281,19 @@ def _undefined(metric: dict[str, Any]) -> str:
     """Say how many bootstrap resamples left the metric undefined (its interval rests on the others)."""
     count = metric.get("n_nan_resamples", 0)
     return f" ({count} resamples undefined)" if count else ""
+
+
+def irl_reward_section(export: dict[str, Any]) -> Section:
+    """Where the exported inverse-RL reward is and how well the saved reward reproduces the fit."""
+    return Section(
+        "The inverse-RL reward, exported",
+        paragraphs=[
+            f"The {export['method']} reward, fitted on every evaluation prompt at block {export['layer']} "
+            "of the tuned model (the block most leaderboard folds chose), is saved in the irl-reward "
+            f"stage's folder under {export['folder']}/; tune against it with irmscope tune --reward "
+            "readout:FOLDER. It never saw the known reward, only which model wrote each completion, and "
+            "like any IRL reward it is defined up to a constant per prompt and a positive scale. Check: "
+            "rescored from scratch (a fresh forward pass on each whole text), it correlates with the fit's "
+            f"values on the stored read-outs at Pearson r = {export['rescoring_pearson']:.4f}.",
+        ],
+    )

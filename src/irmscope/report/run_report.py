@@ -14,7 +14,13 @@ from irmscope.report.headline import headline
 from irmscope.report.html import Section, interval, write_report
 from irmscope.report.interpretation import interpretation_sections
 from irmscope.report.plots import divergence_bars, reward_histogram, training_curves
-from irmscope.report.probes import attribution_section, leaderboard_section, probe_section, steering_section
+from irmscope.report.probes import (
+    attribution_section,
+    irl_reward_section,
+    leaderboard_section,
+    probe_section,
+    steering_section,
+)
 
 
 def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
@@ -164,6 +170,8 @@ def write_run_report(
         sections.append(attribution_section(results["attribution"], reward))
     if results.get("leaderboard"):
         sections.append(leaderboard_section(results["leaderboard"], reward))
+    if results.get("irl_reward"):
+        sections.append(irl_reward_section(results["irl_reward"]))
     if results.get("audit"):
         sections.extend(audit_sections(results["audit"]))
     manifest = results["manifest"]

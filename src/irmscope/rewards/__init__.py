@@ -5,6 +5,7 @@
 * :class:`LexiconReward` over any :class:`Lexicon` (e.g. a user's TSV word list).
 * :class:`ClassifierReward` — Appendix F's variant: the positive-class logit of a sentiment classifier.
 * :class:`NoiseReward` — a random value per text: the null control (tuning against it installs nothing).
+* :class:`ReadoutReward` — a linear read-out of a frozen model's residual stream (an inverse-RL export).
 * :class:`CallableReward` — any Python function from texts to floats.
 
 :func:`load_reward` turns the spec strings used by the command line and config files into rewards.
@@ -19,6 +20,7 @@ from irmscope.rewards.base import CallableReward, Reward
 from irmscope.rewards.classifier import ClassifierReward, default_classifier_dir
 from irmscope.rewards.lexicon import Lexicon, LexiconReward, VaderReward
 from irmscope.rewards.noise import NoiseReward
+from irmscope.rewards.readout import ReadoutReward
 
 __all__ = [
     "Reward",
@@ -28,12 +30,13 @@ __all__ = [
     "VaderReward",
     "ClassifierReward",
     "NoiseReward",
+    "ReadoutReward",
     "default_classifier_dir",
     "load_reward",
     "REWARD_SPECS",
 ]
 
-REWARD_SPECS = ("vader", "lexicon:PATH.tsv", "classifier:DIR", "classifier", "noise:SEED")
+REWARD_SPECS = ("vader", "lexicon:PATH.tsv", "classifier:DIR", "classifier", "noise:SEED", "readout:DIR")
 
 
 def load_reward(spec: str) -> Reward:
@@ -45,6 +48,7 @@ def load_reward(spec: str) -> Reward:
     * ``"classifier:DIR"`` — a :class:`ClassifierReward` saved in DIR; bare ``"classifier"`` loads the one
       in :func:`default_classifier_dir`.
     * ``"noise"`` / ``"noise:SEED"`` — :class:`NoiseReward`, a random value per text (the null control).
+    * ``"readout:DIR"`` — a :class:`ReadoutReward` saved in DIR (e.g. the inverse-RL reward a run exported).
     """
     valid = ", ".join(repr(s) for s in REWARD_SPECS)
     if not isinstance(spec, str) or not spec.strip():
@@ -67,4 +71,6 @@ def load_reward(spec: str) -> Reward:
         if not arg.isdigit():
             raise IrmscopeError(f"reward spec {spec!r} needs a whole-number seed: use e.g. 'noise:1'")
         return NoiseReward(int(arg))
+    if kind == "readout" and arg:
+        return ReadoutReward.load(Path(arg).expanduser())
     raise IrmscopeError(f"unknown reward spec {spec!r}: use one of {valid}")

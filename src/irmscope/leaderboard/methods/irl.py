@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from irmscope.artifacts import coverage_residuals_file
-from irmscope.irl import IrlKind, cross_fitted_irl, identifiability
+from irmscope.irl import IrlKind, cross_fitted_irl, fit_irl, identifiability
 from irmscope.leaderboard.base import Coverage, Estimates, MethodInputs, RewardEstimator, register
 from irmscope.leaderboard.metrics import preference_accuracy
+from irmscope.models.loading import LoadedModel
 from irmscope.probes.residuals import Residuals, load_residuals
+from irmscope.rewards import ReadoutReward
 
 
 class InverseRL(RewardEstimator):
@@ -93,3 +95,34 @@ register(
         with_identifiability=False,
     )
 )
+
+
+def irl_reward(
+    coverage: Coverage,
+    residuals: Residuals,
+    layer: int,
+    model: str,
+    kind: IrlKind = "max-entropy",
+    lm: LoadedModel | None = None,
+) -> ReadoutReward:
+    """The inverse-RL reward as a :class:`~irmscope.rewards.ReadoutReward` one can tune with: ``kind``'s
+    fit on every prompt of ``coverage`` (the leaderboard cross-fits to score the method; a reward for use
+    is fitted on all the demonstrations), on ``residuals``' mean-pooled read-out after block ``layer`` of
+    ``model`` (the model whose read-out ``residuals`` are), its penalty chosen by cross-validation over
+    prompts. It never sees the known reward: only which model wrote each completion. ``lm`` is ``model``
+    already loaded, if it is."""
+    expert = np.asarray(coverage.policy) == "tuned"
+    fit = fit_irl(residuals.at("mean_pooled", layer), expert, coverage.prompt_index, kind)
+    return ReadoutReward(
+        model,
+        layer,
+        fit.weights,
+        fit.mean,
+        fit.scale,
+        name=f"irl-{kind}",
+        description=(
+            f"The inverse-RL ({kind}) reward recovered from {model}'s completions against its base "
+            f"model's: a linear read-out of the mean-pooled residual stream after block {layer}"
+        ),
+        lm=lm,
+    )

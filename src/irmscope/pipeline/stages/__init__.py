@@ -17,5 +17,6 @@ from irmscope.pipeline.stages import (  # noqa: F401  (imported for registration
     steer,
     attribute,
     leaderboard,
+    irl_reward,
     audit,
 )

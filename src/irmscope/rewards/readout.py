@@ -1,0 +1,119 @@
+"""A reward read off a frozen language model: a linear function of its mean-pooled residual stream.
+
+This is how a reward recovered by inverse RL (:mod:`irmscope.irl`) becomes a reward irmscope can tune
+with, closing the loop as the inverse-RL paper does: ``reward(text) = ((x - mean) / scale) @ weights``,
+where ``x`` is the text's residual stream leaving block ``layer`` of ``model``, averaged over its tokens
+(:func:`irmscope.models.readout.mean_pooled_residual`, the features the fit read). Like any reward
+recovered by IRL it is defined up to a constant and a positive scale, so only its differences between
+texts of one prompt mean anything; a policy-gradient tuner (GRPO/RLOO, which centre rewards per prompt)
+needs no more.
+
+A saved reward is a folder: ``readout_reward.json`` (the model, the block, the read-out, name and
+description) and ``readout_reward.safetensors`` (``weights``, ``mean``, ``scale``). ``load_reward(
+"readout:DIR")`` reads it; the model loads on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irmscope.errors import IrmscopeError
+from irmscope.io import atomic_write, write_json
+from irmscope.rewards.base import Reward
+
+READOUT_CONFIG = "readout_reward.json"
+READOUT_WEIGHTS = "readout_reward.safetensors"
+
+
+class ReadoutReward(Reward):
+    """``((x - mean) / scale) @ weights`` on ``model``'s mean-pooled residual stream after block ``layer``."""
+
+    def __init__(
+        self,
+        model: str,
+        layer: int,
+        weights: np.ndarray,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        *,
+        name: str = "readout",
+        description: str = "A linear read-out of a language model's residual stream",
+        lm: Any = None,
+    ) -> None:
+        """``lm``, when given, is ``model`` already loaded (a :class:`~irmscope.models.LoadedModel`), so
+        scoring does not load it again."""
+        super().__init__(name, description)
+        arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in (weights, mean, scale)]
+        if len({a.size for a in arrays}) != 1 or not all(np.isfinite(a).all() for a in arrays):
+            raise IrmscopeError("a read-out reward needs finite weights, mean and scale of one width")
+        if (arrays[2] <= 0).any():
+            raise IrmscopeError("a read-out reward's scale must be positive")
+        self.model, self.layer = model, int(layer)
+        self.weights, self.mean, self.scale = arrays
+        self._lm = lm
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """The texts' read-outs (loading the model on first use)."""
+        from irmscope.models.loading import load_model
+        from irmscope.models.readout import mean_pooled_residual
+
+        if self._lm is None:
+            self._lm = load_model(self.model)
+        return mean_pooled_residual(self._lm, texts, self.layer)
+
+    def of_features(self, x: np.ndarray) -> np.ndarray:
+        """The reward of read-outs already computed."""
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights
+
+    def _score(self, texts: list[str]) -> np.ndarray:
+        return self.of_features(self.features(texts))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the reward to ``folder`` (see the module docstring)."""
+        from safetensors.numpy import save_file
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = {"weights": self.weights, "mean": self.mean, "scale": self.scale}
+        atomic_write(out / READOUT_WEIGHTS, lambda tmp: save_file(arrays, str(tmp)))
+        write_json(
+            out / READOUT_CONFIG,
+            {
+                "model": self.model,
+                "layer": self.layer,
+                "readout": "mean-pooled blocks.L.hook_resid_post, first token left out",
+                "name": self.name,
+                "description": self.description,
+            },
+        )
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ReadoutReward:
+        """Read what :meth:`save` wrote."""
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        if not (folder / READOUT_CONFIG).is_file() or not (folder / READOUT_WEIGHTS).is_file():
+            raise IrmscopeError(
+                f"{folder} holds no read-out reward ({READOUT_CONFIG} and {READOUT_WEIGHTS}); "
+                "give the folder the pipeline's irl-reward stage wrote"
+            )
+        config = json.loads((folder / READOUT_CONFIG).read_text())
+        arrays = load_file(str(folder / READOUT_WEIGHTS))
+        return cls(
+            config["model"],
+            config["layer"],
+            arrays["weights"],
+            arrays["mean"],
+            arrays["scale"],
+            name=config["name"],
+            description=config["description"],
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, layer={self.layer})"
