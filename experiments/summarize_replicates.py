@@ -71,14 +71,18 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "n_called": audit["floor"]["n_called"],
         "top_gained_word": gained[0]["word"] if gained else None,
         "top_gained_share": gained[0]["share"] if gained else None,
-        "retune_elicited": retune_share(folder, "elicited"),
-        "retune_shuffled": retune_share(folder, "shuffled"),
+        "retunes": {kind: retune_share(folder, kind) for pair in RETUNES.values() for kind in pair},
     }
 
 
+#: the retunes of experiments/retune_export.sh, by export: (against the export, against its control)
+RETUNES = {"audit": ("elicited", "shuffled"), "inverse RL": ("irl", "irl-shuffled")}
+
+
 def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
-    """The gain of the model retuned against the audit's export (``kind`` "elicited" or its control
-    "shuffled", experiments/retune_export.sh) in the original reward, beside the original tuning's gain.
+    """The gain of the model retuned against an export (``kind``: "elicited", the audit's, or its control
+    "shuffled"; "irl", the inverse-RL reward, or its control "irl-shuffled"; experiments/retune_export.sh)
+    in the original reward, beside the original tuning's gain.
 
     Always: the paired difference (retuned gain - original gain) per prompt with its bootstrap interval.
     When the original gain's interval lies above 0, also the share: the ratio of the two mean gains with a
@@ -267,17 +271,22 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             "",
             *spread_table(rows, ("gain", "tau", "base_tau", "tau_gap", "precision_at_20", "n_called")),
         ]
-    retuned = [r for r in rows if r["retune_elicited"] or r["retune_shuffled"]]
+    retuned = [
+        (r, export, pair)
+        for r in rows
+        for export, pair in RETUNES.items()
+        if any(r["retunes"][k] for k in pair)
+    ]
     if retuned:
         lines.append("")
         lines.append(
-            "| seed | original gain | retuned on the export: gain; share of the original [95% CI] "
+            "| seed | export | original gain | retuned on the export: gain; share of the original [95% CI] "
             "| on the shuffled export |"
         )
-        lines.append("| --- | --- | --- | --- |")
-        for r in retuned:
-            cells = [_retune_cell(r[key]) for key in ("retune_elicited", "retune_shuffled")]
-            lines.append(f"| {r['seed']} | {r['gain']:+.2f} | {cells[0]} | {cells[1]} |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for r, export, pair in retuned:
+            cells = [_retune_cell(r["retunes"][kind]) for kind in pair]
+            lines.append(f"| {r['seed']} | {export} | {r['gain']:+.2f} | {cells[0]} | {cells[1]} |")
     if noise:
         lines.append("")
         lines.append("| noise seed | words called | rewarded | penalised | q |")

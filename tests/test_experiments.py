@@ -117,3 +117,40 @@ def test_the_planted_pipeline_script_runs_planted_yaml_on_each_replicate(tmp_pat
     assert (
         config.reward.spec == f"lexicon:{replicate}/lexicon.tsv" and config.out_dir == f"{replicate}/pipeline"
     )
+
+
+def test_the_retune_script_tunes_against_the_irl_export_and_its_control(tmp_path: Path) -> None:
+    """experiments/retune_export.sh with EXPORT=irl: a replicate whose pipeline has not exported the IRL
+    reward is refused in one line (exit 2); with the export, it tunes against the reward, then its shuffled
+    control, each for the original tune's steps, and scores each retune with the original lexicon."""
+    import json
+    import subprocess
+
+    script, fake = ROOT / "experiments" / "retune_export.sh", tmp_path / "irmscope"
+    fake.write_text('#!/usr/bin/env bash\necho "$@" >> "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "IRMSCOPE": str(fake), "ARGS_OUT": str(tmp_path / "args"), "EXPORT": "irl"}
+    replicate = tmp_path / "seed7"
+    (replicate / "tuned" / "model").mkdir(parents=True)
+    (replicate / "tuned" / "model" / "irmscope_manifest.json").write_text(json.dumps({"steps_done": 12}))
+    missing = subprocess.run(["bash", str(script), str(replicate)], env=env, capture_output=True, text=True)
+    assert (
+        missing.returncode == 2
+        and missing.stderr.startswith("error:")
+        and "planted_pipeline.sh 7" in missing.stderr
+    )
+    stage = replicate / "pipeline" / "stages" / "irl-reward-abc"
+    for folder in ("reward", "reward-shuffled"):
+        (stage / folder).mkdir(parents=True)
+    subprocess.run(["bash", str(script), str(replicate)], env=env, check=True, capture_output=True)
+    calls = (tmp_path / "args").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["tune", "evaluate", "tune", "evaluate"]
+    assert f"--reward readout:{stage}/reward " in calls[0] and "steps=12" in calls[0]
+    assert f"--reward readout:{stage}/reward-shuffled " in calls[2]
+    assert (
+        f"--reward lexicon:{replicate}/lexicon.tsv" in calls[1] and f"{replicate}/retune-irl.json" in calls[1]
+    )
+    wrong = subprocess.run(
+        ["bash", str(script), str(replicate)], env={**env, "EXPORT": "x"}, capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and "EXPORT must be" in wrong.stderr

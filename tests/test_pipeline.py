@@ -220,6 +220,8 @@ def test_the_inverse_rl_reward_is_exported_as_a_reward_one_can_tune_with(smoke_r
     reward = load_reward(f"readout:{stage / export['folder']}")
     assert reward.layer == export["layer"] and Path(reward.model).is_dir()  # the run's tuned model
     assert np.isfinite(reward.score(["a quiet film", "a loud one"])).all()
+    control = load_reward(f"readout:{stage / export['shuffled_folder']}")
+    assert sorted(control.weights) == sorted(reward.weights) and list(control.weights) != list(reward.weights)
     # the saved reward computes the fitted function (texts tokenised whole differ only at the seam)
     assert export["rescoring_pearson"] > 0.9
 

@@ -65,13 +65,13 @@ def _seed_folder(root: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray
 def test_planted_row_and_retune_shares(summarize, tmp_path):
     rng = np.random.default_rng(0)
     folder, base = _seed_folder(tmp_path, rng)
-    assert summarize.planted_row(folder)["retune_elicited"] is None  # not run: no share invented
+    assert summarize.planted_row(folder)["retunes"]["elicited"] is None  # not run: no share invented
     _write(folder / "retune-elicited.json", _evaluation(base, base + 1.0 + rng.normal(scale=0.5, size=200)))
     _write(folder / "retune-shuffled.json", _evaluation(base, base + rng.normal(scale=0.5, size=200)))
     row = summarize.planted_row(folder)
     assert row["lexicon_words"] == 3 and row["steps"] == 12 and row["stop_reason"] == "target"
     assert row["tau"] == 0.3 and row["base_tau"] == 0.01 and row["top_gained_word"] == "film"
-    elicited, shuffled = row["retune_elicited"], row["retune_shuffled"]
+    elicited, shuffled = row["retunes"]["elicited"], row["retunes"]["shuffled"]
     assert elicited["share"] == pytest.approx(0.5, abs=0.05)
     assert elicited["interval"][0] < elicited["share"] < elicited["interval"][1]
     assert elicited["difference"]["high"] < 0 < elicited["gain"]["low"]  # below the original, above 0
@@ -79,9 +79,9 @@ def test_planted_row_and_retune_shares(summarize, tmp_path):
     table = summarize.markdown([row], [summarize.noise_row(folder)])
     assert f"| seed4 | 3 | 12 | {row['gain']:+.2f} [" in table
     retune_line = next(
-        line for line in table.splitlines() if line.startswith(f"| seed4 | {row['gain']:+.2f} |")
+        line for line in table.splitlines() if line.startswith(f"| seed4 | audit | {row['gain']:+.2f} |")
     )
-    _, _, elicited_cell, shuffled_cell = retune_line.strip("| ").split(" | ")
+    _, _, _, elicited_cell, shuffled_cell = retune_line.strip("| ").split(" | ")
     assert re.search(r"; (49|50|51)% \[", elicited_cell) and re.search(r"; -?\d% \[", shuffled_cell)
 
 
@@ -93,7 +93,7 @@ def test_no_share_when_the_original_gain_may_be_zero(summarize, tmp_path):
     evaluation["reward_gain"]["low"] = -0.05
     _write(folder / "evaluation.json", evaluation)
     _write(folder / "retune-elicited.json", _evaluation(base, base + 0.3 + rng.normal(scale=0.5, size=200)))
-    retune = summarize.planted_row(folder)["retune_elicited"]
+    retune = summarize.planted_row(folder)["retunes"]["elicited"]
     assert retune["share"] is None and retune["interval"] is None and retune["difference"]["low"] > 0
     assert "no share" in summarize._retune_cell(retune)
 

@@ -290,7 +290,8 @@ def irl_reward_section(export: dict[str, Any]) -> Section:
         paragraphs=[
             f"The {export['method']} reward, fitted on every evaluation prompt at block {export['layer']} "
             "of the tuned model (the block most leaderboard folds chose), is saved in the irl-reward "
-            f"stage's folder under {export['folder']}/; tune against it with irmscope tune --reward "
+            f"stage's folder under {export['folder']}/ (its control, the weights shuffled across the "
+            f"features, under {export['shuffled_folder']}/); tune against it with irmscope tune --reward "
             "readout:FOLDER. It never saw the known reward, only which model wrote each completion, and "
             "like any IRL reward it is defined up to a constant per prompt and a positive scale. Check: "
             "rescored from scratch (a fresh forward pass on each whole text), it correlates with the fit's "

@@ -72,6 +72,22 @@ class ReadoutReward(Reward):
     def _score(self, texts: list[str]) -> np.ndarray:
         return self.of_features(self.features(texts))
 
+    def shuffled(self, seed: int) -> ReadoutReward:
+        """The control for a retune: the same read-out with its weights permuted across the features (by
+        ``seed``), a direction of the same size that the fit did not choose. Tuning against it shows what
+        any linear reward on these features does."""
+        order = np.random.default_rng(seed).permutation(self.weights.size)
+        return ReadoutReward(
+            self.model,
+            self.layer,
+            self.weights[order],
+            self.mean,
+            self.scale,
+            name=f"{self.name}-shuffled",
+            description=f"{self.description}, its weights shuffled across the features (a control)",
+            lm=self._lm,
+        )
+
     def save(self, folder: str | Path) -> Path:
         """Write the reward to ``folder`` (see the module docstring)."""
         from safetensors.numpy import save_file

@@ -1,10 +1,11 @@
 """Stage ``irl-reward``: the inverse-RL reward exported as a reward irmscope can tune with.
 
-The leaderboard scores inverse RL cross-fitted; this stage fits it once more on every evaluation prompt,
-at the block most of the leaderboard's folds chose for the tuned model, and saves it as a
+The leaderboard scores inverse RL cross-fitted; this stage fits it once more on every evaluation prompt, at
+the block most of the leaderboard's folds chose for the tuned model, and saves it as a
 :class:`~irmscope.rewards.ReadoutReward` (``irmscope tune --reward readout:DIR``) over the tuned model's
-residual stream, closing the loop as the inverse-RL paper does. As a check that the saved reward computes
-the fitted function, it rescores the evaluation texts from scratch (a fresh forward pass, the texts
+residual stream, closing the loop as the inverse-RL paper does, and beside it its control: the same read-out
+with its weights shuffled across the features (``reward-shuffled/``). As a check that the saved reward
+computes the fitted function, it rescores the evaluation texts from scratch (a fresh forward pass, the texts
 tokenised whole) and correlates that with the fit's values on the stored read-outs.
 """
 
@@ -22,8 +23,8 @@ from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.probes import coverage
 from irmscope.probes.residuals import load_residuals
 
-#: the folder of the stage's work directory that holds the exported reward
-REWARD_DIR = "reward"
+#: the folders of the stage's work directory that hold the exported reward and its shuffled control
+REWARD_DIR, SHUFFLED_DIR = "reward", "reward-shuffled"
 METHOD = "inverse RL, max-entropy"
 
 
@@ -48,9 +49,11 @@ class IrlReward(Stage):
         fitted = reward.of_features(residuals.at("mean_pooled", layer))
         rescored = reward.score(cov.texts)
         reward.save(work / REWARD_DIR)
+        reward.shuffled(ctx.seed).save(work / SHUFFLED_DIR)
         return {  # paths stay out: results.json must not change with the run's folder
             "method": METHOD,
             "layer": layer,
             "folder": REWARD_DIR,
+            "shuffled_folder": SHUFFLED_DIR,
             "rescoring_pearson": float(np.corrcoef(fitted, rescored)[0, 1]),
         }
