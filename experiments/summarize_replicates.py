@@ -143,24 +143,28 @@ def pipeline_row(folder: Path) -> dict[str, Any] | None:
 
 
 def inside_row(audit: dict[str, Any], lexicon: Lexicon) -> dict[str, Any]:
-    """The audit's crosscoder on one seed: its site and fit, how many of the 10 most changed latents write
-    what tuning rewarded (their promoted logits' Spearman correlation with the word-level implicit reward
-    above the 95th percentile of random latents'), and how many of those latents' top-10 promoted words
-    the planted lexicon pays, beside chance (the share of audited words it pays)."""
+    """The audit's crosscoder on one seed: its site and fit; how many of the 10 most changed latents agree
+    with the word-level implicit reward beyond the matched control (their promoted logits' Spearman rho
+    above the 95th percentile of |rho| of the latents ranked next by decoder change: about 0.25 of 10 by
+    chance); the baseline rho of the plain mean activation difference; and how many of the top-10
+    promoted words of those latents the planted lexicon pays, beside chance (the share of audited words
+    it pays, as the audit's reward comparison counts them)."""
     inside = audit["inside"]
-    control = inside["control_spearman"]["q95_abs"]
+    control = inside["control_spearman"]["matched"]["q95_abs"]
     latents = inside["changed_most"]
-    paid = {word.lower() for word, value in lexicon.items() if value > 0}
     promoted = [w["word"] for latent in latents for w in latent["promoted_words"]]
     return {
         "site": inside["site"],
         "fvu": inside["training"]["fvu"],
         "control_q95": control,
-        "above_control": sum(latent["reward_spearman"] > control for latent in latents),
+        "above_control": sum(
+            control is not None and latent["reward_spearman"] > control for latent in latents
+        ),
         "n_latents": len(latents),
+        "mean_difference_rho": inside["mean_difference"]["reward_spearman"],
         "top_spearman": latents[0]["reward_spearman"] if latents else None,
         "top_words": [w["word"] for w in latents[0]["promoted_words"][:5]] if latents else [],
-        "promoted_paid": sum(word.lower() in paid for word in promoted),
+        "promoted_paid": sum(lexicon.lookup(word) > 0 for word in promoted),  # as the reward reads a word
         "n_promoted": len(promoted),
         "chance_paid": audit["reward"]["n_paid"] / audit["n_words"] if audit.get("reward") else None,
     }
@@ -189,17 +193,19 @@ def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
     if inside:
         lines += [
             "",
-            "| seed | crosscoder site | FVU base / tuned | most changed latents above the random-latent "
-            "control (q95 of abs rho) | top latent: rho, promoted words | promoted words paid (chance) |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| seed | crosscoder site | FVU base / tuned | most changed latents above the matched control "
+            "(its q95 of abs rho) | mean-difference rho | top latent: rho, promoted words "
+            "| promoted words paid (chance) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in inside:
             i = r["inside"]
             lines.append(
                 f"| {r['seed']} | {i['site']} | {i['fvu']['base']:.2f} / {i['fvu']['tuned']:.2f}"
-                f" | {i['above_control']} of {i['n_latents']} ({i['control_q95']:.3f})"
-                f" | {i['top_spearman']:+.3f}: {', '.join(i['top_words'])}"
-                f" | {i['promoted_paid']} of {i['n_promoted']} ({i['chance_paid'] or 0:.3f}) |"
+                f" | {i['above_control']} of {i['n_latents']} ({_number(i['control_q95'], '.3f')})"
+                f" | {i['mean_difference_rho']:+.3f}"
+                f" | {_number(i['top_spearman'], '+.3f')}: {', '.join(i['top_words'])}"
+                f" | {i['promoted_paid']} of {i['n_promoted']} ({_number(i['chance_paid'], '.3f')}) |"
             )
     return "\n".join(lines)
 
@@ -234,6 +240,10 @@ def spread_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[str]
         s = spread(rows, key)
         lines.append(f"| {key} | {s['mean']:+.3f} | {s['sd']:.3f} | {s['min']:+.3f} | {s['max']:+.3f} |")
     return lines
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _interval(pair: list[float]) -> str:

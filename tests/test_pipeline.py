@@ -222,8 +222,8 @@ def test_the_inverse_rl_reward_is_exported_as_a_reward_one_can_tune_with(smoke_r
     assert np.isfinite(reward.score(["a quiet film", "a loud one"])).all()
     control = load_reward(f"readout:{stage / export['shuffled_folder']}")
     assert sorted(control.weights) == sorted(reward.weights) and list(control.weights) != list(reward.weights)
-    # the saved reward computes the fitted function (texts tokenised whole differ only at the seam)
-    assert export["rescoring_pearson"] > 0.9
+    # the saved reward, rescored from scratch, computes the fitted function within every prompt
+    assert export["rescoring_deviation"] < 1e-3
 
 
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):

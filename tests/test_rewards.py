@@ -427,9 +427,17 @@ def test_a_readout_reward_scores_the_mean_pooled_residual_and_round_trips(tmp_pa
     reward = ReadoutReward(
         "tiny-llama", 2, rng.normal(size=width), rng.normal(size=width), rng.uniform(1, 2, width), lm=lm
     )
-    assert np.allclose(reward.features(texts), stored, atol=1e-5)
+    assert np.allclose(reward.features([""] * 3, texts), stored, atol=1e-5)
     scores = reward.score(texts)
     assert np.allclose(scores, ((stored - reward.mean) / reward.scale) @ reward.weights, atol=1e-4)
+    # a prompt cut mid-word: scored on the tokens the policy wrote, as the fit read them, not re-merged
+    prompts, completions = ["The act", "It was"], ["ing was fine", "n't good"]
+    split = read_residuals(lm, prompts, completions, layers=[2], progress=False).at("mean_pooled", 2)
+    assert np.allclose(reward.score_completions(prompts, completions), reward.of_features(split), atol=1e-4)
+    whole = reward.score([p + c for p, c in zip(prompts, completions, strict=True)])
+    assert not np.allclose(whole, reward.of_features(split), atol=1e-4)  # the merge the pairing avoids
+    trl = reward.as_trl_reward_func()(prompts=prompts, completions=completions)
+    assert np.allclose(trl, reward.score_completions(prompts, completions))
     reward.save(tmp_path / "irl")
     again = load_reward(f"readout:{tmp_path / 'irl'}")  # loads tiny-llama itself
     assert isinstance(again, ReadoutReward) and again.layer == 2

@@ -64,6 +64,11 @@ class _Codes:
     values: torch.Tensor
     indices: torch.Tensor
 
+    def select(self, rows: np.ndarray) -> _Codes:
+        """The codes of the tokens where ``rows`` (a boolean mask) is true."""
+        mask = torch.from_numpy(rows)
+        return _Codes(self.values[mask], self.indices[mask])
+
     def column(self, latent: int) -> np.ndarray:
         """One latent's activation on every token (0 where it is not among the token's active latents)."""
         return (self.values * (self.indices == latent)).sum(1).numpy()
@@ -89,27 +94,34 @@ def _per_text_means(codes: _Codes, text: np.ndarray, n_texts: int, d_sae: int) -
     return total.view(n_texts, d_sae).numpy() / tokens, fired.view(n_texts, d_sae).numpy() / tokens
 
 
-def promoted_logits(coder: Crosscoder, tuned: LoadedModel, latents: Sequence[int], token_ids: Sequence[int]):
-    """``[len(latents), len(token_ids)]``: the logit that what tuning changed in each latent's output (its
-    tuned decoder row less its base row, in raw units) adds to each token through the tuned model's final
-    norm scale and unembedding (the logit lens). For a tuned-only latent that is its whole output; for a
-    shared latent it is the part tuning added, not the part both models write."""
-    tuned_row, base_row = (
-        coder.W_dec.detach()[list(latents), MODELS.index(m)] / coder.scale[MODELS.index(m)]
-        for m in ("tuned", "base")
-    )
-    directions = tuned_row - base_row
+@torch.no_grad()
+def promoted_logits(tuned: LoadedModel, directions: torch.Tensor, token_ids: Sequence[int]) -> np.ndarray:
+    """``[len(directions), len(token_ids)]``: the logit lens of residual-stream ``directions`` (raw units):
+    each through the tuned model's final norm, less the norm of zero (so a LayerNorm's bias, which every
+    direction would share, drops out), then the unembedding. The norm divides each direction by its own
+    size, which changes no ranking within a row and no correlation; it applies the norm's gain as the
+    model does (``w`` for Llama's RMSNorm, ``1 + w`` for Gemma's, centring and ``γ`` for a LayerNorm)."""
     norm = tuned.adapter.final_norm_module(tuned.model)
-    scale = getattr(norm, "weight", None)
-    if scale is not None:
-        directions = directions * scale.detach().float()
-    unembedding = tuned.model.get_output_embeddings().weight.detach().float()[list(token_ids)]
-    return (directions @ unembedding.T).numpy()
+    weight = tuned.model.get_output_embeddings().weight
+    directions = directions.to(device=weight.device, dtype=weight.dtype)
+    normed = norm(directions) - norm(torch.zeros_like(directions[:1]))
+    unembedding = weight.detach()[list(token_ids)]
+    return (normed @ unembedding.T).float().cpu().numpy()
+
+
+def decoder_changes(coder: Crosscoder, latents: Sequence[int]) -> torch.Tensor:
+    """What tuning changed in each latent's output: its tuned decoder row less its base row, in the raw
+    units of the activations (each model's scale undone). For a tuned-only latent that is its whole
+    output; for a shared one, the part tuning added."""
+    t, b = MODELS.index("tuned"), MODELS.index("base")
+    rows = coder.W_dec.detach()[list(latents)]
+    return rows[:, t] / coder.scale[t] - rows[:, b] / coder.scale[b]
 
 
 def model_diff(
     tuned: LoadedModel,
     paired: PairedActivations,
+    prompt_tokens: Sequence[int],
     vocabulary: Mapping[str, int],
     implicit_reward: np.ndarray,
     config: CrosscoderConfig,
@@ -121,36 +133,65 @@ def model_diff(
     """Train the crosscoder on ``paired``, both models' activations over the audit's units (per prompt:
     its text with the base model's completion, then with the tuned model's; read by
     :func:`~irmscope.audit.shift.unit_shifts`), and describe its latents (see the module docstring).
-    ``vocabulary`` maps the audited words to their token ids, ``implicit_reward`` is their value from the
-    word-level audit (relative shift beyond the drift), in the same order; ``tuned`` gives the unembedding.
+    ``prompt_tokens`` is each unit's prompt length in tokens: a prompt's tokens are the same in both of its
+    texts, so they enter training once (from the base text), and the use statistics read completion
+    tokens only (the last prompt token, which may merge with the completion's first, counts as
+    completion). ``vocabulary`` maps the audited words to their token ids, ``implicit_reward`` is their
+    value from the word-level audit (relative shift beyond the drift), in the same order; ``tuned`` gives
+    the final norm and the unembedding.
 
     Returns the JSON-ready description and the crosscoder."""
-    n = int(paired.unit.max()) + 1
-    text = paired.text * n + paired.unit  # the base completions' texts first, then the tuned ones'
-    coder, log = train_crosscoder(paired.pairs, config, seed=seed, progress=progress)
-    codes = _encode(coder, paired.pairs)
-    means, shares = _per_text_means(codes, text, 2 * n, coder.d_sae)
+    n = len(prompt_tokens)
+    in_prompt = paired.position < np.asarray(prompt_tokens)[paired.unit] - 1
+    keep = ~(in_prompt & (paired.text == MODELS.index("tuned")))  # each prompt token once
+    pairs = paired.pairs[torch.from_numpy(keep)]
+    tokens = _Tokens(
+        *(a[keep] for a in (paired.unit, paired.text, paired.position, in_prompt, paired.token_id))
+    )
+    coder, log = train_crosscoder(pairs, config, seed=seed, progress=progress)
+    codes = _encode(coder, pairs)
+    completion = ~tokens.prompt
+    text = tokens.side * n + tokens.unit  # the base completions' texts first, then the tuned ones'
+    means, shares = _per_text_means(codes.select(completion), text[completion], 2 * n, coder.d_sae)
     fired = np.bincount(codes.indices[codes.values > 0].numpy(), minlength=coder.d_sae)
     relative = coder.relative_decoder_norm(MODELS.index("tuned"))
     changed = coder.decoder_change(MODELS.index("tuned"), MODELS.index("base"))
     cosine = coder.decoder_cosine()
-    change = means[n:] - means[:n]  # per prompt: tuned completion's text − base completion's text
+    change = means[n:] - means[:n]  # per prompt: the tuned completion's tokens − the base completion's
     ranked = fired >= MIN_FIRING_TOKENS
-    by_change = [int(i) for i in np.argsort(-changed, kind="stable") if ranked[i]][:TOP_LATENTS]
+    by_change_all = [int(i) for i in np.argsort(-changed, kind="stable") if ranked[i]]
+    by_change = by_change_all[:TOP_LATENTS]
     by_use = [int(i) for i in np.argsort(-change.mean(0), kind="stable") if ranked[i]][:TOP_LATENTS]
-    rng = np.random.default_rng(seed)
-    candidates = np.flatnonzero(ranked)
-    control = rng.choice(candidates, size=min(CONTROL_LATENTS, len(candidates)), replace=False).tolist()
     studied = list(dict.fromkeys(by_change + by_use))
-    words = list(vocabulary)
-    logits = promoted_logits(coder, tuned, studied + control, list(vocabulary.values()))
+    # controls for the correlation: the latents ranked next by decoder change (matched in size of change)
+    # and latents drawn at random, the studied ones left out of both
+    matched = [i for i in by_change_all[TOP_LATENTS:] if i not in studied][:CONTROL_LATENTS]
+    others = np.setdiff1d(np.flatnonzero(ranked), studied)
+    drawn = np.random.default_rng(seed).choice(others, size=min(CONTROL_LATENTS, len(others)), replace=False)
+    t, b = MODELS.index("tuned"), MODELS.index("base")
+    shared_offset = (coder.b_dec[t] / coder.scale[t] - coder.b_dec[b] / coder.scale[b]).detach()
+    mean_difference = (pairs[:, t] - pairs[:, b]).mean(0)
+    directions = torch.cat(
+        [
+            decoder_changes(coder, studied + matched + drawn.tolist()),
+            shared_offset[None],
+            mean_difference[None],
+        ]
+    )
+    token_ids = list(vocabulary.values())
+    logits = promoted_logits(tuned, directions, token_ids)
     rho = np.array([_spearman(row, implicit_reward) for row in logits])
-    link = dict(zip(studied, rho[: len(studied)], strict=True))
-    control_rho = np.abs(rho[len(studied) :])
-    control_rho = control_rho[np.isfinite(control_rho)]
+    words = list(vocabulary)
+    k, m = len(studied), len(matched)
 
-    def describe(latent: int, row: np.ndarray) -> dict[str, Any]:
+    def promoted(row: np.ndarray) -> list[dict[str, Any]]:
         order = np.argsort(-row, kind="stable")[:10]
+        return [
+            {"word": words[i], "logit": float(row[i]), "implicit_reward": float(implicit_reward[i])}
+            for i in order
+        ]
+
+    def describe(j: int, latent: int) -> dict[str, Any]:
         return {
             "latent": latent,
             "decoder_change": float(changed[latent]),
@@ -166,32 +207,44 @@ def model_diff(
                 "tuned": float(means[n:, latent].mean()),
             },
             "paired_change": bootstrap_ci(change[:, latent], n_resamples=n_resamples, seed=seed).as_dict(),
-            "promoted_words": [
-                {"word": words[i], "logit": float(row[i]), "implicit_reward": float(implicit_reward[i])}
-                for i in order
-            ],
-            "reward_spearman": float(link[latent]),
-            "contexts": _contexts(codes.column(latent), paired, text, tuned.tokenizer),
+            "promoted_words": promoted(logits[j]),
+            "reward_spearman": float(rho[j]),
+            "contexts": _contexts(codes.column(latent), tokens, tuned.tokenizer),
         }
 
-    rows = {latent: describe(latent, logits[j]) for j, latent in enumerate(studied)}
+    rows = {latent: describe(j, latent) for j, latent in enumerate(studied)}
     summary = {
         "site": paired.site,
         "crosscoder": {**asdict(config), "d_in": coder.d_in, "d_sae": coder.d_sae},
         "training": {k: v for k, v in log.to_dict().items() if k != "wall_seconds"},  # timing varies
         "n_texts": 2 * n,
-        "n_tokens": int(paired.pairs.shape[0]),
+        "n_tokens": int(pairs.shape[0]),
         "n_ranked": int(ranked.sum()),
         "relative_norm_counts": _norm_counts(relative[ranked]),
+        "decoder_change_spread": {
+            "median": float(np.median(changed[ranked])) if ranked.any() else None,
+            "q99": float(np.quantile(changed[ranked], 0.99)) if ranked.any() else None,
+        },
         "changed_most": [rows[i] for i in by_change],
-        "more_used_after_tuning": [rows[i] for i in by_use],
+        "more_active_on_tuned_completions": [rows[i] for i in by_use],
+        "shared_offset": {"promoted_words": promoted(logits[-2]), "reward_spearman": float(rho[-2])},
+        "mean_difference": {"promoted_words": promoted(logits[-1]), "reward_spearman": float(rho[-1])},
         "control_spearman": {
-            "n_latents": len(control_rho),
-            "median_abs": float(np.median(control_rho)) if len(control_rho) else None,
-            "q95_abs": float(np.quantile(control_rho, 0.95)) if len(control_rho) else None,
+            "matched": _abs_spread(rho[k : k + m]),
+            "random": _abs_spread(rho[k + m : -2]),
         },
     }
     return summary, coder
+
+
+def _abs_spread(rho: np.ndarray) -> dict[str, Any]:
+    """How many correlations, and the median and 95th percentile of their sizes (NaN left out)."""
+    size = np.abs(rho[np.isfinite(rho)])
+    return {
+        "n_latents": int(size.size),
+        "median_abs": float(np.median(size)) if size.size else None,
+        "q95_abs": float(np.quantile(size, 0.95)) if size.size else None,
+    }
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -209,22 +262,36 @@ def _norm_counts(relative: np.ndarray) -> dict[str, int]:
     return {name: int(((relative >= lo) & (relative < hi)).sum()) for name, (lo, hi) in edges.items()}
 
 
-def _contexts(
-    activation: np.ndarray, paired: PairedActivations, text: np.ndarray, tokenizer: Any, n: int = 4
-) -> list[dict[str, Any]]:
-    """The latent's ``n`` strongest tokens, each with the 12 tokens before it and 2 after in its ``text``,
-    their activations, and whose completion the text holds."""
+@dataclass
+class _Tokens:
+    """Where each training token is: its ``unit`` (prompt), ``side`` (0 the base completion's text, 1 the
+    tuned one's), ``position`` in the text, whether it is a ``prompt`` token (read once, from the base
+    text) and its ``token_id``."""
+
+    unit: np.ndarray
+    side: np.ndarray
+    position: np.ndarray
+    prompt: np.ndarray
+    token_id: np.ndarray
+
+
+def _contexts(activation: np.ndarray, tokens: _Tokens, tokenizer: Any, n: int = 4) -> list[dict[str, Any]]:
+    """The latent's ``n`` strongest tokens, each with the 12 tokens before it and 2 after in its text (a
+    completion's text starts with its prompt's tokens, kept once), their activations, and where the
+    strongest token is: in the prompt, or in the base or the tuned model's completion."""
     out = []
     for token in np.argsort(-activation, kind="stable")[:n]:
         if activation[token] <= 0:
             break
-        same = np.flatnonzero(text == text[token])
-        offset = paired.position[same] - paired.position[token]
+        unit, side = tokens.unit[token], tokens.side[token]
+        same = np.flatnonzero((tokens.unit == unit) & ((tokens.side == side) | tokens.prompt))
+        same = same[np.argsort(tokens.position[same], kind="stable")]
+        offset = tokens.position[same] - tokens.position[token]
         window = same[(offset >= -12) & (offset <= 2)]
         out.append(
             {
-                "model": MODELS[int(paired.text[token])],
-                "tokens": [tokenizer.decode([int(paired.token_id[i])]) for i in window],
+                "model": "prompt" if tokens.prompt[token] else MODELS[int(side)],
+                "tokens": [tokenizer.decode([int(tokens.token_id[i])]) for i in window],
                 "activations": [float(activation[i]) for i in window],
                 "peak": int(np.flatnonzero(window == token)[0]),
             }

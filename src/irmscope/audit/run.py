@@ -34,6 +34,7 @@ from irmscope.io import atomic_write, write_json
 from irmscope.locking import output_lock
 from irmscope.models.adapters import parse_site
 from irmscope.models.generation import Sampling
+from irmscope.models.hooks import resolve_site
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards.lexicon import Lexicon
 from irmscope.sae.crosscoder import Crosscoder, CrosscoderConfig, save_crosscoder
@@ -73,6 +74,9 @@ def audit(
     ``crosscoder``: the trained crosscoder or None.
     """
     _check_pair(tuned, base, prompts)
+    if crosscoder is not None:  # the site is known, and checked against the model, before any sampling
+        site = site or divergence_site(tuned, base)
+        resolve_site(base.model, site)
     clock = {"start": time.perf_counter()}
     # batches of 64, fixed: sampling is seeded per batch, so the audits in docs/replicates.md rerun exactly
     # (the default 128 is ~10% faster here)
@@ -83,8 +87,6 @@ def audit(
     vocabulary = vocabulary_words(base.tokenizer)
     words = list(vocabulary)
     units = [(p + b, p + t) for p, b, t in zip(prompts, base_completions, tuned_completions, strict=True)]
-    if crosscoder is not None:
-        site = site or divergence_site(tuned, base)
     word_ids = list(vocabulary.values())
     shifts = unit_shifts(
         tuned, base, units, word_ids, max_length=max_length, site=site if crosscoder else None
@@ -126,8 +128,9 @@ def audit(
     clock["done"] = time.perf_counter()
     result["inside"], result["crosscoder"] = None, None
     if crosscoder is not None:
+        prompt_tokens = [len(base.tokenizer(p)["input_ids"]) for p in prompts]  # as unit_shifts encodes
         result["inside"], result["crosscoder"] = model_diff(
-            tuned, shifts.activations, vocabulary, table["beyond_drift"], crosscoder,
+            tuned, shifts.activations, prompt_tokens, vocabulary, table["beyond_drift"], crosscoder,
             n_resamples=n_resamples, seed=seed, progress=progress,
         )  # fmt: skip
     clock["inside"] = time.perf_counter()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import site_name
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
@@ -23,27 +24,45 @@ def pooling_weights(mask: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum(1, keepdim=True)
 
 
+def encode_pairs(
+    lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None
+):
+    """Right-padded ids of prompt + continuation (cut to ``max_length``), their mask, and each row's prompt
+    length in tokens."""
+    tok = lm.tokenizer
+    rows, prompt_lengths = [], []
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        c = tok(continuation, add_special_tokens=False)["input_ids"]
+        row = (p + c)[:max_length]
+        if not row:
+            raise IrmscopeError("an empty text cannot be probed; drop empty prompts/continuations first")
+        rows.append(row)
+        prompt_lengths.append(min(len(p), len(row)))
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask, torch.tensor(prompt_lengths)
+
+
 @torch.no_grad()
 def mean_pooled_residual(
-    lm: LoadedModel, texts: Sequence[str], layer: int, max_length: int | None = 128, batch_size: int = 16
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    layer: int,
+    max_length: int | None = None,
+    batch_size: int = 16,
 ) -> np.ndarray:
-    """``[len(texts), width]``: each text's residual stream leaving block ``layer``, averaged over its tokens
-    by :func:`pooling_weights` (texts tokenised without special tokens, right-padded as the probes' read-outs
-    are, and cut to ``max_length``)."""
+    """``[n, width]``: each prompt + continuation's residual stream leaving block ``layer``, averaged over
+    its tokens by :func:`pooling_weights`. Prompt and continuation are tokenised apart
+    (:func:`encode_pairs`), as the probes' read-outs are, so a reward fitted on those scores a completion
+    on the tokens its policy wrote, even where the prompt ends mid-word."""
     site = site_name(layer % lm.n_layers, "hook_resid_post")
     device = next(lm.model.parameters()).device
     rows = []
-    for _, chunk in batches(texts, size=batch_size):
-        enc = lm.tokenizer(
-            list(chunk),
-            return_tensors="pt",
-            padding=True,
-            padding_side="right",
-            truncation=max_length is not None,
-            max_length=max_length,
-            add_special_tokens=False,
-        ).to(device)
-        acts = capture_activations(lm.model, [site], enc["input_ids"], enc["attention_mask"])[site].float()
-        weights = pooling_weights(enc["attention_mask"]).to(acts.device)
-        rows.append(torch.einsum("bsd,bs->bd", acts, weights).cpu().numpy())
+    for _, prompt_chunk, continuation_chunk in batches(prompts, continuations, size=batch_size):
+        ids, mask, _ = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
+        acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site].float()
+        rows.append(torch.einsum("bsd,bs->bd", acts, pooling_weights(mask).to(acts.device)).cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, lm.model.config.hidden_size))

@@ -33,7 +33,8 @@ from irmscope.models.adapters import adapter_for, site_name, submodule
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture, intervene
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import Residuals, encode_pairs
+from irmscope.models.readout import encode_pairs
+from irmscope.probes.residuals import Residuals
 from irmscope.probes.ridge import fit_probe, group_split, pearson
 
 #: longest contrast-pair text patched (the pipeline's pairs are cut to 64 tokens)

@@ -24,7 +24,7 @@ from irmscope.models.adapters import site_name
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
-from irmscope.models.readout import pooling_weights
+from irmscope.models.readout import encode_pairs, pooling_weights
 
 
 @dataclass(frozen=True)
@@ -73,27 +73,6 @@ def load_residuals(path: Path) -> Residuals:
         prompt_end=saved["prompt_end"] if "prompt_end" in saved else None,
         mean=saved["mean"],
     )
-
-
-def encode_pairs(
-    lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None
-):
-    """Right-padded ids of prompt + continuation (cut to ``max_length``), their mask, and each row's prompt
-    length in tokens."""
-    tok = lm.tokenizer
-    rows, prompt_lengths = [], []
-    for prompt, continuation in zip(prompts, continuations, strict=True):
-        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        c = tok(continuation, add_special_tokens=False)["input_ids"]
-        row = (p + c)[:max_length]
-        if not row:
-            raise IrmscopeError("an empty text cannot be probed; drop empty prompts/continuations first")
-        rows.append(row)
-        prompt_lengths.append(min(len(p), len(row)))
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return ids, mask, torch.tensor(prompt_lengths)
 
 
 def _check(prompts: Sequence[str], continuations: Sequence[str]) -> None:

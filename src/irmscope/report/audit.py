@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from irmscope.audit.inside import MIN_FIRING_TOKENS
 from irmscope.report.html import Section, interval, write_report
 from irmscope.report.interpretation import shaded_contexts
 
@@ -246,55 +247,89 @@ def _latent_dashboard(latent: dict[str, Any]) -> str:
     return (
         f"<div class='feature'><b>latent {latent['latent']}</b> (decoder change "
         f"{latent['decoder_change']:.2f}, relative decoder norm {latent['relative_decoder_norm']:.2f}; "
-        f"its change promotes {words}; strongest contexts from the {sources} "
-        f"completions){shaded_contexts(latent['contexts'])}</div>"
+        f"its change promotes {words}; strongest tokens in: {sources})"
+        f"{shaded_contexts(latent['contexts'])}</div>"
     )
+
+
+def _spread_text(name: str, spread: dict[str, Any]) -> str:
+    if not spread["n_latents"]:
+        return f"no {name} latents to compare"
+    return (
+        f"{spread['n_latents']} {name} latents: median |rho| {spread['median_abs']:.3f}, 95th percentile "
+        f"{spread['q95_abs']:.3f}"
+    )
+
+
+def _direction_row(name: str, direction: dict[str, Any]) -> list[object]:
+    words = ", ".join(f"{w['word']} ({w['implicit_reward']:+.2f})" for w in direction["promoted_words"][:6])
+    return [name, words, f"{direction['reward_spearman']:+.3f}"]
 
 
 def _inside_section(inside: dict[str, Any]) -> Section:
     counts, training, control = inside["relative_norm_counts"], inside["training"], inside["control_spearman"]
-    cc = inside["crosscoder"]
-    shown = inside["changed_most"][:3] + [
-        r for r in inside["more_used_after_tuning"][:3] if r not in inside["changed_most"][:3]
-    ]
-    control_text = (
-        f"the same correlation for {control['n_latents']} randomly drawn latents has median |rho| "
-        f"{control['median_abs']:.3f} and 95th percentile {control['q95_abs']:.3f}"
-        if control["n_latents"]
-        else "no latent fired often enough to draw a control"
+    cc, change = inside["crosscoder"], inside["decoder_change_spread"]
+    most, active = inside["changed_most"], inside["more_active_on_tuned_completions"]
+    shown = most[:3] + [r for r in active[:3] if r not in most[:3]]
+    spread = (
+        f"median {change['median']:.3f}, 99th percentile {change['q99']:.3f}"
+        if change["median"] is not None
+        else "-"
     )
     return Section(
         "What changed inside: a crosscoder at the top-divergence site",
         paragraphs=[
-            f"One TopK crosscoder ({cc['d_sae']} latents, k = {cc['k']}) reads and reconstructs both models' "
-            f"activations at {inside['site']} on the same {inside['n_tokens']} tokens of the "
-            f"{inside['n_texts']} prompt + completion texts (first token of each text left out). Fraction "
-            f"of variance unexplained: base {training['fvu']['base']:.3f}, tuned "
-            f"{training['fvu']['tuned']:.3f}; "
+            f"One TopK crosscoder ({cc['d_sae']} latents, k = {cc['k']}, {cc['epochs']} epochs) reads and "
+            f"reconstructs both models' activations at {inside['site']} on the same {inside['n_tokens']} "
+            f"tokens of the {inside['n_texts']} prompt + completion texts (each prompt's tokens once; the "
+            "first token of each text left out). Fraction of variance unexplained: base "
+            f"{training['fvu']['base']:.3f}, tuned {training['fvu']['tuned']:.3f}; "
             f"{training['dead_latents']} latents dead at the end of training.",
-            f"Of the {inside['n_ranked']} latents that fired on at least 20 tokens, by relative decoder norm "
-            f"‖d_tuned‖ / (‖d_tuned‖ + ‖d_base‖): {counts['tuned_only']} tuned-only (> 0.9), "
+            f"Of the {inside['n_ranked']} latents that fired on at least {MIN_FIRING_TOKENS} tokens, by "
+            "relative decoder norm ‖d_tuned‖ / (‖d_tuned‖ + ‖d_base‖): "
+            f"{counts['tuned_only']} tuned-only (> 0.9), "
             f"{counts['tuned_leaning']} tuned-leaning (0.7–0.9), {counts['shared']} shared (0.3–0.7), "
             f"{counts['base_leaning']} base-leaning, {counts['base_only']} base-only (< 0.1). Every latent "
             "starts shared (equal decoder rows), so the norm moves only with the data. The decoder change "
             "‖d_tuned − d_base‖ / (‖d_tuned‖ + ‖d_base‖) also sees a shared latent whose tuned half writes "
-            "another direction. Both are descriptive, with no noise floor of their own.",
+            f"another direction; over the ranked latents it has {spread}. Both are descriptive, with no "
+            "noise floor of their own: a latent near the median is not known to have changed.",
             "Promoted words: what tuning changed in the latent's output (its tuned decoder row less its "
-            "base row) through the final norm's scale and the unembedding (logit lens), with each word's "
-            "implicit reward from the word-level audit (its relative shift beyond the drift). The "
-            "Spearman correlation over every audited word says whether the latent writes what tuning "
-            f"rewarded; {control_text} (the control).",
+            "base row) through the final norm and the unembedding (the logit lens, weak at early blocks), "
+            "with each word's implicit reward from the word-level audit (its relative shift beyond the "
+            "drift). The Spearman correlation over every audited word says how far the latent's change "
+            "agrees with the word-level shift; most words have shifts near 0, so it is dominated by their "
+            "bulk. Controls, the studied latents left out of both: "
+            f"{_spread_text('matched', control['matched'])} (the next ones by decoder change); "
+            f"{_spread_text('random', control['random'])}. Any sizeable part of the tuned-minus-base "
+            "difference agrees with a log-ratio reward to some degree, so the two rows below the tables "
+            "are the bar a latent has to clear: the change every token shares (the difference of the two "
+            "decoder biases) and the plain mean activation difference, with no crosscoder at all.",
+            "The second table ranks latents by how much more they fire on the tuned model's completions "
+            "than on the base model's, paired per prompt (completion tokens only): it describes what the "
+            "tuned policy writes, read by a code both models share, not what changed inside. Its "
+            "intervals are not adjusted for picking the top of all latents.",
         ],
         tables=[
+            ("Latents tuning changed most (largest decoder change)", _LATENT_HEADER, _latent_rows(most)),
             (
-                "Latents tuning changed most (largest decoder change)",
+                "Latents more active on the tuned model's completions (largest paired change)",
                 _LATENT_HEADER,
-                _latent_rows(inside["changed_most"]),
+                _latent_rows(active),
             ),
             (
-                "Latents the tuned model's own completions use more (largest paired change)",
-                _LATENT_HEADER,
-                _latent_rows(inside["more_used_after_tuning"]),
+                "Baselines: whole-difference directions through the same logit lens",
+                [
+                    "direction",
+                    "promoted words (implicit reward)",
+                    "Spearman(promoted logit, implicit reward)",
+                ],
+                [
+                    _direction_row(
+                        "decoder-bias difference (shared by every token)", inside["shared_offset"]
+                    ),
+                    _direction_row("mean activation difference, tuned − base", inside["mean_difference"]),
+                ],
             ),
         ],
         html=[_latent_dashboard(r) for r in shown],

@@ -294,7 +294,7 @@ def irl_reward_section(export: dict[str, Any]) -> Section:
             f"features, under {export['shuffled_folder']}/); tune against it with irmscope tune --reward "
             "readout:FOLDER. It never saw the known reward, only which model wrote each completion, and "
             "like any IRL reward it is defined up to a constant per prompt and a positive scale. Check: "
-            "rescored from scratch (a fresh forward pass on each whole text), it correlates with the fit's "
-            f"values on the stored read-outs at Pearson r = {export['rescoring_pearson']:.4f}.",
+            "rescored from scratch (a fresh forward pass), its within-prompt differences match the fit's on "
+            f"the stored read-outs to {export['rescoring_deviation']:.1g} of their spread.",
         ],
     )

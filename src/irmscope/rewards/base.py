@@ -139,7 +139,8 @@ class Reward(ABC):
 
     def score_completions(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """Score each prompt followed by its completion: as in the paper (and TRL's model rewards), the
-        scored text is the whole review, since a sentiment reward reads the prompt's context too."""
+        scored text is the whole review, since a sentiment reward reads the prompt's context too. (A reward
+        that reads a model overrides this to tokenise the two apart, as the policy wrote them.)"""
         return self.score([p + c for p, c in zip(prompts, completions, strict=True)])
 
     def score_one(self, text: str) -> float:
@@ -170,12 +171,13 @@ class Reward(ABC):
                     f"reward {reward.name!r} got {len(prompts)} prompts for {len(completions)} completions: "
                     "pass one prompt per completion"
                 )
-            texts = []
+            prompt_texts, completion_texts = [], []
             for prompt, completion in zip(prompts, completions, strict=True):
                 chat = not isinstance(completion, str) or (prompt is not None and not isinstance(prompt, str))
                 sep = "\n" if chat and prompt else ""
-                texts.append(_trl_text(prompt) + sep + _trl_text(completion))
-            return [float(x) for x in reward.score(texts)]
+                prompt_texts.append(_trl_text(prompt) + sep)
+                completion_texts.append(_trl_text(completion))
+            return [float(x) for x in reward.score_completions(prompt_texts, completion_texts)]
 
         reward_func.__name__ = self.name
         reward_func.__qualname__ = self.name

@@ -16,6 +16,8 @@ description) and ``readout_reward.safetensors`` (``weights``, ``mean``, ``scale`
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,35 +44,48 @@ class ReadoutReward(Reward):
         *,
         name: str = "readout",
         description: str = "A linear read-out of a language model's residual stream",
+        max_length: int | None = None,
         lm: Any = None,
     ) -> None:
-        """``lm``, when given, is ``model`` already loaded (a :class:`~irmscope.models.LoadedModel`), so
-        scoring does not load it again."""
+        """``max_length`` cuts texts as the fit's read-outs were cut (None: never); ``lm``, when given, is
+        ``model`` already loaded (a :class:`~irmscope.models.LoadedModel`), so scoring does not load it
+        again."""
         super().__init__(name, description)
         arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in (weights, mean, scale)]
         if len({a.size for a in arrays}) != 1 or not all(np.isfinite(a).all() for a in arrays):
             raise IrmscopeError("a read-out reward needs finite weights, mean and scale of one width")
         if (arrays[2] <= 0).any():
             raise IrmscopeError("a read-out reward's scale must be positive")
-        self.model, self.layer = model, int(layer)
+        self.model, self.layer, self.max_length = model, int(layer), max_length
         self.weights, self.mean, self.scale = arrays
         self._lm = lm
 
-    def features(self, texts: list[str]) -> np.ndarray:
-        """The texts' read-outs (loading the model on first use)."""
+    def features(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """The read-outs of each prompt + completion, the two tokenised apart (loading the model on first
+        use)."""
         from irmscope.models.loading import load_model
         from irmscope.models.readout import mean_pooled_residual
 
         if self._lm is None:
             self._lm = load_model(self.model)
-        return mean_pooled_residual(self._lm, texts, self.layer)
+        return mean_pooled_residual(self._lm, prompts, completions, self.layer, self.max_length)
 
     def of_features(self, x: np.ndarray) -> np.ndarray:
         """The reward of read-outs already computed."""
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights
 
     def _score(self, texts: list[str]) -> np.ndarray:
-        return self.of_features(self.features(texts))
+        return self.of_features(self.features([""] * len(texts), texts))
+
+    def score_completions(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """Each completion's reward after its prompt, the two tokenised apart as the fit read them (a
+        whole text can merge the prompt's last token with the completion's first)."""
+        if len(prompts) != len(completions):
+            raise IrmscopeError(f"{len(prompts)} prompts but {len(completions)} completions; pair them")
+        scores = self.of_features(self.features(list(prompts), list(completions)))
+        if not np.isfinite(scores).all():
+            raise IrmscopeError(f"reward {self.name!r} gave a non-finite score; check the model's outputs")
+        return scores
 
     def shuffled(self, seed: int) -> ReadoutReward:
         """The control for a retune: the same read-out with its weights permuted across the features (by
@@ -85,6 +100,7 @@ class ReadoutReward(Reward):
             self.scale,
             name=f"{self.name}-shuffled",
             description=f"{self.description}, its weights shuffled across the features (a control)",
+            max_length=self.max_length,
             lm=self._lm,
         )
 
@@ -96,11 +112,14 @@ class ReadoutReward(Reward):
         out.mkdir(parents=True, exist_ok=True)
         arrays = {"weights": self.weights, "mean": self.mean, "scale": self.scale}
         atomic_write(out / READOUT_WEIGHTS, lambda tmp: save_file(arrays, str(tmp)))
+        model = Path(self.model)
         write_json(
             out / READOUT_CONFIG,
             {
-                "model": self.model,
+                # a folder is stored relative to this one, so the run folder can move with its reward
+                "model": os.path.relpath(model.resolve(), out.resolve()) if model.is_dir() else self.model,
                 "layer": self.layer,
+                "max_length": self.max_length,
                 "readout": "mean-pooled blocks.L.hook_resid_post, first token left out",
                 "name": self.name,
                 "description": self.description,
@@ -121,14 +140,16 @@ class ReadoutReward(Reward):
             )
         config = json.loads((folder / READOUT_CONFIG).read_text())
         arrays = load_file(str(folder / READOUT_WEIGHTS))
+        relative = folder / config["model"]
         return cls(
-            config["model"],
+            str(relative.resolve()) if relative.is_dir() else config["model"],
             config["layer"],
             arrays["weights"],
             arrays["mean"],
             arrays["scale"],
             name=config["name"],
             description=config["description"],
+            max_length=config.get("max_length"),
         )
 
     def __repr__(self) -> str:

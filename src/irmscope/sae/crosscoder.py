@@ -35,7 +35,9 @@ format; the tensor names follow the SAE's, with the model axis added).
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +50,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
-from irmscope.io import atomic_write, write_json
+from irmscope.io import atomic_write_dir, write_json
 from irmscope.sae.train import DeadLatentTracker, auxk_loss, check_training_numbers
 
 CROSSCODER_WEIGHTS = "crosscoder.safetensors"
@@ -65,7 +67,7 @@ class CrosscoderConfig:
 
     expansion: int = 4
     k: int = 32
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 256
     lr: float = 1e-3
     aux_k_coefficient: float = 1 / 32
@@ -154,6 +156,7 @@ class Crosscoder(nn.Module):
         return (nn.functional.cosine_similarity(a, b, dim=-1)).numpy()
 
     def config_dict(self) -> dict[str, Any]:
+        """The shape, as ``cfg.json`` records it and :func:`load_crosscoder` rebuilds it."""
         return {"d_in": self.d_in, "d_sae": self.d_sae, "k": self.k, "n_models": self.n_models}
 
 
@@ -233,7 +236,7 @@ def train_crosscoder(
     log = CrosscoderLog(
         n_tokens=n,
         n_steps=steps_per_epoch * config.epochs,
-        fvu=dict(zip(MODELS, fraction_unexplained(coder, pairs), strict=False)),
+        fvu=dict(zip(MODELS[:n_models], fraction_unexplained(coder, pairs), strict=True)),
         dead_latents=int(tracker.dead_mask.sum()),
         wall_seconds=time.perf_counter() - start,
         loss=losses,
@@ -252,21 +255,23 @@ def fraction_unexplained(coder: Crosscoder, pairs: torch.Tensor, batch_size: int
 
 
 def save_crosscoder(coder: Crosscoder, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the weights (safetensors) and ``cfg.json`` (shape, and ``metadata`` such as the site)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the weights (safetensors) and ``cfg.json`` (shape, and ``metadata`` such as the site) as one
+    folder, replacing an earlier one; a killed writer leaves no half-written folder under the name."""
     tensors = {name: tensor.detach().contiguous() for name, tensor in coder.state_dict().items()}
-    atomic_write(out / CROSSCODER_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    write_json(
-        out / CROSSCODER_CONFIG, {**coder.config_dict(), "models": list(MODELS), "metadata": metadata or {}}
-    )
-    return out
+    config = {**coder.config_dict(), "models": list(MODELS), "metadata": metadata or {}}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / CROSSCODER_WEIGHTS))
+        write_json(tmp / CROSSCODER_CONFIG, config)
+
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    return atomic_write_dir(out, write)
 
 
 def load_crosscoder(folder: str | Path) -> Crosscoder:
     """Load what :func:`save_crosscoder` wrote."""
-    import json
-
     folder = Path(folder)
     if not (folder / CROSSCODER_WEIGHTS).is_file() or not (folder / CROSSCODER_CONFIG).is_file():
         raise IrmscopeError(f"{folder} holds no crosscoder ({CROSSCODER_WEIGHTS} and {CROSSCODER_CONFIG})")

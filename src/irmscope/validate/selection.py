@@ -29,7 +29,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.models.generation import batches
 from irmscope.models.hooks import intervene
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import encode_pairs
+from irmscope.models.readout import encode_pairs
 from irmscope.sae.model import SAE
 
 

@@ -5,8 +5,9 @@ the block most of the leaderboard's folds chose for the tuned model, and saves i
 :class:`~irmscope.rewards.ReadoutReward` (``irmscope tune --reward readout:DIR``) over the tuned model's
 residual stream, closing the loop as the inverse-RL paper does, and beside it its control: the same read-out
 with its weights shuffled across the features (``reward-shuffled/``). As a check that the saved reward
-computes the fitted function, it rescores the evaluation texts from scratch (a fresh forward pass, the texts
-tokenised whole) and correlates that with the fit's values on the stored read-outs.
+computes the fitted function, it rescores the evaluation completions from scratch (a fresh forward pass)
+and compares, within each prompt, with the fit's values on the stored read-outs; a deviation beyond
+float noise stops the stage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.artifacts import RESULT_FILES, coverage_residuals_file
+from irmscope.errors import IrmscopeError
 from irmscope.leaderboard.methods.irl import irl_reward
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -26,6 +28,9 @@ from irmscope.probes.residuals import load_residuals
 #: the folders of the stage's work directory that hold the exported reward and its shuffled control
 REWARD_DIR, SHUFFLED_DIR = "reward", "reward-shuffled"
 METHOD = "inverse RL, max-entropy"
+#: the largest within-prompt difference between the saved reward, rescored from scratch, and the fit, as a
+#: share of the fit's spread: float noise is ~1e-6; a different read-out would be far above
+RESCORING_TOLERANCE = 1e-3
 
 
 @register
@@ -47,7 +52,16 @@ class IrlReward(Stage):
         model_spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
         reward = irl_reward(cov, residuals, layer, model_spec, lm=ctx.tuned)
         fitted = reward.of_features(residuals.at("mean_pooled", layer))
-        rescored = reward.score(cov.texts)
+        rescored = reward.score_completions(cov.prompts, cov.completions)
+        # the reward is identified within prompts only: compare what it says within each prompt
+        n = len(fitted) // 2
+        within = (rescored[n:] - rescored[:n], fitted[n:] - fitted[:n])  # tuned − base completion
+        deviation = float(np.abs(within[0] - within[1]).max() / max(float(np.std(within[1])), 1e-12))
+        if deviation > RESCORING_TOLERANCE:
+            raise IrmscopeError(
+                f"the exported IRL reward does not reproduce its fit (largest within-prompt deviation "
+                f"{deviation:.2g} of the fit's spread); the read-out or the model changed under it"
+            )
         reward.save(work / REWARD_DIR)
         reward.shuffled(ctx.seed).save(work / SHUFFLED_DIR)
         return {  # paths stay out: results.json must not change with the run's folder
@@ -55,5 +69,5 @@ class IrlReward(Stage):
             "layer": layer,
             "folder": REWARD_DIR,
             "shuffled_folder": SHUFFLED_DIR,
-            "rescoring_pearson": float(np.corrcoef(fitted, rescored)[0, 1]),
+            "rescoring_deviation": deviation,
         }
