@@ -12,15 +12,20 @@ scoring's own forward passes, :func:`~irmscope.audit.shift.unit_shifts`), and a 
 * the **relative decoder norm** ``‖d_tuned‖ / (‖d_tuned‖ + ‖d_base‖)``: near 1 for a direction only the
   tuned model writes, near 0.5 for one both write (Lindsey et al. 2024);
 * the **decoder cosine** between its two halves: a shared latent whose two directions differ was rotated;
-* its **firing frequency and mean activation on each model's own completions**, and the per-prompt paired
-  difference (tuned completion − base completion of the same prompt) with a bootstrap interval over prompts:
-  a latent the tuned model's own text uses more;
+* its **firing frequency and mean activation on each model's completion tokens**, and the per-prompt
+  paired difference (tuned completion − base completion of the same prompt) with a bootstrap interval over
+  prompts: a latent the tuned policy's own text uses more (a description of what it writes, read by a
+  code both models share);
 * the **words its change promotes**: its tuned decoder row less its base row (what tuning changed in its
-  output) read through the tuned model's final norm scale and unembedding (the logit lens), beside each
-  word's relative shift from the word-level audit, and the Spearman correlation between the two over every
-  audited word. The control for that correlation is the same statistic for randomly drawn latents of the
-  same dictionary.
+  output) through the tuned model's final norm and unembedding (the logit lens), beside each word's
+  relative shift from the word-level audit, and the Spearman correlation between the two over every
+  audited word. That correlation is dominated by the bulk of words with shifts near 0, and any sizeable
+  part of the tuned-minus-base difference agrees with a log-ratio reward somewhat, so it stands beside two
+  controls (the latents ranked next by decoder change, and random latents, the studied ones left out of
+  both) and two baselines with no latent at all: the difference of the two decoder biases (the change
+  every token shares) and the plain mean activation difference.
 
+A prompt's tokens are the same in both of its texts, so they enter training once.
 The site is the residual stream after the block whose parameters tuning moved most
 (:func:`~irmscope.tune.layer_divergence`, the paper's §4.2 criterion), unless one is given. The first
 token of every text is left out (an attention sink's activations would own the reconstruction).
