@@ -15,6 +15,9 @@
 #   EXPORT=irl bash experiments/retune_export.sh runs/planted-replicates/seed1  # after planted_pipeline.sh 1
 #
 # The original reward is lexicon:DIR/lexicon.tsv (set REWARD=vader for a VADER run folder laid out alike).
+# EVAL_BATCH sets the evaluation's sampling batch, which must be the original evaluation's for the two to
+# share base completions: the replicates of docs/replicates.md were evaluated in batches of 16
+# (EVAL_BATCH=16); unset, the default batch.
 # Writes DIR/retune-KIND/ and DIR/retune-KIND.json; reruns resume or skip.
 # experiments/summarize_replicates.py reports each retune's gain as a share of the original tuning's gain.
 set -euo pipefail
@@ -45,5 +48,6 @@ for i in 0 1; do
   "$IRMSCOPE" tune --out "$dir/retune-$kind" --reward "$export" --data "$DATA" --seed "$seed" \
     "${RECIPE[@]}" --set steps="$steps"
   [ -f "$dir/retune-$kind.json" ] || "$IRMSCOPE" evaluate --tuned "$dir/retune-$kind/model" \
-    --reward "$REWARD" --data "$DATA" --n 200 --seed "$seed" --out "$dir/retune-$kind.json"
+    --reward "$REWARD" --data "$DATA" --n 200 --seed "$seed" ${EVAL_BATCH:+--batch-size "$EVAL_BATCH"} \
+    --out "$dir/retune-$kind.json"
 done

@@ -146,3 +146,21 @@ def test_train_sae_on_a_truncated_cache_names_the_shard(tmp_path):
     assert len(lines) == 1 and shard_name(1) in lines[0], result.stderr
     assert "rerun `irmscope cache-activations`" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("extra, expected", [([], 128), (["--batch-size", "16"], 16)])
+def test_evaluate_samples_in_the_batch_it_is_given(run_cli, monkeypatch, extra, expected):
+    """Sampling is seeded per batch, so a retune's evaluation pairs with an original evaluation's base
+    completions only at the original's batch size: --batch-size reaches the sampler (default 128)."""
+    import irmscope.tune
+
+    seen = {}
+
+    def fake(tuned, base, *, sampling, **kwargs):
+        seen["batch"] = sampling.batch_size
+        raise SystemExit(0)
+
+    monkeypatch.setattr(irmscope.tune, "evaluate_models", fake)
+    code, _, err = run_cli(["evaluate", "--tuned", "tiny-llama", *extra])
+    assert code == 0, err
+    assert seen["batch"] == expected

@@ -331,16 +331,25 @@ def evaluate(
     completion_tokens: CompletionTokensOpt = 32,
     prefix_tokens: PrefixTokensOpt = 30,
     seed: SeedOpt = 0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="prompts sampled together (default 128); sampling is seeded per batch, so an "
+            "evaluation pairs with another's completions only at the same batch size",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="write the full result (with samples) as JSON")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Mean reward of base vs tuned completions (Table 7) with CIs, KL to the base, and a fluency control."""
-    from irmscope.models import Sampling
+    from irmscope.models.generation import SAMPLING_BATCH, Sampling
     from irmscope.tune import evaluate_models
 
+    sampling = Sampling(max_new_tokens=completion_tokens, batch_size=batch_size or SAMPLING_BATCH, seed=seed)
     result = evaluate_models(
         tuned, base, reward=reward_spec, data=data, n_prompts=n, prefix_tokens=prefix_tokens,
-        sampling=Sampling(max_new_tokens=completion_tokens, seed=seed), out=out, overwrite=overwrite,
+        sampling=sampling, out=out, overwrite=overwrite,
     )  # fmt: skip
     for key in ("base_mean_reward", "tuned_mean_reward", "reward_gain", "kl_tuned_to_base_per_token"):
         est = result[key]
