@@ -148,10 +148,10 @@ def model_diff(
     Returns the JSON-ready description and the crosscoder."""
     n = len(prompt_tokens)
     in_prompt = paired.position < np.asarray(prompt_tokens)[paired.unit] - 1
-    keep = ~(in_prompt & (paired.text == MODELS.index("tuned")))  # each prompt token once
+    keep = ~(in_prompt & (paired.side == MODELS.index("tuned")))  # each prompt token once
     pairs = paired.pairs[torch.from_numpy(keep)]
     tokens = _Tokens(
-        *(a[keep] for a in (paired.unit, paired.text, paired.position, in_prompt, paired.token_id))
+        *(a[keep] for a in (paired.unit, paired.side, paired.position, in_prompt, paired.token_id))
     )
     coder, log = train_crosscoder(pairs, config, seed=seed, progress=progress)
     codes = _encode(coder, pairs)

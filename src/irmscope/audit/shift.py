@@ -105,15 +105,15 @@ def vocabulary_words(tokenizer) -> dict[str, int]:
 @dataclass
 class PairedActivations:
     """Both models' activations at ``site`` on the same tokens, read during :func:`unit_shifts`'s forward
-    passes: ``pairs`` is ``[n_tokens, 2, width]`` (base, tuned); ``unit`` and ``text`` say which unit and
-    which of its texts each token is from, ``position`` where in the text, ``token_id`` what it is. The
-    first token of every text is left out: its activations are an attention sink's, orders of magnitude
-    larger than the rest."""
+    passes: ``pairs`` is ``[n_tokens, 2, width]`` (base, tuned); ``unit`` and ``side`` say which unit and
+    which of its texts (0, 1, ...) each token is from, ``position`` where in the text, ``token_id`` what it
+    is. The first token of every text is left out: its activations are an attention sink's, orders of
+    magnitude larger than the rest."""
 
     site: str
     pairs: torch.Tensor
     unit: np.ndarray
-    text: np.ndarray
+    side: np.ndarray
     position: np.ndarray
     token_id: np.ndarray
 
