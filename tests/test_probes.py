@@ -9,8 +9,9 @@ import torch
 from irmscope.artifacts import Samples
 from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
-from irmscope.leaderboard.methods.dpo_implicit import log_likelihood
 from irmscope.models import Sampling, load_model
+from irmscope.leaderboard.methods.endogenous import endogenous_reward
+from irmscope.models.generation import completion_likelihoods
 from irmscope.probes import (
     cross_fitted,
     fit_probe,
@@ -193,7 +194,8 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
             logp = torch.log_softmax(model.model(input_ids=ids).logits[0, :-1].float(), -1)
         return float(logp[torch.arange(n_prompt - 1, ids.shape[1] - 1), ids[0, n_prompt:]].sum())
 
-    assert log_likelihood(lm, ["the film was"], [" great fun"])[0] == pytest.approx(manual(lm), rel=1e-4)
+    likelihood = completion_likelihoods(lm, ["the film was"], [" great fun"]).log_likelihood[0]
+    assert likelihood == pytest.approx(manual(lm), rel=1e-4)
     assert estimates.tuned[2] == pytest.approx(0.5 * (manual(other) - manual(lm)), rel=1e-3)
     same = TUNED_IMPLICIT.estimate(MethodInputs(coverage, lm, lm, {}, 0.5, 0))
     assert np.allclose(same.tuned, 0)
@@ -203,9 +205,38 @@ def test_dpo_implicit_reward_is_beta_times_the_log_likelihood_ratio(lm):
     assert np.allclose(OTHER_IMPLICIT.estimate(named).tuned, estimates.tuned)
 
 
-def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):
-    from irmscope.leaderboard.methods.endogenous import endogenous_reward
+def test_likelihood_methods_share_one_pass_per_model(lm):
+    """The DPO implicit rewards and the endogenous reward read every model's likelihoods of the coverage
+    completions from one pass: the base model, which three rows read, runs over them once."""
+    samples = {
+        "prompts": ["the film was", "a plot"] * 5,
+        "base_completions": [" dull", " thin"] * 5,
+        "tuned_completions": [" great fun", " fine"] * 5,
+        "base_scores": [0.0] * 10,
+        "tuned_scores": [1.0] * 10,
+    }
+    coverage = Coverage.from_samples(Samples(**samples))
+    other = load_model("tiny-llama", seed=1)
+    passes = {"base": 0, "tuned": 0}
+    counters = [
+        lm.model.register_forward_hook(lambda *_: passes.__setitem__("base", passes["base"] + 1)),
+        other.model.register_forward_hook(lambda *_: passes.__setitem__("tuned", passes["tuned"] + 1)),
+    ]
+    inputs = MethodInputs(coverage, other, lm, {}, 0.5, 0, other_policies={"dpo": other})
+    try:
+        implicit = TUNED_IMPLICIT.estimate(inputs).tuned
+        endogenous = METHODS["endogenous reward"].estimate(inputs)
+        assert np.allclose(OTHER_IMPLICIT.estimate(inputs).tuned, implicit)
+    finally:
+        for counter in counters:
+            counter.remove()
+    batches_per_pass = -(-len(coverage.prompts) // 8)
+    assert passes == {"base": batches_per_pass, "tuned": batches_per_pass}
+    alone = completion_likelihoods(lm, coverage.prompts, coverage.completions)
+    assert np.array_equal(endogenous.base, endogenous_reward(alone))
 
+
+def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):
     prompt, completion = "the film was", " great fun and"
     ids = lm.tokenizer(prompt + completion, add_special_tokens=False, return_tensors="pt")["input_ids"]
     n_prompt = len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -216,6 +247,6 @@ def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):
     per_token = [
         log_pi[t - 1, ids[0, t]] + value[t - 1] - value[t] for t in range(n_prompt, ids.shape[1])
     ]  # r(s, a) = log pi(a|s) + V(s) - V(s'), alpha = 1
-    got = endogenous_reward(lm, [prompt, "a", "the film was"], [completion, " b", ""])
+    got = endogenous_reward(completion_likelihoods(lm, [prompt, "a", "the film was"], [completion, " b", ""]))
     assert got.shape == (3,) and got[0] == pytest.approx(float(sum(per_token)), rel=1e-4)
     assert got[2] == pytest.approx(0, abs=1e-5)  # no completion, no reward

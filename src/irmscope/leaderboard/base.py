@@ -22,6 +22,7 @@ import numpy as np
 from irmscope.data.samples import Coverage
 from irmscope.data.triples import LexiconLike
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import CompletionLikelihoods, completion_likelihoods
 from irmscope.models.loading import LoadedModel
 
 
@@ -36,6 +37,18 @@ class MethodInputs:
     other_policies: Mapping[str, LoadedModel] = field(default_factory=dict)  # e.g. {"dpo": a DPO checkpoint}
     lexicon: LexiconLike | Mapping[str, float] | None = None  # the known reward's words, when a lexicon
     review_texts: Sequence[str] = ()  # unlabelled in-domain texts (to cut contrast pairs from)
+    _likelihoods: dict[int, CompletionLikelihoods] = field(default_factory=dict, repr=False, compare=False)
+
+    def likelihoods(self, policy: LoadedModel) -> CompletionLikelihoods:
+        """``policy``'s :class:`CompletionLikelihoods` of the coverage completions, computed on first use
+        and kept: the likelihood-based methods share one pass per model (the base model's serves three
+        rows)."""
+        key = id(policy)
+        if key not in self._likelihoods:
+            self._likelihoods[key] = completion_likelihoods(
+                policy, self.coverage.prompts, self.coverage.completions
+            )
+        return self._likelihoods[key]
 
     def stage(self, name: str) -> Path:
         if name not in self.stages:

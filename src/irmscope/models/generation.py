@@ -215,6 +215,43 @@ def completion_batch(lm: LoadedModel, prompts: Sequence[str], completions: Seque
     return ids, attention, completion
 
 
+@dataclass(frozen=True)
+class CompletionLikelihoods:
+    """What one forward pass of a model over prompt + completion gives every likelihood-based reward, per
+    completion: the summed log-probability of its tokens given its prompt, and the logsumexp of the logits
+    (a soft value, read as ``V``) after the prompt's last token and after the completion's last token.
+
+    Computed once per model and shared by the DPO implicit reward and the endogenous reward, which would
+    otherwise each run the same pass again."""
+
+    log_likelihood: np.ndarray
+    value_after_prompt: np.ndarray
+    value_after_completion: np.ndarray
+
+
+@torch.no_grad()
+def completion_likelihoods(
+    lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 8
+) -> CompletionLikelihoods:
+    """:class:`CompletionLikelihoods` of each prompt and completion under ``lm``. With an empty prompt there
+    is no state before the first token, so the value "after the prompt" is read after that token."""
+    likelihood, after_prompt, after_completion = [], [], []
+    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
+        ids, attention, completion = completion_batch(lm, prompt_chunk, completion_chunk)
+        logits = lm.model(input_ids=ids, attention_mask=attention).logits.float()
+        # the token at position t is predicted by the logits at t - 1
+        logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        likelihood.append((logp * completion[:, 1:]).sum(1).numpy())
+        rows = torch.arange(len(ids))
+        prompt_end = (attention.sum(1) - completion.sum(1) - 1).clamp(min=0)
+        values = torch.logsumexp(logits, -1)
+        after_prompt.append(values[rows, prompt_end].numpy())
+        after_completion.append(values[rows, attention.sum(1) - 1].numpy())
+    return CompletionLikelihoods(
+        np.concatenate(likelihood), np.concatenate(after_prompt), np.concatenate(after_completion)
+    )
+
+
 @torch.no_grad()
 def completion_statistics(
     policy: LoadedModel,

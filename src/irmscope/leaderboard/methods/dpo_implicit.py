@@ -8,26 +8,18 @@ the run names one (``probes.dpo_model``, e.g. a DPO-tuned model): the implicit r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
-from irmscope.models.generation import completion_statistics
+from irmscope.models.generation import CompletionLikelihoods
 from irmscope.models.loading import LoadedModel
 
 
-def log_likelihood(lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-    """Summed log-probability of each completion's tokens given its prompt."""
-    stats = completion_statistics(lm, None, prompts, completions)
-    return -stats["nll"] * stats["n_tokens"]
-
-
-def implicit_reward(policy: LoadedModel, reference: LoadedModel, coverage, beta: float) -> np.ndarray:
-    prompts, completions = coverage.prompts, coverage.completions
-    return beta * (
-        log_likelihood(policy, prompts, completions) - log_likelihood(reference, prompts, completions)
-    )
+def implicit_reward(policy: CompletionLikelihoods, reference: CompletionLikelihoods, beta: float) -> np.ndarray:
+    """``beta * (log pi_policy(y|x) - log pi_reference(y|x))`` of each completion."""
+    return beta * (policy.log_likelihood - reference.log_likelihood)
 
 
 class ImplicitReward(RewardEstimator):
@@ -41,7 +33,9 @@ class ImplicitReward(RewardEstimator):
         if policy is None:
             return None
         return Estimates(
-            tuned=implicit_reward(policy, inputs.base, inputs.coverage, inputs.dpo_beta),
+            tuned=implicit_reward(
+                inputs.likelihoods(policy), inputs.likelihoods(inputs.base), inputs.dpo_beta
+            ),
             base=None,
             base_note="the base model's implicit reward against itself is identically 0",
         )
