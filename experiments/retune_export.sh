@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The round trip (as the inverse-RL papers close the loop): tune the base model against a reward elicited
-# from a tuned model and against its control, with the original tune's recipe for as many steps as it took
-# (RECIPE in experiments/recipe.sh), then score both retuned models with the ORIGINAL reward on the original
+# from a tuned model and against its control, with the original tune's recipe and seed for as many steps as
+# it took, then score both retuned models with the ORIGINAL reward on the original
 # evaluation's prompts and seed. Two exports, chosen by EXPORT:
 #
 #   EXPORT=audit (default): the audit's word values, audit/elicited.tsv, and its control
@@ -14,40 +14,43 @@
 #   bash experiments/retune_export.sh runs/planted-replicates/seed1             # after planted_replicates.sh 1
 #   EXPORT=irl bash experiments/retune_export.sh runs/planted-replicates/seed1  # after planted_pipeline.sh 1
 #
-# The original reward is lexicon:DIR/lexicon.tsv (set REWARD=vader for a VADER run folder laid out alike).
-# EVAL_BATCH sets the evaluation's sampling batch, which must be the original evaluation's for the two to
-# share base completions: the replicates of docs/replicates.md were evaluated in batches of 16
-# (EVAL_BATCH=16); unset, the default batch.
+# DIR is a planted replicate or a pipeline run folder (e.g. runs/vader, after experiments/vader_pipeline.sh):
+#
+#   bash experiments/retune_export.sh runs/vader                                 # the VADER round trip
+#
+# experiments/retune_plan.py reads what each layout holds: the original reward, recipe (learning rate and
+# KL coefficient from the tuned model's manifest), steps, seed, data and evaluation batch. EVAL_BATCH sets the
+# evaluation's sampling batch, which must be the original evaluation's for the two to share base
+# completions: a run folder's is read from its config; the replicates of docs/replicates.md were evaluated
+# in batches of 16 (EVAL_BATCH=16). REWARD overrides the original reward.
 # Writes DIR/retune-KIND/ and DIR/retune-KIND.json; reruns resume or skip.
 # experiments/summarize_replicates.py reports each retune's gain as a share of the original tuning's gain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source experiments/recipe.sh  # IRMSCOPE, DATA, RECIPE: the original tune's recipe
-[ $# -eq 1 ] || { echo "error: give one replicate folder, e.g. bash $0 runs/planted-replicates/seed1" >&2; exit 2; }
-dir=$1
-seed=${dir##*seed}
-REWARD=${REWARD:-lexicon:$dir/lexicon.tsv}
+source experiments/recipe.sh  # IRMSCOPE, DATA (the replicates' data)
+[ $# -eq 1 ] || { echo "error: give one replicate or run folder, e.g. bash $0 runs/planted-replicates/seed1" >&2; exit 2; }
+dir=$1 given_batch=${EVAL_BATCH:-} given_reward=${REWARD:-}
+plan=$(.venv/bin/python experiments/retune_plan.py "$dir" "$DATA") || exit 2
+eval "$plan"
+EVAL_BATCH=${given_batch:-$EVAL_BATCH} REWARD=${given_reward:-$REWARD}
 case "${EXPORT:-audit}" in
   audit)
     kinds=(elicited shuffled)
-    exports=("lexicon:$dir/audit/elicited.tsv" "lexicon:$dir/audit/elicited-shuffled.tsv")
-    missing="run the audit first (it exports nothing when it calls no word)" ;;
+    exports=("lexicon:$AUDIT_DIR/elicited.tsv" "lexicon:$AUDIT_DIR/elicited-shuffled.tsv")
+    [ -n "$AUDIT_DIR" ] || { echo "error: $dir has no audit yet; run $AUDIT_HINT first" >&2; exit 2; } ;;
   irl)
-    stage=$(ls -d "$dir"/pipeline/stages/irl-reward-*/ 2>/dev/null | head -1 || true)
     kinds=(irl irl-shuffled)
-    exports=("readout:${stage}reward" "readout:${stage}reward-shuffled")
-    missing="run bash experiments/planted_pipeline.sh $seed first (its irl-reward stage saves the reward)" ;;
+    exports=("readout:$IRL_DIR/reward" "readout:$IRL_DIR/reward-shuffled")
+    [ -n "$IRL_DIR" ] || { echo "error: $dir has no inverse-RL export yet; run $IRL_HINT first" >&2; exit 2; } ;;
   *) echo "error: EXPORT must be audit or irl, not ${EXPORT}" >&2; exit 2 ;;
 esac
-steps=$(.venv/bin/python -c "import json, sys; print(json.load(open(sys.argv[1]))['steps_done'])" \
-  "$dir/tuned/model/irmscope_manifest.json")
 for i in 0 1; do
   kind=${kinds[$i]} export=${exports[$i]}
-  [ -e "${export#*:}" ] || { echo "error: ${export#*:} is missing: $missing" >&2; exit 2; }
+  [ -e "${export#*:}" ] || { echo "error: ${export#*:} is missing (the stage exports nothing when it calls no word)" >&2; exit 2; }
   echo "== retune against the $kind export of $dir ($(date -u +%H:%M:%S))"
-  "$IRMSCOPE" tune --out "$dir/retune-$kind" --reward "$export" --data "$DATA" --seed "$seed" \
-    "${RECIPE[@]}" --set steps="$steps"
+  "$IRMSCOPE" tune --out "$dir/retune-$kind" --reward "$export" --data "$DATA" --seed "$TUNE_SEED" \
+    --set learning_rate="$LEARNING_RATE" --set beta="$BETA" --set steps="$STEPS"
   [ -f "$dir/retune-$kind.json" ] || "$IRMSCOPE" evaluate --tuned "$dir/retune-$kind/model" \
-    --reward "$REWARD" --data "$DATA" --n 200 --seed "$seed" ${EVAL_BATCH:+--batch-size "$EVAL_BATCH"} \
+    --reward "$REWARD" --data "$DATA" --n "$EVAL_N" --seed "$SEED" ${EVAL_BATCH:+--batch-size "$EVAL_BATCH"} \
     --out "$dir/retune-$kind.json"
 done

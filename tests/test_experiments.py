@@ -119,37 +119,55 @@ def test_the_planted_pipeline_script_runs_planted_yaml_on_each_replicate(tmp_pat
     )
 
 
-def test_the_retune_script_tunes_against_the_irl_export_and_its_control(tmp_path: Path) -> None:
-    """experiments/retune_export.sh with EXPORT=irl: a replicate whose pipeline has not exported the IRL
-    reward is refused in one line (exit 2); with the export, it tunes against the reward, then its shuffled
-    control, each for the original tune's steps, and scores each retune with the original lexicon."""
+def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A stand-in ``irmscope`` that records its arguments, and the environment that makes the experiment
+    scripts call it."""
+    fake = tmp_path / "irmscope"
+    fake.write_text('#!/usr/bin/env bash\necho "$@" >> "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    return tmp_path / "args", {**os.environ, "IRMSCOPE": str(fake), "ARGS_OUT": str(tmp_path / "args")}
+
+
+def test_the_retune_script_tunes_a_replicate_against_the_audit_export_and_its_control(tmp_path: Path) -> None:
+    """experiments/retune_export.sh on a planted replicate: without the export it is refused in one line
+    (exit 2) that names the command to run; with it, it tunes against the audit's words, then their
+    shuffled control, with the original tune's recipe, seed and steps (read from the tuned model's
+    manifest), and scores each retune with the original lexicon."""
     import json
     import subprocess
 
-    script, fake = ROOT / "experiments" / "retune_export.sh", tmp_path / "irmscope"
-    fake.write_text('#!/usr/bin/env bash\necho "$@" >> "$ARGS_OUT"\n')
-    fake.chmod(0o755)
-    env = {**os.environ, "IRMSCOPE": str(fake), "ARGS_OUT": str(tmp_path / "args"), "EXPORT": "irl"}
+    script = ROOT / "experiments" / "retune_export.sh"
+    args, env = _fake_irmscope(tmp_path)
     replicate = tmp_path / "seed7"
     (replicate / "tuned" / "model").mkdir(parents=True)
-    (replicate / "tuned" / "model" / "irmscope_manifest.json").write_text(json.dumps({"steps_done": 12}))
-    missing = subprocess.run(["bash", str(script), str(replicate)], env=env, capture_output=True, text=True)
-    assert (
-        missing.returncode == 2
-        and missing.stderr.startswith("error:")
-        and "planted_pipeline.sh 7" in missing.stderr
+    manifest = {"steps_done": 12, "seed": 7, "hyperparameters": {"learning_rate": 0.001, "beta": 0.02}}
+    (replicate / "tuned" / "model" / "irmscope_manifest.json").write_text(json.dumps(manifest))
+    for export in ("audit", "irl"):
+        missing = subprocess.run(
+            ["bash", str(script), str(replicate)],
+            env={**env, "EXPORT": export},
+            capture_output=True,
+            text=True,
+        )
+        assert missing.returncode == 2 and missing.stderr.startswith("error:"), missing.stderr
+        assert f"planted_{'replicates' if export == 'audit' else 'pipeline'}.sh 7" in missing.stderr
+    audit = replicate / "audit"
+    audit.mkdir()
+    for name in ("elicited.tsv", "elicited-shuffled.tsv"):
+        (audit / name).write_text("good\t1\n")
+    subprocess.run(
+        ["bash", str(script), str(replicate)],
+        env={**env, "EVAL_BATCH": "16"},
+        check=True,
+        capture_output=True,
     )
-    stage = replicate / "pipeline" / "stages" / "irl-reward-abc"
-    for folder in ("reward", "reward-shuffled"):
-        (stage / folder).mkdir(parents=True)
-    subprocess.run(["bash", str(script), str(replicate)], env=env, check=True, capture_output=True)
-    calls = (tmp_path / "args").read_text().splitlines()
+    calls = args.read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["tune", "evaluate", "tune", "evaluate"]
-    assert f"--reward readout:{stage}/reward " in calls[0] and "steps=12" in calls[0]
-    assert f"--reward readout:{stage}/reward-shuffled " in calls[2]
-    assert (
-        f"--reward lexicon:{replicate}/lexicon.tsv" in calls[1] and f"{replicate}/retune-irl.json" in calls[1]
-    )
+    assert f"--reward lexicon:{audit}/elicited.tsv " in calls[0] and "--seed 7 " in calls[0]
+    assert all(f"{k}={v}" in calls[0] for k, v in {"steps": 12, "learning_rate": 0.001, "beta": 0.02}.items())
+    assert f"--reward lexicon:{audit}/elicited-shuffled.tsv " in calls[2]
+    assert f"--reward lexicon:{replicate}/lexicon.tsv" in calls[1] and "--batch-size 16" in calls[1]
+    assert f"{replicate}/retune-elicited.json" in calls[1]
     wrong = subprocess.run(
         ["bash", str(script), str(replicate)], env={**env, "EXPORT": "x"}, capture_output=True, text=True
     )

@@ -226,6 +226,41 @@ def test_the_inverse_rl_reward_is_exported_as_a_reward_one_can_tune_with(smoke_r
     assert export["rescoring_deviation"] < 1e-3
 
 
+def test_the_round_trip_retunes_a_run_against_its_own_exports(smoke_run, tmp_path):
+    """experiments/retune_export.sh on a pipeline run folder (as the VADER round trip): the exports come from
+    the run's own audit and irl-reward stages, the recipe and steps from its tuned model's manifest, and the
+    evaluation repeats the run's reward, data, prompt count, seed and sampling batch."""
+
+    config, results, out = smoke_run
+    fake = tmp_path / "irmscope"
+    fake.write_text('#!/usr/bin/env bash\necho "$@" >> "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "IRMSCOPE": str(fake), "ARGS_OUT": str(tmp_path / "args")}
+    script = Path(__file__).resolve().parents[1] / "experiments" / "retune_export.sh"
+    run = Run(out)
+    manifest = json.loads((Path(run.tuned_model) / "irmscope_manifest.json").read_text())
+    for export, folder, kinds in (
+        ("audit", "audit", ("elicited", "shuffled")),
+        ("irl", "irl-reward", ("irl", "irl-shuffled")),
+    ):
+        stage = run.stage(folder).dir
+        done = subprocess.run(
+            ["bash", str(script), str(out)], env={**env, "EXPORT": export}, capture_output=True, text=True
+        )
+        if export == "audit" and not (stage / "elicited.tsv").exists():
+            assert done.returncode == 2 and "exports nothing" in done.stderr  # the smoke audit may call none
+            continue
+        assert done.returncode == 0, done.stderr
+        calls = (tmp_path / "args").read_text().splitlines()[-4:]
+        assert [c.split()[0] for c in calls] == ["tune", "evaluate", "tune", "evaluate"]
+        assert f"steps={manifest['steps_done']}" in calls[0] and f"beta={config.tune.beta}" in calls[0]
+        assert f"{out}/retune-{kinds[0]}.json" in calls[1] and f"{out}/retune-{kinds[1]}" in calls[2]
+        assert str(stage) in calls[0] and str(stage) in calls[2]
+        assert f"--reward {config.reward.spec} " in calls[1]
+        assert f"--n {config.data.n_prompts} " in calls[1]
+        assert f"--batch-size {config.generation.batch_size} " in calls[1]
+
+
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     config, results, out = smoke_run
     again = run_pipeline(config, progress=False)

@@ -9,8 +9,8 @@ import torch
 from irmscope.artifacts import Samples
 from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
-from irmscope.models import Sampling, load_model
 from irmscope.leaderboard.methods.endogenous import endogenous_reward
+from irmscope.models import Sampling, load_model
 from irmscope.models.generation import completion_likelihoods
 from irmscope.probes import (
     cross_fitted,

@@ -17,7 +17,9 @@ from irmscope.models.generation import CompletionLikelihoods
 from irmscope.models.loading import LoadedModel
 
 
-def implicit_reward(policy: CompletionLikelihoods, reference: CompletionLikelihoods, beta: float) -> np.ndarray:
+def implicit_reward(
+    policy: CompletionLikelihoods, reference: CompletionLikelihoods, beta: float
+) -> np.ndarray:
     """``beta * (log pi_policy(y|x) - log pi_reference(y|x))`` of each completion."""
     return beta * (policy.log_likelihood - reference.log_likelihood)
 
