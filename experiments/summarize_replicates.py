@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.rewards import Lexicon
+from irmscope.runs import Run
 from irmscope.stats import bootstrap_ci, paired_ratio_ci
 
 
@@ -79,6 +80,29 @@ def planted_row(folder: Path) -> dict[str, Any]:
 RETUNES = {"audit": ("elicited", "shuffled"), "inverse RL": ("irl", "irl-shuffled")}
 
 
+def original_evaluation(folder: Path) -> dict[str, Any]:
+    """The original tuning's evaluation (its gain and per-prompt scores): a replicate's evaluation.json,
+    or a pipeline run folder's evaluate stage (the VADER round trip)."""
+    if (folder / "evaluation.json").is_file():
+        return _read(folder / "evaluation.json")
+    run = Run(folder, needs=("config", "manifest", "evaluation"))
+    samples = run.stage("evaluate").samples
+    return {
+        "reward_gain": run.results["evaluation"]["reward_gain"],
+        "samples": {"base_scores": samples.base_scores, "tuned_scores": samples.tuned_scores},
+    }
+
+
+def run_round_trip(folder: Path) -> dict[str, Any]:
+    """The round trips of a pipeline run folder (experiments/retune_export.sh DIR): its gain and retunes."""
+    gain = original_evaluation(folder)["reward_gain"]
+    return {
+        "seed": folder.name,
+        "gain": gain["value"],
+        "retunes": {kind: retune_share(folder, kind) for pair in RETUNES.values() for kind in pair},
+    }
+
+
 def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
     """The gain of the model retuned against an export (``kind``: "elicited", the audit's, or its control
     "shuffled"; "irl", the inverse-RL reward, or its control "irl-shuffled"; experiments/retune_export.sh)
@@ -92,7 +116,7 @@ def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
     path = folder / f"retune-{kind}.json"
     if not path.is_file():
         return None
-    original, retuned = _read(folder / "evaluation.json"), _read(path)
+    original, retuned = original_evaluation(folder), _read(path)
     base = np.asarray(original["samples"]["base_scores"])
     if not np.allclose(base, retuned["samples"]["base_scores"]):
         raise SystemExit(f"error: {path} did not sample the original evaluation's base completions")
@@ -261,6 +285,29 @@ def _retune_cell(retune: dict[str, Any] | None) -> str:
     return f"{text}; {retune['share']:.0%} [{low:.0%}, {high:.0%}]"
 
 
+def retune_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The round trips of ``rows`` (planted seeds or run folders) as markdown lines, after a blank line;
+    none when no row has a retune."""
+    retuned = [
+        (r, export, pair)
+        for r in rows
+        for export, pair in RETUNES.items()
+        if any(r["retunes"][k] for k in pair)
+    ]
+    if not retuned:
+        return []
+    lines = [
+        "",
+        "| seed | export | original gain | retuned on the export: gain; share of the original [95% CI] "
+        "| on the shuffled export |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r, export, pair in retuned:
+        cells = [_retune_cell(r["retunes"][kind]) for kind in pair]
+        lines.append(f"| {r['seed']} | {export} | {r['gain']:+.2f} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
     lines = [
         "| seed | words | steps | gain [95% CI] | tau (perm. p) | base tau | gap [95% CI]"
@@ -281,22 +328,7 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             "",
             *spread_table(rows, ("gain", "tau", "base_tau", "tau_gap", "precision_at_20", "n_called")),
         ]
-    retuned = [
-        (r, export, pair)
-        for r in rows
-        for export, pair in RETUNES.items()
-        if any(r["retunes"][k] for k in pair)
-    ]
-    if retuned:
-        lines.append("")
-        lines.append(
-            "| seed | export | original gain | retuned on the export: gain; share of the original [95% CI] "
-            "| on the shuffled export |"
-        )
-        lines.append("| --- | --- | --- | --- | --- |")
-        for r, export, pair in retuned:
-            cells = [_retune_cell(r["retunes"][kind]) for kind in pair]
-            lines.append(f"| {r['seed']} | {export} | {r['gain']:+.2f} | {cells[0]} | {cells[1]} |")
+    lines += retune_table(rows)
     if noise:
         lines.append("")
         lines.append("| noise seed | words called | rewarded | penalised | q |")
@@ -310,18 +342,27 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("planted", nargs="+", type=Path, help="planted seed folders")
+    parser.add_argument("planted", nargs="*", type=Path, help="planted seed folders")
+    parser.add_argument(
+        "--runs", nargs="*", type=Path, default=[], help="pipeline run folders with round trips (runs/vader)"
+    )
     parser.add_argument("--noise", nargs="*", type=Path, default=[], help="noise-null seed folders")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    if not args.planted and not args.runs:
+        parser.error("give planted seed folders, --runs run folders, or both")
     rows = [planted_row(folder) for folder in args.planted]
     noise = [noise_row(folder) for folder in args.noise]
     pipelines = [row for row in map(pipeline_row, args.planted) if row is not None]
-    print(markdown(rows, noise))
+    round_trips = [run_round_trip(folder) for folder in args.runs]
+    if rows or noise:
+        print(markdown(rows, noise))
+    if round_trips:
+        print("\n".join(retune_table(round_trips)))
     if pipelines:
         print("\n" + pipeline_markdown(pipelines))
     if args.json:
-        summary = {"planted": rows, "noise": noise, "pipeline": pipelines}
+        summary = {"planted": rows, "noise": noise, "pipeline": pipelines, "runs": round_trips}
         if len(pipelines) > 1:
             summary["pipeline_spread"] = {k: spread(pipelines, k) for k in PIPELINE_SPREAD}
         if len(rows) > 1:

@@ -261,6 +261,34 @@ def test_the_round_trip_retunes_a_run_against_its_own_exports(smoke_run, tmp_pat
         assert f"--batch-size {config.generation.batch_size} " in calls[1]
 
 
+def test_a_run_round_trip_is_scored_against_the_runs_own_evaluation(smoke_run, load_script, tmp_path):
+    """experiments/summarize_replicates.py --runs: a retune of a run folder is paired with the run's
+    evaluate stage, prompt by prompt, and one that sampled other base completions is refused."""
+    _, results, out = smoke_run
+    summarize = load_script(Path(__file__).resolve().parents[1] / "experiments" / "summarize_replicates.py")
+    moved = tmp_path / "vader"
+    shutil.copytree(out, moved)
+    samples = Run(moved).stage("evaluate").samples
+    base = samples.scores("base")
+    half = base + 0.5 * (samples.scores("tuned") - base)  # regains half of every prompt's gain
+    retune = {
+        "reward_gain": {"value": 0.0, "low": -0.1, "high": 0.1},
+        "samples": {"base_scores": base.tolist(), "tuned_scores": half.tolist()},
+    }
+    (moved / "retune-elicited.json").write_text(json.dumps(retune))
+    row = summarize.run_round_trip(moved)
+    assert row["gain"] == results["evaluation"]["reward_gain"]["value"]
+    if results["evaluation"]["reward_gain"]["low"] > 0:
+        assert row["retunes"]["elicited"]["share"] == pytest.approx(0.5)
+    assert row["retunes"]["shuffled"] is None and "| vader | audit |" in "\n".join(
+        summarize.retune_table([row])
+    )
+    retune["samples"]["base_scores"] = (base + 1).tolist()
+    (moved / "retune-elicited.json").write_text(json.dumps(retune))
+    with pytest.raises(SystemExit, match="base completions"):
+        summarize.run_round_trip(moved)
+
+
 def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     config, results, out = smoke_run
     again = run_pipeline(config, progress=False)
