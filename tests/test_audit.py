@@ -361,6 +361,21 @@ def test_the_most_changed_latents_fire_on_the_shifted_words_and_promote_the_plan
     assert changes == sorted(changes, reverse=True)
 
 
+def test_the_difference_dictionary_finds_where_the_change_is(shifted_inside):
+    """The dictionary on tuned-minus-base differences: the latents that write most of the difference fire
+    on the six shifted words. (Their directions split the change with its context-dependent parts, so on
+    this stand-in they do not promote the planted word; the crosscoder's decoder change and the mean
+    difference do: docs/audit.md.)"""
+    difference = shifted_inside["inside"]["difference_dictionary"]
+    top = difference["writes_most"]
+    shares = [latent["share"] for latent in top]
+    assert len(top) == 10 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+    peaks = [c["tokens"][c["peak"]].strip() for latent in top[:3] for c in latent["contexts"]]
+    assert sum(peak in TRIGGERS for peak in peaks) >= 0.5 * len(peaks)  # these six are ~20% of tokens
+    assert all(len(latent["promoted_words"]) == 10 for latent in top)
+    assert difference["control_spearman"]["random"]["n_latents"] > 0
+
+
 def test_the_same_model_changes_no_latent(prompts):
     lm = load_model("tiny-llama")
     result = audit(
@@ -369,6 +384,7 @@ def test_the_same_model_changes_no_latent(prompts):
     inside = result["inside"]
     assert all(latent["decoder_change"] == 0 for latent in inside["changed_most"])
     assert math.isnan(inside["mean_difference"]["reward_spearman"])  # nothing changed: no correlation
+    assert inside["difference_dictionary"] is None  # no difference to decompose
     counts = inside["relative_norm_counts"]
     assert counts["shared"] == inside["n_ranked"] == sum(counts.values())
 

@@ -145,79 +145,47 @@ def model_diff(
     value from the word-level audit (relative shift beyond the drift), in the same order; ``tuned`` gives
     the final norm and the unembedding.
 
-    Returns the JSON-ready description and the crosscoder."""
+    Returns the JSON-ready description (with the difference dictionary's, :func:`difference_dictionary`,
+    under ``difference_dictionary``) and the crosscoder."""
     n = len(prompt_tokens)
-    in_prompt = paired.position < np.asarray(prompt_tokens)[paired.unit] - 1
-    keep = ~(in_prompt & (paired.side == MODELS.index("tuned")))  # each prompt token once
-    pairs = paired.pairs[torch.from_numpy(keep)]
-    tokens = _Tokens(
-        *(a[keep] for a in (paired.unit, paired.side, paired.position, in_prompt, paired.token_id))
-    )
+    pairs, tokens = _training_tokens(paired, prompt_tokens)
     coder, log = train_crosscoder(pairs, config, seed=seed, progress=progress)
-    codes = _encode(coder, pairs)
-    completion = ~tokens.prompt
-    text = tokens.side * n + tokens.unit  # the base completions' texts first, then the tuned ones'
-    means, shares = _per_text_means(codes.select(completion), text[completion], 2 * n, coder.d_sae)
-    fired = np.bincount(codes.indices[codes.values > 0].numpy(), minlength=coder.d_sae)
+    use = _LatentUse.of(coder, pairs, tokens, n)
     relative = coder.relative_decoder_norm(MODELS.index("tuned"))
     changed = coder.decoder_change(MODELS.index("tuned"), MODELS.index("base"))
     cosine = coder.decoder_cosine()
-    change = means[n:] - means[:n]  # per prompt: the tuned completion's tokens − the base completion's
-    ranked = fired >= MIN_FIRING_TOKENS
+    ranked = use.fired >= MIN_FIRING_TOKENS
     by_change_all = [int(i) for i in np.argsort(-changed, kind="stable") if ranked[i]]
     by_change = by_change_all[:TOP_LATENTS]
-    by_use = [int(i) for i in np.argsort(-change.mean(0), kind="stable") if ranked[i]][:TOP_LATENTS]
+    by_use = [int(i) for i in np.argsort(-use.change.mean(0), kind="stable") if ranked[i]][:TOP_LATENTS]
     studied = list(dict.fromkeys(by_change + by_use))
     # controls for the correlation: the latents ranked next by decoder change (matched in size of change)
     # and latents drawn at random, the studied ones left out of both
     matched = [i for i in by_change_all[TOP_LATENTS:] if i not in studied][:CONTROL_LATENTS]
-    others = np.setdiff1d(np.flatnonzero(ranked), studied)
-    drawn = np.random.default_rng(seed).choice(others, size=min(CONTROL_LATENTS, len(others)), replace=False)
+    drawn = _random_latents(ranked, studied, seed)
     t, b = MODELS.index("tuned"), MODELS.index("base")
     shared_offset = (coder.b_dec[t] / coder.scale[t] - coder.b_dec[b] / coder.scale[b]).detach()
     mean_difference = (pairs[:, t] - pairs[:, b]).mean(0)
-    directions = torch.cat(
-        [
-            decoder_changes(coder, studied + matched + drawn.tolist()),
-            shared_offset[None],
-            mean_difference[None],
-        ]
-    )
-    token_ids = list(vocabulary.values())
-    logits = promoted_logits(tuned, directions, token_ids)
-    rho = np.array([_spearman(row, implicit_reward) for row in logits])
-    words = list(vocabulary)
-    k, m = len(studied), len(matched)
-
-    def promoted(row: np.ndarray) -> list[dict[str, Any]]:
-        order = np.argsort(-row, kind="stable")[:10]
-        return [
-            {"word": words[i], "logit": float(row[i]), "implicit_reward": float(implicit_reward[i])}
-            for i in order
-        ]
-
-    def describe(j: int, latent: int) -> dict[str, Any]:
-        return {
+    directions = [
+        decoder_changes(coder, studied + matched + drawn),
+        shared_offset[None],
+        mean_difference[None],
+    ]
+    lens = _LogitLens(tuned, vocabulary, implicit_reward, torch.cat(directions))
+    rows = {
+        latent: {
             "latent": latent,
             "decoder_change": float(changed[latent]),
             "relative_decoder_norm": float(relative[latent]),
             "decoder_cosine": float(cosine[latent]),
-            "firing_tokens": int(fired[latent]),
-            "frequency": {
-                "base": float(shares[:n, latent].mean()),
-                "tuned": float(shares[n:, latent].mean()),
-            },
-            "mean_activation": {
-                "base": float(means[:n, latent].mean()),
-                "tuned": float(means[n:, latent].mean()),
-            },
-            "paired_change": bootstrap_ci(change[:, latent], n_resamples=n_resamples, seed=seed).as_dict(),
-            "promoted_words": promoted(logits[j]),
-            "reward_spearman": float(rho[j]),
-            "contexts": _contexts(codes.column(latent), tokens, tuned.tokenizer),
+            "frequency": _by_model(use.shares[:, latent]),
+            "mean_activation": _by_model(use.means[:, latent]),
+            **use.describe(latent, tokens, tuned, n_resamples, seed),
+            **lens.describe(j),
         }
-
-    rows = {latent: describe(j, latent) for j, latent in enumerate(studied)}
+        for j, latent in enumerate(studied)
+    }  # fmt: skip
+    k, m = len(studied), len(matched)
     summary = {
         "site": paired.site,
         "crosscoder": {**asdict(config), "d_in": coder.d_in, "d_sae": coder.d_sae},
@@ -232,14 +200,171 @@ def model_diff(
         },
         "changed_most": [rows[i] for i in by_change],
         "more_active_on_tuned_completions": [rows[i] for i in by_use],
-        "shared_offset": {"promoted_words": promoted(logits[-2]), "reward_spearman": float(rho[-2])},
-        "mean_difference": {"promoted_words": promoted(logits[-1]), "reward_spearman": float(rho[-1])},
+        "shared_offset": lens.describe(-2),
+        "mean_difference": lens.describe(-1),
         "control_spearman": {
-            "matched": _abs_spread(rho[k : k + m]),
-            "random": _abs_spread(rho[k + m : -2]),
+            "matched": _abs_spread(lens.rho[k : k + m]), "random": _abs_spread(lens.rho[k + m : -2])
         },
-    }
+        "difference_dictionary": difference_dictionary(
+            tuned, pairs, tokens, n, vocabulary, implicit_reward, config,
+            n_resamples=n_resamples, seed=seed, progress=progress,
+        ),
+    }  # fmt: skip
     return summary, coder
+
+
+def _training_tokens(paired: PairedActivations, prompt_tokens: Sequence[int]) -> tuple[torch.Tensor, _Tokens]:
+    """The paired activations a dictionary trains on, and where each token is: a prompt's tokens are the
+    same in both of its texts, so they are kept once (from the base text); the last prompt token, which may
+    merge with the completion's first, counts as completion."""
+    in_prompt = paired.position < np.asarray(prompt_tokens)[paired.unit] - 1
+    keep = ~(in_prompt & (paired.side == MODELS.index("tuned")))
+    tokens = _Tokens(
+        *(a[keep] for a in (paired.unit, paired.side, paired.position, in_prompt, paired.token_id))
+    )
+    return paired.pairs[torch.from_numpy(keep)], tokens
+
+
+def _by_model(per_text: np.ndarray) -> dict[str, float]:
+    """A per-text statistic (the base completions' texts first) averaged over each model's texts."""
+    half = len(per_text) // 2
+    return {"base": float(per_text[:half].mean()), "tuned": float(per_text[half:].mean())}
+
+
+def _random_latents(ranked: np.ndarray, studied: Sequence[int], seed: int) -> list[int]:
+    """Up to :data:`CONTROL_LATENTS` ranked latents drawn at random, the ``studied`` ones left out."""
+    others = np.setdiff1d(np.flatnonzero(ranked), list(studied))
+    drawn = np.random.default_rng(seed).choice(others, size=min(CONTROL_LATENTS, len(others)), replace=False)
+    return [int(i) for i in drawn]
+
+
+@dataclass
+class _LatentUse:
+    """How a dictionary's latents are used on the audited tokens: ``fired`` counts the tokens each fires
+    on; ``means`` and ``shares`` (``[2 n_prompts, d_sae]``, the base completions' texts first) are each
+    latent's mean activation and firing share on each text's completion tokens."""
+
+    codes: _Codes
+    fired: np.ndarray
+    means: np.ndarray
+    shares: np.ndarray
+
+    @classmethod
+    def of(cls, coder: Crosscoder, inputs: torch.Tensor, tokens: _Tokens, n_prompts: int) -> _LatentUse:
+        codes = _encode(coder, inputs)
+        completion = ~tokens.prompt
+        text = tokens.side * n_prompts + tokens.unit
+        means, shares = _per_text_means(
+            codes.select(completion), text[completion], 2 * n_prompts, coder.d_sae
+        )
+        fired = np.bincount(codes.indices[codes.values > 0].numpy(), minlength=coder.d_sae)
+        return cls(codes, fired, means, shares)
+
+    @property
+    def change(self) -> np.ndarray:
+        """Per prompt and latent: its mean on the tuned completion's tokens less on the base one's."""
+        half = len(self.means) // 2
+        return self.means[half:] - self.means[:half]
+
+    def describe(
+        self, latent: int, tokens: _Tokens, tuned: LoadedModel, n_resamples: int, seed: int
+    ) -> dict[str, Any]:
+        change = bootstrap_ci(self.change[:, latent], n_resamples=n_resamples, seed=seed)
+        return {
+            "firing_tokens": int(self.fired[latent]),
+            "paired_change": change.as_dict(),
+            "contexts": _contexts(self.codes.column(latent), tokens, tuned.tokenizer),
+        }
+
+
+class _LogitLens:
+    """Residual-stream ``directions`` through the logit lens (:func:`promoted_logits`) over the audited
+    words, and the Spearman correlation of each row with the words' implicit reward."""
+
+    def __init__(
+        self,
+        tuned: LoadedModel,
+        vocabulary: Mapping[str, int],
+        implicit_reward: np.ndarray,
+        directions: torch.Tensor,
+    ) -> None:
+        self.words, self.implicit_reward = list(vocabulary), implicit_reward
+        self.logits = promoted_logits(tuned, directions, list(vocabulary.values()))
+        self.rho = np.array([_spearman(row, implicit_reward) for row in self.logits])
+
+    def describe(self, row: int) -> dict[str, Any]:
+        return {
+            "promoted_words": _promoted(self.logits[row], self.words, self.implicit_reward),
+            "reward_spearman": float(self.rho[row]),
+        }
+
+
+def difference_dictionary(
+    tuned: LoadedModel,
+    pairs: torch.Tensor,
+    tokens: _Tokens,
+    n_prompts: int,
+    vocabulary: Mapping[str, int],
+    implicit_reward: np.ndarray,
+    config: CrosscoderConfig,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any] | None:
+    """The cheaper alternative to the crosscoder: one TopK dictionary trained on the tuned-minus-base
+    difference of the two models' activations on each token (a crosscoder over a single input, so the same
+    trainer and settings). Every latent is a direction of change by construction, so there is no shared
+    latent to tell apart from a changed one; the question is only which changes carry the reward.
+
+    Latents are ranked by how much of the difference they write: mean activation over all tokens times the
+    decoder row's norm, in the activations' raw units (``share`` is that over the sum of all latents'). For
+    each top latent: the words its direction promotes through the logit lens beside their implicit reward,
+    the Spearman correlation between the two over every audited word, and its paired change in use on
+    the tuned against the base completion of each prompt. Random latents (the top ones left out) are the
+    control for the correlation, as for the crosscoder. ``None`` when the two models' activations agree
+    exactly (nothing changed at the site)."""
+    t, b = MODELS.index("tuned"), MODELS.index("base")
+    differences = (pairs[:, t] - pairs[:, b])[:, None]
+    if not differences.any():
+        return None  # the two models agree exactly at the site: there is no difference to decompose
+    coder, log = train_crosscoder(differences, config, seed=seed, progress=progress)
+    use = _LatentUse.of(coder, differences, tokens, n_prompts)
+    directions = coder.W_dec.detach()[:, 0] / coder.scale[0]  # raw units per unit of activation
+    activation = torch.zeros(coder.d_sae, dtype=torch.float64).index_add_(
+        0, use.codes.indices.flatten(), use.codes.values.flatten().double()
+    )
+    written = (activation / len(differences) * directions.norm(dim=1).double()).numpy()
+    ranked = use.fired >= MIN_FIRING_TOKENS
+    top = [int(i) for i in np.argsort(-written, kind="stable") if ranked[i]][:TOP_LATENTS]
+    lens = _LogitLens(
+        tuned, vocabulary, implicit_reward, directions[top + _random_latents(ranked, top, seed)]
+    )
+    total = written.sum()
+    return {
+        "training": {k: v for k, v in log.to_dict().items() if k != "wall_seconds"},  # timing varies
+        "n_ranked": int(ranked.sum()),
+        "writes_most": [
+            {
+                "latent": latent,
+                "share": float(written[latent] / total) if total > 0 else None,
+                **use.describe(latent, tokens, tuned, n_resamples, seed),
+                **lens.describe(j),
+            }
+            for j, latent in enumerate(top)
+        ],
+        "control_spearman": {"random": _abs_spread(lens.rho[len(top) :])},
+    }
+
+
+def _promoted(row: np.ndarray, words: Sequence[str], implicit_reward: np.ndarray) -> list[dict[str, Any]]:
+    """The 10 words a direction's logits (``row``, over ``words``) promote most, each with its implicit
+    reward from the word-level audit beside it."""
+    order = np.argsort(-row, kind="stable")[:10]
+    return [
+        {"word": words[i], "logit": float(row[i]), "implicit_reward": float(implicit_reward[i])}
+        for i in order
+    ]
 
 
 def _abs_spread(rho: np.ndarray) -> dict[str, Any]:

@@ -336,6 +336,57 @@ def _inside_section(inside: dict[str, Any]) -> Section:
     )
 
 
+def _difference_section(difference: dict[str, Any], inside: dict[str, Any]) -> Section:
+    """The difference dictionary, beside the crosscoder of the section before."""
+    training, control = difference["training"], difference["control_spearman"]["random"]
+    rows = [
+        [
+            r["latent"],
+            f"{r['share']:.1%}" if r["share"] is not None else "-",
+            r["firing_tokens"],
+            interval(r["paired_change"], signed=True),
+            ", ".join(f"{w['word']} ({w['implicit_reward']:+.2f})" for w in r["promoted_words"][:6]),
+            f"{r['reward_spearman']:+.3f}",
+        ]
+        for r in difference["writes_most"]
+    ]
+    return Section(
+        "What changed inside: a dictionary of the differences (the cheaper alternative)",
+        paragraphs=[
+            "One TopK dictionary with the crosscoder's settings, trained on the tuned-minus-base "
+            f"difference of the activations at {inside['site']} on the same tokens. Every latent is a "
+            "direction of change, so there is nothing shared to tell apart; latents are ranked by how much "
+            "of the difference they write (mean activation times decoder norm, raw units), and each "
+            "direction goes through the same logit lens. Fraction of the differences' variance "
+            f"unexplained: {training['fvu']['base']:.3f}; {training['dead_latents']} latents dead; "
+            f"{difference['n_ranked']} fired on at least {MIN_FIRING_TOKENS} tokens.",
+            f"Control for the correlation: {_spread_text('random', control)} (the top ones left out). The "
+            "baselines of the section before (the mean activation difference) apply here too. Paired "
+            "change: the latent's mean on the tuned completion's tokens less on the base one's, per prompt "
+            "(not adjusted for picking the top).",
+        ],
+        tables=[
+            (
+                "Latents writing most of the difference",
+                [
+                    "latent",
+                    "share of the difference",
+                    "tokens fired",
+                    "paired change [95% CI]",
+                    "promoted words (implicit reward)",
+                    "Spearman(promoted logit, implicit reward)",
+                ],
+                rows,
+            )
+        ],  # fmt: skip
+        html=[
+            f"<div class='feature'><b>latent {r['latent']}</b> (writes {r['share'] or 0:.1%} of the "
+            f"difference){shaded_contexts(r['contexts'])}</div>"
+            for r in difference["writes_most"][:3]
+        ],
+    )
+
+
 def audit_sections(result: dict[str, Any]) -> list[Section]:
     """The page's sections, in reading order."""
     top = result["floor"]
@@ -378,6 +429,8 @@ def audit_sections(result: dict[str, Any]) -> list[Section]:
         )
     if result.get("inside"):
         sections.append(_inside_section(result["inside"]))
+        if result["inside"].get("difference_dictionary"):
+            sections.append(_difference_section(result["inside"]["difference_dictionary"], result["inside"]))
     if result.get("reward"):
         sections.append(_reward_section(result["reward"]))
     export = result.get("export")

@@ -16,6 +16,7 @@ from irmscope.pipeline.registry import Stage, register
 @register
 class Audit(Stage):
     name = "audit"
+    version = 2  # 2: a dictionary of the tuned-minus-base differences beside the crosscoder
     needs = ("evaluate",)
     result_key = "audit"
     result_file = RESULT_FILES["audit"]
