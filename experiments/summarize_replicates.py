@@ -191,6 +191,33 @@ def inside_row(audit: dict[str, Any], lexicon: Lexicon) -> dict[str, Any]:
         "promoted_paid": sum(lexicon.lookup(word) > 0 for word in promoted),  # as the reward reads a word
         "n_promoted": len(promoted),
         "chance_paid": audit["reward"]["n_paid"] / audit["n_words"] if audit.get("reward") else None,
+        "difference": difference_row(inside.get("difference_dictionary"), lexicon),
+    }
+
+
+def difference_row(difference: dict[str, Any] | None, lexicon: Lexicon) -> dict[str, Any] | None:
+    """The audit's dictionary of tuned-minus-base differences on one seed (None before the audit had one):
+    its fit; how many of the 10 latents writing most of the difference agree with the word-level implicit
+    reward beyond its random control (rho above the control's 95th percentile of |rho|); the top latent's
+    share of the difference, rho and promoted words; and how many of those latents' top-10 promoted words
+    the planted lexicon pays."""
+    if difference is None:
+        return None
+    control = difference["control_spearman"]["random"]["q95_abs"]
+    latents = difference["writes_most"]
+    promoted = [w["word"] for latent in latents for w in latent["promoted_words"]]
+    return {
+        "fvu": difference["training"]["fvu"]["base"],
+        "control_q95": control,
+        "above_control": sum(
+            control is not None and latent["reward_spearman"] > control for latent in latents
+        ),
+        "n_latents": len(latents),
+        "top_share": latents[0]["share"] if latents else None,
+        "top_spearman": latents[0]["reward_spearman"] if latents else None,
+        "top_words": [w["word"] for w in latents[0]["promoted_words"][:5]] if latents else [],
+        "promoted_paid": sum(lexicon.lookup(word) > 0 for word in promoted),
+        "n_promoted": len(promoted),
     }
 
 
@@ -230,6 +257,22 @@ def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
                 f" | {i['mean_difference_rho']:+.3f}"
                 f" | {_number(i['top_spearman'], '+.3f')}: {', '.join(i['top_words'])}"
                 f" | {i['promoted_paid']} of {i['n_promoted']} ({_number(i['chance_paid'], '.3f')}) |"
+            )
+    differences = [r for r in inside if r["inside"].get("difference")]
+    if differences:
+        lines += [
+            "",
+            "| seed | difference dictionary FVU | top latents above the random control (its q95 of abs rho) "
+            "| top latent: share, rho, promoted words | promoted words paid (chance) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in differences:
+            d, chance = r["inside"]["difference"], r["inside"]["chance_paid"]
+            lines.append(
+                f"| {r['seed']} | {d['fvu']:.2f} | {d['above_control']} of {d['n_latents']}"
+                f" ({_number(d['control_q95'], '.3f')}) | {_number(d['top_share'], '.1%')},"
+                f" {_number(d['top_spearman'], '+.3f')}: {', '.join(d['top_words'])}"
+                f" | {d['promoted_paid']} of {d['n_promoted']} ({_number(chance, '.3f')}) |"
             )
     return "\n".join(lines)
 
