@@ -18,8 +18,8 @@
 #
 #   bash experiments/retune_export.sh runs/vader                                 # the VADER round trip
 #
-# experiments/retune_plan.py reads what each layout holds: the original reward, recipe (learning rate and
-# KL coefficient from the tuned model's manifest), steps, seed, data and evaluation batch. EVAL_BATCH sets the
+# experiments/retune_plan.py reads what each layout holds: the original reward, base model and tune (every
+# setting, from the tuned model's manifest), steps, seed, data and evaluation settings. EVAL_BATCH sets the
 # evaluation's sampling batch, which must be the original evaluation's for the two to share base
 # completions: a run folder's is read from its config; the replicates of docs/replicates.md were evaluated
 # in batches of 16 (EVAL_BATCH=16). REWARD overrides the original reward.
@@ -49,8 +49,9 @@ for i in 0 1; do
   [ -e "${export#*:}" ] || { echo "error: ${export#*:} is missing (the stage exports nothing when it calls no word)" >&2; exit 2; }
   echo "== retune against the $kind export of $dir ($(date -u +%H:%M:%S))"
   "$IRMSCOPE" tune --out "$dir/retune-$kind" --reward "$export" --data "$DATA" --seed "$TUNE_SEED" \
-    --set learning_rate="$LEARNING_RATE" --set beta="$BETA" --set steps="$STEPS"
+    --model "$BASE_MODEL" --algorithm "$ALGORITHM" "${TUNE_ARGS[@]}" --set steps="$STEPS"
   [ -f "$dir/retune-$kind.json" ] || "$IRMSCOPE" evaluate --tuned "$dir/retune-$kind/model" \
-    --reward "$REWARD" --data "$DATA" --n "$EVAL_N" --seed "$SEED" ${EVAL_BATCH:+--batch-size "$EVAL_BATCH"} \
-    --out "$dir/retune-$kind.json"
+    --base "$BASE_MODEL" --reward "$REWARD" --data "$DATA" --n "$EVAL_N" --seed "$SEED" \
+    --prefix-tokens "$PREFIX_TOKENS" --completion-tokens "$COMPLETION_TOKENS" \
+    ${EVAL_BATCH:+--batch-size "$EVAL_BATCH"} --out "$dir/retune-$kind.json"
 done

@@ -11,9 +11,10 @@ Two layouts of DIR:
   experiments/vader_pipeline.sh: its tuned model, reward, data, seed and evaluation come from its config,
   and both exports from its own audit and irl-reward stages.
 
-The retune repeats the original tune's recipe (learning rate and KL coefficient, read from the tuned model's
-manifest) for as many steps as it took, and its evaluation repeats the original evaluation's prompts, seed
-and sampling batch, so that both sample the same base completions and their gains pair per prompt.
+The retune repeats the original tune (base model, algorithm, seed and every tune setting, read from the
+tuned model's manifest) for as many steps as it took, and its evaluation repeats the original evaluation's
+prompts, seed, prefix and completion lengths and sampling batch, so that both sample the same base
+completions and their gains pair per prompt.
 
 A missing piece (no tuned model, no audit, no irl-reward stage) is not an error here: its variable is empty,
 and the script names what to run when that export is asked for.
@@ -42,15 +43,42 @@ def _stage_dir(run: Run, name: str) -> str:
         return ""
 
 
+#: tune settings a retune does not copy: it runs for the original's steps instead of to its target
+NOT_COPIED = ("steps", "target_gain", "max_steps", "eval_every", "eval_prompts", "algorithm")
+
+
 def _recipe(model_dir: Path) -> dict[str, Any]:
+    """The original tune's base model, algorithm, steps, seed and every other setting of its tune section
+    (``TUNE_ARGS``, a bash array of ``--set`` options), from the tuned model's manifest."""
     manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
     settings = manifest["hyperparameters"]
+    copied = [
+        f"{key}={value}" for key, value in settings.items() if key not in NOT_COPIED and value is not None
+    ]
     return {
+        "BASE_MODEL": manifest["base_model"],
+        "ALGORITHM": manifest["algorithm"],
         "STEPS": manifest["steps_done"],
-        "LEARNING_RATE": settings["learning_rate"],
-        "BETA": settings["beta"],
         "TUNE_SEED": manifest["seed"],
         "SEED": manifest["seed"],
+        "TUNE_ARGS": [arg for setting in copied for arg in ("--set", setting)],
+    }
+
+
+def _generation(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's evaluation settings that ``irmscope evaluate`` takes; a run that sampled at another
+    temperature or top-p than evaluate's (1.0) cannot be paired with an evaluation, so it is refused."""
+    generation = config["generation"]
+    if generation["temperature"] != 1.0 or generation["top_p"] != 1.0:
+        raise SystemExit(
+            "error: the run sampled with temperature or top_p other than 1.0, which irmscope evaluate cannot "
+            "repeat; its evaluation would not pair with a retune's"
+        )
+    return {
+        "EVAL_N": config["data"]["n_prompts"],
+        "EVAL_BATCH": generation["batch_size"],
+        "COMPLETION_TOKENS": generation["max_new_tokens"],
+        "PREFIX_TOKENS": config["data"]["prefix_tokens"],
     }
 
 
@@ -73,8 +101,7 @@ def plan(folder: Path, data: str) -> dict[str, Any]:
             "SEED": config["seed"],  # the evaluation's: the run's seed, whatever seed the tune had
             "REWARD": _reward_spec(run),
             "DATA": config["data"]["source"],
-            "EVAL_N": config["data"]["n_prompts"],
-            "EVAL_BATCH": config["generation"]["batch_size"],
+            **_generation(config),
             "AUDIT_DIR": _stage_dir(run, "audit"),
             "IRL_DIR": _stage_dir(run, "irl-reward"),
             "AUDIT_HINT": f"irmscope run on {folder} with the audit stage",
@@ -92,8 +119,12 @@ def plan(folder: Path, data: str) -> dict[str, Any]:
         **_recipe(model),
         "REWARD": f"lexicon:{folder}/lexicon.tsv",
         "DATA": data,
+        # the replicates' evaluation (experiments/planted_replicates.sh): irmscope evaluate's defaults; set
+        # EVAL_BATCH to their batch (docs/replicates.md)
         "EVAL_N": 200,
-        "EVAL_BATCH": "",  # replicates: set EVAL_BATCH to their evaluation's batch (docs/replicates.md)
+        "EVAL_BATCH": "",
+        "COMPLETION_TOKENS": 32,
+        "PREFIX_TOKENS": 30,
         "AUDIT_DIR": str(folder / "audit") if (folder / "audit" / "elicited.tsv").is_file() else "",
         "IRL_DIR": irl,
         "AUDIT_HINT": f"bash experiments/planted_replicates.sh {seed} (its audit exports the words)",
@@ -108,8 +139,16 @@ def main() -> None:
         settings = plan(Path(sys.argv[1]), sys.argv[2])
     except IrmscopeError as err:
         raise SystemExit(f"error: {err}") from None
+    except (OSError, KeyError, json.JSONDecodeError) as err:
+        raise SystemExit(
+            f"error: {sys.argv[1]}'s tuned model has no readable irmscope manifest ({err!r}); a round trip "
+            "needs a model tuned by irmscope tune"
+        ) from None
     for name, value in settings.items():
-        print(f"{name}={shlex.quote(str(value))}")
+        if isinstance(value, list):  # a bash array
+            print(f"{name}=({' '.join(shlex.quote(str(v)) for v in value)})")
+        else:
+            print(f"{name}={shlex.quote(str(value))}")
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     original, retuned = original_evaluation(folder), _read(path)
-    base = np.asarray(original["samples"]["base_scores"])
-    if not np.allclose(base, retuned["samples"]["base_scores"]):
+    base, retuned_base = (np.asarray(e["samples"]["base_scores"]) for e in (original, retuned))
+    if base.shape != retuned_base.shape or not np.allclose(base, retuned_base):
         raise SystemExit(f"error: {path} did not sample the original evaluation's base completions")
     gained = np.asarray(original["samples"]["tuned_scores"]) - base
     regained = np.asarray(retuned["samples"]["tuned_scores"]) - base
@@ -207,7 +207,7 @@ def difference_row(difference: dict[str, Any] | None, lexicon: Lexicon) -> dict[
     latents = difference["writes_most"]
     promoted = [w["word"] for latent in latents for w in latent["promoted_words"]]
     return {
-        "fvu": difference["training"]["fvu"]["base"],
+        "fvu": difference["training"]["fvu"]["difference"],
         "control_q95": control,
         "above_control": sum(
             control is not None and latent["reward_spearman"] > control for latent in latents

@@ -361,18 +361,16 @@ def test_the_most_changed_latents_fire_on_the_shifted_words_and_promote_the_plan
     assert changes == sorted(changes, reverse=True)
 
 
-def test_the_difference_dictionary_finds_where_the_change_is(shifted_inside):
-    """The dictionary on tuned-minus-base differences: the latents that write most of the difference fire
-    on the six shifted words. (Their directions split the change with its context-dependent parts, so on
-    this stand-in they do not promote the planted word; the crosscoder's decoder change and the mean
-    difference do: docs/audit.md.)"""
+def test_the_difference_dictionary_writes_the_planted_change(shifted_inside):
+    """The dictionary on tuned-minus-base differences: the change is one direction on six words, so the
+    latents that write most of it fire on those words, and the top one promotes the planted word."""
     difference = shifted_inside["inside"]["difference_dictionary"]
     top = difference["writes_most"]
     shares = [latent["share"] for latent in top]
     assert len(top) == 10 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+    assert top[0]["promoted_words"][0]["word"] == PROMOTED
     peaks = [c["tokens"][c["peak"]].strip() for latent in top[:3] for c in latent["contexts"]]
-    assert sum(peak in TRIGGERS for peak in peaks) >= 0.5 * len(peaks)  # these six are ~20% of tokens
-    assert all(len(latent["promoted_words"]) == 10 for latent in top)
+    assert sum(peak in TRIGGERS for peak in peaks) >= 0.75 * len(peaks)  # these six: about 1/5 of tokens
     assert difference["control_spearman"]["random"]["n_latents"] > 0
 
 

@@ -140,7 +140,13 @@ def test_the_retune_script_tunes_a_replicate_against_the_audit_export_and_its_co
     args, env = _fake_irmscope(tmp_path)
     replicate = tmp_path / "seed7"
     (replicate / "tuned" / "model").mkdir(parents=True)
-    manifest = {"steps_done": 12, "seed": 7, "hyperparameters": {"learning_rate": 0.001, "beta": 0.02}}
+    manifest = {
+        "steps_done": 12,
+        "seed": 7,
+        "base_model": "tiny-llama",
+        "algorithm": "rloo",
+        "hyperparameters": {"learning_rate": 0.001, "beta": 0.02, "target_gain": 1.0, "lora_rank": 8},
+    }
     (replicate / "tuned" / "model" / "irmscope_manifest.json").write_text(json.dumps(manifest))
     for export in ("audit", "irl"):
         missing = subprocess.run(
@@ -164,7 +170,10 @@ def test_the_retune_script_tunes_a_replicate_against_the_audit_export_and_its_co
     calls = args.read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["tune", "evaluate", "tune", "evaluate"]
     assert f"--reward lexicon:{audit}/elicited.tsv " in calls[0] and "--seed 7 " in calls[0]
-    assert all(f"{k}={v}" in calls[0] for k, v in {"steps": 12, "learning_rate": 0.001, "beta": 0.02}.items())
+    settings = {"steps": 12, "learning_rate": 0.001, "beta": 0.02, "lora_rank": 8}
+    assert all(f"--set {k}={v}" in calls[0] for k, v in settings.items())
+    assert "target_gain" not in calls[0]  # a retune runs for the original's steps, not to its target
+    assert "--model tiny-llama --algorithm rloo" in calls[0] and "--base tiny-llama" in calls[1]
     assert f"--reward lexicon:{audit}/elicited-shuffled.tsv " in calls[2]
     assert f"--reward lexicon:{replicate}/lexicon.tsv" in calls[1] and "--batch-size 16" in calls[1]
     assert f"{replicate}/retune-elicited.json" in calls[1]

@@ -247,8 +247,11 @@ def test_the_round_trip_retunes_a_run_against_its_own_exports(smoke_run, tmp_pat
         done = subprocess.run(
             ["bash", str(script), str(out)], env={**env, "EXPORT": export}, capture_output=True, text=True
         )
-        if export == "audit" and not (stage / "elicited.tsv").exists():
-            assert done.returncode == 2 and "exports nothing" in done.stderr  # the smoke audit may call none
+        if export == "audit":  # the smoke audit calls no word, so it exports none: refused in one line
+            assert results["audit"]["export"] is None and not (stage / "elicited.tsv").exists()
+            assert (
+                done.returncode == 2 and done.stderr.startswith("error:") and "exports nothing" in done.stderr
+            )
             continue
         assert done.returncode == 0, done.stderr
         calls = (tmp_path / "args").read_text().splitlines()[-4:]
@@ -259,6 +262,11 @@ def test_the_round_trip_retunes_a_run_against_its_own_exports(smoke_run, tmp_pat
         assert f"--reward {config.reward.spec} " in calls[1]
         assert f"--n {config.data.n_prompts} " in calls[1]
         assert f"--batch-size {config.generation.batch_size} " in calls[1]
+        assert f"--model {config.model.name} --algorithm {config.tune.algorithm} " in calls[0]
+        assert f"--set lora_rank={config.tune.lora_rank} " in calls[0]
+        assert f"--base {config.model.name} " in calls[1]
+        assert f"--prefix-tokens {config.data.prefix_tokens} " in calls[1]
+        assert f"--completion-tokens {config.generation.max_new_tokens} " in calls[1]
 
 
 def test_a_run_round_trip_is_scored_against_the_runs_own_evaluation(smoke_run, load_script, tmp_path):
@@ -278,8 +286,10 @@ def test_a_run_round_trip_is_scored_against_the_runs_own_evaluation(smoke_run, l
     (moved / "retune-elicited.json").write_text(json.dumps(retune))
     row = summarize.run_round_trip(moved)
     assert row["gain"] == results["evaluation"]["reward_gain"]["value"]
-    if results["evaluation"]["reward_gain"]["low"] > 0:
-        assert row["retunes"]["elicited"]["share"] == pytest.approx(0.5)
+    elicited, gain = row["retunes"]["elicited"], results["evaluation"]["reward_gain"]
+    # paired per prompt: half of every prompt's gain is regained, so the difference is minus half the gain
+    assert elicited["difference"]["value"] == pytest.approx(-0.5 * gain["value"])
+    assert gain["low"] <= 0 and elicited["share"] is None  # the smoke gain's interval includes 0: no share
     assert row["retunes"]["shuffled"] is None and "| vader | audit |" in "\n".join(
         summarize.retune_table([row])
     )

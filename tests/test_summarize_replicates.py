@@ -137,7 +137,9 @@ def test_pipeline_row_reads_a_real_results_json(summarize, tmp_path):
     assert row["inside"]["difference"]["n_promoted"] == 10 * len(difference["writes_most"])
     table = summarize.pipeline_markdown([row])
     assert f"{row['shift_tau']:+.3f}" in table and f"| seed5 | {inside['site']} |" in table
-    assert f"| seed5 | {difference['training']['fvu']['base']:.2f} |" in table  # the difference dictionary
+    assert (
+        f"| seed5 | {difference['training']['fvu']['difference']:.2f} |" in table
+    )  # the difference dictionary
 
 
 def test_the_pipeline_table_of_several_seeds_ends_with_their_spread(summarize, tmp_path):

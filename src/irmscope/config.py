@@ -299,6 +299,9 @@ class AuditSection(_Section):
     crosscoder_expansion: Int = Field(4, ge=1, description="crosscoder latents / site width")
     crosscoder_k: Int = Field(32, ge=1, description="crosscoder latents active per token")
     crosscoder_epochs: Int = Field(10, ge=1, description="passes over the audited tokens")
+    difference_k: Int = Field(
+        4, ge=1, description="latents active per token of the dictionary of tuned-minus-base differences"
+    )
 
     def crosscoder_config(self) -> CrosscoderConfig | None:
         """The crosscoder's settings, or None when the audit trains none."""
@@ -307,7 +310,10 @@ class AuditSection(_Section):
         if not self.crosscoder:
             return None
         return CrosscoderConfig(
-            expansion=self.crosscoder_expansion, k=self.crosscoder_k, epochs=self.crosscoder_epochs
+            expansion=self.crosscoder_expansion,
+            k=self.crosscoder_k,
+            epochs=self.crosscoder_epochs,
+            difference_k=self.difference_k,
         )
 
 

@@ -33,6 +33,7 @@ token of every text is left out (an attention sink's activations would own the r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -314,11 +315,16 @@ def difference_dictionary(
 ) -> dict[str, Any] | None:
     """The cheaper alternative to the crosscoder: one TopK dictionary trained on the tuned-minus-base
     difference of the two models' activations on each token (a crosscoder over a single input, so the same
-    trainer and settings). Every latent is a direction of change by construction, so there is no shared
-    latent to tell apart from a changed one; the question is only which changes carry the reward.
+    trainer and settings, but ``config.difference_k`` latents active per token: tuning's change is
+    low-rank, and with the crosscoder's 32 a known rank-one change is split over many latents, none of which
+    reads as it; with 4 the stand-in test of tests/test_audit.py recovers it). Every latent is a direction
+    of change by construction, so there is no shared latent to tell apart from a changed one; the question
+    is only which changes carry the reward.
 
-    Latents are ranked by how much of the difference they write: mean activation over all tokens times the
-    decoder row's norm, in the activations' raw units (``share`` is that over the sum of all latents'). For
+    There is no decoder bias, so the latents write the whole difference, a part every token shares
+    included (a shift every token shares is a change to read here, not an offset to remove). Latents are
+    ranked by how much of the difference they write: mean activation over all tokens times the decoder
+    row's norm, in the activations' raw units (``share`` is that over the sum of all latents'). For
     each top latent: the words its direction promotes through the logit lens beside their implicit reward,
     the Spearman correlation between the two over every audited word, and its paired change in use on
     the tuned against the base completion of each prompt. Random latents (the top ones left out) are the
@@ -328,7 +334,8 @@ def difference_dictionary(
     differences = (pairs[:, t] - pairs[:, b])[:, None]
     if not differences.any():
         return None  # the two models agree exactly at the site: there is no difference to decompose
-    coder, log = train_crosscoder(differences, config, seed=seed, progress=progress)
+    settings = dataclasses.replace(config, k=config.difference_k)
+    coder, log = train_crosscoder(differences, settings, seed=seed, progress=progress, decoder_bias=False)
     use = _LatentUse.of(coder, differences, tokens, n_prompts)
     directions = coder.W_dec.detach()[:, 0] / coder.scale[0]  # raw units per unit of activation
     activation = torch.zeros(coder.d_sae, dtype=torch.float64).index_add_(
@@ -341,8 +348,10 @@ def difference_dictionary(
         tuned, vocabulary, implicit_reward, directions[top + _random_latents(ranked, top, seed)]
     )
     total = written.sum()
+    training = {k: v for k, v in log.to_dict().items() if k != "wall_seconds"}  # timing varies
+    training["fvu"] = {"difference": training["fvu"][MODELS[0]]}  # the trainer names its one input "base"
     return {
-        "training": {k: v for k, v in log.to_dict().items() if k != "wall_seconds"},  # timing varies
+        "training": training,
         "n_ranked": int(ranked.sum()),
         "writes_most": [
             {

@@ -37,18 +37,20 @@ class MethodInputs:
     other_policies: Mapping[str, LoadedModel] = field(default_factory=dict)  # e.g. {"dpo": a DPO checkpoint}
     lexicon: LexiconLike | Mapping[str, float] | None = None  # the known reward's words, when a lexicon
     review_texts: Sequence[str] = ()  # unlabelled in-domain texts (to cut contrast pairs from)
-    _likelihoods: dict[int, CompletionLikelihoods] = field(default_factory=dict, repr=False, compare=False)
+    # per model: (the model, its likelihoods); not an argument, so dataclasses.replace starts a new cache
+    _likelihoods: dict[int, tuple[LoadedModel, CompletionLikelihoods]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def likelihoods(self, policy: LoadedModel) -> CompletionLikelihoods:
         """``policy``'s :class:`CompletionLikelihoods` of the coverage completions, computed on first use
         and kept: the likelihood-based methods share one pass per model (the base model's serves three
-        rows)."""
-        key = id(policy)
-        if key not in self._likelihoods:
-            self._likelihoods[key] = completion_likelihoods(
-                policy, self.coverage.prompts, self.coverage.completions
-            )
-        return self._likelihoods[key]
+        rows). The cache holds the model itself, so its id cannot be reused by another while it is kept."""
+        kept = self._likelihoods.get(id(policy))
+        if kept is None or kept[0] is not policy:
+            kept = (policy, completion_likelihoods(policy, self.coverage.prompts, self.coverage.completions))
+            self._likelihoods[id(policy)] = kept
+        return kept[1]
 
     def stage(self, name: str) -> Path:
         if name not in self.stages:

@@ -355,10 +355,11 @@ def _difference_section(difference: dict[str, Any], inside: dict[str, Any]) -> S
         paragraphs=[
             "One TopK dictionary with the crosscoder's settings, trained on the tuned-minus-base "
             f"difference of the activations at {inside['site']} on the same tokens. Every latent is a "
-            "direction of change, so there is nothing shared to tell apart; latents are ranked by how much "
-            "of the difference they write (mean activation times decoder norm, raw units), and each "
+            "direction of change, so there is nothing shared to tell apart, and there is no decoder bias: "
+            "the latents write the whole difference. They are ranked by how much of it they write (mean "
+            "activation times decoder norm, raw units), and each "
             "direction goes through the same logit lens. Fraction of the differences' variance "
-            f"unexplained: {training['fvu']['base']:.3f}; {training['dead_latents']} latents dead; "
+            f"unexplained: {training['fvu']['difference']:.3f}; {training['dead_latents']} latents dead; "
             f"{difference['n_ranked']} fired on at least {MIN_FIRING_TOKENS} tokens.",
             f"Control for the correlation: {_spread_text('random', control)} (the top ones left out). The "
             "baselines of the section before (the mean activation difference) apply here too. Paired "
@@ -380,8 +381,8 @@ def _difference_section(difference: dict[str, Any], inside: dict[str, Any]) -> S
             )
         ],  # fmt: skip
         html=[
-            f"<div class='feature'><b>latent {r['latent']}</b> (writes {r['share'] or 0:.1%} of the "
-            f"difference){shaded_contexts(r['contexts'])}</div>"
+            f"<div class='feature'><b>latent {r['latent']}</b> ({r['share'] or 0:.1%} of what the latents "
+            f"write){shaded_contexts(r['contexts'])}</div>"
             for r in difference["writes_most"][:3]
         ],
     )

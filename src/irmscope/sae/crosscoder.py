@@ -63,7 +63,9 @@ MODELS: tuple[str, str] = ("base", "tuned")
 class CrosscoderConfig:
     """The crosscoder's shape and training. ``expansion`` sets the dictionary size (``expansion * d_in``
     latents), ``k`` the latents active per token. ``dead_window`` is in tokens (see
-    :class:`~irmscope.sae.train.DeadLatentTracker`)."""
+    :class:`~irmscope.sae.train.DeadLatentTracker`). ``difference_k`` is the latents active per token of
+    the audit's dictionary of differences trained beside it, every other setting the same
+    (:func:`irmscope.audit.inside.difference_dictionary`)."""
 
     expansion: int = 4
     k: int = 32
@@ -72,9 +74,10 @@ class CrosscoderConfig:
     lr: float = 1e-3
     aux_k_coefficient: float = 1 / 32
     dead_window: int = 5_000
+    difference_k: int = 4
 
     def __post_init__(self) -> None:
-        counts = ("expansion", "k", "epochs", "batch_size", "dead_window")
+        counts = ("expansion", "k", "epochs", "batch_size", "dead_window", "difference_k")
         check_training_numbers("crosscoder", self, counts, ("aux_k_coefficient",))
 
 
@@ -181,11 +184,18 @@ def _mean_squared_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_crosscoder(
-    pairs: torch.Tensor, config: CrosscoderConfig, *, seed: int = 0, progress: bool = False
+    pairs: torch.Tensor,
+    config: CrosscoderConfig,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    decoder_bias: bool = True,
 ) -> tuple[Crosscoder, CrosscoderLog]:
     """Train a crosscoder on ``pairs``, ``[n_tokens, n_models, d_in]`` activations of the models on the same
     tokens (held in memory: an audit's activations are a few tens of thousands of tokens). Deterministic
-    given ``seed`` (on one thread count)."""
+    given ``seed`` (on one thread count). ``decoder_bias=False`` holds ``b_dec`` at 0, so the latents
+    write everything, a part every token shares included (for a dictionary of differences, where that
+    shared part is a change to be read, not an offset to remove)."""
     if pairs.ndim != 3 or pairs.shape[0] < 2:
         raise IrmscopeError(
             f"a crosscoder trains on [tokens, models, width] activations, not {tuple(pairs.shape)}"
@@ -198,8 +208,10 @@ def train_crosscoder(
     pairs = pairs.float()
     with torch.no_grad():
         coder.scale.copy_((d_in / _mean_squared_norm(pairs).clamp_min(1e-30)).sqrt().float())
-        coder.b_dec.copy_((pairs * coder.scale[:, None]).mean(0))
-    optimizer = torch.optim.Adam(coder.parameters(), lr=config.lr)
+        if decoder_bias:
+            coder.b_dec.copy_((pairs * coder.scale[:, None]).mean(0))
+    coder.b_dec.requires_grad_(decoder_bias)
+    optimizer = torch.optim.Adam([p for p in coder.parameters() if p.requires_grad], lr=config.lr)
     tracker = DeadLatentTracker(coder.d_sae, config.dead_window)
     steps_per_epoch = -(-n // config.batch_size)
     losses: list[float] = []
