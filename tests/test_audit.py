@@ -317,6 +317,10 @@ def test_the_audit_writes_the_export_and_its_shuffled_control_and_removes_stale_
     exported = Lexicon.from_tsv(tmp_path / "elicited.tsv")
     control = Lexicon.from_tsv(tmp_path / "elicited-shuffled.tsv")
     assert result["export"]["n_words"] == len(exported) == len(control) >= 2
+    assert (result["export"]["file"], result["export"]["shuffled_file"]) == (
+        "elicited.tsv",
+        "elicited-shuffled.tsv",
+    )
     assert control.words() == exported.words() and sorted(control.values()) == sorted(exported.values())
     assert list(control.values()) != list(exported.values())  # the values moved to other words
     assert list(exported.shuffled(3).values()) == list(control.values())  # the seed fixes the control

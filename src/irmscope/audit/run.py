@@ -306,15 +306,15 @@ def write_audit(
     elif (out / CROSSCODER_DIR).exists():
         shutil.rmtree(out / CROSSCODER_DIR)  # an earlier audit's crosscoder must not pass for this one's
     exported = elicited_lexicon(table)
-    files = {"path": out / "elicited.tsv", "shuffled_path": out / "elicited-shuffled.tsv"}
-    for key, path in files.items():
+    # recorded relative to the audit's folder, which may move (a pipeline stage writes in a work folder
+    # that is renamed when it finishes)
+    files = {"file": "elicited.tsv", "shuffled_file": "elicited-shuffled.tsv"}
+    for key, name in files.items():
         if exported is not None:
-            (exported if key == "path" else exported.shuffled(seed)).to_tsv(path)
-        elif path.exists():
-            path.unlink()  # an earlier audit's export must not pass for this one's
-    result["export"] = (
-        None if exported is None else {**{k: str(p) for k, p in files.items()}, "n_words": len(exported)}
-    )
+            (exported if key == "file" else exported.shuffled(seed)).to_tsv(out / name)
+        elif (out / name).exists():
+            (out / name).unlink()  # an earlier audit's export must not pass for this one's
+    result["export"] = None if exported is None else {**files, "n_words": len(exported)}
     text = _table_csv(table)
     atomic_write(out / "words.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     write_json(out / "audit.json", result)
