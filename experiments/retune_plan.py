@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.artifacts import PLANTED_LEXICON
+from irmscope.config import load_config
 from irmscope.errors import IrmscopeError
 from irmscope.runs import Run
 
@@ -53,8 +54,11 @@ def _recipe(model_dir: Path) -> dict[str, Any]:
     manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
     settings = manifest["hyperparameters"]
     copied = [
-        f"{key}={value}" for key, value in settings.items() if key not in NOT_COPIED and value is not None
+        f"{key}={json.dumps(value) if not isinstance(value, str) else value}"  # true, not Python's True
+        for key, value in settings.items()
+        if key not in NOT_COPIED and value is not None
     ]
+    load_config("demo", overrides=[f"tune.{setting}" for setting in copied])  # as irmscope tune reads them
     return {
         "BASE_MODEL": manifest["base_model"],
         "ALGORITHM": manifest["algorithm"],

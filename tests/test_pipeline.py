@@ -264,6 +264,7 @@ def test_the_round_trip_retunes_a_run_against_its_own_exports(smoke_run, tmp_pat
         assert f"--batch-size {config.generation.batch_size} " in calls[1]
         assert f"--model {config.model.name} --algorithm {config.tune.algorithm} " in calls[0]
         assert f"--set lora_rank={config.tune.lora_rank} " in calls[0]
+        assert f"--set lora={str(config.tune.lora).lower()} " in calls[0]  # as irmscope tune parses it
         assert f"--base {config.model.name} " in calls[1]
         assert f"--prefix-tokens {config.data.prefix_tokens} " in calls[1]
         assert f"--completion-tokens {config.generation.max_new_tokens} " in calls[1]
