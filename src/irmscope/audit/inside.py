@@ -207,7 +207,7 @@ def model_diff(
             "matched": _abs_spread(lens.rho[k : k + m]), "random": _abs_spread(lens.rho[k + m : -2])
         },
         "difference_dictionary": difference_dictionary(
-            tuned, pairs, tokens, n, vocabulary, implicit_reward, config,
+            tuned, pairs, tokens, vocabulary, implicit_reward, config, n,
             n_resamples=n_resamples, seed=seed, progress=progress,
         ),
     }  # fmt: skip
@@ -304,10 +304,10 @@ def difference_dictionary(
     tuned: LoadedModel,
     pairs: torch.Tensor,
     tokens: _Tokens,
-    n_prompts: int,
     vocabulary: Mapping[str, int],
     implicit_reward: np.ndarray,
     config: CrosscoderConfig,
+    n_prompts: int,
     *,
     n_resamples: int = 1000,
     seed: int = 0,
