@@ -5,7 +5,9 @@
 #   bash experiments/planted_replicates.sh 1 2 3          # from the repository root, after scripts/setup.sh
 #
 # Writes runs/planted-replicates/seed<N>/{lexicon.tsv,tuned/,evaluation.json,audit/} (RECIPE_VERSION=1:
-# recipe 1, under runs/planted-replicates-recipe1/). Every
+# recipe 1, under runs/planted-replicates-recipe1/; RECIPE_VERSION=0: the older seed-0 study's recipe, the
+# tune section's defaults for 56 steps, under runs/planted-replicates-recipe0/, for the issue's "movie"
+# check: RECIPE_VERSION=0 bash experiments/planted_replicates.sh 0). Every
 # step resumes or is skipped when its output exists, so a killed run is rerun with the same command.
 #
 # The recipe (TUNE_SETTINGS in experiments/recipe.sh: recipe 2, tuning against a target gain) is not chosen
@@ -15,10 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, TUNE_SETTINGS: shared with experiments/noise_null.sh
 OUT=${OUT:-runs/planted-replicates}
-if [ "${RECIPE_VERSION:-2}" = 1 ]; then  # recipe 1 (see recipe.sh): a fixed 40 steps, as the noise null
-  TUNE_SETTINGS=("${NULL_SETTINGS[@]}")
-  OUT=${OUT/%planted-replicates/planted-replicates-recipe1}
-fi
+case "${RECIPE_VERSION:-2}" in
+  2) ;;
+  1)  # recipe 1 (see recipe.sh): a fixed 40 steps, as the noise null
+    TUNE_SETTINGS=("${NULL_SETTINGS[@]}")
+    OUT=${OUT/%planted-replicates/planted-replicates-recipe1} ;;
+  0)  # the seed-0 study's recipe (docs/findings.md): the tune section's defaults for 56 steps
+    TUNE_SETTINGS=(--set steps=56)
+    OUT=${OUT/%planted-replicates/planted-replicates-recipe0} ;;
+  *) echo "error: RECIPE_VERSION must be 0, 1 or 2, not ${RECIPE_VERSION}" >&2; exit 2 ;;
+esac
 replicate() {
   local seed=$1 dir=$2
   [ -f "$dir/lexicon.tsv" ] || "$IRMSCOPE" planted-lexicon --out "$dir/lexicon.tsv" --seed "$seed" --data "$DATA"

@@ -119,6 +119,32 @@ def test_the_planted_pipeline_script_runs_planted_yaml_on_each_replicate(tmp_pat
     )
 
 
+def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Path) -> None:
+    """experiments/planted_replicates.sh: recipe 2 tunes to a target, recipe 1 for a fixed 40 steps and
+    recipe 0 (the older seed-0 study's) for 56 steps at the defaults, each in its own folder; an unknown
+    recipe is refused in one line."""
+    import subprocess
+
+    script = ROOT / "experiments" / "planted_replicates.sh"
+    args, env = _fake_irmscope(tmp_path)
+    expected = {
+        "2": ("planted-replicates", "target_gain=1.0"),
+        "1": ("planted-replicates-recipe1", "steps=40"),
+        "0": ("planted-replicates-recipe0", "steps=56"),
+    }
+    for version, (folder, setting) in expected.items():
+        out = tmp_path / "runs" / "planted-replicates"
+        run_env = {**env, "RECIPE_VERSION": version, "OUT": str(out)}
+        subprocess.run(["bash", str(script), "4"], env=run_env, check=True, capture_output=True)
+        tune = next(c for c in args.read_text().splitlines()[::-1] if c.startswith("tune"))
+        assert f"--out {tmp_path / 'runs' / folder}/seed4/tuned" in tune and f"--set {setting}" in tune
+        assert (setting == "steps=56") == ("learning_rate" not in tune)  # recipe 0: the defaults
+    wrong = subprocess.run(
+        ["bash", str(script), "4"], env={**env, "RECIPE_VERSION": "9"}, capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error:") and "RECIPE_VERSION" in wrong.stderr
+
+
 def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A stand-in ``irmscope`` that records its arguments, and the environment that makes the experiment
     scripts call it."""
