@@ -6,7 +6,8 @@ coverage set, both models and the folders of the pipeline stages it may read (``
 returns one estimate per completion for the tuned model and one for the untuned base model (the control
 every number sits beside); a ``None`` base means the method has no base-model version and says why in
 ``base_note``, and returning ``None`` altogether means the method does not apply to this run (its row is
-left out).
+left out). A method that needs a model's likelihood of the completions asks
+:meth:`MethodInputs.likelihoods`, so the methods share one forward pass per model.
 """
 
 from __future__ import annotations
