@@ -1,7 +1,7 @@
 """What a round trip (experiments/retune_export.sh) needs from a tuned subject's folder, printed as shell
 assignments for the script to ``eval``:
 
-    .venv/bin/python experiments/retune_plan.py DIR
+    .venv/bin/python experiments/retune_plan.py DIR DATA    # DATA: the replicates' data source
 
 Two layouts of DIR:
 
@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import PLANTED_LEXICON
 from irmscope.config import load_config
 from irmscope.errors import IrmscopeError
 from irmscope.runs import Run
@@ -86,14 +85,6 @@ def _generation(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reward_spec(run: Run) -> str:
-    """The run's reward as a spec another command can read (a planted lexicon from the run's stage)."""
-    spec = run.config["reward"]["spec"]
-    if spec.strip().lower() == "planted":
-        return f"lexicon:{run.stage('planted-lexicon').dir / PLANTED_LEXICON}"
-    return spec
-
-
 def plan(folder: Path, data: str) -> dict[str, Any]:
     """The round trip's settings for ``folder`` (see the module docstring); ``data`` is the replicates' data
     source (a run folder names its own)."""
@@ -103,7 +94,7 @@ def plan(folder: Path, data: str) -> dict[str, Any]:
         return {
             **_recipe(Path(run.tuned_model)),
             "SEED": config["seed"],  # the evaluation's: the run's seed, whatever seed the tune had
-            "REWARD": _reward_spec(run),
+            "REWARD": run.reward_spec,
             "DATA": config["data"]["source"],
             **_generation(config),
             "AUDIT_DIR": _stage_dir(run, "audit"),
@@ -116,11 +107,12 @@ def plan(folder: Path, data: str) -> dict[str, Any]:
         raise SystemExit(
             f"error: {folder} has neither results.json nor tuned/model; give a run or a replicate"
         )
-    seed = _recipe(model)["TUNE_SEED"]
+    recipe = _recipe(model)
+    seed = recipe["TUNE_SEED"]
     pipeline = folder / "pipeline"
     irl = _stage_dir(Run(pipeline), "irl-reward") if (pipeline / "results.json").is_file() else ""
     return {
-        **_recipe(model),
+        **recipe,
         "REWARD": f"lexicon:{folder}/lexicon.tsv",
         "DATA": data,
         # the replicates' evaluation (experiments/planted_replicates.sh): irmscope evaluate's defaults; set

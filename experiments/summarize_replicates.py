@@ -44,7 +44,8 @@ def _read(path: Path) -> dict[str, Any]:
 def planted_row(folder: Path) -> dict[str, Any]:
     """One planted seed's numbers (see the module docstring), from its run folder."""
     manifest = _read(folder / "tuned" / "model" / "irmscope_manifest.json")
-    gain = _read(folder / "evaluation.json")["reward_gain"]
+    evaluation = _read(folder / "evaluation.json")
+    gain = evaluation["reward_gain"]
     audit = _read(folder / "audit" / "audit.json")
     comparison = audit["reward"]
     tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
@@ -72,7 +73,7 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "n_called": audit["floor"]["n_called"],
         "top_gained_word": gained[0]["word"] if gained else None,
         "top_gained_share": gained[0]["share"] if gained else None,
-        "retunes": {kind: retune_share(folder, kind) for pair in RETUNES.values() for kind in pair},
+        "retunes": retunes(folder, evaluation),
     }
 
 
@@ -95,15 +96,21 @@ def original_evaluation(folder: Path) -> dict[str, Any]:
 
 def run_round_trip(folder: Path) -> dict[str, Any]:
     """The round trips of a pipeline run folder (experiments/retune_export.sh DIR): its gain and retunes."""
-    gain = original_evaluation(folder)["reward_gain"]
+    original = original_evaluation(folder)
     return {
         "seed": folder.name,
-        "gain": gain["value"],
-        "retunes": {kind: retune_share(folder, kind) for pair in RETUNES.values() for kind in pair},
+        "gain": original["reward_gain"]["value"],
+        "retunes": retunes(folder, original),
     }
 
 
-def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
+def retunes(folder: Path, original: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Every retune of ``folder`` (:func:`retune_share`, None where not run), against its ``original``
+    evaluation (:func:`original_evaluation`), read once."""
+    return {kind: retune_share(folder, kind, original) for pair in RETUNES.values() for kind in pair}
+
+
+def retune_share(folder: Path, kind: str, original: dict[str, Any]) -> dict[str, Any] | None:
     """The gain of the model retuned against an export (``kind``: "elicited", the audit's, or its control
     "shuffled"; "irl", the inverse-RL reward, or its control "irl-shuffled"; experiments/retune_export.sh)
     in the original reward, beside the original tuning's gain.
@@ -116,7 +123,7 @@ def retune_share(folder: Path, kind: str) -> dict[str, Any] | None:
     path = folder / f"retune-{kind}.json"
     if not path.is_file():
         return None
-    original, retuned = original_evaluation(folder), _read(path)
+    retuned = _read(path)
     base, retuned_base = (np.asarray(e["samples"]["base_scores"]) for e in (original, retuned))
     if base.shape != retuned_base.shape or not np.allclose(base, retuned_base):
         raise SystemExit(f"error: {path} did not sample the original evaluation's base completions")

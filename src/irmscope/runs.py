@@ -106,9 +106,14 @@ class Run:
         return str(self.stage("tune").dir / TUNED_MODEL)
 
     @property
-    def reward(self) -> Reward:
-        """The known reward the run scored against (a planted lexicon is read from the run's own stage)."""
+    def reward_spec(self) -> str:
+        """The run's reward as a spec any command can read (a planted lexicon from the run's own stage)."""
         spec = self.config["reward"]["spec"]
         if spec.strip().lower() == "planted":
-            spec = f"lexicon:{self.stage('planted-lexicon').dir / PLANTED_LEXICON}"
-        return load_reward(spec)
+            return f"lexicon:{self.stage('planted-lexicon').dir / PLANTED_LEXICON}"
+        return spec
+
+    @property
+    def reward(self) -> Reward:
+        """The known reward the run scored against."""
+        return load_reward(self.reward_spec)
