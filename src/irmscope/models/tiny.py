@@ -8,6 +8,8 @@ Gemma 3 (the optional second real model).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import (
     AutoTokenizer,
@@ -29,58 +31,52 @@ TINY_MLP = 128
 TINY_CONTEXT = 512
 
 
+#: Each family's config class and the settings it needs beyond the shared sizes. The shared sizes are given
+#: by their generic names (``hidden_size``, ``num_hidden_layers``, ...), which every config class maps onto
+#: its own fields (GPT-2's ``n_embd``, GPT-Neo's ``num_layers``) through its ``attribute_map``.
+_FAMILY_CONFIGS: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
+    "llama": (LlamaConfig, {"num_key_value_heads": 2, "tie_word_embeddings": True}),
+    "gpt_neox": (GPTNeoXConfig, {"tie_word_embeddings": False}),
+    "gpt2": (GPT2Config, {"n_inner": TINY_MLP}),  # GPT-2 maps no generic name onto its MLP width
+    # GPT-Neo checks its attention pattern against its layer count before the generic names are applied
+    "gpt_neo": (
+        GPTNeoConfig,
+        {
+            "num_layers": TINY_LAYERS,
+            "attention_types": [[["global", "local"], TINY_LAYERS // 2]],
+            "window_size": 64,
+        },
+    ),
+    "qwen2": (Qwen2Config, {"num_key_value_heads": 2, "tie_word_embeddings": True}),
+    "gemma3": (
+        Gemma3TextConfig,
+        {
+            "num_key_value_heads": 2,
+            "tie_word_embeddings": True,
+            "head_dim": TINY_WIDTH // TINY_HEADS,
+            "sliding_window": 64,
+        },
+    ),
+}
+
+
 def _tiny_config(family: str, vocab_size: int, bos: int, eos: int, pad: int) -> PretrainedConfig:
-    common = dict(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
-    llama_like = dict(
+    config_class, own_settings = _FAMILY_CONFIGS[family]
+    return config_class(
+        vocab_size=vocab_size,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
         hidden_size=TINY_WIDTH,
-        intermediate_size=TINY_MLP,
         num_hidden_layers=TINY_LAYERS,
         num_attention_heads=TINY_HEADS,
-        num_key_value_heads=2,
+        intermediate_size=TINY_MLP,
         max_position_embeddings=TINY_CONTEXT,
-        tie_word_embeddings=True,
-        **common,
+        **own_settings,
     )
-    if family == "llama":
-        return LlamaConfig(**llama_like)
-    if family == "qwen2":
-        return Qwen2Config(**llama_like)
-    if family == "gemma3":
-        return Gemma3TextConfig(**llama_like, head_dim=TINY_WIDTH // TINY_HEADS, sliding_window=64)
-    if family == "gpt2":
-        return GPT2Config(
-            n_embd=TINY_WIDTH,
-            n_layer=TINY_LAYERS,
-            n_head=TINY_HEADS,
-            n_inner=TINY_MLP,
-            n_positions=TINY_CONTEXT,
-            **common,
-        )
-    if family == "gpt_neo":
-        return GPTNeoConfig(
-            hidden_size=TINY_WIDTH,
-            num_layers=TINY_LAYERS,
-            num_heads=TINY_HEADS,
-            intermediate_size=TINY_MLP,
-            max_position_embeddings=TINY_CONTEXT,
-            attention_types=[[["global", "local"], TINY_LAYERS // 2]],
-            window_size=64,
-            **common,
-        )
-    if family == "gpt_neox":
-        return GPTNeoXConfig(
-            hidden_size=TINY_WIDTH,
-            num_hidden_layers=TINY_LAYERS,
-            num_attention_heads=TINY_HEADS,
-            intermediate_size=TINY_MLP,
-            max_position_embeddings=TINY_CONTEXT,
-            tie_word_embeddings=False,
-            **common,
-        )
-    raise KeyError(family)
 
 
-TINY_FAMILIES: tuple[str, ...] = ("llama", "gpt_neox", "gpt2", "gpt_neo", "qwen2", "gemma3")
+TINY_FAMILIES: tuple[str, ...] = tuple(_FAMILY_CONFIGS)
 
 
 def build_tiny(family: str, seed: int = 0):
