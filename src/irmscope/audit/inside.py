@@ -156,14 +156,8 @@ def model_diff(
     changed = coder.decoder_change(MODELS.index("tuned"), MODELS.index("base"))
     cosine = coder.decoder_cosine()
     ranked = use.fired >= MIN_FIRING_TOKENS
-    by_change_all = [int(i) for i in np.argsort(-changed, kind="stable") if ranked[i]]
-    by_change = by_change_all[:TOP_LATENTS]
-    by_use = [int(i) for i in np.argsort(-use.change.mean(0), kind="stable") if ranked[i]][:TOP_LATENTS]
+    by_change, by_use, matched, drawn = _latent_sets(changed, use.change.mean(0), ranked, seed)
     studied = list(dict.fromkeys(by_change + by_use))
-    # controls for the correlation: the latents ranked next by decoder change (matched in size of change)
-    # and latents drawn at random, the studied ones left out of both
-    matched = [i for i in by_change_all[TOP_LATENTS:] if i not in studied][:CONTROL_LATENTS]
-    drawn = _random_latents(ranked, studied, seed)
     t, b = MODELS.index("tuned"), MODELS.index("base")
     shared_offset = (coder.b_dec[t] / coder.scale[t] - coder.b_dec[b] / coder.scale[b]).detach()
     mean_difference = (pairs[:, t] - pairs[:, b]).mean(0)
@@ -195,10 +189,7 @@ def model_diff(
         "n_tokens": int(pairs.shape[0]),
         "n_ranked": int(ranked.sum()),
         "relative_norm_counts": _norm_counts(relative[ranked]),
-        "decoder_change_spread": {
-            "median": float(np.median(changed[ranked])) if ranked.any() else None,
-            "q99": float(np.quantile(changed[ranked], 0.99)) if ranked.any() else None,
-        },
+        "decoder_change_spread": _spread(changed[ranked]),
         "changed_most": [rows[i] for i in by_change],
         "more_active_on_tuned_completions": [rows[i] for i in by_use],
         "shared_offset": lens.describe(-2),
@@ -212,6 +203,28 @@ def model_diff(
         ),
     }  # fmt: skip
     return summary, coder
+
+
+def _latent_sets(
+    changed: np.ndarray, use_change: np.ndarray, ranked: np.ndarray, seed: int
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Among the ``ranked`` latents (those that fire often enough): the ``TOP_LATENTS`` with the largest
+    decoder change, the ``TOP_LATENTS`` whose mean activation rose most on the tuned model's completions,
+    and two controls for the correlation with the implicit reward, both without the studied latents: the
+    latents ranked next by decoder change (matched in size of change) and latents drawn at random."""
+    by_change_all = [int(i) for i in np.argsort(-changed, kind="stable") if ranked[i]]
+    by_change = by_change_all[:TOP_LATENTS]
+    by_use = [int(i) for i in np.argsort(-use_change, kind="stable") if ranked[i]][:TOP_LATENTS]
+    studied = set(by_change + by_use)
+    matched = [i for i in by_change_all[TOP_LATENTS:] if i not in studied][:CONTROL_LATENTS]
+    return by_change, by_use, matched, _random_latents(ranked, sorted(studied), seed)
+
+
+def _spread(values: np.ndarray) -> dict[str, float | None]:
+    """The median and 99th percentile of ``values`` (None for no values)."""
+    if not values.size:
+        return {"median": None, "q99": None}
+    return {"median": float(np.median(values)), "q99": float(np.quantile(values, 0.99))}
 
 
 def _training_tokens(paired: PairedActivations, prompt_tokens: Sequence[int]) -> tuple[torch.Tensor, _Tokens]:

@@ -13,6 +13,7 @@ import io
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ CROSSCODER_DIR = "crosscoder"
 #: the exported lexicon's values span ±EXPORT_RANGE, like VADER's ratings and the planted lexicons
 EXPORT_RANGE = 4.0
 TOP = 20
+#: the audit's phases, timed in ``result["seconds"]``
+PHASES = ("sampling", "scoring", "statistics", "inside")
 
 
 def audit(
@@ -92,13 +95,7 @@ def audit(
         tuned, base, units, word_ids, max_length=max_length, site=site if crosscoder else None
     )
     clock["scored"] = time.perf_counter()
-    eps = shifts.uniform_count
-    effect, se = relative_shift(shifts.statistic, shifts.base_count, eps)
-    frequency = shifts.base_count.mean(0)
-    floor = noise_floor(effect, se, frequency, df=len(prompts) - 1, q=q)
-    table = _word_table(words, shifts, effect, floor, n_resamples=n_resamples, seed=seed)
-    direction = np.sign(table["z"])
-    rewarded, penalised = floor["called"] & (direction > 0), floor["called"] & (direction < 0)
+    table, floor, rewarded, penalised = _call_words(words, shifts, q=q, n_resamples=n_resamples, seed=seed)
     changes = completion_changes(base_completions, tuned_completions, seed=seed)
     rows = _Rows(words, table, changes.pop("counts"), changes["total_abs_change"])
     top_rewarded, top_penalised = _top_called(floor["beyond"], rewarded, penalised, top)
@@ -107,7 +104,7 @@ def audit(
         "n_prompts": len(prompts),
         "completion_tokens": completion_tokens,
         "n_words": len(words),
-        "floor": _floor_summary(table, floor, rewarded, penalised, q=q, eps=eps),
+        "floor": _floor_summary(table, floor, rewarded, penalised, q=q, eps=shifts.uniform_count),
         "shared_log_ratio_per_position": bootstrap_ci(shifts.baseline, seed=seed).as_dict(),
         "rewarded": rows(top_rewarded),
         "penalised": rows(top_penalised),
@@ -134,12 +131,8 @@ def audit(
             n_resamples=n_resamples, seed=seed, progress=progress,
         )  # fmt: skip
     clock["inside"] = time.perf_counter()
-    result["seconds"] = {
-        "sampling": clock["sampled"] - clock["start"],
-        "scoring": clock["scored"] - clock["sampled"],
-        "statistics": clock["done"] - clock["scored"],
-        "inside": clock["inside"] - clock["done"],
-    }
+    spans = pairwise(clock.values())  # the clock's marks close the phases in order
+    result["seconds"] = {phase: end - start for phase, (start, end) in zip(PHASES, spans, strict=True)}
     result["table"] = table
     return result
 
@@ -182,6 +175,20 @@ def _check_pair(tuned: LoadedModel, base: LoadedModel, prompts: Sequence[str]) -
         raise IrmscopeError(
             "the tuned and base models have different tokenizers; audit a model against its base"
         )
+
+
+def _call_words(
+    words: list[str], shifts: Any, *, q: float, n_resamples: int, seed: int
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]:
+    """Every word's table (see :func:`_word_table`), the noise floor it was called against, and the masks of
+    the words called rewarded and penalised. The floor compares each word's relative shift with the drift
+    of words of its base-model frequency, with one degree of freedom fewer than the prompts."""
+    effect, se = relative_shift(shifts.statistic, shifts.base_count, shifts.uniform_count)
+    n_prompts = shifts.base_count.shape[0]
+    floor = noise_floor(effect, se, shifts.base_count.mean(0), df=n_prompts - 1, q=q)
+    table = _word_table(words, shifts, effect, floor, n_resamples=n_resamples, seed=seed)
+    direction = np.sign(table["z"])
+    return table, floor, floor["called"] & (direction > 0), floor["called"] & (direction < 0)
 
 
 def _word_table(

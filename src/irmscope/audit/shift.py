@@ -74,6 +74,7 @@ from statsmodels.stats.multitest import NullDistribution
 from irmscope.elicit.agreement import word_resamples
 from irmscope.elicit.continuations import word_token_ids
 from irmscope.errors import IrmscopeError
+from irmscope.models.generation import encoded_batches
 from irmscope.models.hooks import capture
 from irmscope.models.loading import LoadedModel
 
@@ -163,16 +164,8 @@ def unit_shifts(
     per_text: dict[str, list[torch.Tensor]] = {k: [] for k in ("ec", "lr", "s", "base", "m", "n")}
     read: dict[str, list] = {k: [] for k in ("pairs", "text", "position", "token_id")}
     vocab_size = 0
-    for start in range(0, len(texts), batch_size):
-        enc = base.tokenizer(
-            texts[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        ).to(device)
+    for start, enc in encoded_batches(base, texts, batch_size, max_length, device):
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        mask = enc["attention_mask"].float()
         sites = [site] if site else []
         with capture(tuned.model, sites) as read_t, capture(base.model, sites) as read_b:
             logits_t = tuned.model(**enc, position_ids=positions, use_cache=False).logits.float()
@@ -184,24 +177,9 @@ def unit_shifts(
             read["position"].append(positions[keep].cpu().numpy())
             read["token_id"].append(enc["input_ids"][keep].cpu().numpy())
         vocab_size = logits_b.shape[-1]
-        # Δ as a difference of logits less a difference of normalisers: a word whose logit tuning left
-        # alone gets exactly the same Δ as every other such word at that position, so the median removes
-        # it exactly (float32 keeps that: equal inputs give equal outputs)
-        lse_b = logits_b.logsumexp(-1, keepdim=True)
-        shared = logits_t.logsumexp(-1, keepdim=True) - lse_b
-        word_b = logits_b[..., words]
-        raw = logits_t[..., words] - word_b - shared
-        p_base = (word_b - lse_b).exp_().mul_(mask[..., None])
-        del logits_t, logits_b, word_b
-        median = raw.median(dim=-1).values
-        delta = raw.sub_(median[..., None])
-        n_positions = mask.sum(1, keepdim=True).double()
-        per_text["s"].append((p_base * delta).double().sum(1).cpu())
-        per_text["lr"].append(((delta * mask[..., None]).double().sum(1) / n_positions).cpu())
-        per_text["base"].append(p_base.double().sum(1).cpu())
-        per_text["m"].append(((median * mask).double().sum(1, keepdim=True) / n_positions).cpu())
-        per_text["n"].append(n_positions.cpu())
-        per_text["ec"].append((p_base * torch.expm1(delta)).double().sum(1).cpu())
+        sums = _text_sums(logits_t, logits_b, words, enc["attention_mask"].float())
+        for key, value in sums.items():
+            per_text[key].append(value)
     sizes = np.bincount(owner, minlength=len(units)).astype(np.float64)
 
     def by_unit(key: str) -> np.ndarray:
@@ -231,6 +209,34 @@ def unit_shifts(
         positions=by_unit("n")[:, 0],
         vocab_size=vocab_size,
     )
+
+
+def _text_sums(
+    logits_t: torch.Tensor, logits_b: torch.Tensor, words: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """One batch's per-text sums over real positions (see the module docstring): the statistic ``s``, the
+    mean log-ratio ``lr``, the base model's expected count ``base``, the mean shared shift ``m``, the number
+    of positions ``n`` and the expected-count shift ``ec``."""
+    # Δ as a difference of logits less a difference of normalisers: a word whose logit tuning left
+    # alone gets exactly the same Δ as every other such word at that position, so the median removes
+    # it exactly (float32 keeps that: equal inputs give equal outputs)
+    lse_b = logits_b.logsumexp(-1, keepdim=True)
+    shared = logits_t.logsumexp(-1, keepdim=True) - lse_b
+    word_b = logits_b[..., words]
+    raw = logits_t[..., words] - word_b - shared
+    p_base = (word_b - lse_b).exp_().mul_(mask[..., None])
+    del word_b
+    median = raw.median(dim=-1).values
+    delta = raw.sub_(median[..., None])
+    n_positions = mask.sum(1, keepdim=True).double()
+    return {
+        "s": (p_base * delta).double().sum(1).cpu(),
+        "lr": ((delta * mask[..., None]).double().sum(1) / n_positions).cpu(),
+        "base": p_base.double().sum(1).cpu(),
+        "m": ((median * mask).double().sum(1, keepdim=True) / n_positions).cpu(),
+        "n": n_positions.cpu(),
+        "ec": (p_base * torch.expm1(delta)).double().sum(1).cpu(),
+    }
 
 
 def relative_shift(
