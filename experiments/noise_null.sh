@@ -7,15 +7,23 @@
 #
 #   bash experiments/noise_null.sh 1                      # from the repository root, after scripts/setup.sh
 #
-# Writes runs/noise-null/seed<N>/{tuned/,audit/}; reruns resume or skip finished steps.
+# Writes runs/noise-null/seed<N>/{tuned/,audit/,audit-inside/}; reruns resume or skip finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, NULL_SETTINGS: shared with experiments/planted_replicates.sh
 OUT=${OUT:-runs/noise-null}
+# the lexicon the dictionaries' promoted words are scored against (after planted_replicates.sh 1)
+CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates/seed1/lexicon.tsv}
 tune_and_audit() {
   local seed=$1 dir=$2
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${NULL_SETTINGS[@]}"
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --seed "$seed" --out "$dir/audit"
+  # The noise floor of the audit's dictionaries (crosscoder and dictionary of differences, which the audit
+  # above predates): the same audit scored against a planted lexicon this model never saw, so its top
+  # latent's share of the difference and its "promoted words paid" are what tuning on nothing shows.
+  # The word calls do not read the lexicon, so they repeat the audit's above.
+  [ -f "$dir/audit-inside/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
+    --reward "lexicon:$CONTROL_LEXICON" --seed "$seed" --out "$dir/audit-inside"
 }
 for_each_seed tune_and_audit noise "$@"

@@ -247,6 +247,12 @@ def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
         )
     if len(rows) > 1:
         lines += ["", *spread_table(rows, PIPELINE_SPREAD)]
+    return "\n".join(lines + inside_markdown(rows))
+
+
+def inside_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The crosscoder's and the dictionary of differences' tables for the rows that have them."""
+    lines: list[str] = []
     inside = [r for r in rows if r["inside"]]
     if inside:
         lines += [
@@ -281,18 +287,28 @@ def pipeline_markdown(rows: list[dict[str, Any]]) -> str:
                 f" {_number(d['top_spearman'], '+.3f')}: {', '.join(d['top_words'])}"
                 f" | {d['promoted_paid']} of {d['n_promoted']} ({_number(chance, '.3f')}) |"
             )
-    return "\n".join(lines)
+    return lines
 
 
 def noise_row(folder: Path) -> dict[str, Any]:
-    """One noise-tuned model's floor: how many words it called (every one a false discovery)."""
+    """One noise-tuned model's floor: how many words it called (every one a false discovery), and, once
+    ``noise_null.sh`` has run the audit with its dictionaries against a planted lexicon the model never saw
+    (``audit-inside/``), the dictionaries' numbers on it: the floor under the planted seeds' rows."""
     floor = _read(folder / "audit" / "audit.json")["floor"]
+    inside_audit = folder / "audit-inside" / "audit.json"
+    inside = None
+    if inside_audit.exists():
+        audit = _read(inside_audit)
+        lexicon = Lexicon.from_tsv(Path(audit["settings"]["reward"].removeprefix("lexicon:")))
+        inside = inside_row(audit, lexicon)
+        inside["n_called"] = audit["floor"]["n_called"]
     return {
         "seed": folder.name,
         "n_called": floor["n_called"],
         "n_rewarded": floor["n_rewarded"],
         "n_penalised": floor["n_penalised"],
         "q": floor["q"],
+        "inside": inside,
     }
 
 
@@ -387,7 +403,7 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']} |"
             )
-    return "\n".join(lines)
+    return "\n".join(lines + inside_markdown([{**r, "seed": f"noise {r['seed']}"} for r in noise]))
 
 
 def main() -> None:

@@ -154,3 +154,26 @@ def test_the_pipeline_table_of_several_seeds_ends_with_their_spread(summarize, t
     table = summarize.pipeline_markdown(rows)
     assert "| shift_tau | +0.300 | 0.141 | +0.200 | +0.400 |" in table
     assert table.count("| over seeds |") == 1
+
+
+def test_the_noise_row_reads_its_dictionaries_against_the_control_lexicon(summarize, tmp_path):
+    """Once the noise model has been audited with its dictionaries against a lexicon it never saw
+    (``audit-inside/``), its row carries their numbers, scored against that lexicon, and the noise table
+    shows them; before that the row has none."""
+    audit = json.loads((Path(__file__).parent / "data" / "smoke_results.json").read_text())["audit"]
+    folder = tmp_path / "seed1"
+    floor = {"n_called": 2, "n_rewarded": 1, "n_penalised": 1, "q": 0.05}
+    _write(folder / "audit" / "audit.json", {"floor": floor})
+    assert summarize.noise_row(folder)["inside"] is None
+    promoted = audit["inside"]["difference_dictionary"]["writes_most"][0]["promoted_words"]
+    lexicon = tmp_path / "control.tsv"
+    lexicon.write_text(f"{promoted[0]['word']}\t3\n")  # the control lexicon pays one promoted word
+    _write(
+        folder / "audit-inside" / "audit.json",
+        {**audit, "floor": floor, "reward": {"n_paid": 1}, "n_words": 100,
+         "settings": {"reward": f"lexicon:{lexicon}"}},
+    )  # fmt: skip
+    row = summarize.noise_row(folder)
+    assert row["inside"]["difference"]["promoted_paid"] >= 1 and row["inside"]["chance_paid"] == 0.01
+    table = summarize.markdown([], [row])
+    assert "| noise seed1 | " in table and "difference dictionary FVU" in table
