@@ -219,3 +219,30 @@ def test_inverse_rl_marks_the_metrics_a_per_prompt_constant_leaves_open():
     row["tuned"] = {name: metric for name in METRICS} | {"epic": {**metric, "n_nan_resamples": 3}}
     cells = leaderboard_section(board, "vader").tables[0][2][0][3:]
     assert cells[-1].endswith("(3 resamples undefined)") and "undefined" not in cells[-2]
+
+
+def test_the_bootstrap_reweights_prompts_exactly_as_recomputing_them():
+    """score_estimate computes each prompt's canonical rewards and ordered pairs once and reweights them per
+    resample; that must give the numbers a resample recomputed from its rows would (ties, three completions
+    per prompt, prompts drawn twice)."""
+    from irmscope.leaderboard.metrics import METRICS, point_metrics
+
+    gen = np.random.default_rng(3)
+    prompt = gen.permutation(np.repeat(np.arange(40), 3))
+    true, estimate = np.round(gen.normal(size=120)), np.round(gen.normal(size=120))
+    policy = gen.integers(0, 2, size=120)
+    scores = score_estimate(true, estimate, prompt, policy, n_resamples=60, seed=5)
+    draw = np.random.default_rng(5)
+    prompts = np.unique(prompt)
+    recomputed = {name: [] for name in METRICS}
+    for _ in range(60):
+        chosen = draw.choice(prompts, size=len(prompts), replace=True)
+        rows = np.concatenate([np.flatnonzero(prompt == p) for p in chosen])
+        relabel = np.repeat(np.arange(len(chosen)), [np.sum(prompt == p) for p in chosen])
+        for name, value in point_metrics(true[rows], estimate[rows], relabel, policy[rows]).items():
+            recomputed[name].append(value)
+    for name in METRICS:
+        values = np.asarray(recomputed[name])
+        alpha = (1 - 0.95) / 2  # as score_estimate computes it from its level
+        low, high = np.quantile(values[np.isfinite(values)], [alpha, 1 - alpha])
+        assert (scores[name]["low"], scores[name]["high"]) == (low, high), name

@@ -51,26 +51,45 @@ def _correlation(kind: str, a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.kendalltau(a, b).statistic)
 
 
-def preference_accuracy(true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray) -> float:
-    """Share of same-prompt pairs with different true rewards that ``estimate`` orders correctly."""
-    correct = total = 0.0
-    order = np.argsort(prompt_index, kind="stable")
-    sorted_index = prompt_index[order]
-    bounds = np.flatnonzero(np.diff(sorted_index)) + 1
-    for rows in np.split(order, bounds):
+def _ordered_pairs(
+    true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per prompt (in sorted order): its id; among the pairs of its completions whose true rewards differ,
+    how many ``estimate`` orders the same way (a tie counts one half); and how many such pairs there are.
+    Each prompt's counts depend on its own completions only, so a bootstrap over prompts reweights them
+    instead of recounting pairs."""
+    prompts, inverse = np.unique(prompt_index, return_inverse=True)
+    correct, total = np.zeros(len(prompts)), np.zeros(len(prompts))
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    for k, rows in enumerate(np.split(order, bounds)):
         t, e = true[rows], estimate[rows]
         i, j = np.triu_indices(len(rows), k=1)
         differs = t[i] != t[j]
         agreement = np.sign(t[i] - t[j])[differs] * np.sign(e[i] - e[j])[differs]
-        correct += float((agreement > 0).sum() + 0.5 * (agreement == 0).sum())
-        total += float(differs.sum())
-    return correct / total if total else float("nan")
+        correct[k] = float((agreement > 0).sum() + 0.5 * (agreement == 0).sum())
+        total[k] = float(differs.sum())
+    return prompts, correct, total
+
+
+def _share(correct: float, total: float) -> float:
+    return float(correct / total) if total else float("nan")
+
+
+def preference_accuracy(true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray) -> float:
+    """Share of same-prompt pairs with different true rewards that ``estimate`` orders correctly."""
+    _, correct, total = _ordered_pairs(true, estimate, prompt_index)
+    return _share(correct.sum(), total.sum())
+
+
+def _epic(canonical_true: np.ndarray, canonical_estimate: np.ndarray) -> float:
+    rho = _correlation("pearson", canonical_true, canonical_estimate)
+    return float(np.sqrt(max(0.0, (1.0 - rho) / 2.0))) if np.isfinite(rho) else float("nan")
 
 
 def epic_distance(true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray) -> float:
     """EPIC pseudometric between two rewards over the coverage set (see the module docstring)."""
-    rho = _correlation("pearson", canonicalize(true, prompt_index), canonicalize(estimate, prompt_index))
-    return float(np.sqrt(max(0.0, (1.0 - rho) / 2.0))) if np.isfinite(rho) else float("nan")
+    return _epic(canonicalize(true, prompt_index), canonicalize(estimate, prompt_index))
 
 
 def pearson_within(true: np.ndarray, estimate: np.ndarray, policy: np.ndarray) -> float:
@@ -80,17 +99,31 @@ def pearson_within(true: np.ndarray, estimate: np.ndarray, policy: np.ndarray) -
     return float(np.mean(values)) if values else float("nan")
 
 
-def point_metrics(
-    true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray, policy: np.ndarray
+def _metrics(
+    true: np.ndarray,
+    estimate: np.ndarray,
+    policy: np.ndarray,
+    canonical: tuple[np.ndarray, np.ndarray],
+    preference: float,
 ) -> dict[str, float]:
+    """Every metric from the completions' rewards, their canonical rewards (true, estimate) and the
+    preference accuracy: the last two need the prompts, so they come computed (see
+    :func:`score_estimate`)."""
     return {
         "pearson": _correlation("pearson", true, estimate),
         "spearman": _correlation("spearman", true, estimate),
         "kendall": _correlation("kendall", true, estimate),
         "pearson_within_policy": pearson_within(true, estimate, policy),
-        "preference_accuracy": preference_accuracy(true, estimate, prompt_index),
-        "epic": epic_distance(true, estimate, prompt_index),
+        "preference_accuracy": preference,
+        "epic": _epic(*canonical),
     }
+
+
+def point_metrics(
+    true: np.ndarray, estimate: np.ndarray, prompt_index: np.ndarray, policy: np.ndarray
+) -> dict[str, float]:
+    canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
+    return _metrics(true, estimate, policy, canonical, preference_accuracy(true, estimate, prompt_index))
 
 
 def score_estimate(
@@ -103,7 +136,12 @@ def score_estimate(
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Every metric of ``estimate`` against ``true`` with a percentile bootstrap interval over prompts;
-    ``policy`` names the model that wrote each completion (default: one policy)."""
+    ``policy`` names the model that wrote each completion (default: one policy).
+
+    A resample draws prompts with replacement and keeps each drawn copy as a prompt of its own. The
+    prompt-level parts (each completion's canonical reward, each prompt's ordered pairs) are therefore
+    the same in every resample and are computed once: the resample reweights them, which gives the same
+    numbers as recomputing them and is what makes 500 resamples cheap."""
     true, estimate = np.asarray(true, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
     prompt_index = np.asarray(prompt_index)
     policy = np.zeros(len(true), dtype=int) if policy is None else np.asarray(policy)
@@ -114,15 +152,18 @@ def score_estimate(
     if not np.isfinite(estimate).all():
         raise IrmscopeError("the reward estimate contains NaN or infinity; check the method's output")
     point = point_metrics(true, estimate, prompt_index, policy)
-    prompts = np.unique(prompt_index)
+    prompts, correct, total = _ordered_pairs(true, estimate, prompt_index)
+    canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
     rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {name: [] for name in METRICS}
     for _ in range(n_resamples):
         chosen = rng.choice(prompts, size=len(prompts), replace=True)
         rows = np.concatenate([rows_of[p] for p in chosen])
-        relabel = np.repeat(np.arange(len(chosen)), [len(rows_of[p]) for p in chosen])  # duplicates differ
-        for name, value in point_metrics(true[rows], estimate[rows], relabel, policy[rows]).items():
+        copies = np.bincount(np.searchsorted(prompts, chosen), minlength=len(prompts))
+        preference = _share(copies @ correct, copies @ total)
+        resampled = (canonical[0][rows], canonical[1][rows])
+        for name, value in _metrics(true[rows], estimate[rows], policy[rows], resampled, preference).items():
             draws[name].append(value)
     alpha = (1 - level) / 2
     out: dict[str, dict[str, Any]] = {}
