@@ -202,10 +202,10 @@ def resampled_taus(xs: Sequence[np.ndarray], y: np.ndarray, counts: np.ndarray) 
     def quad(matrix: np.ndarray) -> np.ndarray:
         return np.einsum("bi,bi->b", counts @ matrix, counts)
 
-    out = []
+    out, y_pairs = [], quad(np.abs(sy))  # y's untied pairs per resample: the same for every x
     for x in xs:
         sx = np.sign(x[:, None] - x[None, :])
-        denominator = np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))
+        denominator = np.sqrt(quad(np.abs(sx)) * y_pairs)
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(np.where(denominator > 0, quad(sx * sy) / denominator, np.nan))
     return np.stack(out)
