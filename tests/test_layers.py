@@ -82,3 +82,37 @@ def test_the_check_sees_an_upward_import(tmp_path):
     module.write_text("from irmscope.pipeline import run_pipeline\nimport irmscope.cli\n")
     assert _imports(module) == {"pipeline", "cli"}
     assert LAYER["pipeline"] > LAYER["elicit"]
+
+
+#: the longest a function in src/ may be (signature and docstring included), and the pipeline's loop
+LONGEST_FUNCTION, LONGEST_RUN_PIPELINE = 85, 60
+
+
+def _function_lengths(root: Path) -> dict[str, int]:
+    """``{"module.py:line name": lines}`` for every function and method under ``root``."""
+    lengths = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lengths[f"{path.relative_to(root)}:{node.lineno} {node.name}"] = (
+                    node.end_lineno - node.lineno + 1
+                )
+    return lengths
+
+
+def _too_long(root: Path) -> dict[str, int]:
+    return {name: n for name, n in _function_lengths(root).items() if n > LONGEST_FUNCTION}
+
+
+def test_functions_stay_short():
+    """A function longer than a screen and a half does more than one thing: split it (issue 18's bound of
+    about 80 lines); the pipeline itself stays a short loop over the stage registry."""
+    assert not _too_long(SRC), f"split these functions (at most {LONGEST_FUNCTION} lines): {_too_long(SRC)}"
+    (run_pipeline,) = [n for name, n in _function_lengths(SRC).items() if name.endswith(" run_pipeline")]
+    assert run_pipeline <= LONGEST_RUN_PIPELINE
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * LONGEST_FUNCTION)
+    (tmp_path / "short.py").write_text("def g():\n    return 1\n")
+    assert list(_too_long(tmp_path)) == ["long.py:1 f"]
