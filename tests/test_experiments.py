@@ -207,3 +207,17 @@ def test_the_retune_script_tunes_a_replicate_against_the_audit_export_and_its_co
         ["bash", str(script), str(replicate)], env={**env, "EXPORT": "x"}, capture_output=True, text=True
     )
     assert wrong.returncode == 2 and "EXPORT must be" in wrong.stderr
+
+
+def test_a_demo_recipe_trial_runs_the_pipelines_tune_and_evaluate_stages(tmp_path: Path, load_script) -> None:
+    """experiments/demo_recipe.py on the smoke preset: the row names the steps the override asked for,
+    the tune stage's own time and tokens, and the evaluate stage's gain; a second call reads the finished
+    stages back instead of tuning again."""
+    recipe = load_script(ROOT / "experiments" / "demo_recipe.py")
+    row = recipe.trial(str(tmp_path / "trial"), ["tune.steps=2"], preset="smoke")
+    assert row["steps_done"] == 2 and row["tune_seconds"] > 0 and row["tune_tokens"]["backward"] > 0
+    assert row["gain"]["low"] <= row["gain"]["value"] <= row["gain"]["high"] and row["n_prompts"] >= 2
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "trial" / "stages").iterdir()) == [
+        "evaluate", "prompts", "tune",
+    ]  # fmt: skip
+    assert recipe.trial(str(tmp_path / "trial"), ["tune.steps=2"], preset="smoke") == row
