@@ -7,13 +7,16 @@
 #
 #   bash experiments/noise_null.sh 1                      # from the repository root, after scripts/setup.sh
 #
-# Writes runs/noise-null/seed<N>/{tuned/,audit/,audit-inside/}; reruns resume or skip finished steps.
+# Writes runs/noise-null/seed<N>/{tuned/,audit/,audit-inside/,audit-inside-planted-site/}; reruns resume or
+# skip finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, NULL_SETTINGS: shared with experiments/planted_replicates.sh
 OUT=${OUT:-runs/noise-null}
 # the lexicon the dictionaries' promoted words are scored against (after planted_replicates.sh 1)
 CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates/seed1/lexicon.tsv}
+# the site the audit chose on planted seed 1 (its top-divergence block)
+PLANTED_SITE=${PLANTED_SITE:-blocks.29.hook_resid_post}
 tune_and_audit() {
   local seed=$1 dir=$2
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${NULL_SETTINGS[@]}"
@@ -25,5 +28,10 @@ tune_and_audit() {
   # The word calls do not read the lexicon, so they repeat the audit's above.
   [ -f "$dir/audit-inside/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --reward "lexicon:$CONTROL_LEXICON" --seed "$seed" --out "$dir/audit-inside"
+  # The audit reads the block that tuning moved most, which for noise is not the planted runs' block; the
+  # same audit at the planted seeds' site makes the shares comparable site for site.
+  [ -f "$dir/audit-inside-planted-site/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" \
+    --data "$DATA" --reward "lexicon:$CONTROL_LEXICON" --seed "$seed" --site "$PLANTED_SITE" \
+    --out "$dir/audit-inside-planted-site"
 }
 for_each_seed tune_and_audit noise "$@"

@@ -293,15 +293,17 @@ def inside_markdown(rows: list[dict[str, Any]]) -> list[str]:
 def noise_row(folder: Path) -> dict[str, Any]:
     """One noise-tuned model's floor: how many words it called (every one a false discovery), and, once
     ``noise_null.sh`` has run the audit with its dictionaries against a planted lexicon the model never saw
-    (``audit-inside/``), the dictionaries' numbers on it: the floor under the planted seeds' rows."""
+    (``audit-inside*/``: at the audit's own site, and at the planted seeds' site), the dictionaries' numbers
+    on it, per folder: the floor under the planted seeds' rows."""
     floor = _read(folder / "audit" / "audit.json")["floor"]
-    inside_audit = folder / "audit-inside" / "audit.json"
-    inside = None
-    if inside_audit.exists():
+    inside = {}
+    for inside_audit in sorted(folder.glob("audit-inside*/audit.json")):
         audit = _read(inside_audit)
         lexicon = Lexicon.from_tsv(Path(audit["settings"]["reward"].removeprefix("lexicon:")))
-        inside = inside_row(audit, lexicon)
-        inside["n_called"] = audit["floor"]["n_called"]
+        inside[inside_audit.parent.name] = {
+            **inside_row(audit, lexicon),
+            "n_called": audit["floor"]["n_called"],
+        }
     return {
         "seed": folder.name,
         "n_called": floor["n_called"],
@@ -403,7 +405,12 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']} |"
             )
-    return "\n".join(lines + inside_markdown([{**r, "seed": f"noise {r['seed']}"} for r in noise]))
+    inside = [
+        {"seed": f"noise {r['seed']} ({name})", "inside": row}
+        for r in noise
+        for name, row in r["inside"].items()
+    ]
+    return "\n".join(lines + inside_markdown(inside))
 
 
 def main() -> None:

@@ -164,7 +164,7 @@ def test_the_noise_row_reads_its_dictionaries_against_the_control_lexicon(summar
     folder = tmp_path / "seed1"
     floor = {"n_called": 2, "n_rewarded": 1, "n_penalised": 1, "q": 0.05}
     _write(folder / "audit" / "audit.json", {"floor": floor})
-    assert summarize.noise_row(folder)["inside"] is None
+    assert summarize.noise_row(folder)["inside"] == {}
     promoted = audit["inside"]["difference_dictionary"]["writes_most"][0]["promoted_words"]
     lexicon = tmp_path / "control.tsv"
     lexicon.write_text(f"{promoted[0]['word']}\t3\n")  # the control lexicon pays one promoted word
@@ -174,6 +174,7 @@ def test_the_noise_row_reads_its_dictionaries_against_the_control_lexicon(summar
          "settings": {"reward": f"lexicon:{lexicon}"}},
     )  # fmt: skip
     row = summarize.noise_row(folder)
-    assert row["inside"]["difference"]["promoted_paid"] >= 1 and row["inside"]["chance_paid"] == 0.01
+    inside = row["inside"]["audit-inside"]
+    assert inside["difference"]["promoted_paid"] >= 1 and inside["chance_paid"] == 0.01
     table = summarize.markdown([], [row])
-    assert "| noise seed1 | " in table and "difference dictionary FVU" in table
+    assert "| noise seed1 (audit-inside) | " in table and "difference dictionary FVU" in table
