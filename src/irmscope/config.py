@@ -379,7 +379,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # the demo tunes harder for fewer steps than the tune section's defaults (which the committed VADER
     # experiments use): on the demo's own 200 held-out prompts this gained +3.78 [+3.47, +4.09] in 353 s of
-    # tuning, against +1.49 for 14 steps and +2.61 for the defaults' 28 steps in 577 s, with more reward
+    # tuning, against +1.49 for 14 steps and +2.61 for the defaults' 28 steps in 570 s, with more reward
     # hacking (KL 0.57 per token, distinct bigrams 0.78 against the base model's 0.91; "love" 337 times in
     # 200 completions). Chosen after those two trials (experiments/demo_recipe.py; docs/findings.md).
     "demo": {"out_dir": "runs/demo", "tune": {"learning_rate": 1e-3, "steps": 20}},
