@@ -362,7 +362,11 @@ def _difference_section(difference: dict[str, Any], inside: dict[str, Any]) -> S
             f"unexplained: {training['fvu']['difference']:.3f}; {training['dead_latents']} latents dead; "
             f"{difference['n_ranked']} fired on at least {MIN_FIRING_TOKENS} tokens.",
             f"Control for the correlation: {_spread_text('random', control)} (the top ones left out). The "
-            "baselines of the section before (the mean activation difference) apply here too. Paired "
+            "baselines of the section before (the mean activation difference) apply here too. Clearing "
+            "this control says a latent writes what the model's outputs changed, not that a reward paid "
+            "for it: a model tuned on pure noise clears it too (7 of its 10 top latents at the planted runs' "
+            "block; docs/replicates.md), so judge the promoted words against the reward, or against such a "
+            "null, before reading a latent as the reward. Paired "
             "change: the latent's mean on the tuned completion's tokens less on the base one's, per prompt "
             "(not adjusted for picking the top).",
         ],
