@@ -338,7 +338,7 @@ def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_p
     assert progress.recorded_seconds(tmp_path, "saes-base") is None
     prior = progress.prior_seconds(config, "saes")
     assert progress.seconds_left(config, [("saes-tuned", "saes"), ("saes-base", "saes")]) == 7.0 + prior
-    doubled = load_config("demo", overrides=[f"out_dir={tmp_path}", "tune.steps=56"])
+    doubled = load_config("demo", overrides=[f"out_dir={tmp_path}", f"tune.steps={2 * config.tune.steps}"])
     assert progress.prior_seconds(doubled, "tune") == 2 * progress.prior_seconds(config, "tune")
     assert progress.prior_seconds(config, "a-user-stage") == progress.UNKNOWN_STAGE_SECONDS
     assert [progress.duration(s) for s in (4, 44, 400, 4000)] == [
