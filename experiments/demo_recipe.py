@@ -35,14 +35,14 @@ def trial(out: str, overrides: list[str], preset: str = "demo") -> dict:
             stage = STAGES[stage_name]
             for name, model in stage.instance_names(ctx):
                 run_one(ctx, stage, name, model)
-    tune = ctx.finished["tune"].summary
+    tune, evaluation = ctx.finished["tune"].summary, ctx.stage_outputs("evaluate")
     return {
         "overrides": overrides,
         "steps_done": tune["steps_done"],
         "tune_seconds": tune["stage_seconds"],
         "tune_tokens": tune["tokens"],
-        "gain": ctx.stage_outputs("evaluate")["reward_gain"],
-        "n_prompts": ctx.stage_outputs("evaluate")["n_prompts"],
+        "gain": evaluation["reward_gain"],
+        "n_prompts": evaluation["n_prompts"],
     }
 
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from irmscope.rewards import Lexicon
+from irmscope.audit.compare import lexicon_of
+from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run
 from irmscope.stats import bootstrap_ci, paired_ratio_ci
 
@@ -299,11 +300,8 @@ def noise_row(folder: Path) -> dict[str, Any]:
     inside = {}
     for inside_audit in sorted(folder.glob("audit-inside*/audit.json")):
         audit = _read(inside_audit)
-        lexicon = Lexicon.from_tsv(Path(audit["settings"]["reward"].removeprefix("lexicon:")))
-        inside[inside_audit.parent.name] = {
-            **inside_row(audit, lexicon),
-            "n_called": audit["floor"]["n_called"],
-        }
+        lexicon = lexicon_of(load_reward(audit["settings"]["reward"]))  # the reward the audit compared with
+        inside[inside_audit.parent.name] = inside_row(audit, lexicon)
     return {
         "seed": folder.name,
         "n_called": floor["n_called"],

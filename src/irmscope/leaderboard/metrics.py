@@ -151,9 +151,9 @@ def score_estimate(
         )
     if not np.isfinite(estimate).all():
         raise IrmscopeError("the reward estimate contains NaN or infinity; check the method's output")
-    point = point_metrics(true, estimate, prompt_index, policy)
     prompts, correct, total = _ordered_pairs(true, estimate, prompt_index)
     canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
+    point = _metrics(true, estimate, policy, canonical, _share(correct.sum(), total.sum()))
     rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {name: [] for name in METRICS}
