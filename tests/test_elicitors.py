@@ -95,14 +95,28 @@ def test_irl_fits_in_the_row_space_of_its_differences_with_the_weights_of_a_full
     assert np.allclose(np.linalg.norm(fitted.weights), np.linalg.norm(full), rtol=1e-3)
 
 
-def test_cross_fitted_irl_gives_the_same_estimate_in_threads_as_alone():
+def test_cross_fitted_irl_gives_the_same_estimate_in_threads_as_alone(monkeypatch):
+    """The leaderboard stage's joblib setting really fits in worker threads (joblib 1.6 ignored n_jobs
+    without a named backend, so the fits ran one by one), and the estimate is the same to the bit."""
+    import threading
+
     from joblib import parallel_config
+
+    import irmscope.irl as irl
 
     features, expert, groups, _ = demonstrations()
     candidates = {"a": features, "b": features[:, ::-1] + 0.1}
     alone = cross_fitted_irl(candidates, expert, groups, kind="max-margin")
-    with parallel_config(n_jobs=2):
+    threads, fit = set(), irl.fit_irl
+
+    def recording_fit(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(irl, "fit_irl", recording_fit)
+    with parallel_config(backend="threading", n_jobs=2):
         threaded = cross_fitted_irl(candidates, expert, groups, kind="max-margin")
+    assert threads and "MainThread" not in threads
     assert np.array_equal(alone[0], threaded[0]) and alone[2] == threaded[2]
 
 

@@ -30,7 +30,9 @@ the read-out has, and an L2-penalised linear model without intercept has its wei
 representer theorem), so fitting the coordinates in an orthonormal basis of the span gives the same
 weights and the same penalty as fitting all the features, at a fraction of the cost (about 3x for the
 ranking SVM on the demo). The read-outs of one fold are fitted in parallel threads when the caller allows
-it with ``joblib.parallel_config(n_jobs=...)`` (liblinear releases the GIL); alone they run one by one.
+it with ``joblib.parallel_config(backend="threading", n_jobs=...)`` (liblinear releases the GIL; naming the
+backend matters: with ``n_jobs`` alone joblib 1.6 stays in the calling thread); alone they run one by
+one.
 
 A recovered reward is defined up to a per-prompt constant and a positive scale; the scale depends on the
 penalty, which differs between cross-fitting folds, so :func:`cross_fitted_irl` puts every fold's held-out

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from joblib import parallel_config
 
+from irmscope.artifacts import CoverageLikelihoods
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
+from irmscope.models.generation import CompletionLikelihoods
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.probes import coverage
@@ -50,8 +52,14 @@ class Leaderboard(Stage):
             others,
             lexicon=ctx.lexicon,
             review_texts=list(ctx.reviews("contexts")["text"]),
+            read_likelihoods={
+                label: CompletionLikelihoods(**fields)
+                for label, fields in CoverageLikelihoods.load(ctx.finished["evaluate"].dir).fields.items()
+            },
         )
-        with parallel_config(n_jobs=torch.get_num_threads()):  # inverse RL fits its read-outs in threads
+        # inverse RL fits its read-outs in threads (liblinear releases the GIL); the backend must be named:
+        # joblib 1.6 runs Parallel() in the calling thread when parallel_config sets n_jobs alone
+        with parallel_config(backend="threading", n_jobs=torch.get_num_threads()):
             result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
         write_json(work / self.result_file, result)
         return {"methods": [row["method"] for row in result["rows"]]}
