@@ -5,9 +5,11 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
+from irmscope.artifacts import Samples
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.models import Sampling, load_model
@@ -117,6 +119,35 @@ def test_evaluation_of_a_model_against_itself():
     assert result["kl_tuned_to_base_per_token"]["value"] == pytest.approx(0.0, abs=1e-5)
     assert result["perplexity_ratio"] == pytest.approx(1.0)
     assert len(result["samples"]["tuned_completions"]) == 4
+
+
+def test_evaluation_keeps_both_models_likelihoods_for_the_leaderboard():
+    """The evaluate stage's reading of the samples gives each model's likelihoods of them, in the coverage
+    order, equal to the bit to a separate pass (so the leaderboard need not run one), and the leaderboard's
+    inputs hand them out without touching a model."""
+    from irmscope.data.samples import Coverage
+    from irmscope.leaderboard import MethodInputs
+    from irmscope.models.generation import completion_likelihoods
+
+    base, tuned = load_model("tiny-llama"), load_model("tiny-llama", seed=1)
+    sampling = Sampling(max_new_tokens=4, progress=False)
+    result = evaluate_policy(base, tuned, PROMPTS[:4], VaderReward(), sampling)
+    coverage = Coverage.from_samples(Samples(**result["samples"]))
+    for label, lm in (("tuned", tuned), ("base", base)):
+        alone = completion_likelihoods(lm, coverage.prompts, coverage.completions)
+        kept = result["likelihoods"][label]
+        for name in ("log_likelihood", "value_after_prompt", "value_after_completion"):
+            assert np.array_equal(getattr(kept, name), getattr(alone, name)), (label, name)
+    passes = []
+    hooks = [lm.model.register_forward_hook(lambda *_: passes.append(1)) for lm in (base, tuned)]
+    inputs = MethodInputs(coverage, tuned, base, {}, 0.1, 0, read_likelihoods=result["likelihoods"])
+    try:
+        assert inputs.likelihoods(tuned) is result["likelihoods"]["tuned"]
+        assert inputs.likelihoods(base) is result["likelihoods"]["base"]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert not passes
 
 
 def test_divergence_finds_the_changed_layer():

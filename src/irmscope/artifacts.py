@@ -132,6 +132,36 @@ class Regression:
         )
 
 
+@dataclass(frozen=True)
+class CoverageLikelihoods:
+    """Each model's likelihoods of the evaluation samples in the coverage order (every base completion,
+    then every tuned one): ``fields[label][name]`` is one array of
+    :class:`~irmscope.models.generation.CompletionLikelihoods` (``log_likelihood``, ``value_after_prompt``,
+    ``value_after_completion``) for the ``label`` model. The evaluate stage reads the samples with both
+    models anyway, so it keeps these and the leaderboard's likelihood-based rewards do not read them again.
+    """
+
+    fields: dict[str, dict[str, np.ndarray]]
+
+    FILE = "likelihoods.npz"
+
+    def save(self, folder: Path) -> None:
+        arrays = {f"{label}.{name}": v for label, named in self.fields.items() for name, v in named.items()}
+        atomic_write(Path(folder) / self.FILE, lambda tmp: _savez(tmp, arrays))
+
+    @classmethod
+    def load(cls, folder: Path) -> CoverageLikelihoods:
+        path = Path(folder) / cls.FILE
+        if not path.is_file():
+            raise IrmscopeError(f"no likelihoods at {path}; rerun the evaluate stage")
+        saved = np.load(path)
+        fields: dict[str, dict[str, np.ndarray]] = {}
+        for key in saved.files:
+            label, name = key.split(".", 1)
+            fields.setdefault(label, {})[name] = saved[key]
+        return cls(fields)
+
+
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a bare temp name
         np.savez(handle, **arrays)

@@ -7,7 +7,8 @@ returns one estimate per completion for the tuned model and one for the untuned 
 every number sits beside); a ``None`` base means the method has no base-model version and says why in
 ``base_note``, and returning ``None`` altogether means the method does not apply to this run (its row is
 left out). A method that needs a model's likelihood of the completions asks
-:meth:`MethodInputs.likelihoods`, so the methods share one forward pass per model.
+:meth:`MethodInputs.likelihoods`, so the methods share one forward pass per model (none at all for the
+tuned and base models in the pipeline, whose evaluate stage read them already).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class MethodInputs:
     other_policies: Mapping[str, LoadedModel] = field(default_factory=dict)  # e.g. {"dpo": a DPO checkpoint}
     lexicon: LexiconLike | Mapping[str, float] | None = None  # the known reward's words, when a lexicon
     review_texts: Sequence[str] = ()  # unlabelled in-domain texts (to cut contrast pairs from)
+    # the tuned and base models' likelihoods of the coverage completions, when read already (the pipeline's
+    # evaluate stage keeps them), by "tuned" / "base"
+    read_likelihoods: Mapping[str, CompletionLikelihoods] = field(default_factory=dict)
     # per model: (the model, its likelihoods); not an argument, so dataclasses.replace starts a new cache
     _likelihoods: dict[int, tuple[LoadedModel, CompletionLikelihoods]] = field(
         init=False, default_factory=dict, repr=False, compare=False
@@ -46,7 +50,11 @@ class MethodInputs:
     def likelihoods(self, policy: LoadedModel) -> CompletionLikelihoods:
         """``policy``'s :class:`CompletionLikelihoods` of the coverage completions, computed on first use
         and kept: the likelihood-based methods share one pass per model (the base model's serves three
-        rows). The cache holds the model itself, so its id cannot be reused by another while it is kept."""
+        rows). The cache holds the model itself, so its id cannot be reused by another while it is kept.
+        The tuned and base models' are taken from ``read_likelihoods`` when given."""
+        for label, model in (("tuned", self.tuned), ("base", self.base)):
+            if policy is model and label in self.read_likelihoods:
+                return self.read_likelihoods[label]
         kept = self._likelihoods.get(id(policy))
         if kept is None or kept[0] is not policy:
             kept = (policy, completion_likelihoods(policy, self.coverage.prompts, self.coverage.completions))

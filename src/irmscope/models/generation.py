@@ -58,6 +58,14 @@ def encoded_batches(
         yield start, enc if device is None else enc.to(device)
 
 
+def length_order(*columns: Sequence[str]) -> np.ndarray:
+    """Row indices that sort rows by their text's length in characters (summed over the ``columns``, e.g.
+    prompt and completion), shortest first and stable: batches of neighbours in this order hold texts of
+    similar length, so little of each batch is padding. Characters stand in for tokens (no tokenising)."""
+    lengths = [sum(len(text) for text in row) for row in zip(*columns, strict=True)]
+    return np.argsort(lengths, kind="stable")
+
+
 #: prompts sampled together by default: the fastest of 16/32/64/128 on the 2-core machine (the config's
 #: ``generation.batch_size`` says the same; benchmarks/bench_pipeline.py measures it on any machine)
 SAMPLING_BATCH = 128
@@ -235,21 +243,31 @@ def completion_likelihoods(
 ) -> CompletionLikelihoods:
     """:class:`CompletionLikelihoods` of each prompt and completion under ``lm``. With an empty prompt there
     is no state before the first token, so the value "after the prompt" is read after that token."""
-    likelihood, after_prompt, after_completion = [], [], []
-    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
-        ids, attention, completion = completion_batch(lm, prompt_chunk, completion_chunk)
-        logits = lm.model(input_ids=ids, attention_mask=attention).logits.float()
-        # the token at position t is predicted by the logits at t - 1
-        logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        likelihood.append((logp * completion[:, 1:]).sum(1).numpy())
-        rows = torch.arange(len(ids))
-        prompt_end = (attention.sum(1) - completion.sum(1) - 1).clamp(min=0)
-        values = torch.logsumexp(logits, -1)
-        after_prompt.append(values[rows, prompt_end].numpy())
-        after_completion.append(values[rows, attention.sum(1) - 1].numpy())
-    return CompletionLikelihoods(
-        np.concatenate(likelihood), np.concatenate(after_prompt), np.concatenate(after_completion)
-    )
+    return completion_statistics(lm, None, prompts, completions, batch_size)["likelihoods"]
+
+
+def _likelihood_parts(
+    logits: torch.Tensor, token_logp: torch.Tensor, attention: torch.Tensor, completion: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """One batch's :class:`CompletionLikelihoods` fields from a model's float logits over prompt +
+    completion and the log-probability of each next token."""
+    rows = torch.arange(len(logits))
+    prompt_end = (attention.sum(1) - completion.sum(1) - 1).clamp(min=0)
+    values = torch.logsumexp(logits, -1)
+    return {
+        "log_likelihood": (token_logp * completion[:, 1:]).sum(1).numpy(),
+        "value_after_prompt": values[rows, prompt_end].numpy(),
+        "value_after_completion": values[rows, attention.sum(1) - 1].numpy(),
+    }
+
+
+def _joined(parts: list[dict[str, np.ndarray]]) -> CompletionLikelihoods:
+    return CompletionLikelihoods(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def concatenated(*likelihoods: CompletionLikelihoods) -> CompletionLikelihoods:
+    """The rows of several :class:`CompletionLikelihoods`, in order."""
+    return _joined([asdict(one) for one in likelihoods])
 
 
 @torch.no_grad()
@@ -259,29 +277,40 @@ def completion_statistics(
     prompts: Sequence[str],
     completions: Sequence[str],
     batch_size: int = 8,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
-    ``policy`` and, with a ``reference``, the mean per-token KL(policy ‖ reference) over the vocabulary and
-    the mean negative log-likelihood under the reference (``reference_nll``: the same forward pass)."""
+    ``policy`` and its :class:`CompletionLikelihoods` (``likelihoods``); with a ``reference``, from the
+    same batches, the mean per-token KL(policy ‖ reference) over the vocabulary, the mean negative
+    log-likelihood under the reference (``reference_nll``) and the reference's likelihoods
+    (``reference_likelihoods``). One pass of each model gives all of them, so the evaluate stage's reading
+    of the samples also serves the leaderboard's likelihood-based rewards."""
     nll, kl, n_tokens, reference_nll = [], [], [], []
+    parts: dict[str, list[dict[str, np.ndarray]]] = {"policy": [], "reference": []}
     for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
         ids, attention, completion = completion_batch(policy, prompt_chunk, completion_chunk)
         # the token at position t is predicted by the logits at t - 1
         target_mask = completion[:, 1:].float()
         counts = target_mask.sum(dim=1).clamp(min=1)
         n_tokens.append(target_mask.sum(dim=1).numpy())
-        logp = F.log_softmax(policy.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1)
+        logits = policy.model(input_ids=ids, attention_mask=attention).logits.float()
+        logp = F.log_softmax(logits[:, :-1], -1)
         token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         nll.append((-(token_logp * target_mask).sum(dim=1) / counts).numpy())
+        parts["policy"].append(_likelihood_parts(logits, token_logp, attention, completion))
         if reference is not None:
-            ref_logp = F.log_softmax(
-                reference.model(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1
-            )
+            ref_logits = reference.model(input_ids=ids, attention_mask=attention).logits.float()
+            ref_logp = F.log_softmax(ref_logits[:, :-1], -1)
             per_token = (logp.exp() * (logp - ref_logp)).sum(-1)
             kl.append(((per_token * target_mask).sum(dim=1) / counts).numpy())
             ref_token_logp = ref_logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             reference_nll.append((-(ref_token_logp * target_mask).sum(dim=1) / counts).numpy())
-    out = {"nll": np.concatenate(nll), "n_tokens": np.concatenate(n_tokens)}
+            parts["reference"].append(_likelihood_parts(ref_logits, ref_token_logp, attention, completion))
+    out: dict[str, Any] = {
+        "nll": np.concatenate(nll),
+        "n_tokens": np.concatenate(n_tokens),
+        "likelihoods": _joined(parts["policy"]),
+    }
     if kl:
         out["kl"], out["reference_nll"] = np.concatenate(kl), np.concatenate(reference_nll)
+        out["reference_likelihoods"] = _joined(parts["reference"])
     return out

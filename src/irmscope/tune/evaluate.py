@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.io import write_json
-from irmscope.models.generation import Sampling, completion_statistics
+from irmscope.models.generation import Sampling, completion_statistics, concatenated
 from irmscope.models.loading import LoadedModel
 from irmscope.rewards import Reward
 from irmscope.stats import Estimate, bootstrap_ci
@@ -59,14 +59,22 @@ def evaluate_policy(
     sampling: Sampling = Sampling(),
 ) -> dict[str, Any]:
     """Sample one completion per prompt from each model and compare them (see the module docstring); the
-    bootstrap intervals use the sampling seed."""
+    bootstrap intervals use the sampling seed. ``likelihoods`` holds each model's
+    :class:`~irmscope.models.generation.CompletionLikelihoods` of the base model's completions followed by
+    the tuned model's (not JSON: the evaluate stage saves it as an array file)."""
     base_completions, base_scores = sampled_rewards(base, prompts, reward, sampling)
     tuned_completions, tuned_scores = sampled_rewards(tuned, prompts, reward, sampling)
     seed = sampling.seed
+    # both models read both models' completions once: the statistics below, and the likelihoods the
+    # leaderboard's likelihood-based rewards need (in the coverage order: base completions, then tuned)
+    on_base = completion_statistics(tuned, base, prompts, base_completions)
     on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
-    base_on_tuned = on_tuned["reference_nll"]
-    base_on_own = completion_statistics(base, None, prompts, base_completions)["nll"]
+    base_on_tuned, base_on_own = on_tuned["reference_nll"], on_base["reference_nll"]
     ppl_tuned, ppl_own = float(np.exp(base_on_tuned.mean())), float(np.exp(base_on_own.mean()))
+    likelihoods = {
+        "tuned": concatenated(on_base["likelihoods"], on_tuned["likelihoods"]),
+        "base": concatenated(on_base["reference_likelihoods"], on_tuned["reference_likelihoods"]),
+    }
     return {
         "n_prompts": len(prompts),
         "reward": reward.name,
@@ -86,6 +94,7 @@ def evaluate_policy(
             "base_scores": base_scores.tolist(),
             "tuned_scores": tuned_scores.tolist(),
         },
+        "likelihoods": likelihoods,
     }
 
 
@@ -115,6 +124,7 @@ def evaluate_models(
     base_lm, tuned_lm = load_model(base, seed=sampling.seed), load_model(tuned)
     prompts = review_prompts(data, "test", base_lm.tokenizer, n_prompts, prefix_tokens, sampling.seed)
     result = evaluate_policy(base_lm, tuned_lm, prompts, scorer, sampling)
+    del result["likelihoods"]  # arrays the pipeline's leaderboard reads; the command writes JSON
     if out is not None:
         write_json(out, result)
     return result

@@ -1,15 +1,18 @@
 """Stage ``evaluate``: sample completions of the evaluation prompts and score them (the paper's Table 7).
 
 With a tuned model, both models complete every prompt (paired gain, KL, fluency controls); without one,
-only the base model does. Its ``samples.json`` is what later stages read instead of sampling again.
+only the base model does. Its ``samples.json`` is what later stages read instead of sampling again, and
+its ``likelihoods.npz`` (both models' likelihoods of those samples) what the leaderboard reads instead of
+scoring them again.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import Samples
+from irmscope.artifacts import CoverageLikelihoods, Samples
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.report.headline import gain_warning
@@ -29,6 +32,7 @@ def model_upstream(ctx: RunContext) -> list[StageResult]:
 @register
 class Evaluate(Stage):
     name = "evaluate"
+    version = 2  # 2: keeps both models' likelihoods of the samples for the leaderboard
     needs = ("prompts", "tune")
     result_key = "evaluation"
 
@@ -62,4 +66,6 @@ class Evaluate(Stage):
             }
         result = evaluate_policy(ctx.base, ctx.tuned, prompts, ctx.reward, ctx.sampling)
         Samples(**result.pop("samples")).save(work)
+        likelihoods = result.pop("likelihoods")
+        CoverageLikelihoods({label: asdict(values) for label, values in likelihoods.items()}).save(work)
         return result
