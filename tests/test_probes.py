@@ -250,3 +250,25 @@ def test_endogenous_reward_is_the_summed_inverse_soft_bellman_reward(lm):
     got = endogenous_reward(completion_likelihoods(lm, [prompt, "a", "the film was"], [completion, " b", ""]))
     assert got.shape == (3,) and got[0] == pytest.approx(float(sum(per_token)), rel=1e-4)
     assert got[2] == pytest.approx(0, abs=1e-5)  # no completion, no reward
+
+
+@pytest.mark.parametrize("n_rows", [40, 120])  # fewer rows than features (dual form) and more (primal)
+def test_grouped_probe_fits_are_scikit_learns_ridge_at_each_targets_penalty(n_rows):
+    """The grouped probe's fit from one eigendecomposition equals scikit-learn's Ridge (on the standardised
+    features, at the penalty each target's group folds chose), for one target and for several."""
+    from sklearn.linear_model import Ridge
+
+    from irmscope.probes.ridge import _ridge, fit_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_rows, 60)) * rng.uniform(0.5, 3, 60) + rng.standard_normal(60)
+    y = np.column_stack([x[:, :3].sum(1), rng.standard_normal(n_rows), x[:, 5] - x[:, 7]])
+    groups = np.arange(n_rows) // 2
+    directions, intercepts, alphas, _ = _ridge(x, y, groups)
+    standard = (x - x.mean(0)) / x.std(0)
+    for t in range(y.shape[1]):
+        reference = Ridge(alpha=alphas[t]).fit(standard, y[:, t])
+        assert np.allclose(standard @ (directions[t] * x.std(0)), standard @ reference.coef_, atol=1e-8)
+        assert np.allclose(x @ directions[t] + intercepts[t], reference.predict(standard), atol=1e-8)
+    alone = fit_probe(x, y[:, 0], groups)
+    assert np.allclose(alone.direction, directions[0]) and alone.alpha == alphas[0]

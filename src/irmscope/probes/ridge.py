@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GroupKFold
 
 from irmscope.errors import IrmscopeError
@@ -36,28 +36,61 @@ class LinearProbe:
         return np.asarray(x, dtype=np.float64) @ self.direction + self.intercept
 
 
+@dataclass(frozen=True)
+class _Spectrum:
+    """Ridge at any penalty from one eigendecomposition of the centred fitting rows' smaller Gram matrix
+    (rows x rows in the dual form when they are fewer than the features, features x features otherwise):
+    ``to_features`` maps the eigenbasis to feature space and ``projected_y`` is the targets in it, so a
+    penalty costs a rescaling of ``projected_y`` instead of a solve."""
+
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    eigen: np.ndarray
+    spanned: np.ndarray
+    to_features: np.ndarray  # [features, eigen]
+    projected_y: np.ndarray  # [eigen, targets]
+
+    @classmethod
+    def of(cls, x_fit: np.ndarray, y_fit: np.ndarray) -> _Spectrum:
+        mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
+        centred, targets = x_fit - mean_x, y_fit - mean_y
+        if centred.shape[0] < centred.shape[1]:  # dual: X^T (X X^T + a)^-1 y
+            eigen, basis = np.linalg.eigh(centred @ centred.T)
+            to_features, projected_y = centred.T @ basis, basis.T @ targets
+        else:  # primal: (X^T X + a)^-1 X^T y
+            eigen, basis = np.linalg.eigh(centred.T @ centred)
+            to_features, projected_y = basis, basis.T @ (centred.T @ targets)
+        eigen = np.clip(eigen, 0.0, None)
+        spanned = eigen > eigen.max(initial=0.0) * len(eigen) * np.finfo(float).eps
+        return cls(mean_x, mean_y, eigen, spanned, to_features, projected_y)
+
+    def inverse(self, alpha: float | np.ndarray) -> np.ndarray:
+        """``1 / (eigen + alpha)`` on the spanned directions, 0 elsewhere: ``[eigen]`` for one penalty,
+        ``[eigen, targets]`` for one per target."""
+        alpha = np.asarray(alpha, dtype=np.float64)
+        eigen = self.eigen.reshape(-1, *[1] * alpha.ndim)
+        spanned = self.spanned.reshape(eigen.shape)
+        return np.where(spanned, 1.0 / np.where(spanned, eigen + alpha, 1.0), 0.0)
+
+    def coefficients(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[features, targets]`` weights and ``[targets]`` intercepts, each target at its own penalty."""
+        inverse = self.inverse(np.asarray(alphas, dtype=np.float64))  # [eigen, targets]
+        coef = self.to_features @ (self.projected_y * inverse)
+        return coef, self.mean_y - self.mean_x @ coef
+
+
 def ridge_predictions(
     x_fit: np.ndarray, y_fit: np.ndarray, x_held: np.ndarray, alphas: np.ndarray = ALPHAS
 ) -> np.ndarray:
     """Ridge predictions for ``x_held`` at every penalty in ``alphas`` (``[alphas, held, targets]``),
-    from one eigendecomposition of the centred fitting rows' smaller Gram matrix (rows x rows in the dual
-    form when they are fewer than the features, features x features otherwise), so the whole penalty grid
-    costs one decomposition. A penalty of 0 is the minimum-norm least-squares fit (directions the fitting
-    rows do not span get no weight), i.e. ordinary least squares with an intercept."""
-    mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
-    centred, targets = x_fit - mean_x, y_fit - mean_y
-    if centred.shape[0] < centred.shape[1]:  # dual: prediction = X_held X^T (X X^T + a)^-1 y
-        eigen, basis = np.linalg.eigh(centred @ centred.T)
-        held = (x_held - mean_x) @ centred.T @ basis  # [held, rows]
-        projected_y = basis.T @ targets
-    else:  # primal: prediction = X_held (X^T X + a)^-1 X^T y
-        eigen, basis = np.linalg.eigh(centred.T @ centred)
-        held = (x_held - mean_x) @ basis  # [held, features]
-        projected_y = basis.T @ (centred.T @ targets)
-    eigen = np.clip(eigen, 0.0, None)
-    spanned = eigen > eigen.max(initial=0.0) * len(eigen) * np.finfo(float).eps
-    inverse = [np.where(spanned, 1.0 / np.where(spanned, eigen + a, 1.0), 0.0) for a in alphas]
-    return np.stack([held @ (projected_y * inv[:, None]) + mean_y for inv in inverse])
+    from one eigendecomposition (:class:`_Spectrum`), so the whole penalty grid costs one decomposition. A
+    penalty of 0 is the minimum-norm least-squares fit (directions the fitting rows do not span get no
+    weight), i.e. ordinary least squares with an intercept."""
+    spectrum = _Spectrum.of(x_fit, y_fit)
+    held = (x_held - spectrum.mean_x) @ spectrum.to_features  # [held, eigen]
+    return np.stack(
+        [held @ (spectrum.projected_y * spectrum.inverse(a)[:, None]) + spectrum.mean_y for a in alphas]
+    )
 
 
 def group_cv_mse(
@@ -108,11 +141,13 @@ def _ridge(
         cv_mse = np.array([cv[:, t, list(ALPHAS).index(a)].mean() for t, a in enumerate(alphas)])
         coef, intercept = model.coef_, model.intercept_
     else:
-        mse = group_cv_mse(standard, y.reshape(len(y), -1), np.asarray(groups))  # [alphas, targets]
+        columns = y.reshape(len(y), -1)
+        mse = group_cv_mse(standard, columns, np.asarray(groups))  # [alphas, targets]
         chosen = mse.argmin(0)
         alphas, cv_mse = ALPHAS[chosen], mse[chosen, np.arange(mse.shape[1])]
-        model = Ridge(alpha=alphas if y.ndim == 2 else float(alphas[0])).fit(standard, y)
-        coef, intercept = model.coef_, model.intercept_
+        # each target's ridge at its own penalty from one decomposition (not one solve per target)
+        weights, intercepts = _Spectrum.of(standard, columns).coefficients(alphas)
+        coef, intercept = (weights.T, intercepts) if y.ndim == 2 else (weights[:, 0], intercepts[0])
     direction = coef / scale  # [d] or [targets, d]
     return direction, intercept - direction @ mean, alphas, cv_mse
 
@@ -191,12 +226,16 @@ def held_out_score(
     (fitted together, one penalty each): their mean r, and the 95% range that a probe's r must leave.
     """
     train_groups = None if groups is None else np.asarray(groups)[train]
-    probe = fit_probe(x[train], y[train], train_groups)
-    predicted = probe.predict(x[test])
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(y[train]) for _ in range(N_SHUFFLES)], axis=1)
-    directions, intercepts, _, _ = _ridge(x[train], shuffled, train_groups)
-    controls = np.asarray(x[test], dtype=np.float64) @ directions.T + intercepts  # [test, shuffles]
+    # the probe and its controls are one fit of several targets on the same rows (one decomposition per
+    # fold); each target keeps its own penalty, so the probe is the one fit_probe gives
+    directions, intercepts, alphas, cv_mse = _ridge(
+        x[train], np.column_stack([np.asarray(y[train], dtype=np.float64), shuffled]), train_groups
+    )
+    probe = LinearProbe(directions[0], float(intercepts[0]), float(alphas[0]), float(cv_mse[0]))
+    predicted = probe.predict(x[test])
+    controls = np.asarray(x[test], dtype=np.float64) @ directions[1:].T + intercepts[1:]  # [test, shuffles]
     control_r = np.array([pearson(y[test], c) for c in controls.T])
     control_r = control_r[np.isfinite(control_r)]  # constant predictions (features that never vary) have none
     test_groups = None if groups is None else np.asarray(groups)[test]
