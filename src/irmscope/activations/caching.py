@@ -23,7 +23,7 @@ from irmscope.activations.store import (
 from irmscope.distributed import barrier, is_main, my_share, rank, world_size
 from irmscope.errors import IrmscopeError, one_line
 from irmscope.io import file_digest, fingerprint, verify_file, write_json
-from irmscope.models.generation import encoded_batches
+from irmscope.models.generation import encoded_batches, length_order
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
 
@@ -296,7 +296,10 @@ def _activations_of_block(
         key: [] for key in [*sites, "token_ids", "text_index", "position"]
     }
     device = next(lm.model.parameters()).device
-    for start, enc in encoded_batches(lm, texts, batch_size, max_length, device):
+    # batched by length, so padding costs little; the rows are put back in text order at the end
+    order = length_order(texts)
+    text_of = torch.as_tensor(order, device=device) + first_text
+    for start, enc in encoded_batches(lm, [texts[i] for i in order], batch_size, max_length, device):
         mask = enc["attention_mask"].bool()
         if positions == "last":
             select = last_token_positions(enc["attention_mask"])
@@ -305,7 +308,7 @@ def _activations_of_block(
             )
             rows = torch.arange(len(select), device=device)
             token_ids = enc["input_ids"][rows, select]
-            text_index = rows + first_text + start
+            text_index = text_of[rows + start]
             # positions counted from the first real token, so they do not depend on padding
             position = mask.sum(dim=1) - 1
         else:
@@ -313,7 +316,7 @@ def _activations_of_block(
             acts = {site: value[mask] for site, value in acts.items()}
             token_ids = enc["input_ids"][mask]
             row_of = torch.arange(mask.shape[0], device=device).unsqueeze(1).expand_as(mask)
-            text_index = row_of[mask] + first_text + start
+            text_index = text_of[row_of[mask] + start]
             position = (mask.cumsum(dim=1) - 1)[mask]
         for site in sites:
             parts[site].append(acts[site].to(dtype).cpu())
@@ -321,7 +324,9 @@ def _activations_of_block(
         parts["text_index"].append(text_index.to(torch.int64).cpu())
         parts["position"].append(position.to(torch.int32).cpu())
         bar.update(enc["input_ids"].shape[0])
-    return {key: torch.cat(values) for key, values in parts.items()}
+    rows = {key: torch.cat(values) for key, values in parts.items()}
+    in_text_order = torch.argsort(rows["text_index"], stable=True)  # each text's tokens stay in order
+    return {key: values[in_text_order] for key, values in rows.items()}
 
 
 def cache_review_activations(

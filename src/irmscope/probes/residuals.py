@@ -21,7 +21,7 @@ import torch
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import site_name
-from irmscope.models.generation import batches
+from irmscope.models.generation import batches, length_order
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
 from irmscope.models.readout import encode_pairs, pooling_weights
@@ -99,8 +99,13 @@ def read_residuals(
     sites = [site_name(layer, "hook_resid_post") for layer in layers]
     device = next(lm.model.parameters()).device
     last, prompt_end, mean = [], [], []
+    order = length_order(prompts, continuations)  # batched by length (little padding), returned in order
     for _, prompt_chunk, continuation_chunk in batches(
-        prompts, continuations, size=batch_size, progress=progress, desc="residuals"
+        [prompts[i] for i in order],
+        [continuations[i] for i in order],
+        size=batch_size,
+        progress=progress,
+        desc="residuals",
     ):
         ids, mask, n_prompt = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
         acts = capture_activations(lm.model, sites, ids.to(device), mask.to(device))
@@ -110,11 +115,13 @@ def read_residuals(
         prompt_end.append(stacked[rows, :, (n_prompt - 1).clamp(min=0)].numpy())
         mean.append(torch.einsum("blsd,bs->bld", stacked, pooling_weights(mask)).numpy())
     has_prompt = any(prompts)
+    unsorted = np.empty_like(order)
+    unsorted[order] = np.arange(len(order))
     return Residuals(
         layers,
-        np.concatenate(last),
-        np.concatenate(prompt_end) if has_prompt else None,
-        np.concatenate(mean),
+        np.concatenate(last)[unsorted],
+        np.concatenate(prompt_end)[unsorted] if has_prompt else None,
+        np.concatenate(mean)[unsorted],
     )
 
 
