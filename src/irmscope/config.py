@@ -378,11 +378,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "audit": {"n_prompts": 12, "n_resamples": 100},
     },
     # the demo tunes harder for fewer steps than the tune section's defaults (which the committed VADER
-    # experiments use): on the demo's own 200 held-out prompts this gained +3.78 [+3.47, +4.09] in 353 s of
-    # tuning, against +1.49 for 14 steps and +2.61 for the defaults' 28 steps in 570 s, with more reward
-    # hacking (KL 0.57 per token, distinct bigrams 0.78 against the base model's 0.91; "love" 337 times in
-    # 200 completions). Chosen after those two trials (experiments/demo_recipe.py; docs/findings.md).
-    "demo": {"out_dir": "runs/demo", "tune": {"learning_rate": 1e-3, "steps": 20}},
+    # experiments use): on the demo's own 200 held-out prompts 14 steps at 1.5e-3 gained +4.35 [+3.93,
+    # +4.76] in 263 s of tuning, against +3.78 for 20 steps at 1e-3 (353 s), +1.49 for 14 at 1e-3 and
+    # +2.61 for the defaults' 28 steps in 570 s, with more reward hacking (KL 0.72 per token, distinct
+    # bigrams 0.66 against the base model's 0.91; "love" 383 times in 200 completions). Chosen after those
+    # trials (experiments/demo_recipe.py; docs/findings.md).
+    "demo": {"out_dir": "runs/demo", "tune": {"learning_rate": 1.5e-3, "steps": 14}},
     "paper": {
         "out_dir": "runs/paper",
         "data": {"n_prompts": 1000},
