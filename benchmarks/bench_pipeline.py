@@ -13,6 +13,8 @@ run, with the run's model (or ``--model``), what one token of each kind costs:
   through a LoRA adapter of the run's rank when the run tunes one (as TRL does), else through all weights;
 * cached sampling step: one new token per row on a key-value cache, after a prompt of the run's prefix
   length, at each batch size of ``--sampling-batches`` and the run's; the fastest is the floor's price.
+  The step draws as the pipeline does (``irmscope.models.categorical``); the same step with
+  ``torch.multinomial``'s draw, the baseline that sampler replaced, is measured beside it.
 
 A stage's floor is its tokens times these prices, and its ratio is wall time / floor (its wall time
 includes loading a model, in the first stage that uses it). The floor prices the
@@ -30,6 +32,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ import torch
 from irmscope.config import RunConfig
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
+from irmscope.models.categorical import fast_multinomial
 from irmscope.runs import load_run_results
 
 KINDS = ("forward", "backward", "sampled")
@@ -191,14 +195,18 @@ def forward_backward_price(spec: str, config: RunConfig, batch: int, length: int
     return median_seconds(step, repeats) / ids.numel()
 
 
-def sampling_price(lm, batch: int, prompt_tokens: int, steps: int, repeats: int) -> float:
-    """Seconds per token of a cached decoding step (forward of one new token per row, then sampling)."""
+def sampling_price(
+    lm, batch: int, prompt_tokens: int, steps: int, repeats: int, pipelines_sampler: bool = True
+) -> float:
+    """Seconds per token of a cached decoding step (forward of one new token per row, then sampling), with
+    the pipeline's exact inverse-CDF draw (``irmscope.models.categorical``) or, with
+    ``pipelines_sampler=False``, torch's own ``multinomial`` (the baseline it replaced)."""
     cache_name = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
     prompt = random_ids(lm, batch, prompt_tokens)
     elapsed = []
 
     def decode():
-        with torch.no_grad():
+        with torch.no_grad(), fast_multinomial() if pipelines_sampler else nullcontext():
             out = lm.model(input_ids=prompt, use_cache=True)
             start = time.perf_counter()
             for _ in range(steps):
@@ -241,6 +249,10 @@ def measure_prices(spec: str, config: RunConfig, batches: list[int], repeats: in
             "fastest_batch": fastest,
             "run_batch": gen.batch_size,
             "seconds_per_token": sweep[fastest],
+            # the same step with torch.multinomial's draw, the baseline of the pipeline's sampler
+            "seconds_per_token_torch_multinomial": sampling_price(
+                lm, fastest, config.data.prefix_tokens, gen.max_new_tokens, repeats, pipelines_sampler=False
+            ),
         },
     }
 
@@ -295,7 +307,9 @@ def main() -> None:
     print(
         f"ms per token on {spec} ({torch.get_num_threads()} threads): forward {per_k['forward']:.3f}, "
         f"forward-backward {per_k['backward']:.3f}, cached sampling step {per_k['sampled']:.3f} "
-        f"(batch {sampling['fastest_batch']}, the fastest of {sorted(int(b) for b in by_batch)})"
+        f"(batch {sampling['fastest_batch']}, the fastest of {sorted(int(b) for b in by_batch)}; "
+        f"{sampling['seconds_per_token_torch_multinomial'] / sampling['seconds_per_token']:.2f}x that with "
+        "torch.multinomial's draw)"
     )
     print(markdown_table(rows))
 

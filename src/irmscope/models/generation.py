@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.categorical import fast_multinomial
 from irmscope.models.loading import LoadedModel
 
 
@@ -104,17 +105,18 @@ def generate_completions(
         enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
         torch.manual_seed(seed + index)
         processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
-        out = lm.model.generate(
-            **enc,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            pad_token_id=lm.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList(processors),
-        )
+        with fast_multinomial():  # exact ancestral sampling, one random number per row and step
+            out = lm.model.generate(
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=max_new_tokens,
+                pad_token_id=lm.tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList(processors),
+            )
         completions += lm.tokenizer.batch_decode(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
         )

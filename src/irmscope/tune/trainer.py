@@ -29,6 +29,7 @@ from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write_dir, write_json
 from irmscope.models.accounting import count_tokens
+from irmscope.models.categorical import fast_multinomial
 from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.guard import TrainingGuard
@@ -400,7 +401,8 @@ def tune_model(
     if stopped_at_checkpoint and resume:
         _finish_at_checkpoint(trainer, resume)
     else:
-        trainer.train(resume_from_checkpoint=resume)
+        with fast_multinomial():  # TRL samples through model.generate: the same exact, faster draw
+            trainer.train(resume_from_checkpoint=resume)
     _raise_if_failed(guard, checkpoints)
     manifest = {
         "base_model": base,

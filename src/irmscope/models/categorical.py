@@ -1,0 +1,63 @@
+"""Drawing one token per row from a next-token distribution, fast on a CPU.
+
+``model.generate`` samples each step with ``torch.multinomial(probs, num_samples=1)``. On a CPU that call
+draws one random number per vocabulary entry (the exponential trick), so for SmolLM2's 49,152 tokens it
+costs about 150 ms per step at 128 rows here: some 40% of a cached sampling step. Inverse-CDF sampling
+draws the same distribution exactly with one uniform number per row: the running sum of the row's
+weights (in float64, so the last entry is the total to within 1e-16), and the first entry whose running
+sum exceeds ``u * total``. A token of weight 0 has an empty interval and is never drawn. It costs about
+a tenth of the multinomial call.
+
+:func:`fast_multinomial` swaps it in for ``torch.multinomial`` while a block runs (generation, or TRL's
+sampling while it tunes); every other call, and any input it does not handle (not one sample per row of a
+2-D CPU tensor, or weights that are negative, not finite, or all 0), goes to torch's own function, which
+also raises torch's own errors. It draws from torch's global generator (or the one passed), so a seeded
+run gives the same tokens every time; not the same tokens as ``torch.multinomial`` would have drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+#: rows per running sum: small blocks stay in the CPU's cache (4x faster here than 128 rows at once)
+_ROWS_PER_BLOCK = 32
+
+
+def inverse_cdf_sample(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``weights`` (``[rows, n]``, non-negative, not all 0), drawn with probability
+    proportional to its weight: ``[rows, 1]`` int64, as ``torch.multinomial(weights, 1)`` returns."""
+    drawn = []
+    for block in weights.split(_ROWS_PER_BLOCK):
+        cumulative = block.double().cumsum(-1)
+        u = torch.rand(len(block), 1, dtype=torch.float64, generator=generator) * cumulative[:, -1:]
+        drawn.append(torch.searchsorted(cumulative, u, right=True).clamp_(max=block.shape[-1] - 1))
+    return torch.cat(drawn)
+
+
+def _handles(weights: torch.Tensor, num_samples: int, out: torch.Tensor | None) -> bool:
+    if num_samples != 1 or out is not None or weights.dim() != 2 or weights.device.type != "cpu":
+        return False
+    if not weights.is_floating_point() or weights.shape[-1] == 0:
+        return False
+    return bool(torch.isfinite(weights).all() and (weights >= 0).all() and (weights.sum(-1) > 0).all())
+
+
+@contextmanager
+def fast_multinomial() -> Iterator[None]:
+    """While the block runs, ``torch.multinomial(weights, 1)`` on a 2-D CPU tensor draws by
+    :func:`inverse_cdf_sample` (see the module docstring); torch's function is restored afterwards."""
+    original = torch.multinomial
+
+    def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):  # noqa: A002
+        if _handles(input, num_samples, out):
+            return inverse_cdf_sample(input, generator)  # one draw: with or without replacement alike
+        return original(input, num_samples, replacement, generator=generator, out=out)
+
+    torch.multinomial = multinomial
+    try:
+        yield
+    finally:
+        torch.multinomial = original
