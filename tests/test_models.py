@@ -130,8 +130,9 @@ def test_last_token_positions_with_left_padding(tiny, batch):
 
 
 def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
-    """Plain passes count their real (unpadded) tokens, passes with gradients count as backward, and a
-    generation counts its prompts' prefill as forward and one token per row per cached step as sampled."""
+    """Plain passes count their real (unpadded) tokens, passes with gradients count as backward, a
+    generation counts its prompts' prefill as forward and one token per row per cached step as sampled, and
+    a capture stopped early counts the share of the blocks it ran."""
     real = int(batch["attention_mask"].sum())
     with counted() as plain, torch.no_grad():
         tiny.model(**batch)
@@ -143,6 +144,14 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
     with counted() as sampled:
         generate_completions(tiny, TEXTS, max_new_tokens=4, batch_size=2, progress=False)
     assert sampled.to_dict() == {"forward": real, "backward": 0, "sampled": len(TEXTS) * 3}
+    n_blocks = tiny.n_layers
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with counted() as stopped:  # a capture that stops after block 0 ran 1 of the blocks
+        capture_activations(tiny.model, ["blocks.0.hook_resid_post"], ids, mask)
+    assert stopped.forward == real - round(real * (n_blocks - 1) / n_blocks) and n_blocks > 1
+    with counted() as whole:  # the deepest block: nothing was skipped
+        capture_activations(tiny.model, [f"blocks.{n_blocks - 1}.hook_resid_post"], ids, mask)
+    assert whole.forward == real
 
 
 def test_last_token_positions_with_right_padding():

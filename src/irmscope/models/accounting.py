@@ -11,8 +11,10 @@ differ (``benchmarks/bench_pipeline.py`` prices each kind to give a stage's comp
 - ``sampled``: a decoding step that reuses a key-value cache (one new token per row, as in
   ``model.generate``), counted as the new tokens fed.
 
-What is counted is the work done, not the least work a stage could do: a text read twice is counted twice,
-and a capture pass stopped after its deepest site counts as a whole pass. The hook is one Python call per
+What is counted is the work done, not the least work a stage could do: a text read twice is counted twice.
+A capture pass stopped after its deepest site (``capture_activations``) counts the share of the blocks it
+ran: a pass stopped after block 14 of 30 counts half its tokens (the embedding and the skipped unembedding
+are left out of that share, so it slightly overstates a short pass). The hook is one Python call per
 model call (not per layer), so it costs nothing measurable beside the pass itself.
 """
 
@@ -99,3 +101,12 @@ def counted() -> Iterator[TokenCounts]:
     finally:
         for key, value in TOTALS.minus(start).to_dict().items():
             setattr(tokens, key, value)
+
+
+def count_stopped_pass(model: torch.nn.Module, tokens: int, blocks_run: int, n_blocks: int) -> None:
+    """Count a forward pass of ``tokens`` real tokens that ``model`` stopped after ``blocks_run`` of its
+    ``n_blocks`` blocks as that share of a whole pass: its call was counted whole on entry, so the share
+    it skipped is taken back (only for a model that is counted at all)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(inner, _MARK, False) and 0 < blocks_run < n_blocks:
+        TOTALS.forward -= round(tokens * (n_blocks - blocks_run) / n_blocks)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.accounting import count_stopped_pass
 from irmscope.models.adapters import ArchitectureAdapter, adapter_for, parse_site, submodule
 
 Positions = None | int | Sequence[int] | torch.Tensor
@@ -196,17 +197,19 @@ def capture_activations(
         raise IrmscopeError("no hook sites requested; name at least one, e.g. blocks.0.hook_resid_post")
     adapter = adapter_for(model)
     handles = []
+    blocks = adapter.blocks(model)
     with capture(model, sites, positions) as cap:
         if stop_early:
 
             def stop(_module, _args, _output):
                 raise _StopForward
 
-            handles.append(adapter.blocks(model)[deepest_layer(sites)].register_forward_hook(stop))
+            handles.append(blocks[deepest_layer(sites)].register_forward_hook(stop))
         try:
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         except _StopForward:
-            pass
+            real = attention_mask.sum() if attention_mask is not None else input_ids.numel()
+            count_stopped_pass(model, int(real), deepest_layer(sites) + 1, len(blocks))
         finally:
             for handle in handles:
                 handle.remove()
