@@ -25,45 +25,46 @@ from irmscope.config import RunConfig
 from irmscope.stages import DONE, finished_stage_folders
 
 #: seconds of one stage folder in the demo preset (per model for per-model stages), and the config's size
-#: relative to the demo's; a stage named here by its registry name
+#: relative to the demo's; a stage named here by its registry name. The seconds are those of the VADER demo
+#: timed in one piece on a fresh clone at commit 6176678 (docs/findings.md, "Timings of the two commands")
 PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
     "planted-lexicon": (2, lambda c: 1.0),
-    "prompts": (5, lambda c: 1.0),
+    "prompts": (2, lambda c: 1.0),
     "tune": (
-        577,
-        lambda c: c.tune.step_cap * c.tune.batch_size * c.tune.max_completion_tokens / (28 * 32 * 32),
+        229,
+        lambda c: c.tune.step_cap * c.tune.batch_size * c.tune.max_completion_tokens / (14 * 32 * 32),
     ),
-    "evaluate": (171, lambda c: c.data.n_prompts * c.generation.max_new_tokens / (200 * 32)),
-    "divergence": (5, lambda c: 1.0),
+    "evaluate": (103, lambda c: c.data.n_prompts * c.generation.max_new_tokens / (200 * 32)),
+    "divergence": (1, lambda c: 1.0),
     "sites": (1, lambda c: 1.0),
-    "activations": (112, lambda c: c.activations.n_texts * c.activations.max_length / (2000 * 96)),
+    "activations": (69, lambda c: c.activations.n_texts * c.activations.max_length / (2000 * 96)),
     "saes": (
-        40,
+        39,
         lambda c: (
             (c.activations.n_texts * c.activations.max_length * c.activations.n_layers * c.sae.epochs)
             / (2000 * 96 * 3 * 2)
         ),
     ),
     "elicit": (
-        234,
+        239,
         lambda c: (
             (c.elicit.n_triples + c.elicit.max_words * c.elicit.n_contexts + c.elicit.n_shift_texts)
             / (600 + 600 * 8 + 200)
         ),
     ),
-    "interpret": (66, lambda c: c.activations.n_texts * c.activations.n_layers / (2000 * 3)),
+    "interpret": (63, lambda c: c.activations.n_texts * c.activations.n_layers / (2000 * 3)),
     "validate": (
-        170,
+        240,
         lambda c: c.validation.n_ablation_prompts * c.generation.max_new_tokens / (200 * 32),
     ),
     "probes": (
-        299,
+        189,
         lambda c: (
             (c.probes.n_rating_texts * c.probes.max_length + c.data.n_prompts * 64) / (600 * 128 + 200 * 64)
         ),
     ),
     "steer": (
-        252,
+        166,
         lambda c: (
             c.probes.n_steer_prompts
             * len(c.probes.steer_scales)
@@ -71,13 +72,12 @@ PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
             / (32 * 5 * 3)
         ),
     ),
-    "attribute": (41, lambda c: (1 + c.probes.n_patch_pairs) / 25),
-    "leaderboard": (324, lambda c: c.data.n_prompts / 200),
-    # not in that demo run (the stages came later): guesses. The audit is one scoring pass of both
-    # models over the evaluation samples (77 s in the timed demo at 34df0cd) and, by default, a crosscoder
-    # on the activations that pass reads; the IRL export is one fit and one pass of the tuned model
-    "irl-reward": (30, lambda c: c.data.n_prompts / 200),
-    "audit": (170, lambda c: c.audit.n_prompts / 200 * (1.0 if c.audit.crosscoder else 0.45)),
+    "attribute": (38, lambda c: (1 + c.probes.n_patch_pairs) / 25),
+    "leaderboard": (163, lambda c: c.data.n_prompts / 200),
+    "irl-reward": (9, lambda c: c.data.n_prompts / 200),
+    # the audit: one scoring pass of both models over the evaluation samples and, by default, a crosscoder
+    # and a dictionary of differences on the activations that pass reads
+    "audit": (140, lambda c: c.audit.n_prompts / 200 * (1.0 if c.audit.crosscoder else 0.45)),
 }
 #: the prior of a stage :data:`PRIORS` does not know (a stage added by a user)
 UNKNOWN_STAGE_SECONDS = 30.0
