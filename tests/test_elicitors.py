@@ -96,8 +96,9 @@ def test_irl_fits_in_the_row_space_of_its_differences_with_the_weights_of_a_full
 
 
 def test_cross_fitted_irl_gives_the_same_estimate_in_threads_as_alone(monkeypatch):
-    """The leaderboard stage's joblib setting really fits in worker threads (joblib 1.6 ignored n_jobs
-    without a named backend, so the fits ran one by one), and the estimate is the same to the bit."""
+    """A named joblib backend really fits in worker threads (joblib 1.6 ignored n_jobs without one, so the
+    fits ran one by one), and the estimate is the same to the bit in threads, in the leaderboard stage's
+    worker processes and alone."""
     import threading
 
     from joblib import parallel_config
@@ -118,6 +119,10 @@ def test_cross_fitted_irl_gives_the_same_estimate_in_threads_as_alone(monkeypatc
         threaded = cross_fitted_irl(candidates, expert, groups, kind="max-margin")
     assert threads and "MainThread" not in threads
     assert np.array_equal(alone[0], threaded[0]) and alone[2] == threaded[2]
+    monkeypatch.undo()
+    with parallel_config(backend="loky", n_jobs=2):  # the leaderboard stage's worker processes
+        in_processes = cross_fitted_irl(candidates, expert, groups, kind="max-margin")
+    assert np.array_equal(alone[0], in_processes[0]) and alone[2] == in_processes[2]
 
 
 def test_cross_fitted_irl_chooses_the_read_out_inside_each_fold_and_pools_on_one_scale():

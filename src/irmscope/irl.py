@@ -29,10 +29,11 @@ features (200 prompts against a 576-wide residual stream) the differences span f
 the read-out has, and an L2-penalised linear model without intercept has its weights in that span (the
 representer theorem), so fitting the coordinates in an orthonormal basis of the span gives the same
 weights and the same penalty as fitting all the features, at a fraction of the cost (about 3x for the
-ranking SVM on the demo). The read-outs of one fold are fitted in parallel threads when the caller allows
-it with ``joblib.parallel_config(backend="threading", n_jobs=...)`` (liblinear releases the GIL; naming the
-backend matters: with ``n_jobs`` alone joblib 1.6 stays in the calling thread); alone they run one by
-one.
+ranking SVM on the demo). The read-outs of one fold are fitted in parallel when the caller allows it with
+``joblib.parallel_config(backend=..., n_jobs=...)``: in threads by default (liblinear releases the GIL, but
+scikit-learn's Python around it does not), or in processes with ``backend="loky"``, which the leaderboard
+uses (naming the backend matters: with ``n_jobs`` alone joblib 1.6 stays in the calling thread); alone they
+run one by one. Every fit is deterministic, so the estimate is the same either way.
 
 A recovered reward is defined up to a per-prompt constant and a positive scale; the scale depends on the
 penalty, which differs between cross-fitting folds, so :func:`cross_fitted_irl` puts every fold's held-out
