@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec .venv/bin/python -m pytest -n "${IRMSCOPE_TEST_WORKERS:-2}" "$@"
+# worksteal: an idle worker takes tests queued for the other, so the few minute-long smoke runs do not end
+# the suite on one worker while the other waits (3.8 min here against 4.1 with the default scheduling)
+exec .venv/bin/python -m pytest -n "${IRMSCOPE_TEST_WORKERS:-2}" --dist worksteal "$@"
