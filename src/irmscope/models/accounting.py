@@ -62,6 +62,11 @@ def _cache_length(past: Any) -> int:
         return 0
 
 
+def real_tokens(ids: torch.Tensor, mask: torch.Tensor | None) -> int:
+    """The tokens a pass counts: the attention mask's real ones when it covers ``ids``, else all of them."""
+    return int(mask.sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else ids.numel()
+
+
 def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     ids = kwargs.get("input_ids", args[0] if args else None)
     if ids is None:
@@ -74,7 +79,7 @@ def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     if _cache_length(cache) > 0 or isinstance(mask, torch.Tensor) and mask.shape[-1] > ids.shape[-1]:
         TOTALS.sampled += ids.numel()
         return
-    real = int(mask.sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else ids.numel()
+    real = real_tokens(ids, mask)
     if torch.is_grad_enabled():
         TOTALS.backward += real
     else:
@@ -103,10 +108,12 @@ def counted() -> Iterator[TokenCounts]:
             setattr(tokens, key, value)
 
 
-def count_stopped_pass(model: torch.nn.Module, tokens: int, blocks_run: int, n_blocks: int) -> None:
-    """Count a forward pass of ``tokens`` real tokens that ``model`` stopped after ``blocks_run`` of its
-    ``n_blocks`` blocks as that share of a whole pass: its call was counted whole on entry, so the share
-    it skipped is taken back (only for a model that is counted at all)."""
+def count_stopped_pass(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, blocks_run: int, n_blocks: int
+) -> None:
+    """Count a forward pass of ``ids`` (with ``mask``) that ``model`` stopped after ``blocks_run`` of its
+    ``n_blocks`` blocks as that share of a whole pass: its call was counted whole on entry (by
+    :func:`real_tokens`), so the share it skipped is taken back (only for a model that is counted at all)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(inner, _MARK, False) and 0 < blocks_run < n_blocks:
-        TOTALS.forward -= round(tokens * (n_blocks - blocks_run) / n_blocks)
+        TOTALS.forward -= round(real_tokens(ids, mask) * (n_blocks - blocks_run) / n_blocks)

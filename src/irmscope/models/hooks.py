@@ -208,8 +208,7 @@ def capture_activations(
         try:
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         except _StopForward:
-            real = attention_mask.sum() if attention_mask is not None else input_ids.numel()
-            count_stopped_pass(model, int(real), deepest_layer(sites) + 1, len(blocks))
+            count_stopped_pass(model, input_ids, attention_mask, deepest_layer(sites) + 1, len(blocks))
         finally:
             for handle in handles:
                 handle.remove()
