@@ -198,10 +198,10 @@ def _drifted(prompts, tilt: dict[str, float], vocab: dict[str, int], profile: to
             (logits + profile) / 0.85 + shift + 0.3 * torch.randn(logits.shape, generator=generator)
         )
     )
-    units = [(p + " and then the film was", p + " but the story is") for p in prompts]
-    shifts = unit_shifts(tuned, base, units, list(vocab.values()))
+    sides = ([" and then the film was"] * len(prompts), [" but the story is"] * len(prompts))
+    shifts = unit_shifts(tuned, base, prompts, sides, list(vocab.values()))
     effect, se = relative_shift(shifts.statistic, shifts.base_count, shifts.uniform_count)
-    return shifts, noise_floor(effect, se, shifts.base_count.mean(0), df=len(units) - 1)
+    return shifts, noise_floor(effect, se, shifts.base_count.mean(0), df=len(prompts) - 1)
 
 
 def test_a_shared_drift_is_not_called_and_planted_words_come_first(prompts, vocab):
@@ -250,10 +250,10 @@ def test_fresh_noise_in_the_logits_is_not_called(prompts):
         lambda module, inputs, logits: logits + 0.5 * torch.randn(logits.shape, generator=generator)
     )
     vocab = vocabulary_words(base.tokenizer)
-    units = [(p + " and then the film", p + " but the story") for p in prompts]
-    shifts = unit_shifts(tuned, base, units, list(vocab.values()))
+    sides = ([" and then the film"] * len(prompts), [" but the story"] * len(prompts))
+    shifts = unit_shifts(tuned, base, prompts, sides, list(vocab.values()))
     effect, se = relative_shift(shifts.statistic, shifts.base_count, shifts.uniform_count)
-    assert noise_floor(effect, se, shifts.base_count.mean(0), df=len(units) - 1)["called"].sum() <= 2
+    assert noise_floor(effect, se, shifts.base_count.mean(0), df=len(prompts) - 1)["called"].sum() <= 2
     assert shifts.expected_count.mean(0).mean() > 0 and abs(np.median(effect)) < 0.01
 
 

@@ -17,7 +17,7 @@ from irmscope.elicit.agreement import (
     tau_gap,
     within_sign_permutations,
 )
-from irmscope.elicit.continuations import continuation_activations, next_token_log_probs, word_token_ids
+from irmscope.elicit.continuations import continuation_activations, word_token_ids
 from irmscope.elicit.irm import (
     TripleFeatures,
     fit_regression,
@@ -371,8 +371,8 @@ def test_a_word_whose_logit_tuning_raised_ranks_first_in_both_policy_shift_estim
         assert ranked[-1] == "fun" and ranked[0] == "awful", estimate
         assert shift == estimates.of(estimate)
     # the expected-count estimate is the log-ratio of summed probabilities, exactly
-    lp_tuned = next_token_log_probs(tuned, texts, [ids["fun"]]).double()
-    lp_base = next_token_log_probs(base, texts, [ids["fun"]]).double()
+    lp_tuned = _log_probs_alone(tuned, texts, [ids["fun"]])
+    lp_base = _log_probs_alone(base, texts, [ids["fun"]])
     expected = math.log(lp_tuned.exp().sum() / lp_base.exp().sum())
     assert shifts["expected-count"]["fun"] == pytest.approx(expected, rel=1e-6)
     assert estimates.reference_level["expected-count"]["fun"] == pytest.approx(
@@ -382,15 +382,32 @@ def test_a_word_whose_logit_tuning_raised_ranks_first_in_both_policy_shift_estim
         estimates.of("expected")
 
 
-def test_next_token_log_probs_cover_every_real_position():
+@torch.no_grad()
+def _log_probs_alone(lm, texts, token_ids) -> torch.Tensor:
+    """The oracle: each text run alone (no batch, no padding), ``log p(word | text[:t])`` at every token."""
+    rows = []
+    for text in texts:
+        ids = torch.tensor([lm.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        rows.append(torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), -1)[:, token_ids])
+    return torch.cat(rows).double()
+
+
+def test_shift_levels_read_in_batches_equal_each_text_read_alone():
+    """The levels the read-samples stage keeps: batches of texts of different lengths (padding, length
+    order, a prompt tokenised apart) give every position's log-probability sum and log expected count."""
+    from irmscope.elicit.policy_shift import shift_levels
+
     lm = load_model("tiny-llama")
-    texts = ["The movie was good", "Bad"]
-    ids = list(word_token_ids(lm.tokenizer, ["good", "bad"]).values())
-    table = next_token_log_probs(lm, texts, ids)
-    n_tokens = [len(lm.tokenizer(t)["input_ids"]) for t in texts]
-    assert table.shape == (sum(n_tokens), 2)
-    alone = torch.log_softmax(lm.model(**lm.tokenizer(["Bad"], return_tensors="pt")).logits[0, -1], -1)[ids]
-    torch.testing.assert_close(table[-1], alone, atol=1e-5, rtol=1e-4)
+    prompts = ["The movie was", "", "I found it rather dull and", "What"]
+    completions = [" good", " Bad", " long", " a film this was, truly"]
+    levels = shift_levels(lm, lm, prompts, completions, batch_size=3)
+    ids = list(word_token_ids(lm.tokenizer, ["good", "bad", "fun"]).values())
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]  # each pair tokenises as its text
+    alone = _log_probs_alone(lm, texts, ids)
+    assert levels.n_contexts == len(alone) and levels.n_texts == 4
+    for label in ("tuned", "reference"):
+        np.testing.assert_allclose(levels.log_prob_sum[label][ids], alone.sum(0).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(levels.log_count[label][ids], alone.logsumexp(0).numpy(), rtol=1e-5)
 
 
 def test_scoring_contexts_are_review_openings_chosen_without_the_lexicon(smollm2_tokenizer):

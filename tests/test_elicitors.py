@@ -193,7 +193,7 @@ def test_ccs_scores_texts_in_the_units_it_was_fitted_in():
     assert loss == pytest.approx(probe.held_out_loss, rel=1e-4, abs=1e-6)
 
 
-def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):
+def test_irl_and_ccs_rows_read_the_read_samples_stage_read_outs(tmp_path):
     lm = load_model("tiny-llama")
     features, expert, groups, true = demonstrations()
     layers = list(range(lm.n_layers))
@@ -211,7 +211,7 @@ def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):
         policy=["tuned" if e else "base" for e in expert],
         true=true,
     )
-    inputs = MethodInputs(coverage, lm, lm, {"probes": tmp_path}, 0.1, 0)
+    inputs = MethodInputs(coverage, lm, lm, {"read-samples": tmp_path}, 0.1, 0)
     irl = METHODS["inverse RL, max-entropy"].estimate(inputs)
     assert irl is not None and irl.tuned.shape == (len(true),) and np.corrcoef(irl.tuned, true)[0, 1] > 0.6
     assert set(irl.details["identifiability"]["preference_accuracy"]) and "estimates" not in irl.details
@@ -227,7 +227,7 @@ def test_irl_and_ccs_rows_read_the_probes_stage_read_outs(tmp_path):
         coverage,
         lm,
         lm,
-        {"probes": tmp_path},
+        {"read-samples": tmp_path},
         0.1,
         0,
         lexicon=Lexicon({"good": 1.9, "bad": -2.5, "awful": -2.0}),

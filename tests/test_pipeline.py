@@ -18,7 +18,7 @@ from PIL import Image
 from irmscope.config import load_config
 from irmscope.pipeline import progress, run_pipeline, stage_names
 from irmscope.rewards import Lexicon, load_reward
-from irmscope.runs import Run
+from irmscope.runs import Run, stage_dir
 
 #: the stage folders of a run with a tuned model and a fixed reward (no planted lexicon), from the registry
 STAGES = tuple(name for name in stage_names() if name != "planted-lexicon")
@@ -170,6 +170,57 @@ def test_every_stage_records_the_tokens_its_model_passes_processed(smoke_run):
         assert stages[f"activations-{label}"]["tokens"]["forward"] > 0
         assert stages[f"saes-{label}"]["tokens"] == {"forward": 0, "backward": 0, "sampled": 0}
     assert "tokens" not in results["evaluation"]  # bookkeeping stays out of the stages' sections
+
+
+def test_one_reading_of_the_samples_serves_the_policy_shift_the_audit_and_the_probes(smoke_run):
+    """The read-samples stage runs each model once over the evaluation samples; what it keeps for the
+    elicit, audit and probes stages equals each of them reading the samples alone, and the audit runs no
+    model pass of its own."""
+    from irmscope.audit.shift import UnitShifts, unit_shifts, vocabulary_words
+    from irmscope.elicit.policy_shift import ShiftLevels, shift_levels
+    from irmscope.models import load_model
+    from irmscope.probes.residuals import load_residuals, read_residuals
+
+    config, results, out = smoke_run
+    stages = results["manifest"]["stages"]
+    folder = stage_dir(out, results, "read-samples")
+    samples = Run(out).stage("evaluate").samples
+    prompts, base_texts, tuned_texts = (
+        samples.prompts,
+        samples.completions("base"),
+        samples.completions("tuned"),
+    )
+    n = len(prompts)
+    tuned, base = load_model(Run(out).tuned_model), load_model(config.model.name)
+    tokens = sum(
+        len(base.tokenizer(p + c)["input_ids"])
+        for p, c in zip(prompts * 2, base_texts + tuned_texts, strict=True)
+    )
+    assert abs(stages["read-samples"]["tokens"]["forward"] - 2 * tokens) <= 0.05 * 2 * tokens
+    assert stages["audit"]["tokens"]["forward"] == 0
+    k = min(config.elicit.n_shift_texts, n)
+    alone = shift_levels(tuned, base, prompts[:k] * 2, base_texts[:k] + tuned_texts[:k], max_length=None)
+    kept = ShiftLevels.load(folder)
+    assert (kept.n_texts, kept.n_contexts) == (alone.n_texts, alone.n_contexts) == (2 * k, kept.n_contexts)
+    for label in ("tuned", "reference"):
+        np.testing.assert_allclose(kept.log_prob_sum[label], alone.log_prob_sum[label], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(kept.log_count[label], alone.log_count[label], rtol=1e-5, atol=1e-5)
+    m = min(config.audit.n_prompts, n)
+    shifts = UnitShifts.load(folder)
+    site = shifts.activations.site if shifts.activations is not None else None
+    words = list(vocabulary_words(base.tokenizer).values())
+    own = unit_shifts(tuned, base, prompts[:m], (base_texts[:m], tuned_texts[:m]), words, site=site)
+    for name in ("statistic", "base_count", "log_ratio", "expected_count"):
+        np.testing.assert_allclose(getattr(shifts, name), getattr(own, name), rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(shifts.prompt_tokens, own.prompt_tokens)
+    if site:
+        np.testing.assert_array_equal(shifts.activations.token_id, own.activations.token_id)
+        np.testing.assert_allclose(shifts.activations.pairs, own.activations.pairs, rtol=1e-4, atol=1e-5)
+    for label, lm in (("tuned", tuned), ("base", base)):
+        read = read_residuals(lm, prompts * 2, base_texts + tuned_texts, max_length=None, progress=False)
+        np.testing.assert_allclose(
+            load_residuals(folder / f"coverage_residuals-{label}.npz").mean, read.mean, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_table5_random_controls_have_several_draws_and_a_base_model_check(smoke_run):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.errors import IrmscopeError
-from irmscope.io import atomic_write, write_json
+from irmscope.io import write_json, write_npz
 
 #: the JSON file that holds each stage's section of results.json
 RESULT_FILES = {
@@ -118,7 +118,7 @@ class Regression:
     def save(self, folder: Path, label: str) -> None:
         arrays = {f"{v}_coef": c for v, c in self.coef.items()}
         arrays |= {f"{v}_intercept": np.float64(i) for v, i in self.intercept.items()}
-        atomic_write(folder / self.file(label), lambda tmp: _savez(tmp, arrays))
+        write_npz(folder / self.file(label), arrays)
 
     @classmethod
     def load(cls, folder: Path, label: str) -> Regression:
@@ -147,7 +147,7 @@ class CoverageLikelihoods:
 
     def save(self, folder: Path) -> None:
         arrays = {f"{label}.{name}": v for label, named in self.fields.items() for name, v in named.items()}
-        atomic_write(Path(folder) / self.FILE, lambda tmp: _savez(tmp, arrays))
+        write_npz(Path(folder) / self.FILE, arrays)
 
     @classmethod
     def load(cls, folder: Path) -> CoverageLikelihoods:
@@ -162,13 +162,8 @@ class CoverageLikelihoods:
         return cls(fields)
 
 
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a bare temp name
-        np.savez(handle, **arrays)
-
-
 def coverage_residuals_file(label: str) -> str:
-    """The probes stage's residual read-outs of the ``label`` model on the evaluation completions."""
+    """The read-samples stage's residual read-outs of the ``label`` model on the evaluation samples."""
     return f"coverage_residuals-{label}.npz"
 
 

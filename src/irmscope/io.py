@@ -111,3 +111,14 @@ def verify_file(path: str | os.PathLike, expected: Mapping[str, Any], check_hash
     if check_hash and "sha256" in expected and file_digest(path)["sha256"] != expected["sha256"]:
         return f"{path} does not match the sha256 recorded when it was written (its contents changed)"
     return None
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` (name → array) to one ``.npz`` file at ``path``, atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to a bare temp name
+            np.savez(handle, **arrays)
+
+    return atomic_write(path, write)

@@ -24,6 +24,7 @@ from irmscope.audit.completions import completion_changes, examples
 from irmscope.audit.inside import divergence_site, model_diff
 from irmscope.audit.shift import (
     FDR_Q,
+    UnitShifts,
     bootstrap_intervals,
     noise_floor,
     relative_shift,
@@ -65,35 +66,34 @@ def audit(
     top: int = TOP,
     crosscoder: CrosscoderConfig | None = None,
     site: str | None = None,
+    shifts: UnitShifts | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Sample a completion of every prompt from both models (or take ``completions``, ``(base, tuned)``,
     sampled already, e.g. by the pipeline's evaluate stage), score every vocabulary word on the texts,
     call words above the noise floor, and describe the completions; with ``lexicon``, compare; with
     ``crosscoder``, train one at ``site`` (default: the top-divergence layer's residual stream) and say
-    what changed inside (:mod:`.inside`).
+    what changed inside (:mod:`.inside`). ``shifts``: the word shifts of exactly these prompts and
+    ``completions`` read already (:class:`~irmscope.audit.shift.UnitSums`, e.g. by the pipeline's read
+    stage, in the same pass as other methods' statistics), with the activations at their site.
 
     Returns the result (JSON-ready) with ``table``: every word's columns (see :func:`word_table`), and
     ``crosscoder``: the trained crosscoder or None.
     """
     _check_pair(tuned, base, prompts)
-    if crosscoder is not None:  # the site is known, and checked against the model, before any sampling
-        site = site or divergence_site(tuned, base)
-        resolve_site(base.model, site)
+    site = _audit_site(tuned, base, crosscoder, site, shifts, completions)
     clock = {"start": time.perf_counter()}
     # batches of 64, fixed: sampling is seeded per batch, so the audits in docs/replicates.md rerun exactly
     # (the default 128 is ~10% faster here)
     sampling = Sampling(max_new_tokens=completion_tokens, batch_size=64, seed=seed, progress=progress)
     base_completions, tuned_completions = _completion_pair(tuned, base, prompts, completions, sampling)
     clock["sampled"] = time.perf_counter()
-    max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
     vocabulary = vocabulary_words(base.tokenizer)
     words = list(vocabulary)
-    units = [(p + b, p + t) for p, b, t in zip(prompts, base_completions, tuned_completions, strict=True)]
-    word_ids = list(vocabulary.values())
-    shifts = unit_shifts(
-        tuned, base, units, word_ids, max_length=max_length, site=site if crosscoder else None
-    )
+    shifts = _word_shifts(
+        tuned, base, prompts, (base_completions, tuned_completions), vocabulary, completion_tokens,
+        site if crosscoder else None, read=shifts,
+    )  # fmt: skip
     clock["scored"] = time.perf_counter()
     table, floor, rewarded, penalised = _call_words(words, shifts, q=q, n_resamples=n_resamples, seed=seed)
     changes = completion_changes(base_completions, tuned_completions, seed=seed)
@@ -125,9 +125,8 @@ def audit(
     clock["done"] = time.perf_counter()
     result["inside"], result["crosscoder"] = None, None
     if crosscoder is not None:
-        prompt_tokens = [len(base.tokenizer(p)["input_ids"]) for p in prompts]  # as unit_shifts encodes
         result["inside"], result["crosscoder"] = model_diff(
-            tuned, shifts.activations, prompt_tokens, vocabulary, table["beyond_drift"], crosscoder,
+            tuned, shifts.activations, shifts.prompt_tokens, vocabulary, table["beyond_drift"], crosscoder,
             n_resamples=n_resamples, seed=seed, progress=progress,
         )  # fmt: skip
     clock["inside"] = time.perf_counter()
@@ -135,6 +134,57 @@ def audit(
     result["seconds"] = {phase: end - start for phase, (start, end) in zip(PHASES, spans, strict=True)}
     result["table"] = table
     return result
+
+
+def _word_shifts(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    prompts: Sequence[str],
+    sides: tuple[Sequence[str], Sequence[str]],
+    vocabulary: dict[str, int],
+    completion_tokens: int,
+    site: str | None,
+    read: UnitShifts | None = None,
+) -> UnitShifts:
+    """Every vocabulary word's shifts on the prompts continued by each side's completions (base, tuned),
+    with the activations at ``site`` read on the same passes; or ``read``, read already, once checked to
+    be of these prompts and words."""
+    if read is not None:
+        if read.statistic.shape != (len(prompts), len(vocabulary)):
+            raise IrmscopeError(
+                f"the word shifts given are {read.statistic.shape} (units, words) for {len(prompts)} "
+                f"prompts and {len(vocabulary)} vocabulary words; read the same samples again"
+            )
+        return read
+    max_length = 2 * (max(len(base.tokenizer(p)["input_ids"]) for p in prompts) + completion_tokens)
+    return unit_shifts(
+        tuned, base, prompts, sides, list(vocabulary.values()), max_length=max_length, site=site
+    )
+
+
+def _audit_site(
+    tuned: LoadedModel,
+    base: LoadedModel,
+    crosscoder: CrosscoderConfig | None,
+    site: str | None,
+    shifts: UnitShifts | None,
+    completions: tuple[Sequence[str], Sequence[str]] | None,
+) -> str | None:
+    """The site the dictionaries read: that of ``shifts`` read already (which need the completions they
+    were read on, and for a crosscoder their activations), else ``site`` or the top-divergence layer's
+    residual stream; checked against the model before any sampling."""
+    if shifts is not None:
+        if completions is None or (crosscoder is not None and shifts.activations is None):
+            raise IrmscopeError(
+                "word shifts read already need the completions they were read on (and, for a "
+                "crosscoder, the activations read with them)"
+            )
+        site = shifts.activations.site if shifts.activations is not None else site
+    if crosscoder is None:
+        return site
+    site = site or divergence_site(tuned, base)
+    resolve_site(base.model, site)
+    return site
 
 
 def _completion_pair(

@@ -63,6 +63,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,9 +75,9 @@ from statsmodels.stats.multitest import NullDistribution
 from irmscope.elicit.agreement import word_resamples
 from irmscope.elicit.continuations import word_token_ids
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import encoded_batches
-from irmscope.models.hooks import capture
+from irmscope.io import write_npz
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import PairBatch, Reader, read_pairs
 
 #: false-discovery rate of the floor
 FDR_Q = 0.05
@@ -130,7 +131,47 @@ class UnitShifts:
     baseline: np.ndarray  #: ``[n_units]``: mean over positions of the shared median log-ratio ``m_c``
     positions: np.ndarray  #: ``[n_units]``: positions per text
     vocab_size: int  #: the models' number of next tokens
+    prompt_tokens: np.ndarray  #: ``[n_units]``: each unit's prompt length in tokens
     activations: PairedActivations | None = None  #: the ``site`` asked for, read on the same passes
+
+    FILE = "unit_shifts.npz"
+    ACTIVATIONS_FILE = "paired_activations.npz"
+
+    def save(self, folder: Path) -> None:
+        """Write the arrays to ``FILE`` in ``folder`` (and the activations, if any, to
+        ``ACTIVATIONS_FILE``): what the pipeline's read stage hands the audit."""
+        arrays = {name: getattr(self, name) for name in _UNIT_ARRAYS}
+        write_npz(Path(folder) / self.FILE, {**arrays, "vocab_size": np.asarray(self.vocab_size)})
+        if self.activations is not None:
+            paired = self.activations
+            write_npz(
+                Path(folder) / self.ACTIVATIONS_FILE,
+                {
+                    "site": np.asarray(paired.site),
+                    "pairs": paired.pairs.numpy(),
+                    **{name: getattr(paired, name) for name in ("unit", "side", "position", "token_id")},
+                },
+            )
+
+    @classmethod
+    def load(cls, folder: Path) -> UnitShifts:
+        path = Path(folder) / cls.FILE
+        if not path.is_file():
+            raise IrmscopeError(f"no per-unit word shifts at {path}; rerun the read stage")
+        saved = np.load(path)
+        activations = None
+        if (Path(folder) / cls.ACTIVATIONS_FILE).is_file():
+            paired = np.load(Path(folder) / cls.ACTIVATIONS_FILE)
+            activations = PairedActivations(
+                str(paired["site"]),
+                torch.from_numpy(paired["pairs"]),
+                *(paired[name] for name in ("unit", "side", "position", "token_id")),
+            )
+        return cls(
+            **{name: saved[name] for name in _UNIT_ARRAYS},
+            vocab_size=int(saved["vocab_size"]),
+            activations=activations,
+        )
 
     @property
     def uniform_count(self) -> float:
@@ -139,76 +180,138 @@ class UnitShifts:
         return float(self.positions.mean() / self.vocab_size)
 
 
-@torch.no_grad()
+_UNIT_ARRAYS = (
+    "expected_count",
+    "log_ratio",
+    "statistic",
+    "base_count",
+    "baseline",
+    "positions",
+    "prompt_tokens",
+)
+
+
+class UnitSums(Reader):
+    """Folds :func:`_text_sums` over :func:`~irmscope.models.reading.read_pairs`'s batches into
+    :class:`UnitShifts`. ``owner[i]`` is the unit of input text ``i`` (-1: the text is in no unit) and
+    ``within[i]`` which of the unit's texts it is; the models are read under the labels "tuned" and
+    "base". With ``site``, both models' activations there are kept too (:class:`PairedActivations`)."""
+
+    LABELS = ("tuned", "base")
+
+    def __init__(
+        self, word_ids: Sequence[int], owner: np.ndarray, within: np.ndarray, site: str | None = None
+    ) -> None:
+        self.words = torch.tensor(list(word_ids))
+        self.owner, self.within, self.site = np.asarray(owner), np.asarray(within), site
+        self.n_units = int(self.owner.max()) + 1 if len(self.owner) else 0
+        self._rows: list[np.ndarray] = []
+        self._prompt_tokens = np.zeros(self.n_units, dtype=np.int64)
+        self._sums: dict[str, list[torch.Tensor]] = {k: [] for k in ("ec", "lr", "s", "base", "m", "n")}
+        self._read: dict[str, list] = {k: [] for k in ("pairs", "text", "position", "token_id")}
+        self.vocab_size = 0
+
+    def sites(self, label: str) -> Sequence[str]:
+        return [self.site] if self.site and label in self.LABELS else ()
+
+    def needs_logits(self, label: str) -> bool:
+        return label in self.LABELS
+
+    def update(self, batch: PairBatch) -> None:
+        chosen = self.owner[batch.rows] >= 0
+        if not chosen.any():
+            return
+        pick = torch.from_numpy(np.flatnonzero(chosen))
+        rows, mask = batch.rows[chosen], batch.mask[pick]
+        logits_t, logits_b = batch.logits["tuned"][pick], batch.logits["base"][pick]
+        self._rows.append(rows)
+        self._prompt_tokens[self.owner[rows]] = batch.prompt_lengths[pick].numpy()
+        if self.site:
+            positions = torch.arange(mask.shape[1]).expand_as(mask)
+            keep = mask.bool() & (positions > 0)
+            acts = {
+                label: batch.activations[label][self.site][pick.to(logits_t.device)] for label in self.LABELS
+            }
+            self._read["pairs"].append(
+                torch.stack([acts["base"][keep], acts["tuned"][keep]], 1).float().cpu()
+            )
+            self._read["text"].append(rows[torch.nonzero(keep)[:, 0].numpy()])
+            self._read["position"].append(positions[keep].numpy())
+            self._read["token_id"].append(batch.input_ids[pick][keep].numpy())
+        self.vocab_size = logits_b.shape[-1]
+        words = self.words.to(logits_b.device)
+        for key, value in _text_sums(logits_t, logits_b, words, mask.to(logits_b.device).float()).items():
+            self._sums[key].append(value)
+
+    def result(self) -> UnitShifts:
+        if not self._rows:
+            raise IrmscopeError("no texts to score; give at least one prompt")
+        rows = np.concatenate(self._rows)
+        units = self.owner[rows]
+        sizes = np.bincount(units, minlength=self.n_units).astype(np.float64)
+
+        def by_unit(key: str) -> np.ndarray:
+            values = torch.cat(self._sums[key]).numpy()
+            out = np.zeros((self.n_units, values.shape[1]))
+            np.add.at(out, units, values)
+            return out / sizes[:, None]
+
+        return UnitShifts(
+            activations=self._activations(),
+            expected_count=by_unit("ec"),
+            log_ratio=by_unit("lr"),
+            statistic=by_unit("s"),
+            base_count=by_unit("base"),
+            baseline=by_unit("m")[:, 0],
+            positions=by_unit("n")[:, 0],
+            vocab_size=self.vocab_size,
+            prompt_tokens=self._prompt_tokens,
+        )
+
+    def _activations(self) -> PairedActivations | None:
+        """The kept activations, in text order and position order within a text (the batches were read
+        in length order)."""
+        if not self.site:
+            return None
+        text, position = np.concatenate(self._read["text"]), np.concatenate(self._read["position"])
+        order = np.lexsort((position, text))
+        return PairedActivations(
+            self.site,
+            torch.cat(self._read["pairs"])[torch.from_numpy(order)],
+            self.owner[text][order],
+            self.within[text][order],
+            position[order],
+            np.concatenate(self._read["token_id"])[order],
+        )
+
+
 def unit_shifts(
     tuned: LoadedModel,
     base: LoadedModel,
-    units: Sequence[Sequence[str]],
+    prompts: Sequence[str],
+    sides: Sequence[Sequence[str]],
     word_ids: Sequence[int],
     *,
-    max_length: int = 96,
-    batch_size: int = 8,
+    max_length: int | None = None,
+    batch_size: int = 16,
     site: str | None = None,
 ) -> UnitShifts:
     """One forward pass per model over every text of every unit; per-unit sums of the per-position
-    quantities in the module docstring, divided by the unit's number of texts (so "per text"). With
-    ``site``, the same passes also read both models' activations there (:class:`PairedActivations`), so
-    a crosscoder on them costs no further pass."""
-    texts = [text for unit in units for text in unit]
-    owner = np.repeat(np.arange(len(units)), [len(unit) for unit in units])
-    within = np.concatenate([np.arange(len(unit)) for unit in units]) if units else np.zeros(0, int)
-    if not texts:
+    quantities in the module docstring, divided by the unit's number of texts (so "per text"). Unit ``i``
+    is ``prompts[i]`` continued by each side's ``i``-th completion (``sides``: e.g. the base model's
+    completions and the tuned model's). With ``site``, the same passes also read both models' activations
+    there (:class:`PairedActivations`), so a crosscoder on them costs no further pass."""
+    if not prompts:
         raise IrmscopeError("no texts to score; give at least one prompt")
-    device = next(base.model.parameters()).device
-    words = torch.tensor(list(word_ids), device=device)
-    per_text: dict[str, list[torch.Tensor]] = {k: [] for k in ("ec", "lr", "s", "base", "m", "n")}
-    read: dict[str, list] = {k: [] for k in ("pairs", "text", "position", "token_id")}
-    vocab_size = 0
-    for start, enc in encoded_batches(base, texts, batch_size, max_length, device):
-        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        sites = [site] if site else []
-        with capture(tuned.model, sites) as read_t, capture(base.model, sites) as read_b:
-            logits_t = tuned.model(**enc, position_ids=positions, use_cache=False).logits.float()
-            logits_b = base.model(**enc, position_ids=positions, use_cache=False).logits.float()
-        if site:
-            keep = enc["attention_mask"].bool() & (positions > 0)
-            read["pairs"].append(torch.stack([read_b[site][keep], read_t[site][keep]], 1).float().cpu())
-            read["text"].append(torch.nonzero(keep)[:, 0].cpu().numpy() + start)
-            read["position"].append(positions[keep].cpu().numpy())
-            read["token_id"].append(enc["input_ids"][keep].cpu().numpy())
-        vocab_size = logits_b.shape[-1]
-        sums = _text_sums(logits_t, logits_b, words, enc["attention_mask"].float())
-        for key, value in sums.items():
-            per_text[key].append(value)
-    sizes = np.bincount(owner, minlength=len(units)).astype(np.float64)
-
-    def by_unit(key: str) -> np.ndarray:
-        values = torch.cat(per_text[key]).numpy()
-        out = np.zeros((len(units), values.shape[1]))
-        np.add.at(out, owner, values)
-        return out / sizes[:, None]
-
-    activations = None
-    if site:
-        text = np.concatenate(read["text"])
-        activations = PairedActivations(
-            site,
-            torch.cat(read["pairs"]),
-            owner[text],
-            within[text],
-            np.concatenate(read["position"]),
-            np.concatenate(read["token_id"]),
-        )
-    return UnitShifts(
-        activations=activations,
-        expected_count=by_unit("ec"),
-        log_ratio=by_unit("lr"),
-        statistic=by_unit("s"),
-        base_count=by_unit("base"),
-        baseline=by_unit("m")[:, 0],
-        positions=by_unit("n")[:, 0],
-        vocab_size=vocab_size,
-    )
+    if any(len(side) != len(prompts) for side in sides):
+        raise IrmscopeError("give every side one completion per prompt")
+    n = len(prompts)
+    sums = UnitSums(word_ids, np.tile(np.arange(n), len(sides)), np.repeat(np.arange(len(sides)), n), site)
+    read_pairs(
+        {"tuned": tuned, "base": base}, list(prompts) * len(sides), [c for side in sides for c in side],
+        [sums], max_length=max_length, batch_size=batch_size,
+    )  # fmt: skip
+    return sums.result()
 
 
 def _text_sums(

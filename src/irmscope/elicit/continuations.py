@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import batches, encoded_batches
+from irmscope.models.generation import batches
 from irmscope.models.hooks import capture
 from irmscope.models.loading import LoadedModel
 
@@ -136,30 +136,3 @@ def continuation_activations(
         activations={site: torch.cat(parts) for site, parts in acts.items()},
         log_probs=torch.cat(log_probs),
     )
-
-
-@torch.no_grad()
-def next_token_log_probs(
-    lm: LoadedModel,
-    texts: Sequence[str],
-    word_ids: Sequence[int],
-    max_length: int = 64,
-    batch_size: int = 16,
-) -> torch.Tensor:
-    """``log p(word | text[:t])`` for every real position ``t`` of every text: ``[n_positions, n_words]``.
-
-    One forward pass per batch gives the next-token distribution at every position, so a text of ``n``
-    tokens contributes ``n`` contexts at the cost of one sequence.
-    """
-    if not texts:
-        raise IrmscopeError("no texts given; pass at least one text whose positions serve as contexts")
-    model = lm.model
-    device = next(model.parameters()).device
-    words = torch.tensor(list(word_ids), device=device)
-    out = []
-    for _, enc in encoded_batches(lm, texts, batch_size, max_length, device):
-        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = model(**enc, position_ids=positions, use_cache=False).logits.float()
-        log_probs = torch.log_softmax(logits, -1)[..., words]
-        out.append(log_probs[enc["attention_mask"].bool()].cpu())
-    return torch.cat(out)

@@ -33,12 +33,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from irmscope.elicit.continuations import next_token_log_probs, word_token_ids
+from irmscope.elicit.continuations import word_token_ids
 from irmscope.errors import IrmscopeError
+from irmscope.io import write_npz
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import PairBatch, Reader, read_pairs
 
 ESTIMATES = ("mean-log-ratio", "expected-count")
 
@@ -63,9 +67,124 @@ class PolicyShift:
         return self.shift[estimate]
 
 
-def _levels(log_probs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per word (column), the level each estimate differences: ``[n_contexts, n_words]`` → ``[n_words]``."""
-    return {"mean-log-ratio": log_probs.mean(dim=0), "expected-count": torch.logsumexp(log_probs, dim=0)}
+@dataclass(frozen=True)
+class ShiftLevels:
+    """Both models' levels over every vocabulary token, summed over a set of contexts (what
+    :class:`LevelSums` folds from one reading of the texts): per model, ``sum_c log p(t|c)`` and
+    ``log Σ_c p(t|c)``, as ``[vocab]`` float64 arrays, and the number of contexts. Any set of words'
+    :class:`PolicyShift` follows from it without reading the texts again."""
+
+    log_prob_sum: dict[str, np.ndarray]  #: label ("tuned", "reference") → ``Σ_c log p(t|c)``
+    log_count: dict[str, np.ndarray]  #: label → ``log Σ_c p(t|c)``, the log expected count
+    n_contexts: int  #: the positions summed over
+    n_texts: int  #: the texts they are positions of
+
+    FILE = "shift_levels.npz"
+
+    def shift(self, tokenizer, words: Sequence[str], beta: float = 1.0) -> PolicyShift:
+        """Every estimate of :data:`ESTIMATES` for the ``words`` that are one token after a space (the
+        others are dropped); raises if none is."""
+        ids = word_token_ids(tokenizer, words)
+        if not ids:
+            raise IrmscopeError("none of the words is a single token after a space for this model")
+        token_ids = np.asarray(list(ids.values()))
+
+        def levels(label: str) -> dict[str, np.ndarray]:
+            return {
+                "mean-log-ratio": self.log_prob_sum[label][token_ids] / self.n_contexts,
+                "expected-count": self.log_count[label][token_ids],
+            }
+
+        tuned, reference = levels("tuned"), levels("reference")
+        by_word = lambda values: dict(zip(ids, values.tolist(), strict=True))  # noqa: E731
+        return PolicyShift(
+            shift={name: by_word(beta * (tuned[name] - reference[name])) for name in ESTIMATES},
+            reference_level={name: by_word(reference[name]) for name in ESTIMATES},
+        )
+
+    def save(self, folder: Path) -> None:
+        kinds = {"sum": self.log_prob_sum, "count": self.log_count}
+        arrays = {
+            f"{kind}.{label}": values for kind, named in kinds.items() for label, values in named.items()
+        }
+        sizes = {"n_contexts": np.asarray(self.n_contexts), "n_texts": np.asarray(self.n_texts)}
+        write_npz(Path(folder) / self.FILE, {**arrays, **sizes})
+
+    @classmethod
+    def load(cls, folder: Path) -> ShiftLevels:
+        path = Path(folder) / cls.FILE
+        if not path.is_file():
+            raise IrmscopeError(f"no policy-shift levels at {path}; rerun the read stage")
+        saved = np.load(path)
+        named = {"sum": {}, "count": {}}
+        for key in saved.files:
+            if "." in key:
+                kind, label = key.split(".", 1)
+                named[kind][label] = saved[key]
+        return cls(named["sum"], named["count"], int(saved["n_contexts"]), int(saved["n_texts"]))
+
+
+class LevelSums(Reader):
+    """Folds :class:`ShiftLevels` over :func:`~irmscope.models.reading.read_pairs`'s batches: every real
+    position of the texts in ``rows`` (all texts when None) is a context. ``labels`` maps the reading's
+    model labels to the levels' ("tuned", "reference")."""
+
+    def __init__(self, labels: dict[str, str], rows: np.ndarray | None = None) -> None:
+        self.labels, self.rows = labels, None if rows is None else np.asarray(rows)
+        self._sum: dict[str, torch.Tensor] = {}
+        self._count: dict[str, torch.Tensor] = {}
+        self._n = self._texts = 0
+
+    def needs_logits(self, label: str) -> bool:
+        return label in self.labels
+
+    def update(self, batch: PairBatch) -> None:
+        keep = batch.mask.bool()
+        if self.rows is not None:
+            keep &= torch.from_numpy(np.isin(batch.rows, self.rows))[:, None]
+        self._n += int(keep.sum())
+        self._texts += int(keep.any(1).sum())
+        for label, name in self.labels.items():
+            log_probs = torch.log_softmax(batch.logits[label], -1)[
+                keep.to(batch.logits[label].device)
+            ].double()
+            total = log_probs.sum(0).cpu()
+            count = torch.logsumexp(log_probs, 0).cpu()
+            if name in self._sum:
+                total, count = total + self._sum[name], torch.logaddexp(count, self._count[name])
+            self._sum[name], self._count[name] = total, count
+
+    def result(self) -> ShiftLevels:
+        if not self._n:
+            raise IrmscopeError("no context was read for the policy shift; give at least one text")
+        return ShiftLevels(
+            {k: v.numpy() for k, v in self._sum.items()},
+            {k: v.numpy() for k, v in self._count.items()},
+            self._n,
+            self._texts,
+        )
+
+
+def shift_levels(
+    tuned: LoadedModel,
+    reference: LoadedModel,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    max_length: int | None = 64,
+    batch_size: int = 16,
+) -> ShiftLevels:
+    """Both models' :class:`ShiftLevels` with every prefix of every prompt + continuation (up to
+    ``max_length`` tokens) as a context. Both models must share a tokenizer."""
+    if tuned.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        raise IrmscopeError(
+            "the tuned and reference models tokenize words differently; use the same tokenizer"
+        )
+    sums = LevelSums({"tuned": "tuned", "reference": "reference"})
+    read_pairs(
+        {"tuned": tuned, "reference": reference}, prompts, continuations, [sums],
+        max_length=max_length, batch_size=batch_size,
+    )  # fmt: skip
+    return sums.result()
 
 
 def policy_shift(
@@ -81,18 +200,5 @@ def policy_shift(
 
     Words that are not one token after a space are dropped. Both models must share a tokenizer.
     """
-    ids = word_token_ids(tuned.tokenizer, words)
-    if not ids:
-        raise IrmscopeError("none of the words is a single token after a space for this model")
-    if word_token_ids(reference.tokenizer, list(ids)) != ids:
-        raise IrmscopeError(
-            "the tuned and reference models tokenize words differently; use the same tokenizer"
-        )
-    token_ids = list(ids.values())
-    tuned_levels = _levels(next_token_log_probs(tuned, texts, token_ids, max_length=max_length).double())
-    ref_levels = _levels(next_token_log_probs(reference, texts, token_ids, max_length=max_length).double())
-    by_word = lambda values: dict(zip(ids, values.tolist(), strict=True))  # noqa: E731
-    return PolicyShift(
-        shift={name: by_word(beta * (tuned_levels[name] - ref_levels[name])) for name in ESTIMATES},
-        reference_level={name: by_word(ref_levels[name]) for name in ESTIMATES},
-    )
+    levels = shift_levels(tuned, reference, [""] * len(texts), texts, max_length=max_length)
+    return levels.shift(tuned.tokenizer, words, beta)

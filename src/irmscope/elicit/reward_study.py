@@ -23,7 +23,7 @@ from irmscope.config import ElicitSection
 from irmscope.data.triples import build_contrastive_triples
 from irmscope.elicit.agreement import lexicon_agreement, lexicon_gap
 from irmscope.elicit.lexicon_study import StudyInputs, evaluation_words, lexicon_study
-from irmscope.elicit.policy_shift import policy_shift
+from irmscope.elicit.policy_shift import ShiftLevels
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.model import SAE
@@ -58,14 +58,16 @@ def elicit_lexicon_reward(
     base_saes: Mapping[str, SAE],
     lexicon: Mapping[str, float],
     texts: Sequence[str],
-    shift_texts: Sequence[str],
+    shift_levels: ShiftLevels,
     settings: ElicitSection,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The IRM regression (all variants and controls) on ``tuned`` and ``base``, plus the policy shift.
 
-    ``texts`` are reviews to cut contrastive triples from; the policy-shift estimates average over every
-    position of ``shift_texts``. ``settings`` (the config's ``elicit`` section) sizes the study.
+    ``texts`` are reviews to cut contrastive triples from; the policy-shift estimates come from
+    ``shift_levels``, both models' levels over every position of a set of texts (read once, e.g. by the
+    pipeline's read-samples stage, or by :func:`~irmscope.elicit.policy_shift.shift_levels`).
+    ``settings`` (the config's ``elicit`` section) sizes the study.
     """
     triples = build_contrastive_triples(
         texts, lexicon, base.tokenizer, seed=seed, max_triples=settings.n_triples
@@ -85,7 +87,7 @@ def elicit_lexicon_reward(
         "tuned": lexicon_study(tuned, tuned_saes, inputs),
         "base": lexicon_study(base, base_saes, inputs),
     }
-    shift, shift_gap = _policy_shift_study(tuned, base, inputs, shift_texts)
+    shift, shift_gap = _policy_shift_study(tuned, inputs, shift_levels)
     return {
         **studies,
         "gap": {"irm": _irm_gap(studies, inputs.truth, seed), "policy_shift": shift_gap},
@@ -108,7 +110,7 @@ def _irm_gap(studies: Mapping[str, Any], truth: Mapping[str, float], seed: int) 
 
 
 def _policy_shift_study(
-    tuned: LoadedModel, base: LoadedModel, inputs: StudyInputs, shift_texts: Sequence[str]
+    tuned: LoadedModel, inputs: StudyInputs, levels: ShiftLevels
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The token-level implicit reward scored against the lexicon, and its tuned-minus-base gap.
 
@@ -120,9 +122,7 @@ def _policy_shift_study(
         "held_out_words": evaluation_words(truth, tuned, inputs.held_out_fraction, seed, inputs.max_words),
         "every_word": evaluation_words(truth, tuned, 1.0, seed, inputs.max_words),
     }
-    estimates = policy_shift(
-        tuned, base, sorted(set(on["held_out_words"]) | set(on["every_word"])), shift_texts
-    )
+    estimates = levels.shift(tuned.tokenizer, sorted(set(on["held_out_words"]) | set(on["every_word"])))
 
     def scored(values: dict[str, dict[str, float]]) -> dict[str, Any]:
         return {
@@ -140,7 +140,8 @@ def _policy_shift_study(
     shift = {
         **scored(estimates.shift),
         "base_level": scored(estimates.reference_level),
-        "n_texts": len(shift_texts),
+        "n_texts": levels.n_texts,
+        "n_contexts": levels.n_contexts,
         "values": estimates.shift,
     }
     return shift, gap

@@ -35,6 +35,8 @@ PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
         lambda c: c.tune.step_cap * c.tune.batch_size * c.tune.max_completion_tokens / (14 * 32 * 32),
     ),
     "evaluate": (103, lambda c: c.data.n_prompts * c.generation.max_new_tokens / (200 * 32)),
+    # not yet timed in a demo run: both models' pass over the samples, priced by benchmarks/bench_pipeline.py
+    "read-samples": (80, lambda c: c.data.n_prompts / 200),
     "divergence": (1, lambda c: 1.0),
     "sites": (1, lambda c: 1.0),
     "activations": (69, lambda c: c.activations.n_texts * c.activations.max_length / (2000 * 96)),

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from irmscope.artifacts import coverage_residuals_file, probe_file
+from irmscope.artifacts import probe_file
 from irmscope.data.samples import Coverage
 from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import site_name
 from irmscope.models.loading import LoadedModel
-from irmscope.probes.residuals import save_residuals
+from irmscope.probes.residuals import Residuals
 from irmscope.probes.study import ProbeStudy, probe_study
 from irmscope.sae.model import SAE
 
@@ -50,14 +50,15 @@ def reward_probe_study(
     out_dir: Path,
     seed: int = 0,
     progress: bool = True,
+    coverage_residuals: Mapping[str, Residuals] | None = None,
 ) -> dict[str, Any]:
     """Probe the known reward of the coverage completions and the human judgement of reviews with each
     model (the error-against-position curve for the reward only: the study plots it for completions).
+    ``coverage_residuals`` (per model label): the coverage texts' read-outs, read already (the pipeline's
+    read-samples stage keeps them for the methods that fit their own read-out: inverse RL, CCS).
 
     Writes ``coverage_estimates.npz`` (each probe's estimate per coverage completion, the reward probe's
-    cross-fitted), ``probe-{target}-{label}.npz`` (direction, intercept, layer) and
-    ``coverage_residuals-{label}.npz`` (the coverage texts' read-outs, for methods that fit their own
-    read-out: inverse RL, CCS)."""
+    cross-fitted) and ``probe-{target}-{label}.npz`` (direction, intercept, layer)."""
     out_dir = Path(out_dir)
     estimates: dict[str, np.ndarray] = {}
     result: dict[str, Any] = {"reward": {}, "ratings": {}}
@@ -79,11 +80,11 @@ def reward_probe_study(
                 targets=coverage.true,
                 groups=coverage.prompt_index,
                 max_length=None,
+                residuals=(coverage_residuals or {}).get(label),
                 **common,
             )
         }
         estimates[f"reward_{label}"] = studies["reward"].cross_fitted
-        save_residuals(studies["reward"].residuals, out_dir / coverage_residuals_file(label))
         if judged is not None:
             texts, targets, kind = judged
             studies["ratings"] = probe_study(

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.io import write_npz
 from irmscope.models.adapters import site_name
-from irmscope.models.generation import batches, length_order
+from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import PairBatch, Reader, read_pairs
 from irmscope.models.readout import encode_pairs, pooling_weights
 
 
@@ -59,7 +61,7 @@ def save_residuals(residuals: Residuals, path: Path) -> None:
     arrays = {"layers": np.asarray(residuals.layers), "last": residuals.last, "mean": residuals.mean}
     if residuals.prompt_end is not None:
         arrays["prompt_end"] = residuals.prompt_end
-    np.savez(path, **{k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()})
+    write_npz(path, {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()})
 
 
 def load_residuals(path: Path) -> Residuals:
@@ -82,7 +84,47 @@ def _check(prompts: Sequence[str], continuations: Sequence[str]) -> None:
         raise IrmscopeError(f"{len(prompts)} prompts but {len(continuations)} continuations; they must pair")
 
 
-@torch.no_grad()
+class ResidualReadout(Reader):
+    """The :class:`Residuals` of one model (``label``) at ``layers``, folded over :func:`read_pairs`'s
+    batches of ``n`` texts; :meth:`result` gives them in the texts' order."""
+
+    def __init__(self, label: str, layers: Sequence[int], n: int) -> None:
+        self.label, self.layers = label, list(layers)
+        self._sites = [site_name(layer, "hook_resid_post") for layer in self.layers]
+        self._rows: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {"last": [], "prompt_end": [], "mean": []}
+        self._has_prompt, self._n = False, n
+
+    def sites(self, label: str) -> Sequence[str]:
+        return self._sites if label == self.label else ()
+
+    def update(self, batch: PairBatch) -> None:
+        acts = batch.activations[self.label]
+        stacked = torch.stack([acts[site] for site in self._sites], dim=1).float().cpu()  # [b, layer, seq, d]
+        mask, rows = batch.mask, torch.arange(len(batch.mask))
+        self._rows.append(batch.rows)
+        self._parts["last"].append(stacked[rows, :, mask.sum(1) - 1].numpy())
+        self._parts["prompt_end"].append(stacked[rows, :, (batch.prompt_lengths - 1).clamp(min=0)].numpy())
+        self._parts["mean"].append(torch.einsum("blsd,bs->bld", stacked, pooling_weights(mask)).numpy())
+        self._has_prompt = self._has_prompt or bool((batch.prompt_lengths > 0).any())
+
+    def result(self) -> Residuals:
+        rows = np.concatenate(self._rows)
+        if sorted(rows.tolist()) != list(range(self._n)):
+            raise IrmscopeError(f"the read-out saw {len(rows)} of {self._n} texts; read every text once")
+        inverse = np.empty_like(rows)
+        inverse[rows] = np.arange(len(rows))
+        joined = {name: np.concatenate(parts)[inverse] for name, parts in self._parts.items()}
+        return Residuals(
+            self.layers, joined["last"], joined["prompt_end"] if self._has_prompt else None, joined["mean"]
+        )
+
+
+def model_layers(lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
+    """``layers`` as block indices of ``lm`` (negative ones count from the end); ``None``: every block."""
+    return list(range(lm.n_layers)) if layers is None else [layer % lm.n_layers for layer in layers]
+
+
 def read_residuals(
     lm: LoadedModel,
     prompts: Sequence[str],
@@ -95,34 +137,12 @@ def read_residuals(
     """The residual stream at every layer (or ``layers``) at each text's last token, its prompt's end, and
     averaged over its tokens; texts are cut to ``max_length`` tokens (``None``: never)."""
     _check(prompts, continuations)
-    layers = list(range(lm.n_layers)) if layers is None else [layer % lm.n_layers for layer in layers]
-    sites = [site_name(layer, "hook_resid_post") for layer in layers]
-    device = next(lm.model.parameters()).device
-    last, prompt_end, mean = [], [], []
-    order = length_order(prompts, continuations)  # batched by length (little padding), returned in order
-    for _, prompt_chunk, continuation_chunk in batches(
-        [prompts[i] for i in order],
-        [continuations[i] for i in order],
-        size=batch_size,
-        progress=progress,
-        desc="residuals",
-    ):
-        ids, mask, n_prompt = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
-        acts = capture_activations(lm.model, sites, ids.to(device), mask.to(device))
-        stacked = torch.stack([acts[site] for site in sites], dim=1).float().cpu()  # [batch, layer, seq, d]
-        rows = torch.arange(len(ids))
-        last.append(stacked[rows, :, mask.sum(1) - 1].numpy())
-        prompt_end.append(stacked[rows, :, (n_prompt - 1).clamp(min=0)].numpy())
-        mean.append(torch.einsum("blsd,bs->bld", stacked, pooling_weights(mask)).numpy())
-    has_prompt = any(prompts)
-    unsorted = np.empty_like(order)
-    unsorted[order] = np.arange(len(order))
-    return Residuals(
-        layers,
-        np.concatenate(last)[unsorted],
-        np.concatenate(prompt_end)[unsorted] if has_prompt else None,
-        np.concatenate(mean)[unsorted],
-    )
+    readout = ResidualReadout("model", model_layers(lm, layers), len(prompts))
+    read_pairs(
+        {"model": lm}, prompts, continuations, [readout], max_length=max_length, batch_size=batch_size,
+        progress=progress, desc="residuals",
+    )  # fmt: skip
+    return readout.result()
 
 
 @torch.no_grad()

@@ -131,6 +131,7 @@ def probe_study(
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
+    residuals: Residuals | None = None,
 ) -> ProbeStudy:
     """Probe ``targets`` from ``lm``'s residual stream (see the module docstring).
 
@@ -138,15 +139,20 @@ def probe_study(
     default every text is its own group; they also choose each penalty (folds of whole groups) and make the
     intervals resample groups. ``by_position=False`` skips the error-against-position curve (a second pass
     over the texts); ``cross_fit=False`` skips the out-of-fold predictions (a selection inside each fold).
+    ``residuals``: the texts' read-outs at every layer, read already (e.g. by the pipeline's read-samples
+    stage, in the same pass as other methods' statistics); else they are read here.
     """
     y = np.asarray(targets, dtype=np.float64)
     if len(y) != len(continuations):
         raise IrmscopeError(f"{len(y)} targets for {len(continuations)} texts; give one target per text")
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     train, test = group_split(groups, test_fraction, seed)
-    residuals = read_residuals(
-        lm, prompts, continuations, max_length=max_length, batch_size=batch_size, progress=progress
-    )
+    if residuals is None:
+        residuals = read_residuals(
+            lm, prompts, continuations, max_length=max_length, batch_size=batch_size, progress=progress
+        )
+    elif len(residuals.last) != len(y):
+        raise IrmscopeError(f"{len(residuals.last)} read-outs for {len(y)} texts; read the same texts")
     kinds = residuals.by_position()
     per_layer, (_, kind, index, score), single = _layer_scores(
         kinds, residuals.layers, y, train, test, groups, seed

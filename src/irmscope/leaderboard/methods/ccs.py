@@ -31,7 +31,7 @@ class ContrastConsistentSearch(RewardEstimator):
         "cut from reviews with the reward's lexicon (no reward values), block chosen by held-out CCS loss, "
         "read on each text's mean-pooled residual (prompt and completion)"
     )
-    needs = ("probes",)
+    needs = ("read-samples",)
 
     def estimate(self, inputs: MethodInputs) -> Estimates | None:
         if inputs.lexicon is None or not inputs.review_texts:
@@ -47,7 +47,7 @@ class ContrastConsistentSearch(RewardEstimator):
             texts = [t.positive for t in triples] + [t.negative for t in triples]
             at_word = read_residuals(lm, [""] * len(texts), texts, max_length=None, progress=False).last
             positive, negative = at_word[: len(triples)], at_word[len(triples) :]
-            coverage = load_residuals(inputs.stage("probes") / coverage_residuals_file(label))
+            coverage = load_residuals(inputs.stage("read-samples") / coverage_residuals_file(label))
             probes = {
                 layer: fit_ccs(positive[:, i], negative[:, i], seed=inputs.seed)
                 for i, layer in enumerate(coverage.layers)

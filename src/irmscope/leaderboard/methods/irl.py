@@ -27,7 +27,7 @@ from irmscope.rewards import ReadoutReward
 
 
 class InverseRL(RewardEstimator):
-    needs = ("probes",)
+    needs = ("read-samples",)
     identified = ("preference_accuracy", "epic")  # a reward up to a constant per prompt
 
     def __init__(self, kind: IrlKind, description: str, with_identifiability: bool) -> None:
@@ -35,7 +35,7 @@ class InverseRL(RewardEstimator):
         self.name = f"inverse RL, {kind}"
 
     def _readouts(self, inputs: MethodInputs, label: str) -> Residuals:
-        return load_residuals(inputs.stage("probes") / coverage_residuals_file(label))
+        return load_residuals(inputs.stage("read-samples") / coverage_residuals_file(label))
 
     def estimate(self, inputs: MethodInputs) -> Estimates:
         cov = inputs.coverage

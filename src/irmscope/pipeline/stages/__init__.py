@@ -6,6 +6,7 @@ from irmscope.pipeline.stages import (  # noqa: F401  (imported for registration
     prompts,
     tune,
     evaluate,
+    read_samples,
     divergence,
     sites,
     activations,

@@ -19,7 +19,7 @@ from irmscope.probes.residuals import load_residuals
 @register
 class Attribute(Stage):
     name = "attribute"
-    needs = ("probes", "evaluate")
+    needs = ("evaluate", "read-samples")
     result_key = "attribution"
     requires = ("tuned", "probes")
 
@@ -42,7 +42,7 @@ class Attribute(Stage):
                 texts, lexicon, ctx.base.tokenizer, probes.n_patch_pairs, ctx.seed
             )
         rows = coverage(ctx)
-        folder = ctx.finished["probes"].dir
+        read = ctx.finished["read-samples"].dir
         result = reward_attribution(
             {"tuned": ctx.tuned, "base": ctx.base},
             rows.prompts,
@@ -50,7 +50,7 @@ class Attribute(Stage):
             reward=rows.true,
             groups=rows.prompt_index,
             readouts={
-                label: load_residuals(folder / coverage_residuals_file(label)) for label in ("tuned", "base")
+                label: load_residuals(read / coverage_residuals_file(label)) for label in ("tuned", "base")
             },
             triples=triples,
             test_fraction=probes.test_fraction,

@@ -9,6 +9,7 @@ from typing import Any
 
 from irmscope.artifacts import RESULT_FILES
 from irmscope.audit import audit, write_audit
+from irmscope.audit.shift import UnitShifts
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 
@@ -16,8 +17,10 @@ from irmscope.pipeline.registry import Stage, register
 @register
 class Audit(Stage):
     name = "audit"
-    version = 2  # 2: a dictionary of the tuned-minus-base differences beside the crosscoder
-    needs = ("evaluate",)
+    # 2: a dictionary of the tuned-minus-base differences beside the crosscoder; 3: the word shifts and
+    # activations from the read-samples stage (prompt and completion tokenised apart)
+    version = 3
+    needs = ("evaluate", "read-samples")
     result_key = "audit"
     result_file = RESULT_FILES["audit"]
     requires = ("tuned",)
@@ -36,6 +39,7 @@ class Audit(Stage):
             seed=ctx.seed,
             n_resamples=settings.n_resamples,
             crosscoder=settings.crosscoder_config(),
+            shifts=UnitShifts.load(ctx.finished["read-samples"].dir),
             progress=ctx.progress,
         )
         table, crosscoder = result.pop("table"), result.pop("crosscoder")

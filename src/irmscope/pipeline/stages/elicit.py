@@ -6,29 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import Regression, Samples
+from irmscope.artifacts import Regression
+from irmscope.elicit.policy_shift import ShiftLevels
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 
 
-def shift_texts(samples: Samples, n: int) -> list[str]:
-    """Prompt + completion texts of both models (the first ``n`` of each): the states the policy shift is
-    averaged over."""
-    return samples.texts("base")[:n] + samples.texts("tuned")[:n]
-
-
 @register
 class Elicit(Stage):
     name = "elicit"
-    # 2: permutation nulls, paired tuned-minus-base gaps, held-out words split by lemma; 3: Snowball lemma
-    version = 3
-    needs = ("saes", "evaluate")
+    # 2: permutation nulls, paired tuned-minus-base gaps, held-out words split by lemma; 3: Snowball lemma;
+    # 4: the policy shift from the read-samples stage's levels (prompt and completion tokenised apart)
+    version = 4
+    needs = ("saes", "evaluate", "read-samples")
     result_key = "elicitation"
     requires = ("tuned", "lexicon")
     config_sections = ("elicit", "reward")
-    reads = ("saes-tuned", "saes-base", "evaluate")
+    reads = ("saes-tuned", "saes-base", "evaluate", "read-samples")
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         result = elicit_lexicon_reward(
@@ -38,7 +34,7 @@ class Elicit(Stage):
             base_saes=ctx.saes("base"),
             lexicon=ctx.lexicon,
             texts=list(ctx.reviews("contexts")["text"]),
-            shift_texts=shift_texts(ctx.samples, ctx.config.elicit.n_shift_texts),
+            shift_levels=ShiftLevels.load(ctx.finished["read-samples"].dir),
             settings=ctx.config.elicit,
             seed=ctx.seed,
         )

@@ -36,7 +36,7 @@ RESCORING_TOLERANCE = 1e-3
 @register
 class IrlReward(Stage):
     name = "irl-reward"
-    needs = ("leaderboard", "probes", "evaluate")
+    needs = ("leaderboard", "evaluate", "read-samples")
     result_key = "irl_reward"
     requires = ("tuned", "probes")
 
@@ -47,7 +47,7 @@ class IrlReward(Stage):
         board = ctx.read_json("leaderboard", RESULT_FILES["leaderboard"])
         layer = next(row for row in board["rows"] if row["method"] == METHOD)["details"]["layer"]["tuned"]
         cov = coverage(ctx)
-        residuals = load_residuals(ctx.finished["probes"].dir / coverage_residuals_file("tuned"))
+        residuals = load_residuals(ctx.finished["read-samples"].dir / coverage_residuals_file("tuned"))
         spec = ctx.tuned_spec
         model_spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
         reward = irl_reward(cov, residuals, layer, model_spec, lm=ctx.tuned)

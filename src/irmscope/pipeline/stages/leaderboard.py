@@ -23,7 +23,7 @@ from irmscope.pipeline.stages.probes import coverage
 class Leaderboard(Stage):
     name = "leaderboard"
     version = 2  # 2: inverse RL fitted within prompts, CCS normalised once, NaN resamples counted
-    needs = ("probes", "evaluate", "elicit")
+    needs = ("probes", "evaluate", "read-samples", "elicit")
     result_key = "leaderboard"
     requires = ("tuned", "probes")
 
@@ -40,7 +40,11 @@ class Leaderboard(Stage):
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         probes = ctx.config.probes
-        finished = {name: ctx.finished[name].dir for name in ("probes", "elicit") if name in ctx.finished}
+        finished = {
+            name: ctx.finished[name].dir
+            for name in ("probes", "read-samples", "elicit")
+            if name in ctx.finished
+        }
         others = {"dpo": load_model(probes.dpo_model)} if probes.dpo_model else {}
         inputs = MethodInputs(
             coverage(ctx),

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irmscope.artifacts import coverage_residuals_file
 from irmscope.data.samples import Coverage
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.probes.experiment import reward_probe_study
+from irmscope.probes.residuals import load_residuals
 
 
 def coverage(ctx: RunContext) -> Coverage:
@@ -21,7 +23,8 @@ def coverage(ctx: RunContext) -> Coverage:
 @register
 class Probes(Stage):
     name = "probes"
-    needs = ("evaluate",)
+    version = 2  # 2: the coverage read-outs come from the read-samples stage, which keeps them
+    needs = ("evaluate", "read-samples")
     result_key = "probes"
     requires = ("tuned", "probes")
 
@@ -44,6 +47,10 @@ class Probes(Stage):
             work,
             seed=ctx.seed,
             progress=ctx.progress,
+            coverage_residuals={
+                label: load_residuals(ctx.finished["read-samples"].dir / coverage_residuals_file(label))
+                for label in ("tuned", "base")
+            },
         )
         write_json(work / self.result_file, result)
         return {
