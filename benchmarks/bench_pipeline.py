@@ -45,6 +45,8 @@ from irmscope.models.categorical import fast_multinomial
 from irmscope.runs import load_run_results
 
 KINDS = ("forward", "backward", "sampled")
+#: how many of a slow stage's timed parts its reason names
+TOP_PARTS = 3
 #: ratios above this get a one-line reason (the issue's target: every stage within 3x of its floor)
 LIMIT = 3.0
 #: what the stages without language-model passes spend their time on (by stage name without -tuned/-base)
@@ -74,6 +76,7 @@ def pipeline_table(
         wall, tokens = entry.get("seconds"), entry.get("tokens")
         floor = None if tokens is None else sum(tokens[kind] * price[kind] for kind in KINDS)
         ratio = wall / floor if wall is not None and floor else None
+        why = _why(name, wall, tokens, floor, ratio, price, sampling_slowdown, entry.get("parts"))
         rows.append(
             {
                 "stage": name,
@@ -81,7 +84,7 @@ def pipeline_table(
                 **{f"{kind}_tokens": None if tokens is None else tokens[kind] for kind in KINDS},
                 "floor_s": floor,
                 "ratio": ratio,
-                "why": _why(name, wall, tokens, floor, ratio, price, sampling_slowdown),
+                "why": why,
             }
         )
     walls = [r["wall_s"] for r in rows if r["wall_s"] is not None]
@@ -108,8 +111,10 @@ def _why(
     ratio: float | None,
     price: dict[str, float],
     sampling_slowdown: tuple[int, int, float] | None,
+    parts: dict[str, float] | None = None,
 ) -> str | None:
-    """A heuristic one-line reason for a ratio above :data:`LIMIT` or a missing floor."""
+    """A heuristic one-line reason for a ratio above :data:`LIMIT` or a missing floor; where the stage timed
+    its parts (the manifest's ``parts``, e.g. one per leaderboard method), the slowest are named."""
     if wall is None:
         return "no wall time recorded"
     if tokens is None:
@@ -125,6 +130,10 @@ def _why(
     if main == "sampled" and sampling_slowdown and sampling_slowdown[2] > 1.05:
         run_batch, best_batch, slowdown = sampling_slowdown
         why += f"; sampling at batch {run_batch} costs {slowdown:.1f}x batch {best_batch}'s per token"
+    if parts:
+        slowest = sorted(parts.items(), key=lambda item: -item[1])[:TOP_PARTS]
+        named = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in slowest)
+        return why + f"; its slowest parts (timed by the stage, passes included): {named}"
     return why + "; the rest is outside the priced passes or their per-call overhead (tokenising, loops)"
 
 

@@ -24,6 +24,11 @@ def _tokens(forward=0, backward=0, sampled=0):
 STAGES = {
     "fast": {"seconds": 2.5, "tokens": _tokens(forward=1000)},  # floor 2.0
     "slow": {"seconds": 10.0, "tokens": _tokens(forward=1000)},  # floor 2.0
+    "timed": {
+        "seconds": 12.0,
+        "tokens": _tokens(forward=1000),
+        "parts": {"a": 1.0, "b": 7.4, "c": 2.0, "d": 0.1},
+    },
     "sampler": {"seconds": 45.0, "tokens": _tokens(backward=100, sampled=400)},  # floor 1.0 + 8.0
     "saes-tuned": {"seconds": 3.0, "tokens": _tokens()},
     "old": {"seconds": 1.0, "tokens": None},
@@ -39,6 +44,9 @@ def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
     assert rows["slow"]["ratio"] == pytest.approx(5.0)
     assert "8 s above a floor that is 100% forward tokens" in rows["slow"]["why"]
     assert "batch" not in rows["slow"]["why"]  # the sampling batch is named only where sampling dominates
+    assert rows["timed"]["why"].endswith(
+        "its slowest parts (timed by the stage, passes included): b 7 s, c 2 s, a 1 s"
+    )
     assert rows["sampler"]["floor_s"] == pytest.approx(9.0)
     assert rows["sampler"]["ratio"] == pytest.approx(5.0)
     assert "89% sampled" in rows["sampler"]["why"]
@@ -47,13 +55,13 @@ def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
     assert "trains SAEs" in rows["saes-tuned"]["why"]
     assert rows["old"]["floor_s"] is None and "no token counts" in rows["old"]["why"]
     total = rows["total"]
-    assert total["wall_s"] == pytest.approx(61.5)
-    assert total["floor_s"] == pytest.approx(13.0)
-    assert total["ratio"] == pytest.approx(61.5 / 13.0)
-    assert (total["forward_tokens"], total["backward_tokens"], total["sampled_tokens"]) == (2000, 100, 400)
+    assert total["wall_s"] == pytest.approx(73.5)
+    assert total["floor_s"] == pytest.approx(15.0)
+    assert total["ratio"] == pytest.approx(73.5 / 15.0)
+    assert (total["forward_tokens"], total["backward_tokens"], total["sampled_tokens"]) == (3000, 100, 400)
     markdown = bench.markdown_table(list(rows.values())).splitlines()
     assert len(markdown) == 2 + len(rows)
-    assert markdown[-1].startswith("| total | 61.5 | 2,000 | 100 | 400 | 13.0 | 4.7 |")
+    assert markdown[-1].startswith("| total | 73.5 | 3,000 | 100 | 400 | 15.0 | 4.9 |")
 
 
 def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch, capsys):

@@ -400,14 +400,18 @@ def test_shift_levels_read_in_batches_equal_each_text_read_alone():
     lm = load_model("tiny-llama")
     prompts = ["The movie was", "", "I found it rather dull and", "What"]
     completions = [" good", " Bad", " long", " a film this was, truly"]
-    levels = shift_levels(lm, lm, prompts, completions, batch_size=3)
+    levels = shift_levels(lm, lm, ["good", "bad", "fun"], prompts, completions, batch_size=3)
     ids = list(word_token_ids(lm.tokenizer, ["good", "bad", "fun"]).values())
+    assert sorted(levels.token_ids.tolist()) == sorted(ids)
+    columns = [levels.token_ids.tolist().index(i) for i in ids]
     texts = [p + c for p, c in zip(prompts, completions, strict=True)]  # each pair tokenises as its text
     alone = _log_probs_alone(lm, texts, ids)
     assert levels.n_contexts == len(alone) and levels.n_texts == 4
     for label in ("tuned", "reference"):
-        np.testing.assert_allclose(levels.log_prob_sum[label][ids], alone.sum(0).numpy(), rtol=1e-5)
-        np.testing.assert_allclose(levels.log_count[label][ids], alone.logsumexp(0).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(levels.log_prob_sum[label][columns], alone.sum(0).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(levels.log_count[label][columns], alone.logsumexp(0).numpy(), rtol=1e-5)
+    with pytest.raises(IrmscopeError, match="other words"):
+        levels.shift(lm.tokenizer, ["good", "awful"])
 
 
 def test_scoring_contexts_are_review_openings_chosen_without_the_lexicon(smollm2_tokenizer):

@@ -170,6 +170,10 @@ def test_every_stage_records_the_tokens_its_model_passes_processed(smoke_run):
         assert stages[f"activations-{label}"]["tokens"]["forward"] > 0
         assert stages[f"saes-{label}"]["tokens"] == {"forward": 0, "backward": 0, "sampled": 0}
     assert "tokens" not in results["evaluation"]  # bookkeeping stays out of the stages' sections
+    parts = stages["leaderboard"]["parts"]  # each method timed, for the benchmark's reason
+    assert set(parts) == {row["method"] for row in results["leaderboard"]["rows"]}
+    assert all(seconds >= 0 for seconds in parts.values()) and "seconds" not in results["leaderboard"]
+    assert set(stages["audit"]["parts"]) == {"sampling", "scoring", "statistics", "inside"}
 
 
 def test_one_reading_of_the_samples_serves_the_policy_shift_the_audit_and_the_probes(smoke_run):
@@ -199,8 +203,12 @@ def test_one_reading_of_the_samples_serves_the_policy_shift_the_audit_and_the_pr
     assert abs(stages["read-samples"]["tokens"]["forward"] - 2 * tokens) <= 0.05 * 2 * tokens
     assert stages["audit"]["tokens"]["forward"] == 0
     k = min(config.elicit.n_shift_texts, n)
-    alone = shift_levels(tuned, base, prompts[:k] * 2, base_texts[:k] + tuned_texts[:k], max_length=None)
     kept = ShiftLevels.load(folder)
+    words = [base.tokenizer.decode([token]).strip() for token in kept.token_ids]
+    alone = shift_levels(
+        tuned, base, words, prompts[:k] * 2, base_texts[:k] + tuned_texts[:k], max_length=None
+    )
+    np.testing.assert_array_equal(kept.token_ids, alone.token_ids)
     assert (kept.n_texts, kept.n_contexts) == (alone.n_texts, alone.n_contexts) == (2 * k, kept.n_contexts)
     for label in ("tuned", "reference"):
         np.testing.assert_allclose(kept.log_prob_sum[label], alone.log_prob_sum[label], rtol=1e-5, atol=1e-4)

@@ -34,6 +34,10 @@ from irmscope.io import file_digest, fingerprint, verify_file, write_json
 from irmscope.locking import wait_for_lock
 
 DONE = "done.json"
+#: the key of a stage's summary that times its parts (``{part: seconds}``, e.g. one per leaderboard method):
+#: bookkeeping like the stage's own time, copied to the run's manifest, where benchmarks/bench_pipeline.py
+#: names the slowest part of a stage far above its compute floor
+PART_SECONDS = "part_seconds"
 #: the key of ``done.json`` that lists every output file's digest (not part of the stage's summary)
 FILES = "files"
 

@@ -240,7 +240,9 @@ class UnitSums(Reader):
             self._read["token_id"].append(batch.input_ids[pick][keep].numpy())
         self.vocab_size = logits_b.shape[-1]
         words = self.words.to(logits_b.device)
-        for key, value in _text_sums(logits_t, logits_b, words, mask.to(logits_b.device).float()).items():
+        normalisers = (batch.log_normaliser("tuned")[pick], batch.log_normaliser("base")[pick])
+        sums = _text_sums(logits_t, logits_b, words, mask.to(logits_b.device).float(), normalisers)
+        for key, value in sums.items():
             self._sums[key].append(value)
 
     def result(self) -> UnitShifts:
@@ -315,7 +317,11 @@ def unit_shifts(
 
 
 def _text_sums(
-    logits_t: torch.Tensor, logits_b: torch.Tensor, words: torch.Tensor, mask: torch.Tensor
+    logits_t: torch.Tensor,
+    logits_b: torch.Tensor,
+    words: torch.Tensor,
+    mask: torch.Tensor,
+    normalisers: tuple[torch.Tensor, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """One batch's per-text sums over real positions (see the module docstring): the statistic ``s``, the
     mean log-ratio ``lr``, the base model's expected count ``base``, the mean shared shift ``m``, the number
@@ -323,8 +329,8 @@ def _text_sums(
     # Δ as a difference of logits less a difference of normalisers: a word whose logit tuning left
     # alone gets exactly the same Δ as every other such word at that position, so the median removes
     # it exactly (float32 keeps that: equal inputs give equal outputs)
-    lse_b = logits_b.logsumexp(-1, keepdim=True)
-    shared = logits_t.logsumexp(-1, keepdim=True) - lse_b
+    lse_t, lse_b = normalisers  # each model's logsumexp over the vocabulary at every position
+    shared = lse_t - lse_b
     word_b = logits_b[..., words]
     raw = logits_t[..., words] - word_b - shared
     p_base = (word_b - lse_b).exp_().mul_(mask[..., None])

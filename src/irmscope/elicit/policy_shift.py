@@ -69,13 +69,14 @@ class PolicyShift:
 
 @dataclass(frozen=True)
 class ShiftLevels:
-    """Both models' levels over every vocabulary token, summed over a set of contexts (what
-    :class:`LevelSums` folds from one reading of the texts): per model, ``sum_c log p(t|c)`` and
-    ``log Σ_c p(t|c)``, as ``[vocab]`` float64 arrays, and the number of contexts. Any set of words'
-    :class:`PolicyShift` follows from it without reading the texts again."""
+    """Both models' levels of a set of tokens, summed over a set of contexts (what :class:`LevelSums`
+    folds from one reading of the texts): per model, ``Σ_c log p(t|c)`` and ``log Σ_c p(t|c)`` for each of
+    ``token_ids``, as float64 arrays, and the number of contexts. The :class:`PolicyShift` of any words
+    among those tokens follows from it without reading the texts again."""
 
-    log_prob_sum: dict[str, np.ndarray]  #: label ("tuned", "reference") → ``Σ_c log p(t|c)``
-    log_count: dict[str, np.ndarray]  #: label → ``log Σ_c p(t|c)``, the log expected count
+    token_ids: np.ndarray  #: the tokens the levels are of
+    log_prob_sum: dict[str, np.ndarray]  #: label ("tuned", "reference") → ``Σ_c log p(t|c)`` per token
+    log_count: dict[str, np.ndarray]  #: label → ``log Σ_c p(t|c)``, the log expected count per token
     n_contexts: int  #: the positions summed over
     n_texts: int  #: the texts they are positions of
 
@@ -83,16 +84,22 @@ class ShiftLevels:
 
     def shift(self, tokenizer, words: Sequence[str], beta: float = 1.0) -> PolicyShift:
         """Every estimate of :data:`ESTIMATES` for the ``words`` that are one token after a space (the
-        others are dropped); raises if none is."""
+        others are dropped); raises if none is, or if a word's token was not read."""
         ids = word_token_ids(tokenizer, words)
         if not ids:
             raise IrmscopeError("none of the words is a single token after a space for this model")
-        token_ids = np.asarray(list(ids.values()))
+        column = {int(token): i for i, token in enumerate(self.token_ids)}
+        unread = [word for word, token in ids.items() if token not in column]
+        if unread:
+            raise IrmscopeError(
+                f"the levels were read for other words than {unread[:3]}; read the texts with these words"
+            )
+        columns = np.asarray([column[token] for token in ids.values()])
 
         def levels(label: str) -> dict[str, np.ndarray]:
             return {
-                "mean-log-ratio": self.log_prob_sum[label][token_ids] / self.n_contexts,
-                "expected-count": self.log_count[label][token_ids],
+                "mean-log-ratio": self.log_prob_sum[label][columns] / self.n_contexts,
+                "expected-count": self.log_count[label][columns],
             }
 
         tuned, reference = levels("tuned"), levels("reference")
@@ -108,29 +115,33 @@ class ShiftLevels:
             f"{kind}.{label}": values for kind, named in kinds.items() for label, values in named.items()
         }
         sizes = {"n_contexts": np.asarray(self.n_contexts), "n_texts": np.asarray(self.n_texts)}
-        write_npz(Path(folder) / self.FILE, {**arrays, **sizes})
+        write_npz(Path(folder) / self.FILE, {"token_ids": self.token_ids, **arrays, **sizes})
 
     @classmethod
     def load(cls, folder: Path) -> ShiftLevels:
         path = Path(folder) / cls.FILE
         if not path.is_file():
-            raise IrmscopeError(f"no policy-shift levels at {path}; rerun the read stage")
+            raise IrmscopeError(f"no policy-shift levels at {path}; rerun the read-samples stage")
         saved = np.load(path)
-        named = {"sum": {}, "count": {}}
+        named: dict[str, dict[str, np.ndarray]] = {"sum": {}, "count": {}}
         for key in saved.files:
             if "." in key:
                 kind, label = key.split(".", 1)
                 named[kind][label] = saved[key]
-        return cls(named["sum"], named["count"], int(saved["n_contexts"]), int(saved["n_texts"]))
+        sizes = int(saved["n_contexts"]), int(saved["n_texts"])
+        return cls(saved["token_ids"], named["sum"], named["count"], *sizes)
 
 
 class LevelSums(Reader):
-    """Folds :class:`ShiftLevels` over :func:`~irmscope.models.reading.read_pairs`'s batches: every real
-    position of the texts in ``rows`` (all texts when None) is a context. ``labels`` maps the reading's
-    model labels to the levels' ("tuned", "reference")."""
+    """Folds :class:`ShiftLevels` of ``token_ids`` over :func:`~irmscope.models.reading.read_pairs`'s
+    batches: every real position of the texts in ``rows`` (all texts when None) is a context. ``labels``
+    maps the reading's model labels to the levels' ("tuned", "reference")."""
 
-    def __init__(self, labels: dict[str, str], rows: np.ndarray | None = None) -> None:
+    def __init__(
+        self, labels: dict[str, str], token_ids: Sequence[int], rows: np.ndarray | None = None
+    ) -> None:
         self.labels, self.rows = labels, None if rows is None else np.asarray(rows)
+        self.token_ids = torch.as_tensor(list(token_ids), dtype=torch.long)
         self._sum: dict[str, torch.Tensor] = {}
         self._count: dict[str, torch.Tensor] = {}
         self._n = self._texts = 0
@@ -145,9 +156,10 @@ class LevelSums(Reader):
         self._n += int(keep.sum())
         self._texts += int(keep.any(1).sum())
         for label, name in self.labels.items():
-            log_probs = torch.log_softmax(batch.logits[label], -1)[
-                keep.to(batch.logits[label].device)
-            ].double()
+            logits = batch.logits[label]
+            on_device = keep.to(logits.device)
+            log_probs = logits[..., self.token_ids.to(logits.device)] - batch.log_normaliser(label)
+            log_probs = log_probs[on_device].double()
             total = log_probs.sum(0).cpu()
             count = torch.logsumexp(log_probs, 0).cpu()
             if name in self._sum:
@@ -158,6 +170,7 @@ class LevelSums(Reader):
         if not self._n:
             raise IrmscopeError("no context was read for the policy shift; give at least one text")
         return ShiftLevels(
+            self.token_ids.numpy(),
             {k: v.numpy() for k, v in self._sum.items()},
             {k: v.numpy() for k, v in self._count.items()},
             self._n,
@@ -168,18 +181,23 @@ class LevelSums(Reader):
 def shift_levels(
     tuned: LoadedModel,
     reference: LoadedModel,
+    words: Sequence[str],
     prompts: Sequence[str],
     continuations: Sequence[str],
     max_length: int | None = 64,
     batch_size: int = 16,
 ) -> ShiftLevels:
-    """Both models' :class:`ShiftLevels` with every prefix of every prompt + continuation (up to
-    ``max_length`` tokens) as a context. Both models must share a tokenizer."""
+    """Both models' :class:`ShiftLevels` of the ``words`` that are one token after a space, with every
+    prefix of every prompt + continuation (up to ``max_length`` tokens) as a context. Both models must
+    share a tokenizer."""
     if tuned.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
         raise IrmscopeError(
             "the tuned and reference models tokenize words differently; use the same tokenizer"
         )
-    sums = LevelSums({"tuned": "tuned", "reference": "reference"})
+    ids = word_token_ids(tuned.tokenizer, words)
+    if not ids:
+        raise IrmscopeError("none of the words is a single token after a space for this model")
+    sums = LevelSums({"tuned": "tuned", "reference": "reference"}, sorted(set(ids.values())))
     read_pairs(
         {"tuned": tuned, "reference": reference}, prompts, continuations, [sums],
         max_length=max_length, batch_size=batch_size,
@@ -200,5 +218,5 @@ def policy_shift(
 
     Words that are not one token after a space are dropped. Both models must share a tokenizer.
     """
-    levels = shift_levels(tuned, reference, [""] * len(texts), texts, max_length=max_length)
+    levels = shift_levels(tuned, reference, words, [""] * len(texts), texts, max_length=max_length)
     return levels.shift(tuned.tokenizer, words, beta)

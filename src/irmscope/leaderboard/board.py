@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +21,13 @@ def available_methods(stages: Sequence[str]) -> list[RewardEstimator]:
 def build_leaderboard(
     inputs: MethodInputs, methods: Sequence[RewardEstimator] | None = None, n_resamples: int = 500
 ) -> dict[str, Any]:
-    """One row per method: its metrics for the tuned model and for the base model (the control)."""
+    """One row per method: its metrics for the tuned model and for the base model (the control); and
+    ``seconds``, each method's wall time (its estimate and its scoring), which varies from run to run."""
     cov = inputs.coverage
     policy = np.asarray(cov.policy)
-    rows = []
+    rows, seconds = [], {}
     for method in methods if methods is not None else available_methods(list(inputs.stages)):
+        start = time.perf_counter()
         estimates = method.estimate(inputs)
         if estimates is None:
             continue
@@ -45,11 +48,13 @@ def build_leaderboard(
                 cov.true, estimates.base, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
             )
         rows.append(row)
+        seconds[method.name] = round(time.perf_counter() - start, 2)
     return {
         "n_prompts": int(len(set(cov.prompt_index.tolist()))),
         "n_completions": len(cov.completions),
         "coverage": "held-out prompts, each completed once by the base and once by the tuned policy",
         "rows": rows,
+        "seconds": seconds,
     }
 
 

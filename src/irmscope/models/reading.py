@@ -15,7 +15,7 @@ right-padded, in batches of texts of similar length.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +38,14 @@ class PairBatch:
     prompt_lengths: torch.Tensor  #: ``[batch]``: each row's prompt length in tokens
     logits: dict[str, torch.Tensor]  #: label → ``[batch, seq, vocab]`` (float32)
     activations: dict[str, dict[str, torch.Tensor]]  #: label → site → ``[batch, seq, width]``
+    _normalisers: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def log_normaliser(self, label: str) -> torch.Tensor:
+        """``[batch, seq, 1]``: the logsumexp of the ``label`` model's logits at every position (a token's
+        log-probability is its logit less this), computed once for every reader of the batch."""
+        if label not in self._normalisers:
+            self._normalisers[label] = self.logits[label].logsumexp(-1, keepdim=True)
+        return self._normalisers[label]
 
 
 class Reader:

@@ -31,7 +31,7 @@ from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
 from irmscope.report.headline import headline
 from irmscope.report.run_report import write_run_report
-from irmscope.stages import run_stage
+from irmscope.stages import PART_SECONDS, run_stage
 
 __all__ = ["STAGES", "RunContext", "Stage", "register", "run_pipeline", "stage_names"]
 
@@ -129,6 +129,7 @@ def collect_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any
                 "seconds": s.summary.get("stage_seconds"),
                 "cached": s.cached,
                 "tokens": s.summary.get("tokens"),
+                "parts": s.summary.get(PART_SECONDS),
             }
             for name, s in ctx.finished.items()
         },

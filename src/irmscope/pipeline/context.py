@@ -16,7 +16,7 @@ from irmscope.data import load_reviews
 from irmscope.models import Sampling, load_model
 from irmscope.rewards import LexiconReward, Reward, load_reward
 from irmscope.sae import SAE, load_sae
-from irmscope.stages import StageResult
+from irmscope.stages import PART_SECONDS, StageResult
 
 #: Named orders of the evaluation split's reviews. Each use that must not see the same reviews in the
 #: same order as another gets its own seed offset, named here rather than written as ``seed + k``.
@@ -138,4 +138,5 @@ class RunContext:
         if name not in self.finished:
             return None
         summary = self.finished[name].summary
-        return {k: v for k, v in summary.items() if k not in ("settings", "stage_seconds", "tokens")}
+        bookkeeping = ("settings", "stage_seconds", "tokens", PART_SECONDS)
+        return {k: v for k, v in summary.items() if k not in bookkeeping}

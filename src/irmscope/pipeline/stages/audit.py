@@ -12,6 +12,7 @@ from irmscope.audit import audit, write_audit
 from irmscope.audit.shift import UnitShifts
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
+from irmscope.stages import PART_SECONDS
 
 
 @register
@@ -43,10 +44,12 @@ class Audit(Stage):
             progress=ctx.progress,
         )
         table, crosscoder = result.pop("table"), result.pop("crosscoder")
-        del result["samples"], result["seconds"]  # the evaluate stage holds the samples; timing varies
+        seconds = result.pop("seconds")  # varies from run to run: bookkeeping, not a result
+        del result["samples"]  # the evaluate stage holds the samples
         result["settings"] = {
             "tuned": ctx.config.model.tuned or "the tuned model",
             "base": ctx.config.model.name,
         }
         write_audit(work, result, table, crosscoder=crosscoder, seed=ctx.seed)
-        return {"n_called": result["floor"]["n_called"], "n_rewarded": result["floor"]["n_rewarded"]}
+        floor = result["floor"]
+        return {"n_called": floor["n_called"], "n_rewarded": floor["n_rewarded"], PART_SECONDS: seconds}

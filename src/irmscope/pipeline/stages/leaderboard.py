@@ -17,6 +17,7 @@ from irmscope.models.generation import CompletionLikelihoods
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.probes import coverage
+from irmscope.stages import PART_SECONDS
 
 
 @register
@@ -66,5 +67,6 @@ class Leaderboard(Stage):
         # Parallel() in the calling thread when parallel_config sets n_jobs alone
         with parallel_config(backend="loky", n_jobs=torch.get_num_threads()):
             result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
+        seconds = result.pop("seconds")  # varies from run to run: bookkeeping, not a result
         write_json(work / self.result_file, result)
-        return {"methods": [row["method"] for row in result["rows"]]}
+        return {"methods": [row["method"] for row in result["rows"]], PART_SECONDS: seconds}

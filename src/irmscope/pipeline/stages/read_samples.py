@@ -18,6 +18,7 @@ import numpy as np
 from irmscope.artifacts import coverage_residuals_file
 from irmscope.audit.inside import divergence_site
 from irmscope.audit.shift import UnitSums, vocabulary_words
+from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import LevelSums
 from irmscope.models.reading import Reader, read_pairs
 from irmscope.pipeline.context import RunContext
@@ -57,7 +58,9 @@ class ReadSamples(Stage):
         readers: dict[str, Reader] = {}
         if self._shift(ctx):
             rows = first_of_each_side(n, config.elicit.n_shift_texts)
-            readers["levels"] = LevelSums({"tuned": "tuned", "base": "reference"}, rows)
+            words = {form for word in ctx.lexicon for form in (word, word.lower())}  # elicit lowercases
+            token_ids = sorted(set(word_token_ids(ctx.base.tokenizer, words).values()))
+            readers["levels"] = LevelSums({"tuned": "tuned", "base": "reference"}, token_ids, rows)
         n_audit = min(config.audit.n_prompts, n)
         owner = np.full(2 * n, -1)
         owner[first_of_each_side(n, n_audit)] = np.tile(np.arange(n_audit), 2)
