@@ -340,6 +340,30 @@ def test_random_saes_keep_shape_and_centre_but_not_the_dictionary():
     assert not torch.equal(control.W_dec, sae.W_dec)
 
 
+def test_trained_and_random_dictionaries_encode_one_reading_of_the_triples_and_words(monkeypatch):
+    """The random-feature control reads the same activations as the trained SAEs: the model runs over
+    the triples once and over the words once, and each set of features equals its dictionary's alone."""
+    from irmscope.elicit import irm
+    from irmscope.elicit.lexicon_study import StudyInputs, _feature_sets
+
+    lm = load_model("tiny-llama")
+    site = "blocks.1.hook_resid_post"
+    saes = {site: SAE(SAEConfig(d_in=lm.d_model, d_sae=16, architecture="topk", k=4))}
+    triples = [_triple("good", "bad", 1.9, -2.5), _triple("great", "awful", 3.1, -2.0)]
+    truth = {"good": 1.9, "bad": -2.5, "great": 3.1, "awful": -2.0, "fun": 2.3}
+    inputs = StudyInputs(truth, triples, ["The film was", "I found it"], max_context_tokens=8)
+    reads = []
+    read = irm.continuation_activations
+    monkeypatch.setattr(irm, "continuation_activations", lambda *a, **k: reads.append(1) or read(*a, **k))
+    sets = dict(_feature_sets(lm, saes, inputs, ["good", "fun", "awful"]))
+    assert len(reads) == 2 and list(sets) == ["real", "random-features"]
+    for name, dictionaries in (("real", saes), ("random-features", random_saes(saes, inputs.seed))):
+        alone = irm.triple_features(lm, triples, dictionaries, max_context_tokens=8)
+        np.testing.assert_array_equal(sets[name].features.negative[0], alone.negative[0])
+        words, matrix = irm.word_features(lm, ["good", "fun", "awful"], inputs.contexts, dictionaries, 8)
+        assert sets[name].words == words and np.array_equal(sets[name].word_matrix, matrix)
+
+
 def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():
     lm = load_model("tiny-llama")
     words = ["good", "bad", "fun", "boring", "great", "awful"]

@@ -130,13 +130,14 @@ class TripleFeatures:
         return self.positive[0].shape[0]
 
 
-def triple_features(
+def triple_activations(
     lm: LoadedModel,
     triples: Sequence[ContrastiveTriple],
-    saes: Mapping[str, SAE],
+    sites: Sequence[str],
     max_context_tokens: int = 48,
-) -> TripleFeatures:
-    """Run every triple's shared prefix once and its three last words on top (see :mod:`.continuations`)."""
+) -> dict[str, torch.Tensor]:
+    """``{site: [n_triples, 3, width]}``: the activations at each triple's positive, neutral and negative
+    word, each run on top of the triple's shared prefix (see :mod:`.continuations`)."""
     if not triples:
         raise IrmscopeError(
             "no contrastive triples to elicit from; build some with build_contrastive_triples"
@@ -148,15 +149,46 @@ def triple_features(
             raise IrmscopeError(f"triple words {t.texts[0][-30:]!r}... are not single tokens for this model")
         ids.append([found[t.positive_word], found[t.neutral_word], found[t.negative_word]])
     contexts = [t.prefix.rstrip() for t in triples]
-    result = continuation_activations(
-        lm, contexts, ids, sites=list(saes), max_context_tokens=max_context_tokens
-    )
-    blocks = encode_sites(result.activations, saes)  # each [n, 3, d_sae]
+    return continuation_activations(
+        lm, contexts, ids, sites=list(sites), max_context_tokens=max_context_tokens
+    ).activations
+
+
+def triple_features(
+    lm: LoadedModel,
+    triples: Sequence[ContrastiveTriple],
+    saes: Mapping[str, SAE],
+    max_context_tokens: int = 48,
+    activations: Mapping[str, torch.Tensor] | None = None,
+) -> TripleFeatures:
+    """Every triple's three last words' SAE features: :func:`triple_activations` (or ``activations`` read
+    by it already, e.g. shared by trained and random dictionaries of the same sites) encoded by ``saes``."""
+    if activations is None:
+        activations = triple_activations(lm, triples, list(saes), max_context_tokens)
+    blocks = encode_sites(activations, saes)  # each [n, 3, d_sae]
     return TripleFeatures(
         positive=[b[:, 0] for b in blocks],
         neutral=[b[:, 1] for b in blocks],
         negative=[b[:, 2] for b in blocks],
     )
+
+
+def word_activations(
+    lm: LoadedModel,
+    words: Sequence[str],
+    contexts: Sequence[str],
+    sites: Sequence[str],
+    max_context_tokens: int = 48,
+) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """The single-token ``words`` (others dropped) and ``{site: [n_contexts, n_words, width]}``, the
+    activations at each word after each context."""
+    ids = word_token_ids(lm.tokenizer, words)
+    if not ids:
+        raise IrmscopeError("none of the words is a single token after a space for this model")
+    result = continuation_activations(
+        lm, contexts, list(ids.values()), sites=list(sites), max_context_tokens=max_context_tokens
+    )
+    return list(ids), result.activations
 
 
 def word_features(
@@ -165,19 +197,15 @@ def word_features(
     contexts: Sequence[str],
     saes: Mapping[str, SAE],
     max_context_tokens: int = 48,
+    activations: tuple[list[str], Mapping[str, torch.Tensor]] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """The single-token ``words`` (others dropped) and their SAE features after each context, averaged.
+    """The single-token ``words`` (others dropped) and their SAE features after each context, averaged:
+    :func:`word_activations` (or ``activations``, its result read already) encoded by ``saes``.
 
     Returns the kept words and a ``[n_words, sum of d_sae]`` matrix (layers concatenated in ``saes`` order).
     """
-    ids = word_token_ids(lm.tokenizer, words)
-    if not ids:
-        raise IrmscopeError("none of the words is a single token after a space for this model")
-    kept = list(ids)
-    result = continuation_activations(
-        lm, contexts, list(ids.values()), sites=list(saes), max_context_tokens=max_context_tokens
-    )
-    blocks = encode_sites(result.activations, saes)  # each [n_contexts, n_words, d_sae]
+    kept, read = activations or word_activations(lm, words, contexts, list(saes), max_context_tokens)
+    blocks = encode_sites(read, saes)  # each [n_contexts, n_words, d_sae]
     return kept, np.concatenate([b.mean(axis=0) for b in blocks], axis=1)
 
 

@@ -44,7 +44,9 @@ from irmscope.elicit.irm import (
     reconstruct_lexicon,
     shuffled,
     training_rows,
+    triple_activations,
     triple_features,
+    word_activations,
     word_features,
 )
 from irmscope.errors import IrmscopeError
@@ -142,12 +144,15 @@ def _feature_sets(
     lm: LoadedModel, saes: Mapping[str, SAE], inputs: StudyInputs, words: list[str]
 ) -> Iterator[tuple[str, _FeatureSet]]:
     """The trained SAEs' features (``real``), then the random-feature control's, on the same triples and
-    words: the control shows what an untrained dictionary of the same shape already recovers. One at a
-    time, so only one set of features is held in memory."""
-    held_out, tokens = inputs.held_out(), inputs.max_context_tokens
+    words: the control shows what an untrained dictionary of the same shape already recovers. The model
+    reads the triples and words once; each dictionary encodes those activations, one at a time, so only
+    one set of features is held in memory."""
+    held_out, tokens, sites = inputs.held_out(), inputs.max_context_tokens, list(saes)
+    at_triples = triple_activations(lm, inputs.triples, sites, max_context_tokens=tokens)
+    at_words = word_activations(lm, words, inputs.contexts, sites, max_context_tokens=tokens)
     for setup, setup_saes in {"real": dict(saes), "random-features": random_saes(saes, inputs.seed)}.items():
-        features = triple_features(lm, inputs.triples, setup_saes, max_context_tokens=tokens)
-        kept, matrix = word_features(lm, words, inputs.contexts, setup_saes, max_context_tokens=tokens)
+        features = triple_features(lm, inputs.triples, setup_saes, activations=at_triples)
+        kept, matrix = word_features(lm, words, inputs.contexts, setup_saes, activations=at_words)
         yield setup, _FeatureSet(inputs.triples, features, kept, matrix, held_out)
 
 
