@@ -174,6 +174,29 @@ def test_ccs_finds_a_direction_the_pairs_differ_along_without_labels():
         fit_ccs(positive[:5], negative[:5])
 
 
+def test_ccs_at_every_layer_at_once_is_each_layer_fitted_alone():
+    """The leaderboard fits every block's probe in one batched optimisation: each layer's probe is the one
+    fit_ccs finds on that layer alone (same split and starts; Adam's updates are per weight)."""
+    from irmscope.probes.ccs import fit_ccs_layers
+
+    rng = np.random.default_rng(2)
+    direction = rng.standard_normal(12)
+    context = rng.standard_normal((80, 3, 12))
+    strength = np.array([1.0, 0.3, 0.0])[None, :, None] * direction
+    together = fit_ccs_layers(context + strength, context - strength, steps=120, seed=3)
+    for layer, probe in enumerate(together):
+        alone = fit_ccs(
+            context[:, layer] + strength[:, layer], context[:, layer] - strength[:, layer], steps=120, seed=3
+        )
+        np.testing.assert_allclose(probe.weights, alone.weights, rtol=1e-4, atol=1e-5)
+        assert probe.held_out_loss == pytest.approx(alone.held_out_loss, rel=1e-4, abs=1e-6)
+        assert (probe.orientation, probe.held_out_pair_accuracy) == (
+            alone.orientation,
+            alone.held_out_pair_accuracy,
+        )
+    assert together[0].held_out_loss < together[2].held_out_loss  # the signal is in layer 0, none in layer 2
+
+
 def test_ccs_scores_texts_in_the_units_it_was_fitted_in():
     """The held-out loss fit_ccs reports is the CCS loss of the probe that scores texts, recomputed here
     from ``probe.score`` alone (features far from mean 0 and scale 1, so any other normalisation in fitting

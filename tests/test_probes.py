@@ -11,7 +11,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.leaderboard.methods.endogenous import endogenous_reward
 from irmscope.models import Sampling, load_model
-from irmscope.models.generation import completion_likelihoods
+from irmscope.models.reading import completion_likelihoods
 from irmscope.probes import (
     cross_fitted,
     fit_probe,
@@ -230,7 +230,7 @@ def test_likelihood_methods_share_one_pass_per_model(lm):
     finally:
         for counter in counters:
             counter.remove()
-    batches_per_pass = -(-len(coverage.prompts) // 8)
+    batches_per_pass = -(-len(coverage.prompts) // 16)  # completion_likelihoods reads 16 texts a batch
     assert passes == {"base": batches_per_pass, "tuned": batches_per_pass}
     alone = completion_likelihoods(lm, coverage.prompts, coverage.completions)
     assert np.array_equal(endogenous.base, endogenous_reward(alone))

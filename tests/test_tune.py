@@ -127,7 +127,7 @@ def test_evaluation_keeps_both_models_likelihoods_for_the_leaderboard():
     inputs hand them out without touching a model."""
     from irmscope.data.samples import Coverage
     from irmscope.leaderboard import MethodInputs
-    from irmscope.models.generation import completion_likelihoods
+    from irmscope.models.reading import completion_likelihoods
 
     base, tuned = load_model("tiny-llama"), load_model("tiny-llama", seed=1)
     sampling = Sampling(max_new_tokens=4, progress=False)

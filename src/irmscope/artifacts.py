@@ -136,8 +136,8 @@ class Regression:
 class CoverageLikelihoods:
     """Each model's likelihoods of the evaluation samples in the coverage order (every base completion,
     then every tuned one): ``fields[label][name]`` is one array of
-    :class:`~irmscope.models.generation.CompletionLikelihoods` (``log_likelihood``, ``value_after_prompt``,
-    ``value_after_completion``) for the ``label`` model. The evaluate stage reads the samples with both
+    :class:`~irmscope.models.reading.CompletionLikelihoods` (``log_likelihood``, ``value_after_prompt``,
+    ``value_after_completion``) for the ``label`` model. The read-samples stage reads the samples with both
     models anyway, so it keeps these and the leaderboard's likelihood-based rewards do not read them again.
     """
 
@@ -153,13 +153,17 @@ class CoverageLikelihoods:
     def load(cls, folder: Path) -> CoverageLikelihoods:
         path = Path(folder) / cls.FILE
         if not path.is_file():
-            raise IrmscopeError(f"no likelihoods at {path}; rerun the evaluate stage")
+            raise IrmscopeError(f"no likelihoods at {path}; rerun the read-samples stage")
         saved = np.load(path)
         fields: dict[str, dict[str, np.ndarray]] = {}
         for key in saved.files:
             label, name = key.split(".", 1)
             fields.setdefault(label, {})[name] = saved[key]
         return cls(fields)
+
+
+#: the read-samples stage's half of the evaluation (KL, perplexities), joined to the evaluate stage's section
+LIKELIHOOD_EVALUATION = "likelihood_evaluation.json"
 
 
 def coverage_residuals_file(label: str) -> str:

@@ -222,28 +222,33 @@ class UnitSums(Reader):
         if not chosen.any():
             return
         pick = torch.from_numpy(np.flatnonzero(chosen))
+        device = batch.logits["base"].device
+        on_device = pick.to(device)
         rows, mask = batch.rows[chosen], batch.mask[pick]
-        logits_t, logits_b = batch.logits["tuned"][pick], batch.logits["base"][pick]
         self._rows.append(rows)
         self._prompt_tokens[self.owner[rows]] = batch.prompt_lengths[pick].numpy()
         if self.site:
-            positions = torch.arange(mask.shape[1]).expand_as(mask)
-            keep = mask.bool() & (positions > 0)
-            acts = {
-                label: batch.activations[label][self.site][pick.to(logits_t.device)] for label in self.LABELS
-            }
-            self._read["pairs"].append(
-                torch.stack([acts["base"][keep], acts["tuned"][keep]], 1).float().cpu()
-            )
-            self._read["text"].append(rows[torch.nonzero(keep)[:, 0].numpy()])
-            self._read["position"].append(positions[keep].numpy())
-            self._read["token_id"].append(batch.input_ids[pick][keep].numpy())
+            self._keep_activations(batch, pick, rows, mask)
+        logits_t, logits_b = batch.logits["tuned"][on_device], batch.logits["base"][on_device]
         self.vocab_size = logits_b.shape[-1]
-        words = self.words.to(logits_b.device)
-        normalisers = (batch.log_normaliser("tuned")[pick], batch.log_normaliser("base")[pick])
-        sums = _text_sums(logits_t, logits_b, words, mask.to(logits_b.device).float(), normalisers)
+        normalisers = (batch.log_normaliser("tuned")[on_device], batch.log_normaliser("base")[on_device])
+        sums = _text_sums(logits_t, logits_b, self.words.to(device), mask.to(device).float(), normalisers)
         for key, value in sums.items():
             self._sums[key].append(value)
+
+    def _keep_activations(
+        self, batch: PairBatch, pick: torch.Tensor, rows: np.ndarray, mask: torch.Tensor
+    ) -> None:
+        """Both models' activations at the site on every token of the chosen rows but the first."""
+        positions = torch.arange(mask.shape[1]).expand_as(mask)
+        keep = mask.bool() & (positions > 0)
+        acts = {label: batch.activations[label][self.site] for label in self.LABELS}
+        device = acts["base"].device
+        kept = {label: act[pick.to(device)][keep.to(device)] for label, act in acts.items()}
+        self._read["pairs"].append(torch.stack([kept["base"], kept["tuned"]], 1).float().cpu())
+        self._read["text"].append(rows[torch.nonzero(keep)[:, 0].numpy()])
+        self._read["position"].append(positions[keep].numpy())
+        self._read["token_id"].append(batch.input_ids[pick][keep].numpy())
 
     def result(self) -> UnitShifts:
         if not self._rows:

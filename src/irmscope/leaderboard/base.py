@@ -24,8 +24,8 @@ import numpy as np
 from irmscope.data.samples import Coverage
 from irmscope.data.triples import LexiconLike
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import CompletionLikelihoods, completion_likelihoods
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import CompletionLikelihoods, completion_likelihoods
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from irmscope.models.adapters import (
 from irmscope.models.generation import (
     Sampling,
     batches,
-    completion_statistics,
     generate_amplified,
     generate_completions,
 )
@@ -27,6 +26,7 @@ from irmscope.models.hooks import (
     steer,
 )
 from irmscope.models.loading import DEFAULT_MODEL, LoadedModel, available_models, load_model, load_tokenizer
+from irmscope.models.reading import completion_statistics, read_pairs
 
 __all__ = [
     "ADAPTERS",
@@ -50,6 +50,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "parse_site",
+    "read_pairs",
     "replace",
     "site_name",
     "steer",

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
@@ -223,96 +222,3 @@ def completion_batch(lm: LoadedModel, prompts: Sequence[str], completions: Seque
     attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     completion = torch.tensor([m + [0] * (width - len(m)) for m in masks])
     return ids, attention, completion
-
-
-@dataclass(frozen=True)
-class CompletionLikelihoods:
-    """What one forward pass of a model over prompt + completion gives every likelihood-based reward, per
-    completion: the summed log-probability of its tokens given its prompt, and the logsumexp of the logits
-    (a soft value, read as ``V``) after the prompt's last token and after the completion's last token.
-
-    Computed once per model and shared by the DPO implicit reward and the endogenous reward, which would
-    otherwise each run the same pass again."""
-
-    log_likelihood: np.ndarray
-    value_after_prompt: np.ndarray
-    value_after_completion: np.ndarray
-
-
-@torch.no_grad()
-def completion_likelihoods(
-    lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 8
-) -> CompletionLikelihoods:
-    """:class:`CompletionLikelihoods` of each prompt and completion under ``lm``. With an empty prompt there
-    is no state before the first token, so the value "after the prompt" is read after that token."""
-    return completion_statistics(lm, None, prompts, completions, batch_size)["likelihoods"]
-
-
-def _likelihood_parts(
-    logits: torch.Tensor, token_logp: torch.Tensor, attention: torch.Tensor, completion: torch.Tensor
-) -> dict[str, np.ndarray]:
-    """One batch's :class:`CompletionLikelihoods` fields from a model's float logits over prompt +
-    completion and the log-probability of each next token."""
-    rows = torch.arange(len(logits))
-    prompt_end = (attention.sum(1) - completion.sum(1) - 1).clamp(min=0)
-    values = torch.logsumexp(logits, -1)
-    return {
-        "log_likelihood": (token_logp * completion[:, 1:]).sum(1).numpy(),
-        "value_after_prompt": values[rows, prompt_end].numpy(),
-        "value_after_completion": values[rows, attention.sum(1) - 1].numpy(),
-    }
-
-
-def _joined(parts: list[dict[str, np.ndarray]]) -> CompletionLikelihoods:
-    return CompletionLikelihoods(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-
-
-def concatenated(*likelihoods: CompletionLikelihoods) -> CompletionLikelihoods:
-    """The rows of several :class:`CompletionLikelihoods`, in order."""
-    return _joined([asdict(one) for one in likelihoods])
-
-
-@torch.no_grad()
-def completion_statistics(
-    policy: LoadedModel,
-    reference: LoadedModel | None,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    batch_size: int = 8,
-) -> dict[str, Any]:
-    """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
-    ``policy`` and its :class:`CompletionLikelihoods` (``likelihoods``); with a ``reference``, from the
-    same batches, the mean per-token KL(policy ‖ reference) over the vocabulary, the mean negative
-    log-likelihood under the reference (``reference_nll``) and the reference's likelihoods
-    (``reference_likelihoods``). One pass of each model gives all of them, so the evaluate stage's reading
-    of the samples also serves the leaderboard's likelihood-based rewards."""
-    nll, kl, n_tokens, reference_nll = [], [], [], []
-    parts: dict[str, list[dict[str, np.ndarray]]] = {"policy": [], "reference": []}
-    for _, prompt_chunk, completion_chunk in batches(prompts, completions, size=batch_size):
-        ids, attention, completion = completion_batch(policy, prompt_chunk, completion_chunk)
-        # the token at position t is predicted by the logits at t - 1
-        target_mask = completion[:, 1:].float()
-        counts = target_mask.sum(dim=1).clamp(min=1)
-        n_tokens.append(target_mask.sum(dim=1).numpy())
-        logits = policy.model(input_ids=ids, attention_mask=attention).logits.float()
-        logp = F.log_softmax(logits[:, :-1], -1)
-        token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        nll.append((-(token_logp * target_mask).sum(dim=1) / counts).numpy())
-        parts["policy"].append(_likelihood_parts(logits, token_logp, attention, completion))
-        if reference is not None:
-            ref_logits = reference.model(input_ids=ids, attention_mask=attention).logits.float()
-            ref_logp = F.log_softmax(ref_logits[:, :-1], -1)
-            per_token = (logp.exp() * (logp - ref_logp)).sum(-1)
-            kl.append(((per_token * target_mask).sum(dim=1) / counts).numpy())
-            ref_token_logp = ref_logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            reference_nll.append((-(ref_token_logp * target_mask).sum(dim=1) / counts).numpy())
-            parts["reference"].append(_likelihood_parts(ref_logits, ref_token_logp, attention, completion))
-    out: dict[str, Any] = {
-        "nll": np.concatenate(nll),
-        "n_tokens": np.concatenate(n_tokens),
-        "likelihoods": _joined(parts["policy"]),
-    }
-    if kl:
-        out["kl"], out["reference_nll"] = np.concatenate(kl), np.concatenate(reference_nll)
-        out["reference_likelihoods"] = _joined(parts["reference"])
-    return out

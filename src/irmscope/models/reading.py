@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,3 +115,127 @@ def read_pairs(
         batch = PairBatch(np.asarray(rows), ids, mask, prompt_lengths, logits, activations)
         for reader in readers:
             reader.update(batch)
+
+
+@dataclass(frozen=True)
+class CompletionLikelihoods:
+    """What one forward pass of a model over prompt + completion gives every likelihood-based reward, per
+    completion: the summed log-probability of its tokens given its prompt, and the logsumexp of the logits
+    (a soft value, read as ``V``) after the prompt's last token and after the completion's last token.
+
+    Computed once per model and shared by the DPO implicit reward and the endogenous reward, which would
+    otherwise each run the same pass again."""
+
+    log_likelihood: np.ndarray
+    value_after_prompt: np.ndarray
+    value_after_completion: np.ndarray
+
+
+_LIKELIHOOD_FIELDS = ("log_likelihood", "value_after_prompt", "value_after_completion")
+
+
+class CompletionStatistics(Reader):
+    """Per text of :func:`read_pairs` (``n`` of them), under the ``policy`` model: the number of
+    continuation tokens, their mean negative log-likelihood and :class:`CompletionLikelihoods`; with a
+    ``reference`` model, from the same batches, the mean per-token KL(policy ‖ reference) over the
+    vocabulary, the continuation's mean negative log-likelihood under the reference and the reference's
+    likelihoods. :meth:`result` gives them in the texts' order (see :func:`completion_statistics`)."""
+
+    def __init__(self, n: int, policy: str = "policy", reference: str | None = None) -> None:
+        self.n, self.policy, self.reference = n, policy, reference
+        self._rows: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def needs_logits(self, label: str) -> bool:
+        return label in (self.policy, self.reference)
+
+    def _keep(self, **parts: np.ndarray) -> None:
+        for name, values in parts.items():
+            self._parts.setdefault(name, []).append(values)
+
+    def _read(self, batch: PairBatch, label: str, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``label`` model's log-probabilities of each next token over the vocabulary (the last
+        position predicts nothing) and of the token that came, with its likelihood fields kept."""
+        logits = batch.logits[label]
+        log_probs = (logits - batch.log_normaliser(label))[:, :-1]
+        token = log_probs.gather(-1, target[:, 1:].unsqueeze(-1).to(logits.device)).squeeze(-1).cpu()
+        completion = _continuation_mask(batch)
+        rows, attention = torch.arange(len(logits)), batch.mask
+        values = batch.log_normaliser(label)[..., 0].cpu()  # logsumexp of the logits: the soft value
+        prompt_end = (attention.sum(1) - completion.sum(1) - 1).clamp(min=0)
+        prefix = "" if label == self.policy else "reference_"
+        self._keep(
+            **{
+                f"{prefix}log_likelihood": (token * completion[:, 1:]).sum(1).numpy(),
+                f"{prefix}value_after_prompt": values[rows, prompt_end].numpy(),
+                f"{prefix}value_after_completion": values[rows, attention.sum(1) - 1].numpy(),
+            }
+        )
+        return log_probs, token
+
+    def update(self, batch: PairBatch) -> None:
+        target_mask = _continuation_mask(batch)[:, 1:].float()
+        counts = target_mask.sum(1).clamp(min=1)
+        self._rows.append(batch.rows)
+        log_probs, token = self._read(batch, self.policy, batch.input_ids)
+        self._keep(n_tokens=target_mask.sum(1).numpy(), nll=(-(token * target_mask).sum(1) / counts).numpy())
+        if self.reference is None:
+            return
+        ref_log_probs, ref_token = self._read(batch, self.reference, batch.input_ids)
+        per_token = (log_probs.exp() * (log_probs - ref_log_probs)).sum(-1).cpu()
+        self._keep(
+            kl=((per_token * target_mask).sum(1) / counts).numpy(),
+            reference_nll=(-(ref_token * target_mask).sum(1) / counts).numpy(),
+        )
+
+    def result(self) -> dict[str, Any]:
+        """``n_tokens``, ``nll`` and ``likelihoods`` (a :class:`CompletionLikelihoods`); with a reference
+        also ``kl``, ``reference_nll`` and ``reference_likelihoods``: arrays in the texts' order."""
+        rows = np.concatenate(self._rows)
+        if sorted(rows.tolist()) != list(range(self.n)):
+            raise IrmscopeError(f"the statistics saw {len(rows)} of {self.n} texts; read every text once")
+        inverse = np.empty_like(rows)
+        inverse[rows] = np.arange(len(rows))
+        joined = {name: np.concatenate(parts)[inverse] for name, parts in self._parts.items()}
+        out: dict[str, Any] = {
+            name: joined[name] for name in ("n_tokens", "nll", "kl", "reference_nll") if name in joined
+        }
+        out["likelihoods"] = CompletionLikelihoods(**{name: joined[name] for name in _LIKELIHOOD_FIELDS})
+        if self.reference is not None:
+            out["reference_likelihoods"] = CompletionLikelihoods(
+                **{name: joined[f"reference_{name}"] for name in _LIKELIHOOD_FIELDS}
+            )
+        return out
+
+
+def _continuation_mask(batch: PairBatch) -> torch.Tensor:
+    """``[batch, seq]``: 1 on each row's continuation tokens (after its prompt, before its padding)."""
+    positions = torch.arange(batch.mask.shape[1]).expand_as(batch.mask)
+    return batch.mask * (positions >= batch.prompt_lengths[:, None])
+
+
+def completion_statistics(
+    policy: LoadedModel,
+    reference: LoadedModel | None,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Per completion: its number of tokens, the mean negative log-likelihood of its tokens under
+    ``policy`` and its :class:`CompletionLikelihoods` (``likelihoods``); with a ``reference``, from the
+    same batches, the mean per-token KL(policy ‖ reference) over the vocabulary, the mean negative
+    log-likelihood under the reference (``reference_nll``) and the reference's likelihoods
+    (``reference_likelihoods``). One pass of each model gives all of them (:class:`CompletionStatistics`),
+    so the pipeline's reading of the samples also serves the leaderboard's likelihood-based rewards."""
+    statistics = CompletionStatistics(len(prompts), "policy", "reference" if reference is not None else None)
+    models = {"policy": policy, **({"reference": reference} if reference is not None else {})}
+    read_pairs(models, prompts, completions, [statistics], batch_size=batch_size)
+    return statistics.result()
+
+
+def completion_likelihoods(
+    lm: LoadedModel, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16
+) -> CompletionLikelihoods:
+    """:class:`CompletionLikelihoods` of each prompt and completion under ``lm``. With an empty prompt there
+    is no state before the first token, so the value "after the prompt" is read after that token."""
+    return completion_statistics(lm, None, prompts, completions, batch_size)["likelihoods"]

@@ -49,10 +49,12 @@ class CcsProbe:
 def ccs_loss(
     first: torch.Tensor, second: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
-    """CCS loss of every probe (columns of ``weights``) on normalised pairs: ``[probes]``."""
-    p1 = torch.sigmoid(first @ weights + bias)
-    p2 = torch.sigmoid(second @ weights + bias)
-    return ((p1 - (1 - p2)) ** 2).mean(0) + (torch.minimum(p1, p2) ** 2).mean(0)
+    """CCS loss of every probe (columns of ``weights``) on normalised pairs: ``[..., probes]``. Pairs are
+    ``[..., n, width]``, weights ``[..., width, probes]`` and bias ``[..., probes]``, with any leading
+    dimensions (e.g. one per layer) shared by all four."""
+    p1 = torch.sigmoid(first @ weights + bias.unsqueeze(-2))
+    p2 = torch.sigmoid(second @ weights + bias.unsqueeze(-2))
+    return ((p1 - (1 - p2)) ** 2).mean(-2) + (torch.minimum(p1, p2) ** 2).mean(-2)
 
 
 def pair_split(n: int, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,35 +75,78 @@ def fit_ccs(
     """CCS on pairs (row ``i`` of ``positive`` and of ``negative``), best of ``n_restarts`` random starts
     by training loss, oriented so that ``positive`` rows score higher on average."""
     positive, negative = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
-    if positive.shape != negative.shape or len(positive) < 10:
+    if positive.shape != negative.shape or positive.ndim != 2:
+        raise IrmscopeError(f"CCS needs matched pairs of vectors; got {positive.shape} and {negative.shape}")
+    return fit_ccs_layers(
+        positive[:, None], negative[:, None], n_restarts, steps, held_out_fraction, weight_decay, seed
+    )[0]
+
+
+def fit_ccs_layers(
+    positive: np.ndarray,
+    negative: np.ndarray,
+    n_restarts: int = 10,
+    steps: int = 300,
+    held_out_fraction: float = 0.3,
+    weight_decay: float = 0.1,
+    seed: int = 0,
+) -> list[CcsProbe]:
+    """:func:`fit_ccs` at every layer of ``[pairs, layers, width]`` read-outs, each layer its own probe:
+    the same pairs, split and random starts for every layer, all layers optimised together (one batched
+    product per step instead of one small one per layer; Adam's updates are per weight, so each layer's
+    fit is the one it would have alone, up to float rounding)."""
+    positive, negative = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
+    if positive.shape != negative.shape or positive.ndim != 3 or len(positive) < 10:
         raise IrmscopeError(f"CCS needs at least 10 matched pairs; got {positive.shape} and {negative.shape}")
-    swap, held = pair_split(len(positive), held_out_fraction, seed)
-    first = np.where(swap[:, None], negative, positive)
-    second = np.where(swap[:, None], positive, negative)
+    n, n_layers, width = positive.shape
+    swap, held = pair_split(n, held_out_fraction, seed)
+    first = np.where(swap[:, None, None], negative, positive)
+    second = np.where(swap[:, None, None], positive, negative)
     fitting = np.concatenate([first[~held], second[~held]])
-    mean, scale = fitting.mean(0), fitting.std(0)
+    mean, scale = fitting.mean(0), fitting.std(0)  # per layer and feature
     scale[scale < 1e-6] = 1.0
-    torch.manual_seed(seed)
-    as_tensor = lambda a: torch.as_tensor((a - mean) / scale, dtype=torch.float32)  # noqa: E731
+
+    def as_tensor(rows: np.ndarray) -> torch.Tensor:  # [layers, rows, width]
+        return torch.as_tensor(((rows - mean) / scale).transpose(1, 0, 2), dtype=torch.float32)
+
     a, b = as_tensor(first[~held]), as_tensor(second[~held])
-    weights = torch.nn.Parameter(torch.randn(a.shape[1], n_restarts) / np.sqrt(a.shape[1]))
-    bias = torch.nn.Parameter(torch.zeros(n_restarts))
+    torch.manual_seed(seed)
+    start = torch.randn(width, n_restarts) / np.sqrt(width)  # every layer starts where a lone fit would
+    weights = torch.nn.Parameter(start.expand(n_layers, width, n_restarts).clone())
+    bias = torch.nn.Parameter(torch.zeros(n_layers, n_restarts))
     optimiser = torch.optim.AdamW([weights, bias], lr=3e-2, weight_decay=weight_decay)
     for _ in range(steps):
         optimiser.zero_grad()
-        loss = ccs_loss(a, b, weights, bias)
-        loss.sum().backward()
+        ccs_loss(a, b, weights, bias).sum().backward()
         optimiser.step()
     with torch.no_grad():
         train = ccs_loss(a, b, weights, bias)
-        best = int(train.argmin())
-        held_out = ccs_loss(as_tensor(first[held]), as_tensor(second[held]), weights, bias)[best]
-    direction = weights.detach()[:, best].double().numpy()
-    raw = CcsProbe(direction, mean, scale, float(train[best]), float(held_out), float("nan"), 0.0, 1.0)
-    fitted = ~held  # the sign comes from fitting pairs only, so the held-out accuracy stays held out
+        held_out = ccs_loss(as_tensor(first[held]), as_tensor(second[held]), weights, bias)
+    probes = []
+    for layer in range(n_layers):
+        best = int(train[layer].argmin())
+        raw = CcsProbe(
+            weights.detach()[layer, :, best].double().numpy(), mean[layer], scale[layer],
+            float(train[layer, best]), float(held_out[layer, best]), float("nan"),
+            float(bias.detach()[layer, best]), 1.0,
+        )  # fmt: skip
+        probes.append(_oriented(raw, positive[:, layer], negative[:, layer], held))
+    return probes
+
+
+def _oriented(raw: CcsProbe, positive: np.ndarray, negative: np.ndarray, held: np.ndarray) -> CcsProbe:
+    """``raw`` turned so that positive texts score higher on the fitting pairs (so the held-out pair
+    accuracy stays held out), with that accuracy."""
+    fitted = ~held
     sign = 1.0 if (raw.score(positive[fitted]) - raw.score(negative[fitted])).mean() >= 0 else -1.0
     wins = float((sign * (raw.score(positive[held]) - raw.score(negative[held])) > 0).mean())
-    raw_bias = float(bias.detach()[best])
     return CcsProbe(
-        sign * direction, mean, scale, raw.train_loss, raw.held_out_loss, wins, sign * raw_bias, sign
+        sign * raw.weights,
+        raw.mean,
+        raw.scale,
+        raw.train_loss,
+        raw.held_out_loss,
+        wins,
+        sign * raw.bias,
+        sign,
     )

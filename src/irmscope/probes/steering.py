@@ -20,9 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.generation import Sampling, batches, completion_statistics
+from irmscope.models.generation import Sampling, batches
 from irmscope.models.hooks import capture, steer
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import completion_statistics
 from irmscope.rewards.base import Reward
 from irmscope.stats import bootstrap_ci
 from irmscope.tune.evaluate import distinct_bigram_fraction

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from irmscope.io import write_json
-from irmscope.models.generation import Sampling, completion_statistics, concatenated
+from irmscope.models.generation import Sampling
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import CompletionStatistics, read_pairs
 from irmscope.rewards import Reward
 from irmscope.stats import Estimate, bootstrap_ci
 from irmscope.validation import check_output
@@ -51,40 +52,25 @@ def paired_gain(tuned_scores: np.ndarray, base_scores: np.ndarray, seed: int = 0
     return bootstrap_ci(np.asarray(tuned_scores) - np.asarray(base_scores), seed=seed)
 
 
-def evaluate_policy(
+def sampled_evaluation(
     base: LoadedModel,
     tuned: LoadedModel,
     prompts: Sequence[str],
     reward: Reward,
     sampling: Sampling = Sampling(),
 ) -> dict[str, Any]:
-    """Sample one completion per prompt from each model and compare them (see the module docstring); the
-    bootstrap intervals use the sampling seed. ``likelihoods`` holds each model's
-    :class:`~irmscope.models.generation.CompletionLikelihoods` of the base model's completions followed by
-    the tuned model's (not JSON: the evaluate stage saves it as an array file)."""
+    """Sample one completion per prompt from each model and score them: the mean rewards, the paired gain
+    and the distinct bigrams (the half of the evaluation that needs no further pass of the models), with
+    ``samples`` (prompts, completions, scores). The bootstrap intervals use the sampling seed."""
     base_completions, base_scores = sampled_rewards(base, prompts, reward, sampling)
     tuned_completions, tuned_scores = sampled_rewards(tuned, prompts, reward, sampling)
     seed = sampling.seed
-    # both models read both models' completions once: the statistics below, and the likelihoods the
-    # leaderboard's likelihood-based rewards need (in the coverage order: base completions, then tuned)
-    on_base = completion_statistics(tuned, base, prompts, base_completions)
-    on_tuned = completion_statistics(tuned, base, prompts, tuned_completions)
-    base_on_tuned, base_on_own = on_tuned["reference_nll"], on_base["reference_nll"]
-    ppl_tuned, ppl_own = float(np.exp(base_on_tuned.mean())), float(np.exp(base_on_own.mean()))
-    likelihoods = {
-        "tuned": concatenated(on_base["likelihoods"], on_tuned["likelihoods"]),
-        "base": concatenated(on_base["reference_likelihoods"], on_tuned["reference_likelihoods"]),
-    }
     return {
         "n_prompts": len(prompts),
         "reward": reward.name,
         "base_mean_reward": bootstrap_ci(base_scores, seed=seed).as_dict(),
         "tuned_mean_reward": bootstrap_ci(tuned_scores, seed=seed).as_dict(),
         "reward_gain": paired_gain(tuned_scores, base_scores, seed=seed).as_dict(),
-        "kl_tuned_to_base_per_token": bootstrap_ci(on_tuned["kl"], seed=seed).as_dict(),
-        "base_perplexity_on_tuned_completions": ppl_tuned,
-        "base_perplexity_on_base_completions": ppl_own,
-        "perplexity_ratio": ppl_tuned / ppl_own,
         "distinct_bigrams_base": distinct_bigram_fraction(base_completions),
         "distinct_bigrams_tuned": distinct_bigram_fraction(tuned_completions),
         "samples": {
@@ -94,8 +80,52 @@ def evaluate_policy(
             "base_scores": base_scores.tolist(),
             "tuned_scores": tuned_scores.tolist(),
         },
-        "likelihoods": likelihoods,
     }
+
+
+def coverage_statistics(n_prompts: int) -> CompletionStatistics:
+    """The reader of the evaluation's other half: read as :func:`read_pairs`'s "tuned" and "base" models
+    over the coverage order (the ``n_prompts`` base completions, then the tuned ones), both models'
+    likelihoods of every completion and KL(tuned ‖ base) (see :func:`likelihood_evaluation`)."""
+    return CompletionStatistics(2 * n_prompts, policy="tuned", reference="base")
+
+
+def likelihood_evaluation(statistics: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The evaluation's half that reads the samples with both models, from :func:`coverage_statistics`'s
+    result: the per-token KL(tuned ‖ base) on the tuned completions, the base model's perplexity on each
+    model's completions, and ``likelihoods``, each model's
+    :class:`~irmscope.models.reading.CompletionLikelihoods` of every completion in the coverage order (not
+    JSON: the pipeline saves it as an array file for the leaderboard)."""
+    n = len(statistics["kl"]) // 2
+    ppl_tuned = float(np.exp(statistics["reference_nll"][n:].mean()))
+    ppl_own = float(np.exp(statistics["reference_nll"][:n].mean()))
+    return {
+        "kl_tuned_to_base_per_token": bootstrap_ci(statistics["kl"][n:], seed=seed).as_dict(),
+        "base_perplexity_on_tuned_completions": ppl_tuned,
+        "base_perplexity_on_base_completions": ppl_own,
+        "perplexity_ratio": ppl_tuned / ppl_own,
+        "likelihoods": {"tuned": statistics["likelihoods"], "base": statistics["reference_likelihoods"]},
+    }
+
+
+def evaluate_policy(
+    base: LoadedModel,
+    tuned: LoadedModel,
+    prompts: Sequence[str],
+    reward: Reward,
+    sampling: Sampling = Sampling(),
+) -> dict[str, Any]:
+    """Sample one completion per prompt from each model and compare them (see the module docstring): the
+    :func:`sampled_evaluation`, then both models read both models' completions once for the
+    :func:`likelihood_evaluation`."""
+    result = sampled_evaluation(base, tuned, prompts, reward, sampling)
+    samples = result["samples"]
+    statistics = coverage_statistics(len(prompts))
+    read_pairs(
+        {"tuned": tuned, "base": base}, list(prompts) * 2,
+        samples["base_completions"] + samples["tuned_completions"], [statistics],
+    )  # fmt: skip
+    return {**result, **likelihood_evaluation(statistics.result(), seed=sampling.seed)}
 
 
 def evaluate_models(

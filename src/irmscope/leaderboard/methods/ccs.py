@@ -17,7 +17,7 @@ import numpy as np
 from irmscope.artifacts import coverage_residuals_file
 from irmscope.data.triples import short_contrastive_triples
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
-from irmscope.probes.ccs import fit_ccs
+from irmscope.probes.ccs import fit_ccs_layers
 from irmscope.probes.residuals import load_residuals, read_residuals
 
 #: contrast pairs fitted
@@ -48,10 +48,9 @@ class ContrastConsistentSearch(RewardEstimator):
             at_word = read_residuals(lm, [""] * len(texts), texts, max_length=None, progress=False).last
             positive, negative = at_word[: len(triples)], at_word[len(triples) :]
             coverage = load_residuals(inputs.stage("read-samples") / coverage_residuals_file(label))
-            probes = {
-                layer: fit_ccs(positive[:, i], negative[:, i], seed=inputs.seed)
-                for i, layer in enumerate(coverage.layers)
-            }
+            probes = dict(
+                zip(coverage.layers, fit_ccs_layers(positive, negative, seed=inputs.seed), strict=True)
+            )
             layer = min(probes, key=lambda k: probes[k].held_out_loss)
             out[label] = probes[layer].score(coverage.at("mean_pooled", layer))
             details[label] = {

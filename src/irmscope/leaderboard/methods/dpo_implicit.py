@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
-from irmscope.models.generation import CompletionLikelihoods
 from irmscope.models.loading import LoadedModel
+from irmscope.models.reading import CompletionLikelihoods
 
 
 def implicit_reward(

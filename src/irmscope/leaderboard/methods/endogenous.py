@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from irmscope.leaderboard.base import Estimates, MethodInputs, RewardEstimator, register
-from irmscope.models.generation import CompletionLikelihoods
+from irmscope.models.reading import CompletionLikelihoods
 
 
 def endogenous_reward(likelihoods: CompletionLikelihoods) -> np.ndarray:

@@ -1,24 +1,23 @@
 """Stage ``evaluate``: sample completions of the evaluation prompts and score them (the paper's Table 7).
 
-With a tuned model, both models complete every prompt (paired gain, KL, fluency controls); without one,
-only the base model does. Its ``samples.json`` is what later stages read instead of sampling again, and
-its ``likelihoods.npz`` (both models' likelihoods of those samples) what the leaderboard reads instead of
-scoring them again.
+With a tuned model, both models complete every prompt (paired gain, distinct bigrams); without one, only the
+base model does. Its ``samples.json`` is what later stages read instead of sampling again. The half of
+Table 7 that reads the samples with both models (KL, the base model's perplexities) comes from the
+read-samples stage's one pass over them, and joins this stage's section of ``results.json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from irmscope.artifacts import CoverageLikelihoods, Samples
+from irmscope.artifacts import LIKELIHOOD_EVALUATION, Samples
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.report.headline import gain_warning
 from irmscope.stages import StageResult
 from irmscope.stats import bootstrap_ci
-from irmscope.tune import evaluate_policy
+from irmscope.tune.evaluate import sampled_evaluation
 
 
 def model_upstream(ctx: RunContext) -> list[StageResult]:
@@ -32,7 +31,9 @@ def model_upstream(ctx: RunContext) -> list[StageResult]:
 @register
 class Evaluate(Stage):
     name = "evaluate"
-    version = 2  # 2: keeps both models' likelihoods of the samples for the leaderboard
+    # 2: keeps both models' likelihoods of the samples for the leaderboard; 3: the likelihoods, KL and
+    # perplexities moved to the read-samples stage's pass
+    version = 3
     needs = ("prompts", "tune")
     result_key = "evaluation"
 
@@ -64,8 +65,13 @@ class Evaluate(Stage):
                 "base_mean_reward": bootstrap_ci(scores, seed=ctx.seed).as_dict(),
                 "n_prompts": len(prompts),
             }
-        result = evaluate_policy(ctx.base, ctx.tuned, prompts, ctx.reward, ctx.sampling)
+        result = sampled_evaluation(ctx.base, ctx.tuned, prompts, ctx.reward, ctx.sampling)
         Samples(**result.pop("samples")).save(work)
-        likelihoods = result.pop("likelihoods")
-        CoverageLikelihoods({label: asdict(values) for label, values in likelihoods.items()}).save(work)
         return result
+
+    def result(self, ctx: RunContext) -> dict[str, Any]:
+        """The evaluation section: this stage's summary joined by the read-samples stage's statistics."""
+        section = super().result(ctx)
+        if section[self.result_key] is not None and "read-samples" in ctx.finished:
+            section[self.result_key] |= ctx.read_json("read-samples", LIKELIHOOD_EVALUATION)
+        return section

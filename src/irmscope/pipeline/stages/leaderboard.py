@@ -13,7 +13,7 @@ from irmscope.artifacts import CoverageLikelihoods
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
-from irmscope.models.generation import CompletionLikelihoods
+from irmscope.models.reading import CompletionLikelihoods
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.probes import coverage
@@ -59,7 +59,7 @@ class Leaderboard(Stage):
             review_texts=list(ctx.reviews("contexts")["text"]),
             read_likelihoods={
                 label: CompletionLikelihoods(**fields)
-                for label, fields in CoverageLikelihoods.load(ctx.finished["evaluate"].dir).fields.items()
+                for label, fields in CoverageLikelihoods.load(ctx.finished["read-samples"].dir).fields.items()
             },
         )
         # inverse RL fits its read-outs in worker processes: about 1.7x faster than threads here, where

@@ -1,29 +1,34 @@
 """Stage ``read-samples``: both models read the evaluation samples once, for every method that reads them.
 
-The policy shift (elicit), the blind audit's word shifts and dictionaries (audit) and the reward probes'
-read-outs (probes, and from them inverse RL, CCS and attribution) each need a forward pass of the tuned and
-the base model over the same prompt + completion texts. Each used to run its own; here one pass per batch
-serves them all (:func:`~irmscope.models.reading.read_pairs`), and each gets a typed artifact:
+The evaluation's likelihood half (KL, perplexities, and the likelihoods the leaderboard's DPO-implicit and
+endogenous rewards use), the policy shift (elicit), the blind audit's word shifts and dictionaries (audit)
+and the reward probes' read-outs (probes, and from them inverse RL, CCS and attribution) each need a
+forward pass of the tuned and the base model over the same prompt + completion texts. Each used to run its
+own; here one pass per batch serves them all (:func:`~irmscope.models.reading.read_pairs`), and each gets a
+typed artifact: :class:`~irmscope.artifacts.CoverageLikelihoods` with the evaluation's statistics,
 :class:`~irmscope.elicit.policy_shift.ShiftLevels`, :class:`~irmscope.audit.shift.UnitShifts` and the
 :class:`~irmscope.probes.residuals.Residuals` of each model.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from irmscope.artifacts import coverage_residuals_file
+from irmscope.artifacts import LIKELIHOOD_EVALUATION, CoverageLikelihoods, coverage_residuals_file
 from irmscope.audit.inside import divergence_site
 from irmscope.audit.shift import UnitSums, vocabulary_words
 from irmscope.elicit.continuations import word_token_ids
 from irmscope.elicit.policy_shift import LevelSums
+from irmscope.io import write_json
 from irmscope.models.reading import Reader, read_pairs
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import STAGES, Stage, register
 from irmscope.probes.residuals import ResidualReadout, model_layers, save_residuals
+from irmscope.tune.evaluate import coverage_statistics, likelihood_evaluation
 
 
 def first_of_each_side(n_samples: int, n: int) -> np.ndarray:
@@ -45,6 +50,7 @@ class ReadSamples(Stage):
             "policy_shift_texts": ctx.config.elicit.n_shift_texts if self._shift(ctx) else None,
             "audit": {"n_prompts": audit.n_prompts, "crosscoder": audit.crosscoder},
             "probes": ctx.config.probes.enabled,
+            "seed": ctx.seed,  # the evaluation statistics' bootstrap
         }
 
     @staticmethod
@@ -55,7 +61,7 @@ class ReadSamples(Stage):
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         samples, config = ctx.samples, ctx.config
         n = len(samples.prompts)
-        readers: dict[str, Reader] = {}
+        readers: dict[str, Reader] = {"evaluation": coverage_statistics(n)}
         if self._shift(ctx):
             rows = first_of_each_side(n, config.elicit.n_shift_texts)
             words = {form for word in ctx.lexicon for form in (word, word.lower())}  # elicit lowercases
@@ -78,6 +84,10 @@ class ReadSamples(Stage):
             progress=ctx.progress,
             desc="reading the samples",
         )
+        evaluation = likelihood_evaluation(readers["evaluation"].result(), seed=ctx.seed)
+        likelihoods = evaluation.pop("likelihoods")
+        CoverageLikelihoods({label: asdict(values) for label, values in likelihoods.items()}).save(work)
+        write_json(work / LIKELIHOOD_EVALUATION, evaluation)
         if "levels" in readers:
             readers["levels"].result().save(work)
         readers["audit"].result().save(work)
