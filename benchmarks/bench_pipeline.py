@@ -57,6 +57,7 @@ NO_MODEL_PASSES = {
     "sites": "picks the sites from the divergence",
     "saes": "trains SAEs on cached activations (benchmarks/bench_sae.py prices that)",
     "interpret": "trains pair SAEs on cached activations and reads them",
+    "audit": "trains its two model-diffing dictionaries on activations the read-samples stage kept",
 }
 
 

@@ -429,11 +429,25 @@ def test_shift_levels_read_in_batches_equal_each_text_read_alone():
     assert sorted(levels.token_ids.tolist()) == sorted(ids)
     columns = [levels.token_ids.tolist().index(i) for i in ids]
     texts = [p + c for p, c in zip(prompts, completions, strict=True)]  # each pair tokenises as its text
-    alone = _log_probs_alone(lm, texts, ids)
-    assert levels.n_contexts == len(alone) and levels.n_texts == 4
+    alone = [_log_probs_alone(lm, [text], ids) for text in texts]
+    assert levels.n_contexts == sum(len(a) for a in alone) and levels.n_texts == 4
     for label in ("tuned", "reference"):
-        np.testing.assert_allclose(levels.log_prob_sum[label][columns], alone.sum(0).numpy(), rtol=1e-5)
-        np.testing.assert_allclose(levels.log_count[label][columns], alone.logsumexp(0).numpy(), rtol=1e-5)
+        for row, text_alone in enumerate(alone):  # each text's own sums, in the texts' order
+            np.testing.assert_allclose(levels.log_prob_sum[label][row, columns], text_alone.sum(0), rtol=1e-5)
+            np.testing.assert_allclose(
+                levels.log_count[label][row, columns], text_alone.logsumexp(0), rtol=1e-5
+            )
+    some = levels.of_texts([0, 3])
+    assert (some.n_texts, some.n_contexts) == (2, len(alone[0]) + len(alone[3]))
+    pooled = torch.cat([alone[0], alone[3]])
+    by_word = some.shift(lm.tokenizer, ["good", "bad", "fun"])
+    for column, word in enumerate(word_token_ids(lm.tokenizer, ["good", "bad", "fun"])):
+        assert by_word.reference_level["expected-count"][word] == pytest.approx(
+            float(pooled[:, column].logsumexp(0))
+        )
+        assert by_word.reference_level["mean-log-ratio"][word] == pytest.approx(
+            float(pooled[:, column].mean())
+        )
     with pytest.raises(IrmscopeError, match="other words"):
         levels.shift(lm.tokenizer, ["good", "awful"])
 

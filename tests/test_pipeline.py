@@ -181,6 +181,7 @@ def test_one_reading_of_the_samples_serves_the_policy_shift_the_audit_and_the_pr
     elicit, audit and probes stages equals each of them reading the samples alone, and the audit runs no
     model pass of its own."""
     from irmscope.audit.shift import UnitShifts, unit_shifts, vocabulary_words
+    from irmscope.data.samples import first_of_each_policy
     from irmscope.elicit.policy_shift import ShiftLevels, shift_levels
     from irmscope.models import load_model
     from irmscope.probes.residuals import load_residuals, read_residuals
@@ -204,6 +205,8 @@ def test_one_reading_of_the_samples_serves_the_policy_shift_the_audit_and_the_pr
     assert stages["audit"]["tokens"]["forward"] == 0
     k = min(config.elicit.n_shift_texts, n)
     kept = ShiftLevels.load(folder)
+    assert kept.n_texts == 2 * n  # every sample; the elicit stage takes its share
+    kept = kept.of_texts(first_of_each_policy(n, k))
     words = [base.tokenizer.decode([token]).strip() for token in kept.token_ids]
     alone = shift_levels(
         tuned, base, words, prompts[:k] * 2, base_texts[:k] + tuned_texts[:k], max_length=None
@@ -213,8 +216,8 @@ def test_one_reading_of_the_samples_serves_the_policy_shift_the_audit_and_the_pr
     for label in ("tuned", "reference"):
         np.testing.assert_allclose(kept.log_prob_sum[label], alone.log_prob_sum[label], rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(kept.log_count[label], alone.log_count[label], rtol=1e-5, atol=1e-5)
-    m = min(config.audit.n_prompts, n)
-    shifts = UnitShifts.load(folder)
+    m = n - 2  # the first units of all n read, as the audit stage takes its share
+    shifts = UnitShifts.load(folder).first_units(m)
     site = shifts.activations.site if shifts.activations is not None else None
     words = list(vocabulary_words(base.tokenizer).values())
     own = unit_shifts(tuned, base, prompts[:m], (base_texts[:m], tuned_texts[:m]), words, site=site)
@@ -379,6 +382,12 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     for name in STAGES:
         assert f"{LINE[name]}{'done in' if name in recomputed else 'cached'}" in printed, name
     assert re.search(rf"{re.escape(LINE['elicit'])}running \(.+ left in the run, estimate\)\n", printed)
+    # the read-samples stage reads every sample for every reader, whatever share a reader's settings use
+    fewer = load_config("smoke", overrides=[f"out_dir={out}", "audit.n_prompts=5", "elicit.n_contexts=3"])
+    run_pipeline(fewer, progress=False)
+    printed = capsys.readouterr().out
+    for name in STAGES:
+        assert f"{LINE[name]}{'done in' if name == 'audit' else 'cached'}" in printed, name
 
 
 def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_path):

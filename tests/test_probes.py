@@ -107,6 +107,35 @@ def test_cross_fitting_chooses_the_read_out_inside_each_fold():
     assert chosen == ["signal"] * 5 and np.corrcoef(predicted, y)[0, 1] > 0.95
 
 
+class _WithBos:
+    """A tokenizer that opens every text with a BOS token (id 1), as Llama's and Gemma's do."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.pad_token_id = tokenizer, tokenizer.pad_token_id
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"input_ids": ([1] if add_special_tokens else []) + ids}
+
+
+def test_pairs_open_with_the_tokens_the_policy_was_given(lm):
+    """Sampling encodes a prompt with the tokenizer's special tokens, so a reading of the samples puts the
+    same BOS first and counts it as prompt; a tokenizer without one (SmolLM2's) gets nothing added."""
+    from types import SimpleNamespace
+
+    from irmscope.models.readout import encode_pairs, leading_special_tokens
+
+    assert leading_special_tokens(lm.tokenizer) == []
+    bos = SimpleNamespace(tokenizer=_WithBos(lm.tokenizer))
+    assert leading_special_tokens(bos.tokenizer) == [1]
+    ids, mask, prompt_lengths = encode_pairs(bos, ["The film", ""], [" was good", " Bad"], None)
+    plain, _, plain_lengths = encode_pairs(lm, ["The film", ""], [" was good", " Bad"], None)
+    assert ids[:, 0].tolist() == [1, 1] and (prompt_lengths == plain_lengths + 1).all()
+    assert ids[0, 1 : int(mask[0].sum())].tolist() == plain[0, : int(mask[0].sum()) - 1].tolist()
+    with pytest.raises(IrmscopeError, match="empty text"):
+        encode_pairs(bos, [""], [""], None)
+
+
 def test_residuals_read_the_last_token_the_prompt_end_and_the_mean(lm):
     residuals = read_residuals(lm, ["the film was", "a"], [" good", " bad and awful"], progress=False)
     assert residuals.last.shape == (2, lm.n_layers, lm.d_model) == residuals.mean.shape

@@ -173,6 +173,22 @@ class UnitShifts:
             activations=activations,
         )
 
+    def first_units(self, n: int) -> UnitShifts:
+        """The shifts (and activations) of the first ``n`` units only."""
+        if n > len(self.positions):
+            raise IrmscopeError(
+                f"{n} units asked of word shifts read on {len(self.positions)}; read more samples"
+            )
+        paired = self.activations
+        if paired is not None:
+            keep = paired.unit < n
+            paired = PairedActivations(
+                paired.site, paired.pairs[torch.from_numpy(keep)], paired.unit[keep], paired.side[keep],
+                paired.position[keep], paired.token_id[keep],
+            )  # fmt: skip
+        per_unit = {name: getattr(self, name)[:n] for name in _UNIT_ARRAYS}
+        return UnitShifts(**per_unit, vocab_size=self.vocab_size, activations=paired)
+
     @property
     def uniform_count(self) -> float:
         """``ε`` of the relative shift: the expected count per text of one token under a uniform next-token
@@ -222,16 +238,19 @@ class UnitSums(Reader):
         if not chosen.any():
             return
         pick = torch.from_numpy(np.flatnonzero(chosen))
-        device = batch.logits["base"].device
-        on_device = pick.to(device)
         rows, mask = batch.rows[chosen], batch.mask[pick]
         self._rows.append(rows)
         self._prompt_tokens[self.owner[rows]] = batch.prompt_lengths[pick].numpy()
         if self.site:
             self._keep_activations(batch, pick, rows, mask)
-        logits_t, logits_b = batch.logits["tuned"][on_device], batch.logits["base"][on_device]
+        device = batch.logits["base"].device  # the tuned model's tensors are moved there, if elsewhere
+
+        def chosen_rows(tensor: torch.Tensor) -> torch.Tensor:  # no copy when every row is chosen
+            return (tensor if chosen.all() else tensor[pick.to(tensor.device)]).to(device)
+
+        logits_t, logits_b = chosen_rows(batch.logits["tuned"]), chosen_rows(batch.logits["base"])
         self.vocab_size = logits_b.shape[-1]
-        normalisers = (batch.log_normaliser("tuned")[on_device], batch.log_normaliser("base")[on_device])
+        normalisers = (chosen_rows(batch.log_normaliser("tuned")), chosen_rows(batch.log_normaliser("base")))
         sums = _text_sums(logits_t, logits_b, self.words.to(device), mask.to(device).float(), normalisers)
         for key, value in sums.items():
             self._sums[key].append(value)
@@ -244,7 +263,9 @@ class UnitSums(Reader):
         keep = mask.bool() & (positions > 0)
         acts = {label: batch.activations[label][self.site] for label in self.LABELS}
         device = acts["base"].device
-        kept = {label: act[pick.to(device)][keep.to(device)] for label, act in acts.items()}
+        kept = {
+            label: act[pick.to(act.device)][keep.to(act.device)].to(device) for label, act in acts.items()
+        }
         self._read["pairs"].append(torch.stack([kept["base"], kept["tuned"]], 1).float().cpu())
         self._read["text"].append(rows[torch.nonzero(keep)[:, 0].numpy()])
         self._read["position"].append(positions[keep].numpy())
@@ -254,6 +275,8 @@ class UnitSums(Reader):
         if not self._rows:
             raise IrmscopeError("no texts to score; give at least one prompt")
         rows = np.concatenate(self._rows)
+        if sorted(rows.tolist()) != np.flatnonzero(self.owner >= 0).tolist():
+            raise IrmscopeError(f"the word shifts saw {len(rows)} of {int((self.owner >= 0).sum())} texts")
         units = self.owner[rows]
         sizes = np.bincount(units, minlength=self.n_units).astype(np.float64)
 

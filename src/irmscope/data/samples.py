@@ -13,6 +13,13 @@ import numpy as np
 from irmscope.artifacts import Samples
 
 
+def first_of_each_policy(n_samples: int, n: int) -> np.ndarray:
+    """Rows of the coverage order (every base sample, then every tuned one: :meth:`Coverage.from_samples`)
+    that are among the first ``n`` samples of their policy."""
+    keep = np.arange(min(n, n_samples))
+    return np.concatenate([keep, n_samples + keep])
+
+
 @dataclass(frozen=True)
 class Coverage:
     """The completions every estimate is scored on: held-out prompts, each completed once by each policy.

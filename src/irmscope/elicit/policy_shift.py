@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 from irmscope.elicit.continuations import word_token_ids
 from irmscope.errors import IrmscopeError
@@ -69,25 +70,45 @@ class PolicyShift:
 
 @dataclass(frozen=True)
 class ShiftLevels:
-    """Both models' levels of a set of tokens, summed over a set of contexts (what :class:`LevelSums`
-    folds from one reading of the texts): per model, ``Σ_c log p(t|c)`` and ``log Σ_c p(t|c)`` for each of
-    ``token_ids``, as float64 arrays, and the number of contexts. The :class:`PolicyShift` of any words
-    among those tokens follows from it without reading the texts again."""
+    """Both models' levels of a set of tokens over a set of texts, per text (what :class:`LevelSums` folds
+    from one reading of them): per model and text, ``Σ_c log p(t|c)`` and ``log Σ_c p(t|c)`` over the
+    text's positions ``c``, for each of ``token_ids`` (``[n_texts, n_tokens]`` float64), and each text's
+    number of positions. The :class:`PolicyShift` of any words among those tokens, over any of the texts
+    (:meth:`of_texts`), follows without reading them again."""
 
     token_ids: np.ndarray  #: the tokens the levels are of
-    log_prob_sum: dict[str, np.ndarray]  #: label ("tuned", "reference") → ``Σ_c log p(t|c)`` per token
-    log_count: dict[str, np.ndarray]  #: label → ``log Σ_c p(t|c)``, the log expected count per token
-    n_contexts: int  #: the positions summed over
-    n_texts: int  #: the texts they are positions of
+    log_prob_sum: dict[str, np.ndarray]  #: label ("tuned", "reference") → ``Σ_c log p(t|c)`` per text
+    log_count: dict[str, np.ndarray]  #: label → ``log Σ_c p(t|c)`` per text, its log expected counts
+    positions: np.ndarray  #: ``[n_texts]``: the contexts of each text
 
     FILE = "shift_levels.npz"
 
+    @property
+    def n_texts(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_contexts(self) -> int:
+        return int(self.positions.sum())
+
+    def of_texts(self, rows: Sequence[int] | np.ndarray) -> ShiftLevels:
+        """The levels of the texts ``rows`` only."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ShiftLevels(
+            self.token_ids,
+            {label: values[rows] for label, values in self.log_prob_sum.items()},
+            {label: values[rows] for label, values in self.log_count.items()},
+            self.positions[rows],
+        )
+
     def shift(self, tokenizer, words: Sequence[str], beta: float = 1.0) -> PolicyShift:
-        """Every estimate of :data:`ESTIMATES` for the ``words`` that are one token after a space (the
-        others are dropped); raises if none is, or if a word's token was not read."""
+        """Every estimate of :data:`ESTIMATES` over all the texts, for the ``words`` that are one token after
+        a space (the others are dropped); raises if none is, or if a word's token was not read."""
         ids = word_token_ids(tokenizer, words)
         if not ids:
             raise IrmscopeError("none of the words is a single token after a space for this model")
+        if not self.n_contexts:
+            raise IrmscopeError("no context was read for the policy shift; give at least one text")
         column = {int(token): i for i, token in enumerate(self.token_ids)}
         unread = [word for word, token in ids.items() if token not in column]
         if unread:
@@ -98,8 +119,8 @@ class ShiftLevels:
 
         def levels(label: str) -> dict[str, np.ndarray]:
             return {
-                "mean-log-ratio": self.log_prob_sum[label][columns] / self.n_contexts,
-                "expected-count": self.log_count[label][columns],
+                "mean-log-ratio": self.log_prob_sum[label][:, columns].sum(0) / self.n_contexts,
+                "expected-count": logsumexp(self.log_count[label][:, columns], axis=0),
             }
 
         tuned, reference = levels("tuned"), levels("reference")
@@ -114,8 +135,9 @@ class ShiftLevels:
         arrays = {
             f"{kind}.{label}": values for kind, named in kinds.items() for label, values in named.items()
         }
-        sizes = {"n_contexts": np.asarray(self.n_contexts), "n_texts": np.asarray(self.n_texts)}
-        write_npz(Path(folder) / self.FILE, {"token_ids": self.token_ids, **arrays, **sizes})
+        write_npz(
+            Path(folder) / self.FILE, {"token_ids": self.token_ids, "positions": self.positions, **arrays}
+        )
 
     @classmethod
     def load(cls, folder: Path) -> ShiftLevels:
@@ -128,53 +150,47 @@ class ShiftLevels:
             if "." in key:
                 kind, label = key.split(".", 1)
                 named[kind][label] = saved[key]
-        sizes = int(saved["n_contexts"]), int(saved["n_texts"])
-        return cls(saved["token_ids"], named["sum"], named["count"], *sizes)
+        return cls(saved["token_ids"], named["sum"], named["count"], saved["positions"])
 
 
 class LevelSums(Reader):
     """Folds :class:`ShiftLevels` of ``token_ids`` over :func:`~irmscope.models.reading.read_pairs`'s
-    batches: every real position of the texts in ``rows`` (all texts when None) is a context. ``labels``
-    maps the reading's model labels to the levels' ("tuned", "reference")."""
+    ``n`` texts: every real position of a text is one of its contexts. ``labels`` maps the reading's model
+    labels to the levels' ("tuned", "reference")."""
 
-    def __init__(
-        self, labels: dict[str, str], token_ids: Sequence[int], rows: np.ndarray | None = None
-    ) -> None:
-        self.labels, self.rows = labels, None if rows is None else np.asarray(rows)
+    def __init__(self, labels: dict[str, str], token_ids: Sequence[int], n: int) -> None:
+        self.labels, self.n = labels, n
         self.token_ids = torch.as_tensor(list(token_ids), dtype=torch.long)
-        self._sum: dict[str, torch.Tensor] = {}
-        self._count: dict[str, torch.Tensor] = {}
-        self._n = self._texts = 0
+        self._rows: list[np.ndarray] = []
+        self._positions: list[np.ndarray] = []
+        self._sum: dict[str, list[np.ndarray]] = {name: [] for name in labels.values()}
+        self._count: dict[str, list[np.ndarray]] = {name: [] for name in labels.values()}
 
     def needs_logits(self, label: str) -> bool:
         return label in self.labels
 
     def update(self, batch: PairBatch) -> None:
-        keep = batch.mask.bool()
-        if self.rows is not None:
-            keep &= torch.from_numpy(np.isin(batch.rows, self.rows))[:, None]
-        self._n += int(keep.sum())
-        self._texts += int(keep.any(1).sum())
+        self._rows.append(batch.rows)
+        self._positions.append(batch.mask.sum(1).numpy())
         for label, name in self.labels.items():
             logits = batch.logits[label]
-            on_device = keep.to(logits.device)
-            log_probs = logits[..., self.token_ids.to(logits.device)] - batch.log_normaliser(label)
-            log_probs = log_probs[on_device].double()
-            total = log_probs.sum(0).cpu()
-            count = torch.logsumexp(log_probs, 0).cpu()
-            if name in self._sum:
-                total, count = total + self._sum[name], torch.logaddexp(count, self._count[name])
-            self._sum[name], self._count[name] = total, count
+            real = batch.mask.bool().to(logits.device)[..., None]
+            log_probs = (logits[..., self.token_ids.to(logits.device)] - batch.log_normaliser(label)).double()
+            self._sum[name].append(log_probs.masked_fill(~real, 0.0).sum(1).cpu().numpy())
+            self._count[name].append(log_probs.masked_fill(~real, -torch.inf).logsumexp(1).cpu().numpy())
 
     def result(self) -> ShiftLevels:
-        if not self._n:
-            raise IrmscopeError("no context was read for the policy shift; give at least one text")
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
+        if sorted(rows.tolist()) != list(range(self.n)):
+            raise IrmscopeError(f"the levels saw {len(rows)} of {self.n} texts; read every text once")
+        inverse = np.empty_like(rows)
+        inverse[rows] = np.arange(len(rows))
+        ordered = lambda parts: np.concatenate(parts)[inverse]  # noqa: E731
         return ShiftLevels(
             self.token_ids.numpy(),
-            {k: v.numpy() for k, v in self._sum.items()},
-            {k: v.numpy() for k, v in self._count.items()},
-            self._n,
-            self._texts,
+            {name: ordered(parts) for name, parts in self._sum.items()},
+            {name: ordered(parts) for name, parts in self._count.items()},
+            ordered(self._positions),
         )
 
 
@@ -197,7 +213,7 @@ def shift_levels(
     ids = word_token_ids(tuned.tokenizer, words)
     if not ids:
         raise IrmscopeError("none of the words is a single token after a space for this model")
-    sums = LevelSums({"tuned": "tuned", "reference": "reference"}, sorted(set(ids.values())))
+    sums = LevelSums({"tuned": "tuned", "reference": "reference"}, sorted(set(ids.values())), len(prompts))
     read_pairs(
         {"tuned": tuned, "reference": reference}, prompts, continuations, [sums],
         max_length=max_length, batch_size=batch_size,

@@ -8,7 +8,7 @@ every number sits beside); a ``None`` base means the method has no base-model ve
 ``base_note``, and returning ``None`` altogether means the method does not apply to this run (its row is
 left out). A method that needs a model's likelihood of the completions asks
 :meth:`MethodInputs.likelihoods`, so the methods share one forward pass per model (none at all for the
-tuned and base models in the pipeline, whose evaluate stage read them already).
+tuned and base models in the pipeline, whose read-samples stage read them already).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class MethodInputs:
     lexicon: LexiconLike | Mapping[str, float] | None = None  # the known reward's words, when a lexicon
     review_texts: Sequence[str] = ()  # unlabelled in-domain texts (to cut contrast pairs from)
     # the tuned and base models' likelihoods of the coverage completions, when read already (the pipeline's
-    # evaluate stage keeps them), by "tuned" / "base"
+    # read-samples stage keeps them), by "tuned" / "base"
     read_likelihoods: Mapping[str, CompletionLikelihoods] = field(default_factory=dict)
     # per model: (the model, its likelihoods); not an argument, so dataclasses.replace starts a new cache
     _likelihoods: dict[int, tuple[LoadedModel, CompletionLikelihoods]] = field(

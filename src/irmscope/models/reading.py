@@ -182,6 +182,7 @@ class CompletionStatistics(Reader):
         if self.reference is None:
             return
         ref_log_probs, ref_token = self._read(batch, self.reference, batch.input_ids)
+        ref_log_probs = ref_log_probs.to(log_probs.device)  # the models may sit on different devices
         per_token = (log_probs.exp() * (log_probs - ref_log_probs)).sum(-1).cpu()
         self._keep(
             kl=((per_token * target_mask).sum(1) / counts).numpy(),

@@ -24,18 +24,32 @@ def pooling_weights(mask: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum(1, keepdim=True)
 
 
+def leading_special_tokens(tokenizer) -> list[int]:
+    """The tokens ``tokenizer`` puts before every text it encodes by default: a BOS token for Llama and
+    Gemma tokenizers, none for GPT-2's or SmolLM2's. Sampling encodes prompts that way, so the policy was
+    given them, and a reading of its samples gives them again."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
 def encode_pairs(
     lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], max_length: int | None
 ):
     """Right-padded ids of prompt + continuation (cut to ``max_length``), their mask, and each row's prompt
-    length in tokens."""
+    length in tokens. Prompt and continuation are tokenised apart; the tokenizer's leading special tokens
+    (:func:`leading_special_tokens`, e.g. BOS) open every row and count as prompt."""
     tok = lm.tokenizer
+    lead = leading_special_tokens(tok)
     rows, prompt_lengths = [], []
     for prompt, continuation in zip(prompts, continuations, strict=True):
-        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        p = lead + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
         c = tok(continuation, add_special_tokens=False)["input_ids"]
         row = (p + c)[:max_length]
-        if not row:
+        if len(row) == len(lead):
             raise IrmscopeError("an empty text cannot be probed; drop empty prompts/continuations first")
         rows.append(row)
         prompt_lengths.append(min(len(p), len(row)))

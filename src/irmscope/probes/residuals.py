@@ -67,7 +67,7 @@ def save_residuals(residuals: Residuals, path: Path) -> None:
 def load_residuals(path: Path) -> Residuals:
     """Read what :func:`save_residuals` wrote."""
     if not Path(path).is_file():
-        raise IrmscopeError(f"no saved residuals at {path}; rerun the probes stage")
+        raise IrmscopeError(f"no saved residuals at {path}; rerun the read-samples stage")
     saved = np.load(path)
     return Residuals(
         layers=saved["layers"].tolist(),
@@ -86,14 +86,15 @@ def _check(prompts: Sequence[str], continuations: Sequence[str]) -> None:
 
 class ResidualReadout(Reader):
     """The :class:`Residuals` of one model (``label``) at ``layers``, folded over :func:`read_pairs`'s
-    batches of ``n`` texts; :meth:`result` gives them in the texts' order."""
+    batches of ``n`` texts; :meth:`result` gives them in the texts' order, with the prompt-end read-out when
+    the texts ``have_prompts``."""
 
-    def __init__(self, label: str, layers: Sequence[int], n: int) -> None:
+    def __init__(self, label: str, layers: Sequence[int], n: int, have_prompts: bool = True) -> None:
         self.label, self.layers = label, list(layers)
         self._sites = [site_name(layer, "hook_resid_post") for layer in self.layers]
         self._rows: list[np.ndarray] = []
         self._parts: dict[str, list[np.ndarray]] = {"last": [], "prompt_end": [], "mean": []}
-        self._has_prompt, self._n = False, n
+        self._has_prompt, self._n = have_prompts, n
 
     def sites(self, label: str) -> Sequence[str]:
         return self._sites if label == self.label else ()
@@ -106,7 +107,6 @@ class ResidualReadout(Reader):
         self._parts["last"].append(stacked[rows, :, mask.sum(1) - 1].numpy())
         self._parts["prompt_end"].append(stacked[rows, :, (batch.prompt_lengths - 1).clamp(min=0)].numpy())
         self._parts["mean"].append(torch.einsum("blsd,bs->bld", stacked, pooling_weights(mask)).numpy())
-        self._has_prompt = self._has_prompt or bool((batch.prompt_lengths > 0).any())
 
     def result(self) -> Residuals:
         rows = np.concatenate(self._rows)
@@ -137,7 +137,7 @@ def read_residuals(
     """The residual stream at every layer (or ``layers``) at each text's last token, its prompt's end, and
     averaged over its tokens; texts are cut to ``max_length`` tokens (``None``: never)."""
     _check(prompts, continuations)
-    readout = ResidualReadout("model", model_layers(lm, layers), len(prompts))
+    readout = ResidualReadout("model", model_layers(lm, layers), len(prompts), have_prompts=any(prompts))
     read_pairs(
         {"model": lm}, prompts, continuations, [readout], max_length=max_length, batch_size=batch_size,
         progress=progress, desc="residuals",

@@ -3,7 +3,7 @@ under which the tuned model's completions are the expert's (see :mod:`irmscope.i
 
 The features are the mean over each text's tokens (prompt and completion, the first token left out) of
 the residual stream leaving one block (the
-probes stage's read-outs of the coverage texts). Estimates are cross-fitted by prompt, and inside each
+read-samples stage's read-outs of the coverage texts). Estimates are cross-fitted by prompt, and inside each
 fold the block and the penalty are chosen by a second, inner cross-validation over that fold's fitting
 prompts only (the method's own objective: authorship, never the known reward), so neither choice sees
 the prompts it predicts. The base-model row fits the same IRL on the base model's read-out of the same

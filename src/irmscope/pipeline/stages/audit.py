@@ -40,7 +40,7 @@ class Audit(Stage):
             seed=ctx.seed,
             n_resamples=settings.n_resamples,
             crosscoder=settings.crosscoder_config(),
-            shifts=UnitShifts.load(ctx.finished["read-samples"].dir),
+            shifts=UnitShifts.load(ctx.finished["read-samples"].dir).first_units(n),
             progress=ctx.progress,
         )
         table, crosscoder = result.pop("table"), result.pop("crosscoder")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.artifacts import Regression
+from irmscope.data.samples import first_of_each_policy
 from irmscope.elicit.policy_shift import ShiftLevels
 from irmscope.elicit.reward_study import elicit_lexicon_reward
 from irmscope.io import write_json
@@ -34,7 +35,9 @@ class Elicit(Stage):
             base_saes=ctx.saes("base"),
             lexicon=ctx.lexicon,
             texts=list(ctx.reviews("contexts")["text"]),
-            shift_levels=ShiftLevels.load(ctx.finished["read-samples"].dir),
+            shift_levels=ShiftLevels.load(ctx.finished["read-samples"].dir).of_texts(
+                first_of_each_policy(len(ctx.samples.prompts), ctx.config.elicit.n_shift_texts)
+            ),
             settings=ctx.config.elicit,
             seed=ctx.seed,
         )

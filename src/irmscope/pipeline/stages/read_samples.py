@@ -26,16 +26,9 @@ from irmscope.elicit.policy_shift import LevelSums
 from irmscope.io import write_json
 from irmscope.models.reading import Reader, read_pairs
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.registry import STAGES, Stage, register
+from irmscope.pipeline.registry import Stage, register
 from irmscope.probes.residuals import ResidualReadout, model_layers, save_residuals
 from irmscope.tune.evaluate import coverage_statistics, likelihood_evaluation
-
-
-def first_of_each_side(n_samples: int, n: int) -> np.ndarray:
-    """Rows of the coverage order (every base sample, then every tuned one) that are among the first ``n``
-    samples of their model."""
-    keep = np.arange(min(n, n_samples))
-    return np.concatenate([keep, n_samples + keep])
 
 
 @register
@@ -45,37 +38,24 @@ class ReadSamples(Stage):
     requires = ("tuned",)
 
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
-        audit = ctx.config.audit
-        return {
-            "policy_shift_texts": ctx.config.elicit.n_shift_texts if self._shift(ctx) else None,
-            "audit": {"n_prompts": audit.n_prompts, "crosscoder": audit.crosscoder},
-            "probes": ctx.config.probes.enabled,
-            "seed": ctx.seed,  # the evaluation statistics' bootstrap
-        }
-
-    @staticmethod
-    def _shift(ctx: RunContext) -> bool:
-        """Whether the elicit stage runs, so the policy shift's levels are needed."""
-        return STAGES["elicit"].applies(ctx)
+        # what it reads depends on the samples (the evaluate stage's key) alone: every sample, every word
+        # shift, every layer, whatever share of them a reader's settings use, so that changing one reader's
+        # settings (audit.n_prompts, elicit.n_shift_texts, ...) recomputes that reader only
+        return {"seed": ctx.seed}  # the evaluation statistics' bootstrap
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
-        samples, config = ctx.samples, ctx.config
+        samples = ctx.samples
         n = len(samples.prompts)
         readers: dict[str, Reader] = {"evaluation": coverage_statistics(n)}
-        if self._shift(ctx):
-            rows = first_of_each_side(n, config.elicit.n_shift_texts)
+        if ctx.lexicon is not None:  # the policy shift's words
             words = {form for word in ctx.lexicon for form in (word, word.lower())}  # elicit lowercases
             token_ids = sorted(set(word_token_ids(ctx.base.tokenizer, words).values()))
-            readers["levels"] = LevelSums({"tuned": "tuned", "base": "reference"}, token_ids, rows)
-        n_audit = min(config.audit.n_prompts, n)
-        owner = np.full(2 * n, -1)
-        owner[first_of_each_side(n, n_audit)] = np.tile(np.arange(n_audit), 2)
-        site = divergence_site(ctx.tuned, ctx.base) if config.audit.crosscoder else None
+            readers["levels"] = LevelSums({"tuned": "tuned", "base": "reference"}, token_ids, 2 * n)
+        site = divergence_site(ctx.tuned, ctx.base)  # where the audit's dictionaries read
         word_ids = list(vocabulary_words(ctx.base.tokenizer).values())
-        readers["audit"] = UnitSums(word_ids, owner, np.repeat([0, 1], n), site)
-        if config.probes.enabled:
-            for label, lm in (("tuned", ctx.tuned), ("base", ctx.base)):
-                readers[label] = ResidualReadout(label, model_layers(lm, None), 2 * n)
+        readers["audit"] = UnitSums(word_ids, np.tile(np.arange(n), 2), np.repeat([0, 1], n), site)
+        for label, lm in (("tuned", ctx.tuned), ("base", ctx.base)):
+            readers[label] = ResidualReadout(label, model_layers(lm, None), 2 * n)
         read_pairs(
             {"tuned": ctx.tuned, "base": ctx.base},
             samples.prompts * 2,
@@ -92,6 +72,5 @@ class ReadSamples(Stage):
             readers["levels"].result().save(work)
         readers["audit"].result().save(work)
         for label in ("tuned", "base"):
-            if label in readers:
-                save_residuals(readers[label].result(), work / coverage_residuals_file(label))
+            save_residuals(readers[label].result(), work / coverage_residuals_file(label))
         return {"n_texts": 2 * n, "read_for": sorted(readers), "audit_site": site}
