@@ -43,7 +43,7 @@ from irmscope.elicit.continuations import word_token_ids
 from irmscope.errors import IrmscopeError
 from irmscope.io import write_npz
 from irmscope.models.loading import LoadedModel
-from irmscope.models.reading import PairBatch, Reader, read_pairs
+from irmscope.models.reading import PairBatch, Reader, input_order, read_pairs
 
 ESTIMATES = ("mean-log-ratio", "expected-count")
 
@@ -180,11 +180,7 @@ class LevelSums(Reader):
             self._count[name].append(log_probs.masked_fill(~real, -torch.inf).logsumexp(1).cpu().numpy())
 
     def result(self) -> ShiftLevels:
-        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
-        if sorted(rows.tolist()) != list(range(self.n)):
-            raise IrmscopeError(f"the levels saw {len(rows)} of {self.n} texts; read every text once")
-        inverse = np.empty_like(rows)
-        inverse[rows] = np.arange(len(rows))
+        inverse = input_order(self._rows, self.n, "the levels")
         ordered = lambda parts: np.concatenate(parts)[inverse]  # noqa: E731
         return ShiftLevels(
             self.token_ids.numpy(),

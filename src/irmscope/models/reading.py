@@ -117,6 +117,17 @@ def read_pairs(
             reader.update(batch)
 
 
+def input_order(batch_rows: Sequence[np.ndarray], n: int, what: str) -> np.ndarray:
+    """The index that puts rows folded in :func:`read_pairs`' batch order (``batch_rows``, each batch's
+    ``PairBatch.rows``) back in the order of the ``n`` inputs; raises unless every input was read once."""
+    rows = np.concatenate(batch_rows) if len(batch_rows) else np.zeros(0, dtype=np.int64)
+    if sorted(rows.tolist()) != list(range(n)):
+        raise IrmscopeError(f"{what} saw {len(rows)} of {n} texts; read every text once")
+    inverse = np.empty_like(rows)
+    inverse[rows] = np.arange(len(rows))
+    return inverse
+
+
 @dataclass(frozen=True)
 class CompletionLikelihoods:
     """What one forward pass of a model over prompt + completion gives every likelihood-based reward, per
@@ -192,11 +203,7 @@ class CompletionStatistics(Reader):
     def result(self) -> dict[str, Any]:
         """``n_tokens``, ``nll`` and ``likelihoods`` (a :class:`CompletionLikelihoods`); with a reference
         also ``kl``, ``reference_nll`` and ``reference_likelihoods``: arrays in the texts' order."""
-        rows = np.concatenate(self._rows)
-        if sorted(rows.tolist()) != list(range(self.n)):
-            raise IrmscopeError(f"the statistics saw {len(rows)} of {self.n} texts; read every text once")
-        inverse = np.empty_like(rows)
-        inverse[rows] = np.arange(len(rows))
+        inverse = input_order(self._rows, self.n, "the statistics")
         joined = {name: np.concatenate(parts)[inverse] for name, parts in self._parts.items()}
         out: dict[str, Any] = {
             name: joined[name] for name in ("n_tokens", "nll", "kl", "reference_nll") if name in joined

@@ -25,7 +25,7 @@ from irmscope.models.adapters import site_name
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
-from irmscope.models.reading import PairBatch, Reader, read_pairs
+from irmscope.models.reading import PairBatch, Reader, input_order, read_pairs
 from irmscope.models.readout import encode_pairs, pooling_weights
 
 
@@ -109,11 +109,7 @@ class ResidualReadout(Reader):
         self._parts["mean"].append(torch.einsum("blsd,bs->bld", stacked, pooling_weights(mask)).numpy())
 
     def result(self) -> Residuals:
-        rows = np.concatenate(self._rows)
-        if sorted(rows.tolist()) != list(range(self._n)):
-            raise IrmscopeError(f"the read-out saw {len(rows)} of {self._n} texts; read every text once")
-        inverse = np.empty_like(rows)
-        inverse[rows] = np.arange(len(rows))
+        inverse = input_order(self._rows, self._n, "the read-out")
         joined = {name: np.concatenate(parts)[inverse] for name, parts in self._parts.items()}
         return Residuals(
             self.layers, joined["last"], joined["prompt_end"] if self._has_prompt else None, joined["mean"]
