@@ -32,6 +32,7 @@ from irmscope.models.accounting import count_tokens
 from irmscope.models.categorical import fast_multinomial
 from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
+from irmscope.tune.completion_scoring import completion_positions_only
 from irmscope.tune.guard import TrainingGuard
 from irmscope.tune.progress import quiet_trainer
 from irmscope.tune.target import CHECKS_FILE, REASONS, GainMeter, TargetStop, recorded_checks
@@ -401,7 +402,9 @@ def tune_model(
     if stopped_at_checkpoint and resume:
         _finish_at_checkpoint(trainer, resume)
     else:
-        with fast_multinomial():  # TRL samples through model.generate: the same exact, faster draw
+        # TRL samples through model.generate: the same exact, faster draw; and its log-probabilities
+        # project the completion tokens only, not the prompts as well (irmscope.tune.completion_scoring)
+        with fast_multinomial(), completion_positions_only():
             trainer.train(resume_from_checkpoint=resume)
     _raise_if_failed(guard, checkpoints)
     manifest = {
