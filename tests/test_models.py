@@ -18,7 +18,7 @@ from irmscope.models import (
 )
 from irmscope.models.accounting import counted
 from irmscope.models.generation import generate_completions
-from irmscope.models.hooks import select_positions
+from irmscope.models.hooks import select_positions, stop_after_deepest
 from irmscope.models.tiny import TINY_FAMILIES
 
 TEXTS = ["The film was a quiet delight from start to finish", "Dull."]
@@ -152,6 +152,18 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
     with counted() as whole:  # the deepest block: nothing was skipped
         capture_activations(tiny.model, [f"blocks.{n_blocks - 1}.hook_resid_post"], ids, mask)
     assert whole.forward == real
+    with torch.no_grad():  # a cached step stopped early takes back its skipped share of the sampled tokens
+        prefix = tiny.model(input_ids=ids, attention_mask=mask, use_cache=True)
+        step, step_mask = ids[:, :1], torch.cat([mask, mask[:, :1]], dim=1)
+        cache = prefix.past_key_values
+        with (
+            counted() as cached,
+            stop_after_deepest(tiny.model, ["blocks.0.hook_resid_post"], step, step_mask, cache),
+        ):
+            tiny.model(input_ids=step, attention_mask=step_mask, past_key_values=cache, use_cache=True)
+    assert cached.to_dict() == {
+        "forward": 0, "backward": 0, "sampled": len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks)
+    }  # fmt: skip
 
 
 def test_last_token_positions_with_right_padding():

@@ -23,7 +23,7 @@ import torch
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.generation import batches
-from irmscope.models.hooks import capture
+from irmscope.models.hooks import capture, stop_after_deepest
 from irmscope.models.loading import LoadedModel
 
 
@@ -119,9 +119,12 @@ def continuation_activations(
             cache = copy.deepcopy(out.past_key_values)
             cache.batch_repeat_interleave(k)
             step_mask = torch.cat([mask.repeat_interleave(k, 0), mask.new_ones(len(chunk) * k, 1)], dim=1)
-            with capture(model, sites) as cap:
+            step_ids = block.reshape(-1, 1)
+            # the sites are all this step reads: it stops after the deepest one (no later block, no
+            # unembedding), and its cache, a copy, is dropped
+            with capture(model, sites) as cap, stop_after_deepest(model, sites, step_ids, step_mask, cache):
                 model(
-                    input_ids=block.reshape(-1, 1),
+                    input_ids=step_ids,
                     attention_mask=step_mask,
                     position_ids=next_position.repeat_interleave(k, 0),
                     past_key_values=cache,

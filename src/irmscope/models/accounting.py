@@ -5,17 +5,19 @@ tokens of each call to the process-wide :data:`TOTALS`, sorted into three kinds 
 differ (``benchmarks/bench_pipeline.py`` prices each kind to give a stage's compute floor):
 
 - ``forward``: a plain pass without gradients (scoring, activation capture, a generation's prompt
-  prefill), counted as the real tokens of the batch (its attention mask), so padding is not counted;
+  prefill), counted as the real tokens of the batch (its attention mask), so padding is not counted; a
+  pass of several tokens per row on top of a key-value cache counts its new tokens the same way;
 - ``backward``: a pass with gradients switched on, counted the same way; in irmscope that happens only
   where a backward follows (tuning, gradient attributions), so it is priced as a forward-backward pass;
 - ``sampled``: a decoding step that reuses a key-value cache (one new token per row, as in
   ``model.generate``), counted as the new tokens fed.
 
 What is counted is the work done, not the least work a stage could do: a text read twice is counted twice.
-A capture pass stopped after its deepest site (``capture_activations``) counts the share of the blocks it
-ran: a pass stopped after block 14 of 30 counts half its tokens (the embedding and the skipped unembedding
-are left out of that share, so it slightly overstates a short pass). The hook is one Python call per
-model call (not per layer), so it costs nothing measurable beside the pass itself.
+A pass stopped after its deepest site (``irmscope.models.hooks.stop_after_deepest``) counts the share of
+the blocks it ran, in its own kind: a pass stopped after block 14 of 30 counts half its tokens (the
+embedding and the skipped unembedding are left out of that share, so it slightly overstates a short pass).
+The hook is one Python call per model call (not per layer), so it costs nothing measurable beside the pass
+itself.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ def real_tokens(ids: torch.Tensor, mask: torch.Tensor | None) -> int:
     return int(mask.sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else ids.numel()
 
 
+def _counted_as(ids: torch.Tensor, mask: Any, cache: Any) -> tuple[str, int]:
+    """The kind of pass a call of ``ids`` (with ``mask`` and key-value ``cache``) is, and the tokens it
+    counts (see the module docstring)."""
+    on_cache = _cache_length(cache) > 0 or isinstance(mask, torch.Tensor) and mask.shape[-1] > ids.shape[-1]
+    if on_cache and ids.shape[-1] == 1:
+        return "sampled", ids.numel()
+    if on_cache and isinstance(mask, torch.Tensor):
+        mask = mask[..., -ids.shape[-1] :]  # the new tokens' part of a mask over cache + new tokens
+    return ("backward" if torch.is_grad_enabled() else "forward"), real_tokens(ids, mask)
+
+
 def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     ids = kwargs.get("input_ids", args[0] if args else None)
     if ids is None:
@@ -74,16 +87,9 @@ def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if ids is None:
             return
         ids = ids[..., 0]
-    mask = kwargs.get("attention_mask")
     cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5's generate says ``cache``
-    if _cache_length(cache) > 0 or isinstance(mask, torch.Tensor) and mask.shape[-1] > ids.shape[-1]:
-        TOTALS.sampled += ids.numel()
-        return
-    real = real_tokens(ids, mask)
-    if torch.is_grad_enabled():
-        TOTALS.backward += real
-    else:
-        TOTALS.forward += real
+    kind, tokens = _counted_as(ids, kwargs.get("attention_mask"), cache)
+    setattr(TOTALS, kind, getattr(TOTALS, kind) + tokens)
 
 
 def count_tokens(model: torch.nn.Module) -> torch.nn.Module:
@@ -109,11 +115,18 @@ def counted() -> Iterator[TokenCounts]:
 
 
 def count_stopped_pass(
-    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, blocks_run: int, n_blocks: int
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor | None,
+    blocks_run: int,
+    n_blocks: int,
+    cache: Any = None,
 ) -> None:
-    """Count a forward pass of ``ids`` (with ``mask``) that ``model`` stopped after ``blocks_run`` of its
-    ``n_blocks`` blocks as that share of a whole pass: its call was counted whole on entry (by
-    :func:`real_tokens`), so the share it skipped is taken back (only for a model that is counted at all)."""
+    """Count a pass of ``ids`` (with ``mask``, on top of key-value ``cache`` if any) that ``model`` stopped
+    after ``blocks_run`` of its ``n_blocks`` blocks as that share of a whole pass: its call was counted
+    whole on entry, as its kind of pass, so the share it skipped is taken back from that kind (only for a
+    model that is counted at all)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(inner, _MARK, False) and 0 < blocks_run < n_blocks:
-        TOTALS.forward -= round(real_tokens(ids, mask) * (n_blocks - blocks_run) / n_blocks)
+        kind, tokens = _counted_as(ids, mask, cache)
+        setattr(TOTALS, kind, getattr(TOTALS, kind) - round(tokens * (n_blocks - blocks_run) / n_blocks))

@@ -5,7 +5,9 @@ Three tools, all built on plain PyTorch forward hooks that are removed when the 
 * :func:`capture_activations` runs one forward pass and returns the chosen sites at the chosen token
   positions. It stops the forward pass after the deepest block it needs, so reading early layers costs a
   fraction of a full pass (and it never computes the unembedding).
-* :func:`capture` is the same recording as a context manager, for use around any call (e.g. ``generate``).
+* :func:`capture` is the same recording as a context manager, for use around any call (e.g. ``generate``);
+  :func:`stop_after_deepest` ends the passes it wraps after the deepest block the sites need, as
+  :func:`capture_activations` does (e.g. around a cached step).
 * :func:`intervene` (and its shorthands :func:`replace`, :func:`ablate`, :func:`steer`) rewrites sites
   while a block runs: ablations, activation patching, steering vectors.
 
@@ -16,8 +18,9 @@ Positions select tokens: ``None`` (all), an ``int`` or list of ints (the same po
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -179,6 +182,34 @@ def deepest_layer(sites: Sequence[str]) -> int:
     return max(parse_site(site)[0] for site in sites)
 
 
+@contextmanager
+def stop_after_deepest(
+    model: nn.Module,
+    sites: Sequence[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    cache: Any = None,
+) -> Iterator[None]:
+    """Inside the block, a forward pass of ``model`` over ``input_ids`` (with ``attention_mask``, on top of
+    key-value ``cache`` if any) ends right after the deepest block ``sites`` need, so neither later blocks
+    nor the unembedding run; the pass returns nothing (read the sites with :func:`capture`). The pass is
+    counted as the share of the blocks it ran (:func:`~irmscope.models.accounting.count_stopped_pass`).
+    A cache the pass wrote to holds the blocks it ran only: use it for nothing after."""
+    blocks = adapter_for(model).blocks(model)
+    deepest = deepest_layer(sites)
+
+    def stop(_module, _args, _output):
+        raise _StopForward
+
+    handle = blocks[deepest].register_forward_hook(stop)
+    try:
+        yield
+    except _StopForward:
+        count_stopped_pass(model, input_ids, attention_mask, deepest + 1, len(blocks), cache)
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def capture_activations(
     model: nn.Module,
@@ -191,27 +222,13 @@ def capture_activations(
     """One forward pass that returns ``{site: activations}`` at ``positions``.
 
     With ``stop_early`` the pass ends right after the deepest block a site needs, so neither later blocks
-    nor the unembedding are computed.
+    nor the unembedding are computed (:func:`stop_after_deepest`).
     """
     if not sites:
         raise IrmscopeError("no hook sites requested; name at least one, e.g. blocks.0.hook_resid_post")
-    adapter = adapter_for(model)
-    handles = []
-    blocks = adapter.blocks(model)
-    with capture(model, sites, positions) as cap:
-        if stop_early:
-
-            def stop(_module, _args, _output):
-                raise _StopForward
-
-            handles.append(blocks[deepest_layer(sites)].register_forward_hook(stop))
-        try:
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except _StopForward:
-            count_stopped_pass(model, input_ids, attention_mask, deepest_layer(sites) + 1, len(blocks))
-        finally:
-            for handle in handles:
-                handle.remove()
+    stopping = stop_after_deepest(model, sites, input_ids, attention_mask) if stop_early else nullcontext()
+    with capture(model, sites, positions) as cap, stopping:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return cap.latest()
 
 
