@@ -51,3 +51,17 @@ def test_fast_multinomial_swaps_in_only_what_it_handles_and_restores_torch():
     with pytest.raises(ValueError), fast_multinomial():
         raise ValueError("restored even when the block fails")
     assert torch.multinomial is original
+
+
+def test_groups_share_the_random_numbers_the_first_group_would_draw_alone():
+    """Each group that copies a 40-row batch (more than one block; blocks straddle the groups) draws what
+    that batch draws alone with the same seed; rows that do not split evenly are refused."""
+    alone_weights = torch.softmax(torch.randn(40, 500), -1)
+    groups = [alone_weights, torch.softmax(torch.randn(40, 500), -1), alone_weights]
+    drawn = inverse_cdf_sample(torch.cat(groups), torch.Generator().manual_seed(5), groups=3)
+    alone = inverse_cdf_sample(alone_weights, torch.Generator().manual_seed(5))
+    assert torch.equal(drawn[:40], alone) and torch.equal(drawn[80:], alone)
+    with pytest.raises(ValueError, match="equal groups"):
+        inverse_cdf_sample(torch.ones(5, 3), groups=2)
+    with pytest.raises(ValueError, match="common random numbers"), fast_multinomial(groups=2):
+        torch.multinomial(torch.ones(4, 3), 2)

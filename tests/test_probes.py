@@ -11,6 +11,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.leaderboard.methods.endogenous import endogenous_reward
 from irmscope.models import Sampling, load_model
+from irmscope.models.hooks import steer
 from irmscope.models.reading import completion_likelihoods
 from irmscope.probes import (
     cross_fitted,
@@ -22,6 +23,7 @@ from irmscope.probes import (
     steering_curves,
 )
 from irmscope.probes.experiment import review_targets
+from irmscope.probes.steering import steered_completions
 from irmscope.rewards import Lexicon, LexiconReward
 
 rng = np.random.default_rng(0)
@@ -187,6 +189,24 @@ def test_steering_pairs_every_scale_with_the_unsteered_completions(lm):
             prompts=prompts,
             reward=LexiconReward(LEXICON),
         )
+
+
+def test_steered_completions_sample_each_offset_as_alone_with_common_random_numbers(lm):
+    """Offsets sampled together in one batch (unsteered, and vectors at two sites) give the completions
+    each gives sampled on its own, where every copy of the prompts draws the same random numbers."""
+    prompts = ["the film was", "the plot is", "i think it"]
+    vectors = 4 * torch.randn(2, lm.d_model, generator=torch.Generator().manual_seed(1))
+    offsets = [None, ("blocks.1.hook_resid_post", vectors[0]), ("blocks.0.hook_resid_post", vectors[1])]
+    together = Sampling(max_new_tokens=6, batch_size=9, progress=False)
+    alone = Sampling(max_new_tokens=6, batch_size=3, progress=False)
+    sampled = steered_completions(lm, prompts, offsets, together)
+    assert sampled[0] == alone.complete(lm, prompts)
+    for (site, vector), completions in zip(offsets[1:], sampled[1:], strict=True):
+        with steer(lm.model, site, vector):
+            assert completions == alone.complete(lm, prompts)
+    assert sampled[1] != sampled[0] and sampled[2] != sampled[0]  # the vectors act on their own rows only
+    # too many to fit one batch: each offset alone, the same completions
+    assert steered_completions(lm, prompts, offsets, alone) == sampled
 
 
 def test_review_targets_map_stars_to_minus_one_to_one_and_fall_back_to_labels():

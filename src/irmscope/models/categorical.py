@@ -26,14 +26,30 @@ import torch
 _ROWS_PER_BLOCK = 32
 
 
-def inverse_cdf_sample(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def inverse_cdf_sample(
+    weights: torch.Tensor, generator: torch.Generator | None = None, groups: int = 1
+) -> torch.Tensor:
     """One index per row of ``weights`` (``[rows, n]``, non-negative, not all 0), drawn with probability
-    proportional to its weight: ``[rows, 1]`` int64, as ``torch.multinomial(weights, 1)`` returns."""
+    proportional to its weight: ``[rows, 1]`` int64, as ``torch.multinomial(weights, 1)`` returns.
+
+    With ``groups`` > 1 the rows are that many equal groups (conditions of one study, say, each a copy of
+    the same prompts), and every group uses the random numbers the first group alone would draw: each
+    group samples exactly as it would in a batch of its own, and the groups share common random numbers."""
+    rows = weights.shape[0]
+    if groups < 1 or rows % groups:
+        raise ValueError(f"{rows} rows cannot be split into {groups} equal groups")
+    per_group = rows // groups
+    uniforms = torch.cat(
+        [
+            torch.rand(min(_ROWS_PER_BLOCK, per_group - start), 1, dtype=torch.float64, generator=generator)
+            for start in range(0, per_group, _ROWS_PER_BLOCK)
+        ]
+    ).repeat(groups, 1)
     drawn = []
-    for block in weights.split(_ROWS_PER_BLOCK):
-        cumulative = block.double().cumsum(-1)
-        u = torch.rand(len(block), 1, dtype=torch.float64, generator=generator) * cumulative[:, -1:]
-        drawn.append(torch.searchsorted(cumulative, u, right=True).clamp_(max=block.shape[-1] - 1))
+    for start in range(0, rows, _ROWS_PER_BLOCK):
+        cumulative = weights[start : start + _ROWS_PER_BLOCK].double().cumsum(-1)
+        u = uniforms[start : start + _ROWS_PER_BLOCK] * cumulative[:, -1:]
+        drawn.append(torch.searchsorted(cumulative, u, right=True).clamp_(max=weights.shape[-1] - 1))
     return torch.cat(drawn)
 
 
@@ -46,14 +62,17 @@ def _handles(weights: torch.Tensor, num_samples: int, out: torch.Tensor | None) 
 
 
 @contextmanager
-def fast_multinomial() -> Iterator[None]:
+def fast_multinomial(groups: int = 1) -> Iterator[None]:
     """While the block runs, ``torch.multinomial(weights, 1)`` on a 2-D CPU tensor draws by
-    :func:`inverse_cdf_sample` (see the module docstring); torch's function is restored afterwards."""
+    :func:`inverse_cdf_sample` (see the module docstring), its rows in ``groups`` that share their random
+    numbers; torch's function is restored afterwards."""
     original = torch.multinomial
 
     def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):  # noqa: A002
         if _handles(input, num_samples, out):
-            return inverse_cdf_sample(input, generator)  # one draw: with or without replacement alike
+            return inverse_cdf_sample(input, generator, groups)  # one draw: with or without replacement alike
+        if groups > 1:  # torch's own draw would silently give each group other random numbers
+            raise ValueError("common random numbers need one sample per row of 2-D CPU weights")
         return original(input, num_samples, replacement, generator=generator, out=out)
 
     torch.multinomial = multinomial

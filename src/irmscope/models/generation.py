@@ -84,6 +84,7 @@ def generate_completions(
     progress: bool = True,
     processor_for_batch: Callable[[torch.Tensor], Any] | None = None,
     desc: str = "generating",
+    groups: int = 1,
 ) -> list[str]:
     """One sampled completion per prompt (the completion text only, without the prompt).
 
@@ -93,18 +94,27 @@ def generate_completions(
     comparable. Each batch is seeded with ``seed + batch index``, so the same call gives the same
     completions whatever else ran before. ``processor_for_batch(attention_mask)``, if given, returns a logits
     processor for that batch (see :func:`generate_amplified`).
+
+    ``groups`` > 1: the prompts are that many copies of one list (the conditions of a study, each under its
+    own intervention, e.g. a per-row steering vector), sampled in one batch, and each copy draws the
+    random numbers it would draw alone in a batch seeded ``seed``: the same completions as sampling each
+    copy on its own (to float rounding), at the speed of the larger batch, with common random numbers.
     """
     from transformers import LogitsProcessorList
 
     if not prompts:
         raise IrmscopeError("no prompts to complete; check the prompt dataset is not empty")
+    if groups > 1 and (len(prompts) > batch_size or len(prompts) % groups):
+        raise IrmscopeError(
+            f"{len(prompts)} prompts as {groups} groups must split evenly and fit one batch of {batch_size}"
+        )
     completions: list[str] = []
     device = next(lm.model.parameters()).device
     for index, (_, chunk) in enumerate(batches(prompts, size=batch_size, progress=progress, desc=desc)):
         enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
         torch.manual_seed(seed + index)
         processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
-        with fast_multinomial():  # exact ancestral sampling, one random number per row and step
+        with fast_multinomial(groups):  # exact ancestral sampling, one random number per row and step
             out = lm.model.generate(
                 **enc,
                 do_sample=True,
@@ -140,10 +150,12 @@ class Sampling:
     seed: int = 0
     progress: bool = True
 
-    def complete(self, lm: LoadedModel, prompts: Sequence[str], desc: str = "generating") -> list[str]:
+    def complete(
+        self, lm: LoadedModel, prompts: Sequence[str], desc: str = "generating", groups: int = 1
+    ) -> list[str]:
         """One completion per prompt, by :func:`generate_completions` with these settings (every field is
-        one of its keyword arguments)."""
-        return generate_completions(lm, prompts, desc=desc, **asdict(self))
+        one of its keyword arguments) and its ``groups``."""
+        return generate_completions(lm, prompts, desc=desc, groups=groups, **asdict(self))
 
 
 class _AmplifiedLogits:

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.generation import Sampling, batches
-from irmscope.models.hooks import capture, steer
+from irmscope.models.hooks import capture, intervene
 from irmscope.models.loading import LoadedModel
-from irmscope.models.reading import completion_statistics
+from irmscope.models.prompt_cache import CachedPrompts
 from irmscope.rewards.base import Reward
 from irmscope.stats import bootstrap_ci
 from irmscope.tune.evaluate import distinct_bigram_fraction
@@ -102,16 +102,11 @@ def steering_curves(
     conditions = _conditions(directions, n_random, seed)
     quiet = dataclasses.replace(sampling, progress=False)
     norms = {site: typical_norm(lm, site, prompts, batch_size) for site, _, _ in conditions.values()}
+    judge = CachedPrompts(fluency_judge, prompts, batch_size)  # the prompts read once for every condition
 
-    def sample(site: str | None, vector: np.ndarray | None, scale: float) -> dict[str, Any]:
-        if site is None or scale == 0:
-            completions = quiet.complete(lm, prompts)
-        else:
-            step = torch.as_tensor(vector * norms[site], dtype=torch.float32)
-            with steer(lm.model, site, step, scale):
-                completions = quiet.complete(lm, prompts)
+    def summary(completions: list[str]) -> dict[str, Any]:
         scores = reward.score_completions(prompts, completions)
-        nll = completion_statistics(fluency_judge, None, prompts, completions, batch_size)["nll"]
+        nll = judge.completion_nll(completions)
         return {
             "scores": scores,
             "mean_reward": bootstrap_ci(scores, seed=seed).as_dict(),
@@ -120,14 +115,31 @@ def steering_curves(
             "example": completions[0],
         }
 
-    unsteered = sample(None, None, 0.0)
+    def offset(name: str | None, scale: float) -> tuple[str, torch.Tensor] | None:
+        if name is None:
+            return None
+        site, vector, _ = conditions[name]
+        return site, scale * torch.as_tensor(vector * norms[site], dtype=torch.float32)
+
+    # scale 0 once, then every steered (condition, scale), as many to a batch as fit (see steered_completions)
+    runs: list[tuple[str | None, float]] = [(None, 0.0)]
+    runs += [(name, float(s)) for name in conditions for s in scales if s != 0]
+    per_batch = max(1, batch_size // len(prompts))
+    results: dict[tuple[str | None, float], dict[str, Any]] = {}
+    bar = tqdm(total=len(runs), desc="steering", disable=not sampling.progress)
+    for start in range(0, len(runs), per_batch):
+        chunk = runs[start : start + per_batch]
+        sampled = steered_completions(lm, prompts, [offset(*run) for run in chunk], quiet)
+        for run, completions in zip(chunk, sampled, strict=True):
+            results[run] = summary(completions)
+            bar.update(1)
+    bar.close()
+    unsteered = results[(None, 0.0)]
     curves: dict[str, Any] = {}
-    todo = [(name, s) for name in conditions for s in scales if s != 0]
-    bar = tqdm(total=len(todo), desc="steering", disable=not sampling.progress)
-    for name, (site, vector, kind) in conditions.items():
+    for name, (site, _, kind) in conditions.items():
         points = []
         for scale in scales:
-            result = unsteered if scale == 0 else sample(site, vector, scale)
+            result = unsteered if scale == 0 else results[(name, float(scale))]
             change = bootstrap_ci(result["scores"] - unsteered["scores"], seed=seed).as_dict()
             points.append(
                 {
@@ -136,8 +148,38 @@ def steering_curves(
                     "reward_change": change,
                 }
             )
-            if scale != 0:
-                bar.update(1)
         curves[name] = {"site": site, "kind": kind, "typical_norm": norms[site], "points": points}
-    bar.close()
     return {"n_prompts": len(prompts), "scales": [float(s) for s in scales], "curves": curves}
+
+
+def steered_completions(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    offsets: Sequence[tuple[str, torch.Tensor] | None],
+    sampling: Sampling,
+) -> list[list[str]]:
+    """One completion per prompt under each of several steering ``offsets`` (``(site, vector)`` added at
+    every position of the site while sampling; ``None``: unsteered), sampled together: one copy of the
+    prompts per offset in one batch, each copy with its own vector, and every copy drawing the random
+    numbers it would draw alone (:func:`~irmscope.models.generation.generate_completions`' ``groups``).
+    So the completions are those of sampling each offset on its own, to float rounding, with common random
+    numbers across offsets, at the larger batch's speed (32 prompts: 3.1 ms per sampled token at batch 32
+    here, 2.0 at 128). Offsets that do not fit one batch together are sampled one at a time."""
+    n = len(prompts)
+    if len(offsets) > 1 and n * len(offsets) > sampling.batch_size:
+        return [c for o in offsets for c in steered_completions(lm, prompts, [o], sampling)]
+    rows_by_site: dict[str, torch.Tensor] = {}
+    for group, given in enumerate(offsets):
+        if given is not None:
+            site, vector = given
+            rows = rows_by_site.setdefault(site, torch.zeros(n * len(offsets), vector.shape[-1]))
+            rows[group * n : (group + 1) * n] = vector
+    edits = {site: _row_offsets(rows) for site, rows in rows_by_site.items()}
+    with intervene(lm.model, edits):
+        flat = sampling.complete(lm, list(prompts) * len(offsets), groups=len(offsets))
+    return [flat[group * n : (group + 1) * n] for group in range(len(offsets))]
+
+
+def _row_offsets(rows: torch.Tensor):
+    """An edit adding row ``i`` of ``rows`` at every position of batch row ``i``."""
+    return lambda act: act + rows[:, None, :].to(act.dtype).to(act.device)
