@@ -26,46 +26,46 @@ from irmscope.stages import DONE, finished_stage_folders
 
 #: seconds of one stage folder in the demo preset (per model for per-model stages), and the config's size
 #: relative to the demo's; a stage named here by its registry name. The seconds are those of the VADER demo
-#: timed in one piece on a fresh clone at commit 45a3d77 (docs/findings.md, "Timings of the two commands")
+#: timed in one piece on a fresh clone at commit 04d092e (docs/findings.md, "Timings of the two commands")
 PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
     "planted-lexicon": (2, lambda c: 1.0),
     "prompts": (2, lambda c: 1.0),
     "tune": (
-        283,
+        260,
         lambda c: c.tune.step_cap * c.tune.batch_size * c.tune.max_completion_tokens / (14 * 32 * 32),
     ),
-    "evaluate": (38, lambda c: c.data.n_prompts * c.generation.max_new_tokens / (200 * 32)),
+    "evaluate": (39, lambda c: c.data.n_prompts * c.generation.max_new_tokens / (200 * 32)),
     "read-samples": (
-        105,
+        96,
         lambda c: c.data.n_prompts * (c.data.prefix_tokens + c.generation.max_new_tokens) / (200 * 62),
     ),
     "divergence": (1, lambda c: 1.0),
     "sites": (1, lambda c: 1.0),
     "activations": (70, lambda c: c.activations.n_texts * c.activations.max_length / (2000 * 96)),
     "saes": (
-        39,
+        40,
         lambda c: (
             (c.activations.n_texts * c.activations.max_length * c.activations.n_layers * c.sae.epochs)
             / (2000 * 96 * 3 * 2)
         ),
     ),
     "elicit": (
-        114,
+        115,
         lambda c: (c.elicit.n_triples + c.elicit.max_words * c.elicit.n_contexts) / (600 + 600 * 8),
     ),
-    "interpret": (67, lambda c: c.activations.n_texts * c.activations.n_layers / (2000 * 3)),
+    "interpret": (70, lambda c: c.activations.n_texts * c.activations.n_layers / (2000 * 3)),
     "validate": (
-        244,
+        248,
         lambda c: c.validation.n_ablation_prompts * c.generation.max_new_tokens / (200 * 32),
     ),
     "probes": (
-        144,
+        146,
         lambda c: (
             (c.probes.n_rating_texts * c.probes.max_length + c.data.n_prompts * 64) / (600 * 128 + 200 * 64)
         ),
     ),
     "steer": (
-        174,
+        116,
         lambda c: (
             c.probes.n_steer_prompts
             * len(c.probes.steer_scales)
@@ -73,12 +73,12 @@ PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
             / (32 * 5 * 3)
         ),
     ),
-    "attribute": (39, lambda c: (1 + c.probes.n_patch_pairs) / 25),
-    "leaderboard": (107, lambda c: c.data.n_prompts / 200),
+    "attribute": (40, lambda c: (1 + c.probes.n_patch_pairs) / 25),
+    "leaderboard": (109, lambda c: c.data.n_prompts / 200),
     "irl-reward": (9, lambda c: c.data.n_prompts / 200),
-    # the audit: by default a crosscoder and a dictionary of differences (61 of its 68 s) on the activations
+    # the audit: by default a crosscoder and a dictionary of differences (60 of its 67 s) on the activations
     # the read-samples stage kept, which also read its word shifts
-    "audit": (68, lambda c: c.audit.n_prompts / 200 * (1.0 if c.audit.crosscoder else 0.1)),
+    "audit": (67, lambda c: c.audit.n_prompts / 200 * (1.0 if c.audit.crosscoder else 0.1)),
 }
 #: the prior of a stage :data:`PRIORS` does not know (a stage added by a user)
 UNKNOWN_STAGE_SECONDS = 30.0
