@@ -52,3 +52,26 @@ def test_completion_positions_only_scores_fewer_rows_with_the_same_log_probs_and
     torch.testing.assert_close(compact, full, rtol=0, atol=1e-5)
     assert (compact[labels[:, 1:] == -100] == 0).all()
     torch.testing.assert_close(compact_grad, full_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_tuning_projects_only_the_completion_tokens(monkeypatch, tmp_path):
+    """A GRPO run on a CPU (tune_model) goes through the compact path: every projection the fused head
+    makes holds at most the step's completion tokens (4 rows of 4 here), never its prompt positions."""
+    from irmscope.config import TuneSection
+    from irmscope.rewards import CallableReward
+    from irmscope.tune import tune_model
+
+    rows: list[int] = []
+
+    class Counting:
+        @staticmethod
+        def apply(hidden, *args):
+            rows.append(hidden.shape[0])
+            return ChunkedLogProbFunction.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    settings = TuneSection(steps=1, batch_size=4, group_size=2, max_completion_tokens=4, lora=False)
+    reward = CallableReward(lambda texts: [t.count("e") for t in texts], "letter_e", "counts the letter e")
+    prompts = [f"Review {i}: this film was, all things considered," for i in range(8)]
+    tune_model("tiny-llama", reward, prompts, tmp_path, settings=settings, progress=False)
+    assert rows and max(rows) <= 4 * 4  # the full path would project every prompt position too

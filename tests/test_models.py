@@ -4,6 +4,7 @@ import time
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from irmscope.errors import IrmscopeError
 from irmscope.models import (
@@ -163,6 +164,14 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
             tiny.model(input_ids=step, attention_mask=step_mask, past_key_values=cache, use_cache=True)
     assert cached.to_dict() == {
         "forward": 0, "backward": 0, "sampled": len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks)
+    }  # fmt: skip
+    with torch.no_grad():  # its kind is taken before the pass fills an empty cache: a forward pass here
+        empty = DynamicCache(config=tiny.model.config)
+        stop = stop_after_deepest(tiny.model, ["blocks.0.hook_resid_post"], step, None, empty)
+        with counted() as fresh, stop:
+            tiny.model(input_ids=step, past_key_values=empty, use_cache=True)
+    assert fresh.to_dict() == {
+        "forward": len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks), "backward": 0, "sampled": 0
     }  # fmt: skip
 
 

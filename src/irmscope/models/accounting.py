@@ -69,7 +69,7 @@ def real_tokens(ids: torch.Tensor, mask: torch.Tensor | None) -> int:
     return int(mask.sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else ids.numel()
 
 
-def _counted_as(ids: torch.Tensor, mask: Any, cache: Any) -> tuple[str, int]:
+def pass_kind(ids: torch.Tensor, mask: Any, cache: Any) -> tuple[str, int]:
     """The kind of pass a call of ``ids`` (with ``mask`` and key-value ``cache``) is, and the tokens it
     counts (see the module docstring)."""
     on_cache = _cache_length(cache) > 0 or isinstance(mask, torch.Tensor) and mask.shape[-1] > ids.shape[-1]
@@ -88,7 +88,7 @@ def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
             return
         ids = ids[..., 0]
     cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5's generate says ``cache``
-    kind, tokens = _counted_as(ids, kwargs.get("attention_mask"), cache)
+    kind, tokens = pass_kind(ids, kwargs.get("attention_mask"), cache)
     setattr(TOTALS, kind, getattr(TOTALS, kind) + tokens)
 
 
@@ -115,18 +115,12 @@ def counted() -> Iterator[TokenCounts]:
 
 
 def count_stopped_pass(
-    model: torch.nn.Module,
-    ids: torch.Tensor,
-    mask: torch.Tensor | None,
-    blocks_run: int,
-    n_blocks: int,
-    cache: Any = None,
+    model: torch.nn.Module, kind: str, tokens: int, blocks_run: int, n_blocks: int
 ) -> None:
-    """Count a pass of ``ids`` (with ``mask``, on top of key-value ``cache`` if any) that ``model`` stopped
-    after ``blocks_run`` of its ``n_blocks`` blocks as that share of a whole pass: its call was counted
-    whole on entry, as its kind of pass, so the share it skipped is taken back from that kind (only for a
-    model that is counted at all)."""
+    """Count a pass that ``model`` stopped after ``blocks_run`` of its ``n_blocks`` blocks as that share of
+    a whole pass: it was counted whole on entry as ``tokens`` of ``kind`` (:func:`pass_kind`, taken before
+    the pass, which may have written to its cache), so the share it skipped is taken back from that kind
+    (only for a model that is counted at all)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(inner, _MARK, False) and 0 < blocks_run < n_blocks:
-        kind, tokens = _counted_as(ids, mask, cache)
         setattr(TOTALS, kind, getattr(TOTALS, kind) - round(tokens * (n_blocks - blocks_run) / n_blocks))

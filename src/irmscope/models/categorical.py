@@ -38,6 +38,8 @@ def inverse_cdf_sample(
     rows = weights.shape[0]
     if groups < 1 or rows % groups:
         raise ValueError(f"{rows} rows cannot be split into {groups} equal groups")
+    if rows == 0:
+        return torch.zeros(0, 1, dtype=torch.int64)
     per_group = rows // groups
     uniforms = torch.cat(
         [
@@ -72,7 +74,10 @@ def fast_multinomial(groups: int = 1) -> Iterator[None]:
         if _handles(input, num_samples, out):
             return inverse_cdf_sample(input, generator, groups)  # one draw: with or without replacement alike
         if groups > 1:  # torch's own draw would silently give each group other random numbers
-            raise ValueError("common random numbers need one sample per row of 2-D CPU weights")
+            raise ValueError(
+                "common random numbers need one sample per row of finite, non-negative 2-D weights on the "
+                "CPU; sample the groups one at a time"
+            )
         return original(input, num_samples, replacement, generator=generator, out=out)
 
     torch.multinomial = multinomial

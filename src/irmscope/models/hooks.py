@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from irmscope.errors import IrmscopeError
-from irmscope.models.accounting import count_stopped_pass
+from irmscope.models.accounting import count_stopped_pass, pass_kind
 from irmscope.models.adapters import ArchitectureAdapter, adapter_for, parse_site, submodule
 
 Positions = None | int | Sequence[int] | torch.Tensor
@@ -192,11 +192,14 @@ def stop_after_deepest(
 ) -> Iterator[None]:
     """Inside the block, a forward pass of ``model`` over ``input_ids`` (with ``attention_mask``, on top of
     key-value ``cache`` if any) ends right after the deepest block ``sites`` need, so neither later blocks
-    nor the unembedding run; the pass returns nothing (read the sites with :func:`capture`). The pass is
-    counted as the share of the blocks it ran (:func:`~irmscope.models.accounting.count_stopped_pass`).
-    A cache the pass wrote to holds the blocks it ran only: use it for nothing after."""
+    nor the unembedding run; the pass returns nothing. Read the sites with :func:`capture`, entered
+    *before* this (``with capture(...) as cap, stop_after_deepest(...)``), so its hooks run before the
+    stop. The pass is counted as the share of the blocks it ran
+    (:func:`~irmscope.models.accounting.count_stopped_pass`). A cache the pass wrote to holds the blocks it
+    ran only: use it for nothing after."""
     blocks = adapter_for(model).blocks(model)
     deepest = deepest_layer(sites)
+    kind, tokens = pass_kind(input_ids, attention_mask, cache)  # before the pass writes to the cache
 
     def stop(_module, _args, _output):
         raise _StopForward
@@ -205,7 +208,7 @@ def stop_after_deepest(
     try:
         yield
     except _StopForward:
-        count_stopped_pass(model, input_ids, attention_mask, deepest + 1, len(blocks), cache)
+        count_stopped_pass(model, kind, tokens, deepest + 1, len(blocks))
     finally:
         handle.remove()
 

@@ -54,6 +54,7 @@ class CachedPrompts:
                     attention_mask=mask,
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                     use_cache=True,
+                    logits_to_keep=1,  # only the last position predicts a completion token
                 )
                 first = torch.log_softmax(out.logits[:, -1].float(), -1)  # the first completion token's
                 self._batches.append((slice(start, start + len(chunk)), mask, out.past_key_values, first))

@@ -164,9 +164,11 @@ def steered_completions(
     numbers it would draw alone (:func:`~irmscope.models.generation.generate_completions`' ``groups``).
     So the completions are those of sampling each offset on its own, to float rounding, with common random
     numbers across offsets, at the larger batch's speed (32 prompts: 3.1 ms per sampled token at batch 32
-    here, 2.0 at 128). Offsets that do not fit one batch together are sampled one at a time."""
+    here, 2.0 at 128). Offsets that do not fit one batch together, or a model off the CPU (whose sampler
+    draws otherwise), are sampled one at a time."""
     n = len(prompts)
-    if len(offsets) > 1 and n * len(offsets) > sampling.batch_size:
+    on_cpu = next(lm.model.parameters()).device.type == "cpu"  # the shared draw is the CPU sampler's
+    if len(offsets) > 1 and (n * len(offsets) > sampling.batch_size or not on_cpu):
         return [c for o in offsets for c in steered_completions(lm, prompts, [o], sampling)]
     rows_by_site: dict[str, torch.Tensor] = {}
     for group, given in enumerate(offsets):
