@@ -12,9 +12,9 @@ from irmscope.models.loading import load_model
 from irmscope.tune.completion_scoring import completion_positions_only
 
 
-def _scored(model, input_ids, labels, monkeypatch) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Log-probabilities of the fused head, the gradient of their sum on the input embeddings, and how many
-    rows the head projected."""
+def _count_projected_rows(patch) -> list[int]:
+    """Through ``patch`` (a monkeypatch), make TRL's fused head record the rows of every projection it
+    makes; the returned list fills as it runs."""
     rows: list[int] = []
 
     class Counting:
@@ -23,9 +23,16 @@ def _scored(model, input_ids, labels, monkeypatch) -> tuple[torch.Tensor, torch.
             rows.append(hidden.shape[0])
             return ChunkedLogProbFunction.apply(hidden, *args)
 
+    patch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    return rows
+
+
+def _scored(model, input_ids, labels, monkeypatch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Log-probabilities of the fused head, the gradient of their sum on the input embeddings, and how many
+    rows the head projected."""
     embeddings = model.get_input_embeddings()(input_ids).detach().requires_grad_()
     with monkeypatch.context() as patch:
-        patch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+        rows = _count_projected_rows(patch)
         out = model(inputs_embeds=embeddings, labels=labels, fused_lm_head=True)
     out.log_probs.sum().backward()
     return out.log_probs.detach(), embeddings.grad, sum(rows)
@@ -61,15 +68,7 @@ def test_tuning_projects_only_the_completion_tokens(monkeypatch, tmp_path):
     from irmscope.rewards import CallableReward
     from irmscope.tune import tune_model
 
-    rows: list[int] = []
-
-    class Counting:
-        @staticmethod
-        def apply(hidden, *args):
-            rows.append(hidden.shape[0])
-            return ChunkedLogProbFunction.apply(hidden, *args)
-
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    rows = _count_projected_rows(monkeypatch)
     settings = TuneSection(steps=1, batch_size=4, group_size=2, max_completion_tokens=4, lora=False)
     reward = CallableReward(lambda texts: [t.count("e") for t in texts], "letter_e", "counts the letter e")
     prompts = [f"Review {i}: this film was, all things considered," for i in range(8)]
