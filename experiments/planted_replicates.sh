@@ -7,7 +7,9 @@
 # Writes runs/planted-replicates/seed<N>/{lexicon.tsv,tuned/,evaluation.json,audit/} (RECIPE_VERSION=1:
 # recipe 1, under runs/planted-replicates-recipe1/; RECIPE_VERSION=0: the older seed-0 study's recipe, the
 # tune section's defaults for 56 steps, under runs/planted-replicates-recipe0/, for the "movie"
-# check: RECIPE_VERSION=0 bash experiments/planted_replicates.sh 0). Every
+# check: RECIPE_VERSION=0 bash experiments/planted_replicates.sh 0; RECIPE_VERSION=3: recipe 3, unscaled
+# advantages, under runs/planted-replicates-recipe3/: RECIPE_VERSION=3 bash experiments/planted_replicates.sh
+# 4 5 6). Every
 # step resumes or is skipped when its output exists, so a killed run is rerun with the same command.
 #
 # The recipe (TUNE_SETTINGS in experiments/recipe.sh: recipe 2, tuning against a target gain) is not chosen
@@ -25,7 +27,10 @@ case "${RECIPE_VERSION:-2}" in
   0)  # the seed-0 study's recipe (docs/findings.md): the tune section's defaults for 56 steps
     TUNE_SETTINGS=(--set steps=56)
     OUT=${OUT/%planted-replicates/planted-replicates-recipe0} ;;
-  *) echo "error: RECIPE_VERSION must be 0, 1 or 2, not ${RECIPE_VERSION}" >&2; exit 2 ;;
+  3)  # recipe 3 (see recipe.sh): unscaled GRPO advantages and a KL coefficient that keeps the optimum mild
+    TUNE_SETTINGS=("${SPREAD_SETTINGS[@]}")
+    OUT=${OUT/%planted-replicates/planted-replicates-recipe3} ;;
+  *) echo "error: RECIPE_VERSION must be 0, 1, 2 or 3, not ${RECIPE_VERSION}" >&2; exit 2 ;;
 esac
 replicate() {
   local seed=$1 dir=$2

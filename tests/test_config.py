@@ -61,6 +61,7 @@ def test_tuning_against_a_target_needs_its_settings_together():
     config = load_config("demo", overrides=["tune.target_gain=0.5", "tune.max_steps=84", "tune.eval_every=7"])
     assert config.tune.step_cap == 84 and config.tune.eval_prompts == 32
     assert load_config("demo").tune.step_cap == load_config("demo").tune.steps  # fixed steps by default
+    assert load_config("demo", overrides=["tune.scale_rewards=none"]).tune.scale_rewards == "none"
     cases = [
         (["tune.target_gain=0.5"], r"tune.target_gain needs tune.max_steps .* and tune.eval_every"),
         (["tune.max_steps=40"], r"tune.max_steps is used only with tune.target_gain"),
@@ -68,6 +69,8 @@ def test_tuning_against_a_target_needs_its_settings_together():
         (["tune.eval_prompts=1"], r"config value 'tune.eval_prompts'"),
         (["tune.target_gain=nan"], r"config value 'tune.target_gain'"),
         (["tune.eval_every=0"], r"config value 'tune.eval_every'"),
+        (["tune.algorithm=rloo", "tune.scale_rewards=none"], r"tune.scale_rewards applies to GRPO only"),
+        (["tune.scale_rewards=std"], r"config value 'tune.scale_rewards'"),
     ]
     for overrides, message in cases:
         with pytest.raises(IrmscopeError, match=message) as err:

@@ -121,7 +121,8 @@ def test_the_planted_pipeline_script_runs_planted_yaml_on_each_replicate(tmp_pat
 
 def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Path) -> None:
     """experiments/planted_replicates.sh: recipe 2 tunes to a target, recipe 1 for a fixed 40 steps and
-    recipe 0 (the older seed-0 study's) for 56 steps at the defaults, each in its own folder; an unknown
+    recipe 0 (the older seed-0 study's) for 56 steps at the defaults, recipe 3 with unscaled advantages,
+    each in its own folder; an unknown
     recipe is refused in one line."""
     import subprocess
 
@@ -131,6 +132,7 @@ def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Pa
         "2": ("planted-replicates", "target_gain=1.0"),
         "1": ("planted-replicates-recipe1", "steps=40"),
         "0": ("planted-replicates-recipe0", "steps=56"),
+        "3": ("planted-replicates-recipe3", "scale_rewards=none"),
     }
     for version, (folder, setting) in expected.items():
         out = tmp_path / "runs" / "planted-replicates"

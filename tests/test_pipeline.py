@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from irmscope.config import load_config
@@ -24,8 +26,20 @@ from irmscope.runs import Run, stage_dir
 STAGES = tuple(name for name in stage_names() if name != "planted-lexicon")
 #: the line the runner prints for the k-th of the STAGES (a run with a tuned model), up to its outcome
 LINE = {name: f"[irmscope] stage {k}/{len(STAGES)} {name}: " for k, name in enumerate(STAGES, start=1)}
-#: results.json of the smoke preset, as the pipeline wrote it before the stage registry (see the test)
-REFERENCE = Path(__file__).parent / "data" / "smoke_results.json"
+#: results.json of the smoke preset as the pipeline wrote it, one file per kind of CPU (see the test)
+REFERENCES = Path(__file__).parent / "data" / "smoke_results"
+
+
+def cpu_kind() -> str:
+    """The CPU's vendor and the vector instructions torch's kernels use, as a file name. The BLAS sums in
+    another order on another kind of CPU, so the smoke run's floats differ in their last digits there, and
+    a few of them (a tie between two completions, an SAE trained on those floats) by more: between two
+    machines of this project a preference accuracy went from 0.57 to 0.50."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    vendor = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+    vendor = vendor or platform.processor() or platform.machine()
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{vendor}-{torch.backends.cpu.get_cpu_capability()}")
 
 
 @pytest.fixture(scope="module")
@@ -500,35 +514,51 @@ def _comparable(results: dict) -> dict:
     return out
 
 
-def _close(actual, expected, path: str = "results") -> list[str]:
-    """Where two JSON values differ: keys and types exactly, floats to 1e-6 (BLAS summation order)."""
+def _close(actual, expected, path: str = "results", floats: bool = True) -> list[str]:
+    """Where two JSON values differ: keys, lengths, types and every other value exactly, floats to 1e-6
+    (BLAS summation order), or with ``floats=False`` not at all (the structure alone)."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         if set(actual) != set(expected):
             return [f"{path}: keys {sorted(set(actual) ^ set(expected))} differ"]
-        return [d for key in expected for d in _close(actual[key], expected[key], f"{path}.{key}")]
+        return [d for key in expected for d in _close(actual[key], expected[key], f"{path}.{key}", floats)]
     if isinstance(expected, list) and isinstance(actual, list) and len(actual) == len(expected):
         return [
             d
             for i, (a, e) in enumerate(zip(actual, expected, strict=True))
-            for d in _close(a, e, f"{path}[{i}]")
+            for d in _close(a, e, f"{path}[{i}]", floats)
         ]
     if isinstance(expected, float) and isinstance(actual, (int, float)):
-        same = np.isclose(actual, expected, rtol=1e-6, atol=1e-9, equal_nan=True)
+        same = not floats or np.isclose(actual, expected, rtol=1e-6, atol=1e-9, equal_nan=True)
         return [] if same else [f"{path}: {actual} != {expected}"]
     return [] if actual == expected else [f"{path}: {actual!r} != {expected!r}"]
 
 
 def test_smoke_results_match_the_stored_reference(smoke_run):
-    """The smoke preset's results.json, keys and values, equals the one stored in tests/data: a change
-    of structure (the stage registry, a moved helper) must not change a number. A change that should
-    change numbers rewrites the reference on purpose:
+    """The smoke preset's results.json equals the one stored in tests/data for this kind of CPU
+    (:func:`cpu_kind`), keys and values: a change of structure (the stage registry, a moved helper) must
+    not change a number. Its structure (keys, lengths, every value but the floats) must equal every stored
+    reference's. On a kind of CPU without a reference, the numbers pass if they equal one of the stored
+    ones, and are otherwise not checked: the test skips and says so. A change that should change numbers
+    rewrites this kind's reference on purpose (and the others' on their machines, or removes them):
     ``IRMSCOPE_UPDATE_REFERENCE=1 bash scripts/test.sh tests/test_pipeline.py -k reference``."""
     _, results, _ = smoke_run
-    actual = _comparable(results)
+    actual, here = _comparable(results), REFERENCES / f"{cpu_kind()}.json"
     if os.environ.get("IRMSCOPE_UPDATE_REFERENCE"):
-        REFERENCE.write_text(json.dumps(actual, indent=1, sort_keys=True) + "\n")
-    differences = _close(actual, json.loads(REFERENCE.read_text()))
-    assert not differences, "\n".join(differences[:20])
+        here.write_text(json.dumps(actual, indent=1, sort_keys=True) + "\n")
+    stored = {path.stem: json.loads(path.read_text()) for path in sorted(REFERENCES.glob("*.json"))}
+    assert stored, f"no reference in {REFERENCES}; write one with IRMSCOPE_UPDATE_REFERENCE=1"
+    for kind, reference in stored.items():
+        differences = _close(actual, reference, floats=False)
+        assert not differences, f"structure differs from {kind}.json:\n" + "\n".join(differences[:20])
+    if here.stem in stored:
+        differences = _close(actual, stored[here.stem])
+        assert not differences, f"numbers differ from {here.name}:\n" + "\n".join(differences[:20])
+    elif all(_close(actual, reference) for reference in stored.values()):
+        pytest.skip(
+            f"no reference numbers for this kind of CPU ({here.stem}; stored: {', '.join(stored)}): the "
+            "structure matched, the numbers were not checked; on a checkout you trust, write them with "
+            "IRMSCOPE_UPDATE_REFERENCE=1"
+        )
 
 
 def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke_run, tmp_path, capsys):

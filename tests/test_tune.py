@@ -60,6 +60,23 @@ def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
     )
 
 
+def test_grpo_advantage_scaling_reaches_trl_and_defaults_to_trls_own(tmp_path, monkeypatch):
+    """tune.scale_rewards is handed to TRL's GRPOConfig; left unset, TRL's default (per-group spread)."""
+    import trl
+
+    made, real = [], trl.GRPOConfig
+
+    def recording_config(*args, **kwargs):  # a real config (checkpoints pickle it), kept to read back
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(trl, "GRPOConfig", recording_config)
+    for name, scaling in (("default", {}), ("unscaled", {"scale_rewards": "none"})):
+        settings = TuneSection(**{**FAST, "steps": 1}, **scaling)
+        tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path / name, settings=settings, progress=False)
+    assert [config.scale_rewards for config in made] == ["group", "none"]
+
+
 def test_lora_adapters_are_merged_into_an_ordinary_checkpoint(tmp_path):
     settings = TuneSection(**{**FAST, "algorithm": "grpo", "lora": True, "lora_rank": 4})
     tuned = tune_model("tiny-gpt_neox", VaderReward(), PROMPTS, tmp_path, settings=settings, progress=False)

@@ -108,6 +108,20 @@ class TuneSection(_Section):
     max_steps: Int | None = Field(None, ge=1, description="the cap on steps when tuning against target_gain")
     eval_every: Int | None = Field(None, ge=1, description="steps between held-out checks (target_gain)")
     eval_prompts: Int = Field(32, ge=2, description="held-out prompts each check samples (target_gain)")
+    scale_rewards: Literal["group", "batch", "none"] | None = Field(
+        None,
+        description="GRPO's advantage scaling (TRL's scale_rewards); None keeps TRL's default, 'group' (each "
+        "group's rewards divided by their spread); 'none' leaves them in reward units, so the KL-regularised "
+        "optimum is pi_base * exp(reward / beta)",
+    )
+
+    @model_validator(mode="after")
+    def _scale_rewards_is_grpo_only(self) -> TuneSection:
+        if self.scale_rewards is not None and self.algorithm != "grpo":
+            raise ValueError(
+                f"tune.scale_rewards applies to GRPO only, not tune.algorithm={self.algorithm}; remove it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _target_settings_go_together(self) -> TuneSection:

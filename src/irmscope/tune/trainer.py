@@ -119,8 +119,10 @@ def _build_rl_trainer(job: _TuningJob):
     config_cls, trainer_cls = (
         (GRPOConfig, GRPOTrainer) if settings.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     )
+    scaling = {} if settings.scale_rewards is None else {"scale_rewards": settings.scale_rewards}
     args = config_cls(
         **_common_args(job),
+        **scaling,
         max_steps=job.max_steps,
         per_device_train_batch_size=settings.batch_size,
         num_generations=settings.group_size,
