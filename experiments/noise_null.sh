@@ -8,11 +8,19 @@
 #   bash experiments/noise_null.sh 1                      # from the repository root, after scripts/setup.sh
 #
 # Writes runs/noise-null/seed<N>/{tuned/,audit/,audit-inside/,audit-inside-planted-site/}; reruns resume or
-# skip finished steps.
+# skip finished steps. RECIPE_VERSION=3 tunes with recipe 3's settings instead (SPREAD_SETTINGS: unscaled
+# advantages, 56 steps; the noise is standard normal, about the planted reward's spread on base
+# completions), under runs/noise-null-recipe3/, as the null of the recipe-3 replicates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, NULL_SETTINGS: shared with experiments/planted_replicates.sh
 OUT=${OUT:-runs/noise-null}
+case "${RECIPE_VERSION:-2}" in
+  2) ;;
+  3) NULL_SETTINGS=("${SPREAD_SETTINGS[@]}")
+     OUT=${OUT/%noise-null/noise-null-recipe3} ;;
+  *) echo "error: RECIPE_VERSION must be 2 or 3 for the noise null, not ${RECIPE_VERSION}" >&2; exit 2 ;;
+esac
 # the lexicon the dictionaries' promoted words are scored against (after planted_replicates.sh 1)
 CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates/seed1/lexicon.tsv}
 # the site the audit chose on planted seed 1 (its top-divergence block)

@@ -156,6 +156,26 @@ def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return tmp_path / "args", {**os.environ, "IRMSCOPE": str(fake), "ARGS_OUT": str(tmp_path / "args")}
 
 
+def test_the_noise_null_tunes_with_the_recipe_it_is_the_null_of(tmp_path: Path) -> None:
+    """experiments/noise_null.sh: recipe 2's settings for 40 steps by default, recipe 3's (unscaled
+    advantages, 56 steps) in their own folder with RECIPE_VERSION=3; another recipe is refused."""
+    import subprocess
+
+    script = ROOT / "experiments" / "noise_null.sh"
+    args, env = _fake_irmscope(tmp_path)
+    expected = {"2": ("noise-null", "steps=40"), "3": ("noise-null-recipe3", "scale_rewards=none")}
+    for version, (folder, setting) in expected.items():
+        run_env = {**env, "RECIPE_VERSION": version, "OUT": str(tmp_path / "runs" / "noise-null")}
+        subprocess.run(["bash", str(script), "2"], env=run_env, check=True, capture_output=True)
+        tune = next(c for c in args.read_text().splitlines()[::-1] if c.startswith("tune"))
+        assert f"--out {tmp_path / 'runs' / folder}/seed2/tuned" in tune and "--reward noise:2" in tune
+        assert f"--set {setting}" in tune
+    wrong = subprocess.run(
+        ["bash", str(script), "2"], env={**env, "RECIPE_VERSION": "1"}, capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error:") and "RECIPE_VERSION" in wrong.stderr
+
+
 def test_the_retune_script_tunes_a_replicate_against_the_audit_export_and_its_control(tmp_path: Path) -> None:
     """experiments/retune_export.sh on a planted replicate: without the export it is refused in one line
     (exit 2) that names the command to run; with it, it tunes against the audit's words, then their
