@@ -39,6 +39,9 @@ from irmscope.stats import bootstrap_ci, paired_ratio_ci
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """A finished step's JSON; a missing one ends the script in one line that names the step to run."""
+    if not path.is_file():
+        raise SystemExit(f"error: no {path}; finish that replicate (rerun its script: it resumes)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

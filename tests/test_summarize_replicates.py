@@ -112,6 +112,11 @@ def test_a_retune_on_other_base_samples_is_refused(summarize, tmp_path):
         summarize.planted_row(folder)
 
 
+def test_an_unfinished_replicate_is_named_in_one_line(summarize, tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: no .*seed9.*; finish that replicate \(rerun its script"):
+        summarize.planted_row(tmp_path / "seed9")
+
+
 def test_spread_over_seeds(summarize):
     rows = [{"tau": 0.2}, {"tau": 0.4}, {"tau": 0.3}]
     assert summarize.spread(rows, "tau") == pytest.approx({"mean": 0.3, "sd": 0.1, "min": 0.2, "max": 0.4})
