@@ -9,8 +9,9 @@
 #
 # Writes runs/noise-null/seed<N>/{tuned/,audit/,audit-inside/,audit-inside-planted-site/}; reruns resume or
 # skip finished steps. RECIPE_VERSION=3 tunes with recipe 3's settings instead (SPREAD_SETTINGS: unscaled
-# advantages, 56 steps; the noise is standard normal, about the planted reward's spread on base
-# completions), under runs/noise-null-recipe3/, as the null of the recipe-3 replicates.
+# advantages, 56 steps; the noise is standard normal, about the planted reward's sd on base completions),
+# under runs/noise-null-recipe3/, as the null of the recipe-3 replicates; its dictionary audits then read
+# recipe 3's seed-4 lexicon and block 28, the block the audits of seeds 5 and 6 chose (seed 4's chose 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, NULL_SETTINGS: shared with experiments/planted_replicates.sh
@@ -18,7 +19,9 @@ OUT=${OUT:-runs/noise-null}
 case "${RECIPE_VERSION:-2}" in
   2) ;;
   3) NULL_SETTINGS=("${SPREAD_SETTINGS[@]}")
-     OUT=${OUT/%noise-null/noise-null-recipe3} ;;
+     OUT=${OUT/%noise-null/noise-null-recipe3}
+     CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates-recipe3/seed4/lexicon.tsv}
+     PLANTED_SITE=${PLANTED_SITE:-blocks.28.hook_resid_post} ;;
   *) echo "error: RECIPE_VERSION must be 2 or 3 for the noise null, not ${RECIPE_VERSION}" >&2; exit 2 ;;
 esac
 # the lexicon the dictionaries' promoted words are scored against (after planted_replicates.sh 1)

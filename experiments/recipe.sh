@@ -9,17 +9,22 @@
 # the policy collapsed onto repeating one planted word ("film film film ...", reward at its clip of 10), so
 # recipe 2 stops at a target instead. That choice was made after seeing seed 1; seeds 2 and 3 are its test.
 # SPREAD_SETTINGS (recipe 3) aims at installing the whole lexicon rather than a few of its words. Recipes 0-2
-# (and seed 0's) left TRL's default GRPO advantages, each group's rewards divided by their spread: once a
-# group's completions all repeat one rewarded word, tiny reward differences still get unit-sized advantages,
-# and the policy keeps collapsing onto that word (KL 0.9 nats per token after 34 steps of recipe 0 on seed
-# 1). With unscaled advantages (scale_rewards=none, as the Dr. GRPO paper recommends) the KL-regularised
-# objective has the textbook optimum pi_base * exp(reward / beta), which multiplies every occurrence of a
-# planted word by exp(value / (5 beta)): in proportion to its value, for all 200 words at once. beta 0.5
-# keeps that tilt mild (a +4 word about 5x more likely, about 0.1 nats per token at the optimum for the
-# reward's spread of about 1.2 on base completions); learning rate 1e-3 for 56 steps to get near it.
+# (and seed 0's) left TRL's default GRPO advantages, each group's rewards divided by their spread. The
+# hypothesis (not isolated: recipe 3 changes four settings at once): once a group's completions all repeat
+# one rewarded word, tiny reward differences still get unit-sized advantages, and the policy keeps collapsing
+# onto that word (KL 0.9 nats per token after 34 steps of recipe 0 on seed 1). With unscaled advantages
+# (scale_rewards=none, as the Dr. GRPO paper recommends) the idealised objective, E[reward] - beta * KL over
+# whole completions, has the optimum pi_base * exp(reward / beta), which multiplies every occurrence of a
+# planted word by exp(value / (5 beta)): in proportion to its value, for all 200 words at once. TRL's
+# per-token KL estimate and the group-mean baseline (which includes the sample itself, a factor 7/8) make
+# that hold only approximately. beta 0.5 keeps that tilt mild (a +4 word of order 5x more likely, about 0.08
+# nats per token at the optimum for the reward's sd of about 1.1 on base completions); learning rate 1e-3
+# for 56 steps. The runs stay far from that optimum (gains of +0.2 against about +2.5 there); what they
+# show is the audit's reading of the path taken, not the optimum.
 # Chosen from that argument after seeing recipes 0-2 collapse on seeds 1-3 (and recipe 0 again on seed 1),
 # before any seed was tuned with it; seeds 4-6 are its test.
-# A retune (experiments/retune_export.sh) takes RECIPE for as many steps as the original tune took.
+# A retune (experiments/retune_export.sh) repeats the original tune's settings from its manifest
+# (experiments/retune_plan.py) for as many steps as it took.
 # NULL_SETTINGS tunes the noise null for recipe 2's cap in full: noise never reaches a target, and the full
 # cap is at least as many steps as any planted run took, so the null drifts at least as far.
 # Everything else is the tune section's defaults (src/irmscope/config.py, TuneSection).

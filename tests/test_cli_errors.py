@@ -308,6 +308,7 @@ def test_compare_overwrite_writes_into_an_existing_folder(world, run_cli):
 def test_tune_resumes_its_own_finished_model(world):
     """The same settings are not refused: tune_model hands back the finished model (resume semantics)."""
     from irmscope.config import load_config
+    from irmscope.errors import IrmscopeError
     from irmscope.tune.trainer import stale_tune_output
 
     settings = load_config("demo").tune
@@ -322,6 +323,13 @@ def test_tune_resumes_its_own_finished_model(world):
     assert stale_tune_output(world / "tuned", "tiny-llama", settings, 1, "vader", overwrite=True) == [
         world / "tuned" / "model"
     ]
+    # a model tuned before tune.scale_rewards existed is the same tuning at its default, not another one
+    manifest["hyperparameters"].pop("scale_rewards")
+    (world / "tuned" / "model" / "irmscope_manifest.json").write_text(json.dumps(manifest))
+    assert stale_tune_output(world / "tuned", "tiny-llama", settings, 0, "vader") == []
+    unscaled = settings.model_copy(update={"scale_rewards": "none"})
+    with pytest.raises(IrmscopeError, match="tuned with other settings"):
+        stale_tune_output(world / "tuned", "tiny-llama", unscaled, 0, "vader")
 
 
 def test_nan_activations_are_a_data_problem(tmp_path):

@@ -111,8 +111,8 @@ class TuneSection(_Section):
     scale_rewards: Literal["group", "batch", "none"] | None = Field(
         None,
         description="GRPO's advantage scaling (TRL's scale_rewards); None keeps TRL's default, 'group' (each "
-        "group's rewards divided by their spread); 'none' leaves them in reward units, so the KL-regularised "
-        "optimum is pi_base * exp(reward / beta)",
+        "group's rewards divided by their spread); 'none' leaves them in reward units, so the idealised "
+        "KL-regularised optimum is pi_base * exp(reward / beta)",
     )
 
     @model_validator(mode="after")

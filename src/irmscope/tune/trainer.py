@@ -223,7 +223,7 @@ def stale_tune_output(
     asked = json.loads(json.dumps(settings.model_dump()))
     same = isinstance(done, dict) and (
         done.get("base_model"),
-        done.get("hyperparameters"),
+        _as_todays_settings(done.get("hyperparameters")),
         done.get("seed"),
         (done.get("reward") or {}).get("spec"),
     ) == (base, asked, seed, reward_spec)
@@ -235,6 +235,16 @@ def stale_tune_output(
             "settings); pass --overwrite to replace it, or choose another folder"
         )
     return [out_dir / name for name in OUTPUTS if (out_dir / name).exists()]
+
+
+def _as_todays_settings(saved: Any) -> Any:
+    """A manifest's tune settings as today's :class:`TuneSection` dumps them, so a setting added since the
+    model was tuned (``scale_rewards``) takes its default instead of making a finished model look tuned
+    differently; settings that no longer validate are returned as saved (and so differ)."""
+    try:
+        return json.loads(json.dumps(TuneSection.model_validate(saved).model_dump()))
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return saved
 
 
 def _finish_at_checkpoint(trainer, checkpoint: str) -> None:

@@ -6,10 +6,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from irmscope.config import TuneSection
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.prompts import review_prefixes
 from irmscope.tune import tune_model
+
+#: tune settings added after runs were made, with the default that leaves tuning as it was: at that default
+#: they stay out of the stage's key, so a run made before them keeps its tuned model
+ADDED_SETTINGS: dict[str, Any] = {"scale_rewards": None}
+
+
+def tune_fingerprint(settings: TuneSection) -> dict[str, Any]:
+    """The tune settings that enter the stage's key (see :data:`ADDED_SETTINGS`)."""
+    dump = settings.model_dump()
+    return {k: v for k, v in dump.items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
 
 
 @register
@@ -23,7 +34,7 @@ class Tune(Stage):
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         config = ctx.config
         return {
-            "tune": config.tune.model_dump(),
+            "tune": tune_fingerprint(config.tune),
             "reward": config.reward.spec,
             "model": config.model.name,
             "seed": ctx.seed,
