@@ -22,9 +22,9 @@ from irmscope.audit import (
     unit_shifts,
     vocabulary_words,
 )
-from irmscope.audit.compare import lexicon_of, reward_comparison
+from irmscope.audit.compare import lexicon_of, precision_at_k, reward_comparison
 from irmscope.audit.completions import completion_changes, longest_run
-from irmscope.audit.run import write_audit
+from irmscope.audit.run import compare_table, read_table, write_audit
 from irmscope.data import load_reviews, truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
@@ -265,6 +265,40 @@ def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
     assert elicited_lexicon(result["table"]) is None
     with pytest.raises(IrmscopeError, match="at least 2 prompts"):
         audit(lm, lm, prompts[:1])
+
+
+def test_precision_ranks_uncalled_words_by_how_surely_they_rose():
+    """Called words come first by their shift; the rest by the lower end of their interval, so a word seen
+    in one text (large shift, wide interval) does not outrank one that rose a little in every text."""
+    shift = np.array([2.0, 1.0, 5.0, 0.4, 0.0])
+    low = np.array([1.5, 0.6, -1.0, 0.3, -0.1])  # word 2: one text's topic word, word 3: a sure small rise
+    called = np.array([False, True, False, False, False])
+    paid = np.array([True, True, False, True, False])
+    by_bound = precision_at_k(shift, paid, 3, first=called, then=low)
+    by_estimate = precision_at_k(shift, paid, 3, first=called)
+    assert by_bound == {"k": 3, "value": 1.0}  # called word 1, then 0 and 3
+    assert by_estimate == {"k": 3, "value": pytest.approx(2 / 3)}  # called word 1, then 2 and 0
+    # the bottom of the ranking: penalised words by the upper end, the mirror image
+    assert precision_at_k(-shift, paid, 3, highest=False, first=called, then=-low) == by_bound
+
+
+def test_an_audit_is_compared_again_from_its_words_csv(tilted_audit, tilt, tmp_path):
+    """The comparison rebuilt from words.csv (an audit written before a change of the comparison) equals
+    the one the audit makes from its table in memory, number for number."""
+    values, _, _ = tilt
+    table, lexicon = tilted_audit["table"], Lexicon(values)
+    result = {key: value for key, value in tilted_audit.items() if key not in ("table", "crosscoder")}
+    write_audit(tmp_path, result, table)
+    again = read_table(tmp_path / "words.csv")
+    assert again["word"] == list(table["word"]) and again["called"].dtype == bool
+    assert json.dumps(compare_table(again, lexicon, seed=0)) == json.dumps(
+        compare_table(table, lexicon, seed=0)
+    )
+    estimate = compare_table(again, lexicon, seed=0, rank_uncalled_by_estimate=True)
+    assert estimate["kendall"] == compare_table(again, lexicon, seed=0)["kendall"]  # only precision's rule
+    (tmp_path / "bad.csv").write_text("token,value\nx,1\n")
+    with pytest.raises(IrmscopeError, match="not an audit's words.csv"):
+        read_table(tmp_path / "bad.csv")
 
 
 def test_reward_comparison_is_high_for_the_tilt_and_near_chance_for_shuffled_lexicons(tilted_audit, tilt):

@@ -13,9 +13,14 @@ construction).
 * Kendall's tau between the values and the reward's over every single-token word the lexicon holds, with a
   bootstrap interval over words and a permutation p-value (:func:`~irmscope.elicit.agreement.agreement`),
   and the paired gap tau(elicited) − tau(base level) (:func:`~irmscope.elicit.agreement.tau_gap`).
-* precision@k: of the ``k`` words the values rank highest over the whole vocabulary, the share the reward
+* precision@k: of the ``k`` words the audit ranks highest over the whole vocabulary, the share the reward
   pays (value > 0); likewise the ``k`` lowest and the words it penalises. ``k`` is at most the number of
-  such words in the vocabulary, so a perfect ranking scores 1.
+  such words in the vocabulary, so a perfect ranking scores 1. The called words come first, by their
+  shift beyond the drift (the audit's lists); the words the floor did not call follow by the lower end of
+  that shift's 95% interval (the upper end, for the penalised side): how surely the word rose, not how
+  far its point estimate went. A word written in one or two texts has a wide interval, and ranked by its
+  point estimate it filled the list with one text's topic words. (That rule was chosen after seeing
+  planted seeds 4-6 of docs/replicates.md; seeds 7-9 test it.)
 * the words the model treats as rewarded (called by the floor) that the reward does not pay: hacks of the
   reward's tokenisation, or generalisation to words like the paid ones; and the paid words the model
   ignores (not called rewarded).
@@ -42,15 +47,17 @@ def precision_at_k(
     *,
     highest: bool = True,
     first: np.ndarray | None = None,
+    then: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The share of the ``k`` top (or bottom) ``values`` that are ``paid``, ``k`` capped at ``paid.sum()``;
-    words in ``first`` (the words the floor called that way) rank before all others, as in the audit's
-    lists."""
+    """The share of the ``k`` top (or bottom) words that are ``paid``, ``k`` capped at ``paid.sum()``.
+    Words in ``first`` (the words the floor called that way) rank before all others by ``values``, as in
+    the audit's lists; the others by ``then`` (default ``values``)."""
     k = int(min(k, paid.sum()))
     if k == 0:
         return {"k": 0, "value": float("nan")}
-    keys = [-values if highest else values] + ([] if first is None else [~first])
-    order = np.lexsort(keys)[:k]
+    first = np.zeros(len(values), dtype=bool) if first is None else first
+    ranked = np.where(first, values, values if then is None else then)
+    order = np.lexsort([-ranked if highest else ranked, ~first])[:k]
     return {"k": k, "value": float(paid[order].mean())}
 
 
@@ -62,6 +69,7 @@ def reward_comparison(
     lexicon: Lexicon,
     *,
     penalised: np.ndarray | None = None,
+    interval: tuple[np.ndarray, np.ndarray] | None = None,
     k: int = PRECISION_K,
     seed: int = 0,
     top: int = 15,
@@ -70,7 +78,8 @@ def reward_comparison(
 
     ``words``, ``shift`` (the elicited values: relative shift beyond the drift), ``base_level`` (base
     expected count), ``rewarded`` and ``penalised`` (called so by the floor) are aligned over the audited
-    vocabulary; precision@k of the elicited values ranks the called words first, as the audit's lists do.
+    vocabulary; precision@k of the elicited values ranks the called words first, as the audit's lists do,
+    and the rest by ``interval`` (the 95% interval of ``shift``, low and high; without it, by ``shift``).
     """
     truth = np.array([lexicon.lookup(w) for w in words])
     folded = {w.lower() for w in lexicon}
@@ -81,6 +90,7 @@ def reward_comparison(
             "cannot compare with it"
         )
     x, b, y = shift[in_lexicon], base_level[in_lexicon], truth[in_lexicon]
+    low, high = (None, None) if interval is None else interval
     positive, negative = truth > 0, truth < 0
 
     def both(measure) -> dict[str, Any]:
@@ -94,12 +104,12 @@ def reward_comparison(
         "kendall": both(lambda v: agreement(v[in_lexicon], y, seed=seed).to_dict()),
         "tau_gap": tau_gap(x, b, y, seed=seed),
         "precision_rewarded": {
-            "elicited": precision_at_k(shift, positive, k, first=rewarded),
+            "elicited": precision_at_k(shift, positive, k, first=rewarded, then=low),
             "base_level": precision_at_k(base_level, positive, k),
             "chance": float(positive.mean()),
         },
         "precision_penalised": {
-            "elicited": precision_at_k(shift, negative, k, highest=False, first=penalised),
+            "elicited": precision_at_k(shift, negative, k, highest=False, first=penalised, then=high),
             "base_level": precision_at_k(base_level, negative, k),
             "chance": float(negative.mean()),
         },

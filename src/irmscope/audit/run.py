@@ -119,9 +119,7 @@ def audit(
         "reward": None,
     }
     if lexicon is not None:
-        result["reward"] = reward_comparison(
-            words, floor["beyond"], table["base_count"], rewarded, lexicon, penalised=penalised, seed=seed
-        )
+        result["reward"] = compare_table(table, lexicon, seed=seed)
     clock["done"] = time.perf_counter()
     result["inside"], result["crosscoder"] = None, None
     if crosscoder is not None:
@@ -329,6 +327,48 @@ def elicited_lexicon(table: dict[str, Any]) -> Lexicon | None:
     values = np.round(EXPORT_RANGE * shift / scale, 3) if scale > 0 else np.zeros_like(shift)
     entries = [(table["word"][i], float(v)) for i, v in zip(called, values, strict=True) if v != 0]
     return Lexicon(entries, source="irmscope audit") if entries else None
+
+
+def compare_table(
+    table: dict[str, Any], lexicon: Lexicon, *, seed: int = 0, rank_uncalled_by_estimate: bool = False
+) -> dict[str, Any]:
+    """The comparison of an audit's word table with ``lexicon``
+    (:func:`~irmscope.audit.compare.reward_comparison`), from the table alone, so an audit written
+    earlier can be compared again from its ``words.csv`` (:func:`read_table`): the elicited values are the
+    shifts beyond the drift, with their 95% intervals (the relative shift's, less the same drift), which
+    rank the uncalled words for precision@k. ``rank_uncalled_by_estimate`` ranks them by the shift itself,
+    the rule before the intervals (for audits compared under both rules in docs/replicates.md)."""
+    beyond = np.asarray(table["beyond_drift"], dtype=float)
+    centre = np.asarray(table["relative_shift"], dtype=float) - beyond  # the drift of words of its frequency
+    called, rising = np.asarray(table["called"], dtype=bool), np.asarray(table["z"], dtype=float) > 0
+    interval = (
+        None
+        if rank_uncalled_by_estimate
+        else (table["relative_low"] - centre, table["relative_high"] - centre)
+    )
+    return reward_comparison(
+        list(table["word"]), beyond, np.asarray(table["base_count"], dtype=float), called & rising, lexicon,
+        penalised=called & (np.asarray(table["z"], dtype=float) < 0), interval=interval, seed=seed,
+    )  # fmt: skip
+
+
+def read_table(path: Path) -> dict[str, Any]:
+    """An audit's ``words.csv`` back as its table: the words as strings (a word such as "nan" or "null"
+    stays a word), ``called`` as booleans, every other column as a float array."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0][:1] != ["word"]:
+        raise IrmscopeError(f"{path} is not an audit's words.csv (its first column must be 'word')")
+    header, columns = rows[0], list(zip(*rows[1:], strict=True)) or [()] * len(rows[0])
+    table: dict[str, Any] = {}
+    for name, column in zip(header, columns, strict=True):
+        if name == "word":
+            table[name] = list(column)
+        elif name == "called":
+            table[name] = np.array([value == "True" for value in column], dtype=bool)
+        else:
+            table[name] = np.array(column, dtype=float)
+    return table
 
 
 def _table_csv(table: dict[str, Any]) -> str:
