@@ -10,9 +10,10 @@ planted reward with its bootstrap interval (``irmscope evaluate``), and from the
 --reward``): Kendall tau between the audit's word values (relative shift beyond the drift of words of
 similar frequency) and the planted values over all planted words, with its permutation p-value, the base
 model's own tau (the control) and the paired tuned-minus-base gap; precision@20 of the most rewarded words
-(called words first, then by shift beyond the drift) against the planted positive words, beside the base
-level and chance; how many words the noise floor called; and the word that carries the largest share of
-the change in the completions.
+(called words first, then by the lower end of the interval of their shift beyond the drift, compared again
+from the audit's words.csv; in brackets the rule before that, by the shift itself) against the planted
+positive words, beside the base level and chance; how many words the noise floor called; and the word that
+carries the largest share of the change in the completions.
 
 Where a seed's folder also holds the whole pipeline's run (``pipeline/results.json``, from
 experiments/planted_pipeline.sh), a second table gives the pipeline's headline numbers for that seed, on
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from irmscope.audit.compare import lexicon_of
+from irmscope.audit.run import compare_table, read_table
 from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run
 from irmscope.stats import bootstrap_ci, paired_ratio_ci
@@ -53,7 +55,7 @@ def planted_row(folder: Path) -> dict[str, Any]:
     audit = _read(folder / "audit" / "audit.json")
     comparison = audit["reward"]
     tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
-    precision = comparison["precision_rewarded"]
+    precision, by_estimate = precisions(folder, audit)
     gained = audit["completions"]["gained"]
     n_words = len(Lexicon.from_tsv(folder / "lexicon.tsv"))
     return {
@@ -72,6 +74,7 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "tau_gap": comparison["tau_gap"]["value"],
         "tau_gap_interval": [comparison["tau_gap"]["low"], comparison["tau_gap"]["high"]],
         "precision_at_20": precision["elicited"]["value"],
+        "precision_at_20_by_estimate": by_estimate,
         "base_precision_at_20": precision["base_level"]["value"],
         "chance_precision": precision["chance"],
         "n_called": audit["floor"]["n_called"],
@@ -79,6 +82,22 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "top_gained_share": gained[0]["share"] if gained else None,
         "retunes": retunes(folder, evaluation),
     }
+
+
+def precisions(folder: Path, audit: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """Precision@20 of the audit's most rewarded words against the planted positive words, compared again
+    from the audit's words.csv with today's code (:func:`irmscope.audit.run.compare_table`; the uncalled
+    words ranked by the lower end of their interval) whatever code wrote the audit, and its value under the
+    rule before that (the uncalled words ranked by their shift). An audit with no words.csv: its own
+    comparison, and None."""
+    table_path = folder / "audit" / "words.csv"
+    if not table_path.is_file():
+        return audit["reward"]["precision_rewarded"], None
+    table, lexicon = read_table(table_path), Lexicon.from_tsv(folder / "lexicon.tsv")
+    seed = audit.get("settings", {}).get("seed", 0)
+    today = compare_table(table, lexicon, seed=seed)["precision_rewarded"]
+    before = compare_table(table, lexicon, seed=seed, rank_uncalled_by_estimate=True)["precision_rewarded"]
+    return today, before["elicited"]["value"]
 
 
 #: the retunes of experiments/retune_export.sh, by export: (against the export, against its control)
@@ -322,6 +341,16 @@ def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
 
 
+#: the planted columns summarised over seeds
+SPREAD = ("gain", "tau", "base_tau", "tau_gap", "precision_at_20")
+
+
+def spread_keys(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """:data:`SPREAD`, with precision@20 under the rule before the interval where every row has it."""
+    earlier = all(row["precision_at_20_by_estimate"] is not None for row in rows)
+    return SPREAD + (("precision_at_20_by_estimate",) if earlier else ())
+
+
 #: the pipeline columns summarised over seeds
 PIPELINE_SPREAD = ("shift_tau", "shift_base_tau", "shift_gap_value", "irm_tau", "irm_base_tau")
 
@@ -380,7 +409,7 @@ def retune_table(rows: list[dict[str, Any]]) -> list[str]:
 def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
     lines = [
         "| seed | words | steps | gain [95% CI] | tau (perm. p) | base tau | gap [95% CI]"
-        " | P@20 (base, chance) | called | top word (share) |",
+        " | P@20 (by estimate; base, chance) | called | top word (share) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -389,13 +418,14 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             f" | {r['gain']:+.2f} {_interval(r['gain_interval'])}"
             f" | {r['tau']:+.3f} ({r['tau_permutation_p']:.3f}) | {r['base_tau']:+.3f}"
             f" | {r['tau_gap']:+.3f} {_interval(r['tau_gap_interval'])}"
-            f" | {r['precision_at_20']:.2f} ({r['base_precision_at_20']:.2f}, {r['chance_precision']:.2f})"
+            f" | {r['precision_at_20']:.2f} ({_number(r['precision_at_20_by_estimate'], '.2f')};"
+            f" {r['base_precision_at_20']:.2f}, {r['chance_precision']:.2f})"
             f" | {r['n_called']} | {r['top_gained_word']} ({r['top_gained_share']:.0%}) |"
         )
     if len(rows) > 1:
         lines += [
             "",
-            *spread_table(rows, ("gain", "tau", "base_tau", "tau_gap", "precision_at_20", "n_called")),
+            *spread_table(rows, spread_keys(rows) + ("n_called",)),
         ]
     lines += retune_table(rows)
     if noise:
@@ -440,9 +470,7 @@ def main() -> None:
         if len(pipelines) > 1:
             summary["pipeline_spread"] = {k: spread(pipelines, k) for k in PIPELINE_SPREAD}
         if len(rows) > 1:
-            summary["spread"] = {
-                k: spread(rows, k) for k in ("gain", "tau", "base_tau", "tau_gap", "precision_at_20")
-            }
+            summary["spread"] = {k: spread(rows, k) for k in spread_keys(rows)}
         args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
