@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,19 @@ def planted_row(folder: Path) -> dict[str, Any]:
 
 def precisions(folder: Path, audit: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
     """Precision@20 of the audit's most rewarded words against the planted positive words, compared again
-    from the audit's words.csv with today's code (:func:`irmscope.audit.run.compare_table`; the uncalled
-    words ranked by the lower end of their interval) whatever code wrote the audit, and its value under the
-    rule before that (the uncalled words ranked by their shift). An audit with no words.csv: its own
-    comparison, and None."""
+    from the audit's words.csv (:func:`table_precisions`) whatever code wrote the audit, and its value under
+    the rule before today's. An audit with no words.csv: its own comparison, and None."""
     table_path = folder / "audit" / "words.csv"
     if not table_path.is_file():
         return audit["reward"]["precision_rewarded"], None
-    table, lexicon = read_table(table_path), Lexicon.from_tsv(folder / "lexicon.tsv")
     seed = audit.get("settings", {}).get("seed", 0)
+    return table_precisions(read_table(table_path), Lexicon.from_tsv(folder / "lexicon.tsv"), seed)
+
+
+def table_precisions(table: dict[str, Any], lexicon: Lexicon, seed: int) -> tuple[dict[str, Any], float]:
+    """Precision@20 of an audit's word ``table`` against ``lexicon`` with today's code
+    (:func:`irmscope.audit.run.compare_table`: the uncalled words ranked by the lower end of their
+    interval), and its value under the rule before (the uncalled words ranked by their shift)."""
     today = compare_table(table, lexicon, seed=seed)["precision_rewarded"]
     before = compare_table(table, lexicon, seed=seed, rank_uncalled_by_estimate=True)["precision_rewarded"]
     return today, before["elicited"]["value"]
@@ -313,23 +318,34 @@ def inside_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def noise_row(folder: Path) -> dict[str, Any]:
-    """One noise-tuned model's floor: how many words it called (every one a false discovery), and, once
-    ``noise_null.sh`` has run the audit with its dictionaries against a planted lexicon the model never saw
-    (``audit-inside*/``: at the audit's own site, and at the planted seeds' site), the dictionaries' numbers
-    on it, per folder: the floor under the planted seeds' rows."""
-    floor = _read(folder / "audit" / "audit.json")["floor"]
+def noise_row(folder: Path, lexicons: Sequence[Path] = ()) -> dict[str, Any]:
+    """One noise-tuned model's floor: how many words it called (every one a false discovery); precision@20
+    of its audit's words against each of ``lexicons`` (planted lexicons it never saw: what the ranking
+    finds with no reward behind it), under today's rule and the one before (:func:`table_precisions`);
+    and, once ``noise_null.sh`` has run the audit with its dictionaries against a planted lexicon the model
+    never saw (``audit-inside*/``: at the audit's own site, and at the planted seeds' site), the
+    dictionaries' numbers on it, per folder: the floor under the planted seeds' rows."""
+    audit = _read(folder / "audit" / "audit.json")
+    floor, seed = audit["floor"], audit.get("settings", {}).get("seed", 0)
+    table = read_table(folder / "audit" / "words.csv") if lexicons else None
+    against = []
+    for path in lexicons:
+        today, before = table_precisions(table, Lexicon.from_tsv(path), seed)
+        against.append(
+            {"lexicon": str(path), "precision_at_20": today["elicited"]["value"], "before": before}
+        )
     inside = {}
     for inside_audit in sorted(folder.glob("audit-inside*/audit.json")):
-        audit = _read(inside_audit)
-        lexicon = lexicon_of(load_reward(audit["settings"]["reward"]))  # the reward the audit compared with
-        inside[inside_audit.parent.name] = inside_row(audit, lexicon)
+        other = _read(inside_audit)
+        lexicon = lexicon_of(load_reward(other["settings"]["reward"]))  # the reward the audit compared with
+        inside[inside_audit.parent.name] = inside_row(other, lexicon)
     return {
         "seed": folder.name,
         "n_called": floor["n_called"],
         "n_rewarded": floor["n_rewarded"],
         "n_penalised": floor["n_penalised"],
         "q": floor["q"],
+        "precision_against": against,
         "inside": inside,
     }
 
@@ -430,11 +446,18 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
     lines += retune_table(rows)
     if noise:
         lines.append("")
-        lines.append("| noise seed | words called | rewarded | penalised | q |")
-        lines.append("| --- | --- | --- | --- | --- |")
+        lines.append(
+            "| noise seed | words called | rewarded | penalised | q "
+            "| P@20 against planted lexicons it never saw (by estimate) |"
+        )
+        lines.append("| --- | --- | --- | --- | --- | --- |")
         for r in noise:
+            against = r["precision_against"]
+            today = ", ".join(f"{a['precision_at_20']:.2f}" for a in against) or "not asked"
+            before = ", ".join(f"{a['before']:.2f}" for a in against)
             lines.append(
-                f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']} |"
+                f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']}"
+                f" | {today}{f' ({before})' if against else ''} |"
             )
     inside = [
         {"seed": f"noise {r['seed']} ({name})", "inside": row}
@@ -451,12 +474,19 @@ def main() -> None:
         "--runs", nargs="*", type=Path, default=[], help="pipeline run folders with round trips (runs/vader)"
     )
     parser.add_argument("--noise", nargs="*", type=Path, default=[], help="noise-null seed folders")
+    parser.add_argument(
+        "--noise-lexicons",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="lexicons the noise-tuned models never saw: their precision@20, the ranking's control",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if not args.planted and not args.runs:
         parser.error("give planted seed folders, --runs run folders, or both")
     rows = [planted_row(folder) for folder in args.planted]
-    noise = [noise_row(folder) for folder in args.noise]
+    noise = [noise_row(folder, args.noise_lexicons) for folder in args.noise]
     pipelines = [row for row in map(pipeline_row, args.planted) if row is not None]
     round_trips = [run_round_trip(folder) for folder in args.runs]
     if rows or noise:
