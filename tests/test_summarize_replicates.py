@@ -91,6 +91,29 @@ def test_planted_row_and_retune_shares(summarize, tmp_path):
     assert re.search(r"; (49|50|51)% \[", elicited_cell) and re.search(r"; -?\d% \[", shuffled_cell)
 
 
+def test_precision_is_compared_again_from_the_words_table_under_both_rules(summarize, tmp_path):
+    """With the audit's words.csv, precision@20 is today's rule (the uncalled words by the lower end of
+    their interval) and, beside it, the rule before (by their shift), whatever the audit.json says."""
+    folder, _ = _seed_folder(tmp_path, np.random.default_rng(0))
+    columns = "word,relative_shift,relative_low,relative_high,beyond_drift,base_count,z,called"
+    rows = [  # "time" called; "film" rose surely but little; "junk" rose far in one text (wide interval)
+        "time,1.0,0.5,1.5,1.0,0.1,5.0,True",
+        "film,0.3,0.2,0.4,0.3,0.2,1.0,False",
+        "junk,5.0,-1.0,9.0,5.0,0.0001,0.5,False",
+        "plot,-0.2,-0.3,-0.1,-0.2,0.1,-1.0,False",
+    ]
+    (folder / "audit" / "words.csv").write_text("\n".join([columns, *rows]) + "\n")
+    row = summarize.planted_row(folder)
+    assert row["precision_at_20"] == 1.0 and row["precision_at_20_by_estimate"] == 0.5
+    assert "| 1.00 (0.50; " in summarize.markdown([row], [])
+    assert "precision_at_20_by_estimate" in summarize.spread_keys([row, row])
+    # a noise-tuned model's audit against lexicons it never saw: the ranking's control, under both rules
+    noise = summarize.noise_row(folder, [folder / "lexicon.tsv"])
+    assert [(a["precision_at_20"], a["before"]) for a in noise["precision_against"]] == [(1.0, 0.5)]
+    assert "| 1.00 (0.50) |" in summarize.markdown([row], [noise])
+    assert summarize.noise_row(folder)["precision_against"] == []  # not asked: words.csv not read
+
+
 def test_no_share_when_the_original_gain_may_be_zero(summarize, tmp_path):
     rng = np.random.default_rng(2)
     folder, base = _seed_folder(tmp_path, rng)
