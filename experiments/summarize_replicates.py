@@ -10,9 +10,12 @@ planted reward with its bootstrap interval (``irmscope evaluate``), and from the
 --reward``): Kendall tau between the audit's word values (relative shift beyond the drift of words of
 similar frequency) and the planted values over all planted words, with its permutation p-value, the base
 model's own tau (the control) and the paired tuned-minus-base gap; precision@20 of the most rewarded words
-(called words first, then by the lower end of the interval of their shift beyond the drift, compared again
-from the audit's words.csv; in brackets the rule before that, by the shift itself) against the planted
-positive words, beside the base level and chance; how many words the noise floor called; and the word that
+against the planted positive words, compared again from the audit's words.csv
+(:func:`irmscope.audit.compare.table_precision`, whatever code wrote the audit): called words first, then
+by the bound rule (the lower end of the interval of their shift beyond the drift), with, beside it, the
+estimate rule used before (by the shift itself), the shuffled-values control (the mean precision of the
+same top words against the lexicon with its values shuffled, and the permutation p-value), the base level
+and chance; how many words the noise floor called; and the word that
 carries the largest share of the change in the completions.
 
 Where a seed's folder also holds the whole pipeline's run (``pipeline/results.json``, from
@@ -34,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from irmscope.audit.compare import lexicon_of
-from irmscope.audit.run import compare_table, read_table
+from irmscope.audit.compare import lexicon_of, table_precision
+from irmscope.audit.run import read_table
 from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run
 from irmscope.stats import bootstrap_ci, paired_ratio_ci
@@ -56,7 +59,7 @@ def planted_row(folder: Path) -> dict[str, Any]:
     audit = _read(folder / "audit" / "audit.json")
     comparison = audit["reward"]
     tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
-    precision, by_estimate = precisions(folder, audit)
+    by_bound, by_estimate = precisions(folder, audit)
     gained = audit["completions"]["gained"]
     n_words = len(Lexicon.from_tsv(folder / "lexicon.tsv"))
     return {
@@ -74,10 +77,12 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "base_tau": base["kendall_tau"],
         "tau_gap": comparison["tau_gap"]["value"],
         "tau_gap_interval": [comparison["tau_gap"]["low"], comparison["tau_gap"]["high"]],
-        "precision_at_20": precision["elicited"]["value"],
-        "precision_at_20_by_estimate": by_estimate,
-        "base_precision_at_20": precision["base_level"]["value"],
-        "chance_precision": precision["chance"],
+        "precision_at_20": by_bound["elicited"]["value"],
+        "precision_at_20_by_estimate": by_estimate["elicited"]["value"],
+        "shuffled_values_precision": by_bound["shuffled_values"]["mean"],
+        "shuffled_values_p": by_bound["shuffled_values"]["p"],
+        "base_precision_at_20": by_bound["base_level"]["value"],
+        "chance_precision": by_bound["chance"],
         "n_called": audit["floor"]["n_called"],
         "top_gained_word": gained[0]["word"] if gained else None,
         "top_gained_share": gained[0]["share"] if gained else None,
@@ -85,24 +90,30 @@ def planted_row(folder: Path) -> dict[str, Any]:
     }
 
 
-def precisions(folder: Path, audit: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
-    """Precision@20 of the audit's most rewarded words against the planted positive words, compared again
-    from the audit's words.csv (:func:`table_precisions`) whatever code wrote the audit, and its value under
-    the rule before today's. An audit with no words.csv: its own comparison, and None."""
-    table_path = folder / "audit" / "words.csv"
-    if not table_path.is_file():
-        return audit["reward"]["precision_rewarded"], None
+def precisions(folder: Path, audit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Precision@20 of the audit's most rewarded words against the planted positive words, with its
+    controls, compared again from the audit's words.csv whatever code wrote the audit: under the bound
+    rule and the estimate rule (:func:`table_precision`)."""
     seed = audit.get("settings", {}).get("seed", 0)
-    return table_precisions(read_table(table_path), Lexicon.from_tsv(folder / "lexicon.tsv"), seed)
+    return table_precisions(_words_table(folder), Lexicon.from_tsv(folder / "lexicon.tsv"), seed)
 
 
-def table_precisions(table: dict[str, Any], lexicon: Lexicon, seed: int) -> tuple[dict[str, Any], float]:
-    """Precision@20 of an audit's word ``table`` against ``lexicon`` with today's code
-    (:func:`irmscope.audit.run.compare_table`: the uncalled words ranked by the lower end of their
-    interval), and its value under the rule before (the uncalled words ranked by their shift)."""
-    today = compare_table(table, lexicon, seed=seed)["precision_rewarded"]
-    before = compare_table(table, lexicon, seed=seed, rank_uncalled_by_estimate=True)["precision_rewarded"]
-    return today, before["elicited"]["value"]
+def _words_table(folder: Path) -> dict[str, Any]:
+    """The audit's word table (its words.csv); a missing one ends the script in one line."""
+    path = folder / "audit" / "words.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: no {path}; rerun the audit of that replicate (rerun its script)")
+    return read_table(path)
+
+
+def table_precisions(
+    table: dict[str, Any], lexicon: Lexicon, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """precision@20 of the rewarded side with its controls, under the bound rule and the estimate rule."""
+    return tuple(  # type: ignore[return-value]
+        table_precision(table, lexicon, seed=seed, uncalled_by=rule)["precision_rewarded"]
+        for rule in ("bound", "estimate")
+    )
 
 
 #: the retunes of experiments/retune_export.sh, by export: (against the export, against its control)
@@ -321,18 +332,22 @@ def inside_markdown(rows: list[dict[str, Any]]) -> list[str]:
 def noise_row(folder: Path, lexicons: Sequence[Path] = ()) -> dict[str, Any]:
     """One noise-tuned model's floor: how many words it called (every one a false discovery); precision@20
     of its audit's words against each of ``lexicons`` (planted lexicons it never saw: what the ranking
-    finds with no reward behind it), under today's rule and the one before (:func:`table_precisions`);
+    finds with no reward behind it), under the bound and the estimate rule (:func:`table_precisions`);
     and, once ``noise_null.sh`` has run the audit with its dictionaries against a planted lexicon the model
     never saw (``audit-inside*/``: at the audit's own site, and at the planted seeds' site), the
     dictionaries' numbers on it, per folder: the floor under the planted seeds' rows."""
     audit = _read(folder / "audit" / "audit.json")
     floor, seed = audit["floor"], audit.get("settings", {}).get("seed", 0)
-    table = read_table(folder / "audit" / "words.csv") if lexicons else None
+    table = _words_table(folder) if lexicons else None
     against = []
     for path in lexicons:
-        today, before = table_precisions(table, Lexicon.from_tsv(path), seed)
+        by_bound, by_estimate = table_precisions(table, Lexicon.from_tsv(path), seed)
         against.append(
-            {"lexicon": str(path), "precision_at_20": today["elicited"]["value"], "before": before}
+            {
+                "lexicon": str(path),
+                "precision_at_20": by_bound["elicited"]["value"],
+                "precision_at_20_by_estimate": by_estimate["elicited"]["value"],
+            }
         )
     inside = {}
     for inside_audit in sorted(folder.glob("audit-inside*/audit.json")):
@@ -358,13 +373,10 @@ def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 #: the planted columns summarised over seeds
-SPREAD = ("gain", "tau", "base_tau", "tau_gap", "precision_at_20")
-
-
-def spread_keys(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    """:data:`SPREAD`, with precision@20 under the rule before the interval where every row has it."""
-    earlier = all(row["precision_at_20_by_estimate"] is not None for row in rows)
-    return SPREAD + (("precision_at_20_by_estimate",) if earlier else ())
+SPREAD = (
+    "gain", "tau", "base_tau", "tau_gap", "precision_at_20", "precision_at_20_by_estimate",
+    "shuffled_values_precision",
+)  # fmt: skip
 
 
 #: the pipeline columns summarised over seeds
@@ -425,8 +437,8 @@ def retune_table(rows: list[dict[str, Any]]) -> list[str]:
 def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
     lines = [
         "| seed | words | steps | gain [95% CI] | tau (perm. p) | base tau | gap [95% CI]"
-        " | P@20 (by estimate; base, chance) | called | top word (share) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | P@20 bound rule (estimate rule) | shuffled values (p) | base, chance | called | top word (share) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
@@ -434,30 +446,31 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             f" | {r['gain']:+.2f} {_interval(r['gain_interval'])}"
             f" | {r['tau']:+.3f} ({r['tau_permutation_p']:.3f}) | {r['base_tau']:+.3f}"
             f" | {r['tau_gap']:+.3f} {_interval(r['tau_gap_interval'])}"
-            f" | {r['precision_at_20']:.2f} ({_number(r['precision_at_20_by_estimate'], '.2f')};"
-            f" {r['base_precision_at_20']:.2f}, {r['chance_precision']:.2f})"
+            f" | {r['precision_at_20']:.2f} ({r['precision_at_20_by_estimate']:.2f})"
+            f" | {r['shuffled_values_precision']:.2f} ({r['shuffled_values_p']:.3f})"
+            f" | {r['base_precision_at_20']:.2f}, {r['chance_precision']:.2f}"
             f" | {r['n_called']} | {r['top_gained_word']} ({r['top_gained_share']:.0%}) |"
         )
     if len(rows) > 1:
         lines += [
             "",
-            *spread_table(rows, spread_keys(rows) + ("n_called",)),
+            *spread_table(rows, SPREAD + ("n_called",)),
         ]
     lines += retune_table(rows)
     if noise:
         lines.append("")
         lines.append(
             "| noise seed | words called | rewarded | penalised | q "
-            "| P@20 against planted lexicons it never saw (by estimate) |"
+            "| P@20 against planted lexicons it never saw, bound rule (estimate rule) |"
         )
         lines.append("| --- | --- | --- | --- | --- | --- |")
         for r in noise:
             against = r["precision_against"]
-            today = ", ".join(f"{a['precision_at_20']:.2f}" for a in against) or "not asked"
-            before = ", ".join(f"{a['before']:.2f}" for a in against)
+            bound = ", ".join(f"{a['precision_at_20']:.2f}" for a in against) or "not asked"
+            estimate = ", ".join(f"{a['precision_at_20_by_estimate']:.2f}" for a in against)
             lines.append(
                 f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']}"
-                f" | {today}{f' ({before})' if against else ''} |"
+                f" | {bound}{f' ({estimate})' if against else ''} |"
             )
     inside = [
         {"seed": f"noise {r['seed']} ({name})", "inside": row}
@@ -500,7 +513,7 @@ def main() -> None:
         if len(pipelines) > 1:
             summary["pipeline_spread"] = {k: spread(pipelines, k) for k in PIPELINE_SPREAD}
         if len(rows) > 1:
-            summary["spread"] = {k: spread(rows, k) for k in spread_keys(rows)}
+            summary["spread"] = {k: spread(rows, k) for k in SPREAD}
         args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 

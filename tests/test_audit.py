@@ -22,7 +22,7 @@ from irmscope.audit import (
     unit_shifts,
     vocabulary_words,
 )
-from irmscope.audit.compare import lexicon_of, precision_at_k, reward_comparison
+from irmscope.audit.compare import lexicon_of, precision_at_k, reward_comparison, table_precision
 from irmscope.audit.completions import completion_changes, longest_run
 from irmscope.audit.run import compare_table, read_table, write_audit
 from irmscope.data import load_reviews, truncate_to_prefixes
@@ -284,21 +284,54 @@ def test_precision_ranks_uncalled_words_by_how_surely_they_rose():
 
 def test_an_audit_is_compared_again_from_its_words_csv(tilted_audit, tilt, tmp_path):
     """The comparison rebuilt from words.csv (an audit written before a change of the comparison) equals
-    the one the audit makes from its table in memory, number for number."""
+    the one made from the table in memory, number for number; under the estimate rule it is the direct
+    comparison the audit made before the bound rule (what docs/replicates.md's older audits reproduce)."""
     values, _, _ = tilt
     table, lexicon = tilted_audit["table"], Lexicon(values)
     result = {key: value for key, value in tilted_audit.items() if key not in ("table", "crosscoder")}
     write_audit(tmp_path, result, table)
     again = read_table(tmp_path / "words.csv")
     assert again["word"] == list(table["word"]) and again["called"].dtype == bool
-    assert json.dumps(compare_table(again, lexicon, seed=0)) == json.dumps(
-        compare_table(table, lexicon, seed=0)
+    assert json.dumps(compare_table(again, lexicon)) == json.dumps(compare_table(table, lexicon))
+    rewarded, penalised = (table["called"] & (sign * table["z"] > 0) for sign in (1, -1))
+    direct = reward_comparison(
+        table["word"], table["beyond_drift"], table["base_count"], rewarded, lexicon, penalised=penalised
     )
-    estimate = compare_table(again, lexicon, seed=0, rank_uncalled_by_estimate=True)
-    assert estimate["kendall"] == compare_table(again, lexicon, seed=0)["kendall"]  # only precision's rule
-    (tmp_path / "bad.csv").write_text("token,value\nx,1\n")
+    assert json.dumps(compare_table(again, lexicon, uncalled_by="estimate")) == json.dumps(direct)
+
+
+def test_words_csv_that_is_not_an_audits_is_refused_in_one_line(tmp_path):
+    (tmp_path / "other.csv").write_text("token,value\nx,1\n")
     with pytest.raises(IrmscopeError, match="not an audit's words.csv"):
-        read_table(tmp_path / "bad.csv")
+        read_table(tmp_path / "other.csv")
+    columns = "word,relative_shift,relative_low,relative_high,beyond_drift,base_count,z,called"
+    (tmp_path / "cut.csv").write_text(f"{columns}\nfilm,0.1,0.0\n")
+    with pytest.raises(IrmscopeError, match="cut or edited"):
+        read_table(tmp_path / "cut.csv")
+    (tmp_path / "odd.csv").write_text(
+        f"{columns}\nnan,0.1,0.0,0.2,0.1,0.5,1.0,False\nTrue,0,0,0,0,0,0,True\n"
+    )
+    odd = read_table(tmp_path / "odd.csv")
+    assert odd["word"] == ["nan", "True"] and odd["called"].tolist() == [False, True]
+
+
+def test_the_bound_is_the_interval_less_the_drift_of_words_of_its_frequency():
+    """An uncalled word in a band that drifted up (its relative shift high, its shift beyond the drift
+    small) ranks below one that rose surely beyond its band's drift, though its own interval is higher."""
+    table = {
+        "word": ["alpha", "beta", "gamma"],
+        "relative_shift": np.array([0.6, 0.4, 0.0]),
+        "relative_low": np.array([0.5, 0.3, -0.1]),  # alpha's band drifted by 0.45: its bound is 0.05
+        "relative_high": np.array([0.7, 0.5, 0.1]),
+        "beyond_drift": np.array([0.15, 0.4, 0.0]),
+        "base_count": np.array([1.0, 0.1, 0.5]),
+        "z": np.array([1.0, 1.5, 0.0]),
+        "called": np.array([False, False, False]),
+    }
+    precision = table_precision(table, Lexicon({"beta": 2.0, "gamma": -1.0}))["precision_rewarded"]
+    assert precision["elicited"] == {"k": 1, "value": 1.0}  # beta first; without the drift, alpha would be
+    with pytest.raises(IrmscopeError, match="'bound' or 'estimate'"):
+        table_precision(table, Lexicon({"beta": 2.0}), uncalled_by="z")
 
 
 def test_reward_comparison_is_high_for_the_tilt_and_near_chance_for_shuffled_lexicons(tilted_audit, tilt):
@@ -325,12 +358,33 @@ def test_reward_comparison_is_high_for_the_tilt_and_near_chance_for_shuffled_lex
     assert on_frequent["base_level"]["value"] > 0.8  # (a capitalised twin the lexicon folds in may not be)
     assert same["tau_gap"]["low"] > 0
     assert same["n_paid_called"] == same["n_paid"] == N_TILTED // 2 and same["paid_ignored"] == []
+    # the shuffled-values control: the same top words find the lexicon's words, not their signs, there
+    control = same["precision_rewarded"]["shuffled_values"]
+    assert 0.3 < control["mean"] < 0.7 and control["p"] < 0.01 and control["n"] == 200
+    assert same["precision_penalised"]["shuffled_values"]["p"] < 0.01
     shuffled = dict(zip(values, np.random.default_rng(1).permutation(list(values.values())), strict=True))
     assert abs(compare(shuffled)["kendall"]["elicited"]["kendall_tau"]) < 0.4
     moved = compare(dict(zip(elsewhere, [3.0, 2.0, 1.0, -1.0, -2.0, -3.0], strict=True)))
     assert moved["precision_rewarded"]["elicited"]["value"] == 0.0
+    assert moved["precision_rewarded"]["shuffled_values"]["p"] == 1.0  # nothing to beat: every shuffle ties
     assert {r["word"] for r in moved["unpaid_rewarded"]} <= set(values) | {"unittest"}
     assert len(moved["unpaid_rewarded"]) == N_TILTED // 2 + 1 and moved["paid_ignored"]  # + the trap
+
+
+def test_shuffled_lookups_read_the_values_as_lookup_does_in_random_orders():
+    lexicon = Lexicon([("Film", 1.0), ("film", 2.0), ("Movie", 3.0), ("MOVIE", -1.0), ("plot", -4.0)])
+    tokens = ["FILM", "film", "movie", "plot", "unpaid"]
+    # the entry lookup reads: "film" (the exact lowercase word outranks "Film"), "MOVIE" (the last variant)
+    values = list(lexicon.values())
+    assert [values[i] for i in lexicon._entry_positions(tokens[:4])] == [
+        lexicon.lookup(t) for t in tokens[:4]
+    ]
+    draws = lexicon.shuffled_lookups(tokens, 400, seed=1)
+    assert draws.shape == (400, 5) and not draws[:, 4].any()  # a word the lexicon lacks is never paid
+    assert np.array_equal(draws[:, 0], draws[:, 1])  # one entry, one value, in every order
+    assert all(len(set(row[1:4])) == 3 and set(row[1:4]) <= set(values) for row in draws)  # one permutation
+    assert set(np.unique(draws[:, 2])) == set(values)  # every value reaches every word
+    assert np.array_equal(draws, lexicon.shuffled_lookups(tokens, 400, seed=1))  # seeded
 
 
 def test_the_export_is_a_lexicon_reward_on_the_called_words(tilted_audit, tmp_path):

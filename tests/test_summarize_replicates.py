@@ -36,6 +36,22 @@ def _evaluation(base: np.ndarray, tuned: np.ndarray) -> dict:
     }
 
 
+#: an audit's words.csv: "time" called; "film" rose surely but little; "junk" rose far in one text (a wide
+#: interval); "plot" fell
+WORDS = [
+    "time,1.0,0.5,1.5,1.0,0.1,5.0,True",
+    "film,0.3,0.2,0.4,0.3,0.2,1.0,False",
+    "junk,5.0,-1.0,9.0,5.0,0.0001,0.5,False",
+    "plot,-0.2,-0.3,-0.1,-0.2,0.1,-1.0,False",
+]
+
+
+def _words_csv(folder: Path, rows: list[str]) -> None:
+    columns = "word,relative_shift,relative_low,relative_high,beyond_drift,base_count,z,called"
+    (folder / "audit").mkdir(parents=True, exist_ok=True)
+    (folder / "audit" / "words.csv").write_text("\n".join([columns, *rows]) + "\n")
+
+
 def _seed_folder(root: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
     folder = root / "seed4"
     (folder).mkdir(parents=True)
@@ -48,6 +64,7 @@ def _seed_folder(root: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray
     )
     base = rng.normal(size=200)
     _write(folder / "evaluation.json", _evaluation(base, base + 2.0 + rng.normal(scale=0.5, size=200)))
+    _words_csv(folder, WORDS)
     agreement = {"kendall_tau": 0.3, "permutation_p": 0.005, "n": 3}
     _write(
         folder / "audit" / "audit.json",
@@ -92,26 +109,23 @@ def test_planted_row_and_retune_shares(summarize, tmp_path):
 
 
 def test_precision_is_compared_again_from_the_words_table_under_both_rules(summarize, tmp_path):
-    """With the audit's words.csv, precision@20 is today's rule (the uncalled words by the lower end of
-    their interval) and, beside it, the rule before (by their shift), whatever the audit.json says."""
+    """precision@20 comes from the audit's words.csv, whatever its audit.json says (0.5 there): the bound
+    rule (the uncalled words by the lower end of their interval) and, beside it, the estimate rule (by
+    their shift), with the shuffled-values control; the same for a noise-tuned model's audit against
+    lexicons it never saw; an audit without words.csv is named in one line."""
     folder, _ = _seed_folder(tmp_path, np.random.default_rng(0))
-    columns = "word,relative_shift,relative_low,relative_high,beyond_drift,base_count,z,called"
-    rows = [  # "time" called; "film" rose surely but little; "junk" rose far in one text (wide interval)
-        "time,1.0,0.5,1.5,1.0,0.1,5.0,True",
-        "film,0.3,0.2,0.4,0.3,0.2,1.0,False",
-        "junk,5.0,-1.0,9.0,5.0,0.0001,0.5,False",
-        "plot,-0.2,-0.3,-0.1,-0.2,0.1,-1.0,False",
-    ]
-    (folder / "audit" / "words.csv").write_text("\n".join([columns, *rows]) + "\n")
     row = summarize.planted_row(folder)
     assert row["precision_at_20"] == 1.0 and row["precision_at_20_by_estimate"] == 0.5
-    assert "| 1.00 (0.50; " in summarize.markdown([row], [])
-    assert "precision_at_20_by_estimate" in summarize.spread_keys([row, row])
-    # a noise-tuned model's audit against lexicons it never saw: the ranking's control, under both rules
+    assert 0 < row["shuffled_values_precision"] < 1 and 0 < row["shuffled_values_p"] <= 1
+    assert "| 1.00 (0.50) | " in summarize.markdown([row], [])
     noise = summarize.noise_row(folder, [folder / "lexicon.tsv"])
-    assert [(a["precision_at_20"], a["before"]) for a in noise["precision_against"]] == [(1.0, 0.5)]
+    against = noise["precision_against"]
+    assert [(a["precision_at_20"], a["precision_at_20_by_estimate"]) for a in against] == [(1.0, 0.5)]
     assert "| 1.00 (0.50) |" in summarize.markdown([row], [noise])
     assert summarize.noise_row(folder)["precision_against"] == []  # not asked: words.csv not read
+    (folder / "audit" / "words.csv").unlink()
+    with pytest.raises(SystemExit, match=r"^error: no .*words.csv; rerun the audit"):
+        summarize.planted_row(folder)
 
 
 def test_no_share_when_the_original_gain_may_be_zero(summarize, tmp_path):

@@ -16,11 +16,18 @@ construction).
 * precision@k: of the ``k`` words the audit ranks highest over the whole vocabulary, the share the reward
   pays (value > 0); likewise the ``k`` lowest and the words it penalises. ``k`` is at most the number of
   such words in the vocabulary, so a perfect ranking scores 1. The called words come first, by their
-  shift beyond the drift (the audit's lists); the words the floor did not call follow by the lower end of
-  that shift's 95% interval (the upper end, for the penalised side): how surely the word rose, not how
-  far its point estimate went. A word written in one or two texts has a wide interval, and ranked by its
-  point estimate it filled the list with one text's topic words. (That rule was chosen after seeing
-  planted seeds 4-6 of docs/replicates.md; seeds 7-9 test it.)
+  shift beyond the drift (the audit's lists). The words the floor did not call follow by the **bound**:
+  the lower end of the 95% bootstrap interval of their relative shift, less the drift of words of their
+  frequency (the upper end, for the penalised side): how surely a word rose, not how far its point
+  estimate went. A word written in one or two texts has a wide interval, and ranked by its point
+  estimate (the **estimate** rule, used before) it filled the list with one text's topic words. The
+  bound treats the drift's centre as known and leaves out its spread (which the floor's z includes), so
+  it is a ranking, not a test; it favours frequent words, whose intervals are narrow. (Chosen after
+  seeing planted seeds 4-6 of docs/replicates.md; seeds 7-9 test it.)
+  Beside it, the **shuffled-values control**: the same top ``k`` words scored against the lexicon with its
+  values shuffled among its words, many times. A ranking that finds the lexicon's *words* (frequent ones,
+  say) without their *signs* scores as well there; the p-value is the share of shuffles that score at
+  least as high.
 * the words the model treats as rewarded (called by the floor) that the reward does not pay: hacks of the
   reward's tokenisation, or generalisation to words like the paid ones; and the paid words the model
   ignores (not called rewarded).
@@ -29,7 +36,7 @@ construction).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,6 +45,26 @@ from irmscope.errors import IrmscopeError
 from irmscope.rewards.lexicon import Lexicon
 
 PRECISION_K = 20
+#: shuffles of the lexicon's values behind precision@k's control
+N_SHUFFLES = 200
+#: how precision@k ranks the words the floor did not call (see the module docstring)
+UncalledRule = Literal["bound", "estimate"]
+
+
+def ranked_top(
+    values: np.ndarray,
+    k: int,
+    *,
+    highest: bool = True,
+    first: np.ndarray | None = None,
+    then: np.ndarray | None = None,
+) -> np.ndarray:
+    """The indices of the ``k`` top (or bottom) words: those in ``first`` (the words the floor called that
+    way) before all others, ranked by ``values`` as in the audit's lists; the others by ``then`` (default
+    ``values``)."""
+    first = np.zeros(len(values), dtype=bool) if first is None else first
+    ranked = np.where(first, values, values if then is None else then)
+    return np.lexsort([-ranked if highest else ranked, ~first])[:k]
 
 
 def precision_at_k(
@@ -49,16 +76,69 @@ def precision_at_k(
     first: np.ndarray | None = None,
     then: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The share of the ``k`` top (or bottom) words that are ``paid``, ``k`` capped at ``paid.sum()``.
-    Words in ``first`` (the words the floor called that way) rank before all others by ``values``, as in
-    the audit's lists; the others by ``then`` (default ``values``)."""
+    """The share of the ``k`` top (or bottom) words (:func:`ranked_top`) that are ``paid``, ``k`` capped
+    at ``paid.sum()``."""
     k = int(min(k, paid.sum()))
     if k == 0:
         return {"k": 0, "value": float("nan")}
-    first = np.zeros(len(values), dtype=bool) if first is None else first
-    ranked = np.where(first, values, values if then is None else then)
-    order = np.lexsort([-ranked if highest else ranked, ~first])[:k]
+    order = ranked_top(values, k, highest=highest, first=first, then=then)
     return {"k": k, "value": float(paid[order].mean())}
+
+
+def shuffled_precision(
+    top_words: Sequence[str],
+    observed: float,
+    lexicon: Lexicon,
+    *,
+    sign: int,
+    n: int = N_SHUFFLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """precision@k of the same ``top_words`` when ``lexicon``'s values are shuffled among its words ``n``
+    times (``sign`` +1: the share paid, -1: the share penalised): the mean, the 95th percentile and the
+    permutation p-value of ``observed``, with the +1 of a permutation test."""
+    if not len(top_words):
+        return {"mean": float("nan"), "q95": float("nan"), "p": float("nan"), "n": 0}
+    shares = (sign * lexicon.shuffled_lookups(top_words, n, seed=seed) > 0).mean(axis=1)
+    return {
+        "mean": float(shares.mean()),
+        "q95": float(np.quantile(shares, 0.95)),
+        "p": float((1 + np.sum(shares >= observed - 1e-12)) / (n + 1)),
+        "n": n,
+    }
+
+
+def lexicon_precision(
+    words: Sequence[str],
+    shift: np.ndarray,
+    base_level: np.ndarray,
+    lexicon: Lexicon,
+    *,
+    rewarded: np.ndarray,
+    penalised: np.ndarray | None = None,
+    interval: tuple[np.ndarray, np.ndarray] | None = None,
+    k: int = PRECISION_K,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """precision@k of the top and bottom words against the words ``lexicon`` pays and penalises: the
+    elicited ranking (called words first by ``shift``, the rest by ``interval``, low and high, or by
+    ``shift`` without it), its shuffled-values control, the base level's and chance (module docstring)."""
+    truth = np.array([lexicon.lookup(w) for w in words])
+    low, high = (None, None) if interval is None else interval
+    out = {}
+    for name, sign, called, then in (("rewarded", 1, rewarded, low), ("penalised", -1, penalised, high)):
+        paid, highest = sign * truth > 0, sign > 0
+        elicited = precision_at_k(shift, paid, k, highest=highest, first=called, then=then)
+        top = ranked_top(shift, elicited["k"], highest=highest, first=called, then=then)
+        out[f"precision_{name}"] = {
+            "elicited": elicited,
+            "shuffled_values": shuffled_precision(
+                [words[i] for i in top], elicited["value"], lexicon, sign=sign, seed=seed
+            ),
+            "base_level": precision_at_k(base_level, paid, k),
+            "chance": float(paid.mean()),
+        }
+    return out
 
 
 def reward_comparison(
@@ -78,8 +158,9 @@ def reward_comparison(
 
     ``words``, ``shift`` (the elicited values: relative shift beyond the drift), ``base_level`` (base
     expected count), ``rewarded`` and ``penalised`` (called so by the floor) are aligned over the audited
-    vocabulary; precision@k of the elicited values ranks the called words first, as the audit's lists do,
-    and the rest by ``interval`` (the 95% interval of ``shift``, low and high; without it, by ``shift``).
+    vocabulary; precision@k (:func:`lexicon_precision`) ranks the called words first, as the audit's
+    lists do, and the rest by ``interval`` (the 95% interval of ``shift``, low and high; without it, by
+    ``shift``).
     """
     truth = np.array([lexicon.lookup(w) for w in words])
     folded = {w.lower() for w in lexicon}
@@ -90,8 +171,7 @@ def reward_comparison(
             "cannot compare with it"
         )
     x, b, y = shift[in_lexicon], base_level[in_lexicon], truth[in_lexicon]
-    low, high = (None, None) if interval is None else interval
-    positive, negative = truth > 0, truth < 0
+    positive = truth > 0
 
     def both(measure) -> dict[str, Any]:
         return {"elicited": measure(shift), "base_level": measure(base_level)}
@@ -103,16 +183,17 @@ def reward_comparison(
         "n_single_token_words": int(in_lexicon.sum()),
         "kendall": both(lambda v: agreement(v[in_lexicon], y, seed=seed).to_dict()),
         "tau_gap": tau_gap(x, b, y, seed=seed),
-        "precision_rewarded": {
-            "elicited": precision_at_k(shift, positive, k, first=rewarded, then=low),
-            "base_level": precision_at_k(base_level, positive, k),
-            "chance": float(positive.mean()),
-        },
-        "precision_penalised": {
-            "elicited": precision_at_k(shift, negative, k, highest=False, first=penalised, then=high),
-            "base_level": precision_at_k(base_level, negative, k),
-            "chance": float(negative.mean()),
-        },
+        **lexicon_precision(
+            words,
+            shift,
+            base_level,
+            lexicon,
+            rewarded=rewarded,
+            penalised=penalised,
+            interval=interval,
+            k=k,
+            seed=seed,
+        ),  # fmt: skip
         "n_paid_called": int((positive & rewarded).sum()),
         "n_paid": int(positive.sum()),
         "n_called_unpaid": int((rewarded & ~positive).sum()),
@@ -120,6 +201,44 @@ def reward_comparison(
         "unpaid_rewarded": [_row(words[i], i, shift, base_level, truth) for i in unpaid],
         "paid_ignored": [_row(words[i], i, shift, base_level, truth) for i in paid[:top]],
     }
+
+
+def _table_arguments(table: dict[str, Any], uncalled_by: UncalledRule) -> dict[str, Any]:
+    """The arguments of :func:`reward_comparison` and :func:`lexicon_precision` from an audit's word
+    table (:func:`irmscope.audit.run.read_table` reads one back from ``words.csv``): the shifts beyond the
+    drift, the base level, the called words by the sign of their z (as the audit calls them), and the
+    bound's interval: the relative shift's, less the drift of words of its frequency."""
+    if uncalled_by not in ("bound", "estimate"):
+        raise IrmscopeError(f"rank the uncalled words by 'bound' or 'estimate', not {uncalled_by!r}")
+    beyond = np.asarray(table["beyond_drift"], dtype=float)
+    centre = np.asarray(table["relative_shift"], dtype=float) - beyond  # the drift of words of its frequency
+    called, z = np.asarray(table["called"], dtype=bool), np.asarray(table["z"], dtype=float)
+    low, high = (np.asarray(table[key], dtype=float) - centre for key in ("relative_low", "relative_high"))
+    return {
+        "words": list(table["word"]),
+        "shift": beyond,
+        "base_level": np.asarray(table["base_count"], dtype=float),
+        "rewarded": called & (z > 0),
+        "penalised": called & (z < 0),
+        "interval": (low, high) if uncalled_by == "bound" else None,
+    }
+
+
+def compare_table(
+    table: dict[str, Any], lexicon: Lexicon, *, seed: int = 0, uncalled_by: UncalledRule = "bound"
+) -> dict[str, Any]:
+    """:func:`reward_comparison` of an audit's word table with ``lexicon``, from the table alone, so an
+    audit written earlier can be compared again from its ``words.csv``; ``uncalled_by``: how precision@k
+    ranks the words the floor did not call (module docstring)."""
+    return reward_comparison(lexicon=lexicon, seed=seed, **_table_arguments(table, uncalled_by))
+
+
+def table_precision(
+    table: dict[str, Any], lexicon: Lexicon, *, seed: int = 0, uncalled_by: UncalledRule = "bound"
+) -> dict[str, dict[str, Any]]:
+    """:func:`lexicon_precision` of an audit's word table with ``lexicon`` (precision@k and its controls
+    alone, without the Kendall statistics of :func:`compare_table`)."""
+    return lexicon_precision(lexicon=lexicon, seed=seed, **_table_arguments(table, uncalled_by))
 
 
 def _row(word: str, i: int, shift: np.ndarray, base_level: np.ndarray, truth: np.ndarray) -> dict[str, Any]:

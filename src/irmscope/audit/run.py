@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from irmscope.audit.compare import lexicon_of, reward_comparison
+from irmscope.audit.compare import compare_table, lexicon_of
 from irmscope.audit.completions import completion_changes, examples
 from irmscope.audit.inside import divergence_site, model_diff
 from irmscope.audit.shift import (
@@ -48,6 +48,17 @@ CROSSCODER_DIR = "crosscoder"
 #: the exported lexicon's values span ±EXPORT_RANGE, like VADER's ratings and the planted lexicons
 EXPORT_RANGE = 4.0
 TOP = 20
+#: the columns of an audit's words.csv that a comparison with a lexicon reads again
+TABLE_COLUMNS = (
+    "word",
+    "relative_shift",
+    "relative_low",
+    "relative_high",
+    "beyond_drift",
+    "base_count",
+    "z",
+    "called",
+)
 #: the audit's phases, timed in ``result["seconds"]``
 PHASES = ("sampling", "scoring", "statistics", "inside")
 
@@ -329,36 +340,20 @@ def elicited_lexicon(table: dict[str, Any]) -> Lexicon | None:
     return Lexicon(entries, source="irmscope audit") if entries else None
 
 
-def compare_table(
-    table: dict[str, Any], lexicon: Lexicon, *, seed: int = 0, rank_uncalled_by_estimate: bool = False
-) -> dict[str, Any]:
-    """The comparison of an audit's word table with ``lexicon``
-    (:func:`~irmscope.audit.compare.reward_comparison`), from the table alone, so an audit written
-    earlier can be compared again from its ``words.csv`` (:func:`read_table`): the elicited values are the
-    shifts beyond the drift, with their 95% intervals (the relative shift's, less the same drift), which
-    rank the uncalled words for precision@k. ``rank_uncalled_by_estimate`` ranks them by the shift itself,
-    the rule before the intervals (for audits compared under both rules in docs/replicates.md)."""
-    beyond = np.asarray(table["beyond_drift"], dtype=float)
-    centre = np.asarray(table["relative_shift"], dtype=float) - beyond  # the drift of words of its frequency
-    called, rising = np.asarray(table["called"], dtype=bool), np.asarray(table["z"], dtype=float) > 0
-    interval = (
-        None
-        if rank_uncalled_by_estimate
-        else (table["relative_low"] - centre, table["relative_high"] - centre)
-    )
-    return reward_comparison(
-        list(table["word"]), beyond, np.asarray(table["base_count"], dtype=float), called & rising, lexicon,
-        penalised=called & (np.asarray(table["z"], dtype=float) < 0), interval=interval, seed=seed,
-    )  # fmt: skip
-
-
 def read_table(path: Path) -> dict[str, Any]:
-    """An audit's ``words.csv`` back as its table: the words as strings (a word such as "nan" or "null"
-    stays a word), ``called`` as booleans, every other column as a float array."""
+    """An audit's ``words.csv`` back as its table (:func:`~irmscope.audit.compare.compare_table` compares
+    it with a lexicon again): the words as strings (a word such as "nan" or "True" stays a word),
+    ``called`` as booleans, every other column as a float array."""
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
-    if not rows or rows[0][:1] != ["word"]:
-        raise IrmscopeError(f"{path} is not an audit's words.csv (its first column must be 'word')")
+    missing = set(TABLE_COLUMNS) - set(rows[0] if rows else ())
+    if not rows or rows[0][:1] != ["word"] or missing:
+        raise IrmscopeError(
+            f"{path} is not an audit's words.csv (it needs the columns {', '.join(TABLE_COLUMNS)}): give "
+            "the words.csv that irmscope audit wrote"
+        )
+    if any(len(row) != len(rows[0]) for row in rows[1:]):
+        raise IrmscopeError(f"{path} has rows of another length than its header: it was cut or edited")
     header, columns = rows[0], list(zip(*rows[1:], strict=True)) or [()] * len(rows[0])
     table: dict[str, Any] = {}
     for name, column in zip(header, columns, strict=True):

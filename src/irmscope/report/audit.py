@@ -170,6 +170,16 @@ def _reward_section(reward: dict[str, Any]) -> Section:
             precision(pp["base_level"]),
             f"{pp['chance']:.3f}",
         ],
+        *(
+            [
+                f"precision@k of the same {side} words, the reward's values shuffled: mean (permutation p)",
+                f"{p['shuffled_values']['mean']:.2f} (p {p['shuffled_values']['p']:.3f})",
+                "",
+                "",
+            ]
+            for side, p in (("top", pr), ("bottom", pp))
+            if "shuffled_values" in p  # audits written before the control have none
+        ),
         [
             "paid words called rewarded",
             f"{reward['n_paid_called']} of {reward['n_paid']}",
@@ -192,8 +202,11 @@ def _reward_section(reward: dict[str, Any]) -> Section:
             "Elicited values are the relative shifts beyond the drift of all audited words; the base level "
             "uses the "
             "base model's own expected counts as values (what word frequency alone recovers, with no "
-            "tuning). precision@k ranks the whole vocabulary; k is at most the number of paid (penalised) "
-            "vocabulary words.",
+            "tuning). precision@k ranks the whole vocabulary: the called words first, then the rest by "
+            "the lower (upper) end of their interval, how surely they rose (fell); k is at most the number "
+            "of paid (penalised) vocabulary words. Its shuffled-values control scores the same words "
+            "against the reward with its values shuffled among its words: a ranking that finds the "
+            "reward's words without their signs does as well there.",
         ],
         tables=[
             (

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class Lexicon(Mapping[str, float]):
     Duplicate words keep the last value, as vaderSentiment's own loader does.
     """
 
-    __slots__ = ("_entries", "_folded", "source")
+    __slots__ = ("_entries", "_folded", "_folded_entry", "source")
 
     def __init__(self, entries: Mapping[str, float] | Iterable[tuple[str, float]], source: str = "<memory>"):
         items = entries.items() if isinstance(entries, Mapping) else entries
@@ -64,14 +64,16 @@ class Lexicon(Mapping[str, float]):
             data[word] = value
         if not data:
             raise IrmscopeError(f"lexicon {source} has no entries: give at least one 'word<TAB>value' line")
-        folded: dict[str, float] = {}
-        for word, value in data.items():
+        folded_entry: dict[str, int] = {}  # lowercase word -> the position of the entry lookup reads
+        for position, word in enumerate(data):
             key = word.lower()
-            if key in folded and word != key and key in data:
+            if key in folded_entry and word != key and key in data:
                 continue  # the exact lowercase entry outranks any capitalised variant
-            folded[key] = value
+            folded_entry[key] = position
+        values = list(data.values())
         self._entries = data
-        self._folded = folded
+        self._folded_entry = folded_entry
+        self._folded = {key: values[position] for key, position in folded_entry.items()}
         self.source = source
 
     # -- construction ------------------------------------------------------------------------------------
@@ -163,6 +165,24 @@ class Lexicon(Mapping[str, float]):
     def lookup(self, token: str, default: float = 0.0) -> float:
         """Case-insensitive lookup used by the reward (see the module docstring for the rule)."""
         return self._folded.get(token.lower(), default)
+
+    def shuffled_lookups(self, tokens: Sequence[str], n: int, seed: int = 0) -> np.ndarray:
+        """``[n, len(tokens)]``: what :meth:`lookup` gives each token under ``n`` random orders of the
+        values among the same words (each row one order, as :meth:`shuffled` makes one; drawn from
+        ``seed``): the null of a statistic that reads a few tokens' values, without building ``n``
+        lexicons."""
+        values = np.array(list(self._entries.values()), dtype=float)
+        entry = self._entry_positions(tokens)
+        rng = np.random.default_rng(seed)
+        out = np.zeros((n, len(tokens)))
+        known = entry >= 0
+        for row in out:
+            row[known] = rng.permutation(values)[entry[known]]
+        return out
+
+    def _entry_positions(self, tokens: Sequence[str]) -> np.ndarray:
+        """The position (in file order) of the entry :meth:`lookup` reads for each token, -1 for none."""
+        return np.array([self._folded_entry.get(token.lower(), -1) for token in tokens], dtype=int)
 
     def shuffled(self, seed: int) -> Lexicon:
         """The same words with their values in a seeded random order: the control for any use of this
