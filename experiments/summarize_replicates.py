@@ -12,10 +12,10 @@ similar frequency) and the planted values over all planted words, with its permu
 model's own tau (the control) and the paired tuned-minus-base gap; precision@20 of the most rewarded words
 against the planted positive words, compared again from the audit's words.csv
 (:func:`irmscope.audit.compare.table_precision`, whatever code wrote the audit): called words first, then
-by the bound rule (the lower end of the interval of their shift beyond the drift), with, beside it, the
-estimate rule used before (by the shift itself), the shuffled-values control (the mean precision of the
-same top words against the lexicon with its values shuffled, and the permutation p-value), the base level
-and chance; how many words the noise floor called; and the word that
+by their shift beyond the drift (the estimate rule, the audit's), with, beside it, the bound rule tried
+on seeds 4-6 (the lower end of the interval of that shift), the shuffled-values control (the mean
+precision of the same top words against the lexicon with its values shuffled, and the permutation
+p-value), the base level and chance; how many words the noise floor called; and the word that
 carries the largest share of the change in the completions.
 
 Where a seed's folder also holds the whole pipeline's run (``pipeline/results.json``, from
@@ -59,7 +59,7 @@ def planted_row(folder: Path) -> dict[str, Any]:
     audit = _read(folder / "audit" / "audit.json")
     comparison = audit["reward"]
     tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
-    by_bound, by_estimate = precisions(folder, audit)
+    by_estimate, by_bound = precisions(folder, audit)
     gained = audit["completions"]["gained"]
     n_words = len(Lexicon.from_tsv(folder / "lexicon.tsv"))
     return {
@@ -77,12 +77,12 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "base_tau": base["kendall_tau"],
         "tau_gap": comparison["tau_gap"]["value"],
         "tau_gap_interval": [comparison["tau_gap"]["low"], comparison["tau_gap"]["high"]],
-        "precision_at_20": by_bound["elicited"]["value"],
-        "precision_at_20_by_estimate": by_estimate["elicited"]["value"],
-        "shuffled_values_precision": by_bound["shuffled_values"]["mean"],
-        "shuffled_values_p": by_bound["shuffled_values"]["p"],
-        "base_precision_at_20": by_bound["base_level"]["value"],
-        "chance_precision": by_bound["chance"],
+        "precision_at_20": by_estimate["elicited"]["value"],
+        "precision_at_20_by_bound": by_bound["elicited"]["value"],
+        "shuffled_values_precision": by_estimate["shuffled_values"]["mean"],
+        "shuffled_values_p": by_estimate["shuffled_values"]["p"],
+        "base_precision_at_20": by_estimate["base_level"]["value"],
+        "chance_precision": by_estimate["chance"],
         "n_called": audit["floor"]["n_called"],
         "top_gained_word": gained[0]["word"] if gained else None,
         "top_gained_share": gained[0]["share"] if gained else None,
@@ -92,8 +92,8 @@ def planted_row(folder: Path) -> dict[str, Any]:
 
 def precisions(folder: Path, audit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Precision@20 of the audit's most rewarded words against the planted positive words, with its
-    controls, compared again from the audit's words.csv whatever code wrote the audit: under the bound
-    rule and the estimate rule (:func:`table_precision`)."""
+    controls, compared again from the audit's words.csv whatever code wrote the audit: under the estimate
+    rule and the bound rule (:func:`table_precision`)."""
     seed = audit.get("settings", {}).get("seed", 0)
     return table_precisions(_words_table(folder), Lexicon.from_tsv(folder / "lexicon.tsv"), seed)
 
@@ -109,10 +109,10 @@ def _words_table(folder: Path) -> dict[str, Any]:
 def table_precisions(
     table: dict[str, Any], lexicon: Lexicon, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """precision@20 of the rewarded side with its controls, under the bound rule and the estimate rule."""
+    """precision@20 of the rewarded side with its controls, under the estimate rule and the bound rule."""
     return tuple(  # type: ignore[return-value]
         table_precision(table, lexicon, seed=seed, uncalled_by=rule)["precision_rewarded"]
-        for rule in ("bound", "estimate")
+        for rule in ("estimate", "bound")
     )
 
 
@@ -332,7 +332,7 @@ def inside_markdown(rows: list[dict[str, Any]]) -> list[str]:
 def noise_row(folder: Path, lexicons: Sequence[Path] = ()) -> dict[str, Any]:
     """One noise-tuned model's floor: how many words it called (every one a false discovery); precision@20
     of its audit's words against each of ``lexicons`` (planted lexicons it never saw: what the ranking
-    finds with no reward behind it), under the bound and the estimate rule (:func:`table_precisions`);
+    finds with no reward behind it), under the estimate and the bound rule (:func:`table_precisions`);
     and, once ``noise_null.sh`` has run the audit with its dictionaries against a planted lexicon the model
     never saw (``audit-inside*/``: at the audit's own site, and at the planted seeds' site), the
     dictionaries' numbers on it, per folder: the floor under the planted seeds' rows."""
@@ -341,12 +341,12 @@ def noise_row(folder: Path, lexicons: Sequence[Path] = ()) -> dict[str, Any]:
     table = _words_table(folder) if lexicons else None
     against = []
     for path in lexicons:
-        by_bound, by_estimate = table_precisions(table, Lexicon.from_tsv(path), seed)
+        by_estimate, by_bound = table_precisions(table, Lexicon.from_tsv(path), seed)
         against.append(
             {
                 "lexicon": str(path),
-                "precision_at_20": by_bound["elicited"]["value"],
-                "precision_at_20_by_estimate": by_estimate["elicited"]["value"],
+                "precision_at_20": by_estimate["elicited"]["value"],
+                "precision_at_20_by_bound": by_bound["elicited"]["value"],
             }
         )
     inside = {}
@@ -374,7 +374,7 @@ def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 #: the planted columns summarised over seeds
 SPREAD = (
-    "gain", "tau", "base_tau", "tau_gap", "precision_at_20", "precision_at_20_by_estimate",
+    "gain", "tau", "base_tau", "tau_gap", "precision_at_20", "precision_at_20_by_bound",
     "shuffled_values_precision",
 )  # fmt: skip
 
@@ -437,7 +437,7 @@ def retune_table(rows: list[dict[str, Any]]) -> list[str]:
 def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
     lines = [
         "| seed | words | steps | gain [95% CI] | tau (perm. p) | base tau | gap [95% CI]"
-        " | P@20 bound rule (estimate rule) | shuffled values (p) | base, chance | called | top word (share) |",
+        " | P@20 (bound rule) | shuffled values (p) | base, chance | called | top word (share) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -446,7 +446,7 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
             f" | {r['gain']:+.2f} {_interval(r['gain_interval'])}"
             f" | {r['tau']:+.3f} ({r['tau_permutation_p']:.3f}) | {r['base_tau']:+.3f}"
             f" | {r['tau_gap']:+.3f} {_interval(r['tau_gap_interval'])}"
-            f" | {r['precision_at_20']:.2f} ({r['precision_at_20_by_estimate']:.2f})"
+            f" | {r['precision_at_20']:.2f} ({r['precision_at_20_by_bound']:.2f})"
             f" | {r['shuffled_values_precision']:.2f} ({r['shuffled_values_p']:.3f})"
             f" | {r['base_precision_at_20']:.2f}, {r['chance_precision']:.2f}"
             f" | {r['n_called']} | {r['top_gained_word']} ({r['top_gained_share']:.0%}) |"
@@ -461,16 +461,16 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
         lines.append("")
         lines.append(
             "| noise seed | words called | rewarded | penalised | q "
-            "| P@20 against planted lexicons it never saw, bound rule (estimate rule) |"
+            "| P@20 against planted lexicons it never saw (bound rule) |"
         )
         lines.append("| --- | --- | --- | --- | --- | --- |")
         for r in noise:
             against = r["precision_against"]
-            bound = ", ".join(f"{a['precision_at_20']:.2f}" for a in against) or "not asked"
-            estimate = ", ".join(f"{a['precision_at_20_by_estimate']:.2f}" for a in against)
+            estimate = ", ".join(f"{a['precision_at_20']:.2f}" for a in against) or "not asked"
+            bound = ", ".join(f"{a['precision_at_20_by_bound']:.2f}" for a in against)
             lines.append(
                 f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']}"
-                f" | {bound}{f' ({estimate})' if against else ''} |"
+                f" | {estimate}{f' ({bound})' if against else ''} |"
             )
     inside = [
         {"seed": f"noise {r['seed']} ({name})", "inside": row}

@@ -267,9 +267,10 @@ def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
         audit(lm, lm, prompts[:1])
 
 
-def test_precision_ranks_uncalled_words_by_how_surely_they_rose():
-    """Called words come first by their shift; the rest by the lower end of their interval, so a word seen
-    in one text (large shift, wide interval) does not outrank one that rose a little in every text."""
+def test_precision_ranks_uncalled_words_by_the_rule_asked_for():
+    """Called words come first by their shift; the rest by their shift (the estimate rule) or by the lower
+    end of their interval (the bound rule), under which a word seen in one text (large shift, wide
+    interval) does not outrank one that rose a little in every text."""
     shift = np.array([2.0, 1.0, 5.0, 0.4, 0.0])
     low = np.array([1.5, 0.6, -1.0, 0.3, -0.1])  # word 2: one text's topic word, word 3: a sure small rise
     called = np.array([False, True, False, False, False])
@@ -328,7 +329,8 @@ def test_the_bound_is_the_interval_less_the_drift_of_words_of_its_frequency():
         "z": np.array([1.0, 1.5, 0.0]),
         "called": np.array([False, False, False]),
     }
-    precision = table_precision(table, Lexicon({"beta": 2.0, "gamma": -1.0}))["precision_rewarded"]
+    lexicon = Lexicon({"beta": 2.0, "gamma": -1.0})
+    precision = table_precision(table, lexicon, uncalled_by="bound")["precision_rewarded"]
     assert precision["elicited"] == {"k": 1, "value": 1.0}  # beta first; without the drift, alpha would be
     with pytest.raises(IrmscopeError, match="'bound' or 'estimate'"):
         table_precision(table, Lexicon({"beta": 2.0}), uncalled_by="z")

@@ -109,19 +109,19 @@ def test_planted_row_and_retune_shares(summarize, tmp_path):
 
 
 def test_precision_is_compared_again_from_the_words_table_under_both_rules(summarize, tmp_path):
-    """precision@20 comes from the audit's words.csv, whatever its audit.json says (0.5 there): the bound
-    rule (the uncalled words by the lower end of their interval) and, beside it, the estimate rule (by
-    their shift), with the shuffled-values control; the same for a noise-tuned model's audit against
+    """precision@20 comes from the audit's words.csv, whatever its audit.json says (0.5 there): the
+    estimate rule (the uncalled words by their shift) and, beside it, the bound rule (by the lower end of
+    their interval), with the shuffled-values control; the same for a noise-tuned model's audit against
     lexicons it never saw; an audit without words.csv is named in one line."""
     folder, _ = _seed_folder(tmp_path, np.random.default_rng(0))
     row = summarize.planted_row(folder)
-    assert row["precision_at_20"] == 1.0 and row["precision_at_20_by_estimate"] == 0.5
+    assert row["precision_at_20"] == 0.5 and row["precision_at_20_by_bound"] == 1.0
     assert 0 < row["shuffled_values_precision"] < 1 and 0 < row["shuffled_values_p"] <= 1
-    assert "| 1.00 (0.50) | " in summarize.markdown([row], [])
+    assert "| 0.50 (1.00) | " in summarize.markdown([row], [])
     noise = summarize.noise_row(folder, [folder / "lexicon.tsv"])
     against = noise["precision_against"]
-    assert [(a["precision_at_20"], a["precision_at_20_by_estimate"]) for a in against] == [(1.0, 0.5)]
-    assert "| 1.00 (0.50) |" in summarize.markdown([row], [noise])
+    assert [(a["precision_at_20"], a["precision_at_20_by_bound"]) for a in against] == [(0.5, 1.0)]
+    assert "| 0.50 (1.00) |" in summarize.markdown([row], [noise])
     assert summarize.noise_row(folder)["precision_against"] == []  # not asked: words.csv not read
     (folder / "audit" / "words.csv").unlink()
     with pytest.raises(SystemExit, match=r"^error: no .*words.csv; rerun the audit"):

@@ -202,8 +202,8 @@ def _reward_section(reward: dict[str, Any]) -> Section:
             "Elicited values are the relative shifts beyond the drift of all audited words; the base level "
             "uses the "
             "base model's own expected counts as values (what word frequency alone recovers, with no "
-            "tuning). precision@k ranks the whole vocabulary: the called words first, then the rest by "
-            "the lower (upper) end of their interval, how surely they rose (fell); k is at most the number "
+            "tuning). precision@k ranks the whole vocabulary: the called words first, then the rest, "
+            "all by their elicited values; k is at most the number "
             "of paid (penalised) vocabulary words. Its shuffled-values control scores the same words "
             "against the reward with its values shuffled among its words: a ranking that finds the "
             "reward's words without their signs does as well there.",
