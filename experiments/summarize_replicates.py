@@ -16,7 +16,8 @@ by their shift beyond the drift (the estimate rule, the audit's), with, beside i
 on seeds 4-6 (the lower end of the interval of that shift), the shuffled-values control (the mean
 precision of the same top words against the lexicon with its values shuffled, and the permutation
 p-value), the base level and chance; how many words the noise floor called; and the word that
-carries the largest share of the change in the completions.
+carries the largest share of the change in the completions. Where the audit ran its dictionaries (the
+crosscoder and the dictionary of differences), their numbers follow in the tables the noise nulls' use.
 
 Where a seed's folder also holds the whole pipeline's run (``pipeline/results.json``, from
 experiments/planted_pipeline.sh), a second table gives the pipeline's headline numbers for that seed, on
@@ -87,6 +88,10 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "top_gained_word": gained[0]["word"] if gained else None,
         "top_gained_share": gained[0]["share"] if gained else None,
         "retunes": retunes(folder, evaluation),
+        # the audit's dictionaries on this seed, beside the noise nulls' (None for an audit without them)
+        "inside": inside_row(audit, Lexicon.from_tsv(folder / "lexicon.tsv"))
+        if audit.get("inside")
+        else None,
     }
 
 
@@ -472,7 +477,7 @@ def markdown(rows: list[dict[str, Any]], noise: list[dict[str, Any]]) -> str:
                 f"| {r['seed']} | {r['n_called']} | {r['n_rewarded']} | {r['n_penalised']} | {r['q']}"
                 f" | {estimate}{f' ({bound})' if against else ''} |"
             )
-    inside = [
+    inside = [{"seed": r["seed"], "inside": r["inside"]} for r in rows if r["inside"]] + [
         {"seed": f"noise {r['seed']} ({name})", "inside": row}
         for r in noise
         for name, row in r["inside"].items()
