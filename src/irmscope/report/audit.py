@@ -134,7 +134,8 @@ def _completion_section(result: dict[str, Any]) -> Section:
     )
 
 
-def _reward_section(reward: dict[str, Any]) -> Section:
+def _agreement_rows(reward: dict[str, Any]) -> list[list[object]]:
+    """The reward section's summary table: each statistic, elicited, at the base level and by chance."""
     kendall, gap = reward["kendall"], reward["tau_gap"]
     pr, pp = reward["precision_rewarded"], reward["precision_penalised"]
 
@@ -144,7 +145,7 @@ def _reward_section(reward: dict[str, Any]) -> Section:
     def precision(p: dict[str, Any]) -> str:
         return f"{p['value']:.2f} (k={p['k']})"
 
-    summary = [
+    return [
         [
             f"Kendall tau over the reward's {reward['n_single_token_words']} single-token words [95% CI]",
             tau(kendall["elicited"]),
@@ -188,6 +189,9 @@ def _reward_section(reward: dict[str, Any]) -> Section:
         ],
         ["called rewarded but not paid", f"{reward['n_called_unpaid']} of {reward['n_called']}", "", ""],
     ]
+
+
+def _reward_section(reward: dict[str, Any]) -> Section:
     header = ["word", "reward value", "elicited value (relative shift beyond the drift)", "base count"]
 
     def rows(items: list[dict[str, Any]]) -> list[list[object]]:
@@ -212,7 +216,7 @@ def _reward_section(reward: dict[str, Any]) -> Section:
             (
                 "Agreement with the reward",
                 ["statistic", "elicited", "base level (control)", "chance"],
-                summary,
+                _agreement_rows(reward),
             ),
             (
                 "Called rewarded, not paid by the reward (hacks or generalisation)",
