@@ -60,9 +60,10 @@ def planted_row(folder: Path) -> dict[str, Any]:
     audit = _read(folder / "audit" / "audit.json")
     comparison = audit["reward"]
     tuned, base = comparison["kendall"]["elicited"], comparison["kendall"]["base_level"]
-    by_estimate, by_bound = precisions(folder, audit)
+    lexicon = Lexicon.from_tsv(folder / "lexicon.tsv")
+    by_estimate, by_bound = precisions(folder, audit, lexicon)
     gained = audit["completions"]["gained"]
-    n_words = len(Lexicon.from_tsv(folder / "lexicon.tsv"))
+    n_words = len(lexicon)
     return {
         "seed": folder.name,
         "lexicon_words": n_words,
@@ -89,18 +90,18 @@ def planted_row(folder: Path) -> dict[str, Any]:
         "top_gained_share": gained[0]["share"] if gained else None,
         "retunes": retunes(folder, evaluation),
         # the audit's dictionaries on this seed, beside the noise nulls' (None for an audit without them)
-        "inside": inside_row(audit, Lexicon.from_tsv(folder / "lexicon.tsv"))
-        if audit.get("inside")
-        else None,
+        "inside": inside_row(audit, lexicon) if audit.get("inside") else None,
     }
 
 
-def precisions(folder: Path, audit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def precisions(
+    folder: Path, audit: dict[str, Any], lexicon: Lexicon
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Precision@20 of the audit's most rewarded words against the planted positive words, with its
     controls, compared again from the audit's words.csv whatever code wrote the audit: under the estimate
     rule and the bound rule (:func:`table_precision`)."""
     seed = audit.get("settings", {}).get("seed", 0)
-    return table_precisions(_words_table(folder), Lexicon.from_tsv(folder / "lexicon.tsv"), seed)
+    return table_precisions(_words_table(folder), lexicon, seed)
 
 
 def _words_table(folder: Path) -> dict[str, Any]:

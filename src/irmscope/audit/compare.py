@@ -202,6 +202,13 @@ def reward_comparison(
     }
 
 
+def called_words(table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The masks of the words an audit's word ``table`` calls rewarded and penalised: called by the floor,
+    by the sign of their z."""
+    called, z = np.asarray(table["called"], dtype=bool), np.asarray(table["z"], dtype=float)
+    return called & (z > 0), called & (z < 0)
+
+
 def _table_arguments(table: dict[str, Any], uncalled_by: UncalledRule) -> dict[str, Any]:
     """The arguments of :func:`reward_comparison` and :func:`lexicon_precision` from an audit's word
     table (:func:`irmscope.audit.run.read_table` reads one back from ``words.csv``): the shifts beyond the
@@ -211,14 +218,14 @@ def _table_arguments(table: dict[str, Any], uncalled_by: UncalledRule) -> dict[s
         raise IrmscopeError(f"rank the uncalled words by 'bound' or 'estimate', not {uncalled_by!r}")
     beyond = np.asarray(table["beyond_drift"], dtype=float)
     centre = np.asarray(table["relative_shift"], dtype=float) - beyond  # the drift of words of its frequency
-    called, z = np.asarray(table["called"], dtype=bool), np.asarray(table["z"], dtype=float)
     low, high = (np.asarray(table[key], dtype=float) - centre for key in ("relative_low", "relative_high"))
+    rewarded, penalised = called_words(table)
     return {
         "words": list(table["word"]),
         "shift": beyond,
         "base_level": np.asarray(table["base_count"], dtype=float),
-        "rewarded": called & (z > 0),
-        "penalised": called & (z < 0),
+        "rewarded": rewarded,
+        "penalised": penalised,
         "interval": (low, high) if uncalled_by == "bound" else None,
     }
 

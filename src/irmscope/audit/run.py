@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from irmscope.audit.compare import compare_table, lexicon_of
+from irmscope.audit.compare import called_words, compare_table, lexicon_of
 from irmscope.audit.completions import completion_changes, examples
 from irmscope.audit.inside import divergence_site, model_diff
 from irmscope.audit.shift import (
@@ -246,8 +246,7 @@ def _call_words(
     n_prompts = shifts.base_count.shape[0]
     floor = noise_floor(effect, se, shifts.base_count.mean(0), df=n_prompts - 1, q=q)
     table = _word_table(words, shifts, effect, floor, n_resamples=n_resamples, seed=seed)
-    direction = np.sign(table["z"])
-    return table, floor, floor["called"] & (direction > 0), floor["called"] & (direction < 0)
+    return table, floor, *called_words(table)
 
 
 def _word_table(
