@@ -9,7 +9,11 @@
 # tune section's defaults for 56 steps, under runs/planted-replicates-recipe0/, for the issue's "movie"
 # check: RECIPE_VERSION=0 bash experiments/planted_replicates.sh 0; RECIPE_VERSION=3: recipe 3, unscaled
 # advantages, under runs/planted-replicates-recipe3/: RECIPE_VERSION=3 bash experiments/planted_replicates.sh
-# 4 5 6). Every
+# 4 5 6; RECIPE_VERSION=4: recipe 3 for 112 steps, under runs/planted-replicates-recipe4/). With
+# CONTINUE_FROM=runs/planted-replicates-recipe3 a seed's tuning starts from the last training checkpoint of
+# that seed there (the same planted lexicon is checked first): recipe 4 continued from recipe 3's 56 steps,
+# the same as a 112-step run killed at step 56 and resumed, since the learning rate is constant and the
+# checkpoint keeps the optimiser's state. Every
 # step resumes or is skipped when its output exists, so a killed run is rerun with the same command.
 #
 # The recipe (TUNE_SETTINGS in experiments/recipe.sh: recipe 2, tuning against a target gain) is not chosen
@@ -30,11 +34,15 @@ case "${RECIPE_VERSION:-2}" in
   3)  # recipe 3 (see recipe.sh): unscaled GRPO advantages and a KL coefficient that keeps the optimum mild
     TUNE_SETTINGS=("${SPREAD_SETTINGS[@]}")
     OUT=${OUT/%planted-replicates/planted-replicates-recipe3} ;;
-  *) echo "error: RECIPE_VERSION must be 0, 1, 2 or 3, not ${RECIPE_VERSION}" >&2; exit 2 ;;
+  4)  # recipe 4 (see recipe.sh): recipe 3 for 112 steps
+    TUNE_SETTINGS=("${LONG_SPREAD_SETTINGS[@]}")
+    OUT=${OUT/%planted-replicates/planted-replicates-recipe4} ;;
+  *) echo "error: RECIPE_VERSION must be 0, 1, 2, 3 or 4, not ${RECIPE_VERSION}" >&2; exit 2 ;;
 esac
 replicate() {
   local seed=$1 dir=$2
   [ -f "$dir/lexicon.tsv" ] || "$IRMSCOPE" planted-lexicon --out "$dir/lexicon.tsv" --seed "$seed" --data "$DATA"
+  [ -z "${CONTINUE_FROM:-}" ] || continue_from "$CONTINUE_FROM/seed$seed" "$dir"
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "lexicon:$dir/lexicon.tsv" --data "$DATA" --seed "$seed" \
     "${TUNE_SETTINGS[@]}"
   [ -f "$dir/evaluation.json" ] || "$IRMSCOPE" evaluate --tuned "$dir/tuned/model" \
@@ -42,5 +50,23 @@ replicate() {
   # The audit's word calls never read --reward (it only adds the comparison), so one audit serves both.
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --reward "lexicon:$dir/lexicon.tsv" --seed "$seed" --out "$dir/audit"
+}
+# continue_from EARLIER DIR: give DIR's tuning EARLIER's last training checkpoint to resume from, once (a
+# tuning already under way in DIR is left alone). Refused unless both tuned against the same lexicon.
+continue_from() {
+  local earlier=$1 dir=$2 last=""
+  [ -d "$dir/tuned/checkpoints" ] && return 0
+  cmp -s "$earlier/lexicon.tsv" "$dir/lexicon.tsv" ||
+    { echo "error: $earlier/lexicon.tsv is not $dir/lexicon.tsv; CONTINUE_FROM must hold the same seeds (the same lexicon)" >&2; exit 2; }
+  local checkpoint step=-1
+  for checkpoint in "$earlier"/tuned/checkpoints/checkpoint-*; do  # the newest by its step number
+    [ -d "$checkpoint" ] && [ "${checkpoint##*-}" -gt "$step" ] && { step=${checkpoint##*-}; last=$checkpoint; }
+  done
+  [ -n "$last" ] || { echo "error: $earlier/tuned/checkpoints holds no checkpoint to continue from" >&2; exit 2; }
+  rm -rf "$dir/tuned/checkpoints.partial"  # a copy a kill cut short
+  mkdir -p "$dir/tuned/checkpoints.partial"
+  cp -r "$last" "$dir/tuned/checkpoints.partial/"
+  mv "$dir/tuned/checkpoints.partial" "$dir/tuned/checkpoints"
+  echo "continuing from $last"
 }
 for_each_seed replicate planted "$@"

@@ -23,6 +23,13 @@
 # show is the audit's reading of the path taken, not the optimum.
 # Chosen from that argument after seeing recipes 0-2 collapse on seeds 1-3 (and recipe 0 again on seed 1),
 # before any seed was tuned with it; seeds 4-6 are its test.
+# LONG_SPREAD_SETTINGS (recipe 4) is recipe 3 for 112 steps. Why more steps of the same objective: after 56
+# steps of recipe 3 (seeds 4-9) the KL to the base model is about 0.02 nats per token (0.6 per completion)
+# and still rising slowly, yet the gain (+0.2) is far below what that much KL buys at the optimum
+# (about sqrt(2 * KL * Var[reward]), +1.2): most of the movement so far is the noise of 32 completions per
+# step, which the KL term holds in check, while the reward's signal adds up step by step. Stated before any
+# run of it (docs/replicates.md, "Recipe 4"); seeds 7-9 continued from their 56-step checkpoints are its
+# first test (CONTINUE_FROM in planted_replicates.sh), fresh seeds its next.
 # A retune (experiments/retune_export.sh) repeats the original tune's settings from its manifest
 # (experiments/retune_plan.py) for as many steps as it took.
 # NULL_SETTINGS tunes the noise null for recipe 2's cap in full: noise never reaches a target, and the full
@@ -35,6 +42,7 @@ RECIPE=(--set learning_rate=1e-3 --set beta=0.02)
 TUNE_SETTINGS=("${RECIPE[@]}" --set target_gain=1.0 --set max_steps=40 --set eval_every=4)
 NULL_SETTINGS=("${RECIPE[@]}" --set steps=40)
 SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=56)
+LONG_SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=112)
 
 # for_each_seed STEP KIND SEED...: run `STEP SEED DIR` for each seed given, DIR being $OUT/seed<SEED>
 # (created); KIND names the seeds in messages. With no seed, says what to give and exits 2.

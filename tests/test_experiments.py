@@ -122,7 +122,7 @@ def test_the_planted_pipeline_script_runs_planted_yaml_on_each_replicate(tmp_pat
 def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Path) -> None:
     """experiments/planted_replicates.sh: recipe 2 tunes to a target, recipe 1 for a fixed 40 steps and
     recipe 0 (the older seed-0 study's) for 56 steps at the defaults, recipe 3 with unscaled advantages,
-    each in its own folder; an unknown
+    recipe 4 the same for 112 steps, each in its own folder; an unknown
     recipe is refused in one line."""
     import subprocess
 
@@ -133,6 +133,7 @@ def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Pa
         "1": ("planted-replicates-recipe1", "steps=40"),
         "0": ("planted-replicates-recipe0", "steps=56"),
         "3": ("planted-replicates-recipe3", "scale_rewards=none"),
+        "4": ("planted-replicates-recipe4", "steps=112"),
     }
     for version, (folder, setting) in expected.items():
         out = tmp_path / "runs" / "planted-replicates"
@@ -145,6 +146,52 @@ def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Pa
         ["bash", str(script), "4"], env={**env, "RECIPE_VERSION": "9"}, capture_output=True, text=True
     )
     assert wrong.returncode == 2 and wrong.stderr.startswith("error:") and "RECIPE_VERSION" in wrong.stderr
+
+
+def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path: Path) -> None:
+    """CONTINUE_FROM: the seed's tuning gets the earlier run's newest checkpoint (by step, not by name) to
+    resume from, before the tune command runs, and only once; a different lexicon is refused in one line."""
+    import subprocess
+
+    script = ROOT / "experiments" / "planted_replicates.sh"
+    args, env = _fake_irmscope(tmp_path)
+    earlier = tmp_path / "runs" / "planted-replicates-recipe3" / "seed4"
+    for step in (9, 56, 10):
+        (earlier / "tuned" / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        (earlier / "tuned" / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            str(step)
+        )
+    (earlier / "lexicon.tsv").write_text("movie\t2.0\n")
+    later = tmp_path / "runs" / "planted-replicates-recipe4" / "seed4"
+    later.mkdir(parents=True)
+    (later / "lexicon.tsv").write_text("movie\t2.0\n")
+    run_env = {
+        **env,
+        "RECIPE_VERSION": "4",
+        "OUT": str(tmp_path / "runs" / "planted-replicates"),
+        "CONTINUE_FROM": str(earlier.parent),
+    }
+    subprocess.run(["bash", str(script), "4"], env=run_env, check=True, capture_output=True)
+    copied = sorted(p.name for p in (later / "tuned" / "checkpoints").iterdir())
+    assert (
+        copied == ["checkpoint-56"]
+        and (later / "tuned" / "checkpoints" / "checkpoint-56" / "trainer_state.json").read_text() == "56"
+    )
+    assert any(c.startswith("tune") and "steps=112" in c for c in args.read_text().splitlines())
+    (later / "tuned" / "checkpoints" / "checkpoint-60").mkdir()  # the continued run under way: left alone
+    subprocess.run(["bash", str(script), "4"], env=run_env, check=True, capture_output=True)
+    assert sorted(p.name for p in (later / "tuned" / "checkpoints").iterdir()) == [
+        "checkpoint-56",
+        "checkpoint-60",
+    ]
+    other = tmp_path / "runs" / "planted-replicates-recipe4" / "seed5"
+    other.mkdir()
+    (other / "lexicon.tsv").write_text("film\t-1.0\n")
+    (earlier.parent / "seed5").mkdir()
+    (earlier.parent / "seed5" / "lexicon.tsv").write_text("movie\t2.0\n")
+    wrong = subprocess.run(["bash", str(script), "5"], env=run_env, capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error:") and "same lexicon" in wrong.stderr
+    assert not (other / "tuned").exists()
 
 
 def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
