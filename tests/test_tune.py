@@ -265,3 +265,31 @@ def test_a_target_needs_held_out_prompts(tmp_path):
     settings = TuneSection(target_gain=0.5, max_steps=4, eval_every=2, **{**FAST, "steps": 1})
     with pytest.raises(IrmscopeError, match="needs at least 2 held-out prompts"):
         tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, progress=False)
+
+
+def test_training_leaves_out_only_the_warning_the_libraries_raise_at_every_step() -> None:
+    """quiet_steps: transformers' deprecation of ``is_gradient_checkpointing``, which TRL triggers at each
+    generation and which would break the progress bar's line every step, is left out; others still show."""
+    import warnings
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from irmscope.tune.progress import quiet_steps
+
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=32,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with quiet_steps():
+            assert model.is_gradient_checkpointing is False
+            warnings.warn("something else", FutureWarning)
+        assert model.is_gradient_checkpointing is False  # outside training it shows as before
+    assert [str(w.message)[:26] for w in shown] == ["something else", "`is_gradient_checkpointing"]

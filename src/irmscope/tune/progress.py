@@ -8,8 +8,17 @@ through the trainer's public callback API; the curves are still recorded by
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+#: warnings the libraries raise at every step, which would print between the bar's updates: TRL 1.16 reads
+#: transformers' deprecated ``is_gradient_checkpointing`` at each generation, and the filters TRL resets
+#: around its own imports make Python print it again each time instead of once
+EVERY_STEP_WARNINGS = (r"`is_gradient_checkpointing` is deprecated",)
 
 #: what the bar shows from each log, by the name it shows, and the key TRL logs it under
 SHOWN = {"reward": "reward", "kl": "kl", "loss": "loss", "margin": "rewards/margins"}
@@ -44,6 +53,16 @@ class TuneProgress(TrainerCallback):
     def write(self, line: str) -> None:
         """Print ``line`` above the bar without breaking it."""
         tqdm.write(line)
+
+
+@contextmanager
+def quiet_steps() -> Iterator[None]:
+    """While training: leave out :data:`EVERY_STEP_WARNINGS` (the libraries' business, not the user's),
+    so the bar stays one line; every other warning still prints."""
+    with warnings.catch_warnings():
+        for message in EVERY_STEP_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        yield
 
 
 def quiet_trainer(trainer, desc: str | None) -> TuneProgress | None:

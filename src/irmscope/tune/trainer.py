@@ -34,7 +34,7 @@ from irmscope.models.loading import load_model, load_tokenizer, model_path
 from irmscope.rewards import Reward
 from irmscope.tune.completion_scoring import completion_positions_only
 from irmscope.tune.guard import TrainingGuard
-from irmscope.tune.progress import quiet_trainer
+from irmscope.tune.progress import quiet_steps, quiet_trainer
 from irmscope.tune.target import CHECKS_FILE, REASONS, GainMeter, TargetStop, recorded_checks
 from irmscope.validation import remove
 
@@ -416,7 +416,7 @@ def tune_model(
     else:
         # TRL samples through model.generate: the same exact, faster draw; and its log-probabilities
         # project the completion tokens only, not the prompts as well (irmscope.tune.completion_scoring)
-        with fast_multinomial(), completion_positions_only():
+        with fast_multinomial(), completion_positions_only(), quiet_steps():
             trainer.train(resume_from_checkpoint=resume)
     _raise_if_failed(guard, checkpoints)
     manifest = {
