@@ -12,6 +12,10 @@
 # advantages, 56 steps; the noise is standard normal, about the planted reward's sd on base completions),
 # under runs/noise-null-recipe3/, as the null of the recipe-3 replicates; its dictionary audits then read
 # recipe 3's seed-4 lexicon and block 28, the block the audits of seeds 5 and 6 chose (seed 4's chose 1).
+# RECIPE_VERSION=4: recipe 4's settings (LONG_SPREAD_SETTINGS, 112 steps), under runs/noise-null-recipe4/,
+# its dictionary audits reading recipe 4's seed-7 lexicon at block 28 (the block of seeds 7 and 9). With
+# CONTINUE_FROM=runs/noise-null-recipe3 a seed continues from its recipe-3 checkpoint, as the planted seeds
+# 7-9 did (experiments/planted_replicates.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/recipe.sh  # IRMSCOPE, DATA, NULL_SETTINGS: shared with experiments/planted_replicates.sh
@@ -22,7 +26,11 @@ case "${RECIPE_VERSION:-2}" in
      OUT=${OUT/%noise-null/noise-null-recipe3}
      CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates-recipe3/seed4/lexicon.tsv}
      PLANTED_SITE=${PLANTED_SITE:-blocks.28.hook_resid_post} ;;
-  *) echo "error: RECIPE_VERSION must be 2 or 3 for the noise null, not ${RECIPE_VERSION}" >&2; exit 2 ;;
+  4) NULL_SETTINGS=("${LONG_SPREAD_SETTINGS[@]}")
+     OUT=${OUT/%noise-null/noise-null-recipe4}
+     CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates-recipe4/seed7/lexicon.tsv}
+     PLANTED_SITE=${PLANTED_SITE:-blocks.28.hook_resid_post} ;;
+  *) echo "error: RECIPE_VERSION must be 2, 3 or 4 for the noise null, not ${RECIPE_VERSION}" >&2; exit 2 ;;
 esac
 # the lexicon the dictionaries' promoted words are scored against (after planted_replicates.sh 1)
 CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates/seed1/lexicon.tsv}
@@ -30,6 +38,7 @@ CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates/seed1/lexicon.tsv}
 PLANTED_SITE=${PLANTED_SITE:-blocks.29.hook_resid_post}
 tune_and_audit() {
   local seed=$1 dir=$2
+  [ -z "${CONTINUE_FROM:-}" ] || continue_from "$CONTINUE_FROM/seed$seed" "$dir"
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${NULL_SETTINGS[@]}"
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --seed "$seed" --out "$dir/audit"

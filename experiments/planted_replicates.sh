@@ -51,22 +51,4 @@ replicate() {
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --reward "lexicon:$dir/lexicon.tsv" --seed "$seed" --out "$dir/audit"
 }
-# continue_from EARLIER DIR: give DIR's tuning EARLIER's last training checkpoint to resume from, once (a
-# tuning already under way in DIR is left alone). Refused unless both tuned against the same lexicon.
-continue_from() {
-  local earlier=$1 dir=$2 last=""
-  [ -d "$dir/tuned/checkpoints" ] && return 0
-  cmp -s "$earlier/lexicon.tsv" "$dir/lexicon.tsv" ||
-    { echo "error: $earlier/lexicon.tsv is not $dir/lexicon.tsv; CONTINUE_FROM must hold the same seeds (the same lexicon)" >&2; exit 2; }
-  local checkpoint step=-1
-  for checkpoint in "$earlier"/tuned/checkpoints/checkpoint-*; do  # the newest by its step number
-    [ -d "$checkpoint" ] && [ "${checkpoint##*-}" -gt "$step" ] && { step=${checkpoint##*-}; last=$checkpoint; }
-  done
-  [ -n "$last" ] || { echo "error: $earlier/tuned/checkpoints holds no checkpoint to continue from" >&2; exit 2; }
-  rm -rf "$dir/tuned/checkpoints.partial"  # a copy a kill cut short
-  mkdir -p "$dir/tuned/checkpoints.partial"
-  cp -r "$last" "$dir/tuned/checkpoints.partial/"
-  mv "$dir/tuned/checkpoints.partial" "$dir/tuned/checkpoints"
-  echo "continuing from $last"
-}
 for_each_seed replicate planted "$@"

@@ -44,6 +44,25 @@ NULL_SETTINGS=("${RECIPE[@]}" --set steps=40)
 SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=56)
 LONG_SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=112)
 
+# continue_from EARLIER DIR: give DIR's tuning EARLIER's last training checkpoint to resume from, once (a
+# tuning already under way in DIR is left alone). Where either holds a planted lexicon, refused unless both
+# hold the same one (a noise null's reward is its seed, the same in both).
+continue_from() {
+  local earlier=$1 dir=$2 last=""
+  [ -d "$dir/tuned/checkpoints" ] && return 0
+  [ ! -f "$earlier/lexicon.tsv" ] && [ ! -f "$dir/lexicon.tsv" ] || cmp -s "$earlier/lexicon.tsv" "$dir/lexicon.tsv" ||
+    { echo "error: $earlier/lexicon.tsv is not $dir/lexicon.tsv; CONTINUE_FROM must hold the same seeds (the same lexicon)" >&2; exit 2; }
+  local checkpoint step=-1
+  for checkpoint in "$earlier"/tuned/checkpoints/checkpoint-*; do  # the newest by its step number
+    [ -d "$checkpoint" ] && [ "${checkpoint##*-}" -gt "$step" ] && { step=${checkpoint##*-}; last=$checkpoint; }
+  done
+  [ -n "$last" ] || { echo "error: $earlier/tuned/checkpoints holds no checkpoint to continue from" >&2; exit 2; }
+  rm -rf "$dir/tuned/checkpoints.partial"  # a copy a kill cut short
+  mkdir -p "$dir/tuned/checkpoints.partial"
+  cp -r "$last" "$dir/tuned/checkpoints.partial/"
+  mv "$dir/tuned/checkpoints.partial" "$dir/tuned/checkpoints"
+  echo "continuing from $last"
+}
 # for_each_seed STEP KIND SEED...: run `STEP SEED DIR` for each seed given, DIR being $OUT/seed<SEED>
 # (created); KIND names the seeds in messages. With no seed, says what to give and exits 2.
 for_each_seed() {

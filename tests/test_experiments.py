@@ -205,18 +205,35 @@ def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_the_noise_null_tunes_with_the_recipe_it_is_the_null_of(tmp_path: Path) -> None:
     """experiments/noise_null.sh: recipe 2's settings for 40 steps by default, recipe 3's (unscaled
-    advantages, 56 steps) in their own folder with RECIPE_VERSION=3; another recipe is refused."""
+    advantages, 56 steps) in their own folder with RECIPE_VERSION=3, recipe 4's (112 steps) with 4, which
+    can continue from the recipe-3 null's checkpoint; another recipe is refused."""
     import subprocess
 
     script = ROOT / "experiments" / "noise_null.sh"
     args, env = _fake_irmscope(tmp_path)
-    expected = {"2": ("noise-null", "steps=40"), "3": ("noise-null-recipe3", "scale_rewards=none")}
+    expected = {
+        "2": ("noise-null", "steps=40"),
+        "3": ("noise-null-recipe3", "scale_rewards=none"),
+        "4": ("noise-null-recipe4", "steps=112"),
+    }
     for version, (folder, setting) in expected.items():
         run_env = {**env, "RECIPE_VERSION": version, "OUT": str(tmp_path / "runs" / "noise-null")}
         subprocess.run(["bash", str(script), "2"], env=run_env, check=True, capture_output=True)
         tune = next(c for c in args.read_text().splitlines()[::-1] if c.startswith("tune"))
         assert f"--out {tmp_path / 'runs' / folder}/seed2/tuned" in tune and "--reward noise:2" in tune
         assert f"--set {setting}" in tune
+    earlier = tmp_path / "runs" / "noise-null-recipe3" / "seed3" / "tuned" / "checkpoints" / "checkpoint-56"
+    earlier.mkdir(parents=True)
+    run_env = {
+        **env,
+        "RECIPE_VERSION": "4",
+        "OUT": str(tmp_path / "runs" / "noise-null"),
+        "CONTINUE_FROM": str(tmp_path / "runs" / "noise-null-recipe3"),
+    }
+    subprocess.run(["bash", str(script), "3"], env=run_env, check=True, capture_output=True)
+    assert (
+        tmp_path / "runs" / "noise-null-recipe4" / "seed3" / "tuned" / "checkpoints" / "checkpoint-56"
+    ).is_dir()
     wrong = subprocess.run(
         ["bash", str(script), "2"], env={**env, "RECIPE_VERSION": "1"}, capture_output=True, text=True
     )

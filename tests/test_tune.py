@@ -290,6 +290,6 @@ def test_training_leaves_out_only_the_warning_the_libraries_raise_at_every_step(
         warnings.simplefilter("always")
         with quiet_steps():
             assert model.is_gradient_checkpointing is False
-            warnings.warn("something else", FutureWarning)
+            warnings.warn("something else", FutureWarning, stacklevel=1)
         assert model.is_gradient_checkpointing is False  # outside training it shows as before
     assert [str(w.message)[:26] for w in shown] == ["something else", "`is_gradient_checkpointing"]
