@@ -24,10 +24,12 @@
 # Chosen from that argument after seeing recipes 0-2 collapse on seeds 1-3 (and recipe 0 again on seed 1),
 # before any seed was tuned with it; seeds 4-6 are its test.
 # LONG_SPREAD_SETTINGS (recipe 4) is recipe 3 for 112 steps. Why more steps of the same objective: after 56
-# steps of recipe 3 (seeds 4-9) the KL to the base model is about 0.02 nats per token (0.6 per completion)
-# and still rising slowly, yet the gain (+0.2) is far below what that much KL buys at the optimum
-# (about sqrt(2 * KL * Var[reward]), +1.2): most of the movement so far is the noise of 32 completions per
-# step, which the KL term holds in check, while the reward's signal adds up step by step. Stated before any
+# steps of recipe 3 (seeds 4-9) the training batches' KL to the base model is about 0.02 nats per token
+# (0.6 per completion) and still rising slowly, yet the gain (+0.2) is far below what that much KL buys at
+# the optimum (about sqrt(2 * KL * Var[reward]), +1.2). The hypothesis: most of the movement so far is the
+# noise of 32 completions per step, which the KL term holds in check, while the reward's signal adds up
+# step by step. (On seeds 7-9 more steps raised tau, but the gain hardly moved while the KL rose: the
+# gain side of the hypothesis was not borne out; docs/replicates.md.) Stated before any
 # run of it (docs/replicates.md, "Recipe 4"); seeds 7-9 continued from their 56-step checkpoints are its
 # first test (CONTINUE_FROM in planted_replicates.sh), fresh seeds its next.
 # A retune (experiments/retune_export.sh) repeats the original tune's settings from its manifest
@@ -44,15 +46,19 @@ NULL_SETTINGS=("${RECIPE[@]}" --set steps=40)
 SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=56)
 LONG_SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=112)
 
-# continue_from EARLIER DIR: give DIR's tuning EARLIER's last training checkpoint to resume from, once (a
-# tuning already under way in DIR is left alone). Where either holds a planted lexicon, refused unless both
-# hold the same one (a noise null's reward is its seed, the same in both).
+# continue_from EARLIER DIR: give DIR's tuning EARLIER's last training checkpoint to resume from, once, and
+# record which in DIR/continued_from (the tuned model's manifest names only the copy it resumed). A tuning
+# of DIR's own (a model, or a checkpoint) is left alone; an empty checkpoints folder, which the trainer makes
+# before its first step, is not one. Where either holds a planted lexicon, refused unless both hold the
+# same one (a noise null's reward is its seed, the same in both).
 continue_from() {
-  local earlier=$1 dir=$2 last=""
-  [ -d "$dir/tuned/checkpoints" ] && return 0
+  local earlier=$1 dir=$2 last="" checkpoint step=-1
+  if [ -e "$dir/tuned/model" ] || compgen -G "$dir/tuned/checkpoints/checkpoint-*" >/dev/null; then
+    echo "CONTINUE_FROM: $dir/tuned already holds its own tuning; resuming that, not $earlier"
+    return 0
+  fi
   [ ! -f "$earlier/lexicon.tsv" ] && [ ! -f "$dir/lexicon.tsv" ] || cmp -s "$earlier/lexicon.tsv" "$dir/lexicon.tsv" ||
     { echo "error: $earlier/lexicon.tsv is not $dir/lexicon.tsv; CONTINUE_FROM must hold the same seeds (the same lexicon)" >&2; exit 2; }
-  local checkpoint step=-1
   for checkpoint in "$earlier"/tuned/checkpoints/checkpoint-*; do  # the newest by its step number
     [ -d "$checkpoint" ] && [ "${checkpoint##*-}" -gt "$step" ] && { step=${checkpoint##*-}; last=$checkpoint; }
   done
@@ -60,7 +66,9 @@ continue_from() {
   rm -rf "$dir/tuned/checkpoints.partial"  # a copy a kill cut short
   mkdir -p "$dir/tuned/checkpoints.partial"
   cp -r "$last" "$dir/tuned/checkpoints.partial/"
+  rm -rf "$dir/tuned/checkpoints"  # holds no checkpoint (above)
   mv "$dir/tuned/checkpoints.partial" "$dir/tuned/checkpoints"
+  echo "$last" > "$dir/continued_from"
   echo "continuing from $last"
 }
 # for_each_seed STEP KIND SEED...: run `STEP SEED DIR` for each seed given, DIR being $OUT/seed<SEED>

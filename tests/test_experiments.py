@@ -149,12 +149,16 @@ def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Pa
 
 
 def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path: Path) -> None:
-    """CONTINUE_FROM: the seed's tuning gets the earlier run's newest checkpoint (by step, not by name) to
-    resume from, before the tune command runs, and only once; a different lexicon is refused in one line."""
+    """CONTINUE_FROM: the seed's tuning finds the earlier run's newest checkpoint (by step, not by name) when
+    its tune command runs, even where a started trainer left an empty checkpoints folder; the source is
+    recorded; a tuning of the seed's own is left alone; a different lexicon, or an earlier run without a
+    checkpoint, is refused in one line."""
     import subprocess
 
     script = ROOT / "experiments" / "planted_replicates.sh"
     args, env = _fake_irmscope(tmp_path)
+    fake = Path(env["IRMSCOPE"])  # the stand-in also lists the checkpoints its tune command finds
+    fake.write_text(fake.read_text() + '[ "$1" != tune ] || ls "$3/checkpoints" >> "$ARGS_OUT"\n')
     earlier = tmp_path / "runs" / "planted-replicates-recipe3" / "seed4"
     for step in (9, 56, 10):
         (earlier / "tuned" / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
@@ -163,7 +167,7 @@ def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path:
         )
     (earlier / "lexicon.tsv").write_text("movie\t2.0\n")
     later = tmp_path / "runs" / "planted-replicates-recipe4" / "seed4"
-    later.mkdir(parents=True)
+    (later / "tuned" / "checkpoints").mkdir(parents=True)  # a run started and killed before its first save
     (later / "lexicon.tsv").write_text("movie\t2.0\n")
     run_env = {
         **env,
@@ -172,12 +176,13 @@ def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path:
         "CONTINUE_FROM": str(earlier.parent),
     }
     subprocess.run(["bash", str(script), "4"], env=run_env, check=True, capture_output=True)
-    copied = sorted(p.name for p in (later / "tuned" / "checkpoints").iterdir())
-    assert (
-        copied == ["checkpoint-56"]
-        and (later / "tuned" / "checkpoints" / "checkpoint-56" / "trainer_state.json").read_text() == "56"
+    lines = args.read_text().splitlines()
+    tune_at = next(i for i, line in enumerate(lines) if line.startswith("tune"))
+    assert "steps=112" in lines[tune_at] and lines[tune_at + 1] == "checkpoint-56"  # there when tuning began
+    assert (later / "tuned" / "checkpoints" / "checkpoint-56" / "trainer_state.json").read_text() == "56"
+    assert (later / "continued_from").read_text().strip() == str(
+        earlier / "tuned" / "checkpoints" / "checkpoint-56"
     )
-    assert any(c.startswith("tune") and "steps=112" in c for c in args.read_text().splitlines())
     (later / "tuned" / "checkpoints" / "checkpoint-60").mkdir()  # the continued run under way: left alone
     subprocess.run(["bash", str(script), "4"], env=run_env, check=True, capture_output=True)
     assert sorted(p.name for p in (later / "tuned" / "checkpoints").iterdir()) == [
@@ -192,6 +197,9 @@ def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path:
     wrong = subprocess.run(["bash", str(script), "5"], env=run_env, capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error:") and "same lexicon" in wrong.stderr
     assert not (other / "tuned").exists()
+    (other / "lexicon.tsv").write_text("movie\t2.0\n")  # the same lexicon, but nothing to continue from
+    empty = subprocess.run(["bash", str(script), "5"], env=run_env, capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr.startswith("error:") and "no checkpoint" in empty.stderr
 
 
 def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
