@@ -38,7 +38,7 @@ CONTROL_LEXICON=${CONTROL_LEXICON:-runs/planted-replicates/seed1/lexicon.tsv}
 PLANTED_SITE=${PLANTED_SITE:-blocks.29.hook_resid_post}
 tune_and_audit() {
   local seed=$1 dir=$2
-  [ -z "${CONTINUE_FROM:-}" ] || continue_from "$CONTINUE_FROM/seed$seed" "$dir"
+  [ -z "${CONTINUE_FROM:-}" ] || continue_from "$CONTINUE_FROM/seed$seed" "$dir" "${NULL_SETTINGS[@]}"
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "noise:$seed" --data "$DATA" --seed "$seed" "${NULL_SETTINGS[@]}"
   [ -f "$dir/audit/audit.json" ] || "$IRMSCOPE" audit --tuned "$dir/tuned/model" --data "$DATA" \
     --seed "$seed" --out "$dir/audit"

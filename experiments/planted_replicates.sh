@@ -42,7 +42,7 @@ esac
 replicate() {
   local seed=$1 dir=$2
   [ -f "$dir/lexicon.tsv" ] || "$IRMSCOPE" planted-lexicon --out "$dir/lexicon.tsv" --seed "$seed" --data "$DATA"
-  [ -z "${CONTINUE_FROM:-}" ] || continue_from "$CONTINUE_FROM/seed$seed" "$dir"
+  [ -z "${CONTINUE_FROM:-}" ] || continue_from "$CONTINUE_FROM/seed$seed" "$dir" "${TUNE_SETTINGS[@]}"
   "$IRMSCOPE" tune --out "$dir/tuned" --reward "lexicon:$dir/lexicon.tsv" --data "$DATA" --seed "$seed" \
     "${TUNE_SETTINGS[@]}"
   [ -f "$dir/evaluation.json" ] || "$IRMSCOPE" evaluate --tuned "$dir/tuned/model" \

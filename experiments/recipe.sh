@@ -46,19 +46,37 @@ NULL_SETTINGS=("${RECIPE[@]}" --set steps=40)
 SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=56)
 LONG_SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rate=1e-3 --set steps=112)
 
-# continue_from EARLIER DIR: give DIR's tuning EARLIER's last training checkpoint to resume from, once, and
-# record which in DIR/continued_from (the tuned model's manifest names only the copy it resumed). A tuning
-# of DIR's own (a model, or a checkpoint) is left alone; an empty checkpoints folder, which the trainer makes
-# before its first step, is not one. Where either holds a planted lexicon, refused unless both hold the
-# same one (a noise null's reward is its seed, the same in both).
+# continue_from EARLIER DIR [--set KEY=VALUE ...]: give DIR's tuning EARLIER's last training checkpoint to
+# resume from, once, and record which in DIR/continued_from (the tuned model's manifest names only the copy
+# it resumed). A tuning of DIR's own (a model, or a checkpoint) is left alone; an empty checkpoints folder,
+# which the trainer makes before its first step, is not one. Refused: a different planted lexicon (a noise
+# null's reward is its seed, the same in both), and, where EARLIER's tuned model records its settings, any
+# setting given other than steps that EARLIER was not tuned with (continuing recipe 2 as recipe 4, say).
 continue_from() {
-  local earlier=$1 dir=$2 last="" checkpoint step=-1
+  local earlier=$1 dir=$2 last="" checkpoint step=-1 differs
+  shift 2
   if [ -e "$dir/tuned/model" ] || compgen -G "$dir/tuned/checkpoints/checkpoint-*" >/dev/null; then
     echo "CONTINUE_FROM: $dir/tuned already holds its own tuning; resuming that, not $earlier"
     return 0
   fi
   [ ! -f "$earlier/lexicon.tsv" ] && [ ! -f "$dir/lexicon.tsv" ] || cmp -s "$earlier/lexicon.tsv" "$dir/lexicon.tsv" ||
     { echo "error: $earlier/lexicon.tsv is not $dir/lexicon.tsv; CONTINUE_FROM must hold the same seeds (the same lexicon)" >&2; exit 2; }
+  if [ -f "$earlier/tuned/model/irmscope_manifest.json" ]; then
+    differs=$(python3 - "$earlier/tuned/model/irmscope_manifest.json" "$@" <<'PY'
+import json, sys
+done = json.load(open(sys.argv[1]))["hyperparameters"]
+given = dict(a.split("=", 1) for a in sys.argv[2:] if a != "--set")
+def same(saved, text):
+    try:
+        return float(saved) == float(text)
+    except (TypeError, ValueError):
+        return str(saved) == text
+print(" ".join(f"{k}={v} (was {done.get(k)})" for k, v in given.items() if k != "steps" and not same(done.get(k), v)))
+PY
+) || { echo "error: cannot read $earlier/tuned/model/irmscope_manifest.json's settings" >&2; exit 2; }
+    [ -z "$differs" ] ||
+      { echo "error: $earlier was tuned with other settings than $differs; CONTINUE_FROM must hold the same recipe" >&2; exit 2; }
+  fi
   for checkpoint in "$earlier"/tuned/checkpoints/checkpoint-*; do  # the newest by its step number
     [ -d "$checkpoint" ] && [ "${checkpoint##*-}" -gt "$step" ] && { step=${checkpoint##*-}; last=$checkpoint; }
   done

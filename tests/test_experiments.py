@@ -151,8 +151,8 @@ def test_the_replicates_script_runs_each_recipe_into_its_own_folder(tmp_path: Pa
 def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path: Path) -> None:
     """CONTINUE_FROM: the seed's tuning finds the earlier run's newest checkpoint (by step, not by name) when
     its tune command runs, even where a started trainer left an empty checkpoints folder; the source is
-    recorded; a tuning of the seed's own is left alone; a different lexicon, or an earlier run without a
-    checkpoint, is refused in one line."""
+    recorded; a tuning of the seed's own is left alone; a different lexicon, an earlier run without a
+    checkpoint, or one tuned with other settings than those given (steps aside), is refused in one line."""
     import subprocess
 
     script = ROOT / "experiments" / "planted_replicates.sh"
@@ -200,6 +200,12 @@ def test_a_replicate_continues_from_an_earlier_recipes_last_checkpoint(tmp_path:
     (other / "lexicon.tsv").write_text("movie\t2.0\n")  # the same lexicon, but nothing to continue from
     empty = subprocess.run(["bash", str(script), "5"], env=run_env, capture_output=True, text=True)
     assert empty.returncode == 2 and empty.stderr.startswith("error:") and "no checkpoint" in empty.stderr
+    manifest = earlier.parent / "seed5" / "tuned" / "model" / "irmscope_manifest.json"
+    manifest.parent.mkdir(parents=True)  # tuned with recipe 2's KL coefficient, not recipe 4's
+    manifest.write_text('{"hyperparameters": {"beta": 0.02, "learning_rate": 0.001, "scale_rewards": null}}')
+    other_recipe = subprocess.run(["bash", str(script), "5"], env=run_env, capture_output=True, text=True)
+    assert other_recipe.returncode == 2 and other_recipe.stderr.startswith("error:")
+    assert "beta=0.5 (was 0.02)" in other_recipe.stderr and "learning_rate" not in other_recipe.stderr
 
 
 def _fake_irmscope(tmp_path: Path) -> tuple[Path, dict[str, str]]:
