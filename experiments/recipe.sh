@@ -51,7 +51,8 @@ LONG_SPREAD_SETTINGS=(--set scale_rewards=none --set beta=0.5 --set learning_rat
 # it resumed). A tuning of DIR's own (a model, or a checkpoint) is left alone; an empty checkpoints folder,
 # which the trainer makes before its first step, is not one. Refused: a different planted lexicon (a noise
 # null's reward is its seed, the same in both), and, where EARLIER's tuned model records its settings, any
-# setting given other than steps that EARLIER was not tuned with (continuing recipe 2 as recipe 4, say).
+# setting given other than steps that EARLIER was not tuned with (continuing recipe 2 as recipe 4, say),
+# both read by irmscope's own config (TuneSection), as irmscope tune reads them.
 continue_from() {
   local earlier=$1 dir=$2 last="" checkpoint step=-1 differs
   shift 2
@@ -62,16 +63,14 @@ continue_from() {
   [ ! -f "$earlier/lexicon.tsv" ] && [ ! -f "$dir/lexicon.tsv" ] || cmp -s "$earlier/lexicon.tsv" "$dir/lexicon.tsv" ||
     { echo "error: $earlier/lexicon.tsv is not $dir/lexicon.tsv; CONTINUE_FROM must hold the same seeds (the same lexicon)" >&2; exit 2; }
   if [ -f "$earlier/tuned/model/irmscope_manifest.json" ]; then
-    differs=$(python3 - "$earlier/tuned/model/irmscope_manifest.json" "$@" <<'PY'
+    differs=$(.venv/bin/python - "$earlier/tuned/model/irmscope_manifest.json" "$@" <<'PY'
 import json, sys
-done = json.load(open(sys.argv[1]))["hyperparameters"]
-given = dict(a.split("=", 1) for a in sys.argv[2:] if a != "--set")
-def same(saved, text):
-    try:
-        return float(saved) == float(text)
-    except (TypeError, ValueError):
-        return str(saved) == text
-print(" ".join(f"{k}={v} (was {done.get(k)})" for k, v in given.items() if k != "steps" and not same(done.get(k), v)))
+from irmscope.config import TuneSection, load_config
+done = TuneSection.model_validate(json.load(open(sys.argv[1]))["hyperparameters"])
+given = [a for a in sys.argv[2:] if a != "--set"]
+asked = load_config("demo", overrides=[f"tune.{s}" for s in given]).tune  # read as irmscope tune reads them
+keys = [s.split("=", 1)[0] for s in given if not s.startswith("steps=")]
+print(" ".join(f"{k}={getattr(asked, k)} (was {getattr(done, k)})" for k in keys if getattr(asked, k) != getattr(done, k)))
 PY
 ) || { echo "error: cannot read $earlier/tuned/model/irmscope_manifest.json's settings" >&2; exit 2; }
     [ -z "$differs" ] ||
