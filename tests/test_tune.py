@@ -267,6 +267,40 @@ def test_a_target_needs_held_out_prompts(tmp_path):
         tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, progress=False)
 
 
+def test_tuning_prints_no_deprecation_warning_of_the_libraries(tmp_path) -> None:
+    """Building and training the trainer names no setting transformers has deprecated, and the attribute
+    PEFT and TRL read through a deprecated name (PEFT when it wraps the model for LoRA, the default) is left
+    out while they do: nothing prints before the bar or between its lines."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        settings = TuneSection(**{**FAST, "lora": True})
+        tune_model("tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, progress=False)
+    deprecations = [str(w.message) for w in shown if "deprecated" in str(w.message)]
+    assert not [m for m in deprecations if "checkpointing" in m], deprecations
+
+
+@pytest.mark.parametrize("config_name", ["GRPOConfig", "RLOOConfig", "DPOConfig"])
+def test_every_trainer_config_turns_checkpointing_off_without_a_warning(tmp_path, config_name) -> None:
+    """TRL's configs default checkpointing to on (1.2-1.6x slower on a CPU); the settings irmscope passes turn
+    it off under both of its names in every algorithm's config, whichever name transformers reads."""
+    import warnings
+
+    import trl
+
+    from irmscope.tune.guard import TrainingGuard
+    from irmscope.tune.trainer import _common_args, _TuningJob
+
+    settings = TuneSection(**FAST)
+    job = _TuningJob("base", LETTER_E, PROMPTS, settings, tmp_path, 0, False, TrainingGuard(), 2, [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = getattr(trl, config_name)(**_common_args(job))
+    assert args.gradient_checkpointing is False
+    assert getattr(args, "activation_checkpointing", False) is False
+
+
 def test_training_leaves_out_only_the_warning_the_libraries_raise_at_every_step() -> None:
     """quiet_steps: transformers' deprecation of ``is_gradient_checkpointing``, which TRL triggers at each
     generation and which would break the progress bar's line every step, is left out; others still show."""

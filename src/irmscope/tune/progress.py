@@ -57,8 +57,9 @@ class TuneProgress(TrainerCallback):
 
 @contextmanager
 def quiet_steps() -> Iterator[None]:
-    """While training: leave out :data:`EVERY_STEP_WARNINGS` (the libraries' business, not the user's),
-    so the bar stays one line; every other warning still prints."""
+    """While the trainer is built and trained: leave out :data:`EVERY_STEP_WARNINGS` (the libraries'
+    business, not the user's; PEFT raises it once when it wraps the model), so the bar stays one line and
+    starts clean; every other warning still prints."""
     with warnings.catch_warnings():
         for message in EVERY_STEP_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=FutureWarning)

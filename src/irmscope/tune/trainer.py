@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainingArguments
 
 from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
@@ -39,6 +40,14 @@ from irmscope.tune.target import CHECKS_FILE, REASONS, GainMeter, TargetStop, re
 from irmscope.validation import remove
 
 MANIFEST = "irmscope_manifest.json"
+
+#: transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` within the versions
+#: irmscope supports and warns on the old name; the setting goes under whichever name the installed one reads
+CHECKPOINTING_ARGUMENT = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    else "gradient_checkpointing"
+)
 # what tune_model writes under its out_dir
 OUTPUTS = ("model", "checkpoints", "preference_pairs.json", CHECKS_FILE)
 
@@ -75,7 +84,7 @@ def _common_args(job: _TuningJob) -> dict[str, Any]:
         output_dir=str(job.work / "checkpoints"),
         use_cpu=not torch.cuda.is_available(),
         bf16=False,
-        gradient_checkpointing=False,
+        **{CHECKPOINTING_ARGUMENT: False},
         report_to="none",
         seed=seed,
         data_seed=seed,
@@ -405,7 +414,8 @@ def tune_model(
     job = _TuningJob(
         base_path, reward, prompts, settings, out_dir, seed, progress, guard, settings.step_cap, callbacks
     )
-    trainer = build(job)
+    with quiet_steps():  # building the trainer reads the same deprecated attribute
+        trainer = build(job)
     _count_loaded_tokens(trainer)
     bar = quiet_trainer(trainer, f"tuning ({settings.algorithm})" if progress else None)
     if target is not None and bar is not None:
