@@ -14,7 +14,10 @@ run, with the run's model (or ``--model``), what one token of each kind costs:
 * cached sampling step: one new token per row on a key-value cache, after a prompt of the run's prefix
   length, at each batch size of ``--sampling-batches`` and the run's; the fastest is the floor's price.
   The step draws as the pipeline does (``irmscope.models.categorical``); the same step with
-  ``torch.multinomial``'s draw, the baseline that sampler replaced, is measured beside it.
+  ``torch.multinomial``'s draw, the baseline that sampler replaced, is measured beside it;
+* the plain pass and the sampling step again with bfloat16 matrix products (``torch.autocast``), the price
+  of the tokens a stage counted as ``forward_bfloat16`` and ``sampled_bfloat16`` (the passes that only
+  sample or read activations run so where the CPU has native bfloat16: ``irmscope.models.precision``).
 
 A stage's floor is its tokens times these prices, and its ratio is wall time / floor (its wall time
 includes loading a model, in the first stage that uses it). The floor prices the
@@ -42,9 +45,10 @@ from irmscope.config import RunConfig
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.models.categorical import fast_multinomial
+from irmscope.models.precision import matmul_precision
 from irmscope.runs import load_run_results
 
-KINDS = ("forward", "backward", "sampled")
+KINDS = ("forward", "backward", "sampled", "forward_bfloat16", "sampled_bfloat16")
 #: how many of a slow stage's timed parts its reason names
 TOP_PARTS = 3
 #: ratios above this get a one-line reason (the issue's target: every stage within 3x of its floor)
@@ -75,6 +79,8 @@ def pipeline_table(
     rows = []
     for name, entry in stages.items():
         wall, tokens = entry.get("seconds"), entry.get("tokens")
+        # a run from before bfloat16 passes were counted apart has none of them
+        tokens = None if tokens is None else {kind: tokens.get(kind, 0) for kind in KINDS}
         floor = None if tokens is None else sum(tokens[kind] * price[kind] for kind in KINDS)
         ratio = wall / floor if wall is not None and floor else None
         why = _why(name, wall, tokens, floor, ratio, price, sampling_slowdown, entry.get("parts"))
@@ -128,7 +134,7 @@ def _why(
     shares = {kind: tokens[kind] * price[kind] / floor for kind in KINDS}
     main = max(shares, key=shares.get)
     why = f"{wall - floor:.0f} s above a floor that is {shares[main]:.0%} {main} tokens"
-    if main == "sampled" and sampling_slowdown and sampling_slowdown[2] > 1.05:
+    if main.startswith("sampled") and sampling_slowdown and sampling_slowdown[2] > 1.05:
         run_batch, best_batch, slowdown = sampling_slowdown
         why += f"; sampling at batch {run_batch} costs {slowdown:.1f}x batch {best_batch}'s per token"
     if parts:
@@ -145,9 +151,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         return "n/a" if value is None else format(value, fmt)
 
     lines = [
-        "| stage | wall s | forward tok | backward tok | sampled tok | floor s | wall / floor | why "
-        "(heuristic) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| stage | wall s | forward tok | backward tok | sampled tok | forward tok, bf16 | sampled tok, bf16 "
+        "| floor s | wall / floor | why (heuristic) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         cells = [
@@ -177,9 +183,9 @@ def random_ids(lm, batch: int, length: int) -> torch.Tensor:
     return torch.randint(100, lm.tokenizer.vocab_size - 1, (batch, length))
 
 
-def forward_price(lm, batch: int, length: int, repeats: int) -> float:
+def forward_price(lm, batch: int, length: int, repeats: int, precision: str = "float32") -> float:
     ids = random_ids(lm, batch, length)
-    with torch.no_grad():
+    with torch.no_grad(), matmul_precision(precision):
         seconds = median_seconds(lambda: lm.model(input_ids=ids, use_cache=False), repeats)
     return seconds / ids.numel()
 
@@ -206,17 +212,25 @@ def forward_backward_price(spec: str, config: RunConfig, batch: int, length: int
 
 
 def sampling_price(
-    lm, batch: int, prompt_tokens: int, steps: int, repeats: int, pipelines_sampler: bool = True
+    lm,
+    batch: int,
+    prompt_tokens: int,
+    steps: int,
+    repeats: int,
+    pipelines_sampler: bool = True,
+    precision: str = "float32",
 ) -> float:
     """Seconds per token of a cached decoding step (forward of one new token per row, then sampling), with
     the pipeline's exact inverse-CDF draw (``irmscope.models.categorical``) or, with
-    ``pipelines_sampler=False``, torch's own ``multinomial`` (the baseline it replaced)."""
+    ``pipelines_sampler=False``, torch's own ``multinomial`` (the baseline it replaced); ``precision``: of
+    the matrix products (``irmscope.models.precision``)."""
     cache_name = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
     prompt = random_ids(lm, batch, prompt_tokens)
     elapsed = []
 
     def decode():
-        with torch.no_grad(), fast_multinomial() if pipelines_sampler else nullcontext():
+        sampler = fast_multinomial() if pipelines_sampler else nullcontext()
+        with torch.no_grad(), sampler, matmul_precision(precision):
             out = lm.model(input_ids=prompt, use_cache=True)
             start = time.perf_counter()
             for _ in range(steps):
@@ -240,6 +254,7 @@ def measure_prices(spec: str, config: RunConfig, batches: list[int], repeats: in
         for b in sorted({*batches, gen.batch_size})
     }
     fastest = min(sweep, key=sweep.get)
+    tokens_per_row = (config.data.prefix_tokens, gen.max_new_tokens)
     return {
         "forward": {
             "batch": acts.batch_size,
@@ -261,7 +276,17 @@ def measure_prices(spec: str, config: RunConfig, batches: list[int], repeats: in
             "seconds_per_token": sweep[fastest],
             # the same step with torch.multinomial's draw, the baseline of the pipeline's sampler
             "seconds_per_token_torch_multinomial": sampling_price(
-                lm, fastest, config.data.prefix_tokens, gen.max_new_tokens, repeats, pipelines_sampler=False
+                lm, fastest, *tokens_per_row, repeats, pipelines_sampler=False
+            ),
+        },
+        # the passes that only sample or read activations run in bfloat16 where it is native
+        # (irmscope.models.precision): priced at the same sizes, under the same autocast
+        "bfloat16": {
+            "forward_seconds_per_token": forward_price(
+                lm, acts.batch_size, acts.max_length, repeats, precision="bfloat16"
+            ),
+            "sampling_seconds_per_token": sampling_price(
+                lm, fastest, *tokens_per_row, repeats, precision="bfloat16"
             ),
         },
     }
@@ -293,6 +318,8 @@ def main() -> None:
         "forward": prices["forward"]["seconds_per_token"],
         "backward": prices["forward_backward"]["seconds_per_token"],
         "sampled": prices["sampling"]["seconds_per_token"],
+        "forward_bfloat16": prices["bfloat16"]["forward_seconds_per_token"],
+        "sampled_bfloat16": prices["bfloat16"]["sampling_seconds_per_token"],
     }
     sampling = prices["sampling"]
     by_batch = sampling["seconds_per_token_by_batch"]
@@ -317,6 +344,8 @@ def main() -> None:
     print(
         f"ms per token on {spec} ({torch.get_num_threads()} threads): forward {per_k['forward']:.3f}, "
         f"forward-backward {per_k['backward']:.3f}, cached sampling step {per_k['sampled']:.3f} "
+        f"(with bfloat16 products: forward {per_k['forward_bfloat16']:.3f}, "
+        f"sampling {per_k['sampled_bfloat16']:.3f}) "
         f"(batch {sampling['fastest_batch']}, the fastest of {sorted(int(b) for b in by_batch)}; "
         f"{sampling['seconds_per_token_torch_multinomial'] / sampling['seconds_per_token']:.2f}x that with "
         "torch.multinomial's draw)"

@@ -24,7 +24,9 @@ def lm():
 
 
 def test_all_positions_match_a_direct_capture(lm, tmp_path):
-    store = cache_activations(lm, TEXTS, SITES, tmp_path, texts_per_shard=4, batch_size=3, progress=False)
+    store = cache_activations(
+        lm, TEXTS, SITES, tmp_path, texts_per_shard=4, batch_size=3, precision="float32", progress=False
+    )
     assert store.complete and len(store.shards) == 3
     n_tokens = sum(len(lm.tokenizer(t)["input_ids"]) for t in TEXTS)
     assert store.n_rows == n_tokens
@@ -36,6 +38,18 @@ def test_all_positions_match_a_direct_capture(lm, tmp_path):
     torch.testing.assert_close(rows[SITES[1]][mine], direct[SITES[1]][0], rtol=1e-4, atol=1e-5)
     assert rows["token_ids"][mine].tolist() == enc["input_ids"][0].tolist()
     assert rows["position"][mine].tolist() == list(range(enc["input_ids"].shape[1]))
+
+
+def test_bfloat16_passes_store_float32_activations_close_to_exact_ones(lm, tmp_path):
+    exact = cache_activations(lm, TEXTS, SITES, tmp_path / "exact", precision="float32", progress=False)
+    fast = cache_activations(lm, TEXTS, SITES, tmp_path / "fast", precision="bfloat16", progress=False)
+    for site in SITES:
+        a, b = exact.read_all(site), fast.read_all(site)
+        assert b.dtype == torch.float32 and a.shape == b.shape
+        assert not torch.equal(a, b)  # the products really ran in bfloat16
+        assert (a - b).norm() / a.norm() < 0.02  # bfloat16 keeps about 3 significant digits
+    # the precision is part of the cache's identity: a float32 cache is never resumed as a bfloat16 one
+    assert exact.manifest["precision"] == "float32" and fast.manifest["precision"] == "bfloat16"
 
 
 def test_last_positions_give_one_row_per_text(lm, tmp_path):

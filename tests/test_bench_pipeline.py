@@ -32,8 +32,16 @@ STAGES = {
     "sampler": {"seconds": 45.0, "tokens": _tokens(backward=100, sampled=400)},  # floor 1.0 + 8.0
     "saes-tuned": {"seconds": 3.0, "tokens": _tokens()},
     "old": {"seconds": 1.0, "tokens": None},
+    # bfloat16 passes, priced apart (the stages above have no such key, as runs from before them)
+    "halved": {"seconds": 1.5, "tokens": {**_tokens(), "forward_bfloat16": 1000, "sampled_bfloat16": 100}},
 }
-PRICE = {"forward": 0.002, "backward": 0.01, "sampled": 0.02}
+PRICE = {
+    "forward": 0.002,
+    "backward": 0.01,
+    "sampled": 0.02,
+    "forward_bfloat16": 0.001,
+    "sampled_bfloat16": 0.01,
+}
 
 
 def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
@@ -54,14 +62,17 @@ def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
     assert rows["saes-tuned"]["floor_s"] == 0 and rows["saes-tuned"]["ratio"] is None
     assert "trains SAEs" in rows["saes-tuned"]["why"]
     assert rows["old"]["floor_s"] is None and "no token counts" in rows["old"]["why"]
+    assert rows["halved"]["floor_s"] == pytest.approx(2.0) and rows["halved"]["why"] is None
+    assert rows["fast"]["forward_bfloat16_tokens"] == 0  # an older run's stage: none of them
     total = rows["total"]
-    assert total["wall_s"] == pytest.approx(73.5)
-    assert total["floor_s"] == pytest.approx(15.0)
-    assert total["ratio"] == pytest.approx(73.5 / 15.0)
+    assert total["wall_s"] == pytest.approx(75.0)
+    assert total["floor_s"] == pytest.approx(17.0)
+    assert total["ratio"] == pytest.approx(75.0 / 17.0)
     assert (total["forward_tokens"], total["backward_tokens"], total["sampled_tokens"]) == (3000, 100, 400)
+    assert (total["forward_bfloat16_tokens"], total["sampled_bfloat16_tokens"]) == (1000, 100)
     markdown = bench.markdown_table(list(rows.values())).splitlines()
     assert len(markdown) == 2 + len(rows)
-    assert markdown[-1].startswith("| total | 73.5 | 3,000 | 100 | 400 | 15.0 | 4.9 |")
+    assert markdown[-1].startswith("| total | 75.0 | 3,000 | 100 | 400 | 1,000 | 100 | 17.0 | 4.4 |")
 
 
 def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch, capsys):
@@ -78,6 +89,7 @@ def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch,
     assert set(sampling["seconds_per_token_by_batch"]) == {"1", "2", str(config.generation.batch_size)}
     assert sampling["seconds_per_token"] == min(sampling["seconds_per_token_by_batch"].values())
     assert all(written["prices"][kind]["seconds_per_token"] > 0 for kind in ("forward", "forward_backward"))
+    assert all(price > 0 for price in written["prices"]["bfloat16"].values())
     assert [row["stage"] for row in written["stages"]] == [*STAGES, "total"]
     slow = next(row for row in written["stages"] if row["stage"] == "slow")
     assert slow["ratio"] == pytest.approx(10.0 / (1000 * written["prices"]["forward"]["seconds_per_token"]))

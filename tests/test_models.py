@@ -17,7 +17,7 @@ from irmscope.models import (
     parse_site,
     steer,
 )
-from irmscope.models.accounting import counted
+from irmscope.models.accounting import TokenCounts, counted
 from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import select_positions, stop_after_deepest
 from irmscope.models.tiny import TINY_FAMILIES
@@ -135,16 +135,23 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
     generation counts its prompts' prefill as forward and one token per row per cached step as sampled, and
     a capture stopped early counts the share of the blocks it ran."""
     real = int(batch["attention_mask"].sum())
+
+    def counts(**kinds: int) -> dict[str, int]:
+        return {kind: kinds.get(kind, 0) for kind in TokenCounts().to_dict()}
+
     with counted() as plain, torch.no_grad():
         tiny.model(**batch)
-    assert plain.to_dict() == {"forward": real, "backward": 0, "sampled": 0}
+    assert plain.to_dict() == counts(forward=real)
     with counted() as trained:
         tiny.model(**batch).logits.sum().backward()
     tiny.model.zero_grad(set_to_none=True)
-    assert trained.to_dict() == {"forward": 0, "backward": real, "sampled": 0}
-    with counted() as sampled:
-        generate_completions(tiny, TEXTS, max_new_tokens=4, batch_size=2, progress=False)
-    assert sampled.to_dict() == {"forward": real, "backward": 0, "sampled": len(TEXTS) * 3}
+    assert trained.to_dict() == counts(backward=real)
+    for precision, suffix in (("float32", ""), ("bfloat16", "_bfloat16")):  # bfloat16 passes are apart
+        with counted() as sampled:
+            generate_completions(
+                tiny, TEXTS, max_new_tokens=4, batch_size=2, progress=False, precision=precision
+            )
+        assert sampled.to_dict() == counts(**{f"forward{suffix}": real, f"sampled{suffix}": len(TEXTS) * 3})
     n_blocks = tiny.n_layers
     ids, mask = batch["input_ids"], batch["attention_mask"]
     with counted() as stopped:  # a capture that stops after block 0 ran 1 of the blocks
@@ -162,17 +169,13 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
             stop_after_deepest(tiny.model, ["blocks.0.hook_resid_post"], step, step_mask, cache),
         ):
             tiny.model(input_ids=step, attention_mask=step_mask, past_key_values=cache, use_cache=True)
-    assert cached.to_dict() == {
-        "forward": 0, "backward": 0, "sampled": len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks)
-    }  # fmt: skip
+    assert cached.to_dict() == counts(sampled=len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks))
     with torch.no_grad():  # its kind is taken before the pass fills an empty cache: a forward pass here
         empty = DynamicCache(config=tiny.model.config)
         stop = stop_after_deepest(tiny.model, ["blocks.0.hook_resid_post"], step, None, empty)
         with counted() as fresh, stop:
             tiny.model(input_ids=step, past_key_values=empty, use_cache=True)
-    assert fresh.to_dict() == {
-        "forward": len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks), "backward": 0, "sampled": 0
-    }  # fmt: skip
+    assert fresh.to_dict() == counts(forward=len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks))
 
 
 def test_last_token_positions_with_right_padding():

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from irmscope.config import load_config
+from irmscope.models.accounting import TokenCounts
 from irmscope.pipeline import progress, run_pipeline, stage_names
 from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run, stage_dir
@@ -172,7 +173,7 @@ def test_every_stage_records_the_tokens_its_model_passes_processed(smoke_run):
     for name, entry in stages.items():
         done = json.loads((out / "stages" / f"{name}-{entry['key']}" / "done.json").read_text())
         assert done["tokens"] == entry["tokens"], name
-        assert set(entry["tokens"]) == {"forward", "backward", "sampled"}, name
+        assert set(entry["tokens"]) == set(TokenCounts().to_dict()), name
     tune, generation = config.tune, config.generation
     # each step samples batch_size completions; all but the first token of each come from a cached step
     tune_sampled = tune.steps * tune.batch_size * (tune.max_completion_tokens - 1)
@@ -182,7 +183,7 @@ def test_every_stage_records_the_tokens_its_model_passes_processed(smoke_run):
     assert stages["evaluate"]["tokens"]["sampled"] == 2 * n_prompts * (generation.max_new_tokens - 1)
     for label in ("tuned", "base"):
         assert stages[f"activations-{label}"]["tokens"]["forward"] > 0
-        assert stages[f"saes-{label}"]["tokens"] == {"forward": 0, "backward": 0, "sampled": 0}
+        assert stages[f"saes-{label}"]["tokens"] == TokenCounts().to_dict()
     assert "tokens" not in results["evaluation"]  # bookkeeping stays out of the stages' sections
     parts = stages["leaderboard"]["parts"]  # each method timed, for the benchmark's reason
     assert set(parts) == {row["method"] for row in results["leaderboard"]["rows"]}

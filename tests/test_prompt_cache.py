@@ -8,7 +8,7 @@ import pytest
 
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
-from irmscope.models.accounting import counted
+from irmscope.models.accounting import TokenCounts, counted
 from irmscope.models.prompt_cache import CachedPrompts
 from irmscope.models.reading import completion_statistics
 
@@ -40,8 +40,8 @@ def test_cached_prompts_read_each_prompt_token_once():
         cached.completion_nll(SETS[0])
     prompt_tokens = sum(len(lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS)
     completion_tokens = sum(len(lm.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in SETS[0])
-    assert reading.to_dict() == {"forward": prompt_tokens, "backward": 0, "sampled": 0}
-    assert scoring.to_dict() == {"forward": completion_tokens, "backward": 0, "sampled": 0}
+    assert reading.to_dict() == TokenCounts(forward=prompt_tokens).to_dict()
+    assert scoring.to_dict() == TokenCounts(forward=completion_tokens).to_dict()
 
 
 def test_cached_prompts_refuse_what_they_cannot_score():

@@ -55,6 +55,11 @@ class GenerationSection(_Section):
     batch_size: Int = Field(128, ge=1, description="prompts sampled together (KV-cached)")
     temperature: Float = Field(1.0, gt=0)
     top_p: Float = Field(1.0, gt=0, le=1)
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="matrix products while sampling: auto is bfloat16 where the CPU/GPU has it natively "
+        "(about 1.6x faster sampling here; log-probabilities are never compared in it)",
+    )
 
 
 class RewardSection(_Section):
@@ -174,6 +179,11 @@ class ActivationsSection(_Section):
     )
     max_length: Int = Field(96, ge=2)
     batch_size: Int = Field(16, ge=1)
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="matrix products of the passes that cache the activations (auto: bfloat16 where native); "
+        "the activations are stored in float32",
+    )
 
 
 class SAESection(_Section):
@@ -294,6 +304,11 @@ class ProbesSection(_Section):
         24, ge=0, description="contrast pairs for activation patching in the attribute stage (0: skip it)"
     )
     bootstrap_resamples: Int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="matrix products of the passes the probes read residuals with (the ratings texts, the "
+        "error-against-position curve; auto: bfloat16 where native)",
+    )
     dpo_model: Name | None = Field(
         None,
         description="another checkpoint of the same base (e.g. DPO-tuned) whose implicit reward also enters "
@@ -350,11 +365,13 @@ class RunConfig(_Section):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # float32 throughout (generation, activations, probes): the tests compare the smoke run's numbers with a
+    # stored reference, and "auto" would resolve to another precision on a CPU without native bfloat16
     "smoke": {
         "out_dir": "runs/smoke",
         "model": {"name": "tiny-llama"},
         "data": {"n_prompts": 12, "prefix_tokens": 12},
-        "generation": {"max_new_tokens": 8, "batch_size": 6},
+        "generation": {"max_new_tokens": 8, "batch_size": 6, "precision": "float32"},
         "tune": {
             "steps": 3,
             "batch_size": 4,
@@ -369,6 +386,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "n_held_out_texts": 8,
             "n_table6_texts": 8,
             "max_length": 32,
+            "precision": "float32",
         },
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
         "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
@@ -380,6 +398,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "n_attribution_prompts": 4,
         },
         "probes": {
+            "precision": "float32",
             "n_rating_texts": 30,
             "max_length": 24,
             "max_positions": 8,

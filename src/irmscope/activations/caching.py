@@ -26,6 +26,7 @@ from irmscope.io import file_digest, fingerprint, verify_file, write_json
 from irmscope.models.generation import encoded_batches, length_order
 from irmscope.models.hooks import capture_activations, last_token_positions
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import Precision, matmul_precision, resolve_precision
 
 PositionMode = Literal["all", "last"]
 
@@ -41,6 +42,7 @@ def cache_activations(
     batch_size: int = 16,
     texts_per_shard: int = 256,
     dtype: torch.dtype = torch.float32,
+    precision: Precision = "float32",
     progress: bool = True,
 ) -> ActivationStore:
     """Cache ``sites`` for ``texts`` under ``out_dir`` and return a reader for it.
@@ -50,6 +52,9 @@ def cache_activations(
     first missing shard; a folder holding a cache of *other* inputs is an error, never overwritten. A resumed
     run first verifies every shard listed as done (see :func:`_intact_shards`) and recomputes any that is
     missing or damaged, so a rerun always ends with a complete, correct cache.
+
+    ``dtype`` is the stored activations'; ``precision`` that of the passes' matrix products
+    (:mod:`irmscope.models.precision`; ``auto``: bfloat16 where native), part of the cache's identity.
     """
     if not texts:
         raise IrmscopeError("no texts to cache activations for; check the dataset is not empty")
@@ -63,6 +68,7 @@ def cache_activations(
         max_length=max_length,
         texts_per_shard=texts_per_shard,
         dtype=str(dtype),
+        precision=resolve_precision(precision, next(lm.model.parameters()).device),
     )
     key = fingerprint(
         model=lm.name,
@@ -96,6 +102,7 @@ def cache_activations(
             max_length=max_length,
             batch_size=batch_size,
             dtype=dtype,
+            precision=inputs["precision"],
             bar=bar,
         )
         _record_shard(out_dir, manifest, index, tensors, block, start, sites)
@@ -290,6 +297,7 @@ def _activations_of_block(
     max_length: int,
     batch_size: int,
     dtype: torch.dtype,
+    precision: Precision,
     bar: tqdm,
 ) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {
@@ -303,16 +311,18 @@ def _activations_of_block(
         mask = enc["attention_mask"].bool()
         if positions == "last":
             select = last_token_positions(enc["attention_mask"])
-            acts = capture_activations(
-                lm.model, sites, enc["input_ids"], enc["attention_mask"], positions=select
-            )
+            with matmul_precision(precision, device):
+                acts = capture_activations(
+                    lm.model, sites, enc["input_ids"], enc["attention_mask"], positions=select
+                )
             rows = torch.arange(len(select), device=device)
             token_ids = enc["input_ids"][rows, select]
             text_index = text_of[rows + start]
             # positions counted from the first real token, so they do not depend on padding
             position = mask.sum(dim=1) - 1
         else:
-            acts = capture_activations(lm.model, sites, enc["input_ids"], enc["attention_mask"])
+            with matmul_precision(precision, device):
+                acts = capture_activations(lm.model, sites, enc["input_ids"], enc["attention_mask"])
             acts = {site: value[mask] for site, value in acts.items()}
             token_ids = enc["input_ids"][mask]
             row_of = torch.arange(mask.shape[0], device=device).unsqueeze(1).expand_as(mask)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from irmscope.errors import IrmscopeError
 from irmscope.models.categorical import fast_multinomial
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import Precision, matmul_precision
 
 
 def batches(
@@ -85,6 +86,7 @@ def generate_completions(
     processor_for_batch: Callable[[torch.Tensor], Any] | None = None,
     desc: str = "generating",
     groups: int = 1,
+    precision: Precision = "float32",
 ) -> list[str]:
     """One sampled completion per prompt (the completion text only, without the prompt).
 
@@ -99,6 +101,9 @@ def generate_completions(
     own intervention, e.g. a per-row steering vector), sampled in one batch, and each copy draws the
     random numbers it would draw alone in a batch seeded ``seed``: the same completions as sampling each
     copy on its own (to float rounding), at the speed of the larger batch, with common random numbers.
+
+    ``precision`` is that of the passes' matrix products (:mod:`irmscope.models.precision`: ``auto`` is
+    bfloat16 where the device has it natively, about twice as fast on the 2-core machine).
     """
     from transformers import LogitsProcessorList
 
@@ -114,7 +119,8 @@ def generate_completions(
         enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
         torch.manual_seed(seed + index)
         processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
-        with fast_multinomial(groups):  # exact ancestral sampling, one random number per row and step
+        # exact ancestral sampling, one random number per row and step
+        with fast_multinomial(groups), matmul_precision(precision, device):
             out = lm.model.generate(
                 **enc,
                 do_sample=True,
@@ -135,7 +141,7 @@ def generate_completions(
 @dataclass(frozen=True)
 class Sampling:
     """How a study samples completions: tokens per completion, prompts per batch, temperature and top-p,
-    the seed and whether to show a bar.
+    the seed, whether to show a bar and the precision of the passes.
 
     The studies that compare completions (tuned against base, before and after an ablation, an edit or a
     steering scale) take one ``Sampling`` and sample every side with it, so each side is drawn alike and
@@ -149,6 +155,8 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     progress: bool = True
+    #: of the passes' matrix products (:mod:`irmscope.models.precision`)
+    precision: Precision = "float32"
 
     def complete(
         self, lm: LoadedModel, prompts: Sequence[str], desc: str = "generating", groups: int = 1

@@ -25,6 +25,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.models.generation import batches, length_order
 from irmscope.models.hooks import capture, capture_activations
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import Precision, matmul_precision
 from irmscope.models.readout import encode_pairs
 
 
@@ -76,10 +77,15 @@ def read_pairs(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "reading",
+    precision: Precision = "float32",
 ) -> None:
     """Run every model in ``models`` once over each batch of prompt + continuation texts and hand the batch
     to every reader. A model only sites are asked of stops after the deepest one; a model no reader asks
-    anything of is not run. All models must share a tokenizer (the first one encodes)."""
+    anything of is not run. All models must share a tokenizer (the first one encodes).
+
+    ``precision`` is that of the matrix products of passes no reader asks logits of
+    (:mod:`irmscope.models.precision`); a pass whose logits are read is always float32, because its readers
+    compare log-probabilities."""
     if not continuations:
         raise IrmscopeError("no texts to read; check the prompts and completions are not empty")
     if len(prompts) != len(continuations):
@@ -111,7 +117,8 @@ def read_pairs(
                 logits[label] = out.logits.float()
                 activations[label] = {site: captured[site] for site in sites}
             elif sites:
-                activations[label] = capture_activations(lm.model, sites, *on_device)
+                with matmul_precision(precision, device):
+                    activations[label] = capture_activations(lm.model, sites, *on_device)
         batch = PairBatch(np.asarray(rows), ids, mask, prompt_lengths, logits, activations)
         for reader in readers:
             reader.update(batch)

@@ -71,6 +71,7 @@ def reward_probe_study(
             max_positions=settings.max_positions,
             seed=seed,
             progress=progress,
+            precision=settings.precision,
         )
         studies = {
             "reward": probe_study(

@@ -25,6 +25,7 @@ from irmscope.models.adapters import site_name
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture_activations
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import Precision, matmul_precision
 from irmscope.models.reading import PairBatch, Reader, input_order, read_pairs
 from irmscope.models.readout import encode_pairs, pooling_weights
 
@@ -129,14 +130,16 @@ def read_residuals(
     max_length: int | None = 128,
     batch_size: int = 16,
     progress: bool = True,
+    precision: Precision = "float32",
 ) -> Residuals:
     """The residual stream at every layer (or ``layers``) at each text's last token, its prompt's end, and
-    averaged over its tokens; texts are cut to ``max_length`` tokens (``None``: never)."""
+    averaged over its tokens; texts are cut to ``max_length`` tokens (``None``: never). ``precision``: of the
+    passes' matrix products (:mod:`irmscope.models.precision`)."""
     _check(prompts, continuations)
     readout = ResidualReadout("model", model_layers(lm, layers), len(prompts), have_prompts=any(prompts))
     read_pairs(
         {"model": lm}, prompts, continuations, [readout], max_length=max_length, batch_size=batch_size,
-        progress=progress, desc="residuals",
+        progress=progress, desc="residuals", precision=precision,
     )  # fmt: skip
     return readout.result()
 
@@ -150,9 +153,11 @@ def read_positions(
     max_length: int | None = 128,
     batch_size: int = 16,
     progress: bool = True,
+    precision: Precision = "float32",
 ) -> list[np.ndarray]:
     """For each text, the residual stream leaving block ``layer`` at every continuation token, in order
-    (position 0 is the continuation's first token, as the probe study's Fig. 5)."""
+    (position 0 is the continuation's first token, as the probe study's Fig. 5); ``precision`` as
+    :func:`read_residuals`'."""
     _check(prompts, continuations)
     site = site_name(layer % lm.n_layers, "hook_resid_post")
     device = next(lm.model.parameters()).device
@@ -161,7 +166,9 @@ def read_positions(
         prompts, continuations, size=batch_size, progress=progress, desc="positions"
     ):
         ids, mask, n_prompt = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
-        acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site].float().cpu()
+        with matmul_precision(precision, device):
+            acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site]
+        acts = acts.float().cpu()
         for row, (length, first) in enumerate(zip(mask.sum(1).tolist(), n_prompt.tolist(), strict=True)):
             out.append(acts[row, first:length].numpy())
     return out

@@ -20,6 +20,7 @@ import numpy as np
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import Precision
 from irmscope.probes.residuals import Residuals, read_positions, read_residuals
 from irmscope.probes.ridge import LinearProbe, cross_fitted, fit_probe, group_split, held_out_score, pearson
 
@@ -132,6 +133,7 @@ def probe_study(
     seed: int = 0,
     progress: bool = True,
     residuals: Residuals | None = None,
+    precision: Precision = "float32",
 ) -> ProbeStudy:
     """Probe ``targets`` from ``lm``'s residual stream (see the module docstring).
 
@@ -140,7 +142,8 @@ def probe_study(
     intervals resample groups. ``by_position=False`` skips the error-against-position curve (a second pass
     over the texts); ``cross_fit=False`` skips the out-of-fold predictions (a selection inside each fold).
     ``residuals``: the texts' read-outs at every layer, read already (e.g. by the pipeline's read-samples
-    stage, in the same pass as other methods' statistics); else they are read here.
+    stage, in the same pass as other methods' statistics); else they are read here. ``precision``: of the
+    passes read here (:mod:`irmscope.models.precision`).
     """
     y = np.asarray(targets, dtype=np.float64)
     if len(y) != len(continuations):
@@ -149,7 +152,13 @@ def probe_study(
     train, test = group_split(groups, test_fraction, seed)
     if residuals is None:
         residuals = read_residuals(
-            lm, prompts, continuations, max_length=max_length, batch_size=batch_size, progress=progress
+            lm,
+            prompts,
+            continuations,
+            max_length=max_length,
+            batch_size=batch_size,
+            progress=progress,
+            precision=precision,
         )
     elif len(residuals.last) != len(y):
         raise IrmscopeError(f"{len(residuals.last)} read-outs for {len(y)} texts; read the same texts")
@@ -161,7 +170,9 @@ def probe_study(
     chosen = kinds[kind][:, index]
     curve = (
         position_curve(
-            read_positions(lm, prompts, continuations, position_layer, max_length, batch_size, progress),
+            read_positions(
+                lm, prompts, continuations, position_layer, max_length, batch_size, progress, precision
+            ),
             y,
             train,
             test,

@@ -57,7 +57,7 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
             f"{reward} reward. Intervals are 95% bootstrap intervals. The perplexity rows are a fluency "
             "control against word salad (far less likely under the base model than its own text); the "
             "distinct-bigram rows catch the other way to game a lexicon reward, repeating one word, which "
-            "the base model finds more predictable than its own text."
+            "the base model finds more predictable than its own text." + _sampling_note(ev)
         ],
         tables=[("Base vs tuned", ["quantity", "value [95% CI]"], rows)],
         figures=[
@@ -66,6 +66,17 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
                 reward_histogram({"base": base_scores, "tuned": tuned_scores}, reward),
             )
         ],
+    )
+
+
+def _sampling_note(evaluation: dict[str, Any]) -> str:
+    """The precision the completions were sampled in, where it was not float32."""
+    if evaluation.get("sampling_precision", "float32") == "float32":
+        return ""
+    return (
+        f" Completions were sampled with {evaluation['sampling_precision']} matrix products "
+        "(generation.precision; faster on this CPU); every log-probability compared (KL, perplexity, the "
+        "policy shift) was computed in float32."
     )
 
 

@@ -87,7 +87,7 @@ class Activations(Stage):
         for part, texts in corpus.items():
             store = cache_activations(
                 ctx.model(model), texts, ctx.sites, work / part, max_length=acts.max_length,
-                batch_size=acts.batch_size, progress=ctx.progress,
+                batch_size=acts.batch_size, precision=acts.precision, progress=ctx.progress,
             )  # fmt: skip
             summary[f"{part}_rows"] = store.n_rows
         return {**summary, "sites": ctx.sites, "model": ctx.subjects[model]}

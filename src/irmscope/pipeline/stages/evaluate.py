@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.artifacts import LIKELIHOOD_EVALUATION, Samples
+from irmscope.models.precision import resolve_precision
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.report.headline import gain_warning
@@ -57,6 +58,8 @@ class Evaluate(Stage):
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         prompts = ctx.evaluation_prompts
+        # what the report says the completions were sampled in (auto resolves by machine)
+        sampled_in = {"sampling_precision": resolve_precision(ctx.config.generation.precision)}
         if not ctx.tuned_spec:
             completions = ctx.sampling.complete(ctx.base, prompts)
             scores = ctx.reward.score_completions(prompts, completions)
@@ -64,10 +67,11 @@ class Evaluate(Stage):
             return {
                 "base_mean_reward": bootstrap_ci(scores, seed=ctx.seed).as_dict(),
                 "n_prompts": len(prompts),
+                **sampled_in,
             }
         result = sampled_evaluation(ctx.base, ctx.tuned, prompts, ctx.reward, ctx.sampling)
         Samples(**result.pop("samples")).save(work)
-        return result
+        return result | sampled_in
 
     def result(self, ctx: RunContext) -> dict[str, Any]:
         """The evaluation section: this stage's summary joined by the read-samples stage's statistics."""

@@ -32,7 +32,7 @@ class Probes(Stage):
         probes = ctx.config.probes
         return {
             "probes": probes.model_dump(
-                include={"n_rating_texts", "max_length", "test_fraction", "max_positions"}
+                include={"n_rating_texts", "max_length", "test_fraction", "max_positions", "precision"}
             ),
             "data": ctx.config.data.source,
             "seed": ctx.seed,

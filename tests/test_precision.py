@@ -1,0 +1,79 @@
+"""bfloat16 matrix products for passes that only sample or read activations (irmscope.models.precision)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irmscope.errors import IrmscopeError
+from irmscope.models import load_model
+from irmscope.models.generation import Sampling
+from irmscope.models.precision import matmul_precision, native_bfloat16, resolve_precision
+from irmscope.models.reading import CompletionStatistics, read_pairs
+from irmscope.probes.residuals import read_residuals
+
+PROMPTS = ["The film was a quiet", "I expected more from", "What a"]
+COMPLETIONS = [" delight from start to finish", " the second half, sadly", " mess of a plot"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-llama")
+
+
+def test_auto_is_bfloat16_exactly_where_the_device_has_it_natively():
+    assert resolve_precision("auto") == ("bfloat16" if native_bfloat16("cpu") else "float32")
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    with pytest.raises(IrmscopeError, match="use one of auto, float32, bfloat16"):
+        resolve_precision("float16")
+
+
+def test_bfloat16_rounds_the_products_and_float32_leaves_them_exact(lm):
+    ids = lm.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        exact = lm.model(**ids).logits
+        with matmul_precision("float32"):
+            same = lm.model(**ids).logits
+        with matmul_precision("bfloat16"):
+            rounded = lm.model(**ids).logits.float()
+    assert torch.equal(exact, same)
+    assert not torch.equal(exact, rounded)
+    assert (exact - rounded).abs().max() < 0.1  # rounded, not wrong
+
+
+def test_sampling_precision_is_the_samplings_own_setting(lm):
+    """The same seed in both precisions draws completions of the same length; float32 repeats itself
+    exactly, and the config's generation.precision reaches the run's Sampling."""
+    from irmscope.config import load_config
+    from irmscope.pipeline.context import RunContext
+
+    exact = Sampling(max_new_tokens=5, precision="float32", progress=False)
+    assert exact.complete(lm, PROMPTS) == exact.complete(lm, PROMPTS)
+    fast = Sampling(max_new_tokens=5, precision="bfloat16", progress=False).complete(lm, PROMPTS)
+    assert len(fast) == len(PROMPTS) and all(len(lm.tokenizer(c)["input_ids"]) >= 1 for c in fast)
+    ctx = RunContext(load_config("smoke", overrides=["generation.precision=float32"]), progress=False)
+    assert ctx.sampling.precision == "float32"
+    with pytest.raises(Exception, match="precision"):
+        load_config("smoke", overrides=["generation.precision=half"])
+
+
+def test_passes_whose_logits_are_read_stay_float32_whatever_the_precision(lm):
+    """read_pairs rounds only activation-only passes: log-probabilities are compared, so a logits pass is
+    float32 even when bfloat16 is asked for."""
+
+    def nll(precision: str):
+        reader = CompletionStatistics(len(PROMPTS))
+        read_pairs({"policy": lm}, PROMPTS, COMPLETIONS, [reader], precision=precision)
+        return reader.result()["nll"]
+
+    assert nll("float32").tolist() == nll("bfloat16").tolist()
+
+
+def test_residual_readouts_in_bfloat16_are_close_to_float32_ones(lm):
+    exact = read_residuals(lm, PROMPTS, COMPLETIONS, progress=False, precision="float32")
+    fast = read_residuals(lm, PROMPTS, COMPLETIONS, progress=False, precision="bfloat16")
+    assert fast.last.dtype == exact.last.dtype and fast.last.shape == exact.last.shape
+    assert (
+        0 < abs(fast.last - exact.last).max()
+        and (((fast.last - exact.last) ** 2).sum() / (exact.last**2).sum()) ** 0.5 < 0.02
+    )
