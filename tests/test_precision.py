@@ -42,19 +42,33 @@ def test_bfloat16_rounds_the_products_and_float32_leaves_them_exact(lm):
 
 
 def test_sampling_precision_is_the_samplings_own_setting(lm):
-    """The same seed in both precisions draws completions of the same length; float32 repeats itself
-    exactly, and the config's generation.precision reaches the run's Sampling."""
+    """float32 sampling repeats itself exactly; the config's generation.precision reaches the run's Sampling
+    (the smoke preset pins float32, so asking for bfloat16 must change it), and a stage's settings carry
+    the precision ``auto`` resolves to on this machine, so a folder reused elsewhere recomputes."""
     from irmscope.config import load_config
     from irmscope.pipeline.context import RunContext
+    from irmscope.pipeline.registry import section_values
 
     exact = Sampling(max_new_tokens=5, precision="float32", progress=False)
     assert exact.complete(lm, PROMPTS) == exact.complete(lm, PROMPTS)
     fast = Sampling(max_new_tokens=5, precision="bfloat16", progress=False).complete(lm, PROMPTS)
-    assert len(fast) == len(PROMPTS) and all(len(lm.tokenizer(c)["input_ids"]) >= 1 for c in fast)
-    ctx = RunContext(load_config("smoke", overrides=["generation.precision=float32"]), progress=False)
-    assert ctx.sampling.precision == "float32"
+    assert len(fast) == len(PROMPTS)
+    ctx = RunContext(load_config("smoke", overrides=["generation.precision=bfloat16"]), progress=False)
+    assert ctx.sampling.precision == "bfloat16"
+    auto = load_config("demo").generation
+    assert auto.precision == "auto" and section_values(auto)["precision"] == resolve_precision("auto")
     with pytest.raises(Exception, match="precision"):
         load_config("smoke", overrides=["generation.precision=half"])
+
+
+def test_native_bfloat16_needs_the_cpu_flags_not_just_avx512(monkeypatch):
+    """oneDNN's own check accepts any AVX512 CPU and emulates bfloat16 there; auto must not pick it."""
+    from irmscope.models import precision
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl"}))
+    assert not precision.native_bfloat16("cpu") and precision.resolve_precision("auto") == "float32"
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert precision.native_bfloat16("cpu") == torch.backends.mkldnn.is_available()
 
 
 def test_passes_whose_logits_are_read_stay_float32_whatever_the_precision(lm):
@@ -66,7 +80,10 @@ def test_passes_whose_logits_are_read_stay_float32_whatever_the_precision(lm):
         read_pairs({"policy": lm}, PROMPTS, COMPLETIONS, [reader], precision=precision)
         return reader.result()["nll"]
 
-    assert nll("float32").tolist() == nll("bfloat16").tolist()
+    reference = nll("float32").tolist()
+    assert nll("bfloat16").tolist() == reference
+    with matmul_precision("bfloat16"):  # nor inside a caller's autocast
+        assert nll("float32").tolist() == reference
 
 
 def test_residual_readouts_in_bfloat16_are_close_to_float32_ones(lm):

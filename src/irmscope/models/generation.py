@@ -103,7 +103,7 @@ def generate_completions(
     copy on its own (to float rounding), at the speed of the larger batch, with common random numbers.
 
     ``precision`` is that of the passes' matrix products (:mod:`irmscope.models.precision`: ``auto`` is
-    bfloat16 where the device has it natively, about twice as fast on the 2-core machine).
+    bfloat16 where the device has it natively; a sampling step 1.25x as fast on the 2-core machine).
     """
     from transformers import LogitsProcessorList
 

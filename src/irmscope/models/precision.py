@@ -7,13 +7,14 @@ runs on.
 
 Where it is used, and where not:
 
-* **Used** for sampling (the evaluation, ablations, steering, the audit's completions) and for activations
-  that feed a fit (the SAEs' training activations, the ratings probe's read-outs). A sampled completion
-  is a draw from the model; bfloat16 products move a next-token log-probability by about 0.06 nats on
-  average here, far inside what one draw varies, and both models of a comparison are sampled alike.
+* **Used** for sampling (the evaluation, whose completions the pipeline's audit reuses, ablations,
+  steering) and for activations that feed a fit (the SAEs' training and held-out activations, the ratings
+  probe's read-outs). A sampled completion is one draw from the model, and bfloat16 products move its
+  next-token log-probabilities by far less than one draw varies; both models of a comparison are sampled
+  alike.
 * **Not used** where log-probabilities are compared or differenced (the policy shift, the audit's word
-  shifts, DPO's implicit reward, the read-samples stage) nor for tuning: there a 0.06-nat error is the
-  size of the effects measured. Those passes stay float32 whatever is set here.
+  shifts, DPO's implicit reward, the read-samples stage) nor for tuning: there a rounding error of a few
+  hundredths of a nat is the size of the effects measured. Those passes stay float32 whatever is set here.
 
 Library functions that take a ``precision`` default to float32, exact and the same on every machine; the
 pipeline's config asks for ``auto`` (``generation.precision``, ``activations.precision``,
@@ -21,14 +22,18 @@ pipeline's config asks for ``auto`` (``generation.precision``, ``activations.pre
 
 It is ``torch.autocast``, not a bfloat16 copy of the weights: autocast rounds only the inputs of matrix
 products (and caches each weight's rounded copy for the duration of the block), so the residual stream and
-the norms stay float32, the float32 weights stay in place for the passes that need them, and float32
-interventions (an SAE ablation, a steering vector) mix in without casts.
+the norms stay float32, and the float32 weights stay in place for the passes that need them. Interventions
+need no casts: an SAE ablation's own products (encoding, the removed reconstruction) run in bfloat16 too,
+and a steering vector adds in float32. The rounded copies are cached only for weights that require grad
+(loaded models do); a frozen weight is rounded again at every call.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -40,13 +45,27 @@ Precision = Literal["auto", "float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo; none elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return frozenset()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 def native_bfloat16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` multiplies bfloat16 matrices natively (faster than float32, not emulated)."""
+    """Whether ``device`` multiplies bfloat16 matrices natively (faster than float32, not emulated): on a CPU,
+    AVX512-BF16 or AMX (oneDNN's own check accepts any AVX512 CPU, where it emulates bfloat16 and can be
+    slower than float32)."""
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if kind == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.backends.mkldnn.is_available() and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
     return False
 
 

@@ -111,8 +111,8 @@ def read_pairs(
             sites, with_logits = wanted[label]
             device = next(lm.model.parameters()).device
             on_device = ids.to(device), mask.to(device)
-            if with_logits:
-                with capture(lm.model, sites) as captured:
+            if with_logits:  # float32 even inside a caller's autocast: its readers compare log-probabilities
+                with capture(lm.model, sites) as captured, torch.autocast(device.type, enabled=False):
                     out = lm.model(input_ids=on_device[0], attention_mask=on_device[1], use_cache=False)
                 logits[label] = out.logits.float()
                 activations[label] = {site: captured[site] for site in sites}

@@ -24,7 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel
+
 from irmscope.artifacts import RESULT_FILES
+from irmscope.models.precision import resolve_precision
 from irmscope.stages import StageResult
 
 if TYPE_CHECKING:
@@ -48,9 +51,19 @@ FORECASTS: dict[str, Callable[[RunContext], bool]] = {
 }
 
 
+def section_values(section: BaseModel, **dump: Any) -> dict[str, Any]:
+    """A config section's values (``dump``: ``model_dump``'s options) as part of a stage's settings, with a
+    ``precision`` of ``auto`` resolved for this machine (the pipeline's models run on the CPU): the same
+    folder reused on a machine where ``auto`` means another precision computes the stage again."""
+    values = section.model_dump(**dump)
+    if "precision" in values:
+        values["precision"] = resolve_precision(values["precision"])
+    return values
+
+
 def section_settings(ctx: RunContext, *sections: str) -> dict[str, Any]:
     """Whole config ``sections`` and the run's seed: the settings of most stages."""
-    return {**{name: getattr(ctx.config, name).model_dump() for name in sections}, "seed": ctx.seed}
+    return {**{name: section_values(getattr(ctx.config, name)) for name in sections}, "seed": ctx.seed}
 
 
 class Stage:

@@ -13,7 +13,7 @@ from irmscope.config import RunConfig
 from irmscope.data import load_reviews
 from irmscope.errors import IrmscopeError
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.registry import Stage, register, section_values
 from irmscope.stages import StageResult
 
 
@@ -66,7 +66,7 @@ class Activations(Stage):
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         config = ctx.config
         return {
-            "activations": config.activations.model_dump(),
+            "activations": section_values(config.activations),
             "data": config.data.source,
             "seed": ctx.seed,
             "model": config.model.tuned if model == "tuned" else config.model.name,

@@ -14,7 +14,7 @@ from typing import Any
 from irmscope.artifacts import LIKELIHOOD_EVALUATION, Samples
 from irmscope.models.precision import resolve_precision
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.registry import Stage, register, section_values
 from irmscope.report.headline import gain_warning
 from irmscope.stages import StageResult
 from irmscope.stats import bootstrap_ci
@@ -41,7 +41,7 @@ class Evaluate(Stage):
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         config = ctx.config
         settings = {
-            "generation": config.generation.model_dump(),
+            "generation": section_values(config.generation),
             "reward": config.reward.spec,
             "seed": ctx.seed,
         }
@@ -59,7 +59,8 @@ class Evaluate(Stage):
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
         prompts = ctx.evaluation_prompts
         # what the report says the completions were sampled in (auto resolves by machine)
-        sampled_in = {"sampling_precision": resolve_precision(ctx.config.generation.precision)}
+        device = next(ctx.base.model.parameters()).device
+        sampled_in = {"sampling_precision": resolve_precision(ctx.config.generation.precision, device)}
         if not ctx.tuned_spec:
             completions = ctx.sampling.complete(ctx.base, prompts)
             scores = ctx.reward.score_completions(prompts, completions)

@@ -10,7 +10,7 @@ from irmscope.artifacts import coverage_residuals_file
 from irmscope.data.samples import Coverage
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.registry import Stage, register, section_values
 from irmscope.probes.experiment import reward_probe_study
 from irmscope.probes.residuals import load_residuals
 
@@ -31,8 +31,9 @@ class Probes(Stage):
     def settings(self, ctx: RunContext, model: str | None) -> dict[str, Any]:
         probes = ctx.config.probes
         return {
-            "probes": probes.model_dump(
-                include={"n_rating_texts", "max_length", "test_fraction", "max_positions", "precision"}
+            "probes": section_values(
+                probes,
+                include={"n_rating_texts", "max_length", "test_fraction", "max_positions", "precision"},
             ),
             "data": ctx.config.data.source,
             "seed": ctx.seed,

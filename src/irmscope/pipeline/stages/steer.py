@@ -8,7 +8,7 @@ from typing import Any
 
 from irmscope.io import write_json
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.registry import Stage, register
+from irmscope.pipeline.registry import Stage, register, section_values
 from irmscope.probes import steering_curves
 from irmscope.probes.experiment import steering_directions
 
@@ -26,7 +26,7 @@ class Steer(Stage):
             "probes": ctx.config.probes.model_dump(
                 include={"n_steer_prompts", "steer_scales", "n_random_directions"}
             ),
-            "generation": ctx.config.generation.model_dump(),
+            "generation": section_values(ctx.config.generation),
             "seed": ctx.seed,
         }
 
