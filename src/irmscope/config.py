@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from irmscope.sae.train import TrainConfig
 
 from irmscope.errors import IrmscopeError
-from irmscope.validation import Bool, Float, Index, Int, Name, Seed, read_text_file
+from irmscope.validation import Bool, Float, Index, Int, Name, Precision, Seed, read_text_file
 
 
 class _Section(BaseModel):
@@ -55,7 +55,7 @@ class GenerationSection(_Section):
     batch_size: Int = Field(128, ge=1, description="prompts sampled together (KV-cached)")
     temperature: Float = Field(1.0, gt=0)
     top_p: Float = Field(1.0, gt=0, le=1)
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="matrix products while sampling: auto is bfloat16 where the CPU/GPU has it natively "
         "(a sampling step 1.25x faster here; log-probabilities are never compared in it)",
@@ -179,7 +179,7 @@ class ActivationsSection(_Section):
     )
     max_length: Int = Field(96, ge=2)
     batch_size: Int = Field(16, ge=1)
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="matrix products of the passes that cache the activations (auto: bfloat16 where native); "
         "the activations are stored in float32",
@@ -304,7 +304,7 @@ class ProbesSection(_Section):
         24, ge=0, description="contrast pairs for activation patching in the attribute stage (0: skip it)"
     )
     bootstrap_resamples: Int = Field(500, ge=10, description="leaderboard bootstrap resamples (over prompts)")
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="matrix products of the passes the probes read residuals with (the ratings texts, the "
         "error-against-position curve; auto: bfloat16 where native)",

@@ -36,6 +36,8 @@ Index = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]  # a layer numbe
 Float = Annotated[float, BeforeValidator(_not_bool), AllowInfNan(False)]
 Bool = StrictBool
 Name = Annotated[str, Field(pattern=r"\S")]  # a path, model or dataset name: never empty or blank
+#: matrix-product precision of passes that only sample or read activations (irmscope.models.precision)
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 def finite(value: float, what: str) -> float:

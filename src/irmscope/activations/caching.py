@@ -61,6 +61,7 @@ def cache_activations(
     if positions not in ("all", "last"):
         raise IrmscopeError(f"positions must be 'all' or 'last', not {positions!r}")
     out_dir = Path(out_dir)
+    device = next(lm.model.parameters()).device
     inputs = dict(
         model=lm.name,
         sites=list(sites),
@@ -68,7 +69,7 @@ def cache_activations(
         max_length=max_length,
         texts_per_shard=texts_per_shard,
         dtype=str(dtype),
-        precision=resolve_precision(precision, next(lm.model.parameters()).device),
+        precision=resolve_precision(precision, device),
     )
     key = fingerprint(
         model=lm.name,
@@ -307,33 +308,33 @@ def _activations_of_block(
     # batched by length, so padding costs little; the rows are put back in text order at the end
     order = length_order(texts)
     text_of = torch.as_tensor(order, device=device) + first_text
-    for start, enc in encoded_batches(lm, [texts[i] for i in order], batch_size, max_length, device):
-        mask = enc["attention_mask"].bool()
-        if positions == "last":
-            select = last_token_positions(enc["attention_mask"])
-            with matmul_precision(precision, device):
+    # one autocast block for all the batches, so each weight is rounded once
+    with matmul_precision(precision, device):
+        for start, enc in encoded_batches(lm, [texts[i] for i in order], batch_size, max_length, device):
+            mask = enc["attention_mask"].bool()
+            if positions == "last":
+                select = last_token_positions(enc["attention_mask"])
                 acts = capture_activations(
                     lm.model, sites, enc["input_ids"], enc["attention_mask"], positions=select
                 )
-            rows = torch.arange(len(select), device=device)
-            token_ids = enc["input_ids"][rows, select]
-            text_index = text_of[rows + start]
-            # positions counted from the first real token, so they do not depend on padding
-            position = mask.sum(dim=1) - 1
-        else:
-            with matmul_precision(precision, device):
+                rows = torch.arange(len(select), device=device)
+                token_ids = enc["input_ids"][rows, select]
+                text_index = text_of[rows + start]
+                # positions counted from the first real token, so they do not depend on padding
+                position = mask.sum(dim=1) - 1
+            else:
                 acts = capture_activations(lm.model, sites, enc["input_ids"], enc["attention_mask"])
-            acts = {site: value[mask] for site, value in acts.items()}
-            token_ids = enc["input_ids"][mask]
-            row_of = torch.arange(mask.shape[0], device=device).unsqueeze(1).expand_as(mask)
-            text_index = text_of[row_of[mask] + start]
-            position = (mask.cumsum(dim=1) - 1)[mask]
-        for site in sites:
-            parts[site].append(acts[site].to(dtype).cpu())
-        parts["token_ids"].append(token_ids.to(torch.int32).cpu())
-        parts["text_index"].append(text_index.to(torch.int64).cpu())
-        parts["position"].append(position.to(torch.int32).cpu())
-        bar.update(enc["input_ids"].shape[0])
+                acts = {site: value[mask] for site, value in acts.items()}
+                token_ids = enc["input_ids"][mask]
+                row_of = torch.arange(mask.shape[0], device=device).unsqueeze(1).expand_as(mask)
+                text_index = text_of[row_of[mask] + start]
+                position = (mask.cumsum(dim=1) - 1)[mask]
+            for site in sites:
+                parts[site].append(acts[site].to(dtype).cpu())
+            parts["token_ids"].append(token_ids.to(torch.int32).cpu())
+            parts["text_index"].append(text_index.to(torch.int64).cpu())
+            parts["position"].append(position.to(torch.int32).cpu())
+            bar.update(enc["input_ids"].shape[0])
     rows = {key: torch.cat(values) for key, values in parts.items()}
     in_text_order = torch.argsort(rows["text_index"], stable=True)  # each text's tokens stay in order
     return {key: values[in_text_order] for key, values in rows.items()}

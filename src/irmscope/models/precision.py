@@ -34,15 +34,15 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.validation import Precision
 
 #: what a config or caller may ask for: ``auto`` is bfloat16 where the device has native bfloat16 products
-Precision = Literal["auto", "float32", "bfloat16"]
-PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @functools.cache
