@@ -228,6 +228,11 @@ class ElicitSection(_Section):
         ge=1,
         description="evaluation samples per model whose every position the policy shift averages over",
     )
+    precision: Precision = Field(
+        "auto",
+        description="matrix products of the passes that read SAE sites at the triples' and evaluated words "
+        "(auto: bfloat16 where native); the policy shift's log-probabilities are float32 whatever is set",
+    )
 
 
 class InterpretSection(_Section):
@@ -365,8 +370,9 @@ class RunConfig(_Section):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # float32 throughout (generation, activations, probes): the tests compare the smoke run's numbers with a
-    # stored reference, and "auto" would resolve to another precision on a CPU without native bfloat16
+    # float32 throughout (generation, activations, elicitation, probes): the tests compare the smoke run's
+    # numbers with a stored reference, and "auto" would resolve to another precision on a CPU without native
+    # bfloat16
     "smoke": {
         "out_dir": "runs/smoke",
         "model": {"name": "tiny-llama"},
@@ -389,7 +395,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "precision": "float32",
         },
         "sae": {"k": 8, "epochs": 10, "batch_size": 64},
-        "elicit": {"n_triples": 30, "n_contexts": 2, "max_words": 40, "n_shift_texts": 8},
+        "elicit": {
+            "n_triples": 30,
+            "n_contexts": 2,
+            "max_words": 40,
+            "n_shift_texts": 8,
+            "precision": "float32",
+        },
         "interpret": {"top_k": 4, "n_contexts": 3},
         "validation": {
             "n_ablation_prompts": 12,
