@@ -119,6 +119,12 @@ class TuneSection(_Section):
         "group's rewards divided by their spread); 'none' leaves them in reward units, so the idealised "
         "KL-regularised optimum is pi_base * exp(reward / beta)",
     )
+    precision: Precision = Field(
+        "float32",
+        description="matrix products of the training passes (bfloat16: TrainingArguments' bf16 mixed "
+        "precision; auto: bfloat16 where native). float32 by default, as the committed experiments were "
+        "tuned; the demo preset asks for auto",
+    )
 
     @model_validator(mode="after")
     def _scale_rewards_is_grpo_only(self) -> TuneSection:
@@ -428,7 +434,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # +2.61 for the defaults' 28 steps in 570 s, with more reward hacking (KL 0.72 per token, distinct
     # bigrams 0.66 against the base model's 0.91; "love" 383 times in 200 completions). Chosen after those
     # trials (experiments/demo_recipe.py; docs/findings.md).
-    "demo": {"out_dir": "runs/demo", "tune": {"learning_rate": 1.5e-3, "steps": 14}},
+    "demo": {"out_dir": "runs/demo", "tune": {"learning_rate": 1.5e-3, "steps": 14, "precision": "auto"}},
     "paper": {
         "out_dir": "runs/paper",
         "data": {"n_prompts": 1000},
