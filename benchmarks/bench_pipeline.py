@@ -15,9 +15,11 @@ run, with the run's model (or ``--model``), what one token of each kind costs:
   length, at each batch size of ``--sampling-batches`` and the run's; the fastest is the floor's price.
   The step draws as the pipeline does (``irmscope.models.categorical``); the same step with
   ``torch.multinomial``'s draw, the baseline that sampler replaced, is measured beside it;
-* the plain pass and the sampling step again with bfloat16 matrix products (``torch.autocast``), the price
-  of the tokens a stage counted as ``forward_bfloat16`` and ``sampled_bfloat16`` (the passes that only
-  sample or read activations run so where the CPU has native bfloat16: ``irmscope.models.precision``).
+* the plain pass, the forward-backward pass and the sampling step again with bfloat16 matrix products
+  (``torch.autocast``), the price of the tokens a stage counted as ``forward_bfloat16``,
+  ``backward_bfloat16`` and ``sampled_bfloat16`` (the passes that only sample or read activations run so
+  where the CPU has native bfloat16, ``irmscope.models.precision``, and tuning's training passes with
+  ``tune.precision`` bfloat16 or auto).
 
 A stage's floor is its tokens times these prices, and its ratio is wall time / floor (its wall time
 includes loading a model, in the first stage that uses it). The floor prices the
@@ -48,7 +50,7 @@ from irmscope.models.categorical import fast_multinomial
 from irmscope.models.precision import matmul_precision
 from irmscope.runs import load_run_results
 
-KINDS = ("forward", "backward", "sampled", "forward_bfloat16", "sampled_bfloat16")
+KINDS = ("forward", "backward", "sampled", "forward_bfloat16", "sampled_bfloat16", "backward_bfloat16")
 #: how many of a slow stage's timed parts its reason names
 TOP_PARTS = 3
 #: ratios above this get a one-line reason (the issue's target: every stage within 3x of its floor)
@@ -152,8 +154,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| stage | wall s | forward tok | backward tok | sampled tok | forward tok, bf16 | sampled tok, bf16 "
-        "| floor s | wall / floor | why (heuristic) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| backward tok, bf16 | floor s | wall / floor | why (heuristic) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         cells = [
@@ -190,8 +192,11 @@ def forward_price(lm, batch: int, length: int, repeats: int, precision: str = "f
     return seconds / ids.numel()
 
 
-def forward_backward_price(spec: str, config: RunConfig, batch: int, length: int, repeats: int) -> float:
-    """Seconds per token of a pass and its backward, through a LoRA adapter when the run tunes one."""
+def forward_backward_price(
+    spec: str, config: RunConfig, batch: int, length: int, repeats: int, precision: str = "float32"
+) -> float:
+    """Seconds per token of a pass and its backward, through a LoRA adapter when the run tunes one;
+    ``precision``: of the matrix products (bfloat16 as TrainingArguments' bf16 mixed precision runs them)."""
     lm = load_model(spec)  # a copy of its own: the adapter must not touch the model other prices use
     model = lm.model
     if config.tune.lora:
@@ -204,7 +209,8 @@ def forward_backward_price(spec: str, config: RunConfig, batch: int, length: int
     ids = random_ids(lm, batch, length)
 
     def step():
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        with matmul_precision(precision):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -288,6 +294,9 @@ def measure_prices(spec: str, config: RunConfig, batches: list[int], repeats: in
             "sampling_seconds_per_token": sampling_price(
                 lm, fastest, *tokens_per_row, repeats, precision="bfloat16"
             ),
+            "forward_backward_seconds_per_token": forward_backward_price(
+                spec, config, tune.batch_size, fb_length, repeats, precision="bfloat16"
+            ),
         },
     }
 
@@ -320,6 +329,8 @@ def main() -> None:
         "sampled": prices["sampling"]["seconds_per_token"],
         "forward_bfloat16": prices["bfloat16"]["forward_seconds_per_token"],
         "sampled_bfloat16": prices["bfloat16"]["sampling_seconds_per_token"],
+        # priced before tuning could run in bfloat16 (benchmarks/results from then lack it)
+        "backward_bfloat16": prices["bfloat16"]["forward_backward_seconds_per_token"],
     }
     sampling = prices["sampling"]
     by_batch = sampling["seconds_per_token_by_batch"]
@@ -345,7 +356,7 @@ def main() -> None:
         f"ms per token on {spec} ({torch.get_num_threads()} threads): forward {per_k['forward']:.3f}, "
         f"forward-backward {per_k['backward']:.3f}, cached sampling step {per_k['sampled']:.3f} "
         f"(with bfloat16 products: forward {per_k['forward_bfloat16']:.3f}, "
-        f"sampling {per_k['sampled_bfloat16']:.3f}) "
+        f"forward-backward {per_k['backward_bfloat16']:.3f}, sampling {per_k['sampled_bfloat16']:.3f}) "
         f"(batch {sampling['fastest_batch']}, the fastest of {sorted(int(b) for b in by_batch)}; "
         f"{sampling['seconds_per_token_torch_multinomial'] / sampling['seconds_per_token']:.2f}x that with "
         "torch.multinomial's draw)"

@@ -34,6 +34,7 @@ STAGES = {
     "old": {"seconds": 1.0, "tokens": None},
     # bfloat16 passes, priced apart (the stages above have no such key, as runs from before them)
     "halved": {"seconds": 1.5, "tokens": {**_tokens(), "forward_bfloat16": 1000, "sampled_bfloat16": 100}},
+    "tuned-in-bf16": {"seconds": 0.5, "tokens": {**_tokens(), "backward_bfloat16": 50}},  # floor 0.25
 }
 PRICE = {
     "forward": 0.002,
@@ -41,6 +42,7 @@ PRICE = {
     "sampled": 0.02,
     "forward_bfloat16": 0.001,
     "sampled_bfloat16": 0.01,
+    "backward_bfloat16": 0.005,
 }
 
 
@@ -65,14 +67,16 @@ def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
     assert rows["halved"]["floor_s"] == pytest.approx(2.0) and rows["halved"]["why"] is None
     assert rows["fast"]["forward_bfloat16_tokens"] == 0  # an older run's stage: none of them
     total = rows["total"]
-    assert total["wall_s"] == pytest.approx(75.0)
-    assert total["floor_s"] == pytest.approx(17.0)
-    assert total["ratio"] == pytest.approx(75.0 / 17.0)
+    assert rows["tuned-in-bf16"]["floor_s"] == pytest.approx(0.25) and rows["tuned-in-bf16"]["why"] is None
+    assert total["wall_s"] == pytest.approx(75.5)
+    assert total["floor_s"] == pytest.approx(17.25)
+    assert total["ratio"] == pytest.approx(75.5 / 17.25)
     assert (total["forward_tokens"], total["backward_tokens"], total["sampled_tokens"]) == (3000, 100, 400)
     assert (total["forward_bfloat16_tokens"], total["sampled_bfloat16_tokens"]) == (1000, 100)
+    assert total["backward_bfloat16_tokens"] == 50
     markdown = bench.markdown_table(list(rows.values())).splitlines()
     assert len(markdown) == 2 + len(rows)
-    assert markdown[-1].startswith("| total | 75.0 | 3,000 | 100 | 400 | 1,000 | 100 | 17.0 | 4.4 |")
+    assert markdown[-1].startswith("| total | 75.5 | 3,000 | 100 | 400 | 1,000 | 100 | 50 | 17.2 | 4.4 |")
 
 
 def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch, capsys):

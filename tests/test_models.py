@@ -146,6 +146,10 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
         tiny.model(**batch).logits.sum().backward()
     tiny.model.zero_grad(set_to_none=True)
     assert trained.to_dict() == counts(backward=real)
+    with counted() as mixed, torch.autocast("cpu", dtype=torch.bfloat16):  # as TrainingArguments' bf16
+        tiny.model(**batch).logits.float().sum().backward()
+    tiny.model.zero_grad(set_to_none=True)
+    assert mixed.to_dict() == counts(backward_bfloat16=real)
     for precision, suffix in (("float32", ""), ("bfloat16", "_bfloat16")):  # bfloat16 passes are apart
         with counted() as sampled:
             generate_completions(

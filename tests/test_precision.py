@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from irmscope.config import load_config
+from irmscope.elicit.continuations import continuation_activations, word_token_ids
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.models.generation import Sampling
@@ -94,3 +96,32 @@ def test_residual_readouts_in_bfloat16_are_close_to_float32_ones(lm):
         0 < abs(fast.last - exact.last).max()
         and (((fast.last - exact.last) ** 2).sum() / (exact.last**2).sum()) ** 0.5 < 0.02
     )
+
+
+def test_word_activations_in_bfloat16_are_close_to_float32_ones(lm):
+    words = list(word_token_ids(lm.tokenizer, ["good", "bad", "fun"]).values())
+    site = "blocks.1.hook_resid_post"
+    exact, fast = (
+        continuation_activations(lm, PROMPTS, words, sites=[site], precision=p).activations[site]
+        for p in ("float32", "bfloat16")
+    )
+    assert fast.dtype == exact.dtype == torch.float32 and fast.shape == exact.shape
+    assert 0 < (fast - exact).abs().max() and ((fast - exact).norm() / exact.norm()) < 0.02
+
+
+def test_the_elicitation_reads_words_in_its_configured_precision(monkeypatch):
+    from irmscope.elicit import lexicon_study, reward_study
+
+    seen = []
+    monkeypatch.setattr(reward_study, "lexicon_study", lambda lm, saes, inputs: seen.append(inputs) or {})
+    monkeypatch.setattr(reward_study, "_policy_shift_study", lambda *a: ({}, {}))
+    monkeypatch.setattr(reward_study, "_irm_gap", lambda *a: {})
+    lm = load_model("tiny-llama")
+    texts = ["This movie was good and the acting was great but the ending was bad and dull overall"] * 40
+    settings = load_config("smoke", overrides=["elicit.precision=bfloat16"]).elicit
+    reward_study.elicit_lexicon_reward(
+        lm, lm, tuned_saes={}, base_saes={}, lexicon={"good": 2.0, "great": 3.0, "bad": -2.0, "dull": -1.5},
+        texts=texts, shift_levels=None, settings=settings,
+    )  # fmt: skip
+    assert [inputs.precision for inputs in seen] == ["bfloat16", "bfloat16"]
+    assert lexicon_study.StudyInputs.__dataclass_fields__["precision"].default == "float32"

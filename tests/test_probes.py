@@ -19,6 +19,7 @@ from irmscope.probes import (
     group_split,
     held_out_score,
     probe_study,
+    read_positions,
     read_residuals,
     steering_curves,
 )
@@ -144,6 +145,28 @@ def test_residuals_read_the_last_token_the_prompt_end_and_the_mean(lm):
     assert residuals.prompt_end is not None and not np.allclose(residuals.last, residuals.prompt_end)
     only = read_residuals(lm, [""], [" good"], progress=False)
     assert only.prompt_end is None
+
+
+def test_positions_past_the_curves_last_are_cut_before_the_pass_without_changing_the_rest(lm):
+    prompts, texts = ["the film was", "", "a"], [" good and fine", " bad and awful plot " * 3, " great"]
+    every = read_positions(lm, prompts, texts, layer=1, progress=False)
+    first_three = read_positions(lm, prompts, texts, layer=1, progress=False, max_positions=3)
+    assert len(every[1]) > 3 and [len(x) for x in first_three] == [3, 3, 1]
+    for whole, cut in zip(every, first_three, strict=True):
+        np.testing.assert_allclose(cut, whole[: len(cut)], rtol=1e-5, atol=1e-6)
+
+
+def test_pearson_is_scipys_without_its_per_call_cost():
+    from scipy import stats
+
+    from irmscope.leaderboard.metrics import _correlation
+    from irmscope.probes.ridge import pearson
+
+    a = rng.normal(size=60)
+    for b in (a + rng.normal(size=60), np.round(a + rng.normal(size=60)), -a):
+        assert pearson(a, b) == pytest.approx(stats.pearsonr(a, b).statistic, abs=1e-12)
+        assert _correlation("spearman", a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert np.isnan(pearson(a, np.ones(60))) and np.isnan(pearson(a[:1], a[:1]))
 
 
 def test_probe_study_finds_a_lexicon_count_on_a_tiny_model(lm):

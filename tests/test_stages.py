@@ -167,13 +167,13 @@ def test_a_command_writing_a_locked_output_is_refused_in_one_line(tmp_path, comm
 
 
 def test_a_tune_setting_added_later_stays_out_of_the_key_at_its_default():
-    """Runs made before tune.scale_rewards existed keep their tune stage's key (and so their tuned model);
-    set to anything else, it enters the key."""
+    """Runs made before tune.scale_rewards and tune.precision existed keep their tune stage's key (and so
+    their tuned model); set to anything else, they enter the key."""
     from irmscope.config import TuneSection
     from irmscope.pipeline.stages.tune import tune_fingerprint
 
     assert "scale_rewards" not in tune_fingerprint(TuneSection())
     assert tune_fingerprint(TuneSection(scale_rewards="none"))["scale_rewards"] == "none"
     assert tune_fingerprint(TuneSection()) == {
-        k: v for k, v in TuneSection().model_dump().items() if k != "scale_rewards"
+        k: v for k, v in TuneSection().model_dump().items() if k not in ("scale_rewards", "precision")
     }

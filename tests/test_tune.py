@@ -299,6 +299,27 @@ def test_every_trainer_config_turns_checkpointing_off_without_a_warning(tmp_path
         args = getattr(trl, config_name)(**_common_args(job))
     assert args.gradient_checkpointing is False
     assert getattr(args, "activation_checkpointing", False) is False
+    assert args.bf16 is False  # tune.precision defaults to float32
+
+
+def test_tune_precision_is_trainingarguments_mixed_precision(tmp_path, monkeypatch) -> None:
+    """``tune.precision`` bfloat16 (or auto where bfloat16 is native) asks TRL for bf16 mixed precision;
+    the stage's key holds the resolved precision, and float32 leaves the key as it was before the setting."""
+    import trl
+
+    from irmscope.models import precision
+    from irmscope.pipeline.stages.tune import tune_fingerprint
+    from irmscope.tune.guard import TrainingGuard
+    from irmscope.tune.trainer import _common_args, _TuningJob
+
+    for asked, native, expected in (("bfloat16", False, True), ("auto", True, True), ("auto", False, False)):
+        monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu", native=native: native)
+        settings = TuneSection(**FAST, precision=asked)
+        job = _TuningJob("base", LETTER_E, PROMPTS, settings, tmp_path, 0, False, TrainingGuard(), 2, [])
+        assert trl.GRPOConfig(**_common_args(job)).bf16 is expected
+        keyed = tune_fingerprint(settings).get("precision", "float32")
+        assert keyed == ("bfloat16" if expected else "float32")
+    assert "precision" not in tune_fingerprint(TuneSection(**FAST))
 
 
 def test_training_leaves_out_only_the_warning_the_libraries_raise_at_every_step() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from irmscope.errors import IrmscopeError
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture, stop_after_deepest
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import matmul_precision
+from irmscope.validation import Precision
 
 
 def word_token_ids(tokenizer, words: Iterable[str]) -> dict[str, int]:
@@ -72,8 +75,9 @@ def continuation_activations(
     *,
     sites: Sequence[str] = (),
     max_context_tokens: int = 48,
-    contexts_per_batch: int = 8,
+    contexts_per_batch: int = 16,
     rows_per_step: int = 256,
+    precision: Precision = "float32",
     progress: bool = False,
 ) -> Continuations:
     """Run each context once, then each word's token after it; read ``sites`` at the word token.
@@ -83,6 +87,10 @@ def continuation_activations(
     last ``max_context_tokens`` tokens. Each word step runs at most ``rows_per_step`` (context, word) rows,
     which bounds the repeated cache's memory (SmolLM2-135M: about 2 MB per row at 48 context tokens).
     Activations come back as float32 on the CPU.
+
+    ``precision`` sets the matrix products of every pass (:mod:`irmscope.models.precision`). The
+    elicitation reads only the sites, and asks for bfloat16 where it is native (1.7x faster here, the
+    activations within 1% of float32); the default, float32, keeps ``log_probs`` exact.
     """
     if not contexts:
         raise IrmscopeError("no contexts given; pass at least one prefix to place words after")
@@ -94,48 +102,65 @@ def continuation_activations(
         raise IrmscopeError(f"{len(contexts)} contexts but {table.shape[0]} rows of word ids")
     model = lm.model
     device = next(model.parameters()).device
-    n_words = table.shape[1]
     acts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     log_probs: list[torch.Tensor] = []
-    for start, chunk in batches(
-        contexts, size=contexts_per_batch, progress=progress, desc="contexts", leave=False
-    ):
-        ids, mask = encode_contexts(lm, chunk, max_context_tokens)
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        words = (table[start : start + len(chunk)] if per_context else table.expand(len(chunk), -1)).to(
-            device
-        )
-        log_probs.append(torch.log_softmax(out.logits[:, -1].float(), -1).gather(1, words).cpu())
-        if not sites:
-            continue
-        next_position = positions[:, -1:] + 1
-        rows: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
-        words_per_step = max(1, rows_per_step // len(chunk))
-        for w0 in range(0, n_words, words_per_step):
-            block = words[:, w0 : w0 + words_per_step]  # [contexts, k]
-            k = block.shape[1]
-            cache = copy.deepcopy(out.past_key_values)
-            cache.batch_repeat_interleave(k)
-            step_mask = torch.cat([mask.repeat_interleave(k, 0), mask.new_ones(len(chunk) * k, 1)], dim=1)
-            step_ids = block.reshape(-1, 1)
-            # the sites are all this step reads: it stops after the deepest one (no later block, no
-            # unembedding), and its cache, a copy, is dropped
-            with capture(model, sites) as cap, stop_after_deepest(model, sites, step_ids, step_mask, cache):
-                model(
-                    input_ids=step_ids,
-                    attention_mask=step_mask,
-                    position_ids=next_position.repeat_interleave(k, 0),
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
+    with matmul_precision(precision):
+        for start, chunk in batches(
+            contexts, size=contexts_per_batch, progress=progress, desc="contexts", leave=False
+        ):
+            ids, mask = encode_contexts(lm, chunk, max_context_tokens)
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            )
+            words = table[start : start + len(chunk)] if per_context else table.expand(len(chunk), -1)
+            words = words.to(device)
+            log_probs.append(torch.log_softmax(out.logits[:, -1].float(), -1).gather(1, words).cpu())
+            if not sites:
+                continue
+            read = _word_steps(model, out.past_key_values, mask, positions, words, sites, rows_per_step)
             for site in sites:
-                rows[site].append(cap[site][:, -1].float().cpu().reshape(len(chunk), k, -1))
-        for site in sites:
-            acts[site].append(torch.cat(rows[site], dim=1))
+                acts[site].append(read[site])
     return Continuations(
         activations={site: torch.cat(parts) for site, parts in acts.items()},
         log_probs=torch.cat(log_probs),
     )
+
+
+def _word_steps(
+    model: torch.nn.Module,
+    cache: Any,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    words: torch.Tensor,
+    sites: Sequence[str],
+    rows_per_step: int,
+) -> dict[str, torch.Tensor]:
+    """``{site: [contexts, words, width]}``: each of ``words`` (``[contexts, n_words]``) run as one token on
+    top of its context's key/value ``cache``, at most ``rows_per_step`` rows at a time."""
+    n_contexts = words.shape[0]
+    next_position = positions[:, -1:] + 1
+    rows: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+    words_per_step = max(1, rows_per_step // n_contexts)
+    for w0 in range(0, words.shape[1], words_per_step):
+        block = words[:, w0 : w0 + words_per_step]  # [contexts, k]
+        k = block.shape[1]
+        step_cache = copy.deepcopy(cache)
+        step_cache.batch_repeat_interleave(k)
+        step_mask = torch.cat([mask.repeat_interleave(k, 0), mask.new_ones(n_contexts * k, 1)], dim=1)
+        step_ids = block.reshape(-1, 1)
+        # the sites are all this step reads: it stops after the deepest one (no later block, no
+        # unembedding), and its cache, a copy, is dropped
+        with capture(model, sites) as cap, stop_after_deepest(model, sites, step_ids, step_mask, step_cache):
+            model(
+                input_ids=step_ids,
+                attention_mask=step_mask,
+                position_ids=next_position.repeat_interleave(k, 0),
+                past_key_values=step_cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        for site in sites:
+            rows[site].append(cap[site][:, -1].float().cpu().reshape(n_contexts, k, -1))
+    return {site: torch.cat(parts, dim=1) for site, parts in rows.items()}

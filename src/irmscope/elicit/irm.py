@@ -55,6 +55,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.probes.ridge import group_cv_mse, ridge_predictions
 from irmscope.sae.model import SAE
+from irmscope.validation import Precision
 
 Variant = Literal["faithful", "ridge-delta", "ridge-value"]
 VARIANTS: tuple[Variant, ...] = ("faithful", "ridge-delta", "ridge-value")
@@ -135,9 +136,11 @@ def triple_activations(
     triples: Sequence[ContrastiveTriple],
     sites: Sequence[str],
     max_context_tokens: int = 48,
+    precision: Precision = "float32",
 ) -> dict[str, torch.Tensor]:
     """``{site: [n_triples, 3, width]}``: the activations at each triple's positive, neutral and negative
-    word, each run on top of the triple's shared prefix (see :mod:`.continuations`)."""
+    word, each run on top of the triple's shared prefix (see :mod:`.continuations`), with ``precision``'s
+    matrix products."""
     if not triples:
         raise IrmscopeError(
             "no contrastive triples to elicit from; build some with build_contrastive_triples"
@@ -150,7 +153,7 @@ def triple_activations(
         ids.append([found[t.positive_word], found[t.neutral_word], found[t.negative_word]])
     contexts = [t.prefix.rstrip() for t in triples]
     return continuation_activations(
-        lm, contexts, ids, sites=list(sites), max_context_tokens=max_context_tokens
+        lm, contexts, ids, sites=list(sites), max_context_tokens=max_context_tokens, precision=precision
     ).activations
 
 
@@ -179,14 +182,20 @@ def word_activations(
     contexts: Sequence[str],
     sites: Sequence[str],
     max_context_tokens: int = 48,
+    precision: Precision = "float32",
 ) -> tuple[list[str], dict[str, torch.Tensor]]:
     """The single-token ``words`` (others dropped) and ``{site: [n_contexts, n_words, width]}``, the
-    activations at each word after each context."""
+    activations at each word after each context (``precision``'s matrix products)."""
     ids = word_token_ids(lm.tokenizer, words)
     if not ids:
         raise IrmscopeError("none of the words is a single token after a space for this model")
     result = continuation_activations(
-        lm, contexts, list(ids.values()), sites=list(sites), max_context_tokens=max_context_tokens
+        lm,
+        contexts,
+        list(ids.values()),
+        sites=list(sites),
+        max_context_tokens=max_context_tokens,
+        precision=precision,
     )
     return list(ids), result.activations
 

@@ -52,6 +52,7 @@ from irmscope.elicit.irm import (
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.sae.model import SAE
+from irmscope.validation import Precision
 
 #: Sizes of the paper's two word tables: Table 3 (six words) and Table 10 (thirty words).
 TABLE_SIZES = {"table3": 6, "table10": 30}
@@ -99,6 +100,7 @@ class StudyInputs:
     max_words: int = 600
     max_context_tokens: int = 48
     seed: int = 0
+    precision: Precision = "float32"  # of the passes that read the triples' and words' activations
 
     def held_out(self) -> set[str]:
         """The lexicon words no regression is fitted on."""
@@ -147,9 +149,10 @@ def _feature_sets(
     words: the control shows what an untrained dictionary of the same shape already recovers. The model
     reads the triples and words once; each dictionary encodes those activations, one at a time, so only
     one set of features is held in memory."""
-    held_out, tokens, sites = inputs.held_out(), inputs.max_context_tokens, list(saes)
-    at_triples = triple_activations(lm, inputs.triples, sites, max_context_tokens=tokens)
-    at_words = word_activations(lm, words, inputs.contexts, sites, max_context_tokens=tokens)
+    held_out, sites = inputs.held_out(), list(saes)
+    read = {"max_context_tokens": inputs.max_context_tokens, "precision": inputs.precision}
+    at_triples = triple_activations(lm, inputs.triples, sites, **read)
+    at_words = word_activations(lm, words, inputs.contexts, sites, **read)
     for setup, setup_saes in {"real": dict(saes), "random-features": random_saes(saes, inputs.seed)}.items():
         features = triple_features(lm, inputs.triples, setup_saes, activations=at_triples)
         kept, matrix = word_features(lm, words, inputs.contexts, setup_saes, activations=at_words)

@@ -26,6 +26,7 @@ from irmscope.elicit.lexicon_study import StudyInputs, evaluation_words, lexicon
 from irmscope.elicit.policy_shift import ShiftLevels
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
+from irmscope.models.precision import resolve_precision
 from irmscope.sae.model import SAE
 
 
@@ -81,7 +82,7 @@ def elicit_lexicon_reward(
     contexts = scoring_contexts(texts, settings.n_contexts, seed)
     inputs = StudyInputs(
         truth, triples, contexts, settings.held_out_fraction, settings.max_words, settings.max_context_tokens,
-        seed,
+        seed, resolve_precision(settings.precision, tuned.model.device),
     )  # fmt: skip
     studies = {
         "tuned": lexicon_study(tuned, tuned_saes, inputs),

@@ -26,6 +26,7 @@ from irmscope.data.triples import LexiconLike
 from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.models.reading import CompletionLikelihoods, completion_likelihoods
+from irmscope.validation import Precision
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class MethodInputs:
     # the tuned and base models' likelihoods of the coverage completions, when read already (the pipeline's
     # read-samples stage keeps them), by "tuned" / "base"
     read_likelihoods: Mapping[str, CompletionLikelihoods] = field(default_factory=dict)
+    # matrix products of passes that only read residuals for a fit (CCS's contrast pairs); likelihoods are
+    # read in float32 whatever is set (see irmscope.models.precision)
+    readout_precision: Precision = "float32"
     # per model: (the model, its likelihoods); not an argument, so dataclasses.replace starts a new cache
     _likelihoods: dict[int, tuple[LoadedModel, CompletionLikelihoods]] = field(
         init=False, default_factory=dict, repr=False, compare=False

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from irmscope.errors import IrmscopeError
+from irmscope.probes.ridge import pearson
 
 METRICS = ("pearson", "spearman", "kendall", "pearson_within_policy", "preference_accuracy", "epic")
 
@@ -45,9 +46,9 @@ def _correlation(kind: str, a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     if kind == "pearson":
-        return float(stats.pearsonr(a, b).statistic)
-    if kind == "spearman":
-        return float(stats.spearmanr(a, b).statistic)
+        return pearson(a, b)
+    if kind == "spearman":  # Pearson's r of the ranks (ties share their mean rank), as scipy's spearmanr
+        return pearson(stats.rankdata(a), stats.rankdata(b))
     return float(stats.kendalltau(a, b).statistic)
 
 

@@ -12,9 +12,10 @@ differ (``benchmarks/bench_pipeline.py`` prices each kind to give a stage's comp
 - ``sampled``: a decoding step that reuses a key-value cache (one new token per row, as in
   ``model.generate``), counted as the new tokens fed.
 
-A plain pass or a decoding step run with bfloat16 matrix products (under ``torch.autocast``, as
-:mod:`irmscope.models.precision` runs passes that only sample or read activations) is counted apart, as
-``forward_bfloat16`` or ``sampled_bfloat16``: it costs less per token, and the benchmark prices it apart.
+A pass run with bfloat16 matrix products (under ``torch.autocast``, as :mod:`irmscope.models.precision`
+runs passes that only sample or read activations, and as tuning with ``tune.precision`` bfloat16 runs its
+training passes) is counted apart, as ``forward_bfloat16``, ``backward_bfloat16`` or ``sampled_bfloat16``: it
+costs less per token, and the benchmark prices it apart.
 
 What is counted is the work done, not the least work a stage could do: a text read twice is counted twice.
 A pass stopped after its deepest site (``irmscope.models.hooks.stop_after_deepest``) counts the share of
@@ -46,6 +47,7 @@ class TokenCounts:
     sampled: int = 0
     forward_bfloat16: int = 0
     sampled_bfloat16: int = 0
+    backward_bfloat16: int = 0
 
     def minus(self, earlier: TokenCounts) -> TokenCounts:
         return TokenCounts(**{k: v - getattr(earlier, k) for k, v in asdict(self).items()})
@@ -85,12 +87,12 @@ def pass_kind(ids: torch.Tensor, mask: Any, cache: Any) -> tuple[str, int]:
     """The kind of pass a call of ``ids`` (with ``mask`` and key-value ``cache``) is, and the tokens it
     counts (see the module docstring)."""
     on_cache = _cache_length(cache) > 0 or isinstance(mask, torch.Tensor) and mask.shape[-1] > ids.shape[-1]
-    suffix = "_bfloat16" if not torch.is_grad_enabled() and _in_bfloat16(ids.device) else ""
+    suffix = "_bfloat16" if _in_bfloat16(ids.device) else ""
     if on_cache and ids.shape[-1] == 1:
         return "sampled" + suffix, ids.numel()
     if on_cache and isinstance(mask, torch.Tensor):
         mask = mask[..., -ids.shape[-1] :]  # the new tokens' part of a mask over cache + new tokens
-    return ("backward" if torch.is_grad_enabled() else "forward" + suffix), real_tokens(ids, mask)
+    return ("backward" if torch.is_grad_enabled() else "forward") + suffix, real_tokens(ids, mask)
 
 
 def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:

@@ -8,17 +8,23 @@ runs on.
 Where it is used, and where not:
 
 * **Used** for sampling (the evaluation, whose completions the pipeline's audit reuses, ablations,
-  steering) and for activations that feed a fit (the SAEs' training and held-out activations, the ratings
-  probe's read-outs). A sampled completion is one draw from the model, and bfloat16 products move its
-  next-token log-probabilities by far less than one draw varies; both models of a comparison are sampled
-  alike.
+  steering) and for activations that feed a fit (the SAEs' training and held-out activations, the
+  elicitation's triples and words, CCS's contrast pairs, the ratings probe's read-outs). A sampled
+  completion is one draw from the model, and bfloat16 products move its next-token log-probabilities by far
+  less than one draw varies; both models of a comparison are sampled alike.
 * **Not used** where log-probabilities are compared or differenced (the policy shift, the audit's word
-  shifts, DPO's implicit reward, the read-samples stage) nor for tuning: there a rounding error of a few
-  hundredths of a nat is the size of the effects measured. Those passes stay float32 whatever is set here.
+  shifts, DPO's implicit reward, the read-samples stage): there a rounding error of a few hundredths of a
+  nat is the size of the effects measured. Those passes stay float32 whatever is set here.
+* **Tuning** is a case of its own: ``tune.precision`` bfloat16 is TrainingArguments' bf16 mixed precision
+  (the policy's and the reference's log-probabilities and the backward; the master weights and the
+  optimiser stay float32), the standard way to train on hardware with bfloat16. It changes the tuned
+  model, as any change of the arithmetic does (the same recipe's gain already differs between CPUs), so it
+  defaults to float32, as the committed experiments were tuned, and the demo preset asks for ``auto``.
 
 Library functions that take a ``precision`` default to float32, exact and the same on every machine; the
 pipeline's config asks for ``auto`` (``generation.precision``, ``activations.precision``,
-``probes.precision``), except the ``smoke`` preset, whose numbers the tests compare with a stored reference.
+``elicit.precision``, ``probes.precision``), except the ``smoke`` preset, whose numbers the tests compare
+with a stored reference.
 
 It is ``torch.autocast``, not a bfloat16 copy of the weights: autocast rounds only the inputs of matrix
 products (and caches each weight's rounded copy for the duration of the block), so the residual stream and

@@ -154,10 +154,14 @@ def read_positions(
     batch_size: int = 16,
     progress: bool = True,
     precision: Precision = "float32",
+    max_positions: int | None = None,
 ) -> list[np.ndarray]:
     """For each text, the residual stream leaving block ``layer`` at every continuation token, in order
-    (position 0 is the continuation's first token, as the probe study's Fig. 5); ``precision`` as
-    :func:`read_residuals`'."""
+    (position 0 is the continuation's first token, as the probe study's Fig. 5), or at its first
+    ``max_positions``; ``precision`` as :func:`read_residuals`'.
+
+    The pass is causal, so tokens after a row's last kept position cannot change what is read: they are cut
+    before the pass (for the ratings probe's 128-token reviews and a 64-position curve, half the work)."""
     _check(prompts, continuations)
     site = site_name(layer % lm.n_layers, "hook_resid_post")
     device = next(lm.model.parameters()).device
@@ -166,9 +170,12 @@ def read_positions(
         prompts, continuations, size=batch_size, progress=progress, desc="positions"
     ):
         ids, mask, n_prompt = encode_pairs(lm, prompt_chunk, continuation_chunk, max_length)
+        ends = mask.sum(1) if max_positions is None else torch.minimum(mask.sum(1), n_prompt + max_positions)
+        width = int(ends.max())  # rows are right-padded: every kept position is left of it
+        ids, mask = ids[:, :width], mask[:, :width]
         with matmul_precision(precision, device):
             acts = capture_activations(lm.model, [site], ids.to(device), mask.to(device))[site]
         acts = acts.float().cpu()
-        for row, (length, first) in enumerate(zip(mask.sum(1).tolist(), n_prompt.tolist(), strict=True)):
-            out.append(acts[row, first:length].numpy())
+        for row, (end, first) in enumerate(zip(ends.tolist(), n_prompt.tolist(), strict=True)):
+            out.append(acts[row, first:end].numpy())
     return out

@@ -168,20 +168,11 @@ def probe_study(
     )
     layer, position_layer = residuals.layers[index], residuals.layers[single]
     chosen = kinds[kind][:, index]
-    curve = (
-        position_curve(
-            read_positions(
-                lm, prompts, continuations, position_layer, max_length, batch_size, progress, precision
-            ),
-            y,
-            train,
-            test,
-            max_positions,
-            groups,
-        )
-        if by_position
-        else None
-    )
+    curve = None
+    if by_position:
+        pass_settings = (max_length, batch_size, progress, precision, max_positions)
+        per_text = read_positions(lm, prompts, continuations, position_layer, *pass_settings)
+        curve = position_curve(per_text, y, train, test, max_positions, groups)
     summary = {
         "n_texts": len(y),
         "n_train": int(train.sum()),

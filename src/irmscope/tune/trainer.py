@@ -32,6 +32,7 @@ from irmscope.io import atomic_write_dir, write_json
 from irmscope.models.accounting import count_tokens
 from irmscope.models.categorical import fast_multinomial
 from irmscope.models.loading import load_model, load_tokenizer, model_path
+from irmscope.models.precision import resolve_precision
 from irmscope.rewards import Reward
 from irmscope.tune.completion_scoring import completion_positions_only
 from irmscope.tune.guard import TrainingGuard
@@ -77,13 +78,17 @@ class _TuningJob:
 
 
 def _common_args(job: _TuningJob) -> dict[str, Any]:
-    # CPU-friendly settings: fp32, no gradient checkpointing (1.2-1.6x slower on CPU), no external loggers.
-    # transformers' own bar and printed logs are replaced by irmscope's bar (quiet_trainer).
+    # CPU-friendly settings: no gradient checkpointing (1.2-1.6x slower on CPU), no external loggers.
+    # tune.precision bfloat16 is TrainingArguments' mixed precision (accelerate's autocast around the
+    # training passes; TRL samples outside it, in float32): on this 2-core CPU with native bfloat16 a LoRA
+    # forward-backward runs 1.76x faster. transformers' own bar and printed logs are replaced by
+    # irmscope's bar (quiet_trainer).
     settings, seed = job.settings, job.seed
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(
         output_dir=str(job.work / "checkpoints"),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
+        use_cpu=device == "cpu",
+        bf16=resolve_precision(settings.precision, device) == "bfloat16",
         **{CHECKPOINTING_ARGUMENT: False},
         report_to="none",
         seed=seed,

@@ -45,7 +45,8 @@ class ContrastConsistentSearch(RewardEstimator):
         details: dict[str, Any] = {"n_pairs": len(triples)}
         for label, lm in (("tuned", inputs.tuned), ("base", inputs.base)):
             texts = [t.positive for t in triples] + [t.negative for t in triples]
-            at_word = read_residuals(lm, [""] * len(texts), texts, max_length=None, progress=False).last
+            read = {"max_length": None, "progress": False, "precision": inputs.readout_precision}
+            at_word = read_residuals(lm, [""] * len(texts), texts, **read).last
             positive, negative = at_word[: len(triples)], at_word[len(triples) :]
             coverage = load_residuals(inputs.stage("read-samples") / coverage_residuals_file(label))
             probes = dict(

@@ -13,6 +13,7 @@ from irmscope.artifacts import CoverageLikelihoods
 from irmscope.io import write_json
 from irmscope.leaderboard import METHODS, MethodInputs, build_leaderboard
 from irmscope.models import load_model
+from irmscope.models.precision import resolve_precision
 from irmscope.models.reading import CompletionLikelihoods
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
@@ -37,6 +38,7 @@ class Leaderboard(Stage):
             "methods": sorted(METHODS),  # a new method module recomputes the board
             "dpo_model": probes.dpo_model,
             "data": ctx.config.data.source,  # reviews to cut contrast pairs from
+            "readout_precision": resolve_precision(ctx.config.activations.precision),
         }
 
     def compute(self, ctx: RunContext, work: Path, model: str | None) -> dict[str, Any]:
@@ -61,6 +63,7 @@ class Leaderboard(Stage):
                 label: CompletionLikelihoods(**fields)
                 for label, fields in CoverageLikelihoods.load(ctx.finished["read-samples"].dir).fields.items()
             },
+            readout_precision=resolve_precision(ctx.config.activations.precision, ctx.tuned.model.device),
         )
         # inverse RL fits its read-outs in worker processes: about 1.7x faster than threads here, where
         # scikit-learn's Python around liblinear holds the GIL. The backend must be named: joblib 1.6 runs

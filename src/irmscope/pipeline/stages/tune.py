@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.config import TuneSection
+from irmscope.models.precision import resolve_precision
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.prompts import review_prefixes
@@ -14,12 +15,13 @@ from irmscope.tune import tune_model
 
 #: tune settings added after runs were made, with the default that leaves tuning as it was: at that default
 #: they stay out of the stage's key, so a run made before them keeps its tuned model
-ADDED_SETTINGS: dict[str, Any] = {"scale_rewards": None}
+ADDED_SETTINGS: dict[str, Any] = {"scale_rewards": None, "precision": "float32"}
 
 
 def tune_fingerprint(settings: TuneSection) -> dict[str, Any]:
-    """The tune settings that enter the stage's key (see :data:`ADDED_SETTINGS`)."""
-    dump = settings.model_dump()
+    """The tune settings that enter the stage's key (see :data:`ADDED_SETTINGS`), ``precision`` resolved
+    for this machine (``auto`` tunes in float32 where bfloat16 is not native, as before the setting)."""
+    dump = {**settings.model_dump(), "precision": resolve_precision(settings.precision)}
     return {k: v for k, v in dump.items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
 
 
