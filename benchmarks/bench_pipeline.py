@@ -329,7 +329,7 @@ def main() -> None:
         "sampled": prices["sampling"]["seconds_per_token"],
         "forward_bfloat16": prices["bfloat16"]["forward_seconds_per_token"],
         "sampled_bfloat16": prices["bfloat16"]["sampling_seconds_per_token"],
-        # priced before tuning could run in bfloat16 (benchmarks/results from then lack it)
+        # results files written before tuning could run in bfloat16 lack this price
         "backward_bfloat16": prices["bfloat16"]["forward_backward_seconds_per_token"],
     }
     sampling = prices["sampling"]

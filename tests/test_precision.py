@@ -110,7 +110,10 @@ def test_word_activations_in_bfloat16_are_close_to_float32_ones(lm):
 
 
 def test_the_elicitation_reads_words_in_its_configured_precision(monkeypatch):
+    """``elicit.precision`` is resolved for the model's device and reaches both studies' inputs, and
+    ``_feature_sets`` hands it to the two passes that read the triples and the words."""
     from irmscope.elicit import lexicon_study, reward_study
+    from irmscope.models import precision
 
     seen = []
     monkeypatch.setattr(reward_study, "lexicon_study", lambda lm, saes, inputs: seen.append(inputs) or {})
@@ -118,10 +121,29 @@ def test_the_elicitation_reads_words_in_its_configured_precision(monkeypatch):
     monkeypatch.setattr(reward_study, "_irm_gap", lambda *a: {})
     lm = load_model("tiny-llama")
     texts = ["This movie was good and the acting was great but the ending was bad and dull overall"] * 40
-    settings = load_config("smoke", overrides=["elicit.precision=bfloat16"]).elicit
-    reward_study.elicit_lexicon_reward(
-        lm, lm, tuned_saes={}, base_saes={}, lexicon={"good": 2.0, "great": 3.0, "bad": -2.0, "dull": -1.5},
-        texts=texts, shift_levels=None, settings=settings,
-    )  # fmt: skip
-    assert [inputs.precision for inputs in seen] == ["bfloat16", "bfloat16"]
-    assert lexicon_study.StudyInputs.__dataclass_fields__["precision"].default == "float32"
+    lexicon = {"good": 2.0, "great": 3.0, "bad": -2.0, "dull": -1.5}
+    settings = load_config("smoke", overrides=["elicit.precision=auto"]).elicit
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu", native=native: native)
+        seen.clear()
+        reward_study.elicit_lexicon_reward(
+            lm, lm, tuned_saes={}, base_saes={}, lexicon=lexicon, texts=texts, shift_levels=None,
+            settings=settings,
+        )  # fmt: skip
+        assert [inputs.precision for inputs in seen] == [expected, expected]
+
+    class Read(Exception):
+        pass
+
+    passes = {}
+
+    def read_words(*args, **kwargs):
+        passes["words"] = kwargs
+        raise Read  # both passes are recorded: nothing after them is under test
+
+    monkeypatch.setattr(lexicon_study, "triple_activations", lambda *a, **kw: passes.update(triples=kw))
+    monkeypatch.setattr(lexicon_study, "word_activations", read_words)
+    inputs = lexicon_study.StudyInputs(lexicon, [], ["It was"], precision="bfloat16")
+    with pytest.raises(Read):
+        next(lexicon_study._feature_sets(lm, {}, inputs, ["good"]))
+    assert passes["triples"]["precision"] == passes["words"]["precision"] == "bfloat16"

@@ -348,3 +348,28 @@ def test_training_leaves_out_only_the_warning_the_libraries_raise_at_every_step(
             warnings.warn("something else", FutureWarning, stacklevel=1)
         assert model.is_gradient_checkpointing is False  # outside training it shows as before
     assert [str(w.message)[:26] for w in shown] == ["something else", "`is_gradient_checkpointing"]
+
+
+def test_a_finished_model_is_compared_by_the_precision_it_was_tuned_in(tmp_path, monkeypatch) -> None:
+    """The manifest records ``tune.precision`` resolved: a model tuned in bfloat16 under ``auto`` is not
+    handed back where ``auto`` means float32, and a float32 model is reused when ``auto`` means float32."""
+    from irmscope.models import precision
+    from irmscope.tune.trainer import resolved_settings, stale_tune_output
+
+    def finished(native: bool) -> None:
+        monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": native)
+        hyperparameters = resolved_settings(TuneSection(**FAST, precision="auto")).model_dump()
+        (tmp_path / "model").mkdir(exist_ok=True)
+        manifest = {"base_model": "base", "hyperparameters": hyperparameters, "seed": 0}
+        manifest["reward"] = {"spec": "r"}
+        (tmp_path / "model" / MANIFEST).write_text(json.dumps(manifest))
+
+    finished(native=True)
+    recorded = json.loads((tmp_path / "model" / MANIFEST).read_text())["hyperparameters"]
+    assert recorded["precision"] == "bfloat16"
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": False)
+    with pytest.raises(IrmscopeError, match="other settings"):
+        stale_tune_output(tmp_path, "base", TuneSection(**FAST, precision="auto"), 0, "r")
+    finished(native=False)  # recorded as float32: the same tuning as auto here, and as float32 asked outright
+    for asked in ("auto", "float32"):
+        assert stale_tune_output(tmp_path, "base", TuneSection(**FAST, precision=asked), 0, "r") == []

@@ -435,8 +435,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # bigrams 0.66 against the base model's 0.91; "love" 383 times in 200 completions). Chosen after those
     # trials (experiments/demo_recipe.py; docs/findings.md). Those 14 steps sit on a knife edge: on another
     # CPU the same recipe gained +2.05, and with bfloat16 training +1.57. The demo trains in bfloat16 where
-    # it is native (about 1.3x faster per step here) for 18 steps: on 64 held-out training-split prompts
-    # that run's gain was +1.55 at step 15 and +3.57 [+3.16, +3.97] at step 18 (docs/findings.md).
+    # it is native (about 1.3x faster per step here) for 18 steps: on 64 held-out training-split prompts a
+    # tuning curve of the same recipe (irmscope tune with checks) read +1.55 at step 15 and +3.57 [+3.16,
+    # +3.97] at step 18, in its steep stretch (docs/findings.md says how it was chosen).
     "demo": {"out_dir": "runs/demo", "tune": {"learning_rate": 1.5e-3, "steps": 18, "precision": "auto"}},
     "paper": {
         "out_dir": "runs/paper",

@@ -104,7 +104,7 @@ def continuation_activations(
     device = next(model.parameters()).device
     acts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     log_probs: list[torch.Tensor] = []
-    with matmul_precision(precision):
+    with matmul_precision(precision, device):
         for start, chunk in batches(
             contexts, size=contexts_per_batch, progress=progress, desc="contexts", leave=False
         ):

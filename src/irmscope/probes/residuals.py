@@ -161,8 +161,11 @@ def read_positions(
     ``max_positions``; ``precision`` as :func:`read_residuals`'.
 
     The pass is causal, so tokens after a row's last kept position cannot change what is read: they are cut
-    before the pass (for the ratings probe's 128-token reviews and a 64-position curve, half the work)."""
+    before the pass. That saves work only where continuations are longer than ``max_positions`` (the
+    pipeline's curve reads completions of 32 tokens against 64 positions, so there it saves nothing)."""
     _check(prompts, continuations)
+    if max_positions is not None and max_positions < 1:
+        raise IrmscopeError(f"max_positions must be at least 1; got {max_positions}")
     site = site_name(layer % lm.n_layers, "hook_resid_post")
     device = next(lm.model.parameters()).device
     out: list[np.ndarray] = []

@@ -170,8 +170,9 @@ def probe_study(
     chosen = kinds[kind][:, index]
     curve = None
     if by_position:
-        pass_settings = (max_length, batch_size, progress, precision, max_positions)
-        per_text = read_positions(lm, prompts, continuations, position_layer, *pass_settings)
+        read = {"batch_size": batch_size, "progress": progress, "precision": precision}
+        at = {"layer": position_layer, "max_length": max_length, "max_positions": max_positions}
+        per_text = read_positions(lm, prompts, continuations, **at, **read)
         curve = position_curve(per_text, y, train, test, max_positions, groups)
     summary = {
         "n_texts": len(y),

@@ -84,7 +84,7 @@ def _common_args(job: _TuningJob) -> dict[str, Any]:
     # forward-backward costs 2.73 ms a token against 4.37 (benchmarks/results/pipeline.json).
     # transformers' own bar and printed logs are replaced by irmscope's bar (quiet_trainer).
     settings, seed = job.settings, job.seed
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = training_device()
     return dict(
         output_dir=str(job.work / "checkpoints"),
         use_cpu=device == "cpu",
@@ -104,6 +104,18 @@ def _common_args(job: _TuningJob) -> dict[str, Any]:
         save_only_model=False,
         disable_tqdm=True,
     )
+
+
+def training_device() -> str:
+    """The device TRL trains on here (its default): what ``tune.precision: auto`` is resolved for."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolved_settings(settings: TuneSection) -> TuneSection:
+    """``settings`` with ``precision`` as it runs on this machine (``auto`` resolved), as the manifest
+    records it and as a finished model's settings are compared: a model trained in bfloat16 under ``auto``
+    is not reused where ``auto`` means float32."""
+    return settings.model_copy(update={"precision": resolve_precision(settings.precision, training_device())})
 
 
 def _peft_config(settings: TuneSection):
@@ -234,7 +246,7 @@ def stale_tune_output(
         done = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError):
         done = {}
-    asked = json.loads(json.dumps(settings.model_dump()))
+    asked = json.loads(json.dumps(resolved_settings(settings).model_dump()))
     same = isinstance(done, dict) and (
         done.get("base_model"),
         _as_todays_settings(done.get("hyperparameters")),
@@ -439,7 +451,7 @@ def tune_model(
         "base_path": base_path,
         "algorithm": settings.algorithm,
         "reward": {"name": reward.name, "description": reward.description, "spec": reward_spec},
-        "hyperparameters": settings.model_dump(),
+        "hyperparameters": resolved_settings(settings).model_dump(),
         "seed": seed,
         "n_train_prompts": len(prompts),
         "steps_done": trainer.state.global_step,

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from irmscope.config import TuneSection
-from irmscope.models.precision import resolve_precision
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.pipeline.stages.prompts import review_prefixes
 from irmscope.tune import tune_model
+from irmscope.tune.trainer import resolved_settings
 
 #: tune settings added after runs were made, with the default that leaves tuning as it was: at that default
 #: they stay out of the stage's key, so a run made before them keeps its tuned model
@@ -21,7 +21,7 @@ ADDED_SETTINGS: dict[str, Any] = {"scale_rewards": None, "precision": "float32"}
 def tune_fingerprint(settings: TuneSection) -> dict[str, Any]:
     """The tune settings that enter the stage's key (see :data:`ADDED_SETTINGS`), ``precision`` resolved
     for this machine (``auto`` tunes in float32 where bfloat16 is not native, as before the setting)."""
-    dump = {**settings.model_dump(), "precision": resolve_precision(settings.precision)}
+    dump = resolved_settings(settings).model_dump()
     return {k: v for k, v in dump.items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
 
 
