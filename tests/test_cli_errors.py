@@ -309,13 +309,13 @@ def test_tune_resumes_its_own_finished_model(world):
     """The same settings are not refused: tune_model hands back the finished model (resume semantics)."""
     from irmscope.config import load_config
     from irmscope.errors import IrmscopeError
-    from irmscope.tune.trainer import stale_tune_output
+    from irmscope.tune.trainer import resolved_settings, stale_tune_output
 
     settings = load_config("demo").tune
     manifest = {
         "base_model": "tiny-llama",
         "seed": 0,
-        "hyperparameters": settings.model_dump(),
+        "hyperparameters": resolved_settings(settings).model_dump(),  # as tune_model records them
         "reward": {"spec": "vader"},
     }
     (world / "tuned" / "model" / "irmscope_manifest.json").write_text(json.dumps(manifest))
