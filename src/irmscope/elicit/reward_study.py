@@ -82,7 +82,7 @@ def elicit_lexicon_reward(
     contexts = scoring_contexts(texts, settings.n_contexts, seed)
     inputs = StudyInputs(
         truth, triples, contexts, settings.held_out_fraction, settings.max_words, settings.max_context_tokens,
-        seed, resolve_precision(settings.precision, tuned.model.device),
+        seed, resolve_precision(settings.precision, next(tuned.model.parameters()).device),
     )  # fmt: skip
     studies = {
         "tuned": lexicon_study(tuned, tuned_saes, inputs),

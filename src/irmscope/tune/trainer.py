@@ -88,7 +88,7 @@ def _common_args(job: _TuningJob) -> dict[str, Any]:
     return dict(
         output_dir=str(job.work / "checkpoints"),
         use_cpu=device == "cpu",
-        bf16=resolve_precision(settings.precision, device) == "bfloat16",
+        bf16=resolved_settings(settings).precision == "bfloat16",
         **{CHECKPOINTING_ARGUMENT: False},
         report_to="none",
         seed=seed,

@@ -49,6 +49,7 @@ class Leaderboard(Stage):
             if name in ctx.finished
         }
         others = {"dpo": load_model(probes.dpo_model)} if probes.dpo_model else {}
+        device = next(ctx.tuned.model.parameters()).device
         inputs = MethodInputs(
             coverage(ctx),
             ctx.tuned,
@@ -63,7 +64,7 @@ class Leaderboard(Stage):
                 label: CompletionLikelihoods(**fields)
                 for label, fields in CoverageLikelihoods.load(ctx.finished["read-samples"].dir).fields.items()
             },
-            readout_precision=resolve_precision(ctx.config.activations.precision, ctx.tuned.model.device),
+            readout_precision=resolve_precision(ctx.config.activations.precision, device),
         )
         # inverse RL fits its read-outs in worker processes: about 1.7x faster than threads here, where
         # scikit-learn's Python around liblinear holds the GIL. The backend must be named: joblib 1.6 runs
