@@ -65,3 +65,20 @@ def test_groups_share_the_random_numbers_the_first_group_would_draw_alone():
         inverse_cdf_sample(torch.ones(5, 3), groups=2)
     with pytest.raises(ValueError, match="common random numbers"), fast_multinomial(groups=2):
         torch.multinomial(torch.ones(4, 3), 2)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [[0.5, float("nan")]],
+        [[0.5, float("inf")]],
+        [[0.5, -1e-9]],  # a negative weight whose row still sums positive
+        [[0.2, 0.8], [0.0, 0.0]],  # a row of zeros
+        [[float("inf"), -float("inf")]],
+    ],
+)
+def test_weights_the_fast_draw_cannot_take_go_to_torch(bad):
+    from irmscope.models.categorical import _handles
+
+    assert not _handles(torch.tensor(bad), 1, None)
+    assert _handles(torch.tensor([[0.0, 1.0], [0.3, 0.7]]), 1, None)

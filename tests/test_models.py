@@ -253,3 +253,18 @@ def test_the_configured_temperature_and_top_p_reach_sampling(tmp_path):
     cold = {replace(sampling, seed=s, max_new_tokens=6).complete(lm, TEXTS)[0] for s in range(4)}
     warm = {Sampling(max_new_tokens=6, seed=s, progress=False).complete(lm, TEXTS)[0] for s in range(4)}
     assert len(cold) == 1 and len(warm) > 1
+
+
+def test_end_of_text_is_suppressed_in_place_for_every_end_token():
+    from irmscope.models.generation import end_of_text_suppressed
+
+    lm = load_model("tiny-llama")
+    suppress = end_of_text_suppressed(lm)
+    assert lm.tokenizer.eos_token_id in suppress.token_ids
+    scores = torch.randn(3, lm.model.config.vocab_size)
+    kept = [i for i in range(scores.shape[1]) if i not in suppress.token_ids]
+    before = scores.clone()
+    out = suppress(torch.zeros(3, 5, dtype=torch.long), scores)
+    assert out is scores  # in place: no copy of the scores per step
+    assert torch.isinf(out[:, suppress.token_ids]).all() and (out[:, suppress.token_ids] < 0).all()
+    assert torch.equal(out[:, kept], before[:, kept])

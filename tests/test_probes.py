@@ -344,3 +344,25 @@ def test_grouped_probe_fits_are_scikit_learns_ridge_at_each_targets_penalty(n_ro
         assert np.allclose(x @ directions[t] + intercepts[t], reference.predict(standard), atol=1e-8)
     alone = fit_probe(x, y[:, 0], groups)
     assert np.allclose(alone.direction, directions[0]) and alone.alpha == alphas[0]
+
+
+def test_ridge_folds_and_candidates_in_threads_give_the_serial_results():
+    from irmscope.probes.ridge import group_cv_mse, in_threads
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 2)
+    candidates = {f"L{k}": rng.normal(size=(60, 12)) for k in range(4)}
+    y = candidates["L2"][:, 0] + 0.1 * rng.normal(size=60)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the loop
+        serial_mse = group_cv_mse(candidates["L0"], y[:, None], groups)
+        serial = cross_fitted(candidates, y, groups)
+        torch.set_num_threads(2)  # two workers, each with one BLAS thread
+        assert np.allclose(group_cv_mse(candidates["L0"], y[:, None], groups), serial_mse, rtol=1e-12)
+        threaded = cross_fitted(candidates, y, groups)
+        nested = in_threads(lambda k: in_threads(lambda j: j * k, [1, 2, 3]), [1, 2])  # inner runs in place
+    finally:
+        torch.set_num_threads(threads)
+    assert np.allclose(threaded[0], serial[0], rtol=1e-10) and threaded[1] == serial[1]
+    assert nested == [[1, 2, 3], [2, 4, 6]]

@@ -527,3 +527,21 @@ def test_sae_lens_loads_our_files_and_we_load_theirs(config, tmp_path):
     reloaded = load_sae(tmp_path / "theirs")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x).reconstruction, theirs(x), rtol=0, atol=1e-6)
+
+
+def test_dictionary_trainers_use_fused_adam_with_the_default_update():
+    from irmscope.sae.train import adam
+
+    torch.manual_seed(0)
+    start = torch.randn(64, 32)
+    updated = []
+    for fused in (True, False):
+        weight = torch.nn.Parameter(start.clone())
+        optimizer = adam([weight], lr=1e-2) if fused else torch.optim.Adam([weight], lr=1e-2)
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for step in range(5):
+            optimizer.zero_grad()
+            (weight.sin() * (step + 1)).sum().backward()
+            optimizer.step()
+        updated.append(weight.detach())
+    assert torch.allclose(updated[0], updated[1], rtol=1e-5, atol=1e-7)

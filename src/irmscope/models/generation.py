@@ -6,6 +6,7 @@ of :func:`generate_completions`) are the same everywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -118,7 +119,8 @@ def generate_completions(
     for index, (_, chunk) in enumerate(batches(prompts, size=batch_size, progress=progress, desc=desc)):
         enc = lm.tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
         torch.manual_seed(seed + index)
-        processors = [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
+        processors = [end_of_text_suppressed(lm)]  # first: a processor after it sees end-of-text at -inf
+        processors += [processor_for_batch(enc["attention_mask"])] if processor_for_batch else []
         # exact ancestral sampling, one random number per row and step
         with fast_multinomial(groups), matmul_precision(precision, device):
             out = lm.model.generate(
@@ -128,7 +130,6 @@ def generate_completions(
                 top_p=top_p,
                 top_k=0,
                 max_new_tokens=max_new_tokens,
-                min_new_tokens=max_new_tokens,
                 pad_token_id=lm.tokenizer.pad_token_id,
                 logits_processor=LogitsProcessorList(processors),
             )
@@ -136,6 +137,30 @@ def generate_completions(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
         )
     return completions
+
+
+class _EndOfTextSuppressed:
+    """A generation logits processor that puts the end-of-text tokens at -inf, in place, so every
+    completion runs its full length. ``min_new_tokens`` does the same with a copy and a ``torch.where`` over
+    the ``[rows, vocabulary]`` scores at every step (about 5% of a sampling step at 128 rows here); the
+    scores, and so the tokens drawn, are the same."""
+
+    def __init__(self, token_ids: list[int]) -> None:
+        self.token_ids = token_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.token_ids] = -math.inf  # generate hands the processors a fresh copy of the logits
+        return scores
+
+
+def end_of_text_suppressed(lm: LoadedModel) -> _EndOfTextSuppressed:
+    """The processor that keeps ``lm`` from ending a completion early: its generation config's end-of-text
+    tokens (what ``generate`` stops on) and its tokenizer's."""
+    configured = lm.model.generation_config.eos_token_id
+    ids = {configured} if isinstance(configured, int) else set(configured or [])
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(lm.tokenizer.eos_token_id)
+    return _EndOfTextSuppressed(sorted(ids))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ from irmscope.errors import IrmscopeError
 from irmscope.models.loading import LoadedModel
 from irmscope.models.precision import Precision
 from irmscope.probes.residuals import Residuals, read_positions, read_residuals
-from irmscope.probes.ridge import LinearProbe, cross_fitted, fit_probe, group_split, held_out_score, pearson
+from irmscope.probes.ridge import (
+    LinearProbe,
+    cross_fitted,
+    fit_probe,
+    group_split,
+    held_out_score,
+    in_threads,
+    pearson,
+)
 
 #: positions held by fewer held-out texts are left out of the error-against-position curve
 MIN_TEXTS_PER_POSITION = 5
@@ -104,15 +112,16 @@ def _layer_scores(
     per_layer: dict[str, list[dict[str, Any]]] = {}
     best: tuple[float, str, int, dict[str, Any]] | None = None
     single: tuple[float, int] | None = None
-    for kind, acts in kinds.items():
-        per_layer[kind] = []
-        for index, layer in enumerate(layers):
-            score = held_out_score(acts[:, index], y, train, test, groups, seed=seed)
-            per_layer[kind].append(_row(layer, score))
-            if best is None or score["train_cv_mse"] < best[0]:
-                best = (score["train_cv_mse"], kind, index, score)
-            if kind == "last_token" and (single is None or score["train_cv_mse"] < single[0]):
-                single = (score["train_cv_mse"], index)
+    probes = [(kind, index) for kind in kinds for index in range(len(layers))]
+    scores = in_threads(
+        lambda probe: held_out_score(kinds[probe[0]][:, probe[1]], y, train, test, groups, seed=seed), probes
+    )
+    for (kind, index), score in zip(probes, scores, strict=True):
+        per_layer.setdefault(kind, []).append(_row(layers[index], score))
+        if best is None or score["train_cv_mse"] < best[0]:
+            best = (score["train_cv_mse"], kind, index, score)
+        if kind == "last_token" and (single is None or score["train_cv_mse"] < single[0]):
+            single = (score["train_cv_mse"], index)
     assert best is not None and single is not None
     return per_layer, best, single[1]
 

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write_dir, write_json
-from irmscope.sae.train import DeadLatentTracker, auxk_loss, check_training_numbers
+from irmscope.sae.train import DeadLatentTracker, adam, auxk_loss, check_training_numbers
 
 CROSSCODER_WEIGHTS = "crosscoder.safetensors"
 CROSSCODER_CONFIG = "cfg.json"
@@ -211,7 +211,7 @@ def train_crosscoder(
         if decoder_bias:
             coder.b_dec.copy_((pairs * coder.scale[:, None]).mean(0))
     coder.b_dec.requires_grad_(decoder_bias)
-    optimizer = torch.optim.Adam([p for p in coder.parameters() if p.requires_grad], lr=config.lr)
+    optimizer = adam([p for p in coder.parameters() if p.requires_grad], lr=config.lr)
     tracker = DeadLatentTracker(coder.d_sae, config.dead_window)
     steps_per_epoch = -(-n // config.batch_size)
     losses: list[float] = []

@@ -20,7 +20,7 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -214,7 +214,7 @@ def train_sae(
     sae.normalize_decoder_()
     sae.train()
 
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+    optimizer = adam(sae.parameters(), lr=config.lr)
     tracker = DeadLatentTracker(config.d_sae, config.dead_window, device)
     log = TrainLog(config={**asdict(config), "d_in": d_in, "site": site, "seed": seed})
     sums = _Running()
@@ -260,6 +260,16 @@ def train_sae(
             write_json(Path(out_dir) / TRAINING_LOG, log.to_dict())
         barrier()
     return sae, log
+
+
+def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam as the dictionary trainers (SAEs, pair SAEs, crosscoders) use it: PyTorch's fused
+    implementation where the parameters' device has one (CPU, CUDA). It performs the same update as the
+    default multi-tensor Adam (equal to float rounding) in one pass over each weight instead of several;
+    on the 2-core CPU that is a fifth of an SAE training step (width 1536, batch 512: 96 to 76 ms)."""
+    params = list(parameters)
+    fused = bool(params) and params[0].device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
 def _trainable_width(store: ActivationStore, site: str) -> int:
