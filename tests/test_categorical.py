@@ -82,3 +82,4 @@ def test_weights_the_fast_draw_cannot_take_go_to_torch(bad):
 
     assert not _handles(torch.tensor(bad), 1, None)
     assert _handles(torch.tensor([[0.0, 1.0], [0.3, 0.7]]), 1, None)
+    assert _handles(torch.zeros(0, 4), 1, None) and inverse_cdf_sample(torch.zeros(0, 4)).shape == (0, 1)

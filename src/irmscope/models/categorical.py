@@ -62,6 +62,8 @@ def _handles(weights: torch.Tensor, num_samples: int, out: torch.Tensor | None) 
         return False
     # two passes over the [rows, vocabulary] weights instead of five: a row sum is finite only if every
     # weight is, and positive with the least weight non-negative only if the row is not all 0
+    if weights.shape[0] == 0:  # no rows: nothing to draw (inverse_cdf_sample returns [0, 1])
+        return True
     totals = weights.sum(-1)
     return bool(torch.isfinite(totals).all() and (totals > 0).all() and weights.min() >= 0)
 

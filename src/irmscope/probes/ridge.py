@@ -34,10 +34,10 @@ _WORKER = threading.local()  # busy: this thread is one of in_threads' workers
 def in_threads(function: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
     """``[function(item) for item in items]``, in that order, spread over as many threads as torch may use
     (the cores in a run, one in each test worker), each with one BLAS thread. Ridge's eigendecompositions
-    of a few hundred rows barely use a second BLAS thread, so two at once cover the group folds 1.7x as
-    fast on the 2-core machine (1.7x over the candidate read-outs of one fold, 1.2x over the five folds of
-    one cross-validation, where the pipeline calls it at both levels the outer one wins: a call from
-    inside a worker runs in that worker). The results are the loop's, to BLAS rounding."""
+    of a few hundred rows barely use a second BLAS thread, so on the 2-core machine two at once are 1.7x as
+    fast over the candidate read-outs of one fold, and 1.2x over the five folds of one cross-validation.
+    Where both levels call it, the outer one spreads: a call from inside a worker runs in that worker (each
+    call has its own pool, so a worker's mark ends with it). The results are the loop's, to BLAS rounding."""
     workers = min(len(items), torch.get_num_threads())
     if workers <= 1 or getattr(_WORKER, "busy", False):  # a call inside a worker runs in it
         return [function(item) for item in items]
@@ -309,9 +309,9 @@ def cross_fitted(
     first = next(iter(candidates.values()))
     for fit_rows, predict_rows in GroupKFold(n_splits=n_folds).split(first, y, groups):
 
-        def error(x: np.ndarray) -> np.ndarray:
+        def error(x: np.ndarray) -> float:
             standard = _standardise(np.asarray(x[fit_rows], np.float64))[0]  # noqa: B023 (used at once)
-            return group_cv_mse(standard, y[fit_rows, None], groups[fit_rows]).min()  # noqa: B023
+            return float(group_cv_mse(standard, y[fit_rows, None], groups[fit_rows]).min())  # noqa: B023
 
         errors = dict(zip(candidates, in_threads(error, list(candidates.values())), strict=True))
         best = min(errors, key=errors.__getitem__)
