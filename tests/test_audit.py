@@ -25,6 +25,7 @@ from irmscope.audit import (
 from irmscope.audit.compare import lexicon_of, precision_at_k, reward_comparison, table_precision
 from irmscope.audit.completions import completion_changes, longest_run
 from irmscope.audit.run import compare_table, read_table, write_audit
+from irmscope.audit.shift import lower_median
 from irmscope.data import load_reviews, truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
@@ -265,6 +266,20 @@ def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
     assert elicited_lexicon(result["table"]) is None
     with pytest.raises(IrmscopeError, match="at least 2 prompts"):
         audit(lm, lm, prompts[:1])
+
+
+@pytest.mark.parametrize("width", [1, 2, 7, 8, 31586])
+def test_the_word_median_is_torchs_to_the_bit(width):
+    """lower_median (numpy's partial sort on the CPU) must give torch's median exactly: the lower middle
+    value for an even count, ties, rows of one repeated value, infinities and a row with a NaN."""
+    g = torch.Generator().manual_seed(width)
+    values = torch.randn(3, 5, width, generator=g)
+    values[0, 0] = 0.25  # one repeated value
+    values[1, :, : width // 2] = values[1, :, :1]  # many ties
+    values[2, 1, 0], values[2, 2, -1] = float("inf"), float("-inf")
+    values[2, 3, width // 2] = float("nan")
+    expected = values.median(dim=-1).values
+    torch.testing.assert_close(lower_median(values), expected, rtol=0, atol=0, equal_nan=True)
 
 
 def test_precision_ranks_uncalled_words_by_the_rule_asked_for():

@@ -363,7 +363,7 @@ def _text_sums(
     raw = logits_t[..., words] - word_b - shared
     p_base = (word_b - lse_b).exp_().mul_(mask[..., None])
     del word_b
-    median = raw.median(dim=-1).values
+    median = lower_median(raw)
     delta = raw.sub_(median[..., None])
     n_positions = mask.sum(1, keepdim=True).double()
     return {
@@ -374,6 +374,20 @@ def _text_sums(
         "n": n_positions.cpu(),
         "ec": (p_base * torch.expm1(delta)).double().sum(1).cpu(),
     }
+
+
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """The median over the last dimension, the lower of the two middle values for an even count: what
+    ``values.median(dim=-1).values`` returns, to the bit. On the CPU it is numpy's partial sort
+    (introselect), about 4x as fast as torch's here on ``[16, 62, 31586]`` word log-ratios (60 against 240
+    ms), where it was the largest part of the audit's word sums; elsewhere it is torch's."""
+    if values.device.type != "cpu" or values.shape[-1] == 0:
+        return values.median(dim=-1).values
+    middle = (values.shape[-1] - 1) // 2
+    numbers = values.detach().numpy()
+    median = np.partition(numbers, middle, axis=-1)[..., middle].copy()
+    median[np.isnan(numbers).any(-1)] = np.nan  # torch's median of a row with a NaN is NaN
+    return torch.from_numpy(median)
 
 
 def relative_shift(
