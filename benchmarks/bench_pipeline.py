@@ -51,6 +51,7 @@ from irmscope.models.precision import matmul_precision
 from irmscope.runs import load_run_results
 
 KINDS = ("forward", "backward", "sampled", "forward_bfloat16", "sampled_bfloat16", "backward_bfloat16")
+BFLOAT16_KINDS = tuple(kind for kind in KINDS if kind.endswith("_bfloat16"))
 #: how many of a slow stage's timed parts its reason names
 TOP_PARTS = 3
 #: ratios above this get a one-line reason (the issue's target: every stage within 3x of its floor)
@@ -69,7 +70,7 @@ NO_MODEL_PASSES = {
 
 def pipeline_table(
     stages: dict[str, dict[str, Any]],
-    price: dict[str, float],
+    price: dict[str, float | None],
     sampling_slowdown: tuple[int, int, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per stage (and a total): wall s, tokens by kind, floor s, ratio, and a heuristic reason.
@@ -83,7 +84,7 @@ def pipeline_table(
         wall, tokens = entry.get("seconds"), entry.get("tokens")
         # a run from before bfloat16 passes were counted apart has none of them
         tokens = None if tokens is None else {kind: tokens.get(kind, 0) for kind in KINDS}
-        floor = None if tokens is None else sum(tokens[kind] * price[kind] for kind in KINDS)
+        floor = None if tokens is None else _floor(tokens, price)
         ratio = wall / floor if wall is not None and floor else None
         why = _why(name, wall, tokens, floor, ratio, price, sampling_slowdown, entry.get("parts"))
         rows.append(
@@ -112,13 +113,19 @@ def pipeline_table(
     return rows
 
 
+def _floor(tokens: dict[str, int], price: dict[str, float | None]) -> float:
+    """Seconds the counted tokens cost at ``price``; a kind the run counted none of needs no price (a run
+    on a CPU without native bfloat16 counts no bfloat16 tokens, and its bfloat16 prices are not measured)."""
+    return sum(tokens[kind] * price[kind] for kind in KINDS if tokens[kind])  # type: ignore[operator]
+
+
 def _why(
     name: str,
     wall: float | None,
     tokens: dict[str, int] | None,
     floor: float | None,
     ratio: float | None,
-    price: dict[str, float],
+    price: dict[str, float | None],
     sampling_slowdown: tuple[int, int, float] | None,
     parts: dict[str, float] | None = None,
 ) -> str | None:
@@ -133,7 +140,7 @@ def _why(
         return f"no floor: no language-model passes; it {work}"
     if ratio <= LIMIT:
         return None
-    shares = {kind: tokens[kind] * price[kind] / floor for kind in KINDS}
+    shares = {kind: tokens[kind] * price[kind] / floor for kind in KINDS if tokens[kind]}
     main = max(shares, key=shares.get)
     why = f"{wall - floor:.0f} s above a floor that is {shares[main]:.0%} {main} tokens"
     if main.startswith("sampled") and sampling_slowdown and sampling_slowdown[2] > 1.05:
@@ -249,8 +256,12 @@ def sampling_price(
     return statistics.median(elapsed[1:]) / (batch * steps)
 
 
-def measure_prices(spec: str, config: RunConfig, batches: list[int], repeats: int) -> dict[str, Any]:
-    """The three per-token prices on this machine, with the sizes they were measured at."""
+def measure_prices(
+    spec: str, config: RunConfig, batches: list[int], repeats: int, bfloat16: bool = True
+) -> dict[str, Any]:
+    """The three per-token prices on this machine, with the sizes they were measured at; with
+    ``bfloat16`` the same under bfloat16 autocast (else ``"bfloat16"`` says why they were not measured: on
+    a CPU without native bfloat16 the run counts no such tokens, and the emulated products take minutes)."""
     torch.manual_seed(0)
     lm = load_model(spec)
     acts, gen, tune = config.activations, config.generation, config.tune
@@ -287,7 +298,9 @@ def measure_prices(spec: str, config: RunConfig, batches: list[int], repeats: in
         },
         # the passes that only sample or read activations run in bfloat16 where it is native
         # (irmscope.models.precision): priced at the same sizes, under the same autocast
-        "bfloat16": {
+        "bfloat16": None
+        if not bfloat16
+        else {
             "forward_seconds_per_token": forward_price(
                 lm, acts.batch_size, acts.max_length, repeats, precision="bfloat16"
             ),
@@ -322,15 +335,19 @@ def main() -> None:
         batches = [int(b) for b in args.sampling_batches.split(",")]
     except ValueError as err:
         raise IrmscopeError(f"--sampling-batches must be integers separated by commas ({err})") from err
-    prices = measure_prices(spec, config, batches, args.repeats)
+    stages = results["manifest"]["stages"]
+    counted = {kind for entry in stages.values() for kind, n in (entry.get("tokens") or {}).items() if n}
+    prices = measure_prices(
+        spec, config, batches, args.repeats, bfloat16=bool(counted.intersection(BFLOAT16_KINDS))
+    )
+    half = prices["bfloat16"] or {}
     price = {
         "forward": prices["forward"]["seconds_per_token"],
         "backward": prices["forward_backward"]["seconds_per_token"],
         "sampled": prices["sampling"]["seconds_per_token"],
-        "forward_bfloat16": prices["bfloat16"]["forward_seconds_per_token"],
-        "sampled_bfloat16": prices["bfloat16"]["sampling_seconds_per_token"],
-        # results files written before tuning could run in bfloat16 lack this price
-        "backward_bfloat16": prices["bfloat16"]["forward_backward_seconds_per_token"],
+        "forward_bfloat16": half.get("forward_seconds_per_token"),
+        "sampled_bfloat16": half.get("sampling_seconds_per_token"),
+        "backward_bfloat16": half.get("forward_backward_seconds_per_token"),
     }
     sampling = prices["sampling"]
     by_batch = sampling["seconds_per_token_by_batch"]
@@ -339,7 +356,7 @@ def main() -> None:
         sampling["fastest_batch"],
         by_batch[str(sampling["run_batch"])] / sampling["seconds_per_token"],
     )
-    rows = pipeline_table(results["manifest"]["stages"], price, slowdown)
+    rows = pipeline_table(stages, price, slowdown)
     out = {
         "run": str(Path(args.run).resolve()),
         "model": spec,
@@ -351,13 +368,18 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    per_k = {kind: value * 1000 for kind, value in price.items()}
+    per_k = {kind: value * 1000 for kind, value in price.items() if value is not None}
+    in_bfloat16 = (
+        f"(with bfloat16 products: forward {per_k['forward_bfloat16']:.3f}, "
+        f"forward-backward {per_k['backward_bfloat16']:.3f}, sampling {per_k['sampled_bfloat16']:.3f}) "
+        if half
+        else "(no bfloat16 prices: the run counted no bfloat16 tokens) "
+    )
     print(
         f"ms per token on {spec} ({torch.get_num_threads()} threads): forward {per_k['forward']:.3f}, "
         f"forward-backward {per_k['backward']:.3f}, cached sampling step {per_k['sampled']:.3f} "
-        f"(with bfloat16 products: forward {per_k['forward_bfloat16']:.3f}, "
-        f"forward-backward {per_k['backward_bfloat16']:.3f}, sampling {per_k['sampled_bfloat16']:.3f}) "
-        f"(batch {sampling['fastest_batch']}, the fastest of {sorted(int(b) for b in by_batch)}; "
+        + in_bfloat16
+        + f"(batch {sampling['fastest_batch']}, the fastest of {sorted(int(b) for b in by_batch)}; "
         f"{sampling['seconds_per_token_torch_multinomial'] / sampling['seconds_per_token']:.2f}x that with "
         "torch.multinomial's draw)"
     )

@@ -98,3 +98,29 @@ def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch,
     slow = next(row for row in written["stages"] if row["stage"] == "slow")
     assert slow["ratio"] == pytest.approx(10.0 / (1000 * written["prices"]["forward"]["seconds_per_token"]))
     assert "| slow | 10.0 | 1,000 |" in capsys.readouterr().out
+
+
+def test_a_run_without_bfloat16_tokens_is_priced_without_bfloat16(bench, tmp_path, monkeypatch, capsys):
+    """On a CPU without native bfloat16 the run counts no bfloat16 tokens: their prices (emulated products,
+    minutes to measure) are not measured, and every floor is still priced from the kinds it counted."""
+    float32_only = {name: entry for name, entry in STAGES.items() if name not in ("halved", "tuned-in-bf16")}
+    config = load_config("smoke", overrides=[f"out_dir={tmp_path}"])
+    results = {"config": config.model_dump(), "manifest": {"stages": float32_only}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "pipeline.json"
+    argv = ["bench_pipeline.py", "--run", str(tmp_path), "--out", str(out), "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--sampling-batches", "1"])
+    asked = []
+    measure = bench.measure_prices
+    monkeypatch.setattr(bench, "measure_prices", lambda *a, **k: asked.append(k) or measure(*a, **k))
+    bench.main()
+    written = json.loads(out.read_text())
+    assert asked == [{"bfloat16": False}] and written["prices"]["bfloat16"] is None
+    rows = {row["stage"]: row for row in written["stages"]}
+    assert rows["slow"]["floor_s"] == pytest.approx(1000 * written["prices"]["forward"]["seconds_per_token"])
+    assert rows["total"]["floor_s"] > 0
+    assert "no bfloat16 prices" in capsys.readouterr().out
+    rows = {
+        row["stage"]: row for row in bench.pipeline_table(float32_only, {**PRICE, "sampled_bfloat16": None})
+    }
+    assert rows["sampler"]["floor_s"] == pytest.approx(9.0)
