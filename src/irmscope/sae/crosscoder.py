@@ -51,7 +51,6 @@ from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write_dir, write_json
-from irmscope.sae.model import input_bias_gradient
 from irmscope.sae.train import DeadLatentTracker, adam, auxk_loss, check_training_numbers
 
 CROSSCODER_WEIGHTS = "crosscoder.safetensors"
@@ -104,9 +103,8 @@ class Crosscoder(nn.Module):
 
     def encode_pre(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activations of ``x`` (``[n, n_models, d_in]``, raw activations)."""
-        scaled = x.float() * self.scale[:, None] - self.b_dec.detach()
-        pre = torch.einsum("nmd,mds->ns", scaled, self.W_enc) + self.b_enc
-        return pre - input_bias_gradient(self.b_dec, lambda bias: torch.einsum("md,mds->s", bias, self.W_enc))
+        scaled = x.float() * self.scale[:, None] - self.b_dec
+        return torch.einsum("nmd,mds->ns", scaled, self.W_enc) + self.b_enc
 
     def top_k(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The active latents of each row of pre-activations: ``(values, indices)``, ``[n, k]`` each."""

@@ -15,7 +15,6 @@ tied"), so there is one weight matrix. Training keeps every dictionary row at un
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -89,21 +88,6 @@ class SAEConfig:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
-def input_bias_gradient(bias: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """A term of value exactly 0 whose gradient in ``bias`` is what subtracting ``bias`` from every input
-    row before the linear map ``encode`` would give it, at the cost of one vector through the map.
-
-    An encoder that subtracts its decoder bias from the input, ``(x - b) @ W``, makes autograd form the
-    gradient of the whole ``[rows, d_in]`` input (``grad @ W.T``, a product as large as the forward one)
-    only to sum it over rows for ``b``. Encoding ``x - b.detach()`` and subtracting this term instead gives
-    the same pre-activations to the bit (``- 0``), the same gradient for the weights and the input, and
-    ``b`` its gradient as ``-(rows' summed grad) @ W.T``, equal to rounding: a third less work in a
-    dictionary's training step (SAEs, pair SAEs, crosscoders). Without a gradient to carry it is 0."""
-    if not (bias.requires_grad and torch.is_grad_enabled()):
-        return torch.zeros((), dtype=bias.dtype, device=bias.device)
-    return encode(bias - bias.detach())
-
-
 class SAEOutput(NamedTuple):
     """What :meth:`SAE.forward` returns: the input's reconstruction and the latent activations."""
 
@@ -154,10 +138,9 @@ class SAE(nn.Module):
     def encode_pre(self, x: torch.Tensor) -> torch.Tensor:
         """Latent pre-activations, before the ReLU / TopK."""
         x = x.to(self.W_dec.dtype)
-        if not self.config.apply_b_dec_to_input:
-            return x @ self.W_enc + self.b_enc
-        pre = (x - self.b_dec.detach()) @ self.W_enc + self.b_enc
-        return pre - input_bias_gradient(self.b_dec, lambda bias: bias @ self.W_enc)
+        if self.config.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """ReLU, or (TopK) ReLU of the ``k`` largest pre-activations with every other latent at zero."""
