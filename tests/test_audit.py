@@ -268,18 +268,29 @@ def test_the_same_model_calls_nothing_and_exports_nothing(prompts):
         audit(lm, lm, prompts[:1])
 
 
-@pytest.mark.parametrize("width", [1, 2, 7, 8, 31586])
-def test_the_word_median_is_torchs_to_the_bit(width):
-    """lower_median (numpy's partial sort on the CPU) must give torch's median exactly: the lower middle
-    value for an even count, ties, rows of one repeated value, infinities and a row with a NaN."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("width", [0, 1, 2, 7, 8, 31586])
+def test_the_word_median_is_torchs_to_the_bit(width, dtype):
+    """lower_median (numpy's partial sort on the CPU) must give torch's median bit for bit: the lower
+    middle value for an even count, ties, rows of one repeated value, infinities, a row with a NaN, a
+    strided view, and torch's own answer (or error) for a dtype numpy lacks and for rows of no values."""
     g = torch.Generator().manual_seed(width)
-    values = torch.randn(3, 5, width, generator=g)
-    values[0, 0] = 0.25  # one repeated value
-    values[1, :, : width // 2] = values[1, :, :1]  # many ties
-    values[2, 1, 0], values[2, 2, -1] = float("inf"), float("-inf")
-    values[2, 3, width // 2] = float("nan")
-    expected = values.median(dim=-1).values
-    torch.testing.assert_close(lower_median(values), expected, rtol=0, atol=0, equal_nan=True)
+    values = torch.randn(3, 5, 2 * width, generator=g).to(dtype)[..., ::2]  # a strided view
+    if width:
+        values[0, 0] = 0.25  # one repeated value
+        values[1, :, : width // 2] = values[1, :, :1]  # many ties
+        values[2, 1, 0], values[2, 2, -1] = float("inf"), float("-inf")
+        values[2, 3, width // 2] = float("nan")
+    try:
+        expected = values.median(dim=-1).values
+    except (IndexError, RuntimeError) as torchs:
+        with pytest.raises(type(torchs)):
+            lower_median(values)
+        return
+    got = lower_median(values)
+    assert got.dtype == expected.dtype and torch.equal(got.isnan(), expected.isnan())
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64, torch.bfloat16: torch.int16}[dtype]
+    assert torch.equal(got.nan_to_num().view(bits), expected.nan_to_num().view(bits))
 
 
 def test_precision_ranks_uncalled_words_by_the_rule_asked_for():
