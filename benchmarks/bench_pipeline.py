@@ -260,8 +260,8 @@ def measure_prices(
     spec: str, config: RunConfig, batches: list[int], repeats: int, bfloat16: bool = True
 ) -> dict[str, Any]:
     """The three per-token prices on this machine, with the sizes they were measured at; with
-    ``bfloat16`` the same under bfloat16 autocast (else ``"bfloat16"`` says why they were not measured: on
-    a CPU without native bfloat16 the run counts no such tokens, and the emulated products take minutes)."""
+    ``bfloat16`` the same under bfloat16 autocast, else ``"bfloat16"`` is None (a run on a CPU without
+    native bfloat16 counts no such tokens, and there the emulated products take minutes to price)."""
     torch.manual_seed(0)
     lm = load_model(spec)
     acts, gen, tune = config.activations, config.generation, config.tune
