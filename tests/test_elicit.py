@@ -80,6 +80,24 @@ def test_word_token_ids_keep_single_tokens_only(smollm2_tokenizer):
     assert list(ids) == ["good"]
 
 
+def test_word_token_ids_in_one_batch_equal_one_tokenizer_call_per_word(smollm2_tokenizer):
+    """The batch encoder gives every word the id a call of the tokenizer on that word alone gives: over the
+    vocabulary's own words, capitals, accents, apostrophes, special tokens, spaces, repeats and the empty
+    string."""
+    vocabulary = [token.lstrip("Ġ") for token in smollm2_tokenizer.get_vocab()][:3000]
+    words = vocabulary + ["Good", "naïve", "don't", "<|endoftext|>", "<|im_start|>", "a b", " ", "", "good"]
+
+    def one_by_one(tokenizer, words):
+        alone = {w: tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in dict.fromkeys(words)}
+        return {w: ids[0] for w, ids in alone.items() if len(ids) == 1}
+
+    expected = one_by_one(smollm2_tokenizer, words)
+    assert word_token_ids(smollm2_tokenizer, words) == expected
+    assert list(word_token_ids(smollm2_tokenizer, words)) == list(expected)  # first-seen order kept
+    assert 1000 < len(expected) < len(set(words))  # both kinds of word are there
+    assert word_token_ids(smollm2_tokenizer, []) == {}
+
+
 def test_agreement_extremes_and_degenerate_input():
     x = np.arange(10.0)
     assert agreement(x, x).kendall_tau == pytest.approx(1.0)
