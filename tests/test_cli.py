@@ -51,6 +51,44 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
+    """A run's model and review source, and the run folders of compare and edit, are checked before torch
+    and transformers load, so those errors come in about a second instead of after the libraries' import;
+    listing the models loads neither either."""
+    script = f"""
+import sys
+from irmscope.cli import main
+cases = [
+    ["run", "--preset", "smoke", "--set", "model.name=tiny-bert", "--set", "out_dir={tmp_path}"],
+    ["run", "--preset", "smoke", "--set", "model.tuned=/no/such/model", "--set", "out_dir={tmp_path}"],
+    ["run", "--preset", "smoke", "--set", "data.source=/no/such/file.parquet", "--set", "out_dir={tmp_path}"],
+    ["compare", "/no/such/run", "--out", "{tmp_path / "out"}"],
+    ["edit", "/no/such/run"],
+    ["models"],
+]
+codes = []
+for argv in cases:
+    try:
+        main(argv)
+    except SystemExit as stop:
+        codes.append(stop.code)
+loaded = [name for name in ("torch", "transformers") if name in sys.modules]
+print("RESULT", codes, loaded)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RESULT [2, 2, 2, 2, 2, 0] []" in result.stdout, result.stdout[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert [e.split(":")[1].strip().split(" ")[0] for e in errors] == [
+        "unknown",
+        "no",
+        "no",
+        "/no/such/run",
+        "/no/such/run",
+    ]
+    assert not list(tmp_path.iterdir())  # no run folder was started
+
+
 def test_config_show_is_json():
     result = run("config", "show", "--preset", "smoke")
     assert result.returncode == 0

@@ -268,3 +268,18 @@ def test_end_of_text_is_suppressed_in_place_for_every_end_token():
     assert out is scores  # in place: no copy of the scores per step
     assert torch.isinf(out[:, suppress.token_ids]).all() and (out[:, suppress.token_ids] < 0).all()
     assert torch.equal(out[:, kept], before[:, kept])
+
+
+def test_the_lazy_package_exports_what_its_submodules_define():
+    """``irmscope.models`` loads its names on first use: each name of ``__all__`` has a home, and the
+    package gives the very object its home module defines."""
+    import importlib
+
+    import irmscope.models as package
+
+    homes = {name: module for module, names in package._HOMES.items() for name in names}
+    assert sorted(homes) == sorted(package.__all__)
+    for name, module in homes.items():
+        assert getattr(package, name) is getattr(importlib.import_module(f"irmscope.models.{module}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        package.nothing_here  # noqa: B018

@@ -7,12 +7,15 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from irmscope.errors import IrmscopeError
 from irmscope.validation import check_output, check_utf8, env_int, finite, read_text_file
+
+if TYPE_CHECKING:
+    from irmscope.config import RunConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -396,9 +399,24 @@ def divergence(
 def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run (or resume) the pipeline and write report.html, results.json and the stage folders."""
     from irmscope.config import load_config
-    from irmscope.pipeline import run_pipeline
 
-    run_pipeline(load_config(preset, config, set_))
+    settings = load_config(preset, config, set_)
+    _check_sources(settings)
+    from irmscope.pipeline import run_pipeline  # after the checks: its libraries take seconds to load
+
+    run_pipeline(settings)
+
+
+def _check_sources(settings: RunConfig) -> None:
+    """Fail in one line on a model or review source that names nothing, before the pipeline's libraries
+    load (about 15 s on 2 cores): the stages would fail the same way, only later."""
+    from irmscope.data.reviews import review_source_kind
+    from irmscope.models.sources import resolve_model_source
+
+    for spec in (settings.model.name, settings.model.tuned):
+        if spec is not None:
+            resolve_model_source(spec)
+    review_source_kind(settings.data.source)
 
 
 @app.command()
@@ -409,12 +427,14 @@ def compare(
 ) -> None:
     """Put several runs' leaderboards side by side, one column per known reward (e.g. VADER and a
     planted lexicon), each method's tuned-model scores beside its base-model control."""
-    from irmscope.leaderboard.compare import merge_leaderboards
-    from irmscope.report.compare import write_comparison
     from irmscope.runs import load_run_results
 
     check_output(out, overwrite, "folder")
-    merged = merge_leaderboards([load_run_results(run, needs="leaderboard") for run in runs])
+    results = [load_run_results(run, needs="leaderboard") for run in runs]
+    from irmscope.leaderboard.compare import merge_leaderboards  # after the checks (seconds to load)
+    from irmscope.report.compare import write_comparison
+
+    merged = merge_leaderboards(results)
     page = write_comparison(out, merged)
     typer.echo(f"{len(merged['rows'])} methods x {len(merged['rewards'])} rewards: {page}")
 
@@ -437,12 +457,15 @@ def edit(
 ) -> None:
     """Edit the run's tuned model in one MLP (rank one, as ROME) so that WORD is rewarded, and measure the
     edit: the word's elicited reward, every other word's (specificity), and generation."""
-    from irmscope.edit import edit_run_study
-    from irmscope.report.edit import write_edit_report
+    from irmscope.runs import load_run_results
 
     if not word.strip() or any(c in word for c in "/\\"):
         raise IrmscopeError(f"--word {word!r} is not a word; give one lexicon word")
+    load_run_results(run_dir)  # a folder that is not a finished run fails here, before the models load
     out = check_output(out or run_dir / "edits" / word, overwrite, "folder")
+    from irmscope.edit import edit_run_study
+    from irmscope.report.edit import write_edit_report
+
     study = edit_run_study(run_dir, word, layer=layer, gain_units=gain)
     page = write_edit_report(out, study)
     typer.echo(

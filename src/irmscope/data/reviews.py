@@ -63,18 +63,33 @@ def load_reviews(
     return frame if limit is None else frame.iloc[:limit].reset_index(drop=True)
 
 
-def _dispatch(source: str, split: str) -> tuple[pd.DataFrame, str]:
-    """Pick the loader for ``source``; returns the raw frame and a name for error messages."""
+def review_source_kind(source: str) -> str:
+    """What ``source`` names: ``"rotten-tomatoes"``, ``"file"``, ``"folder"`` or ``"hub"``, decided without
+    reading it (the command line checks a run's source before its libraries load); a one-line error when it
+    is none of them."""
     if source == ROTTEN_TOMATOES:
-        return _load_rotten_tomatoes(split), f"{ROTTEN_TOMATOES} ({split})"
+        return ROTTEN_TOMATOES
     path = Path(source).expanduser()
     if path.is_file():
-        return _read_table(path), str(path)
+        return "file"
     if path.is_dir():
-        return _load_folder(path, split), f"{path} ({split})"
+        return "folder"
     if _looks_like_hub_id(source):
-        return _load_hub(source, split), f"{source} ({split})"
+        return "hub"
     raise IrmscopeError(f"no such file or folder: {source}; {_WHERE_HINT}")
+
+
+def _dispatch(source: str, split: str) -> tuple[pd.DataFrame, str]:
+    """Pick the loader for ``source``; returns the raw frame and a name for error messages."""
+    kind = review_source_kind(source)
+    if kind == ROTTEN_TOMATOES:
+        return _load_rotten_tomatoes(split), f"{ROTTEN_TOMATOES} ({split})"
+    path = Path(source).expanduser()
+    if kind == "file":
+        return _read_table(path), str(path)
+    if kind == "folder":
+        return _load_folder(path, split), f"{path} ({split})"
+    return _load_hub(source, split), f"{source} ({split})"
 
 
 def _check_split(split: str) -> None:

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,10 @@ from irmscope.hub import hub_offline, hub_reachable
 from irmscope.io import atomic_write_dir
 from irmscope.models.accounting import count_tokens
 from irmscope.models.adapters import SITE_KINDS, ArchitectureAdapter, adapter_for, all_sites
-from irmscope.models.packaged import PACKAGED_MODELS, packaged_checkpoint
-from irmscope.models.tiny import TINY_FAMILIES, build_tiny
+from irmscope.models.packaged import packaged_checkpoint
+from irmscope.models.sources import DEFAULT_MODEL, resolve_model_source
+from irmscope.models.tiny import build_tiny
 from irmscope.paths import cache_dir
-
-DEFAULT_MODEL = "smollm2-135m"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -60,34 +56,6 @@ class LoadedModel:
     def sites(self, kinds: tuple[str, ...] = SITE_KINDS) -> list[str]:
         """Every hook site of the given kinds, layer by layer."""
         return all_sites(self.n_layers, kinds)
-
-
-def resolve_model_source(spec: str) -> tuple[str, str]:
-    """Classify ``spec`` as ``('packaged'|'tiny'|'local'|'hub', value)``, or fail with a one-line hint."""
-    if spec in PACKAGED_MODELS:
-        return "packaged", spec
-    if spec.startswith("tiny-") and spec[5:] in TINY_FAMILIES:
-        return "tiny", spec[5:]
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise IrmscopeError(
-                f"{spec} is not a Hugging Face model folder (no config.json); "
-                "give a folder written by save_pretrained, or a model name from `irmscope models`"
-            )
-        return "local", str(path)
-    if spec.startswith(("/", ".", "~")) or os.sep in spec and not _HUB_ID.match(spec):
-        raise IrmscopeError(f"no such model folder: {spec}; check the path, or see `irmscope models`")
-    if _HUB_ID.match(spec):
-        return "hub", spec
-    raise IrmscopeError(
-        f"unknown model {spec!r}; use one of {', '.join(model_names())}, a local folder, "
-        "or a hub id owner/name (see `irmscope models`)"
-    )
-
-
-def model_names() -> list[str]:
-    return [*PACKAGED_MODELS, *(f"tiny-{family}" for family in TINY_FAMILIES)]
 
 
 def load_model(
@@ -154,28 +122,3 @@ def load_tokenizer(spec: str, seed: int = 0) -> Any:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def available_models() -> list[dict[str, str]]:
-    """What ``irmscope models`` lists: the packaged models (and whether installed) and the tiny builders."""
-    rows = [
-        {
-            "name": m.name,
-            "kind": "packaged",
-            "installed": "yes" if m.installed() else f"no: {m.install_hint}",
-            "description": m.description,
-            "license": m.license,
-        }
-        for m in PACKAGED_MODELS.values()
-    ]
-    rows += [
-        {
-            "name": f"tiny-{family}",
-            "kind": "tiny (random weights, tests)",
-            "installed": "yes",
-            "description": f"tiny random {family} model with SmolLM2's tokenizer",
-            "license": "-",
-        }
-        for family in TINY_FAMILIES
-    ]
-    return rows
