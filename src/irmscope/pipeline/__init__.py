@@ -26,7 +26,7 @@ from irmscope.io import write_json
 from irmscope.locking import folder_lock
 from irmscope.models.accounting import counted
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.progress import duration, seconds_left
+from irmscope.pipeline.progress import duration, machine_pace, seconds_left
 from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
 from irmscope.report.headline import headline
@@ -49,6 +49,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     with folder_lock(config.out_dir, "run folder"):
         ctx = RunContext(config, progress)
         timings: dict[str, float] = {}
+        computed: list[tuple[str, float]] = []  # (stage, seconds) of the folders this run computed: its pace
         stages = list(STAGES.values())
         for index, stage in enumerate(stages):
             if not stage.applies(ctx):
@@ -60,7 +61,10 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                     for following in stages[index + 1 :]
                     for other in following.expected_instances(ctx)
                 ]
-                timings[name] = run_one(ctx, stage, name, model, done_before=len(timings), later=later)
+                pace = machine_pace(config, computed)
+                timings[name] = run_one(ctx, stage, name, model, len(timings), later, pace)
+                if not ctx.finished[name].cached:
+                    computed.append((stage.name, timings[name]))
         results = collect_results(ctx, timings)
         results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)
@@ -80,17 +84,19 @@ def run_one(
     model: str | None,
     done_before: int = 0,
     later: list[tuple[str, str]] | None = None,
+    pace: float = 1.0,
 ) -> float:
     """Run (or reuse) one stage instance, record it in ``ctx.finished``, and return its wall time.
 
     ``done_before`` stage folders of this run came before it, and ``later`` are ``(folder, stage name)`` of
-    those expected after it: they make the ``stage k/n`` count and the estimate of the time left.
+    those expected after it: they make the ``stage k/n`` count and, with the machine's ``pace``
+    (:func:`~irmscope.pipeline.progress.machine_pace`), the estimate of the time left.
     """
     later = later or []
     label = f"stage {done_before + 1}/{done_before + 1 + len(later)} {name}"
 
     def announced(work) -> dict[str, Any]:
-        left = duration(seconds_left(ctx.config, [(name, stage.name), *later]))
+        left = duration(seconds_left(ctx.config, [(name, stage.name), *later], pace))
         print(f"[irmscope] {label}: running ({left} left in the run, estimate)", flush=True)
         with counted() as tokens:  # the model tokens the stage processed, for benchmarks/bench_pipeline.py
             summary = stage.compute(ctx, work, model)

@@ -9,8 +9,11 @@ The time left is an **estimate**, the sum over the stages still to run of
 - the time the stage last took in this run folder (``stage_seconds`` in the ``done.json`` of its most
   recently finished folder, whatever its settings were), or else
 - a rough prior: the stage's time in one clean run of the demo preset on the idle 2-core development
-  machine, scaled by the config sizes that drive its work (:data:`PRIORS`). It knows nothing of the model's
-  size, so it overestimates tiny models and underestimates larger ones.
+  machine, scaled by the config sizes that drive its work (:data:`PRIORS`), and by this machine's *pace*
+  once the run has computed enough to measure it (:func:`machine_pace`: the stages it computed so far took
+  that many times their priors). The priors know nothing of the model's size or the CPU: before the pace,
+  they overestimate tiny models and underestimate slower CPUs (a CPU without native bfloat16 ran the demo in
+  about twice the priors' time).
 
 It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
 """
@@ -82,6 +85,9 @@ PRIORS: dict[str, tuple[float, Callable[[RunConfig], float]]] = {
 }
 #: the prior of a stage :data:`PRIORS` does not know (a stage added by a user)
 UNKNOWN_STAGE_SECONDS = 30.0
+#: prior seconds the run must have computed before its pace replaces 1: the first stages are short and one
+#: of them may hold a one-time model conversion, which says nothing of the machine's speed
+PACE_AFTER_PRIOR_SECONDS = 120.0
 
 
 def recorded_seconds(root: Path, name: str) -> float | None:
@@ -105,13 +111,24 @@ def prior_seconds(config: RunConfig, stage: str) -> float:
     return seconds * scale(config)
 
 
-def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]]) -> float:
-    """The estimated time of the stage folders still to run, each given as ``(folder name, stage name)``."""
+def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float]]) -> float:
+    """How many times its priors this run's stages took: the wall seconds of the stage folders computed (not
+    reused) so far, ``(stage name, seconds)``, over their priors; 1 until those priors add up to
+    :data:`PACE_AFTER_PRIOR_SECONDS`."""
+    prior = sum(prior_seconds(config, stage) for stage, _ in computed)
+    if prior < PACE_AFTER_PRIOR_SECONDS:
+        return 1.0
+    return sum(seconds for _, seconds in computed) / prior
+
+
+def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]], pace: float = 1.0) -> float:
+    """The estimated time of the stage folders still to run, each given as ``(folder name, stage name)``:
+    the time each last took in this run folder, else its prior times ``pace`` (:func:`machine_pace`)."""
     root = Path(config.out_dir)
     total = 0.0
     for name, stage in folders:
         recorded = recorded_seconds(root, name)
-        total += prior_seconds(config, stage) if recorded is None else recorded
+        total += pace * prior_seconds(config, stage) if recorded is None else recorded
     return total
 
 
