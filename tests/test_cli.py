@@ -52,41 +52,45 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
-    """A run's model and review source, and the run folders of compare and edit, are checked before torch
-    and transformers load, so those errors come in about a second instead of after the libraries' import;
-    listing the models loads neither either."""
-    script = f"""
-import sys
+    """Every command checks its model names and review source (compare and edit their run folders, tune its
+    settings) before torch and transformers load, so those errors come in about a second instead of after
+    the libraries' import; listing the models loads neither."""
+    run_with = ["run", "--preset", "smoke", "--set", f"out_dir={tmp_path / 'run'}", "--set"]
+    cases = [
+        ([*run_with, "model.name=tiny-bert"], "unknown model"),
+        ([*run_with, "model.tuned=/no/such/model"], "no such model folder"),
+        ([*run_with, "data.source=/no/such/file.parquet"], "no such file or folder"),
+        (["compare", "/no/such/run", "--out", str(tmp_path / "compared")], "holds no results.json"),
+        (["edit", "/no/such/run"], "holds no results.json"),
+        (["tune", "--out", str(tmp_path / "tuned"), "--set", "stepz=3"], "unknown config key"),
+        (["tune", "--out", str(tmp_path / "tuned"), "--model", "tiny-bert"], "unknown model"),
+        (["evaluate", "--tuned", "tiny-llama", "--data", "/no/such/file.parquet"], "no such file or folder"),
+        (["divergence", "--tuned", "/no/such/model"], "no such model folder"),
+        (["audit", "--tuned", "tiny-bert", "--out", str(tmp_path / "audit")], "unknown model"),
+        (["cache-activations", "--out", str(tmp_path / "cache"), "--model", "tiny-bert"], "unknown model"),
+        (["planted-lexicon", "--out", str(tmp_path / "p.tsv"), "--data", "/no/such.csv"], "no such file"),
+    ]
+    script = """
+import json, sys
 from irmscope.cli import main
-cases = [
-    ["run", "--preset", "smoke", "--set", "model.name=tiny-bert", "--set", "out_dir={tmp_path}"],
-    ["run", "--preset", "smoke", "--set", "model.tuned=/no/such/model", "--set", "out_dir={tmp_path}"],
-    ["run", "--preset", "smoke", "--set", "data.source=/no/such/file.parquet", "--set", "out_dir={tmp_path}"],
-    ["compare", "/no/such/run", "--out", "{tmp_path / "out"}"],
-    ["edit", "/no/such/run"],
-    ["models"],
-]
 codes = []
-for argv in cases:
+for argv in json.loads(sys.argv[1]) + [["models"]]:
     try:
         main(argv)
     except SystemExit as stop:
         codes.append(stop.code)
-loaded = [name for name in ("torch", "transformers") if name in sys.modules]
-print("RESULT", codes, loaded)
+print(json.dumps({"codes": codes, "loaded": [m for m in ("torch", "transformers") if m in sys.modules]}))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "RESULT [2, 2, 2, 2, 2, 0] []" in result.stdout, result.stdout[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"codes": [2] * len(cases) + [0], "loaded": []}, outcome
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert [e.split(":")[1].strip().split(" ")[0] for e in errors] == [
-        "unknown",
-        "no",
-        "no",
-        "/no/such/run",
-        "/no/such/run",
-    ]
-    assert not list(tmp_path.iterdir())  # no run folder was started
+    assert len(errors) == len(cases)
+    for (argv, message), error in zip(cases, errors, strict=True):
+        assert message in error, (argv, error)
+    assert not list(tmp_path.iterdir())  # nothing was written
 
 
 def test_config_show_is_json():

@@ -159,9 +159,9 @@ CASES: list[tuple[str, list[str], str]] = [
     # evaluate
     ("evaluate-missing-tuned", ["evaluate"], "--tuned"),
     ("evaluate-n-zero", ["evaluate", "--tuned", "t", "--n", "0"], "--n"),
-    ("evaluate-out-exists", ["evaluate", "--tuned", "t", "--out", "prev.json"], "--overwrite"),
-    ("evaluate-out-folder", ["evaluate", "--tuned", "t", "--out", "prevdir"], "is a folder"),
-    ("evaluate-bad-reward", ["evaluate", "--tuned", "t", "-r", "vader:x"], "unknown reward spec"),
+    ("evaluate-out-exists", ["evaluate", "--tuned", "tiny-llama", "--out", "prev.json"], "--overwrite"),
+    ("evaluate-out-folder", ["evaluate", "--tuned", "tiny-llama", "--out", "prevdir"], "is a folder"),
+    ("evaluate-bad-reward", ["evaluate", "--tuned", "tiny-llama", "-r", "vader:x"], "unknown reward spec"),
     ("evaluate-empty-tuned", ["evaluate", "--tuned", ""], "--tuned is empty"),
     # divergence
     ("divergence-top-zero", ["divergence", "--tuned", "t", "--top", "0"], "--top"),

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
 from irmscope.errors import IrmscopeError
 from irmscope.validation import check_output, check_utf8, env_int, finite, read_text_file
-
-if TYPE_CHECKING:
-    from irmscope.config import RunConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -161,10 +159,11 @@ def planted_lexicon_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a reward the base model cannot know: random values on frequent sentiment-neutral words."""
+    check_output(out, overwrite, "file")
+    _check_names([model], [data])
     from irmscope.models import load_tokenizer
     from irmscope.rewards.planted import planted_lexicon_of_reviews
 
-    check_output(out, overwrite, "file")
     lexicon = planted_lexicon_of_reviews(
         data, load_tokenizer(model), n_words=n_words, seed=seed, n_texts=n_texts
     )
@@ -190,11 +189,12 @@ def cache_activations_cmd(
     ] = False,
 ) -> None:
     """Stream a model's activations over a dataset into safetensors shards (a rerun resumes)."""
+    if positions not in ("all", "last"):
+        raise IrmscopeError(f"--positions must be 'all' or 'last', not {positions!r}")
+    _check_names([model], [data])
     from irmscope.activations.caching import cache_review_activations
     from irmscope.distributed import is_main
 
-    if positions not in ("all", "last"):
-        raise IrmscopeError(f"--positions must be 'all' or 'last', not {positions!r}")
     store = cache_review_activations(
         out,
         model=model,
@@ -300,12 +300,14 @@ def tune(
     """Fine-tune a base model against a known reward (TRL); --set takes the config's tune-section keys.
     A rerun with the same --out resumes from its last checkpoint."""
     from irmscope.config import load_config
-    from irmscope.tune import tune_on_reviews
 
     overrides = [f"tune.algorithm={algorithm}"] + [
         s if s.startswith("tune.") else f"tune.{s}" for s in set_ or []
     ]
     settings = load_config("demo", overrides=overrides).tune
+    _check_names([model], [data])
+    from irmscope.tune import tune_on_reviews  # after the checks (seconds to load)
+
     tuned = tune_on_reviews(
         out,
         model=model,
@@ -346,6 +348,7 @@ def evaluate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Mean reward of base vs tuned completions (Table 7) with CIs, KL to the base, and a fluency control."""
+    _check_names([tuned, base], [data])
     from irmscope.models.generation import SAMPLING_BATCH, Sampling
     from irmscope.tune import evaluate_models
 
@@ -377,11 +380,11 @@ def divergence(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Per-layer parameter distance between base and tuned model, and the top layers (§4.2)."""
-    from irmscope.models import load_model
-    from irmscope.tune import layer_divergence, top_layers
-
     if plot:
         check_output(plot, overwrite, "file", option="--plot")
+    _check_names([tuned, base])
+    from irmscope.models import load_model
+    from irmscope.tune import layer_divergence, top_layers
 
     per_layer = layer_divergence(load_model(base), load_model(tuned))
     best = top_layers(per_layer, top)
@@ -401,22 +404,24 @@ def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = Non
     from irmscope.config import load_config
 
     settings = load_config(preset, config, set_)
-    _check_sources(settings)
+    _check_names([settings.model.name, settings.model.tuned], [settings.data.source])
     from irmscope.pipeline import run_pipeline  # after the checks: its libraries take seconds to load
 
     run_pipeline(settings)
 
 
-def _check_sources(settings: RunConfig) -> None:
-    """Fail in one line on a model or review source that names nothing, before the pipeline's libraries
-    load (about 15 s on 2 cores): the stages would fail the same way, only later."""
+def _check_names(models: Sequence[str | None] = (), sources: Sequence[str] = ()) -> None:
+    """Fail in one line on a model or a review source that names nothing, before a command's libraries
+    load (torch and transformers take 10-15 s to import on 2 cores): the command would fail the same way,
+    only later."""
     from irmscope.data.reviews import review_source_kind
     from irmscope.models.sources import resolve_model_source
 
-    for spec in (settings.model.name, settings.model.tuned):
+    for spec in models:
         if spec is not None:
             resolve_model_source(spec)
-    review_source_kind(settings.data.source)
+    for source in sources:
+        review_source_kind(source)
 
 
 @app.command()
@@ -499,6 +504,7 @@ def audit(
     """Blind audit: which words did tuning reward and penalise (above a false-discovery-controlled noise
     floor), where the change comes from, what changed inside (a crosscoder), and, with --reward, how far
     that is from the known reward."""
+    _check_names([tuned, base], [data])
     from irmscope.audit import run_audit
     from irmscope.report.audit import write_audit_page
     from irmscope.sae.crosscoder import CrosscoderConfig
