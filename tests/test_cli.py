@@ -52,14 +52,15 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
-    """Every command checks its model names and review source (compare and edit their run folders, tune its
-    settings) before torch and transformers load, so those errors come in about a second instead of after
-    the libraries' import; listing the models loads neither."""
+    """Every command that names a model or a review source checks them (compare and edit their run folders,
+    tune its settings) before torch and transformers load, so those errors come in about a second instead
+    of after the libraries' import; listing the models loads neither."""
     run_with = ["run", "--preset", "smoke", "--set", f"out_dir={tmp_path / 'run'}", "--set"]
     cases = [
         ([*run_with, "model.name=tiny-bert"], "unknown model"),
         ([*run_with, "model.tuned=/no/such/model"], "no such model folder"),
         ([*run_with, "data.source=/no/such/file.parquet"], "no such file or folder"),
+        ([*run_with, "probes.dpo_model=tiny-bert"], "unknown model"),
         (["compare", "/no/such/run", "--out", str(tmp_path / "compared")], "holds no results.json"),
         (["edit", "/no/such/run"], "holds no results.json"),
         (["tune", "--out", str(tmp_path / "tuned"), "--set", "stepz=3"], "unknown config key"),
@@ -69,6 +70,8 @@ def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
         (["audit", "--tuned", "tiny-bert", "--out", str(tmp_path / "audit")], "unknown model"),
         (["cache-activations", "--out", str(tmp_path / "cache"), "--model", "tiny-bert"], "unknown model"),
         (["planted-lexicon", "--out", str(tmp_path / "p.tsv"), "--data", "/no/such.csv"], "no such file"),
+        (["train-classifier", "--out", str(tmp_path / "c"), "--data", "/no/such.csv"], "no such file"),
+        (["train-sae", "--cache", ".", "--site", "s", "--out", str(tmp_path / "s"), "--model", "x"], "model"),
     ]
     script = """
 import json, sys

@@ -81,9 +81,9 @@ def test_word_token_ids_keep_single_tokens_only(smollm2_tokenizer):
 
 
 def test_word_token_ids_in_one_batch_equal_one_tokenizer_call_per_word(smollm2_tokenizer):
-    """The batch encoder gives every word the id a call of the tokenizer on that word alone gives: over the
-    vocabulary's own words, capitals, accents, apostrophes, special tokens, spaces, repeats and the empty
-    string."""
+    """One batched call gives every word the id a call of the tokenizer on that word alone gives, whatever
+    an earlier padded call left set: over the vocabulary's own words, capitals, accents, apostrophes,
+    special tokens, spaces, repeats and the empty string."""
     vocabulary = [token.lstrip("Ġ") for token in smollm2_tokenizer.get_vocab()][:3000]
     words = vocabulary + ["Good", "naïve", "don't", "<|endoftext|>", "<|im_start|>", "a b", " ", "", "good"]
 
@@ -92,6 +92,7 @@ def test_word_token_ids_in_one_batch_equal_one_tokenizer_call_per_word(smollm2_t
         return {w: ids[0] for w, ids in alone.items() if len(ids) == 1}
 
     expected = one_by_one(smollm2_tokenizer, words)
+    smollm2_tokenizer(["a padded call", "leaves"], padding=True, truncation=True, max_length=8)  # no trace
     assert word_token_ids(smollm2_tokenizer, words) == expected
     assert list(word_token_ids(smollm2_tokenizer, words)) == list(expected)  # first-seen order kept
     assert 1000 < len(expected) < len(set(words))  # both kinds of word are there

@@ -1,6 +1,8 @@
 """Hook sites and interventions on every supported family, and the model loader's errors."""
 
+import ast
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ from irmscope.models import (
 from irmscope.models.accounting import TokenCounts, counted
 from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import select_positions, stop_after_deepest
-from irmscope.models.tiny import TINY_FAMILIES
+from irmscope.models.sources import TINY_FAMILIES
 
 TEXTS = ["The film was a quiet delight from start to finish", "Dull."]
 
@@ -271,15 +273,30 @@ def test_end_of_text_is_suppressed_in_place_for_every_end_token():
 
 
 def test_the_lazy_package_exports_what_its_submodules_define():
-    """``irmscope.models`` loads its names on first use: each name of ``__all__`` has a home, and the
-    package gives the very object its home module defines."""
+    """``irmscope.models`` loads its names on first use: each name of ``__all__`` has a home, type checkers
+    import it from there, and the package gives the very object its home module defines."""
     import importlib
 
     import irmscope.models as package
 
     homes = {name: module for module, names in package._HOMES.items() for name in names}
     assert sorted(homes) == sorted(package.__all__)
+    tree = ast.parse(Path(package.__file__).read_text())
+    guards = [node for node in tree.body if isinstance(node, ast.If)]
+    typed = next(node for node in guards if ast.unparse(node.test) == "TYPE_CHECKING")
+    imported = {
+        alias.name: node.module.rsplit(".", 1)[1] for node in typed.body for alias in node.names
+    }  # what type checkers see: the same names from the same modules
+    assert imported == homes
     for name, module in homes.items():
         assert getattr(package, name) is getattr(importlib.import_module(f"irmscope.models.{module}"), name)
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         package.nothing_here  # noqa: B018
+
+
+def test_the_light_list_of_tiny_families_is_the_one_tiny_builds():
+    """Model names are checked without importing transformers (``sources.TINY_FAMILIES``); the tiny
+    builder's configs must cover exactly those families."""
+    from irmscope.models import sources, tiny
+
+    assert tuple(tiny._FAMILY_CONFIGS) == sources.TINY_FAMILIES

@@ -434,23 +434,26 @@ def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_p
 
 def test_priors_are_scaled_by_the_pace_of_the_stages_this_run_computed(tmp_path):
     """A machine that took twice the priors for the stages it computed is forecast at twice the priors for
-    the rest; recorded times are this machine's own and stay; short first stages set no pace."""
+    the rest; recorded times are this machine's own and stay; short first stages set no pace, tuning (which
+    may resume or stop at its target) never does, and one stage that resumed half-done does not move the
+    median."""
     config = load_config("demo", overrides=[f"out_dir={tmp_path}"])
-    tune, evaluate = progress.prior_seconds(config, "tune"), progress.prior_seconds(config, "evaluate")
+    prior = {stage: progress.prior_seconds(config, stage) for stage in ("evaluate", "read-samples", "elicit")}
     assert progress.machine_pace(config, []) == 1.0
     assert progress.machine_pace(config, [("prompts", 30.0)]) == 1.0  # a one-time conversion, not a pace
-    assert progress.machine_pace(config, [("prompts", 2.0), ("tune", 2 * tune - 2.0)]) == pytest.approx(
-        2 * tune / (tune + progress.prior_seconds(config, "prompts"))
-    )
-    pace = progress.machine_pace(config, [("tune", 2 * tune), ("evaluate", 2 * evaluate)])
-    assert pace == pytest.approx(2.0)
-    folders = [("evaluate", "evaluate"), ("validate", "validate")]
-    assert progress.seconds_left(config, folders, pace) == pytest.approx(
+    assert progress.machine_pace(config, [("tune", 5000.0), ("evaluate", 2 * prior["evaluate"])]) == 1.0
+    twice = [(stage, 2 * seconds) for stage, seconds in prior.items()]
+    assert progress.machine_pace(config, twice) == pytest.approx(2.0)
+    resumed = [*twice[:2], ("elicit", 0.1 * prior["elicit"])]  # killed and resumed near its end
+    assert progress.machine_pace(config, resumed) == pytest.approx(2.0)
+    folders = [("attribute", "attribute"), ("validate", "validate")]
+    assert progress.seconds_left(config, folders, 2.0) == pytest.approx(
         2 * progress.seconds_left(config, folders)
     )
     (tmp_path / "stages" / f"validate-{'0' * 16}").mkdir(parents=True)
     (tmp_path / "stages" / f"validate-{'0' * 16}" / "done.json").write_text('{"stage_seconds": 5.0}')
-    assert progress.seconds_left(config, folders, pace) == pytest.approx(2 * evaluate + 5.0)
+    attribute = progress.prior_seconds(config, "attribute")
+    assert progress.seconds_left(config, folders, 2.0) == pytest.approx(2 * attribute + 5.0)
 
 
 def test_tuning_against_a_target_checks_unseen_prompts_and_says_why_it_stopped(tmp_path):

@@ -136,9 +136,11 @@ def train_classifier(
 ) -> None:
     """Train the Appendix F classifier reward (TF-IDF + logistic regression), saved without pickle."""
     from irmscope.rewards import default_classifier_dir
-    from irmscope.rewards.classifier import train_on_reviews
 
     out = check_output(out or default_classifier_dir(), overwrite, "folder")
+    _check_names(sources=[data])
+    from irmscope.rewards.classifier import train_on_reviews
+
     trained = train_on_reviews(data, out, limit)
     accuracy, n_test = trained["accuracy"], trained["n_test"]
     typer.echo(f"saved to {trained['path']}; held-out accuracy {accuracy:.3f} on {n_test} reviews")
@@ -245,6 +247,7 @@ def train_sae_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
+    _check_names([model], [data])
     from irmscope.config import validate
     from irmscope.distributed import is_main
     from irmscope.locking import output_lock
@@ -404,7 +407,10 @@ def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = Non
     from irmscope.config import load_config
 
     settings = load_config(preset, config, set_)
-    _check_names([settings.model.name, settings.model.tuned], [settings.data.source])
+    # a moved data file or model folder is refused even where every stage could be reused (its cache is
+    # keyed by the names): the folder keeps its results, and the message says what to give
+    models = [settings.model.name, settings.model.tuned, settings.probes.dpo_model]
+    _check_names(models, [settings.data.source])
     from irmscope.pipeline import run_pipeline  # after the checks: its libraries take seconds to load
 
     run_pipeline(settings)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from irmscope.models.reading import completion_statistics, read_pairs
     from irmscope.models.sources import DEFAULT_MODEL, available_models
 
-#: where each public name lives (a test checks this, the imports above and ``__all__`` agree)
+#: where each public name lives (a test checks that this, the imports above and ``__all__`` agree)
 _HOMES = {
     "adapters": ("ADAPTERS", "SITE_KINDS", "ArchitectureAdapter", "adapter_for", "parse_site", "site_name"),
     "generation": ("Sampling", "batches", "generate_amplified", "generate_completions"),
@@ -82,9 +82,8 @@ def __getattr__(name: str) -> Any:
     home = _HOME_OF.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value  # the next lookup skips this function
-    return value
+    # not cached here: the name always reads its home module's current value
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
 
 
 def __dir__() -> list[str]:

@@ -11,9 +11,9 @@ The time left is an **estimate**, the sum over the stages still to run of
 - a rough prior: the stage's time in one clean run of the demo preset on the idle 2-core development
   machine, scaled by the config sizes that drive its work (:data:`PRIORS`), and by this machine's *pace*
   once the run has computed enough to measure it (:func:`machine_pace`: the stages it computed so far took
-  that many times their priors). The priors know nothing of the model's size or the CPU: before the pace,
-  they overestimate tiny models and underestimate slower CPUs (a CPU without native bfloat16 ran the demo in
-  about twice the priors' time).
+  that many times their priors, as a median over stages). The priors know nothing of the model's size or
+  the CPU: before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without
+  native bfloat16 ran the demo in about twice the priors' time).
 
 It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
 """
@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from irmscope.config import RunConfig
 from irmscope.stages import DONE, finished_stage_folders
@@ -88,6 +90,9 @@ UNKNOWN_STAGE_SECONDS = 30.0
 #: prior seconds the run must have computed before its pace replaces 1: the first stages are short and one
 #: of them may hold a one-time model conversion, which says nothing of the machine's speed
 PACE_AFTER_PRIOR_SECONDS = 120.0
+#: stages whose time does not follow their prior on a given machine, left out of the pace: tuning may resume
+#: from a checkpoint or stop early at its target (its prior counts the step cap)
+NOT_PACED = frozenset({"tune"})
 
 
 def recorded_seconds(root: Path, name: str) -> float | None:
@@ -112,13 +117,14 @@ def prior_seconds(config: RunConfig, stage: str) -> float:
 
 
 def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float]]) -> float:
-    """How many times its priors this run's stages took: the wall seconds of the stage folders computed (not
-    reused) so far, ``(stage name, seconds)``, over their priors; 1 until those priors add up to
-    :data:`PACE_AFTER_PRIOR_SECONDS`."""
-    prior = sum(prior_seconds(config, stage) for stage, _ in computed)
-    if prior < PACE_AFTER_PRIOR_SECONDS:
+    """How many times its priors this machine takes: the median, over the stage folders this run computed
+    (not reused) so far, given as ``(stage name, seconds)``, of each one's seconds over its prior; 1 until
+    their priors add up to :data:`PACE_AFTER_PRIOR_SECONDS`. Stages in :data:`NOT_PACED` are left out, and
+    the median keeps one stage that resumed half-done from setting the pace of the rest."""
+    paced = [(prior_seconds(config, stage), seconds) for stage, seconds in computed if stage not in NOT_PACED]
+    if sum(prior for prior, _ in paced) < PACE_AFTER_PRIOR_SECONDS:
         return 1.0
-    return sum(seconds for _, seconds in computed) / prior
+    return float(np.median([seconds / prior for prior, seconds in paced if prior > 0]))
 
 
 def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]], pace: float = 1.0) -> float:
