@@ -581,3 +581,22 @@ def test_bad_input_is_one_error_line_before_any_model_loads(tmp_path, monkeypatc
     assert code == 2 and "Traceback" not in err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_spearman_rows_equal_scipys_spearmanr_row_by_row():
+    """The audit's vectorised rank correlation gives scipy's Spearman rho for every row, ties included
+    (rows rounded to one decimal), and NaN for a constant row or constant values."""
+    from scipy import stats
+
+    from irmscope.audit.inside import spearman_rows
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(size=500), 1)
+    rows = np.round(rng.normal(size=(6, 500)) + np.linspace(0, 2, 6)[:, None] * values, 1)
+    rows[3] = 0.5  # constant: nothing promoted
+    rho = spearman_rows(rows, values)
+    for row, got in zip(rows, rho, strict=True):
+        expected = stats.spearmanr(row, values).statistic if np.ptp(row) else np.nan
+        assert got == pytest.approx(expected, abs=1e-12, nan_ok=True)
+    assert np.isnan(rho[3]) and rho[-1] > 0.5
+    assert np.isnan(spearman_rows(rows, np.ones(500))).all()
