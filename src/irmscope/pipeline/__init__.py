@@ -62,7 +62,9 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                     for other in following.expected_instances(ctx)
                 ]
                 pace = machine_pace(config, computed)
-                timings[name] = run_one(ctx, stage, name, model, len(timings), later, pace)
+                timings[name] = run_one(
+                    ctx, stage, name, model, done_before=len(timings), later=later, pace=pace
+                )
                 if not ctx.finished[name].cached:
                     computed.append((stage.name, timings[name]))
         results = collect_results(ctx, timings)
