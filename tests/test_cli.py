@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from irmscope.locking import folder_lock, output_lock
+
 IRMSCOPE = [sys.executable, "-m", "irmscope"]
 
 
@@ -53,9 +55,13 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
     """Every command that names a model or a review source checks them (compare and edit their run folders,
-    tune its settings) before torch and transformers load, so those errors come in about a second instead
-    of after the libraries' import; listing the models loads neither."""
+    tune its settings), and every command that locks its output looks at the lock, before torch and
+    transformers load, so those errors come in about a second instead of after the libraries' import;
+    listing the models loads neither."""
     run_with = ["run", "--preset", "smoke", "--set", f"out_dir={tmp_path / 'run'}", "--set"]
+    held = tmp_path / "held"  # outputs this test process writes (holds the lock of) while the commands run
+    in_use = f"is in use by process {os.getpid()} "
+    smoke_in_held = ["run", "--preset", "smoke", "--set", f"out_dir={held / 'run'}"]
     cases = [
         ([*run_with, "model.name=tiny-bert"], "unknown model"),
         ([*run_with, "model.tuned=/no/such/model"], "no such model folder"),
@@ -72,6 +78,10 @@ def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
         (["planted-lexicon", "--out", str(tmp_path / "p.tsv"), "--data", "/no/such.csv"], "no such file"),
         (["train-classifier", "--out", str(tmp_path / "c"), "--data", "/no/such.csv"], "no such file"),
         (["train-sae", "--cache", ".", "--site", "s", "--out", str(tmp_path / "s"), "--model", "x"], "model"),
+        (smoke_in_held, f"run folder {held / 'run'} {in_use}"),
+        (["cache-activations", "--out", str(held / "cache"), "--model", "tiny-llama"], in_use),
+        (["train-sae", "--cache", ".", "--site", "s", "--out", str(held / "sae")], f"SAE folder {held}"),
+        (["audit", "--tuned", "tiny-llama", "--base", "tiny-llama", "--out", str(held / "audit")], in_use),
     ]
     script = """
 import json, sys
@@ -85,7 +95,13 @@ for argv in json.loads(sys.argv[1]) + [["models"]]:
 print(json.dumps({"codes": codes, "loaded": [m for m in ("torch", "transformers") if m in sys.modules]}))
 """
     command = [sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    with (
+        folder_lock(held / "run"),
+        output_lock(held / "cache"),
+        output_lock(held / "sae"),
+        output_lock(held / "audit"),
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"codes": [2] * len(cases) + [0], "loaded": []}, outcome
@@ -93,7 +109,8 @@ print(json.dumps({"codes": codes, "loaded": [m for m in ("torch", "transformers"
     assert len(errors) == len(cases)
     for (argv, message), error in zip(cases, errors, strict=True):
         assert message in error, (argv, error)
-    assert not list(tmp_path.iterdir())  # nothing was written
+    assert [path.name for path in tmp_path.iterdir()] == ["held"]  # nothing was written
+    assert sorted(path.name for path in held.rglob("*")) == ["run"]  # the released locks left nothing
 
 
 def test_config_show_is_json():

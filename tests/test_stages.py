@@ -12,8 +12,7 @@ import pytest
 
 from irmscope.config import load_config
 from irmscope.errors import IrmscopeError
-from irmscope.locking import folder_lock, output_lock
-from irmscope.pipeline import run_pipeline
+from irmscope.locking import folder_lock, output_lock, refuse_if_locked
 from irmscope.runs import stage_dir
 from irmscope.stages import run_stage, stage_damage
 
@@ -121,6 +120,8 @@ def test_folder_lock_refuses_a_file(tmp_path):
 
 
 def test_a_run_on_a_locked_folder_is_refused_before_any_work(tmp_path):
+    from irmscope.pipeline import run_pipeline  # here: the spawned processes above import this module
+
     config = load_config("smoke", overrides=[f"out_dir={tmp_path}"])
     with folder_lock(tmp_path, "run folder"):
         with pytest.raises(IrmscopeError, match="run folder .* is in use"):
@@ -149,21 +150,22 @@ def test_output_lock_keeps_its_file_beside_the_output(tmp_path):
     assert not (tmp_path / "cache").exists() and not (tmp_path / ".cache.lock").exists()
 
 
-@pytest.mark.parametrize("command", ["cache-activations", "train-sae"])
-def test_a_command_writing_a_locked_output_is_refused_in_one_line(tmp_path, command):
-    out = tmp_path / "out"
-    args = {
-        "cache-activations": ["--model", "tiny-gpt_neox", "--n-texts", "2"],
-        "train-sae": ["--cache", str(tmp_path / "no-cache"), "--site", "blocks.0.mlp.hook_post"],
-    }[command]
-    with output_lock(out):
-        done = subprocess.run(
-            [sys.executable, "-m", "irmscope", command, *args, "--out", str(out)],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.startswith("error: ") and f"in use by process {os.getpid()} " in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+def test_the_early_look_at_a_lock_refuses_a_held_folder_or_output_and_creates_nothing(tmp_path):
+    """What commands call before their libraries load: the lock's own error while another holder has it,
+    nothing (and nothing created) while nobody does, and the lock can be taken right after a look."""
+    refuse_if_locked(tmp_path / "missing" / "run", "run folder")
+    refuse_if_locked(tmp_path / "missing" / "cache", "activation cache", whole_folder=False)
+    assert not (tmp_path / "missing").exists()
+    with folder_lock(tmp_path / "run", "run folder"), output_lock(tmp_path / "cache", "activation cache"):
+        with pytest.raises(IrmscopeError, match=rf"^run folder .*run is in use by process {os.getpid()} "):
+            refuse_if_locked(tmp_path / "run", "run folder")
+        with pytest.raises(IrmscopeError, match=r"^activation cache .*cache is in use by process "):
+            refuse_if_locked(tmp_path / "cache", "activation cache", whole_folder=False)
+        refuse_if_locked(tmp_path / "cache", "activation cache")  # a folder lock of "cache": nobody's
+    refuse_if_locked(tmp_path / "run", "run folder")
+    with folder_lock(tmp_path / "run", "run folder"), output_lock(tmp_path / "cache", "activation cache"):
+        pass
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["run"]
 
 
 def test_a_tune_setting_added_later_stays_out_of_the_key_at_its_default():

@@ -49,7 +49,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     if folder.exists() and not folder.is_dir():
         raise IrmscopeError(f"{what} {folder} is a file, not a folder; choose another output path")
     _make_dirs(folder, what)
-    with _exclusive(folder / LOCK_NAME, f"{what} {folder}"):
+    with _exclusive(_folder_lock_file(folder), f"{what} {folder}"):
         yield folder
 
 
@@ -60,8 +60,47 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
     the command wrote."""
     path = Path(path)
     _make_dirs(path.parent, what)
-    with _exclusive(path.parent / f".{path.name}.lock", f"{what} {path}"):
+    with _exclusive(_output_lock_file(path), f"{what} {path}"):
         yield path
+
+
+def refuse_if_locked(path: str | os.PathLike, what: str, *, whole_folder: bool = True) -> None:
+    """Raise the error :func:`folder_lock` (``whole_folder``) or :func:`output_lock` would raise on
+    ``path`` if another process holds that lock now; create nothing and take nothing.
+
+    A look, not a hold: commands call it before their libraries load (seconds on two cores), so that a
+    second run on a folder in use is refused at once, then take the lock itself, which stays the guard.
+    The look holds a shared lock for an instant, so a process taking the lock in that same instant may
+    be refused as if the folder were in use.
+    """
+    path = Path(path)
+    lock_file = _folder_lock_file(path) if whole_folder else _output_lock_file(path)
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:  # no lock file (nobody holds it) or no folder yet: the lock itself will tell
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(f"{what} {path}", lock_file) from None
+    finally:
+        os.close(fd)  # releases the shared lock, if taken
+
+
+def _folder_lock_file(folder: Path) -> Path:
+    return folder / LOCK_NAME
+
+
+def _output_lock_file(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
+
+
+def _in_use(described: str, lock_file: Path) -> IrmscopeError:
+    """The one-line error for ``described`` (e.g. "run folder PATH") while ``lock_file`` is held."""
+    holder = _holder(lock_file)
+    return IrmscopeError(
+        f"{described} is in use by {holder}; wait for it to finish or choose another output folder"
+    )
 
 
 def _make_dirs(folder: Path, what: str) -> None:
@@ -86,10 +125,7 @@ def _held(lock_file: Path, blocking: bool, described: str = "") -> Iterator[int]
             fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise IrmscopeError(
-                f"{described} is in use by {_holder(lock_file)}; wait for it to finish or choose "
-                "another output folder"
-            ) from None
+            raise _in_use(described, lock_file) from None
         if _same_file(fd, lock_file):
             break
         os.close(fd)  # the holder removed it between our open and our lock: take the new one
