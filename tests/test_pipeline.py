@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from irmscope.config import load_config
+from irmscope.locking import LOCK_NAME, wait_for_lock
 from irmscope.models.accounting import TokenCounts
 from irmscope.pipeline import progress, run_pipeline, stage_names
 from irmscope.rewards import Lexicon, load_reward
@@ -586,11 +587,25 @@ def test_smoke_results_match_the_stored_reference(smoke_run):
         )
 
 
+def _reuse_finished_stages(run: dict, out: Path, *, except_for: set[str]) -> None:
+    """Copy the finished stage folders of ``run`` (the smoke run's results) into the run folder ``out``,
+    all but those of the stages ``except_for``: a test of what happens around one stage need not compute
+    the others again (a run finds them by their keys, which do not depend on the folder). The keys come
+    from the run's own manifest, since other tests add stage folders with other keys to the smoke run's."""
+    source = Path(run["config"]["out_dir"]) / "stages"
+    for name, stage in run["manifest"]["stages"].items():
+        if name not in except_for:
+            folder = f"{name}-{stage['key']}"
+            shutil.copytree(source / folder, out / "stages" / folder)
+
+
 def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke_run, tmp_path, capsys):
     """Kill -9 the run after the first SAE of the tuned model is written, run it again: the finished stages
-    are reused, the finished SAE is not retrained, and results.json equals the uninterrupted run's."""
-    config, reference, _ = smoke_run
+    are reused, the finished SAE is not retrained, and the SAEs and results.json equal the uninterrupted
+    run's. The other stages come finished from the smoke run, so the test spends its time on this one."""
+    config, reference, smoke_out = smoke_run
     out = tmp_path / "killed"
+    _reuse_finished_stages(reference, out, except_for={"saes-tuned"})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "irmscope", "run", "--preset", "smoke", "--set", f"out_dir={out}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -611,30 +626,49 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
     for name in STAGES[: STAGES.index("saes-tuned")]:
         assert f"{LINE[name]}cached" in printed
     assert f"{LINE['saes-tuned']}running (" in printed
-    final_sae = next(out.glob(f"stages/saes-tuned-*/{first_sae.parent.name}/sae_weights.safetensors"))
-    assert final_sae.stat().st_mtime_ns == trained_at
+    assert resumed["manifest"]["stages"]["saes-tuned"]["cached"] is False
+    key = reference["manifest"]["stages"]["saes-tuned"]["key"]
+    resumed_saes, smoke_saes = (folder / "stages" / f"saes-tuned-{key}" for folder in (out, smoke_out))
+    assert (resumed_saes / first_sae.parent.name / "sae_weights.safetensors").stat().st_mtime_ns == trained_at
+    weights = sorted(path.relative_to(smoke_saes) for path in smoke_saes.rglob("*.safetensors"))
+    assert weights == sorted(path.relative_to(resumed_saes) for path in resumed_saes.rglob("*.safetensors"))
+    assert weights and all((resumed_saes / w).read_bytes() == (smoke_saes / w).read_bytes() for w in weights)
     assert _comparable(resumed) == _comparable(reference)
 
 
 def test_a_second_run_on_the_folder_is_refused_and_the_first_finishes_as_if_alone(smoke_run, tmp_path):
     """Two runs at once on one folder: the second says in one line who holds the folder and exits 2,
-    touching nothing; the first finishes with the results of a run alone."""
+    touching nothing; the first finishes with the results of a run alone. The first run finds every stage
+    but irl-reward finished (copied from the smoke run) and waits at that stage's lock, which the test
+    holds until the second run has been refused: the race is the same every time."""
     config, reference, _ = smoke_run
     out = tmp_path / "shared"
+    last = "irl-reward"
+    _reuse_finished_stages(reference, out, except_for={last})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "irmscope", "run", "--preset", "smoke", "--set", f"out_dir={out}"]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("stages/prompts-*/done.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the lock is taken before the first stage
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    with wait_for_lock(out / "stages" / f".{last}-{reference['manifest']['stages'][last]['key']}.lock"):
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while _lock_holder(out) != first.pid and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the run folder's lock is taken before the first stage
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2, second.stderr[-2000:]
     assert second.stderr.startswith("error: run folder ")
     assert f"in use by process {first.pid} " in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and second.stdout == ""
     assert first.wait(timeout=900) == 0, first.stderr.read()[-2000:]
     alone = json.loads((out / "results.json").read_text())
+    assert alone["manifest"]["stages"][last]["cached"] is False
     assert _comparable(alone) == _comparable(reference)
+
+
+def _lock_holder(folder: Path) -> int | None:
+    """The process id recorded in the run folder's lock file, if it is there and written."""
+    try:
+        return json.loads((folder / LOCK_NAME).read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
