@@ -1,4 +1,6 @@
-"""The command line: real subprocesses, so exit codes and one-line errors are what a user sees."""
+"""The command line. Commands that load models run in this process through ``run_cli`` (``cli.main``, what
+the console script calls), so the libraries load once per worker; the quick checks of what a user's shell
+sees (exit codes, one-line errors, nothing loaded before a bad name is refused) run in subprocesses."""
 
 import json
 import os
@@ -18,10 +20,10 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*IRMSCOPE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
-def test_reward_prints_eq3_value():
-    result = run("reward", "This movie was great fun")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "1.0800"  # (great 3.1 + fun 2.3) / 5
+def test_reward_prints_eq3_value(run_cli):
+    code, out, err = run_cli(["reward", "This movie was great fun"])
+    assert code == 0, err
+    assert out.strip() == "1.0800"  # (great 3.1 + fun 2.3) / 5
 
 
 def test_models_lists_the_default():
@@ -119,70 +121,31 @@ def test_config_show_is_json():
     assert json.loads(result.stdout)["model"]["name"] == "tiny-llama"
 
 
-def test_tune_against_a_target_says_why_it_stopped(tmp_path):
+def test_tune_against_a_target_says_why_it_stopped(run_cli, tmp_path):
     settings = ["target_gain=-100", "max_steps=4", "eval_every=2", "eval_prompts=3", "batch_size=2"]
     settings += ["group_size=2", "max_completion_tokens=3", "n_train_prompts=4"]
     args = [arg for setting in settings for arg in ("--set", setting)]
-    tuned = run("tune", "--model", "tiny-llama", "--out", str(tmp_path / "t"), *args)
-    assert tuned.returncode == 0, tuned.stderr
-    assert "(2 steps, " in tuned.stdout and "stopped: the held-out gain's 95% lower bound" in tuned.stdout
+    code, out, err = run_cli(["tune", "--model", "tiny-llama", "--out", str(tmp_path / "t"), *args])
+    assert code == 0, err
+    assert "(2 steps, " in out and "stopped: the held-out gain's 95% lower bound" in out
     manifest = json.loads((tmp_path / "t" / "model" / "irmscope_manifest.json").read_text())
     assert manifest["stopping"]["checks"][0]["gain"]["n"] == 3 and manifest["n_train_prompts"] == 4
 
 
-def test_tune_evaluate_divergence_on_a_tiny_model(tmp_path):
-    tuned = run(
-        "tune",
-        "--model",
-        "tiny-llama",
-        "--out",
-        str(tmp_path / "t"),
-        "--set",
-        "steps=1",
-        "--set",
-        "batch_size=2",
-        "--set",
-        "group_size=2",
-        "--set",
-        "max_completion_tokens=3",
-        "--set",
-        "n_train_prompts=4",
-    )
-    assert tuned.returncode == 0, tuned.stderr
+def test_tune_evaluate_divergence_on_a_tiny_model(run_cli, tmp_path):
+    settings = ["steps=1", "batch_size=2", "group_size=2", "max_completion_tokens=3", "n_train_prompts=4"]
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    code, _, err = run_cli(["tune", "--model", "tiny-llama", "--out", str(tmp_path / "t"), *args])
+    assert code == 0, err
     assert (tmp_path / "t" / "model" / "irmscope_manifest.json").is_file()
-    evaluated = run(
-        "evaluate",
-        "--tuned",
-        str(tmp_path / "t" / "model"),
-        "--base",
-        "tiny-llama",
-        "--n",
-        "3",
-        "--completion-tokens",
-        "3",
-        "--prefix-tokens",
-        "6",
-        "--out",
-        str(tmp_path / "eval.json"),
-    )
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert (
-        "reward_gain" in evaluated.stdout
-        and json.loads((tmp_path / "eval.json").read_text())["n_prompts"] == 3
-    )
-    diverged = run(
-        "divergence",
-        "--tuned",
-        str(tmp_path / "t" / "model"),
-        "--base",
-        "tiny-llama",
-        "--top",
-        "2",
-        "--plot",
-        str(tmp_path / "d.png"),
-    )
-    assert diverged.returncode == 0, diverged.stderr
-    assert "top 2 layers" in diverged.stdout and (tmp_path / "d.png").stat().st_size > 1000
+    tuned = ["--tuned", str(tmp_path / "t" / "model"), "--base", "tiny-llama"]
+    sizes = ["--n", "3", "--completion-tokens", "3", "--prefix-tokens", "6"]
+    code, out, err = run_cli(["evaluate", *tuned, *sizes, "--out", str(tmp_path / "eval.json")])
+    assert code == 0, err
+    assert "reward_gain" in out and json.loads((tmp_path / "eval.json").read_text())["n_prompts"] == 3
+    code, out, err = run_cli(["divergence", *tuned, "--top", "2", "--plot", str(tmp_path / "d.png")])
+    assert code == 0, err
+    assert "top 2 layers" in out and (tmp_path / "d.png").stat().st_size > 1000
 
 
 def test_tune_typo_in_a_setting():
@@ -190,7 +153,7 @@ def test_tune_typo_in_a_setting():
     assert result.returncode == 2 and "unknown config key 'tune.stepz'" in result.stderr
 
 
-def test_train_sae_on_a_truncated_cache_names_the_shard(tmp_path):
+def test_train_sae_on_a_truncated_cache_names_the_shard(run_cli, tmp_path):
     from irmscope.activations import cache_activations
     from irmscope.activations.store import shard_name
     from irmscope.models import load_model
@@ -202,12 +165,12 @@ def test_train_sae_on_a_truncated_cache_names_the_shard(tmp_path):
     shard = cache / shard_name(1)
     with open(shard, "r+b") as handle:
         handle.truncate(shard.stat().st_size // 2)
-    result = run("train-sae", "--cache", str(cache), "--site", site, "--out", str(tmp_path / "sae"))
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and shard_name(1) in lines[0], result.stderr
+    code, _, err = run_cli(["train-sae", "--cache", str(cache), "--site", site, "--out", str(tmp_path / "s")])
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and shard_name(1) in lines[0], err
     assert "rerun `irmscope cache-activations`" in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("extra, expected", [([], 128), (["--batch-size", "16"], 16)])
