@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 
 from irmscope.errors import IrmscopeError
-from irmscope.irl import PENALTIES, TIE_TOLERANCE, cross_fitted_irl, first_best, fit_irl, identifiability
+from irmscope.irl import (
+    PENALTIES,
+    TIE_TOLERANCE,
+    accuracy,
+    cross_fitted_irl,
+    first_best,
+    fit_irl,
+    identifiability,
+    mean_log_likelihood,
+    within_prompt_differences,
+)
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
 from irmscope.models import load_model
 from irmscope.probes.ccs import fit_ccs
@@ -35,6 +45,39 @@ def test_irl_recovers_a_reward_the_expert_follows_from_held_out_prompts(kind):
     assert len(fits) == 5 and chosen == [None] * 5 and np.corrcoef(estimate, true)[0, 1] > 0.6
     pairs = (estimate[N_PROMPTS:] > estimate[:N_PROMPTS]) == (true[N_PROMPTS:] > true[:N_PROMPTS])
     assert pairs.mean() > 0.8
+
+
+@pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
+def test_the_penalty_search_scores_are_scikit_learns_to_the_last_bit(kind):
+    """The search scores held-out folds with its own functions, not scikit-learn's scorers (whose input
+    checks cost a third of it); the penalty it picks rests on these numbers, so they must be the same
+    floats: from mild penalties to one that separates the pairs (probabilities clipped at eps)."""
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import get_scorer
+    from sklearn.svm import LinearSVC
+
+    features, expert, groups, _ = demonstrations()
+    features = features * 40.0  # well separated: the largest penalties drive probabilities to 0 and 1
+    diffs, pair_groups = within_prompt_differences(features, expert, groups)
+    x, y = np.concatenate([diffs, -diffs]), np.r_[np.ones(len(diffs)), np.zeros(len(diffs))]
+    train = np.tile(pair_groups % 3 != 0, 2)
+    if kind == "max-entropy":
+        model, ours, theirs = (
+            LogisticRegression(fit_intercept=False, solver="liblinear"),
+            mean_log_likelihood,
+            "neg_log_loss",
+        )
+    else:
+        model, ours, theirs = LinearSVC(fit_intercept=False, max_iter=20000), accuracy, "accuracy"
+    clipped = 0
+    for penalty in (*PENALTIES, 1e6):
+        fitted = clone(model).set_params(C=penalty).fit(x[train], y[train])
+        score = ours(fitted, x[~train], y[~train])
+        assert score == get_scorer(theirs)(fitted, x[~train], y[~train]), penalty
+        if kind == "max-entropy":
+            clipped += int((fitted.predict_proba(x[~train]) < np.finfo(float).eps).any())
+    assert kind == "max-margin" or clipped > 0  # the clip was exercised
 
 
 def test_irl_is_a_conditional_logit_that_per_prompt_offsets_do_not_fool():
