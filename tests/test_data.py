@@ -298,6 +298,28 @@ def assert_well_formed(triple: ContrastiveTriple, tokenizer) -> None:
         assert len(full) == len(base) + 1 and full[:-1] == base
 
 
+def test_triples_are_built_only_as_they_are_taken(smollm2_tokenizer, vader, monkeypatch):
+    """CCS and attribution keep the first few short triples of thousands of texts: the texts after those
+    are never parsed, and the triples are the ones building them all would give first."""
+    import irmscope.data.triples as triples_module
+    from irmscope.data.triples import short_contrastive_triples
+
+    built, build = [], triples_module._triple_for
+    monkeypatch.setattr(
+        triples_module,
+        "_triple_for",
+        lambda text, index, **kw: built.append(index) or build(text, index, **kw),
+    )
+    long_one = "The long and winding plot of this film, " * 20 + "and I feel good about it"
+    texts = ["I feel good about it", long_one, "No sentiment here.", "The acting was great, honestly."] * 50
+    short = short_contrastive_triples(texts, vader, smollm2_tokenizer, n=3, max_tokens=16)
+    assert built == [0, 1, 2, 3, 4]  # the third short triple is text 4's
+    assert [t.source_index for t in short] == [0, 3, 4]
+    everything = build_contrastive_triples(texts, vader, smollm2_tokenizer)
+    assert short == [t for t in everything if t.source_index in (0, 3, 4)]
+    assert build_contrastive_triples(texts, vader, smollm2_tokenizer, max_triples=2) == everything[:2]
+
+
 def test_triple_from_a_hand_made_sentence(smollm2_tokenizer, vader):
     (triple,) = build_contrastive_triples(["I feel good about it"], vader, smollm2_tokenizer)
     assert triple.positive == "I feel good"

@@ -3,7 +3,8 @@
 * :func:`load_reviews` — reviews as a DataFrame (``text``, ``label``, ``rating``) from the offline
   rotten-tomatoes default, local files/folders, or the Hugging Face hub.
 * :func:`truncate_to_prefixes` — the paper's 30-token prompts.
-* :func:`build_contrastive_triples` — (positive, neutral, negative) inputs by a lexicon rule.
+* :func:`build_contrastive_triples` — (positive, neutral, negative) inputs by a lexicon rule
+  (:func:`iter_contrastive_triples`: the same, built as they are taken).
 * :func:`build_preference_pairs` — chosen/rejected pairs for DPO.
 """
 
@@ -16,6 +17,7 @@ from irmscope.data.triples import (
     ContrastiveTriple,
     LexiconLike,
     build_contrastive_triples,
+    iter_contrastive_triples,
     match_case,
     triples_to_frame,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "LexiconLike",
     "build_contrastive_triples",
     "build_preference_pairs",
+    "iter_contrastive_triples",
     "load_reviews",
     "match_case",
     "review_prompts",

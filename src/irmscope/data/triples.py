@@ -44,6 +44,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
@@ -157,12 +159,32 @@ def build_contrastive_triples(
     way as VADER: "positive" just means value ``>= min_value``). Texts are used in order; ``max_triples``
     stops early. Raises :class:`IrmscopeError` when the lexicon has no negative or no usable neutral words.
     """
+    if max_triples is not None and max_triples < 1:
+        raise IrmscopeError(f"max_triples must be a positive number, got {max_triples}")
+    triples = iter_contrastive_triples(
+        texts, lexicon, tokenizer, min_value=min_value, seed=seed, neutral_words=neutral_words,
+        skip_negated=skip_negated,
+    )  # fmt: skip
+    return list(islice(triples, max_triples))
+
+
+def iter_contrastive_triples(
+    texts: Sequence[str],
+    lexicon: LexiconLike | Mapping[str, float],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    min_value: float = MIN_VALUE,
+    seed: int = 0,
+    neutral_words: Sequence[str] = NEUTRAL_WORDS,
+    skip_negated: bool = True,
+) -> Iterator[ContrastiveTriple]:
+    """The triples of :func:`build_contrastive_triples`, each built only when it is taken: a caller that
+    keeps the first few that pass a test of its own (:func:`short_contrastive_triples`) parses and
+    tokenizes no more texts than it needs. The lexicon is checked at once, before the first triple."""
     if min_value <= 0:
         raise IrmscopeError(
             f"min_value must be positive (it splits positive from negative words), got {min_value}"
         )
-    if max_triples is not None and max_triples < 1:
-        raise IrmscopeError(f"max_triples must be a positive number, got {max_triples}")
     values = _as_mapping(lexicon)
     negatives = sorted(
         ((w, v) for w, v in values.items() if v <= -min_value and w.isalpha()), key=lambda item: item[0]
@@ -174,30 +196,13 @@ def build_contrastive_triples(
         raise IrmscopeError(
             "every neutral word is in the lexicon with a nonzero value; pass other neutral_words"
         )
-
-    rng = random.Random(seed)
-    tokenize = _Tokenize(tokenizer)
-    by_distance = _NegativeIndex(negatives)
-    word_tokenizer = english_tokenizer()
-    triples: list[ContrastiveTriple] = []
-    for index, text in enumerate(texts):
-        if max_triples is not None and len(triples) >= max_triples:
-            break
-        triple = _triple_for(
-            text,
-            index,
-            values=values,
-            min_value=min_value,
-            tokenize=tokenize,
-            negatives=by_distance,
-            neutrals=neutrals,
-            rng=rng,
-            word_tokenizer=word_tokenizer,
-            skip_negated=skip_negated,
-        )
-        if triple is not None:
-            triples.append(triple)
-    return triples
+    triple_for = partial(
+        _triple_for, values=values, min_value=min_value, tokenize=_Tokenize(tokenizer),
+        negatives=_NegativeIndex(negatives), neutrals=neutrals, rng=random.Random(seed),
+        word_tokenizer=english_tokenizer(), skip_negated=skip_negated,
+    )  # fmt: skip
+    built = (triple_for(text, index) for index, text in enumerate(texts))
+    return (triple for triple in built if triple is not None)
 
 
 def short_contrastive_triples(
@@ -211,13 +216,11 @@ def short_contrastive_triples(
     """The first ``n`` triples of :func:`build_contrastive_triples` whose positive text is at most
     ``max_tokens`` tokens: contrast pairs for a whole forward pass each (CCS, activation patching), where
     a long review prefix would only cost time."""
-    short = []
-    for triple in build_contrastive_triples(texts, lexicon, tokenizer, seed=seed):
-        if len(tokenizer(triple.positive, add_special_tokens=False)["input_ids"]) <= max_tokens:
-            short.append(triple)
-        if len(short) == n:
-            break
-    return short
+    triples = iter_contrastive_triples(texts, lexicon, tokenizer, seed=seed)
+    short = (
+        t for t in triples if len(tokenizer(t.positive, add_special_tokens=False)["input_ids"]) <= max_tokens
+    )
+    return list(islice(short, n))
 
 
 def triples_to_frame(triples: Sequence[ContrastiveTriple]) -> pd.DataFrame:
