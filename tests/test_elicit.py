@@ -13,9 +13,12 @@ from irmscope.elicit.agreement import (
     agreement,
     lexicon_agreement,
     lexicon_gap,
+    resampled_taus,
     tau_distance,
     tau_gap,
+    untied_pairs,
     within_sign_permutations,
+    word_resamples,
 )
 from irmscope.elicit.continuations import continuation_activations, word_token_ids
 from irmscope.elicit.irm import (
@@ -276,6 +279,29 @@ def test_agreement_without_a_null_permutes_the_elicited_values():
     assert -0.4 < low < 0 < high < 0.4
     with pytest.raises(IrmscopeError, match="permutation null"):
         agreement(x, x, null=np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("n", [300, 4095, 4096])
+def test_resampled_taus_are_scipys_tau_b_of_the_resampled_words_and_the_matrix_forms_to_the_bit(n):
+    """The fast form (tie groups for the denominators, a float32 product for the numerator while its sums
+    are exact there, up to 4,095 draws) equals the three float64 matrix products it replaced to the bit,
+    and scipy's tau-b of the resampled words (each draw a word) to rounding; ties in both variables."""
+    rng = np.random.default_rng(n)
+    x, y = np.round(rng.normal(size=(2, n)), 1)  # ties within each variable
+    counts = word_resamples(n, 6, seed=1)
+    sy = np.sign(y[:, None] - y[None, :])
+
+    def quad(matrix):
+        return np.einsum("bi,bi->b", counts @ matrix, counts)
+
+    sx = np.sign(x[:, None] - x[None, :])
+    matrix_form = quad(sx * sy) / np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))
+    taus = resampled_taus([x, y], y, counts)
+    assert np.array_equal(taus[0], matrix_form)
+    assert np.array_equal(untied_pairs(x, counts), quad(np.abs(sx)))
+    words = np.repeat(np.arange(n), counts[0].astype(int))
+    assert taus[0, 0] == pytest.approx(stats.kendalltau(x[words], y[words]).statistic, abs=1e-12)
+    assert np.all(taus[1] == 1.0)
 
 
 def test_the_gap_uses_the_same_word_resamples_for_both_models():

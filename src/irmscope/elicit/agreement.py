@@ -196,19 +196,34 @@ def resampled_taus(xs: Sequence[np.ndarray], y: np.ndarray, counts: np.ndarray) 
 
     Pairs of draws of the same word are ties in both variables and drop out of tau-b, so with the pairwise
     sign matrices ``Sx``, ``Sy`` tau-b of a resample ``c`` is ``c'(Sx∘Sy)c / sqrt(c'|Sx|c · c'|Sy|c)``:
-    three matrix products per batch."""
+    one matrix product per read-out for the numerator, and :func:`untied_pairs` for the denominator.
+    Every term is a whole number, so the product runs in float32 (twice as fast) while the largest
+    possible sum, the squared total count, is exact there (below 2**24): the result is the same to the
+    bit as in float64."""
     sy = np.sign(y[:, None] - y[None, :])
-
-    def quad(matrix: np.ndarray) -> np.ndarray:
-        return np.einsum("bi,bi->b", counts @ matrix, counts)
-
-    out, y_pairs = [], quad(np.abs(sy))  # y's untied pairs per resample: the same for every x
+    largest_sum = float(counts.sum(axis=1).max(initial=0.0)) ** 2
+    dtype = np.float32 if largest_sum < 2**24 else np.float64
+    weights = counts.astype(dtype)
+    out, y_pairs = [], untied_pairs(y, counts)  # y's untied pairs per resample: the same for every x
     for x in xs:
-        sx = np.sign(x[:, None] - x[None, :])
-        denominator = np.sqrt(quad(np.abs(sx)) * y_pairs)
+        concordance = (np.sign(x[:, None] - x[None, :]) * sy).astype(dtype)
+        numerator = np.einsum("bi,bi->b", (weights @ concordance).astype(np.float64), counts)
+        denominator = np.sqrt(untied_pairs(x, counts) * y_pairs)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out.append(np.where(denominator > 0, quad(sx * sy) / denominator, np.nan))
+            out.append(np.where(denominator > 0, numerator / denominator, np.nan))
     return np.stack(out)
+
+
+def untied_pairs(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``c'|S|c`` for every resample ``c`` (a row of ``counts``), ``S`` the pairwise sign matrix of
+    ``values``: the ordered pairs of draws whose values differ, which is the squared total count less
+    each tie group's squared total. Linear in the words instead of a matrix product, and exact (whole
+    numbers far below 2**53), so equal to the matrix form to the bit."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    group_totals = np.add.reduceat(counts[:, order], starts, axis=1)
+    return counts.sum(axis=1) ** 2 - (group_totals**2).sum(axis=1)
 
 
 def _kendall_bootstrap_ci(x: np.ndarray, y: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
