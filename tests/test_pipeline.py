@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -390,16 +391,16 @@ def test_rerun_uses_every_finished_stage(smoke_run, capsys):
 
 def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, capsys):
     config, _, out = smoke_run
-    changed = load_config("smoke", overrides=[f"out_dir={out}", "elicit.n_contexts=3"])
+    changed = load_config("smoke", overrides=[f"out_dir={out}", "interpret.n_contexts=2"])
     run_pipeline(changed, progress=False)
     printed = capsys.readouterr().out
-    # validate and the leaderboard read the elicitation (R, its lexicon); irl-reward reads the leaderboard
-    recomputed = {"elicit", "validate", "leaderboard", "irl-reward"}
+    # validate ablates the features interpret labels, and steer steers along them; nothing else reads them
+    recomputed = {"interpret", "validate", "steer"}
     for name in STAGES:
         assert f"{LINE[name]}{'done in' if name in recomputed else 'cached'}" in printed, name
-    assert re.search(rf"{re.escape(LINE['elicit'])}running \(.+ left in the run, estimate\)\n", printed)
+    assert re.search(rf"{re.escape(LINE['interpret'])}running \(.+ left in the run, estimate\)\n", printed)
     # the read-samples stage reads every sample for every reader, whatever share a reader's settings use
-    fewer = load_config("smoke", overrides=[f"out_dir={out}", "audit.n_prompts=5", "elicit.n_contexts=3"])
+    fewer = load_config("smoke", overrides=[f"out_dir={out}", "audit.n_prompts=5", "interpret.n_contexts=2"])
     run_pipeline(fewer, progress=False)
     printed = capsys.readouterr().out
     for name in STAGES:
@@ -637,29 +638,31 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
 
 
 def test_a_second_run_on_the_folder_is_refused_and_the_first_finishes_as_if_alone(smoke_run, tmp_path):
-    """Two runs at once on one folder: the second says in one line who holds the folder and exits 2,
-    touching nothing; the first finishes with the results of a run alone. The first run finds every stage
-    but irl-reward finished (copied from the smoke run) and waits at that stage's lock, which the test
-    holds until the second run has been refused: the race is the same every time."""
-    config, reference, _ = smoke_run
+    """Two runs at once on one folder: the second (another process) says in one line who holds the folder
+    and exits 2, touching nothing; the first (this process, in a thread) finishes with the results of a
+    run alone. The first finds every stage but irl-reward finished (copied from the smoke run) and waits
+    at that stage's lock, which the test holds until the second run has been refused: the race is the
+    same every time."""
+    _, reference, _ = smoke_run
     out = tmp_path / "shared"
     last = "irl-reward"
     _reuse_finished_stages(reference, out, except_for={last})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "irmscope", "run", "--preset", "smoke", "--set", f"out_dir={out}"]
-    with wait_for_lock(out / "stages" / f".{last}-{reference['manifest']['stages'][last]['key']}.lock"):
-        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while _lock_holder(out) != first.pid and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # the run folder's lock is taken before the first stage
-        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with wait_for_lock(out / "stages" / f".{last}-{reference['manifest']['stages'][last]['key']}.lock"):
+            first = pool.submit(run_pipeline, load_config("smoke", overrides=[f"out_dir={out}"]), False)
+            deadline = time.monotonic() + 120
+            while _lock_holder(out) != os.getpid() and not first.done() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the run folder's lock is taken before the first stage
+            second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        alone = first.result(timeout=900)
     assert second.returncode == 2, second.stderr[-2000:]
     assert second.stderr.startswith("error: run folder ")
-    assert f"in use by process {first.pid} " in second.stderr
+    assert f"in use by process {os.getpid()} " in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and second.stdout == ""
-    assert first.wait(timeout=900) == 0, first.stderr.read()[-2000:]
-    alone = json.loads((out / "results.json").read_text())
     assert alone["manifest"]["stages"][last]["cached"] is False
+    assert json.loads((out / "results.json").read_text()) == alone
     assert _comparable(alone) == _comparable(reference)
 
 
