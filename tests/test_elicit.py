@@ -281,14 +281,17 @@ def test_agreement_without_a_null_permutes_the_elicited_values():
         agreement(x, x, null=np.zeros((5, 3)))
 
 
-@pytest.mark.parametrize("n", [300, 4095, 4096])
-def test_resampled_taus_are_scipys_tau_b_of_the_resampled_words_and_the_matrix_forms_to_the_bit(n):
-    """The fast form (tie groups for the denominators, a float32 product for the numerator while its sums
-    are exact there, up to 4,095 draws) equals the three float64 matrix products it replaced to the bit,
-    and scipy's tau-b of the resampled words (each draw a word) to rounding; ties in both variables."""
-    rng = np.random.default_rng(n)
-    x, y = np.round(rng.normal(size=(2, n)), 1)  # ties within each variable
-    counts = word_resamples(n, 6, seed=1)
+@pytest.mark.parametrize("draws", [300, 2**24 - 1, 2**24])
+def test_resampled_taus_are_scipys_tau_b_of_the_resampled_words_and_the_matrix_forms_to_the_bit(draws):
+    """The fast form (tie groups for the denominators, a float32 product for the numerator while a
+    resample's total count is below 2**24) equals the three float64 matrix products it replaced to the
+    bit, on either side of that switch, and scipy's tau-b of the resampled words (each draw a word) to
+    rounding; ties in both variables, and a read-out close to y, so the sums are large."""
+    rng = np.random.default_rng(draws)
+    n = 300
+    y = np.round(rng.normal(size=n), 1)  # ties
+    x = np.round(y + 0.3 * rng.normal(size=n), 1)
+    counts = rng.multinomial(draws, np.full(n, 1 / n), size=6).astype(float)
     sy = np.sign(y[:, None] - y[None, :])
 
     def quad(matrix):
@@ -297,11 +300,12 @@ def test_resampled_taus_are_scipys_tau_b_of_the_resampled_words_and_the_matrix_f
     sx = np.sign(x[:, None] - x[None, :])
     matrix_form = quad(sx * sy) / np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))
     taus = resampled_taus([x, y], y, counts)
-    assert np.array_equal(taus[0], matrix_form)
+    assert np.array_equal(taus[0], matrix_form) and np.all(taus[1] == 1.0)
     assert np.array_equal(untied_pairs(x, counts), quad(np.abs(sx)))
-    words = np.repeat(np.arange(n), counts[0].astype(int))
-    assert taus[0, 0] == pytest.approx(stats.kendalltau(x[words], y[words]).statistic, abs=1e-12)
-    assert np.all(taus[1] == 1.0)
+    if draws < 10_000:
+        words = np.repeat(np.arange(n), counts[0].astype(int))
+        assert taus[0, 0] == pytest.approx(stats.kendalltau(x[words], y[words]).statistic, abs=1e-12)
+    assert np.array_equal(word_resamples(n, 6, seed=1).sum(axis=1), np.full(6, n))  # what callers draw
 
 
 def test_the_gap_uses_the_same_word_resamples_for_both_models():
@@ -549,6 +553,9 @@ def test_column_taus_is_scipys_tau_b_on_either_side_of_the_switch(n_words):
     columns[:, 0] = 1.0  # no ranking: NaN, as scipy gives
     expected = [stats.kendalltau(c, y).statistic for c in columns.T]
     assert np.allclose(column_taus(columns, y), expected, equal_nan=True, atol=1e-12)
+    if n_words <= 150:  # the sign-matrix form, all columns at once: each word drawn once, to the bit
+        once = resampled_taus(list(columns.T), y, np.ones((1, n_words)))[:, 0]
+        assert np.array_equal(column_taus(columns, y), once, equal_nan=True)
 
 
 def test_a_null_tau_equal_to_the_observed_counts_whatever_the_rounding():

@@ -44,6 +44,8 @@ TAU_ROUNDING = 1e-12
 #: up to this many words :func:`column_taus` uses the sign-matrix form (measured: 15x faster at 20 words,
 #: even at 200, 4x slower at 600 than one scipy call per column)
 SIGN_MATRIX_WORDS = 150
+#: cells of the sign matrices :func:`column_taus` holds at once (32 MB of float64)
+SIGN_MATRIX_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,23 @@ def column_taus(columns: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Kendall's tau-b of every column of ``columns`` (``[words, k]``) against ``y``, NaN where undefined.
 
     The same statistic either way: for few words the sign-matrix form of :func:`resampled_taus` (each word
-    counted once) saves scipy's per-call overhead, which dominated permutation tests on small lexicons; for
-    many words scipy's O(n log n) algorithm wins."""
-    if len(y) <= SIGN_MATRIX_WORDS:
-        return resampled_taus(list(columns.T), y, np.ones((1, len(y))))[:, 0]
-    return np.array([stats.kendalltau(column, y).statistic for column in columns.T])
+    counted once), for a block of columns at a time, saves scipy's per-call overhead, which dominated
+    permutation tests on small lexicons; for many words scipy's O(n log n) algorithm wins."""
+    if len(y) > SIGN_MATRIX_WORDS:
+        return np.array([stats.kendalltau(column, y).statistic for column in columns.T])
+    sy = np.sign(y[:, None] - y[None, :])
+    y_pairs = float(np.count_nonzero(sy))
+    block = max(1, SIGN_MATRIX_CELLS // max(len(y) ** 2, 1))  # columns whose sign matrices fit at once
+    out = [np.zeros(0)]
+    for start in range(0, columns.shape[1], block):
+        part = columns[:, start : start + block]
+        sx = np.sign(part[:, None, :] - part[None, :, :])  # [words, words, columns]
+        # whole-number sums, as in resampled_taus: the same floats as its form with every count 1
+        numerator = np.einsum("ijk,ij->k", sx, sy)
+        denominator = np.sqrt(np.count_nonzero(sx, axis=(0, 1)) * y_pairs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(denominator > 0, numerator / denominator, np.nan))
+    return np.concatenate(out)
 
 
 def within_sign_permutations(truth: np.ndarray, n_permutations: int, seed: int) -> np.ndarray:
@@ -197,12 +211,11 @@ def resampled_taus(xs: Sequence[np.ndarray], y: np.ndarray, counts: np.ndarray) 
     Pairs of draws of the same word are ties in both variables and drop out of tau-b, so with the pairwise
     sign matrices ``Sx``, ``Sy`` tau-b of a resample ``c`` is ``c'(Sx∘Sy)c / sqrt(c'|Sx|c · c'|Sy|c)``:
     one matrix product per read-out for the numerator, and :func:`untied_pairs` for the denominator.
-    Every term is a whole number, so the product runs in float32 (twice as fast) while the largest
-    possible sum, the squared total count, is exact there (below 2**24): the result is the same to the
-    bit as in float64."""
+    The product's sums are whole numbers no larger than a resample's total count, so it runs in float32
+    (twice as fast) while that total is below 2**24, where float32 holds every whole number exactly; the
+    sums over words that follow are taken in float64. The result is the same to the bit as in float64."""
     sy = np.sign(y[:, None] - y[None, :])
-    largest_sum = float(counts.sum(axis=1).max(initial=0.0)) ** 2
-    dtype = np.float32 if largest_sum < 2**24 else np.float64
+    dtype = np.float32 if counts.sum(axis=1).max(initial=0.0) < 2**24 else np.float64
     weights = counts.astype(dtype)
     out, y_pairs = [], untied_pairs(y, counts)  # y's untied pairs per resample: the same for every x
     for x in xs:
