@@ -82,7 +82,7 @@ def test_wrong_names_and_folders_fail_before_the_model_libraries_load(tmp_path):
         (["train-sae", "--cache", ".", "--site", "s", "--out", str(tmp_path / "s"), "--model", "x"], "model"),
         (smoke_in_held, f"run folder {held / 'run'} {in_use}"),
         (["cache-activations", "--out", str(held / "cache"), "--model", "tiny-llama"], in_use),
-        (["train-sae", "--cache", ".", "--site", "s", "--out", str(held / "sae")], f"SAE folder {held}"),
+        (["train-sae", "--cache", ".", "--site", "s", "--out", str(held / "sae")], f"sae {in_use}"),
         (["audit", "--tuned", "tiny-llama", "--base", "tiny-llama", "--out", str(held / "audit")], in_use),
     ]
     script = """

@@ -18,7 +18,6 @@ from irmscope.elicit.agreement import (
     tau_gap,
     untied_pairs,
     within_sign_permutations,
-    word_resamples,
 )
 from irmscope.elicit.continuations import continuation_activations, word_token_ids
 from irmscope.elicit.irm import (
@@ -305,7 +304,23 @@ def test_resampled_taus_are_scipys_tau_b_of_the_resampled_words_and_the_matrix_f
     if draws < 10_000:
         words = np.repeat(np.arange(n), counts[0].astype(int))
         assert taus[0, 0] == pytest.approx(stats.kendalltau(x[words], y[words]).statistic, abs=1e-12)
-    assert np.array_equal(word_resamples(n, 6, seed=1).sum(axis=1), np.full(6, n))  # what callers draw
+
+
+def test_resampled_taus_leave_float32_where_it_would_round():
+    """Past a total count of 2**24 a float32 product would round (16,777,219 concordant draws against
+    one word become 16,777,218 in float32, and tau would no longer be 1); weights that are not whole
+    numbers never take the float32 path; no words give no ties and NaN taus."""
+    y = np.array([0.0, 1.0, 2.0])
+    assert resampled_taus([y], y, np.array([[2.0**24 + 1, 2.0, 0.0]]))[0, 0] == 1.0
+    x, weights = np.array([0.0, 2.0, 1.0]), np.array([[0.3, 1.7, 1.0], [1.1, 0.2, 1.7]])
+    sx, sy = (np.sign(v[:, None] - v[None, :]) for v in (x, y))
+
+    def quad(matrix):
+        return np.einsum("bi,bi->b", weights @ matrix, weights)
+
+    expected = quad(sx * sy) / np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))  # float32 would miss by ~1e-8
+    assert np.allclose(resampled_taus([x], y, weights)[0], expected, rtol=1e-13, atol=0)
+    assert np.isnan(resampled_taus([np.zeros(0)], np.zeros(0), np.zeros((2, 0)))).all()
 
 
 def test_the_gap_uses_the_same_word_resamples_for_both_models():
@@ -542,9 +557,10 @@ def test_within_sign_null_is_uniform_when_only_the_sign_carries_signal_while_the
 
 
 @pytest.mark.parametrize("n_words", [12, 150, 151, 400])
-def test_column_taus_is_scipys_tau_b_on_either_side_of_the_switch(n_words):
+def test_column_taus_is_scipys_tau_b_on_either_side_of_the_switch(n_words, monkeypatch):
     from scipy import stats
 
+    from irmscope.elicit import agreement as agreement_module
     from irmscope.elicit.agreement import column_taus
 
     rng = np.random.default_rng(n_words)
@@ -555,6 +571,8 @@ def test_column_taus_is_scipys_tau_b_on_either_side_of_the_switch(n_words):
     assert np.allclose(column_taus(columns, y), expected, equal_nan=True, atol=1e-12)
     if n_words <= 150:  # the sign-matrix form, all columns at once: each word drawn once, to the bit
         once = resampled_taus(list(columns.T), y, np.ones((1, n_words)))[:, 0]
+        assert np.array_equal(column_taus(columns, y), once, equal_nan=True)
+        monkeypatch.setattr(agreement_module, "SIGN_MATRIX_CELLS", 4 * n_words**2)  # blocks of 4 columns
         assert np.array_equal(column_taus(columns, y), once, equal_nan=True)
 
 

@@ -168,6 +168,81 @@ def test_the_early_look_at_a_lock_refuses_a_held_folder_or_output_and_creates_no
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["run"]
 
 
+def test_a_look_in_progress_does_not_refuse_the_lock(tmp_path):
+    """A look holds a shared lock for an instant; a process taking the lock in that instant retries
+    instead of calling the folder in use (here the look is held for 20 ms)."""
+    import fcntl
+    import threading
+
+    with folder_lock(tmp_path / "run", "run folder"):
+        pass  # leaves the folder, without its lock file
+    lock_file = tmp_path / "run" / ".irmscope.lock"
+    lock_file.touch()
+    look = os.open(lock_file, os.O_RDONLY)
+    fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.02, os.close, [look]).start()
+    with folder_lock(tmp_path / "run", "run folder"):
+        pass
+
+
+def test_the_early_look_is_left_to_the_lock_under_a_launcher(tmp_path, monkeypatch):
+    """Under torchrun (WORLD_SIZE > 1) a rank's look could meet the lock its own job's rank 0 took."""
+    from irmscope import cli
+
+    with output_lock(tmp_path / "cache", "activation cache"):
+        with pytest.raises(IrmscopeError, match="is in use by process"):
+            cli._refuse_if_in_use(tmp_path / "cache", "activation cache", whole_folder=False)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        cli._refuse_if_in_use(tmp_path / "cache", "activation cache", whole_folder=False)
+
+
+def test_a_file_given_as_a_run_folder_is_refused_by_the_look(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(IrmscopeError, match="is a file, not a folder"):
+        refuse_if_locked(tmp_path / "f", "run folder")
+    refuse_if_locked(tmp_path / "f", "activation cache", whole_folder=False)  # a lock beside it: free
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cache-activations", "--model", "tiny-gpt_neox", "--n-texts", "2"],
+        ["train-sae", "--cache", "no-cache", "--site", "blocks.0.mlp.hook_post"],
+        ["audit", "--tuned", "tiny-llama", "--base", "tiny-llama", "--n-prompts", "2"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_the_lock_a_command_takes_refuses_a_held_output_without_the_early_look(
+    tmp_path, monkeypatch, run_cli, argv
+):
+    """The look before the libraries load is a courtesy; the lock the command takes is the guard. With
+    the look turned off, the command still refuses an output another holder writes, in one line."""
+    from irmscope import cli
+
+    monkeypatch.setattr(cli, "_refuse_if_in_use", lambda *args, **kwargs: None)
+    out = tmp_path / "out"
+    with output_lock(out):
+        code, _, err = run_cli([*argv, "--out", str(out)])
+    assert code == 2, err
+    assert err.startswith("error: ") and f"in use by process {os.getpid()} " in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_changed_setting_reaches_every_stage_downstream(tmp_path):
+    """A stage's key holds the keys of the stages it reads, so a change two stages up recomputes it."""
+    calls = tmp_path / "calls"
+
+    def chain(x: int) -> list:
+        first = run_stage(tmp_path, "first", {"x": x}, [], lambda w: _write_outputs(w, calls))
+        second = run_stage(tmp_path, "second", {}, [first], lambda w: _write_outputs(w, calls))
+        return [first, second, run_stage(tmp_path, "third", {}, [second], lambda w: _write_outputs(w, calls))]
+
+    assert [stage.cached for stage in chain(1)] == [False, False, False]
+    assert [stage.cached for stage in chain(1)] == [True, True, True]
+    assert [stage.cached for stage in chain(2)] == [False, False, False]
+    assert len(calls.read_text().split()) == 6
+
+
 def test_a_tune_setting_added_later_stays_out_of_the_key_at_its_default():
     """Runs made before tune.scale_rewards and tune.precision existed keep their tune stage's key (and so
     their tuned model); set to anything else, they enter the key."""

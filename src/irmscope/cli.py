@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from irmscope.errors import IrmscopeError
+from irmscope.locking import ACTIVATION_CACHE, AUDIT_FOLDER, RUN_FOLDER, SAE_FOLDER, refuse_if_locked
 from irmscope.validation import check_output, check_utf8, env_int, finite, read_text_file
 
 app = typer.Typer(
@@ -194,7 +195,7 @@ def cache_activations_cmd(
     if positions not in ("all", "last"):
         raise IrmscopeError(f"--positions must be 'all' or 'last', not {positions!r}")
     _check_names([model], [data])
-    _refuse_if_in_use(out, "activation cache", whole_folder=False)
+    _refuse_if_in_use(out, ACTIVATION_CACHE, whole_folder=False)
     from irmscope.activations.caching import cache_review_activations
     from irmscope.distributed import is_main
 
@@ -249,14 +250,14 @@ def train_sae_cmd(
 ) -> None:
     """Train one SAE on a cached site; report FVU, L0, dead latents and (with --model) the spliced loss."""
     _check_names([model], [data])
-    _refuse_if_in_use(out, "SAE folder", whole_folder=False)
+    _refuse_if_in_use(out, SAE_FOLDER, whole_folder=False)
     from irmscope.config import validate
     from irmscope.distributed import is_main
     from irmscope.locking import output_lock
     from irmscope.sae.report import train_and_report
 
     # one job per SAE folder; under torchrun every rank trains the same SAE, and rank 0 holds the lock
-    with output_lock(out, "SAE folder") if is_main() else nullcontext():
+    with output_lock(out, SAE_FOLDER) if is_main() else nullcontext():
         check_output(out, overwrite, "folder")
         settings = validate(
             {
@@ -413,7 +414,7 @@ def run(preset: PresetOpt = "demo", config: ConfigOpt = None, set_: SetOpt = Non
     # keyed by the names): the folder keeps its results, and the message says what to give
     models = [settings.model.name, settings.model.tuned, settings.probes.dpo_model]
     _check_names(models, [settings.data.source])
-    _refuse_if_in_use(Path(settings.out_dir), "run folder")
+    _refuse_if_in_use(Path(settings.out_dir), RUN_FOLDER)
     from irmscope.pipeline import run_pipeline  # after the checks: its libraries take seconds to load
 
     run_pipeline(settings)
@@ -435,13 +436,11 @@ def _check_names(models: Sequence[str | None] = (), sources: Sequence[str] = ())
 
 def _refuse_if_in_use(out: Path, what: str, *, whole_folder: bool = True) -> None:
     """Refuse an output another process is writing before the command's libraries load, with the error
-    its lock would give seconds later (the lock, taken later, stays the guard). Under torchrun rank 0
-    alone takes the lock, so the other ranks would see it held: there the look is left to the lock."""
-    if env_int("WORLD_SIZE", 1) > 1:
-        return
-    from irmscope.locking import refuse_if_locked
-
-    refuse_if_locked(out, what, whole_folder=whole_folder)
+    its lock would give seconds later (the lock, taken later, stays the guard). Not under a launcher
+    (``WORLD_SIZE`` > 1): there ``main`` has loaded torch already, and a rank's look could meet the lock
+    another rank of the same job has just taken."""
+    if env_int("WORLD_SIZE", 1) <= 1:
+        refuse_if_locked(out, what, whole_folder=whole_folder)
 
 
 @app.command()
@@ -525,7 +524,7 @@ def audit(
     floor), where the change comes from, what changed inside (a crosscoder), and, with --reward, how far
     that is from the known reward."""
     _check_names([tuned, base], [data])
-    _refuse_if_in_use(out, "audit folder", whole_folder=False)
+    _refuse_if_in_use(out, AUDIT_FOLDER, whole_folder=False)
     from irmscope.audit import run_audit
     from irmscope.report.audit import write_audit_page
     from irmscope.sae.crosscoder import CrosscoderConfig

@@ -119,7 +119,9 @@ def mean_log_likelihood(model: LogisticRegression, x: np.ndarray, y: np.ndarray)
     """The max-entropy search's score: the mean log-likelihood of the held-out labels ``y`` under
     ``model``. It is scikit-learn's ``"neg_log_loss"`` to the last bit (the positive class's probability,
     clipped to [eps, 1 - eps] of its dtype), computed here because that scorer's generic input checks
-    cost about a third of the search at smoke size."""
+    cost about a third of the search at smoke size. For a two-class model and a fold holding both labels,
+    which the mirrored ``+d``/``-d`` design of :func:`fit_irl` guarantees (scikit-learn would refuse a
+    fold with one label)."""
     positive = model.predict_proba(x)[:, 1]
     likelihood = np.where(y == model.classes_[1], positive, 1 - positive)
     eps = np.finfo(likelihood.dtype).eps

@@ -24,6 +24,15 @@ from pathlib import Path
 from irmscope.errors import IrmscopeError
 
 LOCK_NAME = ".irmscope.lock"
+#: what each lock is called in its one-line error; the commands' early look (:func:`refuse_if_locked`) and
+#: the lock the library takes later name an output the same way
+RUN_FOLDER = "run folder"
+ACTIVATION_CACHE = "activation cache"
+SAE_FOLDER = "SAE folder"
+AUDIT_FOLDER = "audit folder"
+#: a look (:func:`refuse_if_locked`) holds a shared lock for microseconds; a process that meets one while
+#: taking the lock tries again this many times, this many seconds apart, before it calls the lock taken
+_RETRIES, _RETRY_SECONDS = 5, 0.01
 
 
 def _holder(lock_file: Path) -> str:
@@ -46,8 +55,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     ``what`` names the folder in that message ("run folder", ...).
     """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise IrmscopeError(f"{what} {folder} is a file, not a folder; choose another output path")
+    _refuse_a_file(folder, what)
     _make_dirs(folder, what)
     with _exclusive(_folder_lock_file(folder), f"{what} {folder}"):
         yield folder
@@ -66,14 +74,17 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
 
 def refuse_if_locked(path: str | os.PathLike, what: str, *, whole_folder: bool = True) -> None:
     """Raise the error :func:`folder_lock` (``whole_folder``) or :func:`output_lock` would raise on
-    ``path`` if another process holds that lock now; create nothing and take nothing.
+    ``path`` if another process holds that lock now (or, for a folder, if ``path`` is a file); create
+    nothing.
 
     A look, not a hold: commands call it before their libraries load (seconds on two cores), so that a
     second run on a folder in use is refused at once, then take the lock itself, which stays the guard.
-    The look holds a shared lock for an instant, so a process taking the lock in that same instant may
-    be refused as if the folder were in use.
+    The look holds a shared lock for an instant; a process taking the lock in that instant tries again
+    (:data:`_RETRIES`) instead of calling the folder in use.
     """
     path = Path(path)
+    if whole_folder:
+        _refuse_a_file(path, what)
     lock_file = _folder_lock_file(path) if whole_folder else _output_lock_file(path)
     try:
         fd = os.open(lock_file, os.O_RDONLY)
@@ -85,6 +96,11 @@ def refuse_if_locked(path: str | os.PathLike, what: str, *, whole_folder: bool =
         raise _in_use(f"{what} {path}", lock_file) from None
     finally:
         os.close(fd)  # releases the shared lock, if taken
+
+
+def _refuse_a_file(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise IrmscopeError(f"{what} {folder} is a file, not a folder; choose another output path")
 
 
 def _folder_lock_file(folder: Path) -> Path:
@@ -122,7 +138,7 @@ def _held(lock_file: Path, blocking: bool, described: str = "") -> Iterator[int]
     while True:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusively(fd, blocking)
         except BlockingIOError:
             os.close(fd)
             raise _in_use(described, lock_file) from None
@@ -137,6 +153,23 @@ def _held(lock_file: Path, blocking: bool, described: str = "") -> Iterator[int]
         except FileNotFoundError:
             pass
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock_exclusively(fd: int, blocking: bool) -> None:
+    """``flock`` ``fd`` exclusively; not ``blocking``, raise ``BlockingIOError`` if it stays taken through
+    a few short retries (long enough for a :func:`refuse_if_locked` look to pass, far too short to wait
+    for a holder)."""
+    if blocking:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    for attempt in range(_RETRIES + 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == _RETRIES:
+                raise
+            time.sleep(_RETRY_SECONDS)
 
 
 @contextmanager

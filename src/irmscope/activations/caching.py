@@ -363,11 +363,11 @@ def cache_review_activations(
     so one that fails to load leaves it in place.
     """
     from irmscope.data import load_reviews
-    from irmscope.locking import output_lock
+    from irmscope.locking import ACTIVATION_CACHE, output_lock
     from irmscope.models import load_model
     from irmscope.validation import remove
 
-    with output_lock(out, "activation cache") if is_main() else nullcontext():
+    with output_lock(out, ACTIVATION_CACHE) if is_main() else nullcontext():
         holds_cache = check_cache_folder(out)
         lm = load_model(model)
         texts = list(load_reviews(data, split=split, limit=n_texts)["text"])

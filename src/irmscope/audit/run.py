@@ -33,7 +33,7 @@ from irmscope.audit.shift import (
 )
 from irmscope.errors import IrmscopeError
 from irmscope.io import atomic_write, write_json
-from irmscope.locking import output_lock
+from irmscope.locking import AUDIT_FOLDER, output_lock
 from irmscope.models.adapters import parse_site
 from irmscope.models.generation import Sampling
 from irmscope.models.hooks import resolve_site
@@ -441,7 +441,7 @@ def run_audit(
     lexicon = lexicon_of(load_reward(reward)) if reward is not None else None
     if site is not None:
         parse_site(site)  # a malformed site is refused before any model loads
-    with output_lock(out, "audit folder"):
+    with output_lock(out, AUDIT_FOLDER):
         texts = list(load_reviews(data, split="test", seed=seed)["text"])
         base_lm = load_model(base, seed=seed)
         tuned_lm = load_model(tuned, seed=seed)

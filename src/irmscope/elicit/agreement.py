@@ -41,10 +41,12 @@ MIN_WORDS = 5
 N_PERMUTATIONS = 200
 #: taus closer than this are equal (tau-b is a ratio of pair counts; rounding differs by algorithm)
 TAU_ROUNDING = 1e-12
-#: up to this many words :func:`column_taus` uses the sign-matrix form (measured: 15x faster at 20 words,
-#: even at 200, 4x slower at 600 than one scipy call per column)
+#: up to this many words :func:`column_taus` uses the sign-matrix form (measured with one sign matrix per
+#: column, before the columns shared one array: 15x faster at 20 words, even at 200, 4x slower at 600 than
+#: one scipy call per column)
 SIGN_MATRIX_WORDS = 150
-#: cells of the sign matrices :func:`column_taus` holds at once (32 MB of float64)
+#: cells of each ``[words, words, columns]`` array :func:`column_taus` holds at once (32 MB of float64; the
+#: differences and their signs are two such arrays)
 SIGN_MATRIX_CELLS = 1 << 22
 
 
@@ -211,11 +213,14 @@ def resampled_taus(xs: Sequence[np.ndarray], y: np.ndarray, counts: np.ndarray) 
     Pairs of draws of the same word are ties in both variables and drop out of tau-b, so with the pairwise
     sign matrices ``Sx``, ``Sy`` tau-b of a resample ``c`` is ``c'(Sx∘Sy)c / sqrt(c'|Sx|c · c'|Sy|c)``:
     one matrix product per read-out for the numerator, and :func:`untied_pairs` for the denominator.
-    The product's sums are whole numbers no larger than a resample's total count, so it runs in float32
-    (twice as fast) while that total is below 2**24, where float32 holds every whole number exactly; the
-    sums over words that follow are taken in float64. The result is the same to the bit as in float64."""
+    With whole-number counts (word resamples) the product's sums are whole numbers no larger than a
+    resample's total count, so it runs in float32 (twice as fast) while that total is below 2**24, where
+    float32 holds every whole number exactly; the sums over words that follow are taken in float64. The
+    result is the same to the bit as in float64. Other weights run in float64 throughout."""
+    counts = np.asarray(counts, dtype=np.float64)
     sy = np.sign(y[:, None] - y[None, :])
-    dtype = np.float32 if counts.sum(axis=1).max(initial=0.0) < 2**24 else np.float64
+    whole = bool(np.all(counts == np.round(counts)))
+    dtype = np.float32 if whole and counts.sum(axis=1).max(initial=0.0) < 2**24 else np.float64
     weights = counts.astype(dtype)
     out, y_pairs = [], untied_pairs(y, counts)  # y's untied pairs per resample: the same for every x
     for x in xs:
@@ -231,7 +236,10 @@ def untied_pairs(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``c'|S|c`` for every resample ``c`` (a row of ``counts``), ``S`` the pairwise sign matrix of
     ``values``: the ordered pairs of draws whose values differ, which is the squared total count less
     each tie group's squared total. Linear in the words instead of a matrix product, and exact (whole
-    numbers far below 2**53), so equal to the matrix form to the bit."""
+    numbers far below 2**53, for whole-number counts), so equal to the matrix form to the bit."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if values.size == 0:
+        return np.zeros(len(counts))
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])

@@ -23,7 +23,7 @@ from typing import Any
 import irmscope.pipeline.stages  # noqa: F401  (registers the built-in stages)
 from irmscope.config import RunConfig
 from irmscope.io import write_json
-from irmscope.locking import folder_lock
+from irmscope.locking import RUN_FOLDER, folder_lock
 from irmscope.models.accounting import counted
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.progress import duration, machine_pace, seconds_left
@@ -46,7 +46,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     The run holds an exclusive lock on its folder throughout: a second run pointed at the same folder is
     refused at once with a one-line error naming the process that holds it, instead of racing it.
     """
-    with folder_lock(config.out_dir, "run folder"):
+    with folder_lock(config.out_dir, RUN_FOLDER):
         ctx = RunContext(config, progress)
         timings: dict[str, float] = {}
         computed: list[tuple[str, float]] = []  # (stage, seconds) of the folders this run computed: its pace
