@@ -604,7 +604,7 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
     """Kill -9 the run after the first SAE of the tuned model is written, run it again: the finished stages
     are reused, the finished SAE is not retrained, and the SAEs and results.json equal the uninterrupted
     run's. The other stages come finished from the smoke run, so the test spends its time on this one."""
-    config, reference, smoke_out = smoke_run
+    _, reference, smoke_out = smoke_run
     out = tmp_path / "killed"
     _reuse_finished_stages(reference, out, except_for={"saes-tuned"})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -12,7 +12,7 @@ import pytest
 
 from irmscope.config import load_config
 from irmscope.errors import IrmscopeError
-from irmscope.locking import folder_lock, output_lock, refuse_if_locked
+from irmscope.locking import LOCK_NAME, folder_lock, output_lock, refuse_if_locked
 from irmscope.runs import stage_dir
 from irmscope.stages import run_stage, stage_damage
 
@@ -176,7 +176,7 @@ def test_a_look_in_progress_does_not_refuse_the_lock(tmp_path):
 
     with folder_lock(tmp_path / "run", "run folder"):
         pass  # leaves the folder, without its lock file
-    lock_file = tmp_path / "run" / ".irmscope.lock"
+    lock_file = tmp_path / "run" / LOCK_NAME
     lock_file.touch()
     look = os.open(lock_file, os.O_RDONLY)
     fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)
