@@ -32,7 +32,6 @@ The table is written to ``--out`` and printed as markdown for the README.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import time
@@ -47,6 +46,7 @@ from irmscope.config import RunConfig
 from irmscope.errors import IrmscopeError
 from irmscope.models import load_model
 from irmscope.models.categorical import fast_multinomial
+from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.precision import matmul_precision
 from irmscope.runs import load_run_results
 
@@ -237,7 +237,6 @@ def sampling_price(
     the pipeline's exact inverse-CDF draw (``irmscope.models.categorical``) or, with
     ``pipelines_sampler=False``, torch's own ``multinomial`` (the baseline it replaced); ``precision``: of
     the matrix products (``irmscope.models.precision``)."""
-    cache_name = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
     prompt = random_ids(lm, batch, prompt_tokens)
     elapsed = []
 
@@ -249,7 +248,7 @@ def sampling_price(
             for _ in range(steps):
                 probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
                 token = torch.multinomial(probs, 1)
-                out = lm.model(input_ids=token, use_cache=True, **{cache_name: getattr(out, cache_name)})
+                out = lm.model(input_ids=token, use_cache=True, **cache_argument(returned_cache(out)))
             elapsed.append(time.perf_counter() - start)
 
     median_seconds(decode, repeats)  # the decoding steps alone are timed, not the prompt's prefill

@@ -1,6 +1,7 @@
 """Hook sites and interventions on every supported family, and the model loader's errors."""
 
 import ast
+import inspect
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from irmscope.models import (
 from irmscope.models.accounting import TokenCounts, counted
 from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import select_positions, stop_after_deepest
+from irmscope.models.kv_cache import CACHE_NAME, cache_argument, returned_cache
 from irmscope.models.sources import TINY_FAMILIES
 
 TEXTS = ["The film was a quiet delight from start to finish", "Dull."]
@@ -169,18 +171,18 @@ def test_token_accounting_sorts_every_pass_by_kind(tiny, batch):
     with torch.no_grad():  # a cached step stopped early takes back its skipped share of the sampled tokens
         prefix = tiny.model(input_ids=ids, attention_mask=mask, use_cache=True)
         step, step_mask = ids[:, :1], torch.cat([mask, mask[:, :1]], dim=1)
-        cache = prefix.past_key_values
+        cache = returned_cache(prefix)
         with (
             counted() as cached,
             stop_after_deepest(tiny.model, ["blocks.0.hook_resid_post"], step, step_mask, cache),
         ):
-            tiny.model(input_ids=step, attention_mask=step_mask, past_key_values=cache, use_cache=True)
+            tiny.model(input_ids=step, attention_mask=step_mask, use_cache=True, **cache_argument(cache))
     assert cached.to_dict() == counts(sampled=len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks))
     with torch.no_grad():  # its kind is taken before the pass fills an empty cache: a forward pass here
         empty = DynamicCache(config=tiny.model.config)
         stop = stop_after_deepest(tiny.model, ["blocks.0.hook_resid_post"], step, None, empty)
         with counted() as fresh, stop:
-            tiny.model(input_ids=step, past_key_values=empty, use_cache=True)
+            tiny.model(input_ids=step, use_cache=True, **cache_argument(empty))
     assert fresh.to_dict() == counts(forward=len(ids) - round(len(ids) * (n_blocks - 1) / n_blocks))
 
 
@@ -300,3 +302,18 @@ def test_the_light_list_of_tiny_families_is_the_one_tiny_builds():
     from irmscope.models import sources, tiny
 
     assert tuple(tiny._FAMILY_CONFIGS) == sources.TINY_FAMILIES
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_a_cached_step_names_the_cache_as_the_installed_transformers_does(family):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` and warns at every call with the old name
+    (pyproject's warning filter makes that warning fail any test); earlier releases know only the old name.
+    Every family takes the cache by :data:`CACHE_NAME`, and a step on it equals the uncached pass."""
+    tiny = load_model(f"tiny-{family}")
+    assert CACHE_NAME in inspect.signature(tiny.model.forward).parameters
+    ids = tiny.tokenizer(["the film was great"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        prefix = tiny.model(input_ids=ids[:, :-1], use_cache=True)
+        step = tiny.model(input_ids=ids[:, -1:], use_cache=True, **cache_argument(returned_cache(prefix)))
+        whole = tiny.model(input_ids=ids, use_cache=False)
+    torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-4)

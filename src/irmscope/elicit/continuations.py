@@ -25,6 +25,7 @@ import torch
 from irmscope.errors import IrmscopeError
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture, stop_after_deepest
+from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.loading import LoadedModel
 from irmscope.models.precision import matmul_precision
 from irmscope.validation import Precision
@@ -125,7 +126,7 @@ def continuation_activations(
             log_probs.append(torch.log_softmax(out.logits[:, -1].float(), -1).gather(1, words).cpu())
             if not sites:
                 continue
-            read = _word_steps(model, out.past_key_values, mask, positions, words, sites, rows_per_step)
+            read = _word_steps(model, returned_cache(out), mask, positions, words, sites, rows_per_step)
             for site in sites:
                 acts[site].append(read[site])
     return Continuations(
@@ -163,7 +164,7 @@ def _word_steps(
                 input_ids=step_ids,
                 attention_mask=step_mask,
                 position_ids=next_position.repeat_interleave(k, 0),
-                past_key_values=step_cache,
+                **cache_argument(step_cache),
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -102,7 +102,7 @@ def _count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if ids is None:
             return
         ids = ids[..., 0]
-    cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5's generate says ``cache``
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))  # either name (irmscope.models.kv_cache)
     kind, tokens = pass_kind(ids, kwargs.get("attention_mask"), cache)
     setattr(TOTALS, kind, getattr(TOTALS, kind) + tokens)
 

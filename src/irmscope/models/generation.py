@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from irmscope.errors import IrmscopeError
 from irmscope.models.categorical import fast_multinomial
+from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.loading import LoadedModel
 from irmscope.models.precision import Precision, matmul_precision
 
@@ -216,10 +217,10 @@ class _AmplifiedLogits:
             input_ids=new_ids,
             attention_mask=self.mask,
             position_ids=positions,
-            past_key_values=self.past,
+            **cache_argument(self.past),
             use_cache=True,
         )
-        self.past = out.past_key_values
+        self.past = returned_cache(out)
         base_logits = out.logits[:, -1].to(scores.dtype)
         amplified = scores + self.alpha * (scores - base_logits)
         return torch.where(torch.isfinite(scores), amplified, scores)  # keep tokens masked to -inf masked

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.loading import LoadedModel
 from irmscope.models.readout import leading_special_tokens
 
@@ -57,7 +58,7 @@ class CachedPrompts:
                     logits_to_keep=1,  # only the last position predicts a completion token
                 )
                 first = torch.log_softmax(out.logits[:, -1].float(), -1)  # the first completion token's
-                self._batches.append((slice(start, start + len(chunk)), mask, out.past_key_values, first))
+                self._batches.append((slice(start, start + len(chunk)), mask, returned_cache(out), first))
 
     @torch.no_grad()
     def completion_nll(self, completions: Sequence[str]) -> np.ndarray:
@@ -78,7 +79,7 @@ class CachedPrompts:
                 input_ids=ids,
                 attention_mask=torch.cat([prompt_mask, mask], dim=1),
                 position_ids=prompt_mask.sum(1, keepdim=True) + torch.arange(width, device=self._device),
-                past_key_values=copy.deepcopy(cache),  # the kept cache must not grow
+                **cache_argument(copy.deepcopy(cache)),  # the kept cache must not grow
                 use_cache=True,
             ).logits
             later = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]

@@ -32,6 +32,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.models.adapters import adapter_for, site_name, submodule
 from irmscope.models.generation import batches
 from irmscope.models.hooks import capture, intervene
+from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.loading import LoadedModel
 from irmscope.models.readout import encode_pairs
 from irmscope.probes.residuals import Residuals
@@ -135,12 +136,14 @@ def _last_token_runs(lm: LoadedModel, prefix_ids: torch.Tensor, mask: torch.Tens
     one token per row instead of a whole text."""
     device = next(lm.model.parameters()).device
     positions = (mask.cumsum(-1) - 1).clamp(min=0).to(device)  # left padding: count real tokens only
-    prefix = lm.model(
-        input_ids=prefix_ids.to(device),
-        attention_mask=mask[:, :-1].to(device),
-        position_ids=positions[:, :-1],
-        use_cache=True,
-    ).past_key_values
+    prefix = returned_cache(
+        lm.model(
+            input_ids=prefix_ids.to(device),
+            attention_mask=mask[:, :-1].to(device),
+            position_ids=positions[:, :-1],
+            use_cache=True,
+        )
+    )
 
     def overwrite(act: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         act = act.clone()
@@ -159,7 +162,7 @@ def _last_token_runs(lm: LoadedModel, prefix_ids: torch.Tensor, mask: torch.Tens
                 input_ids=last_ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions[:, -1:],
-                past_key_values=copy.deepcopy(prefix),  # a forward pass appends to its cache
+                **cache_argument(copy.deepcopy(prefix)),  # a forward pass appends to its cache
             )
         return {site: cap[site][:, -1].float().cpu() for site in sites}
 
