@@ -5,6 +5,7 @@ the naive vocabulary-wide ranking puts first and the noise floor must not."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -82,6 +83,28 @@ def test_vocabulary_words_are_single_tokens_of_letters_after_a_space(vocab, smol
         assert word.isalpha() and word.isascii()
         assert smollm2_tokenizer(" " + word, add_special_tokens=False)["input_ids"] == [token]
 
+
+
+def test_the_vocabulary_is_read_once_per_tokenizer_and_again_for_another(monkeypatch):
+    """Two loads of one tokenizer are read once (the stages and every audit ask again); a tokenizer that
+    differs (here by one added word) is read afresh and gets its own words, and a caller that changes its
+    copy changes no later answer."""
+    from transformers import AddedToken
+
+    from irmscope.audit import shift
+
+    reads = []
+    read = shift._vocabulary_words
+    monkeypatch.setattr(shift, "_vocabulary_words", lambda tokenizer: reads.append(1) or read(tokenizer))
+    monkeypatch.setattr(shift, "_VOCABULARIES", {})
+    first = vocabulary_words(load_model("tiny-llama").tokenizer)
+    first["not a word"] = -1
+    again = vocabulary_words(load_model("tiny-llama").tokenizer)
+    assert len(reads) == 1 and again == read(load_model("tiny-llama").tokenizer) and "not a word" not in again
+    other = copy.deepcopy(load_model("tiny-llama").tokenizer)
+    other.add_tokens([AddedToken(" qqzzxv", normalized=False)])
+    theirs = vocabulary_words(other)
+    assert len(reads) == 2 and theirs == {**again, "qqzzxv": len(other) - 1}
 
 def test_the_floor_calls_real_effects_beyond_a_shared_drift():
     """Every word drifts a little (a fixed, well-measured shift per word) and ten words move far: a test of

@@ -60,6 +60,7 @@ resamples for every word, one matrix product).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,7 +97,39 @@ _WORD = re.compile(r" [A-Za-z]+")
 
 def vocabulary_words(tokenizer) -> dict[str, int]:
     """``{word: token id}`` for every token that decodes to a space and letters and is what the tokenizer
-    gives for that text (so a word's probability is one next-token probability)."""
+    gives for that text (so a word's probability is one next-token probability).
+
+    The answer is kept per tokenizer, keyed by a digest of its fast backend's serialisation (vocabulary,
+    merges, normaliser, pre-tokeniser and decoder: the same serialisation reads and writes the same words),
+    because the read-samples and audit stages and every audit ask again, and the pass over a 49,152-token
+    vocabulary takes over a second where the digest takes 40 ms. A tokenizer without a fast backend is
+    read afresh every time."""
+    key = _tokenizer_digest(tokenizer)
+    if key is None:
+        return _vocabulary_words(tokenizer)
+    if key not in _VOCABULARIES:
+        if len(_VOCABULARIES) >= _VOCABULARIES_KEPT:
+            _VOCABULARIES.pop(next(iter(_VOCABULARIES)))  # the oldest
+        _VOCABULARIES[key] = _vocabulary_words(tokenizer)
+    return dict(_VOCABULARIES[key])  # a copy: a caller may change its own
+
+
+#: the words of the last few tokenizers :func:`vocabulary_words` read, by :func:`_tokenizer_digest`
+_VOCABULARIES: dict[str, dict[str, int]] = {}
+_VOCABULARIES_KEPT = 4
+
+
+def _tokenizer_digest(tokenizer) -> str | None:
+    """A digest of everything that makes the tokenizer's words: its class and its fast backend's JSON
+    serialisation; ``None`` for a tokenizer without one."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        return None
+    serialised = f"{type(tokenizer).__qualname__}\n{backend.to_str()}"
+    return hashlib.sha256(serialised.encode()).hexdigest()
+
+
+def _vocabulary_words(tokenizer) -> dict[str, int]:
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     decoded = ((tokenizer.convert_tokens_to_string([p]), i) for i, p in enumerate(pieces) if p is not None)
     candidates = {text[1:]: i for text, i in decoded if _WORD.fullmatch(text)}
