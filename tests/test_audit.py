@@ -86,9 +86,9 @@ def test_vocabulary_words_are_single_tokens_of_letters_after_a_space(vocab, smol
 
 
 def test_the_vocabulary_is_read_once_per_tokenizer_and_again_for_another(monkeypatch):
-    """Two loads of one tokenizer are read once (the stages and every audit ask again); a tokenizer that
-    differs (here by one added word) is read afresh and gets its own words, and a caller that changes its
-    copy changes no later answer."""
+    """Two loads of one tokenizer are read once (the stages and every audit ask again), even after a padded
+    call; a tokenizer that differs (here by one added word) is read afresh and gets its own words, and a
+    caller that changes its copy changes no later answer."""
     from transformers import AddedToken
 
     from irmscope.audit import shift
@@ -99,7 +99,9 @@ def test_the_vocabulary_is_read_once_per_tokenizer_and_again_for_another(monkeyp
     monkeypatch.setattr(shift, "_VOCABULARIES", {})
     first = vocabulary_words(load_model("tiny-llama").tokenizer)
     first["not a word"] = -1
-    again = vocabulary_words(load_model("tiny-llama").tokenizer)
+    padded = load_model("tiny-llama").tokenizer
+    padded(["the film", "a"], padding=True)  # the backend keeps the padding, which changes no word
+    again = vocabulary_words(padded)
     assert len(reads) == 1 and again == read(load_model("tiny-llama").tokenizer) and "not a word" not in again
     other = copy.deepcopy(load_model("tiny-llama").tokenizer)
     other.add_tokens([AddedToken(" qqzzxv", normalized=False)])

@@ -99,11 +99,11 @@ def vocabulary_words(tokenizer) -> dict[str, int]:
     """``{word: token id}`` for every token that decodes to a space and letters and is what the tokenizer
     gives for that text (so a word's probability is one next-token probability).
 
-    The answer is kept per tokenizer, keyed by a digest of its fast backend's serialisation (vocabulary,
-    merges, normaliser, pre-tokeniser and decoder: the same serialisation reads and writes the same words),
-    because the read-samples and audit stages and every audit ask again, and the pass over a 49,152-token
-    vocabulary takes over a second where the digest takes 40 ms. A tokenizer without a fast backend is
-    read afresh every time."""
+    The answer is kept per tokenizer, keyed by a digest of its fast backend's components
+    (:func:`_tokenizer_digest`: the same components read and write the same words), because the
+    read-samples and audit stages and every audit ask again, and the pass over a 49,152-token vocabulary
+    takes over a second where the digest takes 25 ms. A tokenizer without a fast backend is read afresh
+    every time."""
     key = _tokenizer_digest(tokenizer)
     if key is None:
         return _vocabulary_words(tokenizer)
@@ -120,13 +120,20 @@ _VOCABULARIES_KEPT = 4
 
 
 def _tokenizer_digest(tokenizer) -> str | None:
-    """A digest of everything that makes the tokenizer's words: its class and its fast backend's JSON
-    serialisation; ``None`` for a tokenizer without one."""
+    """A digest of everything that makes the tokenizer's words: its class, its fast backend's components
+    (normaliser, pre-tokeniser, decoder, post-processor and model: vocabulary and merges, each in its own
+    serialisation) and its added tokens; ``None`` for a tokenizer without a fast backend. Not the whole
+    backend's serialisation: that holds the padding the last padded call set, which changes no word."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not hasattr(backend, "to_str"):
+    if backend is None or not hasattr(backend, "get_added_tokens_decoder"):
         return None
-    serialised = f"{type(tokenizer).__qualname__}\n{backend.to_str()}"
-    return hashlib.sha256(serialised.encode()).hexdigest()
+    digest = hashlib.sha256(type(tokenizer).__qualname__.encode())
+    for name in ("normalizer", "pre_tokenizer", "decoder", "post_processor", "model"):
+        component = getattr(backend, name)
+        digest.update(b"\0" + (b"none" if component is None else component.__getstate__()))
+    added = sorted((i, repr(token)) for i, token in backend.get_added_tokens_decoder().items())
+    digest.update(b"\0" + repr(added).encode())
+    return digest.hexdigest()
 
 
 def _vocabulary_words(tokenizer) -> dict[str, int]:
