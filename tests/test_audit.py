@@ -84,7 +84,6 @@ def test_vocabulary_words_are_single_tokens_of_letters_after_a_space(vocab, smol
         assert smollm2_tokenizer(" " + word, add_special_tokens=False)["input_ids"] == [token]
 
 
-
 def test_the_vocabulary_is_read_once_per_tokenizer_and_again_for_another(monkeypatch):
     """Two loads of one tokenizer are read once (the stages and every audit ask again), even after a padded
     call; a tokenizer that differs (here by one added word) is read afresh and gets its own words, and a
@@ -107,6 +106,7 @@ def test_the_vocabulary_is_read_once_per_tokenizer_and_again_for_another(monkeyp
     other.add_tokens([AddedToken(" qqzzxv", normalized=False)])
     theirs = vocabulary_words(other)
     assert len(reads) == 2 and theirs == {**again, "qqzzxv": len(other) - 1}
+
 
 def test_the_floor_calls_real_effects_beyond_a_shared_drift():
     """Every word drifts a little (a fixed, well-measured shift per word) and ten words move far: a test of
