@@ -317,3 +317,30 @@ def test_a_cached_step_names_the_cache_as_the_installed_transformers_does(family
         step = tiny.model(input_ids=ids[:, -1:], use_cache=True, **cache_argument(returned_cache(prefix)))
         whole = tiny.model(input_ids=ids, use_cache=False)
     torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_cannot_tell_apart():
+    """build_tiny keeps its first build of each (family, seed): a later load gets copies that a change to
+    an earlier load's weights or tokenizer does not reach, the same weights as a fresh build, and torch's
+    random state as a fresh build leaves it (seeded, then drawn from by the initialisation)."""
+    from irmscope.models.tiny import _build_tiny
+
+    first = load_model("tiny-gpt2")
+    after_first = torch.rand(4)
+    with torch.no_grad():
+        first.model.get_input_embeddings().weight.add_(1.0)
+    first.tokenizer.add_tokens(["zzqqxx"])
+    second = load_model("tiny-gpt2")
+    after_second = torch.rand(4)
+    fresh_model, fresh_tokenizer = _build_tiny("gpt2", 0)
+    after_fresh = torch.rand(4)
+    assert torch.equal(after_first, after_second) and torch.equal(after_second, after_fresh)
+    fresh = fresh_model.state_dict()
+    assert all(torch.equal(weight, fresh[name]) for name, weight in second.model.state_dict().items())
+    assert len(second.tokenizer) == len(fresh_tokenizer) == len(first.tokenizer) - 1
+    assert (
+        load_model("tiny-gpt2", seed=1)
+        .model.get_input_embeddings()
+        .weight.ne(fresh_model.get_input_embeddings().weight)
+        .any()
+    )
