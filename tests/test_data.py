@@ -269,6 +269,25 @@ def test_prefixes_have_exactly_n_tokens(smollm2_tokenizer, rotten_tomatoes):
         assert any(text.startswith(prefix) for text in originals)
 
 
+def test_a_limit_gives_the_first_prefixes_and_cuts_only_the_texts_it_takes(
+    smollm2_tokenizer, rotten_tomatoes
+):
+    """``limit=k`` is the first k of all the prefixes, also where a block ends on dropped texts or the
+    texts run out; it encodes the first block of texts only when that block holds enough."""
+    texts = rotten_tomatoes["test"]["text"].tolist()[:1200]
+    every = truncate_to_prefixes(texts, smollm2_tokenizer, n_tokens=30)
+    for limit in (0, 1, 37, 200, len(every), len(every) + 5):
+        assert truncate_to_prefixes(texts, smollm2_tokenizer, n_tokens=30, limit=limit) == every[:limit]
+    calls = []
+
+    def counting(batch, **kwargs):
+        calls.append(list(batch))
+        return smollm2_tokenizer(batch, **kwargs)
+
+    counting.batch_decode = smollm2_tokenizer.batch_decode
+    assert truncate_to_prefixes(texts, counting, n_tokens=30, limit=10) == every[:10]
+    assert len(calls) == 2 and calls[0] == texts[: 2 * 10 + 64]  # one block (and its prefixes re-encoded)
+
 def test_min_tokens_keeps_short_texts_whole(smollm2_tokenizer):
     texts = ["Too short.", "one two three four five six seven eight nine ten eleven twelve"]
     assert truncate_to_prefixes(texts, smollm2_tokenizer, n_tokens=5, min_tokens=1) == [

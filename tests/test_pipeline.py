@@ -467,8 +467,8 @@ def test_tuning_against_a_target_checks_unseen_prompts_and_says_why_it_stopped(t
     target = ["tune.target_gain=0.5", "tune.max_steps=8", "tune.eval_every=2", "tune.eval_prompts=5"]
     ctx = RunContext(load_config("smoke", overrides=[f"out_dir={tmp_path}", *target]), progress=False)
     held_out = check_prompts(ctx)
-    trained = review_prefixes(ctx, "train")[: ctx.config.tune.n_train_prompts]
-    evaluated = review_prefixes(ctx, None)[: ctx.config.data.n_prompts]
+    trained = review_prefixes(ctx, "train", ctx.config.tune.n_train_prompts)
+    evaluated = review_prefixes(ctx, None, ctx.config.data.n_prompts)
     assert len(set(held_out)) == 5 and not set(held_out) & (set(trained) | set(evaluated))
     assert check_prompts(RunContext(load_config("smoke"), progress=False)) == []  # fixed steps: none
 

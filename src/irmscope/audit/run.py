@@ -445,7 +445,7 @@ def run_audit(
         texts = list(load_reviews(data, split="test", seed=seed)["text"])
         base_lm = load_model(base, seed=seed)
         tuned_lm = load_model(tuned, seed=seed)
-        prompts = truncate_to_prefixes(texts, base_lm.tokenizer, prefix_tokens)[:n_prompts]
+        prompts = truncate_to_prefixes(texts, base_lm.tokenizer, prefix_tokens, limit=n_prompts)
         if len(prompts) < 2:
             raise IrmscopeError(
                 f"fewer than 2 test texts of {data} have {prefix_tokens} tokens; give more data"

@@ -24,6 +24,8 @@ def truncate_to_prefixes(
     tokenizer: PreTrainedTokenizerBase,
     n_tokens: int = PROMPT_TOKENS,
     min_tokens: int | None = None,
+    *,
+    limit: int | None = None,
 ) -> list[str]:
     """Return the first ``n_tokens`` tokens of each text, decoded back to a string.
 
@@ -35,6 +37,10 @@ def truncate_to_prefixes(
     the middle of a multi-byte character, or a word split so that the tail re-merges differently): the
     prompt the policy later sees must be exactly the tokens that were counted. The order of the kept texts is
     preserved.
+
+    With ``limit``, the first ``limit`` prefixes, cutting only as many texts as that takes (in blocks that
+    double): a split holds thousands of reviews where a run asks for a few hundred prompts. Each text is cut
+    on its own, so they are the first ``limit`` of the prefixes of every text.
     """
     if n_tokens < 1:
         raise IrmscopeError(f"n_tokens must be at least 1, got {n_tokens}")
@@ -42,6 +48,19 @@ def truncate_to_prefixes(
     if not 1 <= min_tokens <= n_tokens:
         raise IrmscopeError(f"min_tokens must be between 1 and n_tokens={n_tokens}, got {min_tokens}")
     texts = list(texts)
+    if limit is None:
+        return _prefixes(texts, tokenizer, n_tokens, min_tokens)
+    prefixes: list[str] = []
+    start, block = 0, 2 * limit + 64
+    while len(prefixes) < limit and start < len(texts):
+        prefixes += _prefixes(texts[start : start + block], tokenizer, n_tokens, min_tokens)
+        start, block = start + block, 2 * block
+    return prefixes[:limit]
+
+
+def _prefixes(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, n_tokens: int, min_tokens: int
+) -> list[str]:
     if not texts:
         return []
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -68,7 +87,7 @@ def review_prompts(
     from irmscope.data.reviews import load_reviews
 
     texts = list(load_reviews(source, split=split, seed=seed)["text"])
-    prompts = truncate_to_prefixes(texts, tokenizer, n_tokens)[:n]
+    prompts = truncate_to_prefixes(texts, tokenizer, n_tokens, limit=n)
     if not prompts:
         raise IrmscopeError(f"no {split} text of {source} has {n_tokens} tokens; lower --prefix-tokens")
     return prompts

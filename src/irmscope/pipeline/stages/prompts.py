@@ -26,13 +26,15 @@ class Prompts(Stage):
         for split, n in (("test", config.data.n_prompts), ("train", config.tune.n_train_prompts)):
             if split == "train" and not ctx.tunes_a_model:
                 continue
-            prompts[split] = review_prefixes(ctx, "train" if split == "train" else None)[:n]
+            prompts[split] = review_prefixes(ctx, "train" if split == "train" else None, n)
         artifacts.Prompts(test=prompts["test"], train=prompts.get("train")).save(work)
         return {split: len(values) for split, values in prompts.items()}
 
 
-def review_prefixes(ctx: RunContext, split: str | None) -> list[str]:
-    """Every usable prompt of ``split`` (None: the evaluation split) in the prompts' seeded order: the
-    training prompts are the first ``tune.n_train_prompts`` of the train split's."""
+def review_prefixes(ctx: RunContext, split: str | None, n: int) -> list[str]:
+    """The first ``n`` usable prompts of ``split`` (None: the evaluation split) in the prompts' seeded order:
+    the training prompts are the first ``tune.n_train_prompts`` of the train split's."""
     reviews = ctx.reviews("prompts", split=split)
-    return truncate_to_prefixes(list(reviews["text"]), ctx.base.tokenizer, ctx.config.data.prefix_tokens)
+    return truncate_to_prefixes(
+        list(reviews["text"]), ctx.base.tokenizer, ctx.config.data.prefix_tokens, limit=n
+    )

@@ -87,7 +87,7 @@ def check_prompts(ctx: RunContext) -> list[str]:
     tune = ctx.config.tune
     if tune.target_gain is None:
         return []
-    return review_prefixes(ctx, "train")[tune.n_train_prompts : tune.n_train_prompts + tune.eval_prompts]
+    return review_prefixes(ctx, "train", tune.n_train_prompts + tune.eval_prompts)[tune.n_train_prompts :]
 
 
 def tuning_manifest(ctx: RunContext) -> dict[str, Any] | None:
