@@ -288,6 +288,7 @@ def test_a_limit_gives_the_first_prefixes_and_cuts_only_the_texts_it_takes(
     assert truncate_to_prefixes(texts, counting, n_tokens=30, limit=10) == every[:10]
     assert len(calls) == 2 and calls[0] == texts[: 2 * 10 + 64]  # one block (and its prefixes re-encoded)
 
+
 def test_min_tokens_keeps_short_texts_whole(smollm2_tokenizer):
     texts = ["Too short.", "one two three four five six seven eight nine ten eleven twelve"]
     assert truncate_to_prefixes(texts, smollm2_tokenizer, n_tokens=5, min_tokens=1) == [
