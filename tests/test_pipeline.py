@@ -59,6 +59,8 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert gain["low"] <= gain["value"] <= gain["high"]
     assert results["evaluation"]["n_prompts"] == config.data.n_prompts
     assert results["tune"]["steps_done"] == config.tune.steps
+    done = out / "stages" / f"tune-{results['manifest']['stages']['tune']['key']}" / "done.json"
+    assert json.loads(done.read_text())["resumed_from"] is None  # so its time sets the machine's pace
     assert len(results["divergence"]["top_layers"]) == config.activations.n_layers
     page = (out / "report.html").read_text()
     assert results["headline"][0].startswith("tuning gain in mean ")
@@ -436,18 +438,27 @@ def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_p
 
 def test_priors_are_scaled_by_the_pace_of_the_stages_this_run_computed(tmp_path):
     """A machine that took twice the priors for the stages it computed is forecast at twice the priors for
-    the rest; recorded times are this machine's own and stay; short first stages set no pace, tuning (which
-    may resume or stop at its target) never does, and one stage that resumed half-done does not move the
-    median."""
+    the rest; recorded times are this machine's own and stay; short first stages set no pace, and one stage
+    that resumed half-done does not move the median. Tuning sets it from the steps it trained in this
+    process, alone if long enough (so the forecast is paced from the stage after tuning on), and never when
+    it resumed from a checkpoint."""
     config = load_config("demo", overrides=[f"out_dir={tmp_path}"])
     prior = {stage: progress.prior_seconds(config, stage) for stage in ("evaluate", "read-samples", "elicit")}
     assert progress.machine_pace(config, []) == 1.0
-    assert progress.machine_pace(config, [("prompts", 30.0)]) == 1.0  # a one-time conversion, not a pace
-    assert progress.machine_pace(config, [("tune", 5000.0), ("evaluate", 2 * prior["evaluate"])]) == 1.0
-    twice = [(stage, 2 * seconds) for stage, seconds in prior.items()]
+    assert progress.machine_pace(config, [("prompts", 30.0, {})]) == 1.0  # a one-time conversion, not a pace
+    twice = [(stage, 2 * seconds, {}) for stage, seconds in prior.items()]
     assert progress.machine_pace(config, twice) == pytest.approx(2.0)
-    resumed = [*twice[:2], ("elicit", 0.1 * prior["elicit"])]  # killed and resumed near its end
+    resumed = [*twice[:2], ("elicit", 0.1 * prior["elicit"], {})]  # killed and resumed near its end
     assert progress.machine_pace(config, resumed) == pytest.approx(2.0)
+    cap, tune_prior = config.tune.step_cap, progress.prior_seconds(config, "tune")
+    assert tune_prior >= progress.PACE_AFTER_PRIOR_SECONDS
+    trained = {"steps_done": cap, "resumed_from": None}
+    assert progress.machine_pace(config, [("tune", 1.7 * tune_prior, trained)]) == pytest.approx(1.7)
+    stopped = {"steps_done": cap // 2, "resumed_from": None}  # at its target, after half the cap
+    assert progress.machine_pace(config, [("tune", 1.7 * tune_prior / 2, stopped)]) == pytest.approx(1.7)
+    from_checkpoint = {"steps_done": cap, "resumed_from": "checkpoints/checkpoint-12"}
+    assert progress.machine_pace(config, [("tune", 5000.0, from_checkpoint)]) == 1.0
+    assert progress.machine_pace(config, [("tune", 5000.0, from_checkpoint), *twice]) == pytest.approx(2.0)
     folders = [("attribute", "attribute"), ("validate", "validate")]
     assert progress.seconds_left(config, folders, 2.0) == pytest.approx(
         2 * progress.seconds_left(config, folders)

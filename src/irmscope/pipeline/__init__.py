@@ -49,7 +49,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     with folder_lock(config.out_dir, RUN_FOLDER):
         ctx = RunContext(config, progress)
         timings: dict[str, float] = {}
-        computed: list[tuple[str, float]] = []  # (stage, seconds) of the folders this run computed: its pace
+        computed: list[tuple[str, float, dict[str, Any]]] = []  # the folders this run computed: its pace
         stages = list(STAGES.values())
         for index, stage in enumerate(stages):
             if not stage.applies(ctx):
@@ -66,7 +66,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                     ctx, stage, name, model, done_before=len(timings), later=later, pace=pace
                 )
                 if not ctx.finished[name].cached:
-                    computed.append((stage.name, timings[name]))
+                    computed.append((stage.name, timings[name], ctx.finished[name].summary))
         results = collect_results(ctx, timings)
         results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)

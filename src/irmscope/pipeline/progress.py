@@ -11,9 +11,10 @@ The time left is an **estimate**, the sum over the stages still to run of
 - a rough prior: the stage's time in one clean run of the demo preset on the idle 2-core development
   machine, scaled by the config sizes that drive its work (:data:`PRIORS`), and by this machine's *pace*
   once the run has computed enough to measure it (:func:`machine_pace`: the stages it computed so far took
-  that many times their priors, as a median over stages). The priors know nothing of the model's size or
-  the CPU: before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without
-  native bfloat16 ran the demo in about twice the priors' time).
+  that many times their priors, as a median over stages; tuning, the first long stage, is enough alone, so
+  the forecast is paced from the stage after it). The priors know nothing of the model's size or the CPU:
+  before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without native
+  bfloat16 ran the demo in about twice the priors' time, and its tuning in 1.6 times its prior).
 
 It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
 """
@@ -21,8 +22,9 @@ It assumes that every stage still to come computes: a stage that turns out to be
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,9 +92,17 @@ UNKNOWN_STAGE_SECONDS = 30.0
 #: prior seconds the run must have computed before its pace replaces 1: the first stages are short and one
 #: of them may hold a one-time model conversion, which says nothing of the machine's speed
 PACE_AFTER_PRIOR_SECONDS = 120.0
-#: stages whose time does not follow their prior on a given machine, left out of the pace: tuning may resume
-#: from a checkpoint or stop early at its target (its prior counts the step cap)
-NOT_PACED = frozenset({"tune"})
+#: the share of its prior that one computation of a stage did, where that need not be all of it, read from the
+#: summary the stage recorded (None: the computation says nothing of the machine's pace). Tuning's prior
+#: counts its step cap: a run that stops at its target trains fewer steps, and one that resumed from a
+#: checkpoint trained an unknown share in this process
+PRIOR_SHARES: dict[str, Callable[[RunConfig, Mapping[str, Any]], float | None]] = {
+    "tune": lambda c, summary: (
+        None
+        if summary.get("resumed_from") or not summary.get("steps_done")
+        else summary["steps_done"] / c.tune.step_cap
+    ),
+}
 
 
 def recorded_seconds(root: Path, name: str) -> float | None:
@@ -116,12 +126,17 @@ def prior_seconds(config: RunConfig, stage: str) -> float:
     return seconds * scale(config)
 
 
-def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float]]) -> float:
+def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float, Mapping[str, Any]]]) -> float:
     """How many times its priors this machine takes: the median, over the stage folders this run computed
-    (not reused) so far, given as ``(stage name, seconds)``, of each one's seconds over its prior; 1 until
-    their priors add up to :data:`PACE_AFTER_PRIOR_SECONDS`. Stages in :data:`NOT_PACED` are left out, and
-    the median keeps one stage that resumed half-done from setting the pace of the rest."""
-    paced = [(prior_seconds(config, stage), seconds) for stage, seconds in computed if stage not in NOT_PACED]
+    (not reused) so far, given as ``(stage name, seconds, the summary it recorded)``, of each one's seconds
+    over its prior (times the share of it the computation did, :data:`PRIOR_SHARES`); 1 until those priors
+    add up to :data:`PACE_AFTER_PRIOR_SECONDS`. The median keeps one stage that resumed half-done from
+    setting the pace of the rest."""
+    paced = []
+    for stage, seconds, summary in computed:
+        share = PRIOR_SHARES[stage](config, summary) if stage in PRIOR_SHARES else 1.0
+        if share:
+            paced.append((share * prior_seconds(config, stage), seconds))
     if sum(prior for prior, _ in paced) < PACE_AFTER_PRIOR_SECONDS:
         return 1.0
     return float(np.median([seconds / prior for prior, seconds in paced if prior > 0]))

@@ -54,7 +54,10 @@ class Tune(Stage):
             progress=ctx.progress,
             check_prompts=check_prompts(ctx),
         )
-        return {key: tuned.manifest[key] for key in ("algorithm", "steps_done", "train_seconds")}
+        # resumed_from: a resumed run's time says nothing of the machine's pace (progress.PRIOR_SHARES)
+        return {
+            key: tuned.manifest[key] for key in ("algorithm", "steps_done", "train_seconds", "resumed_from")
+        }
 
     def announce(self, ctx: RunContext) -> list[str]:
         """Why tuning against a target stopped, with the last check's gain (nothing for fixed steps)."""
