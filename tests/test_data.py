@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import re
 import time
 from pathlib import Path
 
@@ -252,6 +253,37 @@ def test_bad_files_and_arguments(tmp_path):
 
 def test_strip_html_breaks():
     assert strip_html_breaks("One.<br /><br />Two.<BR>Three <br/> four") == "One. Two. Three four"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a <br/> b <BR /> c",
+        "  <br>x",
+        "x<br/>",
+        "x \u00a0<br/>\u00a0 y",  # Unicode whitespace
+        "x\x1c<br>y",  # a separator Python counts as whitespace
+        "<br/><br/>",
+        "",
+        "  ",
+        "a\t<br>\n<br />\n\nb",
+        "no tags",
+        "a <b>bold</b> <brx> <br",
+        "a <br / > b",  # not a tag it strips
+    ],
+)
+def test_strip_html_breaks_is_the_substitution_of_tags_and_the_whitespace_around_them(text):
+    """The function strips the whitespace before a run of tags from the text before it; the one-pattern
+    form it replaced matched that whitespace too. Both give the same text."""
+    pattern = re.compile(r"\s*(?:<br\s*/?>\s*)+", flags=re.IGNORECASE)
+    assert strip_html_breaks(text) == pattern.sub(" ", text).strip()
+
+
+@pytest.mark.skipif(not (IMDB_DIR / "train.parquet").is_file(), reason="no local IMDb copy")
+def test_strip_html_breaks_equals_the_one_pattern_form_on_real_imdb_reviews():
+    pattern = re.compile(r"\s*(?:<br\s*/?>\s*)+", flags=re.IGNORECASE)
+    texts = pd.read_parquet(IMDB_DIR / "train.parquet")["text"].astype(str).tolist()[::10]
+    assert [strip_html_breaks(t) for t in texts] == [pattern.sub(" ", t).strip() for t in texts]
 
 
 # --------------------------------------------------------------------------------------------- prompts
