@@ -441,7 +441,7 @@ def test_priors_are_scaled_by_the_pace_of_the_stages_this_run_computed(tmp_path)
     the rest; recorded times are this machine's own and stay; short first stages set no pace, and one stage
     that resumed half-done does not move the median. Tuning sets it from the steps it trained in this
     process, alone if long enough (so the forecast is paced from the stage after tuning on), and never when
-    it resumed from a checkpoint."""
+    it resumed from a checkpoint; a short stage's one-time cost before it does not count as much as tuning."""
     config = load_config("demo", overrides=[f"out_dir={tmp_path}"])
     prior = {stage: progress.prior_seconds(config, stage) for stage in ("evaluate", "read-samples", "elicit")}
     assert progress.machine_pace(config, []) == 1.0
@@ -456,6 +456,9 @@ def test_priors_are_scaled_by_the_pace_of_the_stages_this_run_computed(tmp_path)
     assert progress.machine_pace(config, [("tune", 1.7 * tune_prior, trained)]) == pytest.approx(1.7)
     stopped = {"steps_done": cap // 2, "resumed_from": None}  # at its target, after half the cap
     assert progress.machine_pace(config, [("tune", 1.7 * tune_prior / 2, stopped)]) == pytest.approx(1.7)
+    # a first run: the prompts stage held a 30 s model conversion (its prior is 2 s), tuning ran at 1.7
+    converted = [("prompts", 30.0, {}), ("tune", 1.7 * tune_prior, trained)]
+    assert progress.machine_pace(config, converted) == pytest.approx(1.7)
     from_checkpoint = {"steps_done": cap, "resumed_from": "checkpoints/checkpoint-12"}
     assert progress.machine_pace(config, [("tune", 5000.0, from_checkpoint)]) == 1.0
     assert progress.machine_pace(config, [("tune", 5000.0, from_checkpoint), *twice]) == pytest.approx(2.0)

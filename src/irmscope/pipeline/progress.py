@@ -11,10 +11,12 @@ The time left is an **estimate**, the sum over the stages still to run of
 - a rough prior: the stage's time in one clean run of the demo preset on the idle 2-core development
   machine, scaled by the config sizes that drive its work (:data:`PRIORS`), and by this machine's *pace*
   once the run has computed enough to measure it (:func:`machine_pace`: the stages it computed so far took
-  that many times their priors, as a median over stages; tuning, the first long stage, is enough alone, so
-  the forecast is paced from the stage after it). The priors know nothing of the model's size or the CPU:
-  before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without native
-  bfloat16 ran the demo in about twice the priors' time, and its tuning in 1.6 times its prior).
+  that many times their priors, as a median over stages weighted by their priors, so that a short stage
+  with a one-time cost, like the first run's model conversion in the prompts stage, cannot set it). Tuning
+  is the first stage whose prior is long enough to pace the rest, so the forecast is paced from the stage
+  after it, by tuning's pace until later stages add theirs. The priors know nothing of the model's size
+  or the CPU: before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without
+  native bfloat16 ran the demo in about twice the priors' time, and its tuning in 1.6 times its prior).
 
 It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
 """
@@ -129,17 +131,24 @@ def prior_seconds(config: RunConfig, stage: str) -> float:
 def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float, Mapping[str, Any]]]) -> float:
     """How many times its priors this machine takes: the median, over the stage folders this run computed
     (not reused) so far, given as ``(stage name, seconds, the summary it recorded)``, of each one's seconds
-    over its prior (times the share of it the computation did, :data:`PRIOR_SHARES`); 1 until those priors
-    add up to :data:`PACE_AFTER_PRIOR_SECONDS`. The median keeps one stage that resumed half-done from
-    setting the pace of the rest."""
+    over its prior (times the share of it the computation did, :data:`PRIOR_SHARES`), each weighted by
+    that prior; 1 until those priors add up to :data:`PACE_AFTER_PRIOR_SECONDS`.
+
+    The median keeps one stage that resumed half-done from setting the pace of the rest. The weights keep
+    a short stage from counting as much as a long one: right after tuning an unweighted median of the two
+    stages computed so far would be their mean, and a first run's 30 s model conversion in the prompts
+    stage (prior 2 s) would set the pace of the whole forecast to several times the machine's."""
     paced = []
     for stage, seconds, summary in computed:
         share = PRIOR_SHARES[stage](config, summary) if stage in PRIOR_SHARES else 1.0
-        if share:
-            paced.append((share * prior_seconds(config, stage), seconds))
+        prior = (share or 0.0) * prior_seconds(config, stage)
+        if prior > 0:
+            paced.append((prior, seconds))
     if sum(prior for prior, _ in paced) < PACE_AFTER_PRIOR_SECONDS:
         return 1.0
-    return float(np.median([seconds / prior for prior, seconds in paced if prior > 0]))
+    priors, seconds = np.array(paced).T
+    # inverted_cdf: the smallest ratio whose stages hold half of the priors' weight (no interpolation)
+    return float(np.quantile(seconds / priors, 0.5, weights=priors, method="inverted_cdf"))
 
 
 def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]], pace: float = 1.0) -> float:
