@@ -319,6 +319,8 @@ def test_a_limit_gives_the_first_prefixes_and_cuts_only_the_texts_it_takes(
     counting.batch_decode = smollm2_tokenizer.batch_decode
     assert truncate_to_prefixes(texts, counting, n_tokens=30, limit=10) == every[:10]
     assert len(calls) == 2 and calls[0] == texts[: 2 * 10 + 64]  # one block (and its prefixes re-encoded)
+    with pytest.raises(IrmscopeError, match="limit must be"):  # a slice's -1 would mean all but the last
+        truncate_to_prefixes(texts, smollm2_tokenizer, n_tokens=30, limit=-1)
 
 
 def test_min_tokens_keeps_short_texts_whole(smollm2_tokenizer):

@@ -47,6 +47,8 @@ def truncate_to_prefixes(
     min_tokens = n_tokens if min_tokens is None else min_tokens
     if not 1 <= min_tokens <= n_tokens:
         raise IrmscopeError(f"min_tokens must be between 1 and n_tokens={n_tokens}, got {min_tokens}")
+    if limit is not None and limit < 0:
+        raise IrmscopeError(f"limit must be None or at least 0, got {limit}")
     texts = list(texts)
     if limit is None:
         return _prefixes(texts, tokenizer, n_tokens, min_tokens)
