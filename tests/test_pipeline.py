@@ -441,7 +441,7 @@ def test_priors_are_scaled_by_the_pace_of_the_stages_this_run_computed(tmp_path)
     the rest; recorded times are this machine's own and stay; short first stages set no pace, and one stage
     that resumed half-done does not move the median. Tuning sets it from the steps it trained in this
     process, alone if long enough (so the forecast is paced from the stage after tuning on), and never when
-    it resumed from a checkpoint; a short stage's one-time cost before it does not count as much as tuning."""
+    it resumed from a checkpoint; a short stage's one-time cost before it sets no pace."""
     config = load_config("demo", overrides=[f"out_dir={tmp_path}"])
     prior = {stage: progress.prior_seconds(config, stage) for stage in ("evaluate", "read-samples", "elicit")}
     assert progress.machine_pace(config, []) == 1.0

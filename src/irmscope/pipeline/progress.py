@@ -11,10 +11,10 @@ The time left is an **estimate**, the sum over the stages still to run of
 - a rough prior: the stage's time in one clean run of the demo preset on the idle 2-core development
   machine, scaled by the config sizes that drive its work (:data:`PRIORS`), and by this machine's *pace*
   once the run has computed enough to measure it (:func:`machine_pace`: the stages it computed so far took
-  that many times their priors, as a median over stages weighted by their priors, so that a short stage
-  with a one-time cost, like the first run's model conversion in the prompts stage, cannot set it). Tuning
-  is the first stage whose prior is long enough to pace the rest, so the forecast is paced from the stage
-  after it, by tuning's pace until later stages add theirs. The priors know nothing of the model's size
+  that many times their priors, as a median over the stages long enough to say so: a short stage's time
+  is mostly fixed costs, like the first run's model conversion in the prompts stage). Tuning is the first
+  stage long enough to pace the rest, so the forecast is paced from the stage after it, by tuning's pace
+  until later stages add theirs. The priors know nothing of the model's size
   or the CPU: before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without
   native bfloat16 ran the demo in about twice the priors' time, and its tuning in 1.6 times its prior).
 
@@ -94,6 +94,9 @@ UNKNOWN_STAGE_SECONDS = 30.0
 #: prior seconds the run must have computed before its pace replaces 1: the first stages are short and one
 #: of them may hold a one-time model conversion, which says nothing of the machine's speed
 PACE_AFTER_PRIOR_SECONDS = 120.0
+#: stages with a shorter prior set no pace: their time is mostly fixed costs (loading, a first run's 30 s
+#: model conversion in the 2 s prompts stage), and right after tuning a median of two stages is their mean
+PACE_MIN_PRIOR_SECONDS = 10.0
 #: the share of its prior that one computation of a stage did, where that need not be all of it, read from the
 #: summary the stage recorded (None: the computation says nothing of the machine's pace). Tuning's prior
 #: counts its step cap: a run that stops at its target trains fewer steps, and one that resumed from a
@@ -131,24 +134,19 @@ def prior_seconds(config: RunConfig, stage: str) -> float:
 def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float, Mapping[str, Any]]]) -> float:
     """How many times its priors this machine takes: the median, over the stage folders this run computed
     (not reused) so far, given as ``(stage name, seconds, the summary it recorded)``, of each one's seconds
-    over its prior (times the share of it the computation did, :data:`PRIOR_SHARES`), each weighted by
-    that prior; 1 until those priors add up to :data:`PACE_AFTER_PRIOR_SECONDS`.
-
-    The median keeps one stage that resumed half-done from setting the pace of the rest. The weights keep
-    a short stage from counting as much as a long one: right after tuning an unweighted median of the two
-    stages computed so far would be their mean, and a first run's 30 s model conversion in the prompts
-    stage (prior 2 s) would set the pace of the whole forecast to several times the machine's."""
+    over its prior (times the share of it the computation did, :data:`PRIOR_SHARES`), leaving out the
+    stages whose prior is under :data:`PACE_MIN_PRIOR_SECONDS`; 1 until the priors it counts add up to
+    :data:`PACE_AFTER_PRIOR_SECONDS`. The median keeps one stage that resumed half-done from setting the
+    pace of the rest, once there are three."""
     paced = []
     for stage, seconds, summary in computed:
         share = PRIOR_SHARES[stage](config, summary) if stage in PRIOR_SHARES else 1.0
         prior = (share or 0.0) * prior_seconds(config, stage)
-        if prior > 0:
+        if prior >= PACE_MIN_PRIOR_SECONDS:
             paced.append((prior, seconds))
     if sum(prior for prior, _ in paced) < PACE_AFTER_PRIOR_SECONDS:
         return 1.0
-    priors, seconds = np.array(paced).T
-    # inverted_cdf: the smallest ratio whose stages hold half of the priors' weight (no interpolation)
-    return float(np.quantile(seconds / priors, 0.5, weights=priors, method="inverted_cdf"))
+    return float(np.median([seconds / prior for prior, seconds in paced]))
 
 
 def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]], pace: float = 1.0) -> float:
