@@ -62,7 +62,7 @@ def tilt(vocab):
 def prompts():
     model = load_model("tiny-llama")
     texts = list(load_reviews("rotten-tomatoes", split="test")["text"])
-    return truncate_to_prefixes(texts, model.tokenizer, 12)[:20]
+    return truncate_to_prefixes(texts, model.tokenizer, 12, limit=20)
 
 
 @pytest.fixture(scope="module")
@@ -628,8 +628,9 @@ def test_spearman_rows_equal_scipys_spearmanr_row_by_row():
 
 
 def test_row_ranks_are_scipys_average_ranks_to_the_bit():
-    """The fast ranking: rows without ties, with ties (and ties of infinities), a NaN row, an empty
-    block and a single column all equal scipy's ``rankdata(rows, axis=1)`` exactly."""
+    """The fast ranking: rows without ties, with ties (of infinities, of the smallest values, all equal,
+    runs side by side), a NaN row, integers, no rows, no columns and a single column all equal scipy's
+    ``rankdata(rows, axis=1)`` exactly."""
     from irmscope.audit.inside import RANKED_ROWS_PER_BLOCK, row_ranks
 
     rng = np.random.default_rng(1)
@@ -638,5 +639,16 @@ def test_row_ranks_are_scipys_average_ranks_to_the_bit():
     rows[6, :4] = np.inf
     rows[7, 10] = np.nan
     rows[8, [3, 200]] = rows[8, 100]  # one tie in an otherwise untied row
-    for block in (rows, rows[:0], rows[:, :1], rows[9:10]):
+    rows[9, :3] = -np.inf  # the smallest values tied
+    rows[10] = 2.0  # all equal
+    small = rng.integers(0, 3, size=(50, 7))  # ties everywhere, runs side by side and across rows
+    for block in (
+        rows,
+        rows[:0],
+        rows[:, :0],
+        rows[:, :1],
+        rows[9:10],
+        small,
+        np.array([[1, 1, 2], [3, 3, 4]]),
+    ):
         assert np.array_equal(row_ranks(block), stats.rankdata(block, axis=1), equal_nan=True)

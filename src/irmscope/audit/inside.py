@@ -420,8 +420,8 @@ def spearman_rows(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(constant, np.nan, np.clip(rho, -1.0, 1.0))
 
 
-#: rows ranked at a time: over the audit's ~31,600 words a block's arrays stay under 16 MB, which the
-#: allocator keeps between blocks instead of mapping fresh (and slow to touch) memory for each
+#: rows ranked at a time: over the audit's ~31,600 words each of a block's arrays is about 16 MB, which
+#: the allocator keeps between blocks instead of mapping fresh (and slow to touch) memory for each
 RANKED_ROWS_PER_BLOCK = 64
 
 
@@ -429,7 +429,7 @@ def row_ranks(rows: np.ndarray) -> np.ndarray:
     """``scipy.stats.rankdata(rows, axis=1)`` (average ranks; a row with a NaN is all NaN), to the bit, in
     a fraction of its time: one argsort per row gives every value its place (unstable: the members of a
     tie share their average rank, so their order does not matter), and only the members of ties, few even
-    in float32 logits, are set to the mean of their run's places. scipy's ``axis=1`` path took 1–7 s for
+    in float32 logits, are set to the mean of their run's places. scipy's ``axis=1`` path took 1–9 s for
     the audit's ~330 rows over ~31,600 words, the largest part of describing its latents."""
     order = np.argsort(rows, axis=1)
     ordered = np.take_along_axis(rows, order, axis=1)

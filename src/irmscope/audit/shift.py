@@ -102,7 +102,7 @@ def vocabulary_words(tokenizer) -> dict[str, int]:
     The answer is kept per tokenizer, keyed by a digest of its fast backend's components
     (:func:`_tokenizer_digest`: the same components read and write the same words), because the
     read-samples and audit stages and every audit ask again, and the pass over a 49,152-token vocabulary
-    takes over a second where the digest takes 25 ms. A tokenizer without a fast backend is read afresh
+    takes over a second where the digest takes 25–40 ms. A tokenizer without a fast backend is read afresh
     every time."""
     key = _tokenizer_digest(tokenizer)
     if key is None:
@@ -114,7 +114,8 @@ def vocabulary_words(tokenizer) -> dict[str, int]:
     return dict(_VOCABULARIES[key])  # a copy: a caller may change its own
 
 
-#: the words of the last few tokenizers :func:`vocabulary_words` read, by :func:`_tokenizer_digest`
+#: the words of the tokenizers :func:`vocabulary_words` read, by :func:`_tokenizer_digest`; the first read
+#: goes first when a fifth comes
 _VOCABULARIES: dict[str, dict[str, int]] = {}
 _VOCABULARIES_KEPT = 4
 

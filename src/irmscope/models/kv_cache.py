@@ -2,9 +2,11 @@
 
 transformers 5.24 renamed ``past_key_values`` to ``cache``, as a forward argument and as the output's field.
 The old argument still works there, until 5.40, but every call with it warns (a ``FutureWarning`` that
-filled the pipeline's log and the tests' summary); the transformers releases before 5.24, which irmscope
-also supports, know only the old name. So every cached pass names the cache through these two helpers,
-which read the name off the installed transformers once.
+filled the pipeline's log and the tests' summary; pyproject's pytest settings make it an error); reading
+the old output field logs a warning once per process instead, which no test filter catches, so nothing
+reads it but :func:`returned_cache`. The transformers releases before 5.24, which irmscope also supports,
+know only the old name. So every cached pass names the cache through these two helpers, which read the
+name off the installed transformers once.
 """
 
 from __future__ import annotations
