@@ -319,12 +319,16 @@ def test_a_cached_step_names_the_cache_as_the_installed_transformers_does(family
     torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-4)
 
 
-def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_cannot_tell_apart():
+def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_cannot_tell_apart(monkeypatch):
     """build_tiny keeps its first build of each (family, seed): a later load gets copies that a change to
     an earlier load's weights or tokenizer does not reach, the same weights as a fresh build, and torch's
     random state as a fresh build leaves it (seeded, then drawn from by the initialisation)."""
+    from irmscope.models import tiny
     from irmscope.models.tiny import _build_tiny
 
+    builds = []
+    monkeypatch.setattr(tiny, "_BUILT", {})
+    monkeypatch.setattr(tiny, "_build_tiny", lambda *args: builds.append(args) or _build_tiny(*args))
     first = load_model("tiny-gpt2")
     after_first = torch.rand(4)
     with torch.no_grad():
@@ -332,6 +336,7 @@ def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_canno
     first.tokenizer.add_tokens(["zzqqxx"])
     second = load_model("tiny-gpt2")
     after_second = torch.rand(4)
+    assert builds == [("gpt2", 0)]  # the second load was a copy
     fresh_model, fresh_tokenizer = _build_tiny("gpt2", 0)
     after_fresh = torch.rand(4)
     assert torch.equal(after_first, after_second) and torch.equal(after_second, after_fresh)
