@@ -12,7 +12,6 @@ from irmscope.data import truncate_to_prefixes
 from irmscope.errors import IrmscopeError
 from irmscope.interpret import token_values
 from irmscope.io import write_json
-from irmscope.models.generation import batches
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register
 from irmscope.sae import SAE
@@ -83,13 +82,11 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
     """``n`` review prefixes of the evaluation split that are not evaluation prompts, in the prompts
     stage's order and cut the same way (so an evaluation prompt is recognised by its text)."""
     held, texts = set(ctx.evaluation_prompts), list(ctx.reviews("prompts")["text"])
-    prompts: list[str] = []
-    chunk = len(held) + 2 * n + 64  # reviews too short for a prefix are dropped, so read on until enough
-    for _, block in batches(texts, size=chunk):
-        prefixes = truncate_to_prefixes(block, ctx.tuned.tokenizer, ctx.config.data.prefix_tokens)
-        prompts += [p for p in prefixes if p not in held]
-        if len(prompts) >= n:
-            break
+    cut = {"tokenizer": ctx.tuned.tokenizer, "n_tokens": ctx.config.data.prefix_tokens}
+    prefixes = truncate_to_prefixes(texts, **cut, limit=len(held) + n)  # the evaluation's and n more
+    prompts = [p for p in prefixes if p not in held]
+    if len(prompts) < n and len(prefixes) == len(held) + n:  # a review repeated an evaluation prompt
+        prompts = [p for p in truncate_to_prefixes(texts, **cut) if p not in held]
     if not prompts:
         raise IrmscopeError(
             f"{ctx.config.data.source} has no review left once the evaluation prompts are set aside; use a "
