@@ -83,10 +83,13 @@ def attribution_prompts(ctx: RunContext, n: int) -> list[str]:
     stage's order and cut the same way (so an evaluation prompt is recognised by its text)."""
     held, texts = set(ctx.evaluation_prompts), list(ctx.reviews("prompts")["text"])
     cut = {"tokenizer": ctx.tuned.tokenizer, "n_tokens": ctx.config.data.prefix_tokens}
-    prefixes = truncate_to_prefixes(texts, **cut, limit=len(held) + n)  # the evaluation's and n more
-    prompts = [p for p in prefixes if p not in held]
-    if len(prompts) < n and len(prefixes) == len(held) + n:  # a review repeated an evaluation prompt
-        prompts = [p for p in truncate_to_prefixes(texts, **cut) if p not in held]
+    limit = len(held) + n  # the evaluation's prefixes and n more, unless a review repeats an evaluation one
+    while True:
+        prefixes = truncate_to_prefixes(texts, **cut, limit=limit)
+        prompts = [p for p in prefixes if p not in held]
+        if len(prompts) >= n or len(prefixes) < limit:  # enough, or every review was cut
+            break
+        limit *= 2
     if not prompts:
         raise IrmscopeError(
             f"{ctx.config.data.source} has no review left once the evaluation prompts are set aside; use a "
