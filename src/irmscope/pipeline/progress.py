@@ -135,7 +135,8 @@ def machine_pace(config: RunConfig, computed: Sequence[tuple[str, float, Mapping
     """How many times its priors this machine takes: the median, over the stage folders this run computed
     (not reused) so far, given as ``(stage name, seconds, the summary it recorded)``, of each one's seconds
     over its prior (times the share of it the computation did, :data:`PRIOR_SHARES`), leaving out the
-    stages whose prior is under :data:`PACE_MIN_PRIOR_SECONDS`; 1 until the priors it counts add up to
+    stages whose prior, so scaled, is under :data:`PACE_MIN_PRIOR_SECONDS` (a tuning run that stopped at
+    its target after a few steps too); 1 until the priors it counts add up to
     :data:`PACE_AFTER_PRIOR_SECONDS`. The median keeps one stage that resumed half-done from setting the
     pace of the rest, once there are three."""
     paced = []
