@@ -447,7 +447,7 @@ def row_ranks(rows: np.ndarray) -> np.ndarray:
         # whole numbers far below 2**53 over the run's size: the exact half-integer mean
         mean_place = np.bincount(run, weights=place + 1.0) / np.bincount(run)
         ranks[row, order[row, place]] = mean_place[run]
-    ranks[np.isnan(ordered[:, -1:]).any(1)] = np.nan  # a NaN sorts last
+    ranks[np.isnan(ordered[:, -1:]).any(1)] = np.nan  # a NaN sorts last (the slice: rows of no columns)
     return ranks
 
 

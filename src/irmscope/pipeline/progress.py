@@ -14,9 +14,9 @@ The time left is an **estimate**, the sum over the stages still to run of
   that many times their priors, as a median over the stages long enough to say so: a short stage's time
   is mostly fixed costs, like the first run's model conversion in the prompts stage). Tuning is the first
   stage long enough to pace the rest, so the forecast is paced from the stage after it, by tuning's pace
-  until later stages add theirs. The priors know nothing of the model's size
-  or the CPU: before the pace, they overestimate tiny models and underestimate slower CPUs (a CPU without
-  native bfloat16 ran the demo in about twice the priors' time, and its tuning in 1.6 times its prior).
+  until later stages add theirs. The priors know nothing of the model's size or the CPU: before the pace,
+  they overestimate tiny models and underestimate slower CPUs (a CPU without native bfloat16 ran the demo
+  in about twice the priors' time, and its tuning in 1.6 times its prior).
 
 It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
 """
