@@ -322,7 +322,8 @@ def test_a_cached_step_names_the_cache_as_the_installed_transformers_does(family
 def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_cannot_tell_apart(monkeypatch):
     """build_tiny keeps its first build of each (family, seed): a later load gets copies that a change to
     an earlier load's weights or tokenizer does not reach, the same weights as a fresh build, and torch's
-    random state as a fresh build leaves it (seeded, then drawn from by the initialisation)."""
+    random state as a fresh build leaves it (seeded, then drawn from by the initialisation). The copies
+    share the tokenizer's Rust backend until one of them changes it for good."""
     from irmscope.models import tiny
     from irmscope.models.tiny import _build_tiny
 
@@ -333,6 +334,8 @@ def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_canno
     after_first = torch.rand(4)
     with torch.no_grad():
         first.model.get_input_embeddings().weight.add_(1.0)
+    unchanged = load_model("tiny-gpt2").tokenizer
+    assert unchanged.backend_tokenizer is first.tokenizer.backend_tokenizer  # shared while nothing changed
     first.tokenizer.add_tokens(["zzqqxx"])
     second = load_model("tiny-gpt2")
     after_second = torch.rand(4)
@@ -343,6 +346,14 @@ def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_canno
     fresh = fresh_model.state_dict()
     assert all(torch.equal(weight, fresh[name]) for name, weight in second.model.state_dict().items())
     assert len(second.tokenizer) == len(fresh_tokenizer) == len(first.tokenizer) - 1
+    assert second.tokenizer.backend_tokenizer is not first.tokenizer.backend_tokenizer
+    second.tokenizer.backend_tokenizer.post_processor = None  # a change a tokenizer call does not undo
+    third = load_model("tiny-gpt2").tokenizer
+    fresh_tokenizer.padding_side = third.padding_side  # the loaded model pads on the left
+    assert third.backend_tokenizer.to_str() == fresh_tokenizer.backend_tokenizer.to_str()
+    padded = {"padding": "max_length", "max_length": 6}
+    assert third("a review", **padded)["input_ids"] == fresh_tokenizer("a review", **padded)["input_ids"]
+    assert builds == [("gpt2", 0)]
     assert (
         load_model("tiny-gpt2", seed=1)
         .model.get_input_embeddings()
