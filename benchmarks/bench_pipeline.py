@@ -49,6 +49,7 @@ from irmscope.models.categorical import fast_multinomial
 from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.precision import matmul_precision
 from irmscope.runs import load_run_results
+from irmscope.tune.progress import quiet_steps
 
 KINDS = ("forward", "backward", "sampled", "forward_bfloat16", "sampled_bfloat16", "backward_bfloat16")
 BFLOAT16_KINDS = tuple(kind for kind in KINDS if kind.endswith("_bfloat16"))
@@ -211,7 +212,8 @@ def forward_backward_price(
 
         rank = config.tune.lora_rank
         lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+        with quiet_steps():  # PEFT reads transformers' deprecated attribute, as in the tuning stage
+            model = get_peft_model(model, lora)
     model.train()
     ids = random_ids(lm, batch, length)
 
