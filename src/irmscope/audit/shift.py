@@ -469,7 +469,10 @@ def empirical_null(effect: np.ndarray, se: np.ndarray, frequency: np.ndarray) ->
     fit = {"mean": 0.0, "sd": 1.0}
     spread_out = total > 0  # a word without any spread (e.g. the same model twice) has no null
     if spread_out.sum() >= NULL_MIN_WORDS:
-        efron = NullDistribution(deviation[spread_out] / total[spread_out])
+        # the fit's optimiser may try a null that puts no mass in the central region: statsmodels takes
+        # log(0) = -inf there, which rejects the trial as it should, but numpy would print a warning
+        with np.errstate(divide="ignore"):
+            efron = NullDistribution(deviation[spread_out] / total[spread_out])
         fit = {"mean": float(efron.mean), "sd": float(efron.sd)}
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))  # every word takes its own neighbourhood's null
