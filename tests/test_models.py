@@ -1,7 +1,9 @@
 """Hook sites and interventions on every supported family, and the model loader's errors."""
 
 import ast
+import copy
 import inspect
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from irmscope.models.generation import generate_completions
 from irmscope.models.hooks import select_positions, stop_after_deepest
 from irmscope.models.kv_cache import CACHE_NAME, cache_argument, returned_cache
 from irmscope.models.sources import TINY_FAMILIES
+from irmscope.models.tokenizer_copies import TokenizerCopies, backend_state, folder_tokenizer
 
 TEXTS = ["The film was a quiet delight from start to finish", "Dull."]
 
@@ -317,6 +320,77 @@ def test_a_cached_step_names_the_cache_as_the_installed_transformers_does(family
         step = tiny.model(input_ids=ids[:, -1:], use_cache=True, **cache_argument(returned_cache(prefix)))
         whole = tiny.model(input_ids=ids, use_cache=False)
     torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_tokenizer_copies_share_the_backend_until_one_changes_it_for_good(smollm2_tokenizer, tmp_path):
+    """A copy's Python side is its own; the Rust backend is shared. What a call sets on it (padding,
+    truncation, splitting special tokens) is set back for each new copy, so a copy saved at once writes
+    what the kept tokenizer would. A change that stays (added tokens, a pipeline part) gives the next copy
+    the original back, and the changed copy keeps its change."""
+    kept = copy.deepcopy(smollm2_tokenizer)
+    kept.backend_tokenizer.no_padding()  # the session's tokenizer has been called by other tests
+    kept.backend_tokenizer.no_truncation()
+    pristine = kept.backend_tokenizer.to_str()
+    copies = TokenizerCopies(kept)
+    first, second = copies.copy(), copies.copy()
+    assert first.backend_tokenizer is second.backend_tokenizer
+    first.padding_side = "left"
+    assert second.padding_side == smollm2_tokenizer.padding_side == "right"
+    padded = {"padding": "max_length", "max_length": 6}
+    left, right = (t(["a review"], **padded)["input_ids"] for t in (first, second))
+    assert right == smollm2_tokenizer(["a review"], **padded)["input_ids"] != left
+    assert first(["a review"], **padded)["input_ids"] == left  # each call sets the shared padding again
+    first(["<|im_start|> a review"], truncation=True, max_length=3, split_special_tokens=True)
+    third = copies.copy()
+    assert third.backend_tokenizer is first.backend_tokenizer and third.backend_tokenizer.to_str() == pristine
+    third.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "tokenizer.json").read_text() == kept.backend_tokenizer.to_str(pretty=True)
+    for change in (
+        lambda t: t.add_tokens(["zzqqxx"]),
+        lambda t: setattr(t.backend_tokenizer, "post_processor", None),
+    ):
+        changed = copies.copy()
+        change(changed)
+        later = copies.copy()
+        assert later.backend_tokenizer is not changed.backend_tokenizer
+        assert later.backend_tokenizer.to_str() == pristine
+        assert backend_state(changed.backend_tokenizer) != backend_state(later.backend_tokenizer)
+    assert later("<|im_start|> zzqqxx")["input_ids"] == smollm2_tokenizer("<|im_start|> zzqqxx")["input_ids"]
+
+
+def test_a_folder_tokenizer_is_read_once_while_its_files_are_unchanged(
+    smollm2_tokenizer, tmp_path, monkeypatch
+):
+    """folder_tokenizer reads a folder again only when a file in it changed, keeps at most FOLDERS_KEPT
+    folders, and hands out copies that tokenise as the tokenizer read from the folder does."""
+    import transformers
+
+    from irmscope.models import tokenizer_copies
+
+    reads = []
+    read = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(tokenizer_copies, "_FOLDERS", {})
+    monkeypatch.setattr(
+        transformers.AutoTokenizer, "from_pretrained", lambda f, **k: reads.append(f) or read(f, **k)
+    )
+    folders = [tmp_path / f"tokenizer{i}" for i in range(tokenizer_copies.FOLDERS_KEPT + 1)]
+    for folder in folders:
+        smollm2_tokenizer.save_pretrained(folder)
+    one, two = folder_tokenizer(folders[0]), folder_tokenizer(folders[0])
+    assert reads == [folders[0]] and one is not two and one.backend_tokenizer is two.backend_tokenizer
+    text = "A quietly moving film. <|im_end|>"
+    assert one(text)["input_ids"] == smollm2_tokenizer(text)["input_ids"]
+    config = folders[0] / "tokenizer_config.json"
+    config.write_text(config.read_text())  # the same content, written again: another modification time
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    folder_tokenizer(folders[0])
+    assert reads == [folders[0]] * 2
+    for folder in folders[1:]:
+        folder_tokenizer(folder)
+    assert len(tokenizer_copies._FOLDERS) == tokenizer_copies.FOLDERS_KEPT
+    folder_tokenizer(folders[-1])
+    folder_tokenizer(folders[0])  # the oldest was let go
+    assert reads == [folders[0]] * 2 + folders[1:] + [folders[0]]
 
 
 def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_cannot_tell_apart(monkeypatch):

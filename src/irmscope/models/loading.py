@@ -24,12 +24,16 @@ from irmscope.models.adapters import SITE_KINDS, ArchitectureAdapter, adapter_fo
 from irmscope.models.packaged import packaged_checkpoint
 from irmscope.models.sources import DEFAULT_MODEL, resolve_model_source
 from irmscope.models.tiny import build_tiny
+from irmscope.models.tokenizer_copies import folder_tokenizer
 from irmscope.paths import cache_dir
 
 
 @dataclass
 class LoadedModel:
-    """A causal LM, its tokenizer (left-padded, with a pad token) and its hook-site adapter."""
+    """A causal LM, its tokenizer (left-padded, with a pad token) and its hook-site adapter.
+
+    :func:`load_model` gives the tokenizers of one model copies that share their Rust backend
+    (:mod:`irmscope.models.tokenizer_copies`): to add tokens to one, or save one, deep-copy it first."""
 
     model: torch.nn.Module
     tokenizer: object
@@ -73,7 +77,11 @@ def load_model(
         # otherwise retry for about 25 s before giving up.
         local_only = kind != "hub" or hub_offline() or not hub_reachable()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            tokenizer = (
+                AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+                if kind == "hub"
+                else folder_tokenizer(source)  # read once per process: stages load one model many times
+            )
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
         except (OSError, ValueError) as err:
             if kind == "hub":
@@ -118,6 +126,7 @@ def load_tokenizer(spec: str, seed: int = 0) -> Any:
     """Just the tokenizer of ``spec`` (no weights loaded), with a pad token; padding side left as saved."""
     from transformers import AutoTokenizer
 
+    # read, not a shared copy (:mod:`.tokenizer_copies`): the tuning stage saves it after its own calls
     tokenizer = AutoTokenizer.from_pretrained(model_path(spec, seed=seed))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

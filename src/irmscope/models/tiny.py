@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 from transformers import (
-    AutoTokenizer,
     Gemma3TextConfig,
     GPT2Config,
     GPTNeoConfig,
@@ -26,6 +24,7 @@ from transformers import (
 )
 
 from irmscope.models.packaged import packaged_tokenizer_dir
+from irmscope.models.tokenizer_copies import TokenizerCopies, folder_tokenizer
 
 TINY_WIDTH = 64
 TINY_LAYERS = 4
@@ -82,64 +81,37 @@ def _tiny_config(family: str, vocab_size: int, bos: int, eos: int, pad: int) -> 
 def build_tiny(family: str, seed: int = 0):
     """A ``(model, tokenizer)`` pair: a random-weight ``family`` model with the default model's tokenizer.
 
-    Each ``(family, seed)`` is built once per process; every call returns copies of that build and leaves
-    torch's random state as a fresh build leaves it (seeded with ``seed``, then drawn from by the weights'
+    Each ``(family, seed)`` is built once per process; every call returns copies of that build (the
+    tokenizer's as :class:`~irmscope.models.tokenizer_copies.TokenizerCopies` makes them) and leaves torch's
+    random state as a fresh build leaves it (seeded with ``seed``, then drawn from by the weights'
     initialisation), so it cannot tell the two apart. The tests and the smoke preset load the same tiny
-    models over a hundred times, and a fresh build is mostly reading the 3.5 MB tokenizer file.
-
-    The weights and the tokenizer's Python side are deep copies. The tokenizer's Rust backend is shared:
-    copying it is a JSON round trip (0.2 s here, against 0.02 s for the rest), and what a tokenizer call
-    sets on it (padding, truncation) it sets again on every call. A change that stays (added tokens,
-    another post-processor) would reach every copy, so each call first compares the backend with the
-    build's (:func:`_backend_state`) and, if it changed, gives this and later copies a fresh one. A copy
-    that is to be changed while other copies are in use needs its own backend: ``copy.deepcopy`` it."""
+    models over a hundred times, and a fresh build is mostly reading the 3.5 MB tokenizer file."""
     if (family, seed) not in _BUILT:
         model, tokenizer = _build_tiny(family, seed)
-        random_state, backend = torch.get_rng_state(), tokenizer.backend_tokenizer
-        _BUILT[family, seed] = _Build(
-            model, tokenizer, random_state, backend.to_str(), _backend_state(backend)
-        )
+        random_state = torch.get_rng_state()
+        _BUILT[family, seed] = _Build(model, TokenizerCopies(tokenizer), random_state)
     build = _BUILT[family, seed]
-    backend = build.tokenizer.backend_tokenizer
-    if _backend_state(backend) != build.backend_state:  # a copy changed it: later copies get the original
-        backend = build.tokenizer._tokenizer = Tokenizer.from_str(build.backend_json)
     torch.manual_seed(seed)  # every device's generator, as a fresh build seeds them
     torch.set_rng_state(build.random_state)  # and the CPU's where the initialisation left it
-    return copy.deepcopy(build.model), copy.deepcopy(build.tokenizer, {id(backend): backend})
+    return copy.deepcopy(build.model), build.tokenizer.copy()
 
 
 @dataclass
 class _Build:
-    """The first build of one ``(family, seed)``, torch's CPU random state right after it, and what its
-    tokenizer's backend was then (serialised, and as :func:`_backend_state`)."""
+    """The first build of one ``(family, seed)`` and torch's CPU random state right after it."""
 
     model: Any
-    tokenizer: Any
+    tokenizer: TokenizerCopies
     random_state: torch.Tensor
-    backend_json: str
-    backend_state: tuple
 
 
 _BUILT: dict[tuple[str, int], _Build] = {}
 
 
-def _backend_state(backend: Tokenizer) -> tuple:
-    """What a caller can change for good in a tokenizer's Rust backend: its added tokens, the parts of its
-    pipeline and whether it splits special tokens (its padding and truncation are set by every call)."""
-    parts = (backend.normalizer, backend.pre_tokenizer, backend.post_processor, backend.decoder)
-    return (
-        backend.get_vocab_size(with_added_tokens=True),
-        sorted((i, token.__getstate__()) for i, token in backend.get_added_tokens_decoder().items()),
-        [None if part is None else part.__getstate__() for part in parts],
-        type(backend.model).__name__,
-        backend.encode_special_tokens,
-    )
-
-
 def _build_tiny(family: str, seed: int):
     from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir())
+    tokenizer = folder_tokenizer(packaged_tokenizer_dir())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = _tiny_config(family, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, pad)
     config.name_or_path = f"tiny-{family}"
