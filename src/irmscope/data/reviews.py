@@ -62,7 +62,8 @@ def load_reviews(
     if review_source_kind(str(source)) == ROTTEN_TOMATOES:
         _check_split(split)
         path = rotten_tomatoes_path()
-        frame = _tidy_rotten_tomatoes(split, path, path.stat().st_mtime_ns)
+        stat = path.stat()
+        frame = _tidy_rotten_tomatoes(split, path, stat.st_mtime_ns, stat.st_size)
     else:
         frame = _tidy(*_dispatch(str(source), split))
     frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # a new frame: the memo stays
@@ -85,11 +86,11 @@ def review_source_kind(source: str) -> str:
     raise IrmscopeError(f"no such file or folder: {source}; {_WHERE_HINT}")
 
 
-@functools.lru_cache(maxsize=len(SPLITS))
-def _tidy_rotten_tomatoes(split: str, path: Path, mtime_ns: int) -> pd.DataFrame:
-    """The tidied rotten-tomatoes ``split`` of the corpus file at ``path`` as of ``mtime_ns``, read once per
-    process: a run reads it in several stages, and the tests in over a hundred places (0.45 s a read
-    here). :func:`load_reviews` returns reordered copies, never this frame."""
+@functools.lru_cache(maxsize=2 * len(SPLITS))
+def _tidy_rotten_tomatoes(split: str, path: Path, mtime_ns: int, size: int) -> pd.DataFrame:
+    """The tidied rotten-tomatoes ``split`` of the corpus file at ``path`` as of ``mtime_ns`` and ``size``,
+    read once per process: a run reads it in several stages, and the tests in over a hundred places (0.45 s
+    a read here). :func:`load_reviews` returns reordered copies, never this frame."""
     return _tidy(_load_rotten_tomatoes(split, path), f"{ROTTEN_TOMATOES} ({split})")
 
 
