@@ -356,6 +356,15 @@ def test_tokenizer_copies_share_the_backend_until_one_changes_it_for_good(smollm
         assert later.backend_tokenizer.to_str() == pristine
         assert backend_state(changed.backend_tokenizer) != backend_state(later.backend_tokenizer)
     assert later("<|im_start|> zzqqxx")["input_ids"] == smollm2_tokenizer("<|im_start|> zzqqxx")["input_ids"]
+    # a tokenizer kept with padding and truncation on gets them back after a call that turned them off
+    padding_on = copy.deepcopy(smollm2_tokenizer)
+    padding_on.backend_tokenizer.enable_padding(direction="left", pad_id=2, pad_token="<|im_end|>", length=8)
+    padding_on.backend_tokenizer.enable_truncation(max_length=5, direction="left")
+    settings = padding_on.backend_tokenizer.padding, padding_on.backend_tokenizer.truncation
+    on = TokenizerCopies(padding_on)
+    on.copy()(["a review"], padding=False, truncation=False)
+    again = on.copy().backend_tokenizer
+    assert again.padding is not None and (again.padding, again.truncation) == settings
 
 
 def test_a_folder_tokenizer_is_read_once_while_its_files_are_unchanged(
@@ -385,12 +394,30 @@ def test_a_folder_tokenizer_is_read_once_while_its_files_are_unchanged(
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
     folder_tokenizer(folders[0])
     assert reads == [folders[0]] * 2
+    assert len(tokenizer_copies._FOLDERS) == 1  # the changed folder's earlier tokenizer was let go
     for folder in folders[1:]:
         folder_tokenizer(folder)
     assert len(tokenizer_copies._FOLDERS) == tokenizer_copies.FOLDERS_KEPT
     folder_tokenizer(folders[-1])
     folder_tokenizer(folders[0])  # the oldest was let go
     assert reads == [folders[0]] * 2 + folders[1:] + [folders[0]]
+    # a new folder inside is a new entry; an entry removed while the folder is listed is left out
+    n_reads = len(reads)
+    (folders[0] / "checkpoint-2").mkdir()
+    folder_tokenizer(folders[0])
+    assert reads[n_reads:] == [folders[0]]
+    stat = Path.stat
+    monkeypatch.setattr(
+        Path, "stat", lambda p, **k: _raise(FileNotFoundError(p)) if p.name == "rotated" else stat(p, **k)
+    )
+    (folders[0] / "rotated").mkdir()
+    assert folder_tokenizer(folders[0])(text)["input_ids"] == smollm2_tokenizer(text)["input_ids"]
+    assert reads[n_reads:] == [folders[0]]
+    assert "rotated" not in {name for name, _, _ in tokenizer_copies._entries(folders[0])}
+
+
+def _raise(error: Exception):
+    raise error
 
 
 def test_a_tiny_model_is_built_once_and_every_load_is_a_copy_a_fresh_build_cannot_tell_apart(monkeypatch):

@@ -32,8 +32,9 @@ from irmscope.paths import cache_dir
 class LoadedModel:
     """A causal LM, its tokenizer (left-padded, with a pad token) and its hook-site adapter.
 
-    :func:`load_model` gives the tokenizers of one model copies that share their Rust backend
-    (:mod:`irmscope.models.tokenizer_copies`): to add tokens to one, or save one, deep-copy it first."""
+    :func:`load_model` gives the tokenizers of a local or tiny model copies that share one Rust backend
+    (:mod:`irmscope.models.tokenizer_copies`): a tokenizer that will have tokens added, or be saved after
+    it has been called, needs ``copy.deepcopy`` as soon as it is loaded."""
 
     model: torch.nn.Module
     tokenizer: object
@@ -126,7 +127,7 @@ def load_tokenizer(spec: str, seed: int = 0) -> Any:
     """Just the tokenizer of ``spec`` (no weights loaded), with a pad token; padding side left as saved."""
     from transformers import AutoTokenizer
 
-    # read, not a shared copy (:mod:`.tokenizer_copies`): the tuning stage saves it after its own calls
+    # read, not a shared copy (:mod:`.tokenizer_copies`): the tuning stage saves it after TRL's calls
     tokenizer = AutoTokenizer.from_pretrained(model_path(spec, seed=seed))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoTokenizer,
     Gemma3TextConfig,
     GPT2Config,
     GPTNeoConfig,
@@ -24,7 +25,7 @@ from transformers import (
 )
 
 from irmscope.models.packaged import packaged_tokenizer_dir
-from irmscope.models.tokenizer_copies import TokenizerCopies, folder_tokenizer
+from irmscope.models.tokenizer_copies import TokenizerCopies
 
 TINY_WIDTH = 64
 TINY_LAYERS = 4
@@ -111,7 +112,7 @@ _BUILT: dict[tuple[str, int], _Build] = {}
 def _build_tiny(family: str, seed: int):
     from transformers import AutoModelForCausalLM
 
-    tokenizer = folder_tokenizer(packaged_tokenizer_dir())
+    tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir())  # its own: not the default model's
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = _tiny_config(family, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, pad)
     config.name_or_path = f"tiny-{family}"

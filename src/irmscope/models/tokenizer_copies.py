@@ -7,12 +7,13 @@ the Rust backend. A :class:`TokenizerCopies` keeps one tokenizer and hands out c
 deep copy and whose Rust backend is shared.
 
 Sharing the backend is safe for what a call sets on it: every encoding call sets the backend's padding,
-truncation and splitting of special tokens again, and each :meth:`TokenizerCopies.copy` sets them back to
-how they were first kept, so a copy saved right away (``save_pretrained`` writes them) writes what the
-kept tokenizer would. A change that stays (added tokens, another post-processor or normaliser) would
-reach every copy, so each copy first compares the backend with the one first kept (:func:`backend_state`)
-and, if a copy changed it, gives that and later copies the original back. A copy that is to be changed,
-or saved after calls, while other copies are in use needs a backend of its own: ``copy.deepcopy`` it.
+truncation and splitting of special tokens again. Each :meth:`TokenizerCopies.copy` sets them back to how
+they were first kept, so a copy saved right away (``save_pretrained`` writes them) writes what the kept
+tokenizer would. A change that stays (added tokens, another post-processor or normaliser) would reach every
+copy, so each copy first compares the backend with the one first kept (:func:`backend_state`) and, if a
+copy changed it, gives that and later copies the original back. A copy that will be changed, or saved
+after it has been called, while other copies are in use needs a backend of its own: ``copy.deepcopy`` it
+as soon as it is handed out (the deep copy starts from the kept settings and then sees only its own calls).
 """
 
 from __future__ import annotations
@@ -81,17 +82,34 @@ def _set_call_settings(backend: Tokenizer, settings: tuple[dict | None, dict | N
 
 def folder_tokenizer(folder: str | Path) -> Any:
     """``AutoTokenizer.from_pretrained(folder)`` from the local folder, read once per process while the
-    folder's files are unchanged (names, sizes and modification times); every call returns a copy."""
+    folder's top-level entries are unchanged (names, sizes and modification times; a folder inside it counts
+    by its own time, which its files' edits do not change); every call returns a copy."""
     from transformers import AutoTokenizer
 
     folder = Path(folder).resolve()
-    key = (folder, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir())))
-    if key not in _FOLDERS:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    entries = _entries(folder)
+    kept = _FOLDERS.get(folder)
+    if kept is None or kept[0] != entries:
+        _FOLDERS.pop(folder, None)  # the folder changed: its earlier tokenizer is let go
         if len(_FOLDERS) >= FOLDERS_KEPT:
             del _FOLDERS[next(iter(_FOLDERS))]
-        _FOLDERS[key] = TokenizerCopies(tokenizer)
-    return _FOLDERS[key].copy()
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        _FOLDERS[folder] = kept = entries, TokenizerCopies(tokenizer)
+    return kept[1].copy()
 
 
-_FOLDERS: dict[tuple, TokenizerCopies] = {}
+def _entries(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each top-level entry of ``folder`` by name, size and modification time; an entry removed while the
+    folder is listed (a trainer rotating its checkpoints) is left out."""
+    entries = []
+    for entry in sorted(folder.iterdir()):
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((entry.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+#: each folder's entries when its tokenizer was read, and the tokenizer (oldest first)
+_FOLDERS: dict[Path, tuple[tuple[tuple[str, int, int], ...], TokenizerCopies]] = {}

@@ -15,6 +15,7 @@ is one bar (:mod:`irmscope.tune.progress`) instead of transformers' printed dict
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -212,7 +213,9 @@ def _build_dpo_trainer(job: _TuningJob):
         model=job.base_path,
         args=args,
         train_dataset=dataset,
-        processing_class=lm.tokenizer,
+        # a backend of its own (models.tokenizer_copies): TRL calls it and _save_tuned saves it, while the
+        # target's gain checks call other copies of the same folder's tokenizer
+        processing_class=copy.deepcopy(lm.tokenizer),
         callbacks=job.callbacks,
         peft_config=_peft_config(settings),
     )
