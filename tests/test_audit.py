@@ -108,6 +108,7 @@ def test_the_vocabulary_is_read_once_per_tokenizer_and_again_for_another(vocab, 
     assert len(reads) == 2 and theirs == {**again, "qqzzxv": len(other) - 1}
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the empirical null's fit prints nothing
 def test_the_floor_calls_real_effects_beyond_a_shared_drift():
     """Every word drifts a little (a fixed, well-measured shift per word) and ten words move far: a test of
     "no change" calls nearly everything, the empirical null the ten; with drift only, nothing much."""
@@ -178,6 +179,7 @@ def test_a_reward_packed_into_the_most_frequent_band_shows_in_its_drift():
     assert 0.09 < null["median_band_drift_sd"] < 0.11
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the empirical null's fit prints nothing
 def test_tilted_words_come_first_and_untilted_words_are_not_called(tilted_audit, tilt):
     values, trap, _ = tilt
     positive = sorted((w for w in values if values[w] > 0), key=lambda w: -values[w])

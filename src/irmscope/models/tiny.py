@@ -85,8 +85,9 @@ def build_tiny(family: str, seed: int = 0):
     Each ``(family, seed)`` is built once per process; every call returns copies of that build (the
     tokenizer's as :class:`~irmscope.models.tokenizer_copies.TokenizerCopies` makes them) and leaves torch's
     random state as a fresh build leaves it (seeded with ``seed``, then drawn from by the weights'
-    initialisation), so it cannot tell the two apart. The tests and the smoke preset load the same tiny
-    models over a hundred times, and a fresh build is mostly reading the 3.5 MB tokenizer file."""
+    initialisation), so what the caller draws next cannot tell the two apart. The tests and the smoke
+    preset load the same tiny models over a hundred times, and a fresh build is mostly reading the 3.5 MB
+    tokenizer file."""
     if (family, seed) not in _BUILT:
         model, tokenizer = _build_tiny(family, seed)
         random_state = torch.get_rng_state()

@@ -14,6 +14,8 @@ copy, so each copy first compares the backend with the one first kept (:func:`ba
 copy changed it, gives that and later copies the original back. A copy that will be changed, or saved
 after it has been called, while other copies are in use needs a backend of its own: ``copy.deepcopy`` it
 as soon as it is handed out (the deep copy starts from the kept settings and then sees only its own calls).
+So does a copy used in one thread while another thread uses another copy: the tokenizers library refuses
+("Already borrowed") a backend that two threads use at once. irmscope tokenises in one thread.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-#: folders whose tokenizers are kept, at most (the default model's holds about 9 MB); the oldest goes first
+#: folders whose tokenizers are kept, at most (the default model's, with its backend's JSON, holds about
+#: 11 MB); the oldest goes first
 FOLDERS_KEPT = 4
 
 
@@ -45,8 +48,7 @@ class TokenizerCopies:
         backend = self._kept.backend_tokenizer
         if backend_state(backend) != self._backend_state:
             backend = self._kept._tokenizer = Tokenizer.from_str(self._backend_json)
-        else:  # what the last call set, set back (see the module docstring)
-            _set_call_settings(backend, self._call_settings)
+        _set_call_settings(backend, self._call_settings)  # what the last call set, set back
         return copy.deepcopy(self._kept, {id(backend): backend})
 
 
