@@ -400,7 +400,9 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, caps
     recomputed = {"interpret", "validate", "steer"}
     for name in STAGES:
         assert f"{LINE[name]}{'done in' if name in recomputed else 'cached'}" in printed, name
-    assert re.search(rf"{re.escape(LINE['interpret'])}running \(.+ left in the run, estimate\)\n", printed)
+    # every stage after interpret has a finished folder here, so each may be reused: the estimate is a range
+    reused = r"running \(.+ to .+ left in the run, estimate: the low end if later stages are reused\)\n"
+    assert re.search(rf"{re.escape(LINE['interpret'])}{reused}", printed)
     # the read-samples stage reads every sample for every reader, whatever share a reader's settings use
     fewer = load_config("smoke", overrides=[f"out_dir={out}", "audit.n_prompts=5", "interpret.n_contexts=2"])
     run_pipeline(fewer, progress=False)
@@ -428,6 +430,20 @@ def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_p
     doubled = load_config("demo", overrides=[f"out_dir={tmp_path}", f"tune.steps={2 * config.tune.steps}"])
     assert progress.prior_seconds(doubled, "tune") == 2 * progress.prior_seconds(config, "tune")
     assert progress.prior_seconds(config, "a-user-stage") == progress.UNKNOWN_STAGE_SECONDS
+    # a later folder with a finished folder (any key) may be reused: the estimate becomes a range
+    validate, leaderboard = (progress.prior_seconds(config, stage) for stage in ("validate", "leaderboard"))
+    (stages / f"attribute-{'4' * 16}").mkdir()
+    (stages / f"attribute-{'4' * 16}" / "done.json").write_text(json.dumps({"stage_seconds": 600.0}))
+    later = [("attribute", "attribute"), ("leaderboard", "leaderboard")]
+    low, high = validate + leaderboard, validate + 600.0 + leaderboard
+    assert (low, high) == pytest.approx((357.0, 957.0))  # the demo's priors: 6 and 16 minutes
+    assert progress.time_left(config, ("validate", "validate"), later) == (
+        "about 6 min to 16 min left in the run, estimate: the low end if later stages are reused"
+    )
+    assert (
+        progress.time_left(config, ("validate", "validate"), later[1:])
+        == "about 6 min left in the run, estimate"
+    )
     assert [progress.duration(s) for s in (4, 44, 400, 4000)] == [
         "a few seconds",
         "about 40 s",

@@ -26,7 +26,7 @@ from irmscope.io import write_json
 from irmscope.locking import RUN_FOLDER, folder_lock
 from irmscope.models.accounting import counted
 from irmscope.pipeline.context import RunContext
-from irmscope.pipeline.progress import duration, machine_pace, seconds_left
+from irmscope.pipeline.progress import machine_pace, time_left
 from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
 from irmscope.report.headline import headline
@@ -98,8 +98,8 @@ def run_one(
     label = f"stage {done_before + 1}/{done_before + 1 + len(later)} {name}"
 
     def announced(work) -> dict[str, Any]:
-        left = duration(seconds_left(ctx.config, [(name, stage.name), *later], pace))
-        print(f"[irmscope] {label}: running ({left} left in the run, estimate)", flush=True)
+        left = time_left(ctx.config, (name, stage.name), later, pace)
+        print(f"[irmscope] {label}: running ({left})", flush=True)
         with counted() as tokens:  # the model tokens the stage processed, for benchmarks/bench_pipeline.py
             summary = stage.compute(ctx, work, model)
         return {**summary, "tokens": tokens.to_dict()}

@@ -18,7 +18,10 @@ The time left is an **estimate**, the sum over the stages still to run of
   they overestimate tiny models and underestimate slower CPUs (a CPU without native bfloat16 ran the demo
   in about twice the priors' time, and its tuning in 1.6 times its prior).
 
-It assumes that every stage still to come computes: a stage that turns out to be cached takes seconds.
+Whether a later stage will be reused is not known before the stages it reads have finished (its key
+holds theirs), so a later stage that has a finished folder in this run folder, under any key, may take
+seconds or its full time: the estimate is then a range, from "every such stage is reused" to "none is"
+(:func:`time_left`). A stage without a finished folder counts as computing.
 """
 
 from __future__ import annotations
@@ -159,6 +162,23 @@ def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]], pace: fl
         recorded = recorded_seconds(root, name)
         total += pace * prior_seconds(config, stage) if recorded is None else recorded
     return total
+
+
+def time_left(
+    config: RunConfig, running: tuple[str, str], later: Sequence[tuple[str, str]], pace: float = 1.0
+) -> str:
+    """What the runner says of the time the run has left, with the stage folder ``running`` (``(folder
+    name, stage name)``) computing now and the ``later`` ones to come: ``about 34 min left in the run,
+    estimate``, or, when some later folders have a finished folder in this run folder and so may be
+    reused, ``about 7 min to 34 min left ...``, the low end counting those as reused."""
+    root = Path(config.out_dir)
+    must_compute = [folder for folder in later if not finished_stage_folders(root, folder[0])]
+    high = duration(seconds_left(config, [running, *later], pace))
+    low = duration(seconds_left(config, [running, *must_compute], pace))
+    if low == high:
+        return f"{high} left in the run, estimate"
+    reused = "the low end if later stages are reused"
+    return f"{low} to {high.removeprefix('about ')} left in the run, estimate: {reused}"
 
 
 def duration(seconds: float) -> str:
