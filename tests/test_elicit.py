@@ -1,11 +1,13 @@
 """Word-level reward elicitation: continuations, agreement metrics, the IRM regression, the policy shift."""
 
+import io
 import math
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tqdm.auto import tqdm
 
 from irmscope.data.triples import ContrastiveTriple
 from irmscope.elicit.agreement import (
@@ -22,6 +24,7 @@ from irmscope.elicit.agreement import (
 )
 from irmscope.elicit.continuations import continuation_activations, word_token_ids
 from irmscope.elicit.irm import (
+    VARIANTS,
     TripleFeatures,
     fit_regression,
     is_held_out,
@@ -443,6 +446,30 @@ def test_trained_and_random_dictionaries_encode_one_reading_of_the_triples_and_w
         np.testing.assert_array_equal(sets[name].features.negative[0], alone.negative[0])
         words, matrix = irm.word_features(lm, ["good", "fun", "awful"], inputs.contexts, dictionaries, 8)
         assert sets[name].words == words and np.array_equal(sets[name].word_matrix, matrix)
+
+
+def test_a_study_moves_its_progress_bar_once_for_the_reads_and_once_per_variant_and_feature_set():
+    """The elicitation takes minutes at the demo's size, so its study counts its steps on a bar: the
+    model's reads, then every variant's fits for the trained and the random dictionaries."""
+    from irmscope.data.triples import build_contrastive_triples
+    from irmscope.elicit.lexicon_study import SETUPS, STUDY_STEPS, StudyInputs, lexicon_study
+
+    lm = load_model("tiny-llama")
+    saes = {"blocks.1.hook_resid_post": SAE(SAEConfig(d_in=lm.d_model, d_sae=16, architecture="topk", k=4))}
+    good = ["good", "great", "fun", "lovely", "nice", "superb", "fine", "brilliant", "charming", "wonderful"]
+    bad = ["bad", "awful", "dull", "boring", "poor", "weak", "terrible", "bland", "silly", "sloppy"]
+    truth = {w: 1 + i / 5 for i, w in enumerate(good)} | {w: -1 - i / 5 for i, w in enumerate(bad)}
+    texts = [f"The movie was {good[i % 10]} and the plot was {bad[(3 * i) % 10]} overall." for i in range(60)]
+    triples = build_contrastive_triples(texts, truth, lm.tokenizer, seed=0, max_triples=40)
+    inputs = StudyInputs(
+        truth, triples, ["The film was", "I found it"], held_out_fraction=0.5, max_context_tokens=8
+    )
+    printed = io.StringIO()
+    with tqdm(total=STUDY_STEPS, desc="eliciting", file=printed) as bar:
+        lexicon_study(lm, saes, inputs, n_permutations=3, bar=bar)
+        assert bar.n == STUDY_STEPS == 1 + len(SETUPS) * len(VARIANTS)
+    assert f"{STUDY_STEPS}/{STUDY_STEPS}" in printed.getvalue()
+    assert all(f"{setup}: {variant}" in printed.getvalue() for setup in SETUPS for variant in VARIANTS)
 
 
 def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():

@@ -109,11 +109,14 @@ def test_a_registered_method_joins_the_leaderboard(monkeypatch):
     assert "oracle (test)" not in METHODS
 
 
-def test_probe_rows_read_the_probes_stage_and_skip_a_missing_ratings_probe(tmp_path):
+def test_probe_rows_read_the_probes_stage_and_skip_a_missing_ratings_probe(tmp_path, capsys):
     np.savez(tmp_path / "coverage_estimates.npz", reward_tuned=TRUE, reward_base=-TRUE)
     inputs = MethodInputs(COVERAGE, None, None, {"probes": tmp_path}, 0.1, 0)
     assert METHODS["ratings probe"].estimate(inputs) is None  # the review source had no ratings or labels
-    board = build_leaderboard(inputs, [METHODS["reward probe"], METHODS["ratings probe"]], n_resamples=20)
+    probes = [METHODS["reward probe"], METHODS["ratings probe"]]
+    board = build_leaderboard(inputs, probes, n_resamples=20, progress=True)
+    bar = capsys.readouterr().err  # one bar over the methods, each named while it runs, skipped ones too
+    assert "leaderboard: 100%" in bar and "2/2" in bar and "reward probe" in bar and "ratings probe" in bar
     (row,) = board["rows"]
     assert row["tuned"]["pearson"]["value"] == pytest.approx(1) and row["base"]["pearson"]["value"] < 0
     with pytest.raises(IrmscopeError, match="stage 'elicit' has not run"):

@@ -116,7 +116,9 @@ def test_the_elicitation_reads_words_in_its_configured_precision(monkeypatch):
     from irmscope.models import precision
 
     seen = []
-    monkeypatch.setattr(reward_study, "lexicon_study", lambda lm, saes, inputs: seen.append(inputs) or {})
+    monkeypatch.setattr(
+        reward_study, "lexicon_study", lambda lm, saes, inputs, bar=None: seen.append(inputs) or {}
+    )
     monkeypatch.setattr(reward_study, "_policy_shift_study", lambda *a: ({}, {}))
     monkeypatch.setattr(reward_study, "_irm_gap", lambda *a: {})
     lm = load_model("tiny-llama")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from irmscope.data.triples import ContrastiveTriple
 from irmscope.elicit.agreement import lexicon_agreement
@@ -58,6 +59,10 @@ from irmscope.validation import Precision
 TABLE_SIZES = {"table3": 6, "table10": 30}
 #: refits with permuted lexicon values per variant and feature set (the permutation null)
 N_PERMUTATIONS = 200
+#: the feature sets every study fits: the trained SAEs' features and the random-feature control's
+SETUPS = ("real", "random-features")
+#: the steps of one study a progress bar counts: the model's reads, then each variant's fits per feature set
+STUDY_STEPS = 1 + len(SETUPS) * len(VARIANTS)
 
 
 def random_saes(saes: Mapping[str, SAE], seed: int = 0) -> dict[str, SAE]:
@@ -143,17 +148,19 @@ def _null(
 
 
 def _feature_sets(
-    lm: LoadedModel, saes: Mapping[str, SAE], inputs: StudyInputs, words: list[str]
+    lm: LoadedModel, saes: Mapping[str, SAE], inputs: StudyInputs, words: list[str], bar: tqdm | None = None
 ) -> Iterator[tuple[str, _FeatureSet]]:
     """The trained SAEs' features (``real``), then the random-feature control's, on the same triples and
     words: the control shows what an untrained dictionary of the same shape already recovers. The model
-    reads the triples and words once; each dictionary encodes those activations, one at a time, so only
-    one set of features is held in memory."""
+    reads the triples and words once (one step of ``bar``); each dictionary encodes those activations, one
+    at a time, so only one set of features is held in memory."""
     held_out, sites = inputs.held_out(), list(saes)
     read = {"max_context_tokens": inputs.max_context_tokens, "precision": inputs.precision}
     at_triples = triple_activations(lm, inputs.triples, sites, **read)
     at_words = word_activations(lm, words, inputs.contexts, sites, **read)
-    for setup, setup_saes in {"real": dict(saes), "random-features": random_saes(saes, inputs.seed)}.items():
+    if bar is not None:
+        bar.update()
+    for setup, setup_saes in zip(SETUPS, (dict(saes), random_saes(saes, inputs.seed)), strict=True):
         features = triple_features(lm, inputs.triples, setup_saes, activations=at_triples)
         kept, matrix = word_features(lm, words, inputs.contexts, setup_saes, activations=at_words)
         yield setup, _FeatureSet(inputs.triples, features, kept, matrix, held_out)
@@ -179,9 +186,11 @@ def lexicon_study(
     saes: Mapping[str, SAE],
     inputs: StudyInputs,
     n_permutations: int = N_PERMUTATIONS,
+    bar: tqdm | None = None,
 ) -> dict[str, Any]:
     """Every variant × {real, shuffled labels, random features}, scored on held-out words, each tau with
-    its permutation test (``n_permutations`` refits per variant and feature set).
+    its permutation test (``n_permutations`` refits per variant and feature set). ``bar``, if given, moves
+    :data:`STUDY_STEPS` steps: the reads, then each variant of each feature set.
 
     Returns a dict: ``agreement[variant][control]`` (``lexicon_agreement`` output), the reconstructed
     values of the held-out words per variant (``reconstructed``; every control's under ``elicited``,
@@ -194,10 +203,12 @@ def lexicon_study(
     agreements: dict[str, dict[str, Any]] = {variant: {} for variant in VARIANTS}
     every: dict[str, dict[str, dict[str, float]]] = {variant: {} for variant in VARIANTS}
     regressions: dict[str, dict[str, Any]] = {}
-    for setup, fit in _feature_sets(lm, saes, inputs, words):
+    for setup, fit in _feature_sets(lm, saes, inputs, words, bar):
         if setup == "real":
             kept, n_rows = fit.words, len(fit.rows("faithful")[0])
         for variant in VARIANTS:
+            if bar is not None:
+                bar.set_postfix_str(f"{setup}: {variant}")
             null = _null(fit, variant, truth, n_permutations, seed + 2)
             runs = {setup: None} if setup != "real" else {"real": None, "shuffled-labels": seed + 1}
             for control, shuffle_seed in runs.items():
@@ -211,6 +222,8 @@ def lexicon_study(
                         "coef": np.asarray(regression.coef_, dtype=np.float64),
                         "intercept": float(regression.intercept_),
                     }
+            if bar is not None:
+                bar.update()
     reconstructed = {variant: every[variant]["real"] for variant in VARIANTS}
     return {
         "n_triples": len(inputs.triples),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from irmscope.leaderboard import methods as _methods  # noqa: F401 - importing registers every method
 from irmscope.leaderboard.base import METHODS, MethodInputs, RewardEstimator
@@ -19,14 +20,21 @@ def available_methods(stages: Sequence[str]) -> list[RewardEstimator]:
 
 
 def build_leaderboard(
-    inputs: MethodInputs, methods: Sequence[RewardEstimator] | None = None, n_resamples: int = 500
+    inputs: MethodInputs,
+    methods: Sequence[RewardEstimator] | None = None,
+    n_resamples: int = 500,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """One row per method: its metrics for the tuned model and for the base model (the control); and
-    ``seconds``, each method's wall time (its estimate and its scoring), which varies from run to run."""
+    ``seconds``, each method's wall time (its estimate and its scoring), which varies from run to run.
+    With ``progress``, a bar over the methods (some take a minute or more on a 2-core CPU)."""
     cov = inputs.coverage
     policy = np.asarray(cov.policy)
     rows, seconds = [], {}
-    for method in methods if methods is not None else available_methods(list(inputs.stages)):
+    chosen = list(methods) if methods is not None else available_methods(list(inputs.stages))
+    bar = tqdm(chosen, desc="leaderboard", unit="method", disable=not progress)
+    for method in bar:
+        bar.set_postfix_str(method.name)
         start = time.perf_counter()
         estimates = method.estimate(inputs)
         if estimates is None:

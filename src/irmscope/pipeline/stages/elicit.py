@@ -40,6 +40,7 @@ class Elicit(Stage):
             ),
             settings=ctx.config.elicit,
             seed=ctx.seed,
+            progress=ctx.progress,
         )
         for label in ("tuned", "base"):  # R itself is numpy: kept beside the JSON, for validation
             regressions = result[label].pop("regressions")

@@ -70,7 +70,7 @@ class Leaderboard(Stage):
         # scikit-learn's Python around liblinear holds the GIL. The backend must be named: joblib 1.6 runs
         # Parallel() in the calling thread when parallel_config sets n_jobs alone
         with parallel_config(backend="loky", n_jobs=torch.get_num_threads()):
-            result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples)
+            result = build_leaderboard(inputs, n_resamples=probes.bootstrap_resamples, progress=ctx.progress)
         seconds = result.pop("seconds")  # varies from run to run: bookkeeping, not a result
         write_json(work / self.result_file, result)
         return {"methods": [row["method"] for row in result["rows"]], PART_SECONDS: seconds}
