@@ -472,6 +472,28 @@ def test_a_study_moves_its_progress_bar_once_for_the_reads_and_once_per_variant_
     assert all(f"{setup}: {variant}" in printed.getvalue() for setup in SETUPS for variant in VARIANTS)
 
 
+def test_the_elicitation_bar_counts_both_studies_and_the_policy_shift(monkeypatch, capsys):
+    from irmscope.config import load_config
+    from irmscope.elicit import reward_study
+    from irmscope.elicit.lexicon_study import STUDY_STEPS
+
+    monkeypatch.setattr(
+        reward_study, "lexicon_study", lambda lm, saes, inputs, bar: bar.update(STUDY_STEPS) or {}
+    )
+    monkeypatch.setattr(reward_study, "_policy_shift_study", lambda *a: ({}, {}))
+    monkeypatch.setattr(reward_study, "_irm_gap", lambda *a: {})
+    lm = load_model("tiny-llama")
+    texts = ["This movie was good and the acting was great but the ending was bad and dull overall"] * 40
+    lexicon = {"good": 2.0, "great": 3.0, "bad": -2.0, "dull": -1.5}
+    settings = load_config("smoke").elicit
+    reward_study.elicit_lexicon_reward(
+        lm, lm, tuned_saes={}, base_saes={}, lexicon=lexicon, texts=texts, shift_levels=None,
+        settings=settings, progress=True,
+    )  # fmt: skip
+    total = 2 * STUDY_STEPS + 1
+    assert f"{total}/{total}" in capsys.readouterr().err
+
+
 def test_policy_shift_of_a_model_against_itself_is_zero_and_has_no_ranking():
     lm = load_model("tiny-llama")
     words = ["good", "bad", "fun", "boring", "great", "awful"]

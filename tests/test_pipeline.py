@@ -391,18 +391,25 @@ def test_rerun_uses_every_finished_stage(smoke_run, capsys):
     assert all(f"[irmscope] {line}\n" in printed for line in again["headline"]) and again["headline"]
 
 
-def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, capsys):
+def test_changing_one_setting_recomputes_only_what_depends_on_it(smoke_run, capsys, monkeypatch):
     config, _, out = smoke_run
     changed = load_config("smoke", overrides=[f"out_dir={out}", "interpret.n_contexts=2"])
+    after_interpret = list(STAGES)[list(STAGES).index("interpret") :]
+    recorded = {name: progress.recorded_seconds(out, name) for name in after_interpret}
+    monkeypatch.setattr(progress, "duration", lambda seconds: f"about {seconds:.3f} s")  # exact, to compare
     run_pipeline(changed, progress=False)
     printed = capsys.readouterr().out
     # validate ablates the features interpret labels, and steer steers along them; nothing else reads them
     recomputed = {"interpret", "validate", "steer"}
     for name in STAGES:
         assert f"{LINE[name]}{'done in' if name in recomputed else 'cached'}" in printed, name
-    # every stage after interpret has a finished folder here, so each may be reused: the estimate is a range
-    reused = r"running \(.+ to .+ left in the run, estimate: the low end if later stages are reused\)\n"
-    assert re.search(rf"{re.escape(LINE['interpret'])}{reused}", printed)
+    # every later stage has a finished folder, but validate and steer read interpret, so they must compute:
+    # the low end counts them (and interpret), the high end every later stage too
+    low, high = sum(recorded[name] for name in recomputed), sum(recorded.values())
+    assert (
+        f"{LINE['interpret']}running (about {low:.3f} s to {high:.3f} s left in the run, estimate: "
+        in printed
+    )
     # the read-samples stage reads every sample for every reader, whatever share a reader's settings use
     fewer = load_config("smoke", overrides=[f"out_dir={out}", "audit.n_prompts=5", "interpret.n_contexts=2"])
     run_pipeline(fewer, progress=False)
@@ -444,12 +451,46 @@ def test_time_left_comes_from_recorded_stage_times_else_from_scaled_priors(tmp_p
         progress.time_left(config, ("validate", "validate"), later[1:])
         == "about 6 min left in the run, estimate"
     )
+    # a reader of the running stage computes whatever folders it has: no range
+    reader = progress.time_left(config, ("validate", "validate"), later, readers={"attribute"})
+    assert reader == "about 16 min left in the run, estimate"
+    # the bare saes folder and the unfinished saes-base one are not finished folders of saes-base, and the
+    # running stage's own finished folders say nothing of reuse: neither gives a range
+    assert " to " not in progress.time_left(config, ("saes-tuned", "saes"), [("saes-base", "saes")])
     assert [progress.duration(s) for s in (4, 44, 400, 4000)] == [
         "a few seconds",
         "about 40 s",
         "about 7 min",
         "about 1 h 7 min",
     ]
+
+
+def test_the_stages_that_read_a_computing_stage_are_forecast_to_compute(tmp_path):
+    """Once tuning computes, every stage about the tuned model computes too, but the base model's
+    activations and SAEs (keyed on the base model alone) may be reused; once interpret computes, only the
+    two stages that read its labels must."""
+    from irmscope.pipeline.context import RunContext
+    from irmscope.pipeline.registry import STAGES as REGISTRY
+    from irmscope.pipeline.registry import readers_of
+    from irmscope.stages import StageResult
+
+    ctx = RunContext(load_config("smoke", overrides=[f"out_dir={tmp_path}"]), progress=False)
+    folders = [(name, stage.name) for stage in REGISTRY.values() for name in stage.expected_instances(ctx)]
+    names = [folder for folder, _ in folders]
+
+    def readers(running):  # as the runner asks, with every earlier folder finished
+        at = names.index(running)
+        ctx.finished = {name: StageResult(name, "0" * 16, tmp_path) for name in names[:at]}
+        return readers_of(ctx, running, folders[at + 1 :])
+
+    tuned_side = set(names[names.index("tune") + 1 :]) - {"activations-base", "saes-base"}
+    assert {"activations-base", "saes-base", "elicit", "saes-tuned"} <= set(names)
+    assert readers("tune") == tuned_side
+    assert readers("interpret") == {"validate", "steer"}
+    # the base model's SAEs feed the elicitation, which Table 5 and the leaderboard (and its IRL reward) read
+    assert readers("activations-base") == {
+        "saes-base", "elicit", "validate", "leaderboard", "irl-reward"
+    }  # fmt: skip
 
 
 def test_priors_are_scaled_by_the_pace_of_the_stages_this_run_computed(tmp_path):

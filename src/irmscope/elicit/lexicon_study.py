@@ -161,6 +161,8 @@ def _feature_sets(
     if bar is not None:
         bar.update()
     for setup, setup_saes in zip(SETUPS, (dict(saes), random_saes(saes, inputs.seed)), strict=True):
+        if bar is not None:
+            bar.set_postfix_str(f"{setup}: encoding")
         features = triple_features(lm, inputs.triples, setup_saes, activations=at_triples)
         kept, matrix = word_features(lm, words, inputs.contexts, setup_saes, activations=at_words)
         yield setup, _FeatureSet(inputs.triples, features, kept, matrix, held_out)

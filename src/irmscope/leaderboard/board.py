@@ -32,31 +32,33 @@ def build_leaderboard(
     policy = np.asarray(cov.policy)
     rows, seconds = [], {}
     chosen = list(methods) if methods is not None else available_methods(list(inputs.stages))
-    bar = tqdm(chosen, desc="leaderboard", unit="method", disable=not progress)
-    for method in bar:
-        bar.set_postfix_str(method.name)
-        start = time.perf_counter()
-        estimates = method.estimate(inputs)
-        if estimates is None:
-            continue
-        row: dict[str, Any] = {
-            "method": method.name,
-            "description": method.description,
-            "supervised": method.supervised,
-            "not_identified": not_identified(method),
-            "tuned": score_estimate(
-                cov.true, estimates.tuned, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
-            ),
-            "base": None,
-            "base_note": estimates.base_note,
-            "details": estimates.details,
-        }
-        if estimates.base is not None:
-            row["base"] = score_estimate(
-                cov.true, estimates.base, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
-            )
-        rows.append(row)
-        seconds[method.name] = round(time.perf_counter() - start, 2)
+
+    def scored(estimate: np.ndarray) -> dict[str, Any]:
+        return score_estimate(
+            cov.true, estimate, cov.prompt_index, policy, n_resamples=n_resamples, seed=inputs.seed
+        )
+
+    with tqdm(chosen, desc="leaderboard", unit="method", disable=not progress) as bar:
+        for method in bar:
+            bar.set_postfix_str(method.name)
+            start = time.perf_counter()
+            estimates = method.estimate(inputs)
+            if estimates is None:
+                continue
+            row: dict[str, Any] = {
+                "method": method.name,
+                "description": method.description,
+                "supervised": method.supervised,
+                "not_identified": not_identified(method),
+                "tuned": scored(estimates.tuned),
+                "base": None,
+                "base_note": estimates.base_note,
+                "details": estimates.details,
+            }
+            if estimates.base is not None:
+                row["base"] = scored(estimates.base)
+            rows.append(row)
+            seconds[method.name] = round(time.perf_counter() - start, 2)
     return {
         "n_prompts": int(len(set(cov.prompt_index.tolist()))),
         "n_completions": len(cov.completions),

@@ -27,7 +27,7 @@ from irmscope.locking import RUN_FOLDER, folder_lock
 from irmscope.models.accounting import counted
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.progress import machine_pace, time_left
-from irmscope.pipeline.registry import STAGES, Stage, register, stage_names
+from irmscope.pipeline.registry import STAGES, Stage, readers_of, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
 from irmscope.report.headline import headline
 from irmscope.report.run_report import write_run_report
@@ -98,7 +98,7 @@ def run_one(
     label = f"stage {done_before + 1}/{done_before + 1 + len(later)} {name}"
 
     def announced(work) -> dict[str, Any]:
-        left = time_left(ctx.config, (name, stage.name), later, pace)
+        left = time_left(ctx.config, (name, stage.name), later, pace, readers_of(ctx, name, later))
         print(f"[irmscope] {label}: running ({left})", flush=True)
         with counted() as tokens:  # the model tokens the stage processed, for benchmarks/bench_pipeline.py
             summary = stage.compute(ctx, work, model)

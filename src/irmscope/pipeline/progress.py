@@ -18,16 +18,17 @@ The time left is an **estimate**, the sum over the stages still to run of
   they overestimate tiny models and underestimate slower CPUs (a CPU without native bfloat16 ran the demo
   in about twice the priors' time, and its tuning in 1.6 times its prior).
 
-Whether a later stage will be reused is not known before the stages it reads have finished (its key
-holds theirs), so a later stage that has a finished folder in this run folder, under any key, may take
-seconds or its full time: the estimate is then a range, from "every such stage is reused" to "none is"
-(:func:`time_left`). A stage without a finished folder counts as computing.
+A later stage computes when a stage it reads, directly or not, computes in this run (its key holds
+theirs: :func:`irmscope.pipeline.registry.readers_of`), or when it has no finished folder in this run
+folder. Any other later stage may be reused or not, which is not known before the stages it reads have
+finished; when there are such stages the estimate is a range, from "every such stage is reused" to "none
+is" (:func:`time_left`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,14 +166,21 @@ def seconds_left(config: RunConfig, folders: Sequence[tuple[str, str]], pace: fl
 
 
 def time_left(
-    config: RunConfig, running: tuple[str, str], later: Sequence[tuple[str, str]], pace: float = 1.0
+    config: RunConfig,
+    running: tuple[str, str],
+    later: Sequence[tuple[str, str]],
+    pace: float = 1.0,
+    readers: Collection[str] = (),
 ) -> str:
     """What the runner says of the time the run has left, with the stage folder ``running`` (``(folder
-    name, stage name)``) computing now and the ``later`` ones to come: ``about 34 min left in the run,
-    estimate``, or, when some later folders have a finished folder in this run folder and so may be
-    reused, ``about 7 min to 34 min left ...``, the low end counting those as reused."""
+    name, stage name)``) computing now and the ``later`` ones to come, of which ``readers`` (folder names)
+    read it and so compute too: ``about 34 min left in the run, estimate``, or, when some later folders
+    that are not readers have a finished folder in this run folder and so may be reused, ``about 7 min to
+    34 min left ...``, the low end counting those as reused."""
     root = Path(config.out_dir)
-    must_compute = [folder for folder in later if not finished_stage_folders(root, folder[0])]
+    must_compute = [
+        folder for folder in later if folder[0] in readers or not finished_stage_folders(root, folder[0])
+    ]
     high = duration(seconds_left(config, [running, *later], pace))
     low = duration(seconds_left(config, [running, *must_compute], pace))
     if low == high:

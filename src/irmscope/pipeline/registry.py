@@ -20,7 +20,8 @@ stage list and the tests' stage list all come from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -172,6 +173,27 @@ def register(cls: type[Stage]) -> type[Stage]:
 def unregister(name: str) -> None:
     """Remove a stage (for tests and experiments that add one for a while)."""
     STAGES.pop(name)
+
+
+def readers_of(ctx: RunContext, running: str, later: Sequence[tuple[str, str]]) -> set[str]:
+    """The stage folders of ``later`` (``(folder name, stage name)``, in run order) whose keys will hold
+    the key of the folder ``running``, directly or through other later folders: once ``running``
+    computes, they compute too, whatever finished folders they have. Each stage is asked for its
+    :meth:`Stage.upstream` as if every folder of the run had finished; a stage that cannot answer so (a
+    user's stage reading more than names) counts as a reader, so the forecast errs towards computing."""
+    planned = [*ctx.finished, running, *(folder for folder, _ in later)]
+    as_if = dataclasses.replace(ctx, finished={name: StageResult(name, "", Path()) for name in planned})
+    readers = {running}
+    for folder, stage_name in later:
+        stage = STAGES[stage_name]
+        model = folder.removeprefix(f"{stage.name}-") if stage.per_model else None
+        try:
+            upstream = {result.name for result in stage.upstream(as_if, model)}
+        except Exception:  # noqa: BLE001 - a forecast for the time left, never a reason to stop the run
+            upstream = readers
+        if upstream & readers:
+            readers.add(folder)
+    return readers - {running}
 
 
 def stage_names(per_model_labels: tuple[str, ...] = ("tuned", "base")) -> list[str]:
