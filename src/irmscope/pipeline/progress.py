@@ -178,11 +178,12 @@ def time_left(
     that are not readers have a finished folder in this run folder and so may be reused, ``about 7 min to
     34 min left ...``, the low end counting those as reused."""
     root = Path(config.out_dir)
+    seconds = {folder: seconds_left(config, [folder], pace) for folder in [running, *later]}  # read once
     must_compute = [
         folder for folder in later if folder[0] in readers or not finished_stage_folders(root, folder[0])
     ]
-    high = duration(seconds_left(config, [running, *later], pace))
-    low = duration(seconds_left(config, [running, *must_compute], pace))
+    high = duration(sum(seconds.values()))
+    low = duration(sum(seconds[folder] for folder in [running, *must_compute]))
     if low == high:
         return f"{high} left in the run, estimate"
     reused = "the low end if later stages are reused"
