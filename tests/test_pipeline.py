@@ -21,6 +21,7 @@ from PIL import Image
 from irmscope.config import load_config
 from irmscope.locking import LOCK_NAME, wait_for_lock
 from irmscope.models.accounting import TokenCounts
+from irmscope.pipeline import STAGES as STAGE_CLASSES
 from irmscope.pipeline import progress, run_pipeline, stage_names
 from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run, stage_dir
@@ -706,6 +707,49 @@ def test_sigkill_during_sae_stage_resumes_and_matches_an_uninterrupted_run(smoke
     assert weights == sorted(path.relative_to(resumed_saes) for path in resumed_saes.rglob("*.safetensors"))
     assert weights and all((resumed_saes / w).read_bytes() == (smoke_saes / w).read_bytes() for w in weights)
     assert _comparable(resumed) == _comparable(reference)
+
+
+def test_the_first_results_come_as_their_stages_finish_and_never_over_an_earlier_report(
+    smoke_run, tmp_path, capsys, monkeypatch
+):
+    """A run prints each headline line right after the stage it comes from (the gain and its warning after
+    the evaluation, here reused; the policy shift after the elicitation, computed), and writes the report
+    of the stages finished so far to partial/report.html, beside the earlier run's report.html: a run that
+    then fails leaves both. The run that finishes writes report.html and removes the partial page."""
+    _, reference, _ = smoke_run
+    out = tmp_path / "run"
+    _reuse_finished_stages(reference, out, except_for={"elicit", "interpret"})
+    (out / "report.html").write_text("an earlier run's report")
+
+    def stopped(*args, **kwargs):
+        raise RuntimeError("stopped for the test")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(STAGE_CLASSES["interpret"], "compute", stopped)
+        with pytest.raises(RuntimeError, match="stopped for the test"):
+            run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
+    printed = capsys.readouterr().out
+    gain, warning, shift, disagree = (f"[irmscope] {line}\n" for line in reference["headline"])
+    evaluated, elicited = printed.index(f"{LINE['evaluate']}cached"), printed.index(f"{LINE['elicit']}done")
+    assert evaluated < printed.index(gain) < printed.index(warning) < printed.index(LINE["read-samples"])
+    assert elicited < printed.index(shift) < printed.index(disagree) < printed.index(LINE["interpret"])
+    assert printed.count(gain) == 1 and printed.count(shift) == 1  # each line once, when it first holds
+    partial = out / "partial" / "report.html"
+    assert f"[irmscope] the results so far (8 stage folders to go): {partial}\n" in printed
+    assert printed.count("the results so far") == 1  # the evaluation was reused: no page for it alone
+    page = partial.read_text()
+    assert "The run is still going" in page and "interpret, validate, probes, steer" in page
+    assert "Policy shift" in page and "Tuning result" in page and "Run manifest" in page
+    assert "Leaderboard" not in page and "Validation by ablation" not in page  # stages still to run
+    assert (out / "report.html").read_text() == "an earlier run's report"
+    assert not (out / "results.json").exists()
+
+    finished = run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
+    assert _comparable(finished) == _comparable(reference)
+    assert (
+        not (out / "partial").exists() and "The run is still going" not in (out / "report.html").read_text()
+    )
+    assert "the results so far" not in capsys.readouterr().out  # only the interpretation computed
 
 
 def test_a_second_run_on_the_folder_is_refused_and_the_first_finishes_as_if_alone(smoke_run, tmp_path):

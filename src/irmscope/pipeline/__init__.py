@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
+import shutil
 import time
 from typing import Any
 
@@ -35,6 +36,9 @@ from irmscope.stages import PART_SECONDS, run_stage
 
 __all__ = ["STAGES", "RunContext", "Stage", "register", "run_pipeline", "stage_names"]
 
+#: the folder, under the run folder, of the report of the stages finished so far (removed at the end)
+PARTIAL_REPORT_DIR = "partial"
+
 #: packages whose versions every results.json records
 PACKAGES = ("irmscope", "torch", "transformers", "trl", "peft", "safetensors", "scikit-learn", "scipy",
             "numpy", "spacy", "vaderSentiment", "datasets", "matplotlib")  # fmt: skip
@@ -50,6 +54,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         ctx = RunContext(config, progress)
         timings: dict[str, float] = {}
         computed: list[tuple[str, float, dict[str, Any]]] = []  # the folders this run computed: its pace
+        so_far = ResultsSoFar(ctx)
         stages = list(STAGES.values())
         for index, stage in enumerate(stages):
             if not stage.applies(ctx):
@@ -67,10 +72,12 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 )
                 if not ctx.finished[name].cached:
                     computed.append((stage.name, timings[name], ctx.finished[name].summary))
+                so_far.update(name, timings, pending=[folder for folder, _ in later])
         results = collect_results(ctx, timings)
         results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)
         write_run_report(ctx.root, results, ctx.samples, tuning_manifest(ctx))
+        shutil.rmtree(ctx.root / PARTIAL_REPORT_DIR, ignore_errors=True)
         for line in results["headline"]:  # the first thing to read, so the last thing printed
             print(f"[irmscope] {line}", flush=True)
         print(
@@ -115,8 +122,48 @@ def run_one(
     return seconds
 
 
-def collect_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
-    """``results.json``: the config, the subject, each stage's sections, and the run's manifest."""
+class ResultsSoFar:
+    """The run's first results while it goes on, so a reader need not wait for the last stage.
+
+    After each stage folder, the headline lines (:func:`~irmscope.report.headline.headline`: the tuning
+    gain, its warning, the policy-shift test) that the stages finished so far give and that were not printed
+    yet are printed. When a stage this run computed changed them and folders are still to run, the report
+    of the finished stages is written to ``PARTIAL_REPORT_DIR/report.html`` under the run folder, beside
+    (never over) the report of an earlier run, and removed when the whole report is written. The headline
+    changes twice in a run with a tuned model (the evaluation, the elicitation), so the page costs two
+    renderings of a partial report.
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.lines: list[str] = []
+
+    def update(self, folder: str, timings: dict[str, float], pending: list[str]) -> None:
+        """Print the new headline lines after stage ``folder`` and, where it computed them, write the
+        partial report naming the ``pending`` folders."""
+        results = collect_results(self.ctx, timings, finished_only=True)
+        if results.get("evaluation") is None:  # no headline before the evaluation
+            return
+        lines = headline(results)
+        if lines == self.lines:
+            return
+        for line in lines:
+            if line not in self.lines:
+                print(f"[irmscope] {line}", flush=True)
+        self.lines = lines
+        if pending and not self.ctx.finished[folder].cached:
+            results["headline"] = lines
+            root = self.ctx.root / PARTIAL_REPORT_DIR
+            page = write_run_report(root, results, self.ctx.samples, tuning_manifest(self.ctx), pending)
+            print(f"[irmscope] the results so far ({len(pending)} stage folders to go): {page}", flush=True)
+
+
+def collect_results(
+    ctx: RunContext, timings: dict[str, float], finished_only: bool = False
+) -> dict[str, Any]:
+    """``results.json``: the config, the subject, each stage's sections, and the run's manifest. With
+    ``finished_only`` (a run still going) a stage that has not finished every folder the run expects of
+    it gives no section."""
     results: dict[str, Any] = {
         "config": ctx.config.model_dump(),
         "subject": {
@@ -127,6 +174,8 @@ def collect_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any
         },
     }
     for stage in STAGES.values():
+        if finished_only and not all(name in ctx.finished for name in stage.expected_instances(ctx)):
+            continue
         results.update(stage.result(ctx))
     results["manifest"] = {
         "versions": package_versions(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,20 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
         ["mean reward, base model", interval(ev["base_mean_reward"])],
         ["mean reward, tuned model", interval(ev["tuned_mean_reward"])],
         ["gain (paired over prompts)", interval(ev["reward_gain"])],
-        ["KL(tuned ‖ base) per token, on tuned completions", interval(ev["kl_tuned_to_base_per_token"])],
-        ["base-model perplexity on tuned completions", f"{ev['base_perplexity_on_tuned_completions']:.2f}"],
-        [
-            "base-model perplexity on its own completions (control)",
-            f"{ev['base_perplexity_on_base_completions']:.2f}",
-        ],
+    ]
+    if "kl_tuned_to_base_per_token" in ev:  # the read-samples stage's likelihoods (absent while it runs)
+        rows += [
+            ["KL(tuned ‖ base) per token, on tuned completions", interval(ev["kl_tuned_to_base_per_token"])],
+            [
+                "base-model perplexity on tuned completions",
+                f"{ev['base_perplexity_on_tuned_completions']:.2f}",
+            ],
+            [
+                "base-model perplexity on its own completions (control)",
+                f"{ev['base_perplexity_on_base_completions']:.2f}",
+            ],
+        ]
+    rows += [
         ["distinct word bigrams, tuned completions", f"{ev['distinct_bigrams_tuned']:.3f}"],
         ["distinct word bigrams, base completions (control)", f"{ev['distinct_bigrams_base']:.3f}"],
     ]
@@ -57,7 +66,13 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
             f"{reward} reward. Intervals are 95% bootstrap intervals. The perplexity rows are a fluency "
             "control against word salad (far less likely under the base model than its own text); the "
             "distinct-bigram rows catch the other way to game a lexicon reward, repeating one word, which "
-            "the base model finds more predictable than its own text." + _sampling_note(ev)
+            "the base model finds more predictable than its own text."
+            + _sampling_note(ev)
+            + (
+                ""
+                if "kl_tuned_to_base_per_token" in ev
+                else " The KL and perplexity rows come with the read-samples stage, which has not finished."
+            )
         ],
         tables=[("Base vs tuned", ["quantity", "value [95% CI]"], rows)],
         figures=[
@@ -153,17 +168,27 @@ def _sae_section(results: dict[str, Any]) -> Section:
 
 
 def write_run_report(
-    root: Path, results: dict[str, Any], samples: Samples, tune_manifest: dict[str, Any] | None
+    root: Path,
+    results: dict[str, Any],
+    samples: Samples,
+    tune_manifest: dict[str, Any] | None,
+    pending: Sequence[str] = (),
 ) -> Path:
     """Write ``report.html`` for a run: one section per stage that produced a result, in the order a
-    reader checks them (what changed, how it was trained, where, then the methods' evidence)."""
+    reader checks them (what changed, how it was trained, where, then the methods' evidence).
+
+    With ``pending`` (the stage folders still to run) the page is the report of a run still going: it
+    says so first, and shows only the stages finished so far."""
     sections = [_headline_section(results), _evaluation_section(results, samples)]
+    if pending:
+        sections.insert(0, _pending_section(pending))
     if tune_manifest:
         sections.append(_tuning_section(tune_manifest))
     if results.get("divergence"):
         sections.append(_divergence_section(results["divergence"]))
     sections.append(_examples_section(samples))
-    sections.append(_sae_section(results))
+    if results.get("saes"):
+        sections.append(_sae_section(results))
     if results.get("elicitation"):
         sections.extend(elicitation_sections(results["elicitation"], results["subject"]["reward"]))
     if results.get("interpretation"):
@@ -193,6 +218,18 @@ def write_run_report(
         title,
         sections,
         subtitle=f"preset {results['config']['preset']}, seed {manifest['seed']}",
+    )
+
+
+def _pending_section(pending: Sequence[str]) -> Section:
+    """The banner of a report written while the run goes on, naming what it does not show yet."""
+    return Section(
+        "The run is still going: this report shows the stages finished so far",
+        paragraphs=[
+            f"{len(pending)} stage folders are still to run ({', '.join(pending)}). Their sections are "
+            "missing here, and the headline below may gain lines. When the run ends, the whole report is "
+            "written to report.html in the run folder and this page is removed."
+        ],
     )
 
 

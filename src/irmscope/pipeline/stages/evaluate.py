@@ -15,7 +15,6 @@ from irmscope.artifacts import LIKELIHOOD_EVALUATION, Samples
 from irmscope.models.precision import resolve_precision
 from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.registry import Stage, register, section_values
-from irmscope.report.headline import gain_warning
 from irmscope.stages import StageResult
 from irmscope.stats import bootstrap_ci
 from irmscope.tune.evaluate import sampled_evaluation
@@ -48,10 +47,6 @@ class Evaluate(Stage):
         if ctx.tuned_spec:
             settings["tuned"] = config.model.tuned
         return settings
-
-    def announce(self, ctx: RunContext) -> list[str]:
-        warning = gain_warning(ctx.stage_outputs(self.name), ctx.reward.name)
-        return [warning] if warning else []
 
     def upstream(self, ctx: RunContext, model: str | None) -> list[StageResult]:
         return model_upstream(ctx)
