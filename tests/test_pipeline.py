@@ -18,11 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
+from irmscope.artifacts import Samples
 from irmscope.config import load_config
 from irmscope.locking import LOCK_NAME, wait_for_lock
 from irmscope.models.accounting import TokenCounts
 from irmscope.pipeline import STAGES as STAGE_CLASSES
 from irmscope.pipeline import progress, run_pipeline, stage_names
+from irmscope.report.run_report import RunGoingOn, write_run_report
 from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run, stage_dir
 
@@ -572,9 +574,12 @@ def test_base_only_run_with_a_planted_reward(tmp_path, capsys):
     planted = next((tmp_path / "stages").glob("planted-lexicon-*")) / "planted.tsv"
     assert len(Lexicon.from_tsv(planted)) == 20
     # the stage count, forecast before the planted lexicon exists, is right from the first stage on
-    counts = re.findall(r"\[irmscope\] stage (\d+)/(\d+) \S+: (?:done|cached)", capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    counts = re.findall(r"\[irmscope\] stage (\d+)/(\d+) \S+: (?:done|cached)", printed)
     n = len(results["manifest"]["stages"])
     assert [(int(k), int(total)) for k, total in counts] == [(k, n) for k in range(1, n + 1)]
+    # no tuned model: no headline to show early, so no partial report either
+    assert "the results so far" not in printed and not (tmp_path / "partial").exists()
 
 
 def test_the_documented_example_stage_runs(smoke_run, capsys):
@@ -738,18 +743,44 @@ def test_the_first_results_come_as_their_stages_finish_and_never_over_an_earlier
     assert f"[irmscope] the results so far (8 stage folders to go): {partial}\n" in printed
     assert printed.count("the results so far") == 1  # the evaluation was reused: no page for it alone
     page = partial.read_text()
-    assert "The run is still going" in page and "interpret, validate, probes, steer" in page
+    assert "The run was still going" in page and "Written when stage elicit had finished" in page
+    assert "8 stage folders still to run (interpret, validate, probes, steer," in page
     assert "Policy shift" in page and "Tuning result" in page and "Run manifest" in page
     assert "Leaderboard" not in page and "Validation by ablation" not in page  # stages still to run
     assert (out / "report.html").read_text() == "an earlier run's report"
     assert not (out / "results.json").exists()
 
+    # the next run removes the stopped run's page as it starts: here it reuses the elicitation, so it has
+    # no new headline line and writes no page of its own before it stops at the same stage
+    with monkeypatch.context() as patch:
+        patch.setattr(STAGE_CLASSES["interpret"], "compute", stopped)
+        with pytest.raises(RuntimeError, match="stopped for the test"):
+            run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
+    assert not (out / "partial").exists() and "the results so far" not in capsys.readouterr().out
+
     finished = run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
     assert _comparable(finished) == _comparable(reference)
     assert (
-        not (out / "partial").exists() and "The run is still going" not in (out / "report.html").read_text()
+        not (out / "partial").exists() and "The run was still going" not in (out / "report.html").read_text()
     )
     assert "the results so far" not in capsys.readouterr().out  # only the interpretation computed
+
+
+def test_the_page_written_right_after_the_evaluation_says_what_it_lacks(smoke_run, tmp_path):
+    """Right after a computed evaluation, the likelihood rows (from read-samples) and the dictionaries are
+    not there yet: the page leaves them out and says so, instead of failing or printing blanks."""
+    _, reference, out = smoke_run
+    results = json.loads(json.dumps(reference))
+    for key in ("kl_tuned_to_base_per_token", "base_perplexity_on_tuned_completions"):
+        del results["evaluation"][key]
+    for key in ("saes", "activations", "elicitation", "divergence"):
+        results.pop(key)
+    evaluate = out / "stages" / f"evaluate-{reference['manifest']['stages']['evaluate']['key']}"
+    going_on = RunGoingOn(after="evaluate", pending=["read-samples", "divergence"])
+    page = write_run_report(tmp_path, results, Samples.load(evaluate), None, going_on).read_text()
+    assert "Written when stage evaluate had finished, with 2 stage folders still to run" in page
+    assert "which had not finished when this page was written" in page and "KL(tuned" not in page
+    assert "Sparse autoencoders" not in page and "distinct word bigrams, tuned completions" in page
 
 
 def test_a_second_run_on_the_folder_is_refused_and_the_first_finishes_as_if_alone(smoke_run, tmp_path):

@@ -15,6 +15,7 @@ has left: :mod:`irmscope.pipeline.progress`) and ``done in S s``.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import platform
 import shutil
@@ -31,7 +32,7 @@ from irmscope.pipeline.progress import machine_pace, time_left
 from irmscope.pipeline.registry import STAGES, Stage, readers_of, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
 from irmscope.report.headline import headline
-from irmscope.report.run_report import write_run_report
+from irmscope.report.run_report import RunGoingOn, write_run_report
 from irmscope.stages import PART_SECONDS, run_stage
 
 __all__ = ["STAGES", "RunContext", "Stage", "register", "run_pipeline", "stage_names"]
@@ -54,7 +55,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         ctx = RunContext(config, progress)
         timings: dict[str, float] = {}
         computed: list[tuple[str, float, dict[str, Any]]] = []  # the folders this run computed: its pace
-        so_far = ResultsSoFar(ctx)
+        so_far = ResultsSoFar(ctx)  # removes the partial page a stopped run left
         stages = list(STAGES.values())
         for index, stage in enumerate(stages):
             if not stage.applies(ctx):
@@ -77,7 +78,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         results["headline"] = headline(results)
         write_json(ctx.root / "results.json", results)
         write_run_report(ctx.root, results, ctx.samples, tuning_manifest(ctx))
-        shutil.rmtree(ctx.root / PARTIAL_REPORT_DIR, ignore_errors=True)
+        so_far.remove_page()
         for line in results["headline"]:  # the first thing to read, so the last thing printed
             print(f"[irmscope] {line}", flush=True)
         print(
@@ -126,24 +127,30 @@ class ResultsSoFar:
     """The run's first results while it goes on, so a reader need not wait for the last stage.
 
     After each stage folder, the headline lines (:func:`~irmscope.report.headline.headline`: the tuning
-    gain, its warning, the policy-shift test) that the stages finished so far give and that were not printed
-    yet are printed. When a stage this run computed changed them and folders are still to run, the report
-    of the finished stages is written to ``PARTIAL_REPORT_DIR/report.html`` under the run folder, beside
-    (never over) the report of an earlier run, and removed when the whole report is written. The headline
-    changes twice in a run with a tuned model (the evaluation, the elicitation), so the page costs two
-    renderings of a partial report.
+    gain, its warning and, with a lexicon reward, the policy-shift test) that the stages finished so far
+    give and that were not printed yet are printed; the run prints the whole headline again at its end.
+    When a stage this run computed changed them and folders are still to run, the report of the finished
+    stages is written to ``PARTIAL_REPORT_DIR/report.html`` under the run folder, beside (never over) the
+    report of an earlier run. The headline changes once or twice in a run with a tuned model (the
+    evaluation; the elicitation, with a lexicon reward), so the page costs at most two renderings. A run
+    that ends removes the page; one that stops leaves it, and the next run removes it as it starts, so a
+    page never outlives its run's successor.
     """
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.lines: list[str] = []
+        self.remove_page()
+
+    def remove_page(self) -> None:
+        shutil.rmtree(self.ctx.root / PARTIAL_REPORT_DIR, ignore_errors=True)
 
     def update(self, folder: str, timings: dict[str, float], pending: list[str]) -> None:
         """Print the new headline lines after stage ``folder`` and, where it computed them, write the
-        partial report naming the ``pending`` folders."""
-        results = collect_results(self.ctx, timings, finished_only=True)
-        if results.get("evaluation") is None:  # no headline before the evaluation
+        partial report naming the ``pending`` folders (``timings``: the manifest's seconds so far)."""
+        if "evaluate" not in self.ctx.finished:  # no headline before the evaluation
             return
+        results = collect_results(self.ctx, timings, finished_only=True)
         lines = headline(results)
         if lines == self.lines:
             return
@@ -153,8 +160,10 @@ class ResultsSoFar:
         self.lines = lines
         if pending and not self.ctx.finished[folder].cached:
             results["headline"] = lines
-            root = self.ctx.root / PARTIAL_REPORT_DIR
-            page = write_run_report(root, results, self.ctx.samples, tuning_manifest(self.ctx), pending)
+            page = write_run_report(
+                self.ctx.root / PARTIAL_REPORT_DIR, results, self.ctx.samples, tuning_manifest(self.ctx),
+                RunGoingOn(after=folder, pending=pending),
+            )  # fmt: skip
             print(f"[irmscope] the results so far ({len(pending)} stage folders to go): {page}", flush=True)
 
 
@@ -196,10 +205,18 @@ def collect_results(
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    """Python's version and each of :data:`PACKAGES`' (a fresh dict, safe to change)."""
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Looked up once per process: the run's manifest is collected after every stage folder
+    (:class:`ResultsSoFar`), and each lookup searches the installed distributions."""
+    versions = [("python", platform.python_version())]
     for name in PACKAGES:
         try:
-            versions[name] = md.version(name)
+            versions.append((name, md.version(name)))
         except md.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+            versions.append((name, "not installed"))
+    return tuple(versions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
             + (
                 ""
                 if "kl_tuned_to_base_per_token" in ev
-                else " The KL and perplexity rows come with the read-samples stage, which has not finished."
+                else " The KL and perplexity rows come with the read-samples stage, which had not finished "
+                "when this page was written."
             )
         ],
         tables=[("Base vs tuned", ["quantity", "value [95% CI]"], rows)],
@@ -172,16 +174,16 @@ def write_run_report(
     results: dict[str, Any],
     samples: Samples,
     tune_manifest: dict[str, Any] | None,
-    pending: Sequence[str] = (),
+    going_on: RunGoingOn | None = None,
 ) -> Path:
     """Write ``report.html`` for a run: one section per stage that produced a result, in the order a
     reader checks them (what changed, how it was trained, where, then the methods' evidence).
 
-    With ``pending`` (the stage folders still to run) the page is the report of a run still going: it
-    says so first, and shows only the stages finished so far."""
+    With ``going_on`` the page is the report of a run still going: it says so first, and shows only the
+    stages finished so far."""
     sections = [_headline_section(results), _evaluation_section(results, samples)]
-    if pending:
-        sections.insert(0, _pending_section(pending))
+    if going_on is not None:
+        sections.insert(0, _going_on_section(going_on))
     if tune_manifest:
         sections.append(_tuning_section(tune_manifest))
     if results.get("divergence"):
@@ -221,14 +223,24 @@ def write_run_report(
     )
 
 
-def _pending_section(pending: Sequence[str]) -> Section:
-    """The banner of a report written while the run goes on, naming what it does not show yet."""
+@dataclass(frozen=True)
+class RunGoingOn:
+    """Where a run was when a report of its finished stages was written: the stage folder that had just
+    finished, and the folders still to run."""
+
+    after: str
+    pending: Sequence[str]
+
+
+def _going_on_section(going_on: RunGoingOn) -> Section:
+    """The banner of a report written while the run went on, naming what it does not show."""
     return Section(
-        "The run is still going: this report shows the stages finished so far",
+        "The run was still going: this report shows the stages finished so far",
         paragraphs=[
-            f"{len(pending)} stage folders are still to run ({', '.join(pending)}). Their sections are "
-            "missing here, and the headline below may gain lines. When the run ends, the whole report is "
-            "written to report.html in the run folder and this page is removed."
+            f"Written when stage {going_on.after} had finished, with {len(going_on.pending)} stage folders "
+            f"still to run ({', '.join(going_on.pending)}). Their sections are missing here, and the "
+            "headline below may gain lines. When the run ends, the whole report is written to report.html "
+            "in the run folder and this page is removed."
         ],
     )
 
