@@ -452,7 +452,7 @@ def test_a_study_moves_its_progress_bar_once_for_the_reads_and_once_per_variant_
     """The elicitation takes minutes at the demo's size, so its study counts its steps on a bar: the
     model's reads, then every variant's fits for the trained and the random dictionaries."""
     from irmscope.data.triples import build_contrastive_triples
-    from irmscope.elicit.lexicon_study import SETUPS, STUDY_STEPS, StudyInputs, lexicon_study
+    from irmscope.elicit.lexicon_study import READS, SETUPS, STUDY_STEPS, StudyInputs, lexicon_study
 
     lm = load_model("tiny-llama")
     saes = {"blocks.1.hook_resid_post": SAE(SAEConfig(d_in=lm.d_model, d_sae=16, architecture="topk", k=4))}
@@ -467,8 +467,9 @@ def test_a_study_moves_its_progress_bar_once_for_the_reads_and_once_per_variant_
     printed = io.StringIO()
     with tqdm(total=STUDY_STEPS, desc="eliciting", file=printed) as bar:
         lexicon_study(lm, saes, inputs, n_permutations=3, bar=bar)
-        assert bar.n == STUDY_STEPS == 1 + len(SETUPS) * len(VARIANTS)
+        assert bar.n == STUDY_STEPS == len(READS) + len(SETUPS) * len(VARIANTS)
     assert f"{STUDY_STEPS}/{STUDY_STEPS}" in printed.getvalue()
+    assert all(f"reading {what}" in printed.getvalue() for what in READS)
     assert all(f"{setup}: {variant}" in printed.getvalue() for setup in SETUPS for variant in VARIANTS)
 
 

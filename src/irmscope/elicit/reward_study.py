@@ -95,7 +95,6 @@ def elicit_lexicon_reward(
         studies = {}
         for label, (lm, saes) in subjects.items():
             bar.set_description(f"eliciting ({label} model)")
-            bar.set_postfix_str("reading the triples and words")
             studies[label] = lexicon_study(lm, saes, inputs, bar=bar)
         bar.set_description("eliciting")
         bar.set_postfix_str("policy shift, tuned-minus-base gaps")
