@@ -10,7 +10,8 @@ setting recomputes only the stages that depend on it. With ``model.tuned`` set, 
 instead of tuning one; with ``tune.algorithm: none`` only the base model is studied.
 
 While it runs it prints ``stage k/n NAME: cached``, ``running`` (with an estimate of the time the whole run
-has left: :mod:`irmscope.pipeline.progress`) and ``done in S s``.
+has left: :mod:`irmscope.pipeline.progress`) and ``done in S s``, and each headline line as soon as the
+stage it comes from has finished, with a report of the stages finished so far (:class:`ResultsSoFar`).
 """
 
 from __future__ import annotations
