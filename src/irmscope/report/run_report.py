@@ -44,7 +44,8 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
         ["mean reward, tuned model", interval(ev["tuned_mean_reward"])],
         ["gain (paired over prompts)", interval(ev["reward_gain"])],
     ]
-    if "kl_tuned_to_base_per_token" in ev:  # the read-samples stage's likelihoods (absent while it runs)
+    likelihoods = "kl_tuned_to_base_per_token" in ev  # from the read-samples stage: absent while it runs
+    if likelihoods:
         rows += [
             ["KL(tuned ‖ base) per token, on tuned completions", interval(ev["kl_tuned_to_base_per_token"])],
             [
@@ -71,7 +72,7 @@ def _evaluation_section(results: dict[str, Any], samples: Samples) -> Section:
             + _sampling_note(ev)
             + (
                 ""
-                if "kl_tuned_to_base_per_token" in ev
+                if likelihoods
                 else " The KL and perplexity rows come with the read-samples stage, which had not finished "
                 "when this page was written."
             )
