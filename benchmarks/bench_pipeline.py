@@ -26,7 +26,9 @@ includes loading a model, in the first stage that uses it). The floor prices the
 work the stage did, not the least work it could do: a text read twice is priced twice, so a ratio near 1
 says the passes are used well, not that none is redundant (compare the token counts with the data). Where
 the ratio exceeds 3 (or there is no floor), a one-line *heuristic* reason names what the numbers point at.
-The table is written to ``--out`` and printed as markdown for the README.
+The table is written to ``--out`` and printed as markdown for the README. The output also names the
+run's commit and machine (from its manifest: ``irmscope.provenance``) and the machine and time the prices
+were measured, and the script warns when the run and the prices come from two kinds of CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ from irmscope.models import load_model
 from irmscope.models.categorical import fast_multinomial
 from irmscope.models.kv_cache import cache_argument, returned_cache
 from irmscope.models.precision import matmul_precision
+from irmscope.provenance import describe_machine
 from irmscope.runs import load_run_results
 from irmscope.tune.progress import quiet_steps
 
@@ -358,8 +362,15 @@ def main() -> None:
         by_batch[str(sampling["run_batch"])] / sampling["seconds_per_token"],
     )
     rows = pipeline_table(stages, price, slowdown)
+    manifest = results["manifest"]
     out = {
         "run": str(Path(args.run).resolve()),
+        # where the run's numbers came from (absent for a run from before they were recorded), and where
+        # the prices were measured: a floor means something only when the two machines are one
+        "run_code": manifest.get("code"),
+        "run_machine": manifest.get("machine"),
+        "priced_on": describe_machine(),
+        "priced_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": spec,
         "torch_threads": torch.get_num_threads(),
         "repeats": args.repeats,
@@ -385,6 +396,13 @@ def main() -> None:
         "torch.multinomial's draw)"
     )
     print(markdown_table(rows))
+    ran_on = out["run_machine"]
+    if ran_on and ran_on["kind"] != out["priced_on"]["kind"]:
+        print(
+            f"warning: the run ran on {ran_on['cpu']} ({ran_on['kind']}), the prices were measured on "
+            f"{out['priced_on']['cpu']} ({out['priced_on']['kind']}): its ratios compare two machines; price "
+            "a run on the machine it ran on"
+        )
 
 
 if __name__ == "__main__":

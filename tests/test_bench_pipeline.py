@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from irmscope.config import load_config
+from irmscope.provenance import describe_machine
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench_pipeline.py"
 
@@ -81,7 +82,10 @@ def test_floors_ratios_and_reasons_on_fabricated_timings(bench):
 
 def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch, capsys):
     config = load_config("smoke", overrides=[f"out_dir={tmp_path}"])
-    results = {"config": config.model_dump(), "manifest": {"stages": STAGES}}
+    elsewhere = {**describe_machine(), "cpu": "another CPU", "kind": "OtherVendor-AVX2"}
+    code = {"commit": "0123456789abcdef0123456789abcdef01234567", "modified": False}
+    manifest = {"stages": STAGES, "code": code, "machine": elsewhere}
+    results = {"config": config.model_dump(), "manifest": manifest}
     (tmp_path / "results.json").write_text(json.dumps(results))
     out = tmp_path / "pipeline.json"
     argv = ["bench_pipeline.py", "--run", str(tmp_path), "--out", str(out)]
@@ -97,7 +101,12 @@ def test_the_script_prices_a_run_folder_end_to_end(bench, tmp_path, monkeypatch,
     assert [row["stage"] for row in written["stages"]] == [*STAGES, "total"]
     slow = next(row for row in written["stages"] if row["stage"] == "slow")
     assert slow["ratio"] == pytest.approx(10.0 / (1000 * written["prices"]["forward"]["seconds_per_token"]))
-    assert "| slow | 10.0 | 1,000 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| slow | 10.0 | 1,000 |" in printed
+    # the run's code and machine come along, and prices from another machine are called out
+    assert written["run_code"] == code and written["run_machine"] == elsewhere
+    assert written["priced_on"] == describe_machine() and written["priced_at"].startswith("20")
+    assert "warning: the run ran on another CPU (OtherVendor-AVX2)" in printed
 
 
 def test_a_run_without_bfloat16_tokens_is_priced_without_bfloat16(bench, tmp_path, monkeypatch, capsys):
@@ -119,7 +128,9 @@ def test_a_run_without_bfloat16_tokens_is_priced_without_bfloat16(bench, tmp_pat
     rows = {row["stage"]: row for row in written["stages"]}
     assert rows["slow"]["floor_s"] == pytest.approx(1000 * written["prices"]["forward"]["seconds_per_token"])
     assert rows["total"]["floor_s"] > 0
-    assert "no bfloat16 prices" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "no bfloat16 prices" in printed
+    assert written["run_code"] is None and "warning" not in printed  # a run from before they were recorded
     rows = {
         row["stage"]: row for row in bench.pipeline_table(float32_only, {**PRICE, "sampled_bfloat16": None})
     }

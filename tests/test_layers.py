@@ -21,6 +21,7 @@ LAYERS = [
         "validation",
         "distributed",
         "artifacts",
+        "provenance",
         "__init__",
     },
     {"models", "data", "rewards"},

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from irmscope.artifacts import Samples
@@ -24,6 +22,7 @@ from irmscope.locking import LOCK_NAME, wait_for_lock
 from irmscope.models.accounting import TokenCounts
 from irmscope.pipeline import STAGES as STAGE_CLASSES
 from irmscope.pipeline import progress, run_pipeline, stage_names
+from irmscope.provenance import code_commit, cpu_kind
 from irmscope.report.run_report import RunGoingOn, write_run_report
 from irmscope.rewards import Lexicon, load_reward
 from irmscope.runs import Run, stage_dir
@@ -34,18 +33,6 @@ STAGES = tuple(name for name in stage_names() if name != "planted-lexicon")
 LINE = {name: f"[irmscope] stage {k}/{len(STAGES)} {name}: " for k, name in enumerate(STAGES, start=1)}
 #: results.json of the smoke preset as the pipeline wrote it, one file per kind of CPU (see the test)
 REFERENCES = Path(__file__).parent / "data" / "smoke_results"
-
-
-def cpu_kind() -> str:
-    """The CPU's vendor and the vector instructions torch's kernels use, as a file name. The BLAS sums in
-    another order on another kind of CPU, so the smoke run's floats differ in their last digits there, and
-    a few of them (a tie between two completions, an SAE trained on those floats) by more: between two
-    machines of this project a preference accuracy went from 0.57 to 0.50."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    vendor = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
-    vendor = vendor or platform.processor() or platform.machine()
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{vendor}-{torch.backends.cpu.get_cpu_capability()}")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +58,8 @@ def test_smoke_run_writes_results_and_report(smoke_run):
     assert "data:image/png;base64," in page and "Table 7" in page and "Training curves" in page
     assert "Table 4" in page and "Table 11" in page and "Table 10" in page and "SAE quality" in page
     assert set(results["manifest"]["stages"]) == set(STAGES)
+    assert results["manifest"]["machine"]["kind"] == cpu_kind() and f"({cpu_kind()}, " in page
+    assert results["manifest"]["code"] == code_commit()  # this checkout's commit, None outside one
     csv_files = sorted((out / "tables").glob("*.csv"))
     assert len(csv_files) == page.count("<table>") and page.count(">CSV</a>") == len(csv_files)
     with (out / "tables" / "base-vs-tuned.csv").open() as table7:
@@ -639,11 +628,12 @@ def _close(actual, expected, path: str = "results", floats: bool = True) -> list
 
 def test_smoke_results_match_the_stored_reference(smoke_run):
     """The smoke preset's results.json equals the one stored in tests/data for this kind of CPU
-    (:func:`cpu_kind`), keys and values: a change of structure (the stage registry, a moved helper) must
-    not change a number. Its structure (keys, lengths, every value but the floats) must equal every stored
-    reference's. On a kind of CPU without a reference, the numbers pass if they equal one of the stored
-    ones, and are otherwise not checked: the test skips and says so. A change that should change numbers
-    rewrites this kind's reference on purpose (and the others' on their machines, or removes them):
+    (:func:`irmscope.provenance.cpu_kind`), keys and values: a change of structure (the stage registry, a
+    moved helper) must not change a number. Its structure (keys, lengths, every value but the floats) must
+    equal every stored reference's. On a kind of CPU without a reference, the numbers pass if they equal
+    one of the stored ones, and are otherwise not checked: the test skips and says so. A change that
+    should change numbers rewrites this kind's reference on purpose (and the others' on their machines, or
+    removes them):
     ``IRMSCOPE_UPDATE_REFERENCE=1 bash scripts/test.sh tests/test_pipeline.py -k reference``."""
     _, results, _ = smoke_run
     actual, here = _comparable(results), REFERENCES / f"{cpu_kind()}.json"

@@ -65,11 +65,12 @@ def test_sampling_precision_is_the_samplings_own_setting(lm):
 
 def test_native_bfloat16_needs_the_cpu_flags_not_just_avx512(monkeypatch):
     """oneDNN's own check accepts any AVX512 CPU and emulates bfloat16 there; auto must not pick it."""
+    from irmscope import provenance
     from irmscope.models import precision
 
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl"}))
+    monkeypatch.setattr(provenance, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl"}))
     assert not precision.native_bfloat16("cpu") and precision.resolve_precision("auto") == "float32"
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(provenance, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert precision.native_bfloat16("cpu") == torch.backends.mkldnn.is_available()
 
 

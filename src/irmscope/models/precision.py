@@ -36,42 +36,28 @@ and a steering vector adds in float32. The rounded copies are cached only for we
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 
 from irmscope.errors import IrmscopeError
+from irmscope.provenance import cpu_multiplies_bfloat16
 from irmscope.validation import Precision
 
 #: what a config or caller may ask for: ``auto`` is bfloat16 where the device has native bfloat16 products
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux's /proc/cpuinfo; none elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return frozenset()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
 def native_bfloat16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` multiplies bfloat16 matrices natively (faster than float32, not emulated): on a CPU,
-    AVX512-BF16 or AMX (oneDNN's own check accepts any AVX512 CPU, where it emulates bfloat16 and can be
-    slower than float32)."""
+    """Whether ``device`` multiplies bfloat16 matrices natively (faster than float32, not emulated); a CPU
+    does with AVX512-BF16 or AMX (:func:`irmscope.provenance.cpu_multiplies_bfloat16`)."""
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if kind == "cpu":
-        return torch.backends.mkldnn.is_available() and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+        return cpu_multiplies_bfloat16()
     return False
 
 

@@ -32,6 +32,7 @@ from irmscope.pipeline.context import RunContext
 from irmscope.pipeline.progress import machine_pace, time_left
 from irmscope.pipeline.registry import STAGES, Stage, readers_of, register, stage_names
 from irmscope.pipeline.stages.tune import tuning_manifest
+from irmscope.provenance import code_commit, describe_machine
 from irmscope.report.headline import headline
 from irmscope.report.run_report import RunGoingOn, write_run_report
 from irmscope.stages import PART_SECONDS, run_stage
@@ -189,6 +190,10 @@ def collect_results(
         results.update(stage.result(ctx))
     results["manifest"] = {
         "versions": package_versions(),
+        # the code that wrote this file and the machine it ran on; stages cached from an earlier run in
+        # the folder (``cached`` below) may have been computed by other code on another machine
+        "code": code_commit(),
+        "machine": describe_machine(),
         "seed": ctx.seed,
         "stages": {
             name: {

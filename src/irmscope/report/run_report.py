@@ -277,11 +277,32 @@ def _divergence_section(div: dict[str, Any]) -> Section:
     )
 
 
+def _provenance(manifest: dict[str, Any]) -> str:
+    """One sentence naming the code and the machine of the run (``irmscope.provenance``); a results file
+    written before they were recorded says so."""
+    if "code" not in manifest:
+        return "The code's commit and the machine were not recorded (a results file from before 2026-12-04)."
+    code, machine = manifest["code"], manifest["machine"]
+    if code is None:
+        said = "Code: not a git checkout (an installed package; its version is below)."
+    else:
+        changes = {True: ", with uncommitted changes", False: "", None: ", changes unknown"}
+        modified = changes[code["modified"]]
+        said = f"Code: commit {code['commit'][:12]}{modified}."
+    bfloat16 = "native bfloat16" if machine["native_bfloat16"] else "no native bfloat16"
+    return (
+        f"{said} Machine: {machine['cpu']} ({machine['kind']}, {bfloat16}), {machine['cores']} cores, "
+        f"{machine['torch_threads']} torch threads. Stages marked cached below were computed by an earlier "
+        "run in this folder, possibly by other code or on another machine."
+    )
+
+
 def _manifest_section(manifest: dict[str, Any]) -> Section:
-    """The package versions and each stage's cache key and cost, so a run can be reproduced and its
-    cached stages told from the computed ones."""
+    """The code, the machine, the package versions and each stage's cache key and cost, so a run can be
+    reproduced and its cached stages told from the computed ones."""
     return Section(
         "Run manifest",
+        paragraphs=[_provenance(manifest)],
         tables=[
             (
                 "Package versions",
