@@ -364,7 +364,7 @@ def main() -> None:
     rows = pipeline_table(stages, price, slowdown)
     manifest = results["manifest"]
     out = {
-        "run": str(Path(args.run).resolve()),
+        "run": args.run,  # as given: a path on this machine would mean nothing in a committed result
         # where the run's numbers came from (absent for a run from before they were recorded), and where
         # the prices were measured: a floor means something only when the two machines are one
         "run_code": manifest.get("code"),
