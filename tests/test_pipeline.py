@@ -756,6 +756,40 @@ def test_the_first_results_come_as_their_stages_finish_and_never_over_an_earlier
     assert "the results so far" not in capsys.readouterr().out  # only the interpretation computed
 
 
+def test_a_partial_page_that_cannot_be_written_is_said_and_the_run_goes_on(smoke_run, tmp_path, capsys):
+    """The page of the results so far is a courtesy: when writing it fails (a full disk, a read-only
+    folder), the run says so in one line and finishes with the same results and its whole report."""
+    import irmscope.pipeline as runner
+
+    _, reference, _ = smoke_run
+    out = tmp_path / "run"
+    _reuse_finished_stages(reference, out, except_for={"elicit"})
+    write = runner.write_run_report
+
+    def no_space_for_the_partial_page(folder, *args, **kwargs):
+        if Path(folder).name == "partial":
+            raise OSError(28, "No space left on device")
+        return write(folder, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "write_run_report", no_space_for_the_partial_page)
+        finished = run_pipeline(load_config("smoke", overrides=[f"out_dir={out}"]), progress=False)
+    printed = capsys.readouterr().out
+    assert (
+        "[irmscope] warning: the results so far could not be written ([Errno 28] No space left on device); "
+        "the run goes on\n" in printed
+    )
+    assert (
+        printed.index(LINE["elicit"])
+        < printed.index("warning: the results so far")
+        < printed.index(LINE["interpret"])
+    )
+    assert (
+        _comparable(finished) == _comparable(reference) and "Leaderboard" in (out / "report.html").read_text()
+    )
+    assert not (out / "partial").exists()
+
+
 def test_the_page_written_right_after_the_evaluation_says_what_it_lacks(smoke_run, tmp_path):
     """Right after a computed evaluation, the likelihood rows (from read-samples) and the dictionaries are
     not there yet: the page leaves them out and says so, instead of failing or printing blanks."""

@@ -162,10 +162,17 @@ class ResultsSoFar:
         self.lines = lines
         if pending and not self.ctx.finished[folder].cached:
             results["headline"] = lines
-            page = write_run_report(
-                self.ctx.root / PARTIAL_REPORT_DIR, results, self.ctx.samples, tuning_manifest(self.ctx),
-                RunGoingOn(after=folder, pending=pending),
-            )  # fmt: skip
+            try:
+                page = write_run_report(
+                    self.ctx.root / PARTIAL_REPORT_DIR, results, self.ctx.samples, tuning_manifest(self.ctx),
+                    RunGoingOn(after=folder, pending=pending),
+                )  # fmt: skip
+            except OSError as err:  # a full disk, a read-only folder: the page is a courtesy, the run is not
+                print(
+                    f"[irmscope] warning: the results so far could not be written ({err}); the run goes on",
+                    flush=True,
+                )
+                return
             print(f"[irmscope] the results so far ({len(pending)} stage folders to go): {page}", flush=True)
 
 
