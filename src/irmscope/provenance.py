@@ -1,8 +1,8 @@
 """Where a run's numbers came from: the commit of the code that computed them and the machine it ran on.
 
 A run's manifest records both (``results.json`` → ``manifest.code`` and ``manifest.machine``), and the
-benchmarks copy them from the run they price, so a published number names its commit and machine without
-anyone writing them down by hand. The machine matters as much as the commit here: the BLAS sums in another
+pipeline benchmark copies them from the run it prices, so a published number names its commit and machine
+without anyone writing them down by hand. The machine matters as much as the commit: the BLAS sums in another
 order on another kind of CPU, and where the CPU multiplies bfloat16 natively the ``auto`` precisions run
 the passes in bfloat16 (:mod:`irmscope.models.precision`), so the same commit and seed tune a different
 model on another machine (docs/findings.md, "Timings of the two commands").
