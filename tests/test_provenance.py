@@ -51,6 +51,22 @@ def test_a_checkout_gives_its_commit_and_whether_tracked_files_changed(tmp_path)
 
 
 @needs_git
+def test_a_package_installed_inside_another_checkout_has_no_commit(tmp_path):
+    """git finds the repository of any folder above: a wheel installed into a virtual environment inside a
+    user's own project must not report that project's commit as irmscope's."""
+    repo = tmp_path / "project"
+    installed = repo / ".venv" / "site-packages" / "irmscope"
+    installed.mkdir(parents=True)
+    (installed / "provenance.py").write_text("# installed\n")
+    (repo / ".gitignore").write_text(".venv/\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "commit", "-q", "-m", "the user's project")
+    assert checkout_commit(installed)["commit"] == _git(repo, "rev-parse", "HEAD")  # what git alone says
+    assert checkout_commit(installed, tracking=installed / "provenance.py") is None
+
+
+@needs_git
 def test_outside_a_checkout_or_before_the_first_commit_there_is_no_commit(tmp_path):
     assert checkout_commit(tmp_path) is None
     _git(tmp_path, "init", "-q")
@@ -76,7 +92,7 @@ def test_the_report_names_the_code_and_machine_or_says_they_were_not_recorded():
         "commit 0123456789ab, with uncommitted changes" in said
         and "AuthenticAMD-AVX512, native bfloat16" in said
     )
-    assert "not a git checkout" in _provenance({"code": None, "machine": machine})
+    assert "no git commit" in _provenance({"code": None, "machine": machine})
     assert "not recorded" in _provenance({"versions": {}})
 
 

@@ -71,14 +71,18 @@ def describe_machine() -> dict[str, Any]:
 @functools.cache
 def code_commit() -> dict[str, Any] | None:
     """The git commit of the irmscope source this process imported, and whether its tracked files differ
-    from it (``modified``); ``None`` when the package is not in a git checkout (installed from a wheel) or
-    git is missing. Looked up once per process."""
-    return checkout_commit(Path(__file__).resolve().parent)
+    from it (``modified``); ``None`` when the package is not tracked by a git checkout (installed from a
+    wheel, even into a virtual environment inside some other repository) or git is missing. Looked up once
+    per process."""
+    here = Path(__file__).resolve()
+    return checkout_commit(here.parent, tracking=here)
 
 
-def checkout_commit(folder: Path) -> dict[str, Any] | None:
+def checkout_commit(folder: Path, tracking: Path | None = None) -> dict[str, Any] | None:
     """The commit checked out in the git work tree holding ``folder`` and whether its tracked files differ
-    from it (untracked files, such as run folders, do not count); ``None`` outside a work tree."""
+    from it (untracked files, such as run folders, do not count); ``None`` outside a work tree, or when the
+    work tree does not track the file ``tracking`` (git finds the repository of any folder above, so a
+    package installed inside another project's checkout would otherwise report that project's commit)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -90,7 +94,9 @@ def checkout_commit(folder: Path) -> dict[str, Any] | None:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "--verify", "HEAD")
-    if not commit:
+    if not commit or (
+        tracking is not None and git("ls-files", "--error-unmatch", "--", str(tracking)) is None
+    ):
         return None
     changes = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "modified": bool(changes) if changes is not None else None}

@@ -284,7 +284,7 @@ def _provenance(manifest: dict[str, Any]) -> str:
         return "The code's commit and the machine were not recorded (a results file from before 2026-12-04)."
     code, machine = manifest["code"], manifest["machine"]
     if code is None:
-        said = "Code: not a git checkout (an installed package; its version is below)."
+        said = "Code: no git commit (an installed package, or git unavailable; the package version is below)."
     else:
         changes = {True: ", with uncommitted changes", False: "", None: ", changes unknown"}
         modified = changes[code["modified"]]
