@@ -23,18 +23,23 @@ import torch
 _CPUINFO = Path("/proc/cpuinfo")
 
 
-def _cpuinfo_field(name: str) -> str:
-    """The first value of ``name`` in Linux's /proc/cpuinfo ('' where there is none)."""
-    if not _CPUINFO.is_file():
-        return ""
-    for line in _CPUINFO.read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == name:
-            return value.strip()
-    return ""
-
-
 @functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first value of every field of Linux's /proc/cpuinfo (empty elsewhere), read once per process:
+    the run's manifest describes the machine after every stage folder."""
+    fields: dict[str, str] = {}
+    if _CPUINFO.is_file():
+        for line in _CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first value of ``name`` in /proc/cpuinfo ('' where there is none)."""
+    return _cpuinfo().get(name, "")
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux's /proc/cpuinfo; none elsewhere)."""
     return frozenset(_cpuinfo_field("flags").split())
