@@ -23,6 +23,7 @@ from irmscope.audit import (
     unit_shifts,
     vocabulary_words,
 )
+from irmscope.audit import run as audit_run
 from irmscope.audit.compare import lexicon_of, precision_at_k, reward_comparison, table_precision
 from irmscope.audit.completions import completion_changes, longest_run
 from irmscope.audit.run import compare_table, read_table, write_audit
@@ -352,6 +353,33 @@ def test_an_audit_is_compared_again_from_its_words_csv(tilted_audit, tilt, tmp_p
         table["word"], table["beyond_drift"], table["base_count"], rewarded, lexicon, penalised=penalised
     )
     assert json.dumps(compare_table(again, lexicon, uncalled_by="estimate")) == json.dumps(direct)
+
+
+def test_the_comparison_takes_the_audits_resamples(tilted_audit, tilt, prompts, monkeypatch):
+    """``n_resamples`` sizes the known-reward comparison's bootstraps (its Kendall intervals and the tau
+    gap's), not only each word's: fewer resamples give other intervals around the same taus, and the audit
+    hands its own number on (it once compared with 1000 whatever it was given)."""
+    values, _, _ = tilt
+    table, lexicon = tilted_audit["table"], Lexicon(values)
+    few, many = (compare_table(table, lexicon, n_resamples=n) for n in (40, 1000))
+    for side in ("elicited", "base_level"):
+        assert few["kendall"][side]["kendall_tau"] == many["kendall"][side]["kendall_tau"]
+    # the elicited ranking is perfect here (its interval is [1, 1] either way); the base level's is not
+    assert few["kendall"]["base_level"]["kendall_ci"] != many["kendall"]["base_level"]["kendall_ci"]
+    assert few["tau_gap"]["value"] == many["tau_gap"]["value"]
+    assert (few["tau_gap"]["low"], few["tau_gap"]["high"]) != (
+        many["tau_gap"]["low"],
+        many["tau_gap"]["high"],
+    )
+    asked = []
+    compare = audit_run.compare_table
+    monkeypatch.setattr(
+        audit_run, "compare_table", lambda *a, **k: asked.append(k["n_resamples"]) or compare(*a, **k)
+    )
+    sides = (tilted_audit["samples"]["base_completions"], tilted_audit["samples"]["tuned_completions"])
+    model = _hooked(torch.zeros(len(load_model("tiny-llama").tokenizer)))
+    audit(model, model, prompts, lexicon=lexicon, completions=sides, completion_tokens=8, n_resamples=40)
+    assert asked == [40]
 
 
 def test_words_csv_that_is_not_an_audits_is_refused_in_one_line(tmp_path):

@@ -334,7 +334,11 @@ class AuditSection(_Section):
     n_prompts: Int = Field(
         200, ge=2, description="evaluation samples audited (the first n; at most data.n_prompts are there)"
     )
-    n_resamples: Int = Field(1000, ge=10, description="bootstrap resamples of each word's intervals")
+    n_resamples: Int = Field(
+        1000,
+        ge=10,
+        description="bootstrap resamples of each word's intervals and of the known-reward comparison's",
+    )
     crosscoder: Bool = Field(True, description="train a model-diffing crosscoder: what changed inside")
     crosscoder_expansion: Int = Field(4, ge=1, description="crosscoder latents / site width")
     crosscoder_k: Int = Field(32, ge=1, description="crosscoder latents active per token")

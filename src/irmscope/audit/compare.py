@@ -152,8 +152,10 @@ def reward_comparison(
     k: int = PRECISION_K,
     seed: int = 0,
     top: int = 15,
+    n_resamples: int = 1000,
 ) -> dict[str, Any]:
-    """Compare the audit's word values with ``lexicon`` (see the module docstring).
+    """Compare the audit's word values with ``lexicon`` (see the module docstring); the Kendall intervals
+    and the tau gap's are bootstraps over words with ``n_resamples`` resamples.
 
     ``words``, ``shift`` (the elicited values: relative shift beyond the drift), ``base_level`` (base
     expected count), ``rewarded`` and ``penalised`` (called so by the floor) are aligned over the audited
@@ -180,8 +182,8 @@ def reward_comparison(
     return {
         "lexicon": lexicon.source,
         "n_single_token_words": int(in_lexicon.sum()),
-        "kendall": both(lambda v: agreement(v[in_lexicon], y, seed=seed).to_dict()),
-        "tau_gap": tau_gap(x, b, y, seed=seed),
+        "kendall": both(lambda v: agreement(v[in_lexicon], y, n_resamples, seed).to_dict()),
+        "tau_gap": tau_gap(x, b, y, n_resamples, seed),
         **lexicon_precision(
             words,
             shift,
@@ -231,12 +233,18 @@ def _table_arguments(table: dict[str, Any], uncalled_by: UncalledRule) -> dict[s
 
 
 def compare_table(
-    table: dict[str, Any], lexicon: Lexicon, *, seed: int = 0, uncalled_by: UncalledRule = "estimate"
+    table: dict[str, Any],
+    lexicon: Lexicon,
+    *,
+    seed: int = 0,
+    uncalled_by: UncalledRule = "estimate",
+    n_resamples: int = 1000,
 ) -> dict[str, Any]:
     """:func:`reward_comparison` of an audit's word table with ``lexicon``, from the table alone, so an
     audit written earlier can be compared again from its ``words.csv``; ``uncalled_by``: how precision@k
     ranks the words the floor did not call (module docstring)."""
-    return reward_comparison(lexicon=lexicon, seed=seed, **_table_arguments(table, uncalled_by))
+    arguments = _table_arguments(table, uncalled_by)
+    return reward_comparison(lexicon=lexicon, seed=seed, n_resamples=n_resamples, **arguments)
 
 
 def table_precision(

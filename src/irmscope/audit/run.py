@@ -130,7 +130,7 @@ def audit(
         "reward": None,
     }
     if lexicon is not None:
-        result["reward"] = compare_table(table, lexicon, seed=seed)
+        result["reward"] = compare_table(table, lexicon, seed=seed, n_resamples=n_resamples)
     clock["done"] = time.perf_counter()
     result["inside"], result["crosscoder"] = None, None
     if crosscoder is not None:

@@ -19,8 +19,9 @@ from irmscope.stages import PART_SECONDS
 class Audit(Stage):
     name = "audit"
     # 2: a dictionary of the tuned-minus-base differences beside the crosscoder; 3: the word shifts and
-    # activations from the read-samples stage (prompt and completion tokenised apart)
-    version = 3
+    # activations from the read-samples stage (prompt and completion tokenised apart); 4: the known-reward
+    # comparison's intervals take audit.n_resamples (they took 1000 whatever it said)
+    version = 4
     needs = ("evaluate", "read-samples")
     result_key = "audit"
     result_file = RESULT_FILES["audit"]
