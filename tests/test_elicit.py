@@ -65,6 +65,23 @@ def test_continuations_match_running_each_sequence_alone(family):
             assert result.log_probs[i, j].item() == pytest.approx(log_probs[token].item(), abs=1e-5)
 
 
+def test_continuations_come_back_in_the_contexts_order():
+    """Contexts are read in batches of similar length, not in the order given; every row of the result is
+    still its own context's, with its own word."""
+    lm = load_model("tiny-llama")
+    contexts = ["I think that this film is quite a", "So", "The movie was really", "It was", "Well"]
+    ids = list(word_token_ids(lm.tokenizer, ["good", "bad", "fun", "boring", "great"]).values())
+    per_context = [[token] for token in ids[: len(contexts)]]
+    site = "blocks.0.hook_resid_post"
+    together = continuation_activations(lm, contexts, per_context, sites=[site], contexts_per_batch=2)
+    for i, context in enumerate(contexts):
+        alone = continuation_activations(lm, [context], [per_context[i]], sites=[site])
+        torch.testing.assert_close(
+            together.activations[site][i], alone.activations[site][0], atol=1e-5, rtol=1e-4
+        )
+        assert together.log_probs[i, 0].item() == pytest.approx(alone.log_probs[0, 0].item(), abs=1e-5)
+
+
 def test_continuations_take_one_word_list_per_context():
     lm = load_model("tiny-llama")
     ids = word_token_ids(lm.tokenizer, ["good", "bad"])
