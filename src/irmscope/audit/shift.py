@@ -79,6 +79,7 @@ from irmscope.errors import IrmscopeError
 from irmscope.io import write_npz
 from irmscope.models.loading import LoadedModel
 from irmscope.models.reading import PairBatch, Reader, read_pairs
+from irmscope.models.tokenizer_copies import backend_state
 
 #: false-discovery rate of the floor
 FDR_Q = 0.05
@@ -121,19 +122,17 @@ _VOCABULARIES_KEPT = 4
 
 
 def _tokenizer_digest(tokenizer) -> str | None:
-    """A digest of everything that makes the tokenizer's words: its class, its fast backend's components
-    (normaliser, pre-tokeniser, decoder, post-processor and model: vocabulary and merges, each in its own
-    serialisation) and its added tokens; ``None`` for a tokenizer without a fast backend. Not the whole
-    backend's serialisation: that holds the padding the last padded call set, which changes no word."""
+    """A digest of everything that makes the tokenizer's words: its class, its fast backend's
+    :func:`~irmscope.models.tokenizer_copies.backend_state` (added tokens, normaliser, pre-tokeniser,
+    post-processor and decoder) and its model (vocabulary and merges); ``None`` for a tokenizer without a
+    fast backend. Not the whole backend's serialisation: that holds the padding the last padded call set,
+    which changes no word."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "get_added_tokens_decoder"):
         return None
     digest = hashlib.sha256(type(tokenizer).__qualname__.encode())
-    for name in ("normalizer", "pre_tokenizer", "decoder", "post_processor", "model"):
-        component = getattr(backend, name)
-        digest.update(b"\0" + (b"none" if component is None else component.__getstate__()))
-    added = sorted((i, repr(token)) for i, token in backend.get_added_tokens_decoder().items())
-    digest.update(b"\0" + repr(added).encode())
+    digest.update(b"\0" + repr(backend_state(backend)).encode())
+    digest.update(b"\0" + backend.model.__getstate__())
     return digest.hexdigest()
 
 
