@@ -87,6 +87,61 @@ def test_score_estimate_gives_intervals_around_each_metric():
         score_estimate(TRUE, np.full_like(TRUE, np.nan), PROMPT)
 
 
+def _intervals_by_looping(true, estimate, prompt_index, policy, n_resamples, seed=0):
+    """score_estimate's intervals computed as it once did: each resample's rows repeated and every metric
+    computed on them with scipy (the reference the weighted, all-at-once form must equal)."""
+    from irmscope.leaderboard import metrics
+
+    prompts, correct, total = metrics._ordered_pairs(true, estimate, prompt_index)
+    canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
+    rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in metrics.METRICS}
+    for _ in range(n_resamples):
+        chosen = rng.choice(prompts, size=len(prompts), replace=True)
+        rows = np.concatenate([rows_of[p] for p in chosen])
+        copies = np.bincount(np.searchsorted(prompts, chosen), minlength=len(prompts))
+        preference = metrics._share(copies @ correct, copies @ total)
+        resampled = (canonical[0][rows], canonical[1][rows])
+        for name, value in metrics._metrics(
+            true[rows], estimate[rows], policy[rows], resampled, preference
+        ).items():
+            draws[name].append(value)
+    out, alpha = {}, (1 - 0.95) / 2  # as score_estimate computes it from its level
+    for name, values in draws.items():
+        values = np.asarray(values)
+        finite = np.isfinite(values)
+        low, high = np.quantile(values[finite], [alpha, 1 - alpha]) if finite.any() else (np.nan, np.nan)
+        out[name] = (low, high, int((~finite).sum()))
+    return out
+
+
+@pytest.mark.parametrize("case", ["continuous", "ties", "three completions, constant in one policy"])
+def test_the_bootstrap_computes_each_resample_as_its_repeated_rows_would(case):
+    """All resamples of a metric are computed at once, each completion weighted by how often its prompt was
+    drawn; the intervals equal those of computing every metric on the repeated rows with scipy (Kendall's
+    counts exactly, the correlations to rounding), ties and undefined resamples included."""
+    local = np.random.default_rng(1)
+    n_prompts, per_prompt = (30, 3) if case.startswith("three") else (40, 2)
+    prompt_index = np.repeat(np.arange(n_prompts), per_prompt)
+    policy = np.tile(np.array(["base", "tuned", "dpo"][:per_prompt]), n_prompts)
+    true = local.standard_normal(len(prompt_index))
+    estimate = true + local.standard_normal(len(true))
+    if case == "ties":
+        true, estimate = np.round(true), np.round(estimate * 2) / 2
+    if case.startswith("three"):
+        estimate[policy == "dpo"] = 1.0  # undefined within that policy in every resample
+        true[:6] = 0.0  # a few prompts without any ordered pair
+    scores = score_estimate(true, estimate, prompt_index, policy, n_resamples=300, seed=3)
+    reference = _intervals_by_looping(true, estimate, prompt_index, policy, n_resamples=300, seed=3)
+    for name, (low, high, n_nan) in reference.items():
+        assert scores[name]["n_nan_resamples"] == n_nan, name
+        np.testing.assert_allclose(
+            [scores[name]["low"], scores[name]["high"]], [low, high], rtol=1e-12, err_msg=name
+        )
+    assert (scores["kendall"]["low"], scores["kendall"]["high"]) == reference["kendall"][:2]
+
+
 def test_a_registered_method_joins_the_leaderboard(monkeypatch):
     class Oracle(RewardEstimator):
         name = "oracle (test)"
@@ -227,7 +282,8 @@ def test_inverse_rl_marks_the_metrics_a_per_prompt_constant_leaves_open():
 def test_the_bootstrap_reweights_prompts_exactly_as_recomputing_them():
     """score_estimate computes each prompt's canonical rewards and ordered pairs once and reweights them per
     resample; that must give the numbers a resample recomputed from its rows would (ties, three completions
-    per prompt, prompts drawn twice)."""
+    per prompt, prompts drawn twice): Kendall's and the preference accuracy's exactly, the correlations to
+    rounding."""
     from irmscope.leaderboard.metrics import METRICS, point_metrics
 
     gen = np.random.default_rng(3)
@@ -248,4 +304,7 @@ def test_the_bootstrap_reweights_prompts_exactly_as_recomputing_them():
         values = np.asarray(recomputed[name])
         alpha = (1 - 0.95) / 2  # as score_estimate computes it from its level
         low, high = np.quantile(values[np.isfinite(values)], [alpha, 1 - alpha])
-        assert (scores[name]["low"], scores[name]["high"]) == (low, high), name
+        if name in ("kendall", "preference_accuracy"):  # whole-number counts: the same floats
+            assert (scores[name]["low"], scores[name]["high"]) == (low, high), name
+        else:  # weighted sums in another order: the same to rounding
+            np.testing.assert_allclose([scores[name]["low"], scores[name]["high"]], [low, high], rtol=1e-12)

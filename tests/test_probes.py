@@ -102,6 +102,25 @@ def test_pearson_interval_resamples_whole_groups():
     assert (by_group.high - by_group.low) > 1.2 * (by_row.high - by_row.low)  # duplicates are not new data
 
 
+def test_weighted_pearsons_are_those_of_the_repeated_rows_and_undefined_when_a_side_is_constant():
+    """A bootstrap's correlations computed at once from how often each row was drawn equal Pearson's r of
+    the repeated rows; a resample that drew one value of either side has no r (NaN), not the rounding
+    residue of a weighted mean (the ratings probe's intervals on a few star ratings once took those in)."""
+    from irmscope.probes.ridge import pearson, weighted_pearsons
+
+    truth = np.array([0.1, 0.1, 0.1, 2.0, 0.1, 3.0])  # a repeated value whose weighted mean is inexact
+    predicted = rng.standard_normal(6)
+    weights = rng.multinomial(6, np.full(6, 1 / 6), size=400)
+    r = weighted_pearsons(truth, predicted, weights)
+    for row, value in zip(weights, r, strict=True):
+        rows = np.repeat(np.arange(6), row)
+        if np.ptp(truth[rows]) == 0:
+            assert np.isnan(value)
+        else:
+            assert value == pytest.approx(pearson(truth[rows], predicted[rows]), abs=1e-12)
+    assert np.isnan(r).sum() > 10  # the case came up
+
+
 def test_cross_fitting_chooses_the_read_out_inside_each_fold():
     groups = np.repeat(np.arange(40), 2)
     signal = rng.standard_normal((80, 10))

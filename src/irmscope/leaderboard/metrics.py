@@ -23,13 +23,14 @@ are resampled together), so all metrics of one estimate share their resamples.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from irmscope.errors import IrmscopeError
-from irmscope.probes.ridge import pearson
+from irmscope.probes.ridge import pearson, weighted_pearsons
 
 METRICS = ("pearson", "spearman", "kendall", "pearson_within_policy", "preference_accuracy", "epic")
 
@@ -127,6 +128,81 @@ def point_metrics(
     return _metrics(true, estimate, policy, canonical, preference_accuracy(true, estimate, prompt_index))
 
 
+def _resampled_metrics(
+    true: np.ndarray,
+    estimate: np.ndarray,
+    policy: np.ndarray,
+    canonical: tuple[np.ndarray, np.ndarray],
+    weights: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """:func:`_metrics` but preference accuracy, on every resample at once: ``weights`` (``[resamples,
+    completions]``) counts how often each completion was drawn. A resample is the sample that repeats each
+    completion that often, so each metric is its weighted form: the same numbers as computing it on the
+    repeated rows (Kendall's counts exactly; the correlations to rounding), without a loop over resamples."""
+    within = [
+        weighted_pearsons(true[rows], estimate[rows], weights[:, rows]) for rows in _policy_rows(policy)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no defined policy: NaN, counted
+        pearson_within = np.nanmean(np.stack(within), axis=0)
+    epic = np.sqrt(np.maximum(0.0, (1.0 - weighted_pearsons(*canonical, weights)) / 2.0))
+    return {
+        "pearson": weighted_pearsons(true, estimate, weights),
+        "spearman": weighted_pearsons(
+            _weighted_ranks(true, weights), _weighted_ranks(estimate, weights), weights
+        ),
+        "kendall": _weighted_kendall(true, estimate, weights),
+        "pearson_within_policy": pearson_within,
+        "epic": epic,
+    }
+
+
+def _policy_rows(policy: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(policy == p) for p in np.unique(policy)]
+
+
+def _value_counts(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values``' distinct values in ascending order, how often each row of ``weights`` drew each
+    (``[resamples, distinct]``), and each value's index among them."""
+    distinct, index = np.unique(values, return_inverse=True)
+    counts = np.zeros((len(weights), len(distinct)))
+    np.add.at(counts.T, index, weights.T)
+    return counts, index
+
+
+def _weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[resamples, n]``: each value's rank among the values a row of ``weights`` drew, ties sharing their
+    mean rank (``scipy.stats.rankdata``'s, on the repeated values)."""
+    counts, index = _value_counts(values, weights)
+    below = np.cumsum(counts, axis=1) - counts
+    return (below + (counts + 1) / 2)[:, index]
+
+
+#: sign-matrix entries (completions x completions) one block of Kendall's counts holds at most
+_KENDALL_CELLS = 1 << 22
+
+
+def _weighted_kendall(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of ``x`` and ``y`` per row of ``weights``, on the repeated values: scipy's
+    ``kendalltau`` formula from the same whole-number counts (concordant minus discordant pairs, pairs tied
+    in ``x`` and in ``y``), so the same floats; NaN where fewer than 3 values were drawn or either side is
+    constant among them."""
+    n = len(x)
+    block = max(1, _KENDALL_CELLS // max(n, 1))
+    difference = np.zeros(len(weights))  # concordant minus discordant pairs, each pair counted twice
+    for start in range(0, n, block):
+        columns = slice(start, start + block)
+        signs = np.sign(x[:, None] - x[None, columns]) * np.sign(y[:, None] - y[None, columns])
+        difference += ((weights @ signs) * weights[:, columns]).sum(1)
+    drawn = weights.sum(1)
+    pairs = drawn * (drawn - 1) / 2
+    x_ties, y_ties = ((c * (c - 1) / 2).sum(1) for c in (_value_counts(v, weights)[0] for v in (x, y)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = (difference / 2) / np.sqrt(pairs - x_ties) / np.sqrt(pairs - y_ties)
+    undefined = (drawn < 3) | (x_ties == pairs) | (y_ties == pairs)
+    return np.where(undefined, np.nan, np.clip(tau, -1.0, 1.0))
+
+
 def score_estimate(
     true: np.ndarray,
     estimate: np.ndarray,
@@ -142,7 +218,9 @@ def score_estimate(
     A resample draws prompts with replacement and keeps each drawn copy as a prompt of its own. The
     prompt-level parts (each completion's canonical reward, each prompt's ordered pairs) are therefore
     the same in every resample and are computed once: the resample reweights them, which gives the same
-    numbers as recomputing them and is what makes 500 resamples cheap."""
+    numbers as recomputing them. Every metric of every resample is then computed at once in its weighted
+    form (:func:`_resampled_metrics`), which is what makes 500 resamples cheap: about a fifth of the
+    time of computing them resample by resample with scipy, for the demo's 400 completions."""
     true, estimate = np.asarray(true, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
     prompt_index = np.asarray(prompt_index)
     policy = np.zeros(len(true), dtype=int) if policy is None else np.asarray(policy)
@@ -155,21 +233,19 @@ def score_estimate(
     prompts, correct, total = _ordered_pairs(true, estimate, prompt_index)
     canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
     point = _metrics(true, estimate, policy, canonical, _share(correct.sum(), total.sum()))
-    rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {name: [] for name in METRICS}
-    for _ in range(n_resamples):
-        chosen = rng.choice(prompts, size=len(prompts), replace=True)
-        rows = np.concatenate([rows_of[p] for p in chosen])
-        copies = np.bincount(np.searchsorted(prompts, chosen), minlength=len(prompts))
-        preference = _share(copies @ correct, copies @ total)
-        resampled = (canonical[0][rows], canonical[1][rows])
-        for name, value in _metrics(true[rows], estimate[rows], policy[rows], resampled, preference).items():
-            draws[name].append(value)
+    chosen = np.stack([rng.choice(prompts, size=len(prompts), replace=True) for _ in range(n_resamples)])
+    copies = np.stack([np.bincount(row, minlength=len(prompts)) for row in np.searchsorted(prompts, chosen)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        preference = (copies @ correct) / (copies @ total)  # NaN where no pair's true rewards differ
+    draws = _resampled_metrics(
+        true, estimate, policy, canonical, copies[:, np.searchsorted(prompts, prompt_index)]
+    )
+    draws["preference_accuracy"] = preference
     alpha = (1 - level) / 2
     out: dict[str, dict[str, Any]] = {}
     for name in METRICS:
-        values = np.asarray(draws[name])
+        values = draws[name]
         finite = np.isfinite(values)
         low, high = np.quantile(values[finite], [alpha, 1 - alpha]) if finite.any() else (np.nan, np.nan)
         out[name] = {

@@ -202,6 +202,31 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip((a @ b) / np.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
 
 
+def weighted_pearsons(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One Pearson r of ``x`` and ``y`` per row of ``weights`` (``[resamples, n]``, how often each value
+    was drawn): the r of the sample that repeats each value that often, so a bootstrap is one computation.
+    ``x`` and ``y`` are ``[n]``, or ``[resamples, n]`` where a value depends on the resample (ranks). NaN
+    where fewer than 3 values were drawn or either side is constant among those drawn (tested on the drawn
+    values themselves: a weighted mean of equal floats need not equal them)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    drawn = weights > 0
+    total = weights.sum(1)
+    a = x - (weights * x).sum(1, keepdims=True) / total[:, None]
+    b = y - (weights * y).sum(1, keepdims=True) / total[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (weights * a * b).sum(1) / np.sqrt((weights * a * a).sum(1) * (weights * b * b).sum(1))
+    constant = (_drawn_spread(x, drawn) == 0) | (_drawn_spread(y, drawn) == 0)
+    return np.where((total < 3) | constant, np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _drawn_spread(values: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """Per row of ``drawn`` (``[resamples, n]``), the range of the ``values`` it drew (0 when none)."""
+    high = np.where(drawn, values, -np.inf).max(1)
+    low = np.where(drawn, values, np.inf).min(1)
+    return np.where(drawn.any(1), high - low, 0.0)
+
+
 def pearson_ci(
     truth: np.ndarray,
     predicted: np.ndarray,
@@ -220,15 +245,10 @@ def pearson_ci(
     _, group_of = np.unique(np.arange(len(truth)) if groups is None else groups, return_inverse=True)
     n_groups = int(group_of.max()) + 1
     draws = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), n_resamples)
-    weight = draws[:, group_of].astype(float)
-    weight /= weight.sum(1, keepdims=True)
-    a = truth - (weight * truth).sum(1, keepdims=True)
-    b = predicted - (weight * predicted).sum(1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (weight * a * b).sum(1) / np.sqrt((weight * a * a).sum(1) * (weight * b * b).sum(1))
+    r = weighted_pearsons(truth, predicted, draws[:, group_of])
     r = r[np.isfinite(r)]
     alpha = (1 - level) / 2
-    low, high = np.quantile(r, [alpha, 1 - alpha])
+    low, high = np.quantile(r, [alpha, 1 - alpha]) if len(r) else (np.nan, np.nan)
     return Estimate(point, float(low), float(high), level, n_groups)
 
 
