@@ -357,8 +357,9 @@ def test_an_audit_is_compared_again_from_its_words_csv(tilted_audit, tilt, tmp_p
 
 def test_the_comparison_takes_the_audits_resamples(tilted_audit, tilt, prompts, monkeypatch):
     """``n_resamples`` sizes the known-reward comparison's bootstraps (its Kendall intervals and the tau
-    gap's), not only each word's: fewer resamples give other intervals around the same taus, and the audit
-    hands its own number on (it once compared with 1000 whatever it was given)."""
+    gap's) and the shown words' count changes, not only the word table's: fewer resamples give other
+    intervals around the same values, and the audit hands its own number on and records it (it once used
+    1000 there whatever it was given)."""
     values, _, _ = tilt
     table, lexicon = tilted_audit["table"], Lexicon(values)
     few, many = (compare_table(table, lexicon, n_resamples=n) for n in (40, 1000))
@@ -378,8 +379,16 @@ def test_the_comparison_takes_the_audits_resamples(tilted_audit, tilt, prompts, 
     )
     sides = (tilted_audit["samples"]["base_completions"], tilted_audit["samples"]["tuned_completions"])
     model = _hooked(torch.zeros(len(load_model("tiny-llama").tokenizer)))
-    audit(model, model, prompts, lexicon=lexicon, completions=sides, completion_tokens=8, n_resamples=40)
-    assert asked == [40]
+    result = audit(
+        model, model, prompts, lexicon=lexicon, completions=sides, completion_tokens=8, n_resamples=40
+    )
+    assert asked == [40] and result["n_resamples"] == 40
+    # the shown words' count changes too: their intervals are word intervals
+    few, many = (completion_changes(*sides, seed=0, n_resamples=n)["gained"] for n in (40, 1000))
+    assert result["completions"]["gained"] == few != many
+    assert [row["delta_per_completion"]["value"] for row in few] == [
+        row["delta_per_completion"]["value"] for row in many
+    ]
 
 
 def test_words_csv_that_is_not_an_audits_is_refused_in_one_line(tmp_path):

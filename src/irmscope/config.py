@@ -337,7 +337,10 @@ class AuditSection(_Section):
     n_resamples: Int = Field(
         1000,
         ge=10,
-        description="bootstrap resamples of each word's intervals and of the known-reward comparison's",
+        description=(
+            "bootstrap resamples of each word's intervals (the word table's, the shown count changes') and "
+            "of the known-reward comparison's; the completion-level differences use 2000"
+        ),
     )
     crosscoder: Bool = Field(True, description="train a model-diffing crosscoder: what changed inside")
     crosscoder_expansion: Int = Field(4, ge=1, description="crosscoder latents / site width")

@@ -58,10 +58,17 @@ def _paired(base: np.ndarray, tuned: np.ndarray, seed: int) -> dict[str, Any]:
 
 
 def completion_changes(
-    base_completions: Sequence[str], tuned_completions: Sequence[str], *, seed: int = 0, top: int = 15
+    base_completions: Sequence[str],
+    tuned_completions: Sequence[str],
+    *,
+    seed: int = 0,
+    top: int = 15,
+    n_resamples: int = 1000,
 ) -> dict[str, Any]:
     """The count changes, repetition, length and vocabulary of the two models' completions (see the module
-    docstring). ``counts`` holds every word's base and tuned totals, for other tables to look up."""
+    docstring). ``counts`` holds every word's base and tuned totals, for other tables to look up. The shown
+    words' count changes have bootstrap intervals over prompts with ``n_resamples`` resamples (the audit's
+    word intervals); the completion-level differences, :func:`~irmscope.stats.bootstrap_ci`'s 2000."""
     base_words = [completion_words(c) for c in base_completions]
     tuned_words = [completion_words(c) for c in tuned_completions]
     base_count = Counter(w for words in base_words for w in words)
@@ -74,7 +81,7 @@ def completion_changes(
     pairs = [(Counter(b), Counter(t)) for b, t in zip(base_words, tuned_words, strict=True)]
     per_prompt = np.array([[t[w] - b[w] for w in shown] for b, t in pairs], dtype=np.float64)
     per_prompt = per_prompt.reshape(len(pairs), len(shown))
-    means = word_resamples(len(base_words), 1000, seed) / len(base_words) @ per_prompt
+    means = word_resamples(len(base_words), n_resamples, seed) / len(base_words) @ per_prompt
     low, high = np.percentile(means, [2.5, 97.5], axis=0) if shown else ([], [])
 
     def row(i: int, word: str) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def audit(
     )  # fmt: skip
     clock["scored"] = time.perf_counter()
     table, floor, rewarded, penalised = _call_words(words, shifts, q=q, n_resamples=n_resamples, seed=seed)
-    changes = completion_changes(base_completions, tuned_completions, seed=seed)
+    changes = completion_changes(base_completions, tuned_completions, seed=seed, n_resamples=n_resamples)
     rows = _Rows(words, table, changes.pop("counts"), changes["total_abs_change"])
     top_rewarded, top_penalised = _top_called(floor["beyond"], rewarded, penalised, top)
     naive = np.argsort(-table["mean_log_ratio"], kind="stable")[:top]
@@ -115,6 +115,7 @@ def audit(
         "n_prompts": len(prompts),
         "completion_tokens": completion_tokens,
         "n_words": len(words),
+        "n_resamples": n_resamples,
         "floor": _floor_summary(table, floor, rewarded, penalised, q=q, eps=shifts.uniform_count),
         "shared_log_ratio_per_position": bootstrap_ci(shifts.baseline, seed=seed).as_dict(),
         "rewarded": rows(top_rewarded),
