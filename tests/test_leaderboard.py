@@ -142,6 +142,50 @@ def test_the_bootstrap_computes_each_resample_as_its_repeated_rows_would(case):
     assert (scores["kendall"]["low"], scores["kendall"]["high"]) == reference["kendall"][:2]
 
 
+def test_the_weighted_metrics_of_hand_made_resamples(monkeypatch):
+    """Resamples the bootstrap rarely draws: a row that draws nothing or two completions (no metric), a
+    policy it never draws (left out of the within-policy mean, not counted as 0), and Kendall's counts in
+    blocks of a few columns (the same floats as in one)."""
+    from scipy import stats
+
+    from irmscope.leaderboard import metrics
+
+    true = np.array([0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 0.5, 4.0])
+    estimate = np.array([1.0, 0.0, 2.0, 2.0, 6.0, 3.0, 1.0, 5.0])
+    policy = np.array(["base", "tuned"] * 4)
+    prompt_index = np.repeat(np.arange(4), 2)
+    weights = np.array(
+        [
+            [0, 0, 0, 0, 0, 0, 0, 0],  # nothing drawn
+            [1, 0, 0, 1, 0, 0, 0, 0],  # two completions
+            [2, 0, 1, 0, 3, 0, 0, 0],  # the base policy only
+            [1, 2, 0, 1, 1, 0, 3, 2],
+        ]
+    )
+    canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
+    draws = metrics._resampled_metrics(true, estimate, policy, canonical, weights)
+    for name in ("pearson", "spearman", "kendall", "epic", "pearson_within_policy"):
+        assert np.isnan(draws[name][:2]).all(), name
+    for row in (2, 3):
+        rows = np.repeat(np.arange(8), weights[row])
+        assert draws["kendall"][row] == stats.kendalltau(true[rows], estimate[rows]).statistic
+        spearman = stats.spearmanr(true[rows], estimate[rows]).statistic
+        assert draws["spearman"][row] == pytest.approx(spearman, abs=1e-12)
+        within = [
+            np.corrcoef(true[rows][policy[rows] == p], estimate[rows][policy[rows] == p])[0, 1]
+            for p in np.unique(policy[rows])
+        ]
+        assert draws["pearson_within_policy"][row] == pytest.approx(np.mean(within), abs=1e-12)
+    monkeypatch.setattr(metrics, "_KENDALL_CELLS", 7)  # a block of one column at a time
+    assert np.array_equal(
+        metrics._weighted_kendall(true, estimate, weights), draws["kendall"], equal_nan=True
+    )
+    with pytest.raises(IrmscopeError, match="known rewards"):
+        score_estimate(np.r_[true[:-1], np.nan], estimate, prompt_index, policy)
+    with pytest.raises(IrmscopeError, match="at least 1 resample"):
+        score_estimate(true, estimate, prompt_index, policy, n_resamples=0)
+
+
 def test_a_registered_method_joins_the_leaderboard(monkeypatch):
     class Oracle(RewardEstimator):
         name = "oracle (test)"

@@ -186,7 +186,9 @@ def _weighted_kendall(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.n
     """Kendall's tau-b of ``x`` and ``y`` per row of ``weights``, on the repeated values: scipy's
     ``kendalltau`` formula from the same whole-number counts (concordant minus discordant pairs, pairs tied
     in ``x`` and in ``y``), so the same floats; NaN where fewer than 3 values were drawn or either side is
-    constant among them."""
+    constant among them. The pair counts are quadratic in the completions (in blocks, to bound memory):
+    cheaper than a scipy call per resample for coverage sets of hundreds to a few thousand completions,
+    not for tens of thousands."""
     n = len(x)
     block = max(1, _KENDALL_CELLS // max(n, 1))
     difference = np.zeros(len(weights))  # concordant minus discordant pairs, each pair counted twice
@@ -229,6 +231,10 @@ def score_estimate(
         )
     if not np.isfinite(estimate).all():
         raise IrmscopeError("the reward estimate contains NaN or infinity; check the method's output")
+    if not np.isfinite(true).all():
+        raise IrmscopeError("the known rewards contain NaN or infinity; check the reward's scores")
+    if n_resamples < 1:
+        raise IrmscopeError(f"the bootstrap needs at least 1 resample; got n_resamples={n_resamples}")
     prompts, correct, total = _ordered_pairs(true, estimate, prompt_index)
     canonical = canonicalize(true, prompt_index), canonicalize(estimate, prompt_index)
     point = _metrics(true, estimate, policy, canonical, _share(correct.sum(), total.sum()))

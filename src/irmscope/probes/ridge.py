@@ -212,9 +212,9 @@ def weighted_pearsons(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.n
     weights = np.asarray(weights, dtype=np.float64)
     drawn = weights > 0
     total = weights.sum(1)
-    a = x - (weights * x).sum(1, keepdims=True) / total[:, None]
-    b = y - (weights * y).sum(1, keepdims=True) / total[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row that drew nothing: NaN, as below
+        a = x - (weights * x).sum(1, keepdims=True) / total[:, None]
+        b = y - (weights * y).sum(1, keepdims=True) / total[:, None]
         r = (weights * a * b).sum(1) / np.sqrt((weights * a * a).sum(1) * (weights * b * b).sum(1))
     constant = (_drawn_spread(x, drawn) == 0) | (_drawn_spread(y, drawn) == 0)
     return np.where((total < 3) | constant, np.nan, np.clip(r, -1.0, 1.0))
