@@ -20,9 +20,9 @@ class Audit(Stage):
     name = "audit"
     # 2: a dictionary of the tuned-minus-base differences beside the crosscoder; 3: the word shifts and
     # activations from the read-samples stage (prompt and completion tokenised apart); 4: the known-reward
-    # comparison's intervals and the shown words' count changes take audit.n_resamples (they took 1000
-    # whatever it said), and the result records it
-    version = 4
+    # comparison's intervals take audit.n_resamples (they took 1000 whatever it said); 5: so do the shown
+    # words' count changes, and the result records it
+    version = 5
     needs = ("evaluate", "read-samples")
     result_key = "audit"
     result_file = RESULT_FILES["audit"]
