@@ -162,7 +162,7 @@ def _policy_rows(policy: np.ndarray) -> list[np.ndarray]:
 
 
 def _value_counts(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``values``' distinct values in ascending order, how often each row of ``weights`` drew each
+    """How often each row of ``weights`` drew each of ``values``' distinct values, in ascending order
     (``[resamples, distinct]``), and each value's index among them."""
     distinct, index = np.unique(values, return_inverse=True)
     counts = np.zeros((len(weights), len(distinct)))
