@@ -240,6 +240,28 @@ def test_ccs_at_every_layer_at_once_is_each_layer_fitted_alone():
     assert together[0].held_out_loss < together[2].held_out_loss  # the signal is in layer 0, none in layer 2
 
 
+def test_ccs_loss_gradient_is_autograds_through_one_layout():
+    """The CCS loss takes its weights' gradient against the pairs kept as rows, its scores against the
+    same pairs kept as columns (for speed): the gradient is the one autograd gives the plain product."""
+    import torch
+
+    from irmscope.probes.ccs import PairSide, ccs_loss
+
+    generator = torch.Generator().manual_seed(0)
+    first, second = (torch.randn(3, 20, 7, generator=generator, dtype=torch.float64) for _ in range(2))
+    start = torch.randn(3, 4, 7, generator=generator, dtype=torch.float64)
+    bias = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+
+    weights = start.clone().requires_grad_()
+    ccs_loss(PairSide.of(first), PairSide.of(second), weights, bias).sum().backward()
+
+    plain = start.clone().requires_grad_()
+    p1 = torch.sigmoid(first @ plain.mT + bias[:, None])
+    p2 = torch.sigmoid(second @ plain.mT + bias[:, None])
+    (((p1 - (1 - p2)) ** 2).mean(-2) + (torch.minimum(p1, p2) ** 2).mean(-2)).sum().backward()
+    torch.testing.assert_close(weights.grad, plain.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_ccs_scores_texts_in_the_units_it_was_fitted_in():
     """The held-out loss fit_ccs reports is the CCS loss of the probe that scores texts, recomputed here
     from ``probe.score`` alone (features far from mean 0 and scale 1, so any other normalisation in fitting

@@ -19,6 +19,7 @@ construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,15 +47,45 @@ class CcsProbe:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights
 
 
-def ccs_loss(
-    first: torch.Tensor, second: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor
-) -> torch.Tensor:
-    """CCS loss of every probe (columns of ``weights``) on normalised pairs: ``[..., probes]``. Pairs are
-    ``[..., n, width]``, weights ``[..., width, probes]`` and bias ``[..., probes]``, with any leading
-    dimensions (e.g. one per layer) shared by all four."""
-    p1 = torch.sigmoid(first @ weights + bias.unsqueeze(-2))
-    p2 = torch.sigmoid(second @ weights + bias.unsqueeze(-2))
-    return ((p1 - (1 - p2)) ** 2).mean(-2) + (torch.minimum(p1, p2) ** 2).mean(-2)
+@dataclass(frozen=True)
+class PairSide:
+    """One member of every pair, normalised, kept in both layouts the batched products read:
+    ``rows`` ``[..., n, width]`` and ``columns``, its transpose ``[..., width, n]``, each contiguous.
+
+    A handful of probes against a few hundred texts is a narrow product. Read from memory in order it (and
+    its gradient) ran about 3x faster per CCS step on the 2-core CPU than through a transposed view, which
+    is what autograd's own gradient of one layout reads (the demo: 30 layers, 10 probes, 280 pairs)."""
+
+    rows: torch.Tensor
+    columns: torch.Tensor
+
+    @classmethod
+    def of(cls, rows: torch.Tensor) -> PairSide:
+        return cls(rows.contiguous(), rows.transpose(-1, -2).contiguous())
+
+
+class _ProbeScores(torch.autograd.Function):
+    """``weights @ side.columns`` (``[..., probes, n]``), its gradient against the weights taken with
+    ``side.rows`` (see :class:`PairSide`)."""
+
+    @staticmethod
+    def forward(ctx: Any, weights: torch.Tensor, columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        return weights @ columns
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (rows,) = ctx.saved_tensors
+        return grad @ rows, None, None
+
+
+def ccs_loss(first: PairSide, second: PairSide, weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """CCS loss of every probe (rows of ``weights``) on normalised pairs: ``[..., probes]``. Each side holds
+    ``n`` pairs' members of width ``width``, weights are ``[..., probes, width]`` and bias ``[..., probes]``,
+    with any leading dimensions (e.g. one per layer) shared by all of them."""
+    p1 = torch.sigmoid(_ProbeScores.apply(weights, first.columns, first.rows) + bias.unsqueeze(-1))
+    p2 = torch.sigmoid(_ProbeScores.apply(weights, second.columns, second.rows) + bias.unsqueeze(-1))
+    return ((p1 - (1 - p2)) ** 2).mean(-1) + (torch.minimum(p1, p2) ** 2).mean(-1)
 
 
 def pair_split(n: int, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,13 +137,13 @@ def fit_ccs_layers(
     mean, scale = fitting.mean(0), fitting.std(0)  # per layer and feature
     scale[scale < 1e-6] = 1.0
 
-    def as_tensor(rows: np.ndarray) -> torch.Tensor:  # [layers, rows, width]
-        return torch.as_tensor(((rows - mean) / scale).transpose(1, 0, 2), dtype=torch.float32)
+    def as_side(rows: np.ndarray) -> PairSide:  # rows [layers, pairs, width]
+        return PairSide.of(torch.as_tensor(((rows - mean) / scale).transpose(1, 0, 2), dtype=torch.float32))
 
-    a, b = as_tensor(first[~held]), as_tensor(second[~held])
+    a, b = as_side(first[~held]), as_side(second[~held])
     torch.manual_seed(seed)
     start = torch.randn(width, n_restarts) / np.sqrt(width)  # every layer starts where a lone fit would
-    weights = torch.nn.Parameter(start.expand(n_layers, width, n_restarts).clone())
+    weights = torch.nn.Parameter(start.T.expand(n_layers, n_restarts, width).clone())
     bias = torch.nn.Parameter(torch.zeros(n_layers, n_restarts))
     optimiser = torch.optim.AdamW([weights, bias], lr=3e-2, weight_decay=weight_decay)
     for _ in range(steps):
@@ -121,12 +152,12 @@ def fit_ccs_layers(
         optimiser.step()
     with torch.no_grad():
         train = ccs_loss(a, b, weights, bias)
-        held_out = ccs_loss(as_tensor(first[held]), as_tensor(second[held]), weights, bias)
+        held_out = ccs_loss(as_side(first[held]), as_side(second[held]), weights, bias)
     probes = []
     for layer in range(n_layers):
         best = int(train[layer].argmin())
         raw = CcsProbe(
-            weights.detach()[layer, :, best].double().numpy(), mean[layer], scale[layer],
+            weights.detach()[layer, best].double().numpy(), mean[layer], scale[layer],
             float(train[layer, best]), float(held_out[layer, best]), float("nan"),
             float(bias.detach()[layer, best]), 1.0,
         )  # fmt: skip
