@@ -14,6 +14,7 @@ from irmscope.irl import (
     fit_irl,
     identifiability,
     mean_log_likelihood,
+    pair_design,
     within_prompt_differences,
 )
 from irmscope.leaderboard import METHODS, Coverage, MethodInputs
@@ -49,9 +50,11 @@ def test_irl_recovers_a_reward_the_expert_follows_from_held_out_prompts(kind):
 
 @pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
 def test_the_penalty_search_scores_are_scikit_learns_to_the_last_bit(kind):
-    """The search scores held-out folds with its own functions, not scikit-learn's scorers (whose input
-    checks cost a third of it); the penalty it picks rests on these numbers, so they must be the same
-    floats: from mild penalties to one that separates the pairs (probabilities clipped at eps)."""
+    """The search scores held-out folds of the pair design with its own functions, not scikit-learn's
+    scorers (whose input checks cost a third of it); the penalty it picks rests on these numbers, so they
+    must be the same floats: the log-likelihood scikit-learn's on the same rows (from mild penalties to
+    one that separates the pairs, probabilities clipped at eps), the accuracy scikit-learn's on the design
+    that enters each pair both ways, a pair the model cannot tell apart (a zero difference) counting half."""
     from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import get_scorer
@@ -60,8 +63,13 @@ def test_the_penalty_search_scores_are_scikit_learns_to_the_last_bit(kind):
     features, expert, groups, _ = demonstrations()
     features = features * 40.0  # well separated: the largest penalties drive probabilities to 0 and 1
     diffs, pair_groups = within_prompt_differences(features, expert, groups)
-    x, y = np.concatenate([diffs, -diffs]), np.r_[np.ones(len(diffs)), np.zeros(len(diffs))]
-    train = np.tile(pair_groups % 3 != 0, 2)
+    diffs[pair_groups == 3] = 0.0  # a tie, held out below
+    train = pair_groups % 3 != 0
+    fit, held = np.flatnonzero(train), np.flatnonzero(~train)
+    design = pair_design(diffs, [(fit, held), (held, fit)])
+    assert design.copies == 1
+    x, y = design.rows, design.labels
+    assert y[~train].any() and not y[~train].all()  # both labels held out: scikit-learn's log loss needs them
     if kind == "max-entropy":
         model, ours, theirs = (
             LogisticRegression(fit_intercept=False, solver="liblinear"),
@@ -74,10 +82,43 @@ def test_the_penalty_search_scores_are_scikit_learns_to_the_last_bit(kind):
     for penalty in (*PENALTIES, 1e6):
         fitted = clone(model).set_params(C=penalty).fit(x[train], y[train])
         score = ours(fitted, x[~train], y[~train])
-        assert score == get_scorer(theirs)(fitted, x[~train], y[~train]), penalty
         if kind == "max-entropy":
+            assert score == get_scorer(theirs)(fitted, x[~train], y[~train]), penalty
             clipped += int((fitted.predict_proba(x[~train]) < np.finfo(float).eps).any())
+        else:
+            held = diffs[~train]
+            both_ways, labels = np.concatenate([held, -held]), np.repeat([True, False], len(held))
+            assert score == get_scorer(theirs)(fitted, both_ways, labels), penalty
     assert kind == "max-margin" or clipped > 0  # the clip was exercised
+
+
+def test_the_pair_design_enters_each_pair_once_with_both_labels_in_every_fit():
+    """Each pair once, its sign alternating within each fold, so every fitting set and the whole design
+    hold both labels; with folds of one pair no labelling can, and every pair is entered both ways (the
+    solver's C then the penalty itself, not twice it)."""
+    diffs = np.arange(1.0, 19.0).reshape(9, 2)
+    folds = [(np.setdiff1d(np.arange(9), held), held) for held in ([0, 4, 8], [1, 3, 5], [2, 6, 7])]
+    design = pair_design(diffs, folds)
+    assert design.copies == 1 and design.folds == folds and design.solver_c(0.5) == 1.0
+    np.testing.assert_array_equal(design.rows, np.where(design.labels[:, None], diffs, -diffs))
+    np.testing.assert_array_equal(np.flatnonzero(~design.labels), [3, 4, 6])  # the second of each fold
+    for fit, _ in folds:
+        assert design.labels[fit].any() and not design.labels[fit].all()
+
+    lone = [(np.setdiff1d(np.arange(3), [i]), np.array([i])) for i in range(3)]
+    twice = pair_design(diffs[:3], lone)
+    assert twice.copies == 2 and twice.solver_c(0.5) == 0.5 and len(twice.rows) == 6
+    np.testing.assert_array_equal(twice.rows, np.concatenate([diffs[:3], -diffs[:3]]))
+    np.testing.assert_array_equal(twice.folds[0][1], [0, 3])  # a pair's two rows stay in its fold
+    for fit, _ in twice.folds:
+        assert twice.labels[fit].any() and not twice.labels[fit].all()
+
+
+@pytest.mark.parametrize("kind", ["max-entropy", "max-margin"])
+def test_a_searched_penalty_is_stated_on_the_grid_of_the_design_with_both_ways(kind):
+    """fit_irl fits each pair once at twice the solver's C; the penalty it reports is a grid value."""
+    features, expert, groups, _ = demonstrations()
+    assert fit_irl(features, expert, groups, kind).penalty in PENALTIES.tolist()
 
 
 def test_irl_is_a_conditional_logit_that_per_prompt_offsets_do_not_fool():

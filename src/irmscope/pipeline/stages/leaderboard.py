@@ -24,7 +24,9 @@ from irmscope.stages import PART_SECONDS
 @register
 class Leaderboard(Stage):
     name = "leaderboard"
-    version = 2  # 2: inverse RL fitted within prompts, CCS normalised once, NaN resamples counted
+    # 2: inverse RL fitted within prompts, CCS normalised once, NaN resamples counted; 3: inverse RL enters
+    # each pair once (irmscope.irl.pair_design), so its fits agree with version 2's to the solver's tolerance
+    version = 3
     needs = ("probes", "evaluate", "read-samples", "elicit")
     result_key = "leaderboard"
     requires = ("tuned", "probes")
