@@ -22,12 +22,13 @@ Neither sees a known-reward label; both see who wrote each completion.
 
 Penalties are stated as the inverse strength ``C`` of the design that enters every pair twice, as ``+d``
 labelled 1 *and* ``-d`` labelled 0 (how irmscope fitted until 2026-12-04): the fit with each pair once runs
-at ``2C``, the same objective with half the rows, which made the ranking SVM's fits about 4x faster and
-the conditional logit's 1.4x on the demo's read-outs. The two designs' fits agree to the solver's
-tolerance, not to the bit, so where held-out accuracies nearly tie the max-margin search can pick another
-penalty than before. In either design liblinear's default tolerance stops the ranking SVM short of its
-optimum at the larger penalties (on the demo's read-outs up to 17% above the optimal objective at
-``C = 1``): the method is that solver at that tolerance, not the exact SVM.
+at ``2C``, the same objective with half the rows (in the demo's leaderboard stage max-margin took 10.5 s
+against 26.8, max-entropy 16.0 against 20.1: docs/findings.md, Benchmarks). The two designs' fits agree
+to the solver's tolerance, not to the bit, so where held-out accuracies nearly tie the max-margin search
+can pick another penalty than before. In either design liblinear's default tolerance stops the ranking SVM
+short of its optimum at the larger penalties (on the demo's read-outs up to 17% above the optimal
+objective at ``C = 1``, in a check made outside the repository): the method is that solver at that
+tolerance, not the exact SVM.
 
 Ties are broken by rule, not by floating-point accident. Max-margin is scored by cross-validated accuracy,
 which takes few values, so several penalties (or read-outs) often tie: scores within :data:`TIE_TOLERANCE`
@@ -200,6 +201,10 @@ class PairDesign:
     def solver_c(self, penalty: float | np.ndarray) -> float | np.ndarray:
         return penalty * 2 / self.copies
 
+    def penalty(self, solver_c: float) -> float:
+        """The penalty a solver's ``C`` stands for: :meth:`solver_c` undone."""
+        return solver_c * self.copies / 2
+
 
 def pair_design(differences: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> PairDesign:
     """Each pair's difference ``d`` once, as ``+d`` labelled True or ``-d`` labelled False, in turn within
@@ -254,7 +259,7 @@ def fit_irl(
         search = penalty_search(kind, design.folds, design.solver_c(PENALTIES)).fit(
             design.rows, design.labels
         )
-        model, penalty = search.best_estimator_, float(search.best_params_["C"]) * design.copies / 2
+        model, penalty = search.best_estimator_, design.penalty(float(search.best_params_["C"]))
         cv_score = search.cv_results_["mean_test_score"][search.best_index_]
     else:
         design = pair_design(coordinates)

@@ -52,9 +52,9 @@ class PairSide:
     """One member of every pair, normalised, kept in both layouts the batched products read:
     ``rows`` ``[..., n, width]`` and ``columns``, its transpose ``[..., width, n]``, each contiguous.
 
-    A handful of probes against a few hundred texts is a narrow product. Read from memory in order it (and
-    its gradient) ran about 3x faster per CCS step on the 2-core CPU than through a transposed view, which
-    is what autograd's own gradient of one layout reads (the demo: 30 layers, 10 probes, 280 pairs)."""
+    A handful of probes against a few hundred texts is a narrow product, slow on the 2-core CPU when read
+    through a transposed view, which is what autograd's own gradient of one layout reads. With both layouts
+    the demo's CCS row took 36 s against 42 to 44 (docs/findings.md, Benchmarks)."""
 
     rows: torch.Tensor
     columns: torch.Tensor
