@@ -385,3 +385,20 @@ def test_ridge_folds_and_candidates_in_threads_give_the_serial_results():
         torch.set_num_threads(threads)
     assert np.allclose(threaded[0], serial[0], rtol=1e-10) and threaded[1] == serial[1]
     assert nested == [[1, 2, 3], [2, 4, 6]]
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])  # features far from 0: the kernel is centred before folds
+def test_group_cv_shares_one_row_kernel_and_matches_each_fold_refitted(offset):
+    from sklearn.model_selection import GroupKFold
+
+    from irmscope.probes.ridge import ALPHAS, _RowKernel, group_cv_mse, ridge_predictions
+
+    rng = np.random.default_rng(3)
+    x, groups = rng.standard_normal((36, 80)) + offset, np.repeat(np.arange(12), 3)
+    y = np.stack([x[:, :4].sum(1) - 4 * offset, rng.standard_normal(36)], axis=1)
+    kernel, squared = _RowKernel.of(x), np.zeros((len(ALPHAS), 2))
+    for fit, held in GroupKFold(n_splits=5).split(x, y, groups):
+        refitted = ridge_predictions(x[fit], y[fit], x[held])  # two products over the features per fold
+        assert np.allclose(kernel.predictions(fit, held, y[fit], ALPHAS), refitted, rtol=1e-9, atol=1e-9)
+        squared += ((refitted - y[held]) ** 2).sum(1)
+    assert np.allclose(group_cv_mse(x, y, groups), squared / 36, rtol=1e-9)

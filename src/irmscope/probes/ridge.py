@@ -67,29 +67,25 @@ class LinearProbe:
 class _Spectrum:
     """Ridge at any penalty from one eigendecomposition of the centred fitting rows' smaller Gram matrix
     (rows x rows in the dual form when they are fewer than the features, features x features otherwise):
-    ``to_features`` maps the eigenbasis to feature space and ``projected_y`` is the targets in it, so a
-    penalty costs a rescaling of ``projected_y`` instead of a solve."""
+    ``projected_y`` is the targets in the eigenbasis, so a penalty costs a rescaling of ``projected_y``
+    instead of a solve. Rows mapped into the eigenbasis (:class:`_FeatureSpectrum`, or a fold's products
+    with its fitting rows, :class:`_RowKernel`) get their predictions from :meth:`predictions`."""
 
-    mean_x: np.ndarray
     mean_y: np.ndarray
     eigen: np.ndarray
     spanned: np.ndarray
-    to_features: np.ndarray  # [features, eigen]
     projected_y: np.ndarray  # [eigen, targets]
 
     @classmethod
-    def of(cls, x_fit: np.ndarray, y_fit: np.ndarray) -> _Spectrum:
-        mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
-        centred, targets = x_fit - mean_x, y_fit - mean_y
-        if centred.shape[0] < centred.shape[1]:  # dual: X^T (X X^T + a)^-1 y
-            eigen, basis = np.linalg.eigh(centred @ centred.T)
-            to_features, projected_y = centred.T @ basis, basis.T @ targets
-        else:  # primal: (X^T X + a)^-1 X^T y
-            eigen, basis = np.linalg.eigh(centred.T @ centred)
-            to_features, projected_y = basis, basis.T @ (centred.T @ targets)
+    def of(
+        cls, gram: np.ndarray, project_targets: Callable[[np.ndarray], np.ndarray], mean_y: np.ndarray
+    ) -> tuple[_Spectrum, np.ndarray]:
+        """The spectrum of ``gram`` and its eigenvectors; ``project_targets(basis)`` puts the centred
+        targets into the eigenbasis."""
+        eigen, basis = np.linalg.eigh(gram)
         eigen = np.clip(eigen, 0.0, None)
         spanned = eigen > eigen.max(initial=0.0) * len(eigen) * np.finfo(float).eps
-        return cls(mean_x, mean_y, eigen, spanned, to_features, projected_y)
+        return cls(mean_y, eigen, spanned, project_targets(basis)), basis
 
     def inverse(self, alpha: float | np.ndarray) -> np.ndarray:
         """``1 / (eigen + alpha)`` on the spanned directions, 0 elsewhere: ``[eigen]`` for one penalty,
@@ -99,11 +95,67 @@ class _Spectrum:
         spanned = self.spanned.reshape(eigen.shape)
         return np.where(spanned, 1.0 / np.where(spanned, eigen + alpha, 1.0), 0.0)
 
+    def predictions(self, held: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        """``[alphas, held, targets]`` predictions for rows given in the eigenbasis (``[held, eigen]``)."""
+        return np.stack([held @ (self.projected_y * self.inverse(a)[:, None]) + self.mean_y for a in alphas])
+
+
+@dataclass(frozen=True)
+class _FeatureSpectrum:
+    """:class:`_Spectrum` of fitting rows given as features, with the map from the eigenbasis to feature
+    space (``to_features``), which gives the weights (:meth:`coefficients`) and places new rows."""
+
+    mean_x: np.ndarray
+    to_features: np.ndarray  # [features, eigen]
+    spectrum: _Spectrum
+
+    @classmethod
+    def of(cls, x_fit: np.ndarray, y_fit: np.ndarray) -> _FeatureSpectrum:
+        mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
+        centred, targets = x_fit - mean_x, y_fit - mean_y
+        if centred.shape[0] < centred.shape[1]:  # dual: X^T (X X^T + a)^-1 y
+            spectrum, basis = _Spectrum.of(centred @ centred.T, lambda b: b.T @ targets, mean_y)
+            return cls(mean_x, centred.T @ basis, spectrum)
+        # primal: (X^T X + a)^-1 X^T y
+        spectrum, basis = _Spectrum.of(centred.T @ centred, lambda b: b.T @ (centred.T @ targets), mean_y)
+        return cls(mean_x, basis, spectrum)
+
     def coefficients(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[features, targets]`` weights and ``[targets]`` intercepts, each target at its own penalty."""
-        inverse = self.inverse(np.asarray(alphas, dtype=np.float64))  # [eigen, targets]
-        coef = self.to_features @ (self.projected_y * inverse)
-        return coef, self.mean_y - self.mean_x @ coef
+        inverse = self.spectrum.inverse(np.asarray(alphas, dtype=np.float64))  # [eigen, targets]
+        coef = self.to_features @ (self.spectrum.projected_y * inverse)
+        return coef, self.spectrum.mean_y - self.mean_x @ coef
+
+
+@dataclass(frozen=True)
+class _RowKernel:
+    """Every row's products with every other (``[rows, rows]``, about the mean of all rows), from which a
+    fold's dual-form ridge follows without another product over the features: about the fitting rows'
+    mean ``m``, ``(x_i - m)·(x_j - m) = K_ij - r_i - r_j + c`` with ``r_i = x_i·m`` the mean of row ``i``'s
+    products with the fitting rows and ``c = m·m`` the mean of those. K-fold cross-validation of wide rows
+    (the elicitation's 4,608 SAE features on about 1,400 rows) then costs one product for all folds, not
+    two a fold (the Gram matrix and the map to feature space), and each fold an eigendecomposition.
+    Centring on all rows' mean first keeps the subtraction from cancelling when features sit far from 0."""
+
+    kernel: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> _RowKernel:
+        centred = x - x.mean(0)
+        return cls(centred @ centred.T)
+
+    def predictions(
+        self, fit: np.ndarray, held: np.ndarray, y_fit: np.ndarray, alphas: np.ndarray
+    ) -> np.ndarray:
+        """:func:`ridge_predictions` for rows ``held`` from a fit on rows ``fit`` (indices into the rows)."""
+        fit_products, held_products = self.kernel[np.ix_(fit, fit)], self.kernel[np.ix_(held, fit)]
+        fit_means, held_means = fit_products.mean(1), held_products.mean(1)
+        square = fit_means.mean()
+        gram = fit_products - fit_means[:, None] - fit_means[None, :] + square
+        cross = held_products - held_means[:, None] - fit_means[None, :] + square  # [held, fit]
+        mean_y = y_fit.mean(0)
+        spectrum, basis = _Spectrum.of(gram, lambda b: b.T @ (y_fit - mean_y), mean_y)
+        return spectrum.predictions(cross @ basis, alphas)
 
 
 def ridge_predictions(
@@ -113,11 +165,8 @@ def ridge_predictions(
     from one eigendecomposition (:class:`_Spectrum`), so the whole penalty grid costs one decomposition. A
     penalty of 0 is the minimum-norm least-squares fit (directions the fitting rows do not span get no
     weight), i.e. ordinary least squares with an intercept."""
-    spectrum = _Spectrum.of(x_fit, y_fit)
-    held = (x_held - spectrum.mean_x) @ spectrum.to_features  # [held, eigen]
-    return np.stack(
-        [held @ (spectrum.projected_y * spectrum.inverse(a)[:, None]) + spectrum.mean_y for a in alphas]
-    )
+    fitted = _FeatureSpectrum.of(x_fit, y_fit)
+    return fitted.spectrum.predictions((x_held - fitted.mean_x) @ fitted.to_features, alphas)
 
 
 def group_cv_mse(
@@ -126,20 +175,30 @@ def group_cv_mse(
     """Mean squared error of ridge at every penalty in ``alphas`` (``[alphas, targets]``, ``y`` as
     ``[rows, targets]``), by K-fold cross-validation with every group wholly in one fold: rows of one
     group (the completions of one prompt, the tokens of one text) are alike and often share their target,
-    so leaving one row out would let its twins vouch for it and favour too small a penalty."""
+    so leaving one row out would let its twins vouch for it and favour too small a penalty. Where every
+    fold fits fewer rows than there are features, the folds share one :class:`_RowKernel`."""
     n_folds = min(n_folds, len(np.unique(groups)))
     if n_folds < 2:
         raise IrmscopeError(
             "cross-validation by group needs at least 2 groups (prompts/texts); add more data"
         )
+    folds = list(GroupKFold(n_splits=n_folds).split(x, y, groups))
+    if max(len(fit) for fit, _ in folds) < x.shape[1]:
+        kernel = _RowKernel.of(x)
+
+        def predicted(fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+            return kernel.predictions(fit, held, y[fit], alphas)
+    else:
+
+        def predicted(fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+            return ridge_predictions(x[fit], y[fit], x[held], alphas)
 
     def fold_error(rows: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         fit_rows, held_rows = rows
-        predicted = ridge_predictions(x[fit_rows], y[fit_rows], x[held_rows], alphas)
-        return ((predicted - y[held_rows]) ** 2).sum(1)
+        return ((predicted(fit_rows, held_rows) - y[held_rows]) ** 2).sum(1)
 
     squared = np.zeros((len(alphas), y.shape[1]))
-    for error in in_threads(fold_error, list(GroupKFold(n_splits=n_folds).split(x, y, groups))):
+    for error in in_threads(fold_error, folds):
         squared += error  # in fold order, as one loop would add them
     return squared / len(y)
 
@@ -178,7 +237,7 @@ def _ridge(
         chosen = mse.argmin(0)
         alphas, cv_mse = ALPHAS[chosen], mse[chosen, np.arange(mse.shape[1])]
         # each target's ridge at its own penalty from one decomposition (not one solve per target)
-        weights, intercepts = _Spectrum.of(standard, columns).coefficients(alphas)
+        weights, intercepts = _FeatureSpectrum.of(standard, columns).coefficients(alphas)
         coef, intercept = (weights.T, intercepts) if y.ndim == 2 else (weights[:, 0], intercepts[0])
     direction = coef / scale  # [d] or [targets, d]
     return direction, intercept - direction @ mean, alphas, cv_mse
